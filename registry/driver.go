@@ -1,0 +1,212 @@
+package registry
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"net/url"
+	"time"
+)
+
+// This file is the contract between package registry and its backends, in the spirit
+// of database/sql/driver: a backend only translates; re-registration, watch re-arming,
+// re-list and diff, staleness, sharing and validation live in package registry.
+// Users never call these interfaces directly.
+
+// Driver opens connections to one kind of backend. A backend registers its Driver
+// under a URL scheme with Register, usually from its package's init.
+type Driver interface {
+	// Open connects to the backend named by u (its scheme already matched). It
+	// rejects unknown query parameters (see Params) and must not outlive ctx while
+	// connecting. cfg carries what a URL cannot; it is already defaulted.
+	Open(ctx context.Context, u *url.URL, cfg Config) (Conn, error)
+}
+
+// Config is what the functional options of Open set, for drivers to read.
+type Config struct {
+	Logger   *slog.Logger // never nil; discards below Warn unless WithLogger was given
+	TLS      *tls.Config  // nil: plain connections
+	Username string       // from WithCredentials (or the URL's user info)
+	Password string
+	// DriverOptions are backend-specific settings given with WithDriverOption.
+	DriverOptions map[string]any
+}
+
+// Capabilities says what a backend can do, so that callers and the conformance
+// suites can tell "cannot" from "failed".
+type Capabilities struct {
+	Store      bool // the coordination store (StoreConn) is offered
+	Ephemeral  bool // store nodes can be bound to a session
+	Sequential bool // store creates can append a sequence number
+	Sessions   bool // NewSession works
+}
+
+// Conn is one open connection to a backend, safe for concurrent use.
+type Conn interface {
+	// Put registers inst (already validated and defaulted) and keeps it alive
+	// (lease, session, TTL check, heartbeat) until the returned Lease is removed or
+	// abandoned, or the backend drops it, which the Lease reports through Lost.
+	// Put of an instance that is already there replaces it.
+	Put(ctx context.Context, inst Instance) (Lease, error)
+	// List returns every registered instance of service, healthy or not, each with
+	// Healthy set as the backend sees it. An unknown service is an empty Listing,
+	// not an error.
+	List(ctx context.Context, service string) (Listing, error)
+	// Watch blocks until ctx is done (returning ctx.Err()) or the watch breaks
+	// (returning why). It calls notify once the watch is armed and again whenever
+	// something under service may have changed, including after any internal
+	// reconnect or gap. notify never blocks; it may be called from any goroutine.
+	// Package registry re-lists after every notify and after Watch returns, so a
+	// driver may over-notify but must never miss a change after the first notify.
+	Watch(ctx context.Context, service string, notify func()) error
+	// Capabilities reports what this connection offers.
+	Capabilities() Capabilities
+	// Close releases the connection. Leases still held are abandoned (their
+	// ephemeral entries expire on the backend's own schedule).
+	Close() error
+}
+
+// Lease is the keep-alive of one Put.
+type Lease interface {
+	// Lost is closed when the backend has dropped, or may have dropped, the
+	// instance: session expired, lease revoked, agent forgot it, heartbeat answered
+	// "unknown instance". Package registry then calls Abandon and Put again.
+	Lost() <-chan struct{}
+	// Err says why Lost was closed (wrapping ErrSessionLost where that is the cause).
+	Err() error
+	// Deregister deletes the instance from the backend and stops the keep-alive.
+	// It may be called after Lost and after Abandon, and must still delete the
+	// instance then (a retried put may have gone through).
+	Deregister(ctx context.Context) error
+	// Abandon stops the keep-alive without touching the backend. Idempotent.
+	Abandon()
+}
+
+// Listing is one read of a service.
+type Listing struct {
+	Instances []Instance // any order; registry sorts by ID
+	// Revision is the backend's own revision of this read (etcd header revision,
+	// ZooKeeper pzxid, Consul index), or 0 where there is none.
+	Revision uint64
+	// ReplicaLag is how far behind the leader the answering server may be (Consul's
+	// LastContact with AllowStale); 0 for a consistent read.
+	ReplicaLag time.Duration
+	// NoLeader: the answering server knows no leader (Consul KnownLeader=false).
+	NoLeader bool
+	// ProtectThreshold: the server returned unhealthy instances as healthy to
+	// protect the service (Nacos reachProtectionThreshold).
+	ProtectThreshold bool
+}
+
+// StoreConn is the optional coordination-store part of a Conn, found by type
+// assertion. Keys are absolute slash-separated paths ("/locks/job"); see ValidKey.
+type StoreConn interface {
+	// Create writes a new key, creating missing parents as empty persistent keys.
+	// It fails with ErrExists if the key exists. With spec.Sequential the backend
+	// appends a 10-digit, zero-padded number, increasing per parent, to the last
+	// segment, and returns the actual key in Node.Key. With spec.Session the key is
+	// deleted when that session ends.
+	Create(ctx context.Context, key string, value []byte, spec CreateSpec) (Node, error)
+	// Get reads one key; ErrNotFound if absent.
+	Get(ctx context.Context, key string) (Node, error)
+	// Set replaces the value of an existing key. version AnyVersion writes
+	// unconditionally; any other value must equal the key's Version or the call
+	// fails with ErrVersionConflict. A missing key is ErrNotFound.
+	Set(ctx context.Context, key string, value []byte, version int64) (Node, error)
+	// Delete removes a key. version as for Set. Without recursive, a key with
+	// children fails with ErrNotEmpty; with it, the key and all descendants go,
+	// tolerating concurrent deletes. A missing key is ErrNotFound.
+	Delete(ctx context.Context, key string, version int64, recursive bool) error
+	// Children returns the sorted names (last segments) of the key's direct
+	// children; ErrNotFound if the key itself does not exist (except the root "/").
+	Children(ctx context.Context, key string) ([]string, error)
+	// Tree returns the key (if present) and all its descendants, sorted by key.
+	Tree(ctx context.Context, key string) ([]Node, error)
+	// WatchTree follows the contract of Conn.Watch for the key and all its
+	// descendants.
+	WatchTree(ctx context.Context, key string, notify func()) error
+	// NewSession starts a session that keeps itself alive with the given TTL
+	// (0: the backend's default). The driver reports state changes through
+	// spec.OnState, in order, from one goroutine at a time, without blocking.
+	NewSession(ctx context.Context, spec SessionSpec) (SessionConn, error)
+}
+
+// AnyVersion makes Set and Delete unconditional.
+const AnyVersion int64 = -1
+
+// CreateSpec are the options of StoreConn.Create.
+type CreateSpec struct {
+	Session    SessionConn // non-nil: ephemeral, bound to this session
+	Sequential bool
+}
+
+// SessionSpec are the options of StoreConn.NewSession.
+type SessionSpec struct {
+	TTL     time.Duration
+	OnState func(SessionState)
+}
+
+// SessionConn is a backend session: the liveness ephemeral keys are bound to.
+type SessionConn interface {
+	// ID identifies the session on the backend (lease id, ZooKeeper session id,
+	// Consul session id).
+	ID() string
+	// Done is closed when the session has ended: lost or closed.
+	Done() <-chan struct{}
+	// Err is nil while Done is open, then wraps ErrSessionLost or ErrClosed.
+	Err() error
+	// Close ends the session; its ephemeral keys are deleted.
+	Close(ctx context.Context) error
+}
+
+// Node is one key of the coordination store.
+type Node struct {
+	Key   string
+	Value []byte
+	// Version changes on every write of this key; pass it to Set and Delete for
+	// compare-and-set (etcd mod revision, ZooKeeper data version, Consul
+	// ModifyIndex).
+	Version int64
+	// CreateRevision orders creations across the whole store and never repeats
+	// for the life of the store: the recipes' ordering and fencing token (etcd
+	// create revision, ZooKeeper czxid, Consul CreateIndex).
+	CreateRevision int64
+	// Session is the ID of the session an ephemeral key is bound to, or "".
+	Session string
+}
+
+// SessionState is a connection-state event of a session, as Curator names them.
+type SessionState int
+
+// Session states.
+const (
+	// StateConnected: the session was established.
+	StateConnected SessionState = iota + 1
+	// StateSuspended: the connection is interrupted; the session may still live,
+	// but locks and leadership held through it must be treated as uncertain.
+	StateSuspended
+	// StateReconnected: the connection is back and the session survived.
+	StateReconnected
+	// StateLost: the session expired or was revoked; its ephemeral keys are gone.
+	// Terminal.
+	StateLost
+	// StateClosed: the owner closed the session. Terminal.
+	StateClosed
+)
+
+// String returns the state's name.
+func (s SessionState) String() string {
+	switch s {
+	case StateConnected:
+		return "connected"
+	case StateSuspended:
+		return "suspended"
+	case StateReconnected:
+		return "reconnected"
+	case StateLost:
+		return "lost"
+	case StateClosed:
+		return "closed"
+	}
+	return "unknown"
+}

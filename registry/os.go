@@ -1,0 +1,8 @@
+package registry
+
+import (
+	"io"
+	"os"
+)
+
+func osStderr() io.Writer { return os.Stderr }

@@ -1,0 +1,187 @@
+package registry
+
+import (
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Params reads a URL's query parameters for a driver and remembers which were read,
+// so that Done can reject the unknown ones with an error naming them.
+type Params struct {
+	q    url.Values
+	used map[string]bool
+	err  error
+}
+
+// NewParams starts reading u's query.
+func NewParams(u *url.URL) *Params {
+	return &Params{q: u.Query(), used: map[string]bool{}}
+}
+
+func (p *Params) get(name string) (string, bool) {
+	p.used[name] = true
+	v, ok := p.q[name]
+	if !ok || len(v) == 0 {
+		return "", false
+	}
+	return v[len(v)-1], true
+}
+
+func (p *Params) fail(name, v, reason string) {
+	if p.err == nil {
+		p.err = invalid(name, v, reason)
+	}
+}
+
+// String returns the parameter or def.
+func (p *Params) String(name, def string) string {
+	if v, ok := p.get(name); ok {
+		return v
+	}
+	return def
+}
+
+// Duration returns the parameter parsed by time.ParseDuration, or def. A bad or
+// negative value is remembered as the error Done returns.
+func (p *Params) Duration(name string, def time.Duration) time.Duration {
+	v, ok := p.get(name)
+	if !ok {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		p.fail(name, v, "want a non-negative duration such as 3s")
+		return def
+	}
+	return d
+}
+
+// Int returns the parameter as an integer, or def.
+func (p *Params) Int(name string, def int) int {
+	v, ok := p.get(name)
+	if !ok {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		p.fail(name, v, "want an integer")
+		return def
+	}
+	return n
+}
+
+// Bool returns the parameter as a boolean (strconv.ParseBool), or def.
+func (p *Params) Bool(name string, def bool) bool {
+	v, ok := p.get(name)
+	if !ok {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		p.fail(name, v, "want true or false")
+		return def
+	}
+	return b
+}
+
+// OneOf returns the parameter, which must be one of allowed, or def.
+func (p *Params) OneOf(name, def string, allowed ...string) string {
+	v, ok := p.get(name)
+	if !ok {
+		return def
+	}
+	if !slices.Contains(allowed, v) {
+		p.fail(name, v, "want one of "+strings.Join(allowed, ", "))
+		return def
+	}
+	return v
+}
+
+// Done returns the first bad value met, or an error naming every parameter that was
+// never read (an unknown parameter), or nil.
+func (p *Params) Done() error {
+	if p.err != nil {
+		return p.err
+	}
+	var unknown []string
+	for k := range p.q {
+		if !p.used[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		slices.Sort(unknown)
+		return invalid("url", strings.Join(unknown, ","), "unknown query parameter")
+	}
+	return nil
+}
+
+// Hosts splits a URL host list "h1:2379,h2:2379" and adds defPort where a host has
+// none. An empty list is an error naming the URL.
+func Hosts(u *url.URL, defPort int) ([]string, error) {
+	if u.Host == "" {
+		return nil, invalid("url", u.Redacted(), "no host")
+	}
+	var out []string
+	for _, h := range strings.Split(u.Host, ",") {
+		if h == "" {
+			return nil, invalid("url", u.Redacted(), "empty host in list")
+		}
+		if !strings.Contains(strings.TrimPrefix(strings.TrimSuffix(h, "]"), "["), ":") || strings.HasSuffix(h, "]") {
+			h = h + ":" + strconv.Itoa(defPort)
+		}
+		out = append(out, h)
+	}
+	return out, nil
+}
+
+// ValidKey reports why key cannot be a store key, or nil. A key is "/" or a
+// slash-separated absolute path without empty, "." or ".." segments, trailing slash
+// or control characters.
+func ValidKey(key string) error {
+	if key == "/" {
+		return nil
+	}
+	if !strings.HasPrefix(key, "/") {
+		return invalid("key", key, "key must start with '/'")
+	}
+	for _, seg := range strings.Split(key[1:], "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return invalid("key", key, "key has an empty, '.' or '..' segment")
+		}
+	}
+	if strings.IndexFunc(key, isControl) >= 0 {
+		return invalid("key", key, "key has control characters")
+	}
+	return nil
+}
+
+// ParentKey returns the parent of a valid key ("/" for top-level keys and for "/").
+func ParentKey(key string) string {
+	i := strings.LastIndexByte(key, '/')
+	if i <= 0 {
+		return "/"
+	}
+	return key[:i]
+}
+
+// JoinKey joins a parent key and a child name.
+func JoinKey(parent, name string) string {
+	if parent == "/" {
+		return "/" + name
+	}
+	return parent + "/" + name
+}
+
+// SequenceSuffix formats a sequence number as sequential keys carry it: 10 digits,
+// zero-padded (ZooKeeper's format), so that keys sort in creation order.
+func SequenceSuffix(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	if len(s) < 10 {
+		s = strings.Repeat("0", 10-len(s)) + s
+	}
+	return s
+}

@@ -1,0 +1,231 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// RegistrationState is where a Registration stands.
+type RegistrationState int
+
+// Registration states.
+const (
+	// Registered: the instance is on the backend and kept alive.
+	Registered RegistrationState = iota + 1
+	// Reregistering: the backend dropped the instance (session lost, lease expired,
+	// agent restarted); it is being put again with backoff, for as long as it takes.
+	Reregistering
+	// Deregistered: Close or Deregister was called. Terminal.
+	Deregistered
+)
+
+// String returns the state's name.
+func (s RegistrationState) String() string {
+	switch s {
+	case Registered:
+		return "registered"
+	case Reregistering:
+		return "re-registering"
+	case Deregistered:
+		return "deregistered"
+	}
+	return "unknown"
+}
+
+// Registration is one registered instance that keeps itself registered: it
+// re-registers by itself, with jittered backoff and without end, whenever the backend
+// drops it, until Deregister or Close.
+type Registration interface {
+	// Instance returns the instance as registered (ID, Host, Port, Weight filled).
+	Instance() Instance
+	// State returns the current state.
+	State() RegistrationState
+	// Changed returns a channel closed at the next state change after the call.
+	Changed() <-chan struct{}
+	// Err returns the last error met while re-registering, or nil.
+	Err() error
+	// Deregister removes the instance from the backend and stops keeping it alive.
+	// It returns ErrClosed if already deregistered.
+	Deregister(ctx context.Context) error
+	// Close is Deregister with a 10-second timeout.
+	Close() error
+}
+
+type registration struct {
+	c    *Client
+	inst Instance
+
+	mu      sync.Mutex
+	state   RegistrationState
+	changed chan struct{}
+	lease   Lease
+	lastErr error
+
+	stop chan struct{} // closed by Deregister
+	done chan struct{} // closed when the keeper goroutine has ended
+}
+
+// Register validates inst, fills an empty Host/Port through the address resolver,
+// an empty ID with "Host:Port" and a zero Weight with DefaultWeight, and puts it on
+// the backend, retrying with backoff until the first put succeeds or ctx is done.
+// From then on the Registration keeps it there (see Registration). When ctx ends
+// before the first put succeeded, nothing is left behind.
+func (c *Client) Register(ctx context.Context, inst Instance) (Registration, error) {
+	inst, err := c.prepare(inst)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.checkOpen(); err != nil {
+		return nil, err
+	}
+	lease, err := c.putRetry(ctx, inst, nil)
+	if err != nil {
+		return nil, err
+	}
+	r := &registration{c: c, inst: inst, state: Registered, changed: make(chan struct{}),
+		lease: lease, stop: make(chan struct{}), done: make(chan struct{})}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = lease.Deregister(dctx)
+		return nil, ErrClosed
+	}
+	c.regs[r] = struct{}{}
+	c.wg.Add(1)
+	c.mu.Unlock()
+	go func() {
+		defer c.wg.Done()
+		r.keep()
+	}()
+	return r, nil
+}
+
+// putRetry puts inst until it succeeds, ctx is done or stop is closed.
+func (c *Client) putRetry(ctx context.Context, inst Instance, onErr func(error)) (Lease, error) {
+	b := c.newBackoff()
+	for {
+		lease, err := c.conn.Put(ctx, inst)
+		if err == nil {
+			return lease, nil
+		}
+		if errors.Is(err, ErrInvalid) || errors.Is(err, ErrNotSupported) || errors.Is(err, ErrClosed) {
+			return nil, err
+		}
+		if onErr != nil {
+			onErr(err)
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("registry: register %s: %w (last error: %v)", inst, ctx.Err(), err)
+		}
+		if serr := sleepCtx(ctx, b.NextBackOff()); serr != nil {
+			return nil, fmt.Errorf("registry: register %s: %w (last error: %v)", inst, serr, err)
+		}
+	}
+}
+
+// keep waits for the lease to be lost and puts the instance again, forever.
+func (r *registration) keep() {
+	defer close(r.done)
+	ctx, cancel := context.WithCancel(r.c.life)
+	defer cancel()
+	go func() {
+		select {
+		case <-r.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		r.mu.Lock()
+		lease := r.lease
+		r.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-lease.Lost():
+		}
+		err := lease.Err()
+		r.c.log.warn("registry: registration lost, registering again", "instance", r.inst.String(), "err", err)
+		lease.Abandon()
+		r.set(Reregistering, err)
+		nl, err := r.c.putRetry(ctx, r.inst, func(err error) { r.set(Reregistering, err) })
+		if err != nil { // stopped
+			return
+		}
+		r.mu.Lock()
+		r.lease = nl
+		r.mu.Unlock()
+		r.set(Registered, nil)
+	}
+}
+
+func (r *registration) set(s RegistrationState, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state == Deregistered {
+		return
+	}
+	if err != nil {
+		r.lastErr = err
+	}
+	if r.state != s {
+		r.state = s
+		close(r.changed)
+		r.changed = make(chan struct{})
+	}
+}
+
+func (r *registration) Instance() Instance { return r.inst.Clone() }
+
+func (r *registration) State() RegistrationState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.state
+}
+
+func (r *registration) Changed() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.changed
+}
+
+func (r *registration) Err() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastErr
+}
+
+func (r *registration) Deregister(ctx context.Context) error {
+	r.mu.Lock()
+	if r.state == Deregistered {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	r.state = Deregistered
+	close(r.changed)
+	r.changed = make(chan struct{})
+	close(r.stop)
+	r.mu.Unlock()
+	<-r.done // the keeper no longer touches the lease
+	r.c.mu.Lock()
+	delete(r.c.regs, r)
+	r.c.mu.Unlock()
+	r.mu.Lock()
+	lease := r.lease
+	r.mu.Unlock()
+	if err := lease.Deregister(ctx); err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("registry: deregister %s: %w", r.inst, err)
+	}
+	return nil
+}
+
+func (r *registration) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return r.Deregister(ctx)
+}

@@ -1,0 +1,159 @@
+package registry
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/regkit/regkit/registry/address"
+)
+
+var (
+	driversMu sync.RWMutex
+	drivers   = map[string]Driver{}
+)
+
+// Register makes a driver available under a URL scheme ("etcd", "zk", ...). It is
+// meant for a backend's init; it panics if the driver is nil or the scheme is taken,
+// as database/sql.Register does.
+func Register(scheme string, d Driver) {
+	driversMu.Lock()
+	defer driversMu.Unlock()
+	if d == nil {
+		panic("registry: Register driver is nil")
+	}
+	if _, dup := drivers[scheme]; dup {
+		panic("registry: Register called twice for scheme " + scheme)
+	}
+	drivers[scheme] = d
+}
+
+// Drivers returns the sorted schemes of the registered drivers.
+func Drivers() []string {
+	driversMu.RLock()
+	defer driversMu.RUnlock()
+	var out []string
+	for s := range drivers {
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Option configures Open and NewClient.
+type Option func(*options)
+
+type options struct {
+	cfg        Config
+	resolver   AddressResolver
+	backoffMin time.Duration
+	backoffMax time.Duration
+	now        func() time.Time
+}
+
+// WithLogger sets the logger (default: warnings and errors to standard error).
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.cfg.Logger = l } }
+
+// WithTLS makes the driver connect with TLS.
+func WithTLS(c *tls.Config) Option { return func(o *options) { o.cfg.TLS = c } }
+
+// WithCredentials sets the user name and password (etcd auth, ZooKeeper digest,
+// Nacos login). They override the URL's user info.
+func WithCredentials(username, password string) Option {
+	return func(o *options) { o.cfg.Username, o.cfg.Password = username, password }
+}
+
+// WithDriverOption passes a backend-specific setting; each backend documents its keys.
+func WithDriverOption(key string, value any) Option {
+	return func(o *options) {
+		if o.cfg.DriverOptions == nil {
+			o.cfg.DriverOptions = map[string]any{}
+		}
+		o.cfg.DriverOptions[key] = value
+	}
+}
+
+// WithAddressResolver sets how Register fills an empty Host or a zero Port
+// (default: address.Default(), which reads the environment; see package
+// registry/address).
+func WithAddressResolver(r AddressResolver) Option { return func(o *options) { o.resolver = r } }
+
+// WithRetryBackoff sets the bounds of the jittered exponential backoff used by every
+// retry loop: re-registration, watch re-arming, re-listing (default 100ms to 10s).
+func WithRetryBackoff(min, max time.Duration) Option {
+	return func(o *options) { o.backoffMin, o.backoffMax = min, max }
+}
+
+// AddressResolver fills the host and port to advertise when an Instance has none.
+// Package registry/address provides the standard one.
+type AddressResolver interface {
+	// Resolve returns the host and port others should dial. port may be 0 when
+	// nothing configures it (the caller's Port is then required).
+	Resolve() (host string, port int, err error)
+}
+
+func buildOptions(opts []Option) options {
+	o := options{backoffMin: 100 * time.Millisecond, backoffMax: 10 * time.Second, now: time.Now}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.cfg.Logger == nil {
+		o.cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	if o.resolver == nil {
+		o.resolver = address.Default()
+	}
+	if o.backoffMin <= 0 {
+		o.backoffMin = 100 * time.Millisecond
+	}
+	if o.backoffMax < o.backoffMin {
+		o.backoffMax = o.backoffMin
+	}
+	return o
+}
+
+var stderr io.Writer = osStderr()
+
+// Open parses rawURL, finds the driver registered for its scheme and connects.
+//
+//	c, err := registry.Open(ctx, "etcd://10.0.0.1:2379,10.0.0.2:2379/prefix?dial_timeout=3s")
+//
+// A malformed URL, an unknown scheme or an unknown query parameter is an error
+// matching ErrInvalid.
+func Open(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, &FieldError{Field: "url", Value: rawURL, Reason: "malformed: " + err.Error()}
+	}
+	if u.Scheme == "" {
+		return nil, invalid("url", rawURL, "no scheme (want e.g. etcd://, zk://, consul://, nacos://, mem://)")
+	}
+	driversMu.RLock()
+	d, ok := drivers[u.Scheme]
+	driversMu.RUnlock()
+	if !ok {
+		return nil, invalid("url", u.Redacted(), fmt.Sprintf("unknown scheme %q (forgotten import? registered: %v)", u.Scheme, Drivers()))
+	}
+	o := buildOptions(opts)
+	if u.User != nil && o.cfg.Username == "" {
+		o.cfg.Username = u.User.Username()
+		o.cfg.Password, _ = u.User.Password()
+	}
+	conn, err := d.Open(ctx, u, o.cfg)
+	if err != nil {
+		return nil, err
+	}
+	return newClient(conn, o), nil
+}
+
+// NewClient wraps an already open driver connection, as sql.OpenDB does; backends'
+// direct constructors (etcd.New(client)) use it. The Client owns conn and closes it.
+func NewClient(conn Conn, opts ...Option) *Client {
+	return newClient(conn, buildOptions(opts))
+}

@@ -1,0 +1,48 @@
+// Package registrytest holds the conformance suites every backend runs against a real
+// server: RunRegistry (registration, discovery, watches, faults) and RunStore (the
+// coordination store and sessions). A backend's test calls them with a Harness that
+// opens clients on its server and injects faults for real.
+package registrytest
+
+import (
+	"testing"
+	"time"
+
+	"github.com/regkit/regkit/registry"
+	"go.uber.org/goleak"
+)
+
+// Harness is what a backend gives the suites.
+type Harness struct {
+	// Name labels the backend in messages.
+	Name string
+	// NewClient opens a new client on namespace ns: clients opened with the same ns
+	// see the same data, clients with different ns see nothing of each other (a
+	// key prefix, chroot or Nacos namespace). The suites close the clients they
+	// open; NewClient should not register cleanups that close them. Required.
+	NewClient func(t testing.TB, ns string) *registry.Client
+	// ExpireSession makes the backend drop everything client c keeps alive
+	// (revoke its leases, expire its ZooKeeper session, make the agent forget it,
+	// delete its instances), as an outage longer than the TTL would. Nil: the
+	// session-loss cases fail, since every backend must offer them.
+	ExpireSession func(t testing.TB, c *registry.Client)
+	// Restart stops the server and starts it again on the same address. Nil: the
+	// restart cases are skipped with a message.
+	Restart func(t testing.TB)
+	// Cut breaks every connection between the clients opened by NewClient and the
+	// server (through a fault proxy) until the returned heal is called. Nil: the
+	// cut cases are skipped with a message.
+	Cut func(t testing.TB) (heal func())
+	// Timeout bounds each "eventually" wait (default 30s).
+	Timeout time.Duration
+	// LeakOptions are passed to goleak when checking that closed clients left no
+	// goroutine behind (e.g. IgnoreTopFunction for an in-process server).
+	LeakOptions []goleak.Option
+}
+
+func (h *Harness) timeout() time.Duration {
+	if h.Timeout > 0 {
+		return h.Timeout
+	}
+	return 30 * time.Second
+}

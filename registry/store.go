@@ -1,0 +1,366 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// Store is the backend-neutral coordination store (Curator's framework layer): a tree
+// of keys with versions, ephemeral keys bound to a Session, sequential keys, and
+// persistent tree watches. Recipes (locks, elections, barriers) are written once over
+// it. Every method returns an error matching ErrNotSupported when the backend cannot
+// offer it (see Capabilities); nothing is silently skipped.
+type Store struct{ c *Client }
+
+// Store returns the client's coordination store.
+func (c *Client) Store() *Store { return c.store }
+
+func (s *Store) conn() (StoreConn, error) {
+	if err := s.c.checkOpen(); err != nil {
+		return nil, err
+	}
+	sc, ok := s.c.conn.(StoreConn)
+	if !ok || !s.c.conn.Capabilities().Store {
+		return nil, fmt.Errorf("registry: store: %w", ErrNotSupported)
+	}
+	return sc, nil
+}
+
+// CreateOption configures Store.Create.
+type CreateOption func(*CreateSpec)
+
+// Ephemeral binds the new key to sess: it is deleted when the session ends.
+func Ephemeral(sess *Session) CreateOption {
+	return func(cs *CreateSpec) {
+		if sess != nil {
+			cs.Session = sess.conn
+		}
+	}
+}
+
+// Sequential appends a 10-digit sequence number, increasing per parent, to the key's
+// last segment; the created key is returned in Node.Key.
+func Sequential() CreateOption { return func(cs *CreateSpec) { cs.Sequential = true } }
+
+// Create writes a new key, creating missing parents as empty persistent keys. An
+// existing key is ErrExists.
+func (s *Store) Create(ctx context.Context, key string, value []byte, opts ...CreateOption) (Node, error) {
+	sc, err := s.conn()
+	if err != nil {
+		return Node{}, err
+	}
+	if err := ValidKey(key); err != nil {
+		return Node{}, err
+	}
+	if key == "/" {
+		return Node{}, invalid("key", key, "cannot create the root")
+	}
+	var spec CreateSpec
+	for _, o := range opts {
+		o(&spec)
+	}
+	caps := s.c.conn.Capabilities()
+	if spec.Session != nil && !caps.Ephemeral {
+		return Node{}, fmt.Errorf("registry: create %s: ephemeral keys: %w", key, ErrNotSupported)
+	}
+	if spec.Sequential && !caps.Sequential {
+		return Node{}, fmt.Errorf("registry: create %s: sequential keys: %w", key, ErrNotSupported)
+	}
+	if spec.Session != nil {
+		select {
+		case <-spec.Session.Done():
+			return Node{}, fmt.Errorf("registry: create %s: %w", key, spec.Session.Err())
+		default:
+		}
+	}
+	return sc.Create(ctx, key, value, spec)
+}
+
+// Get reads a key; ErrNotFound if absent.
+func (s *Store) Get(ctx context.Context, key string) (Node, error) {
+	sc, err := s.conn()
+	if err != nil {
+		return Node{}, err
+	}
+	if err := ValidKey(key); err != nil {
+		return Node{}, err
+	}
+	return sc.Get(ctx, key)
+}
+
+// Set replaces the value of an existing key if its Version equals version (pass
+// AnyVersion to write unconditionally); otherwise ErrVersionConflict. A missing key
+// is ErrNotFound.
+func (s *Store) Set(ctx context.Context, key string, value []byte, version int64) (Node, error) {
+	sc, err := s.conn()
+	if err != nil {
+		return Node{}, err
+	}
+	if err := ValidKey(key); err != nil {
+		return Node{}, err
+	}
+	return sc.Set(ctx, key, value, version)
+}
+
+// DeleteOption configures Store.Delete.
+type DeleteOption func(*deleteSpec)
+
+type deleteSpec struct {
+	version   int64
+	recursive bool
+}
+
+// Recursive deletes the key's descendants too.
+func Recursive() DeleteOption { return func(d *deleteSpec) { d.recursive = true } }
+
+// IfVersion deletes only if the key's Version equals v (else ErrVersionConflict).
+func IfVersion(v int64) DeleteOption { return func(d *deleteSpec) { d.version = v } }
+
+// Delete removes a key. Without Recursive a key with children is ErrNotEmpty; a
+// missing key is ErrNotFound.
+func (s *Store) Delete(ctx context.Context, key string, opts ...DeleteOption) error {
+	sc, err := s.conn()
+	if err != nil {
+		return err
+	}
+	if err := ValidKey(key); err != nil {
+		return err
+	}
+	d := deleteSpec{version: AnyVersion}
+	for _, o := range opts {
+		o(&d)
+	}
+	if key == "/" && !d.recursive {
+		return invalid("key", key, "deleting the root needs Recursive")
+	}
+	return sc.Delete(ctx, key, d.version, d.recursive)
+}
+
+// Children returns the sorted names of the key's direct children.
+func (s *Store) Children(ctx context.Context, key string) ([]string, error) {
+	sc, err := s.conn()
+	if err != nil {
+		return nil, err
+	}
+	if err := ValidKey(key); err != nil {
+		return nil, err
+	}
+	return sc.Children(ctx, key)
+}
+
+// Tree returns the key (if present) and all its descendants, sorted by key.
+func (s *Store) Tree(ctx context.Context, key string) ([]Node, error) {
+	sc, err := s.conn()
+	if err != nil {
+		return nil, err
+	}
+	if err := ValidKey(key); err != nil {
+		return nil, err
+	}
+	return sc.Tree(ctx, key)
+}
+
+// EventType says what happened to a key.
+type EventType int
+
+// Event types.
+const (
+	EventCreated EventType = iota + 1
+	EventUpdated
+	EventDeleted
+)
+
+// String returns the event type's name.
+func (t EventType) String() string {
+	switch t {
+	case EventCreated:
+		return "created"
+	case EventUpdated:
+		return "updated"
+	case EventDeleted:
+		return "deleted"
+	}
+	return "unknown"
+}
+
+// Event is one change of a key. For EventDeleted, Node is the last version seen.
+type Event struct {
+	Type EventType
+	Node Node
+}
+
+// TreeChange is what TreeWatcher.Next returns.
+type TreeChange struct {
+	// Events turn the previously returned state into Nodes, sorted by key. The
+	// first TreeChange has an EventCreated for every existing node.
+	Events []Event
+	// Nodes is the complete current state of the watched tree, sorted by key.
+	Nodes []Node
+	// Resynced: this change follows a gap; it was computed by re-listing.
+	Resynced bool
+	// Stale: the backend cannot be read now; Nodes is the last good state.
+	Stale bool
+	// Err says why Stale.
+	Err error
+}
+
+// TreeWatcher follows a key and all its descendants (a persistent recursive watch,
+// re-armed by itself after any gap; changes are coalesced, so every final state is
+// seen but maybe not each step).
+type TreeWatcher struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	latest  *TreeChange // full state as last published (Events unused)
+	seq     uint64
+	changed chan struct{}
+
+	nmu     sync.Mutex // serialises Next
+	seen    []Node
+	seenSeq uint64
+	stale   bool
+}
+
+// Watch starts following key and all its descendants until ctx is done or Close.
+func (s *Store) Watch(ctx context.Context, key string) (*TreeWatcher, error) {
+	sc, err := s.conn()
+	if err != nil {
+		return nil, err
+	}
+	if err := ValidKey(key); err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	w := &TreeWatcher{cancel: cancel, done: make(chan struct{}), changed: make(chan struct{})}
+	ok := s.c.goOwned(func() {
+		defer close(w.done)
+		stop := context.AfterFunc(s.c.life, cancel)
+		defer stop()
+		var prev []Node
+		var have bool
+		s.c.relistLoop(wctx, "tree "+key,
+			func(ctx context.Context, notify func()) error { return sc.WatchTree(ctx, key, notify) },
+			func(ctx context.Context, gap bool) error {
+				nodes, err := sc.Tree(ctx, key)
+				if err != nil {
+					return err
+				}
+				if have && !gap && slices.EqualFunc(prev, nodes, sameNode) && !w.isStale() {
+					return nil
+				}
+				prev, have = nodes, true
+				w.publish(&TreeChange{Nodes: nodes, Resynced: gap})
+				return nil
+			},
+			func(err error) {
+				if have {
+					w.publish(&TreeChange{Nodes: prev, Stale: true, Err: err})
+				}
+			})
+	})
+	if !ok {
+		cancel()
+		return nil, ErrClosed
+	}
+	return w, nil
+}
+
+func (w *TreeWatcher) isStale() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.latest != nil && w.latest.Stale
+}
+
+func (w *TreeWatcher) publish(tc *TreeChange) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if tc.Stale && w.latest != nil && w.latest.Stale {
+		return
+	}
+	w.latest = tc
+	w.seq++
+	close(w.changed)
+	w.changed = make(chan struct{})
+}
+
+func sameNode(a, b Node) bool {
+	return a.Key == b.Key && a.Version == b.Version && a.CreateRevision == b.CreateRevision &&
+		a.Session == b.Session && string(a.Value) == string(b.Value)
+}
+
+// Next returns the changes since the last call (all nodes as created on the first),
+// waiting until there are some, or the watch's staleness changed. It returns ctx's
+// error, or ErrClosed after Close or once the Watch context is done.
+func (w *TreeWatcher) Next(ctx context.Context) (TreeChange, error) {
+	w.nmu.Lock()
+	defer w.nmu.Unlock()
+	for {
+		w.mu.Lock()
+		latest, seq, ch := w.latest, w.seq, w.changed
+		w.mu.Unlock()
+		if latest != nil && seq > w.seenSeq {
+			first := w.seenSeq == 0
+			w.seenSeq = seq
+			ev := diffNodes(w.seen, latest.Nodes)
+			if first || len(ev) > 0 || latest.Stale != w.stale || latest.Resynced {
+				w.seen, w.stale = latest.Nodes, latest.Stale
+				tc := *latest
+				tc.Events = ev
+				return tc, nil
+			}
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return TreeChange{}, ctx.Err()
+		case <-w.done:
+			w.mu.Lock()
+			more := w.seq > w.seenSeq
+			w.mu.Unlock()
+			if !more {
+				return TreeChange{}, ErrClosed
+			}
+		}
+	}
+}
+
+// Close stops the watch and waits for its goroutine. Idempotent.
+func (w *TreeWatcher) Close() error {
+	w.cancel()
+	<-w.done
+	return nil
+}
+
+// diffNodes returns the events that turn a into b (both sorted by key).
+func diffNodes(a, b []Node) []Event {
+	var ev []Event
+	i, j := 0, 0
+	for i < len(a) || j < len(b) {
+		switch {
+		case j >= len(b) || (i < len(a) && a[i].Key < b[j].Key):
+			ev = append(ev, Event{Type: EventDeleted, Node: a[i]})
+			i++
+		case i >= len(a) || b[j].Key < a[i].Key:
+			ev = append(ev, Event{Type: EventCreated, Node: b[j]})
+			j++
+		default:
+			if a[i].CreateRevision != b[j].CreateRevision {
+				ev = append(ev, Event{Type: EventDeleted, Node: a[i]}, Event{Type: EventCreated, Node: b[j]})
+			} else if !sameNode(a[i], b[j]) {
+				ev = append(ev, Event{Type: EventUpdated, Node: b[j]})
+			}
+			i++
+			j++
+		}
+	}
+	return ev
+}
+
+// SortNodes sorts nodes by key, the order Tree returns.
+func SortNodes(nodes []Node) {
+	slices.SortFunc(nodes, func(a, b Node) int { return strings.Compare(a.Key, b.Key) })
+}

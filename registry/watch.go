@@ -1,0 +1,341 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Snapshot is one complete, immutable view of a service. Its slices and maps are
+// shared with other watchers: do not modify them.
+type Snapshot struct {
+	Service string
+	// Instances are all registered instances, healthy or not, sorted by ID.
+	Instances []Instance
+	// Revision is the backend's revision of the read behind this snapshot (0 where
+	// the backend has none).
+	Revision uint64
+	// Seq increases by one with every snapshot published for this service in this
+	// process.
+	Seq uint64
+	// Stale is true while the backend cannot be read: Instances is then the last
+	// good view, as of LastGood.
+	Stale bool
+	// Err says why the snapshot is stale.
+	Err error
+	// LastGood is when the backend last answered.
+	LastGood time.Time
+	// Resynced is true on the first snapshot after a gap (a broken watch, an
+	// outage): it was re-listed, and its Instances equal the backend's.
+	Resynced bool
+	// ReplicaLag is how far behind its leader the answering server may be (Consul
+	// with stale reads); 0 for a consistent read.
+	ReplicaLag time.Duration
+	// NoLeader: the answering server knew no leader.
+	NoLeader bool
+	// ProtectThreshold: the backend returned unhealthy instances as healthy to
+	// protect the service (Nacos).
+	ProtectThreshold bool
+}
+
+// Age is how long ago the backend last answered, as of now.
+func (s Snapshot) Age() time.Duration {
+	if s.LastGood.IsZero() {
+		return 0
+	}
+	return time.Since(s.LastGood)
+}
+
+// Healthy returns the instances whose Healthy is true (a new slice).
+func (s Snapshot) Healthy() []Instance {
+	out := make([]Instance, 0, len(s.Instances))
+	for _, in := range s.Instances {
+		if in.Healthy {
+			out = append(out, in)
+		}
+	}
+	return out
+}
+
+// Watcher follows one service. Next returns complete snapshots; bursts of changes
+// are coalesced, so a watcher sees every final state but maybe not each step. A
+// Watcher never stops by itself while the context given to Watch lives: after any
+// error or gap its loop backs off, reconnects, re-lists and publishes a Resynced
+// snapshot; while the backend is unreachable it publishes the last good view marked
+// Stale.
+type Watcher interface {
+	// Next returns the next snapshot: on the first call, the current one (waiting
+	// for the first read); after that, the first one newer than the last returned.
+	// It returns ctx's error, or ErrClosed once the Watcher or its Client is closed
+	// or the Watch context is done.
+	Next(ctx context.Context) (Snapshot, error)
+	// Close stops the watcher. Idempotent.
+	Close() error
+}
+
+// serviceWatch is the one loop per service shared by all watchers of a Client.
+type serviceWatch struct {
+	c       *Client
+	service string
+	cancel  context.CancelFunc
+	done    chan struct{}
+
+	mu      sync.Mutex
+	refs    int
+	snap    *Snapshot
+	changed chan struct{} // closed and replaced at every publish
+}
+
+func (w *serviceWatch) current() *Snapshot {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.snap
+}
+
+// wait returns the latest snapshot and a channel closed when a newer one exists.
+func (w *serviceWatch) wait() (*Snapshot, <-chan struct{}) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.snap, w.changed
+}
+
+func (w *serviceWatch) publish(s Snapshot) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.snap != nil {
+		s.Seq = w.snap.Seq + 1
+	} else {
+		s.Seq = 1
+	}
+	w.snap = &s
+	close(w.changed)
+	w.changed = make(chan struct{})
+}
+
+// Watch starts following service. All watchers of one service in this Client share
+// one backend watch. The Watcher ends when ctx is done or Close is called.
+func (c *Client) Watch(ctx context.Context, service string) (Watcher, error) {
+	if err := ValidServiceName(service); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	sw := c.watches[service]
+	if sw == nil {
+		lctx, cancel := context.WithCancel(c.life)
+		sw = &serviceWatch{c: c, service: service, cancel: cancel, done: make(chan struct{}), changed: make(chan struct{})}
+		c.watches[service] = sw
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			defer close(sw.done)
+			sw.run(lctx)
+		}()
+	}
+	sw.refs++
+	c.mu.Unlock()
+
+	wctx, cancel := context.WithCancel(ctx)
+	w := &watcher{sw: sw, ctx: wctx, cancel: cancel}
+	// Release the shared loop when the watch context ends, even if Close is never
+	// called; the goroutine is owned by the Client.
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		select {
+		case <-wctx.Done():
+		case <-c.life.Done():
+		}
+		w.release()
+	}()
+	return w, nil
+}
+
+type watcher struct {
+	sw      *serviceWatch
+	ctx     context.Context
+	cancel  context.CancelFunc
+	once    sync.Once
+	lastSeq uint64
+	mu      sync.Mutex // serialises Next
+}
+
+func (w *watcher) release() {
+	w.once.Do(func() {
+		c := w.sw.c
+		c.mu.Lock()
+		w.sw.refs--
+		if w.sw.refs == 0 {
+			if c.watches[w.sw.service] == w.sw {
+				delete(c.watches, w.sw.service)
+			}
+			w.sw.cancel()
+		}
+		c.mu.Unlock()
+	})
+}
+
+func (w *watcher) Next(ctx context.Context) (Snapshot, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for {
+		if w.ctx.Err() != nil {
+			return Snapshot{}, ErrClosed
+		}
+		s, ch := w.sw.wait()
+		if s != nil && s.Seq > w.lastSeq {
+			w.lastSeq = s.Seq
+			return *s, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return Snapshot{}, ctx.Err()
+		case <-w.ctx.Done():
+			return Snapshot{}, ErrClosed
+		case <-w.sw.done:
+			if s2 := w.sw.current(); s2 != nil && s2.Seq > w.lastSeq {
+				continue
+			}
+			return Snapshot{}, ErrClosed
+		}
+	}
+}
+
+func (w *watcher) Close() error {
+	w.cancel()
+	return nil
+}
+
+// run is the service's watch loop, over the shared re-arm/re-list loop.
+func (w *serviceWatch) run(ctx context.Context) {
+	var prev *Snapshot
+	var lastGood time.Time
+	w.c.relistLoop(ctx, "service "+w.service,
+		func(ctx context.Context, notify func()) error { return w.c.conn.Watch(ctx, w.service, notify) },
+		func(ctx context.Context, gap bool) error {
+			l, err := w.c.conn.List(ctx, w.service)
+			if err != nil {
+				return err
+			}
+			lastGood = time.Now()
+			SortInstances(l.Instances)
+			s := Snapshot{Service: w.service, Instances: l.Instances, Revision: l.Revision,
+				LastGood: lastGood, Resynced: gap && prev != nil, ReplicaLag: l.ReplicaLag,
+				NoLeader: l.NoLeader, ProtectThreshold: l.ProtectThreshold}
+			if prev != nil && !prev.Stale && !s.Resynced && sameView(prev, &s) {
+				return nil
+			}
+			w.publish(s)
+			prev = w.current()
+			return nil
+		},
+		func(err error) { prev = w.markStale(prev, lastGood, err) })
+}
+
+// relistLoop is the one loop behind every watch (services and store trees): arm the
+// backend watch, call list after every notify; after a broken watch or a failed list,
+// report the failure, back off, re-arm and list again with gap=true. It returns when
+// ctx is done.
+func (c *Client) relistLoop(ctx context.Context, what string,
+	watch func(ctx context.Context, notify func()) error,
+	list func(ctx context.Context, gap bool) error,
+	fail func(error)) {
+	dirty := make(chan struct{}, 1)
+	notify := func() {
+		select {
+		case dirty <- struct{}{}:
+		default:
+		}
+	}
+	watchErr := make(chan error, 1)
+	var watchCancel context.CancelFunc
+	var watchDone chan struct{}
+	startWatch := func() {
+		wctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		watchCancel, watchDone = cancel, done
+		go func() { // joined through watchDone by stopWatch
+			defer close(done)
+			err := watch(wctx, notify)
+			if wctx.Err() == nil {
+				if err == nil {
+					err = errors.New("watch ended")
+				}
+				select {
+				case watchErr <- err:
+				default:
+				}
+			}
+		}()
+	}
+	stopWatch := func() {
+		if watchCancel != nil {
+			watchCancel()
+			<-watchDone
+			watchCancel = nil
+		}
+	}
+	defer stopWatch()
+
+	watchB, listB := c.newBackoff(), c.newBackoff()
+	gap := false
+	startWatch()
+	notify() // list at once, before the watch is armed, for a fast first answer
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case err := <-watchErr:
+			c.log.warn("registry: watch broke, re-arming", "watch", what, "err", err)
+			gap = true
+			stopWatch()
+			fail(err)
+			if sleepCtx(ctx, watchB.NextBackOff()) != nil {
+				return
+			}
+			startWatch()
+			notify()
+			continue
+		case <-dirty:
+		}
+		if err := list(ctx, gap); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			gap = true
+			fail(err)
+			if sleepCtx(ctx, listB.NextBackOff()) != nil {
+				return
+			}
+			notify()
+			continue
+		}
+		gap = false
+		listB.Reset()
+		watchB.Reset()
+	}
+}
+
+// markStale publishes prev again marked stale (once per outage) and returns what
+// is now published.
+func (w *serviceWatch) markStale(prev *Snapshot, lastGood time.Time, err error) *Snapshot {
+	if prev == nil || prev.Stale {
+		return prev
+	}
+	s := *prev
+	s.Stale, s.Err, s.Resynced, s.LastGood = true, err, false, lastGood
+	w.publish(s)
+	return w.current()
+}
+
+func sameView(a, b *Snapshot) bool {
+	// ReplicaLag moves with every read; it is reported, not a reason to publish.
+	return a.NoLeader == b.NoLeader && a.ProtectThreshold == b.ProtectThreshold &&
+		slices.EqualFunc(a.Instances, b.Instances, Instance.Equal)
+}

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# install-servers.sh installs the real servers the tests run against, when missing:
+#   - ZooKeeper from Debian's `zookeeper` package (needs Java, which the machine has);
+#   - Consul, built from the Go module proxy (replace directives dropped), cached;
+#   - Polaris (Nacos-compatible v1 API), built from the Go module proxy, cached.
+# etcd needs nothing: the tests embed the real server (go.etcd.io/etcd/server/v3/embed).
+#
+# Binaries are cached under $REGKIT_SERVERS_DIR (default ~/.cache/regkit/servers);
+# the tests find them there (see internal/testenv). Idempotent: a second run is quick.
+set -euo pipefail
+
+CONSUL_VERSION=${CONSUL_VERSION:-v1.22.0}
+POLARIS_VERSION=${POLARIS_VERSION:-v1.18.1}
+DIR=${REGKIT_SERVERS_DIR:-$HOME/.cache/regkit/servers}
+mkdir -p "$DIR"
+
+log() { printf 'install-servers: %s\n' "$*" >&2; }
+
+install_zookeeper() {
+  if [ -f /usr/share/zookeeper/bin/zkServer.sh ] || ls /usr/share/java/zookeeper*.jar >/dev/null 2>&1; then
+    log "zookeeper: present"
+    return
+  fi
+  log "zookeeper: apt-get install zookeeper"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq zookeeper >/dev/null
+}
+
+# build_from_proxy MODULE VERSION OUTPUT [PACKAGE]
+build_from_proxy() {
+  local mod=$1 ver=$2 out=$3 pkg=${4:-.}
+  local src work
+  src=$(go mod download -json "$mod@$ver" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -n "$src" ] || { log "$mod: download failed"; return 1; }
+  work=$(mktemp -d)
+  cp -r "$src/." "$work/"
+  chmod -R u+w "$work"
+  (
+    cd "$work"
+    # Local replace directives point at directories the module zip may not carry;
+    # drop them all so the published versions are used.
+    for r in $(go mod edit -json | sed -n 's/.*"Old": {[^}]*"Path": "\([^"]*\)".*/\1/p'); do
+      go mod edit -dropreplace="$r"
+    done
+    go mod edit -json | grep -q '"Replace"' && python3 - <<'PY' || true
+import json,subprocess
+m=json.loads(subprocess.check_output(["go","mod","edit","-json"]))
+for r in m.get("Replace") or []:
+    o=r["Old"]; p=o["Path"]+("@"+o["Version"] if o.get("Version") else "")
+    subprocess.check_call(["go","mod","edit","-dropreplace="+p])
+PY
+    GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -o "$out.tmp" "$pkg"
+  )
+  mv "$out.tmp" "$out"
+  rm -rf "$work"
+}
+
+install_consul() {
+  local bin="$DIR/consul-$CONSUL_VERSION"
+  if [ -x "$bin" ]; then log "consul: cached at $bin"; else
+    log "consul: building $CONSUL_VERSION from the Go module proxy (several minutes)"
+    build_from_proxy github.com/hashicorp/consul "$CONSUL_VERSION" "$bin"
+  fi
+  ln -sf "$bin" "$DIR/consul"
+}
+
+install_polaris() {
+  local bin="$DIR/polaris-server-$POLARIS_VERSION"
+  if [ -x "$bin" ]; then log "polaris: cached at $bin"; else
+    log "polaris: building $POLARIS_VERSION from the Go module proxy"
+    build_from_proxy github.com/polarismesh/polaris "$POLARIS_VERSION" "$bin"
+  fi
+  ln -sf "$bin" "$DIR/polaris-server"
+  local src
+  src=$(go mod download -json "github.com/polarismesh/polaris@$POLARIS_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  mkdir -p "$DIR/polaris-conf"
+  cp -f "$src/release/conf/polaris-server.yaml" "$DIR/polaris-conf/polaris-server.yaml"
+  chmod u+w "$DIR/polaris-conf/polaris-server.yaml"
+}
+
+what=${1:-all}
+case "$what" in
+  all) install_zookeeper; install_consul; install_polaris ;;
+  zookeeper) install_zookeeper ;;
+  consul) install_consul ;;
+  polaris) install_polaris ;;
+  *) log "usage: $0 [all|zookeeper|consul|polaris]"; exit 2 ;;
+esac
+log "servers ready in $DIR"
