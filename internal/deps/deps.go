@@ -3,7 +3,6 @@
 package deps
 
 import (
-	_ "github.com/Shopify/toxiproxy/v2"
 	_ "github.com/cenkalti/backoff/v4"
 	_ "github.com/go-zookeeper/zk"
 	_ "github.com/hashicorp/consul/api"

@@ -1,0 +1,84 @@
+// Package testenv starts the real servers the tests run against (an embedded etcd,
+// ZooKeeper, a Consul agent, Polaris) on free loopback ports, and injects faults for
+// real with a TCP fault proxy. A missing server binary fails the test, never skips
+// it: run scripts/install-servers.sh.
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("testenv: free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// ServersDir is where scripts/install-servers.sh caches server binaries
+// ($REGKIT_SERVERS_DIR, default ~/.cache/regkit/servers).
+func ServersDir() string {
+	if d := os.Getenv("REGKIT_SERVERS_DIR"); d != "" {
+		return d
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".cache", "regkit", "servers")
+}
+
+// Binary returns the path of an installed server file under ServersDir, failing the
+// test (never skipping) when it is missing.
+func Binary(t testing.TB, name string) string {
+	t.Helper()
+	p := filepath.Join(ServersDir(), name)
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("testenv: %s is not installed (%v): run scripts/install-servers.sh", name, err)
+	}
+	return p
+}
+
+// WaitTCP polls addr until it accepts a connection or timeout passes.
+func WaitTCP(addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("testenv: %s not accepting connections after %v: %w", addr, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval, not a wait for a condition
+	}
+}
+
+// Eventually polls cond every 20ms until it returns nil or timeout passes, then fails
+// the test with cond's last error.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+	for {
+		if err = cond(); err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: not true after %v: %v", what, timeout, err)
+		case <-tick.C:
+		}
+	}
+}
