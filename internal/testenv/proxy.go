@@ -60,8 +60,14 @@ func (p *Proxy) Cut() { p.set(modeCut, true) }
 // byte either way until Heal: a network partition.
 func (p *Proxy) Blackhole() { p.set(modeBlackhole, true) }
 
-// Heal forwards new connections again.
-func (p *Proxy) Heal() { p.set(modePass, false) }
+// Heal forwards new connections again (connections held by Blackhole are closed,
+// so their clients reconnect).
+func (p *Proxy) Heal() {
+	p.mu.Lock()
+	bh := p.mode == modeBlackhole
+	p.mu.Unlock()
+	p.set(modePass, bh)
+}
 
 func (p *Proxy) set(m proxyMode, drop bool) {
 	p.mu.Lock()
