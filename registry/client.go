@@ -173,22 +173,16 @@ type logger struct {
 func (l logger) warn(msg string, args ...any) { l.l.Warn(msg, args...) }
 
 func (c *Client) prepare(inst Instance) (Instance, error) {
-	if inst.Host == "" || inst.Port == 0 {
-		if c.opt.resolver == nil {
-			if inst.Host == "" {
-				return inst, invalid("Host", "", "host is empty and no address resolver is set (import github.com/regkit/regkit/registry/address or use WithAddressResolver)")
-			}
-		} else {
-			h, p, err := c.opt.resolver.Resolve()
-			if err != nil {
-				return inst, fmt.Errorf("registry: resolve address to register: %w", err)
-			}
-			if inst.Host == "" {
-				inst.Host = h
-			}
-			if inst.Port == 0 {
-				inst.Port = p
-			}
+	if (inst.Host == "" || inst.Port == 0) && c.opt.resolver != nil {
+		h, p, err := c.opt.resolver.Resolve()
+		if err != nil && inst.Host == "" {
+			return inst, fmt.Errorf("registry: resolve the address to register: %w", err)
+		}
+		if inst.Host == "" {
+			inst.Host = h
+		}
+		if inst.Port == 0 && err == nil {
+			inst.Port = p
 		}
 	}
 	inst = inst.withDefaults()

@@ -184,7 +184,7 @@ func (w *watcher) Next(ctx context.Context) (Snapshot, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for {
-		if w.ctx.Err() != nil {
+		if w.ctx.Err() != nil || w.sw.c.life.Err() != nil {
 			return Snapshot{}, ErrClosed
 		}
 		s, ch := w.sw.wait()

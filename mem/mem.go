@@ -1,0 +1,256 @@
+// Package mem is a complete in-process backend, scheme "mem://NAME": registry,
+// coordination store, sessions and watches with the semantics of the real backends,
+// for unit tests and examples. Every Client opened on the same NAME in one process
+// shares one store; different names are independent. Sessions never expire by
+// themselves (there is no network to lose); Conn.ExpireSession and the Server fault
+// hooks (Restart, Cut, Heal) inject the failures real backends have.
+//
+//	import _ "github.com/regkit/regkit/mem"
+//	c, err := registry.Open(ctx, "mem://test")
+package mem
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/regkit/regkit/registry"
+)
+
+func init() { registry.Register("mem", driver{}) }
+
+type driver struct{}
+
+func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (registry.Conn, error) {
+	p := registry.NewParams(u)
+	if err := p.Done(); err != nil {
+		return nil, err
+	}
+	if u.Path != "" && u.Path != "/" {
+		return nil, &registry.FieldError{Field: "url", Value: u.String(), Reason: "mem:// takes a name as host and no path"}
+	}
+	name := u.Host
+	if name == "" {
+		name = u.Opaque
+	}
+	if name == "" {
+		return nil, &registry.FieldError{Field: "url", Value: u.String(), Reason: "mem:// needs a name, e.g. mem://test"}
+	}
+	return Lookup(name).connect(), nil
+}
+
+var (
+	serversMu sync.Mutex
+	servers   = map[string]*Server{}
+)
+
+// Server is one named in-process store. Its methods inject faults into every Conn
+// opened on it.
+type Server struct {
+	mu       sync.Mutex
+	rev      int64
+	services map[string]map[string]*entry
+	nodes    map[string]*node
+	seq      map[string]int64
+	conns    map[*Conn]struct{}
+	watches  map[*watch]struct{}
+	nextID   int64
+	down     bool
+}
+
+type entry struct {
+	inst  registry.Instance
+	lease *lease
+}
+
+type node struct {
+	registry.Node
+	sess *session
+}
+
+type watch struct {
+	conn    *Conn
+	service string // registry watch of a service, or
+	key     string // store watch of a tree
+	tree    bool
+	notify  func()
+	broken  chan error
+}
+
+// Lookup returns the server named name, creating it empty on first use.
+func Lookup(name string) *Server {
+	serversMu.Lock()
+	defer serversMu.Unlock()
+	s := servers[name]
+	if s == nil {
+		s = &Server{services: map[string]map[string]*entry{}, nodes: map[string]*node{}, seq: map[string]int64{},
+			conns: map[*Conn]struct{}{}, watches: map[*watch]struct{}{}}
+		servers[name] = s
+	}
+	return s
+}
+
+func (s *Server) connect() *Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := &Conn{s: s, leases: map[*lease]struct{}{}, sessions: map[*session]struct{}{}}
+	s.conns[c] = struct{}{}
+	return c
+}
+
+// Restart breaks every watch, as a server restart does; data and sessions survive.
+func (s *Server) Restart() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.breakWatchesLocked(nil, fmt.Errorf("mem: server restarted: %w", registry.ErrUnavailable))
+}
+
+// Cut makes the server unreachable until Heal: calls fail with ErrUnavailable,
+// watches break, sessions are suspended (they survive, as within a TTL).
+func (s *Server) Cut() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.down = true
+	s.breakWatchesLocked(nil, fmt.Errorf("mem: connection cut: %w", registry.ErrUnavailable))
+	for c := range s.conns {
+		for ss := range c.sessions {
+			ss.state(registry.StateSuspended)
+		}
+	}
+}
+
+// Heal ends a Cut; suspended sessions report reconnected.
+func (s *Server) Heal() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.down = false
+	for c := range s.conns {
+		for ss := range c.sessions {
+			ss.state(registry.StateReconnected)
+		}
+	}
+}
+
+func (s *Server) breakWatchesLocked(only *Conn, err error) {
+	for w := range s.watches {
+		if only == nil || w.conn == only {
+			select {
+			case w.broken <- err:
+			default:
+			}
+			delete(s.watches, w)
+		}
+	}
+}
+
+// changedLocked notifies the watches of a service (service != "") or of the trees
+// containing key.
+func (s *Server) changedLocked(service, key string) {
+	s.rev++
+	for w := range s.watches {
+		switch {
+		case service != "" && !w.tree && w.service == service:
+			w.notify()
+		case key != "" && w.tree && (w.key == "/" || key == w.key || strings.HasPrefix(key, w.key+"/")):
+			w.notify()
+		}
+	}
+}
+
+func (s *Server) check(c *Conn) error {
+	if c.closed {
+		return registry.ErrClosed
+	}
+	if s.down {
+		return fmt.Errorf("mem: %w", registry.ErrUnavailable)
+	}
+	return nil
+}
+
+// Conn is one client connection to a Server.
+type Conn struct {
+	s        *Server
+	closed   bool
+	leases   map[*lease]struct{}
+	sessions map[*session]struct{}
+}
+
+var (
+	_ registry.Conn      = (*Conn)(nil)
+	_ registry.StoreConn = (*Conn)(nil)
+)
+
+// Server returns the server this connection talks to.
+func (c *Conn) Server() *Server { return c.s }
+
+// ExpireSession drops everything this connection keeps alive, as a session expiry
+// does: its registrations are deleted and their leases lost, its store sessions are
+// lost and their ephemeral keys deleted, its watches break.
+func (c *Conn) ExpireSession() {
+	s := c.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for l := range c.leases {
+		l.loseLocked(fmt.Errorf("mem: session expired: %w", registry.ErrSessionLost))
+	}
+	for ss := range c.sessions {
+		ss.endLocked(registry.StateLost)
+	}
+	s.breakWatchesLocked(c, fmt.Errorf("mem: session expired: %w", registry.ErrSessionLost))
+}
+
+// Capabilities: everything.
+func (c *Conn) Capabilities() registry.Capabilities {
+	return registry.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true}
+}
+
+// Close abandons this connection's leases and closes its sessions (their ephemeral
+// keys go, as a real session close does).
+func (c *Conn) Close() error {
+	s := c.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	for l := range c.leases {
+		l.abandoned = true
+	}
+	for ss := range c.sessions {
+		ss.endLocked(registry.StateClosed)
+	}
+	s.breakWatchesLocked(c, registry.ErrClosed)
+	delete(s.conns, c)
+	return nil
+}
+
+func (c *Conn) watch(ctx context.Context, w *watch) error {
+	s := c.s
+	s.mu.Lock()
+	if err := s.check(c); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	w.conn, w.broken = c, make(chan error, 1)
+	s.watches[w] = struct{}{}
+	s.mu.Unlock()
+	w.notify()
+	select {
+	case <-ctx.Done():
+		s.mu.Lock()
+		delete(s.watches, w)
+		s.mu.Unlock()
+		return ctx.Err()
+	case err := <-w.broken:
+		return err
+	}
+}
+
+func (c *Conn) newID() string {
+	c.s.nextID++
+	return strconv.FormatInt(c.s.nextID, 10)
+}

@@ -1,0 +1,63 @@
+package mem_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/regkit/regkit/mem"
+	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/registrytest"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// servers opened by the harness, so the fault hooks reach them.
+var (
+	mu      sync.Mutex
+	servers = map[string]*mem.Server{}
+)
+
+func each(f func(*mem.Server)) {
+	mu.Lock()
+	defer mu.Unlock()
+	for _, s := range servers {
+		f(s)
+	}
+}
+
+func harness() registrytest.Harness {
+	return registrytest.Harness{
+		Name: "mem",
+		NewClient: func(t testing.TB, ns string) *registry.Client {
+			c, err := registry.Open(context.Background(), "mem://"+ns)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			servers[ns] = mem.Lookup(ns)
+			mu.Unlock()
+			return c
+		},
+		ExpireSession: func(t testing.TB, c *registry.Client) { c.Conn().(*mem.Conn).ExpireSession() },
+		Restart:       func(t testing.TB) { each((*mem.Server).Restart) },
+		Cut: func(t testing.TB) func() {
+			each((*mem.Server).Cut)
+			return func() { each((*mem.Server).Heal) }
+		},
+	}
+}
+
+func TestRegistryConformance(t *testing.T) { registrytest.RunRegistry(t, harness()) }
+
+func TestStoreConformance(t *testing.T) { registrytest.RunStore(t, harness()) }
+
+func TestOpenRejects(t *testing.T) {
+	ctx := context.Background()
+	for _, u := range []string{"mem://", "mem://x?bogus=1", "mem://x/path"} {
+		if _, err := registry.Open(ctx, u); err == nil {
+			t.Errorf("Open(%q) succeeded", u)
+		}
+	}
+}

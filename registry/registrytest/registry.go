@@ -1,0 +1,462 @@
+package registrytest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/regkit/regkit/registry"
+	"go.uber.org/goleak"
+)
+
+// RunRegistry runs the registration and discovery conformance suite.
+func RunRegistry(t *testing.T, h Harness) {
+	if h.NewClient == nil {
+		t.Fatal("registrytest: Harness.NewClient is required")
+	}
+	t.Run("Validation", func(t *testing.T) { testValidation(t, &h) })
+	t.Run("RegisterLookupDeregister", func(t *testing.T) { testRegisterLookup(t, &h) })
+	t.Run("WatchSeesChangesInOrder", func(t *testing.T) { testWatchChanges(t, &h) })
+	t.Run("ConcurrentRegistrations", func(t *testing.T) { testConcurrent(t, &h) })
+	t.Run("ReregisterAfterSessionLoss", func(t *testing.T) { testSessionLoss(t, &h) })
+	t.Run("WatchSurvivesRestart", func(t *testing.T) { testRestart(t, &h) })
+	t.Run("WatchSurvivesCut", func(t *testing.T) { testCut(t, &h) })
+	t.Run("CloseReleasesEverything", func(t *testing.T) { testCloseLeaks(t, &h) })
+}
+
+func inst(service, id string, port int) registry.Instance {
+	return registry.Instance{Service: service, ID: id, Host: "127.0.0.1", Port: port, Zone: "z1",
+		Metadata: map[string]string{"version": "v1", "id": id}}
+}
+
+func testValidation(t *testing.T, h *Harness) {
+	ns := namespace(t)
+	c := h.open(t, ns)
+	ctx := ctxT(t, h.timeout())
+	cases := []struct {
+		name  string
+		in    registry.Instance
+		field string
+	}{
+		{"empty service", registry.Instance{Host: "10.0.0.1", Port: 80}, "Service"},
+		{"bad service chars", registry.Instance{Service: "a/b", Host: "10.0.0.1", Port: 80}, "Service"},
+		{"port too big", registry.Instance{Service: "svc", Host: "10.0.0.1", Port: 70000}, "Port"},
+		{"negative port", registry.Instance{Service: "svc", Host: "10.0.0.1", Port: -1}, "Port"},
+		{"negative weight", registry.Instance{Service: "svc", Host: "10.0.0.1", Port: 80, Weight: -5}, "Weight"},
+		{"id with slash", registry.Instance{Service: "svc", ID: "a/b", Host: "10.0.0.1", Port: 80}, "ID"},
+		{"empty metadata key", registry.Instance{Service: "svc", Host: "10.0.0.1", Port: 80, Metadata: map[string]string{"": "x"}}, "Metadata"},
+	}
+	for _, tc := range cases {
+		_, err := c.Register(ctx, tc.in)
+		var fe *registry.FieldError
+		if !errors.Is(err, registry.ErrInvalid) || !errors.As(err, &fe) || fe.Field != tc.field {
+			t.Errorf("%s: Register(%+v) = %v, want a FieldError for %s", tc.name, tc.in, err, tc.field)
+		}
+	}
+	for _, svc := range []string{"", "a b", "x/y"} {
+		if _, err := c.Instances(ctx, svc); !errors.Is(err, registry.ErrInvalid) {
+			t.Errorf("Instances(%q) = %v, want ErrInvalid", svc, err)
+		}
+		if _, err := c.Watch(ctx, svc); !errors.Is(err, registry.ErrInvalid) {
+			t.Errorf("Watch(%q) = %v, want ErrInvalid", svc, err)
+		}
+	}
+	// Nothing half-written: the service the bad calls named has no instance.
+	got, err := c.Instances(ctx, "svc")
+	if err != nil || len(got) != 0 {
+		t.Errorf("after rejected registrations: Instances(svc) = %v, %v; want none", ids(got), err)
+	}
+}
+
+func testRegisterLookup(t *testing.T, h *Harness) {
+	ns := namespace(t)
+	a, b := h.open(t, ns), h.open(t, ns)
+	ctx := ctxT(t, h.timeout())
+	r1, err := a.Register(ctx, inst("orders", "", 8081))
+	if err != nil {
+		t.Fatalf("Register: %v", err)
+	}
+	want1 := r1.Instance()
+	if want1.ID != "127.0.0.1:8081" || want1.Weight != registry.DefaultWeight {
+		t.Errorf("defaults: ID=%q Weight=%d, want 127.0.0.1:8081 and %d", want1.ID, want1.Weight, registry.DefaultWeight)
+	}
+	in2 := inst("orders", "o2", 8082)
+	in2.Weight = 7
+	r2, err := a.Register(ctx, in2)
+	if err != nil {
+		t.Fatalf("Register: %v", err)
+	}
+	if r1.State() != registry.Registered {
+		t.Errorf("State = %v, want registered", r1.State())
+	}
+	h.eventually(t, "both instances visible from another client", func() error {
+		got, err := b.Instances(ctx, "orders")
+		if err != nil {
+			return err
+		}
+		if len(got) != 2 {
+			return fmt.Errorf("got %v", ids(got))
+		}
+		for _, w := range []registry.Instance{r2.Instance(), want1} {
+			i := slices.IndexFunc(got, func(g registry.Instance) bool { return g.ID == w.ID })
+			if i < 0 {
+				return fmt.Errorf("%s missing from %v", w.ID, ids(got))
+			}
+			g := got[i]
+			if g.Host != w.Host || g.Port != w.Port || g.Weight != w.Weight || g.Zone != w.Zone || !g.Healthy ||
+				g.Metadata["version"] != "v1" || g.Metadata["id"] != w.Metadata["id"] {
+				return fmt.Errorf("got %+v, want %+v", g, w)
+			}
+		}
+		if got[0].ID > got[1].ID {
+			return fmt.Errorf("not sorted by ID: %v", ids(got))
+		}
+		return nil
+	})
+	if err := r1.Deregister(ctx); err != nil {
+		t.Fatalf("Deregister: %v", err)
+	}
+	if err := r1.Deregister(ctx); !errors.Is(err, registry.ErrClosed) {
+		t.Errorf("second Deregister = %v, want ErrClosed", err)
+	}
+	if r1.State() != registry.Deregistered {
+		t.Errorf("State after Deregister = %v", r1.State())
+	}
+	h.eventually(t, "deregistered instance gone", func() error {
+		got, err := b.Instances(ctx, "orders")
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(ids(got), []string{"o2"}) {
+			return fmt.Errorf("got %v, want [o2]", ids(got))
+		}
+		return nil
+	})
+	got, err := b.Instances(ctx, "no-such-service")
+	if err != nil || len(got) != 0 {
+		t.Errorf("unknown service: %v, %v; want empty, nil", got, err)
+	}
+}
+
+func testWatchChanges(t *testing.T, h *Harness) {
+	ns := namespace(t)
+	a, b := h.open(t, ns), h.open(t, ns)
+	ctx := ctxT(t, 3*h.timeout())
+	w, err := b.Watch(ctx, "pay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	first := h.nextUntil(t, w, "initial empty snapshot", func(s registry.Snapshot) error { return nil })
+	if len(first.Instances) != 0 || first.Stale || first.Service != "pay" {
+		t.Fatalf("initial snapshot = %+v, want empty, fresh, service pay", first)
+	}
+	// A second watcher of the same service shares the loop and sees the same view.
+	w2, err := b.Watch(ctx, "pay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+
+	r1, err := a.Register(ctx, inst("pay", "p1", 9001))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.nextUntil(t, w, "add p1", func(s registry.Snapshot) error {
+		if !slices.Equal(ids(s.Instances), []string{"p1"}) {
+			return fmt.Errorf("got %v", ids(s.Instances))
+		}
+		return nil
+	})
+	// Update: register the same ID again with other metadata.
+	up := inst("pay", "p1", 9001)
+	up.Metadata["version"] = "v2"
+	r1b, err := a.Register(ctx, up)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.nextUntil(t, w, "update p1", func(s registry.Snapshot) error {
+		if len(s.Instances) != 1 || s.Instances[0].Metadata["version"] != "v2" {
+			return fmt.Errorf("got %+v", s.Instances)
+		}
+		return nil
+	})
+	r2, err := a.Register(ctx, inst("pay", "p2", 9002))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.nextUntil(t, w, "add p2", func(s registry.Snapshot) error {
+		if !slices.Equal(ids(s.Instances), []string{"p1", "p2"}) {
+			return fmt.Errorf("got %v", ids(s.Instances))
+		}
+		return nil
+	})
+	if err := r2.Deregister(ctx); err != nil {
+		t.Fatal(err)
+	}
+	last := h.nextUntil(t, w, "remove p2", func(s registry.Snapshot) error {
+		if !slices.Equal(ids(s.Instances), []string{"p1"}) {
+			return fmt.Errorf("got %v", ids(s.Instances))
+		}
+		return nil
+	})
+	h.nextUntil(t, w2, "second watcher converges", func(s registry.Snapshot) error {
+		if s.Seq != last.Seq || !slices.Equal(ids(s.Instances), []string{"p1"}) {
+			return fmt.Errorf("got seq %d %v, want seq %d [p1]", s.Seq, ids(s.Instances), last.Seq)
+		}
+		return nil
+	})
+	// The final view equals what a fresh client reads from the server.
+	fresh := h.open(t, ns)
+	got, err := fresh.Instances(ctx, "pay")
+	if err != nil || !slices.EqualFunc(got, last.Instances, registry.Instance.Equal) {
+		t.Fatalf("server view %+v (%v) != watch view %+v", got, err, last.Instances)
+	}
+	_ = r1
+	_ = r1b
+}
+
+func testConcurrent(t *testing.T, h *Harness) {
+	ns := namespace(t)
+	a, b := h.open(t, ns), h.open(t, ns)
+	ctx := ctxT(t, 3*h.timeout())
+	w, err := b.Watch(ctx, "batch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	const n = 16
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := a.Register(ctx, inst("batch", fmt.Sprintf("i%02d", i), 10000+i))
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("concurrent Register: %v", err)
+		}
+	}
+	h.nextUntil(t, w, "all concurrent registrations seen", func(s registry.Snapshot) error {
+		if len(s.Instances) != n {
+			return fmt.Errorf("%d instances", len(s.Instances))
+		}
+		return nil
+	})
+}
+
+func testSessionLoss(t *testing.T, h *Harness) {
+	if h.ExpireSession == nil {
+		t.Fatalf("%s: Harness.ExpireSession is nil: every backend must prove re-registration after session loss", h.Name)
+	}
+	ns := namespace(t)
+	a, b := h.open(t, ns), h.open(t, ns)
+	ctx := ctxT(t, 3*h.timeout())
+	r, err := a.Register(ctx, inst("loss", "l1", 7001))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := b.Watch(ctx, "loss")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	h.nextUntil(t, w, "registered", func(s registry.Snapshot) error {
+		if len(s.Instances) != 1 {
+			return fmt.Errorf("got %v", ids(s.Instances))
+		}
+		return nil
+	})
+	changed := r.Changed()
+	h.ExpireSession(t, a)
+	// The registration must notice (leave Registered at least once) and come back.
+	select {
+	case <-changed:
+	case <-ctx.Done():
+		t.Fatalf("registration never noticed the session loss (state %v)", r.State())
+	}
+	h.eventually(t, "re-registered after session loss", func() error {
+		if st := r.State(); st != registry.Registered {
+			return fmt.Errorf("state %v (last error %v)", st, r.Err())
+		}
+		got, err := b.Conn().List(ctx, "loss")
+		if err != nil {
+			return err
+		}
+		if len(got.Instances) != 1 || got.Instances[0].ID != "l1" {
+			return fmt.Errorf("server has %v", ids(got.Instances))
+		}
+		return nil
+	})
+	// The drop and the re-put may coalesce into no visible change, so read the
+	// current view through a new watcher of the shared loop.
+	w2, err := b.Watch(ctx, "loss")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	h.nextUntil(t, w2, "watch shows it back", func(s registry.Snapshot) error {
+		if len(s.Instances) != 1 || s.Stale {
+			return fmt.Errorf("got %v stale=%v", ids(s.Instances), s.Stale)
+		}
+		return nil
+	})
+}
+
+func testRestart(t *testing.T, h *Harness) {
+	if h.Restart == nil {
+		t.Skipf("%s: no Restart hook", h.Name)
+	}
+	ns := namespace(t)
+	a, b := h.open(t, ns), h.open(t, ns)
+	ctx := ctxT(t, 4*h.timeout())
+	r, err := a.Register(ctx, inst("rs", "r1", 7101))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := b.Watch(ctx, "rs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	h.nextUntil(t, w, "before restart", func(s registry.Snapshot) error {
+		if len(s.Instances) != 1 {
+			return fmt.Errorf("got %v", ids(s.Instances))
+		}
+		return nil
+	})
+	h.Restart(t)
+	// A change made after the restart must reach the watcher.
+	h.eventually(t, "register after restart", func() error {
+		_, err := a.Register(ctx, inst("rs", "r2", 7102))
+		return err
+	})
+	last := h.nextUntil(t, w, "watch after restart", func(s registry.Snapshot) error {
+		if !slices.Equal(ids(s.Instances), []string{"r1", "r2"}) || s.Stale {
+			return fmt.Errorf("got %v stale=%v", ids(s.Instances), s.Stale)
+		}
+		return nil
+	})
+	fresh := h.open(t, ns)
+	h.eventually(t, "server view equals watch view", func() error {
+		got, err := fresh.Instances(ctx, "rs")
+		if err != nil {
+			return err
+		}
+		if !slices.EqualFunc(got, last.Instances, registry.Instance.Equal) {
+			return fmt.Errorf("server %v, watch %v", ids(got), ids(last.Instances))
+		}
+		return nil
+	})
+	if r.State() != registry.Registered {
+		t.Errorf("r1 state %v", r.State())
+	}
+}
+
+func testCut(t *testing.T, h *Harness) {
+	if h.Cut == nil {
+		t.Skipf("%s: no Cut hook", h.Name)
+	}
+	ns := namespace(t)
+	a, b := h.open(t, ns), h.open(t, ns)
+	ctx := ctxT(t, 4*h.timeout())
+	if _, err := a.Register(ctx, inst("cut", "c1", 7201)); err != nil {
+		t.Fatal(err)
+	}
+	w, err := b.Watch(ctx, "cut")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	h.nextUntil(t, w, "before cut", func(s registry.Snapshot) error {
+		if len(s.Instances) != 1 {
+			return fmt.Errorf("got %v", ids(s.Instances))
+		}
+		return nil
+	})
+	heal := h.Cut(t)
+	healed := false
+	defer func() {
+		if !healed {
+			heal()
+		}
+	}()
+	stale := h.nextUntil(t, w, "stale during the cut", func(s registry.Snapshot) error {
+		if !s.Stale {
+			return fmt.Errorf("not stale yet")
+		}
+		return nil
+	})
+	if !slices.Equal(ids(stale.Instances), []string{"c1"}) || stale.Err == nil || stale.LastGood.IsZero() {
+		t.Errorf("stale snapshot should keep the last good view with an error: %+v", stale)
+	}
+	heal()
+	healed = true
+	if _, err := a.Register(ctx, inst("cut", "c2", 7202)); err != nil {
+		t.Fatal(err)
+	}
+	h.nextUntil(t, w, "caught up after heal", func(s registry.Snapshot) error {
+		if !slices.Equal(ids(s.Instances), []string{"c1", "c2"}) || s.Stale {
+			return fmt.Errorf("got %v stale=%v", ids(s.Instances), s.Stale)
+		}
+		return nil
+	})
+}
+
+func testCloseLeaks(t *testing.T, h *Harness) {
+	opts := append([]goleak.Option{goleak.IgnoreCurrent()}, h.LeakOptions...)
+	ns := namespace(t)
+	ctx, cancel := context.WithTimeout(context.Background(), h.timeout())
+	defer cancel()
+	c := h.NewClient(t, ns)
+	r, err := c.Register(ctx, inst("leak", "k1", 7301))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Watch(ctx, "leak")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Next(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithCancel(ctx)
+	if _, err := c.Watch(wctx, "other"); err != nil { // released by its context only
+		t.Fatal(err)
+	}
+	wcancel()
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if _, err := w.Next(ctx); !errors.Is(err, registry.ErrClosed) {
+		t.Errorf("Next after Close = %v, want ErrClosed", err)
+	}
+	if r.State() != registry.Deregistered {
+		t.Errorf("registration state after Close = %v", r.State())
+	}
+	if _, err := c.Register(ctx, inst("leak", "k2", 7302)); !errors.Is(err, registry.ErrClosed) {
+		t.Errorf("Register after Close = %v, want ErrClosed", err)
+	}
+	goleak.VerifyNone(t, opts...)
+	// Close deregistered: another client sees nothing.
+	other := h.open(t, ns)
+	h.eventually(t, "closed client's instance removed", func() error {
+		got, err := other.Instances(ctx, "leak")
+		if err != nil {
+			return err
+		}
+		if len(got) != 0 {
+			return fmt.Errorf("still %v", ids(got))
+		}
+		return nil
+	})
+}

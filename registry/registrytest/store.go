@@ -1,0 +1,482 @@
+package registrytest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/regkit/regkit/registry"
+)
+
+// RunStore runs the coordination-store conformance suite. Cases the backend's
+// Capabilities exclude are checked to fail with ErrNotSupported instead.
+func RunStore(t *testing.T, h Harness) {
+	if h.NewClient == nil {
+		t.Fatal("registrytest: Harness.NewClient is required")
+	}
+	t.Run("NotSupportedIsExplicit", func(t *testing.T) { testNotSupported(t, &h) })
+	t.Run("CreateGetSetDelete", func(t *testing.T) { needStore(t, &h); testCRUD(t, &h) })
+	t.Run("CompareAndSetRace", func(t *testing.T) { needStore(t, &h); testCASRace(t, &h) })
+	t.Run("Sequential", func(t *testing.T) { need(t, &h, "sequential"); testSequential(t, &h) })
+	t.Run("EphemeralAndSessions", func(t *testing.T) { need(t, &h, "ephemeral"); testEphemeral(t, &h) })
+	t.Run("SessionLost", func(t *testing.T) { need(t, &h, "ephemeral"); testStoreSessionLost(t, &h) })
+	t.Run("TreeWatch", func(t *testing.T) { needStore(t, &h); testTreeWatch(t, &h) })
+	t.Run("TreeWatchSurvivesRestart", func(t *testing.T) {
+		needStore(t, &h)
+		if h.Restart == nil {
+			t.Skipf("%s: no Restart hook", h.Name)
+		}
+		testTreeWatchFault(t, &h, func() func() { h.Restart(t); return func() {} })
+	})
+	t.Run("TreeWatchSurvivesCut", func(t *testing.T) {
+		needStore(t, &h)
+		if h.Cut == nil {
+			t.Skipf("%s: no Cut hook", h.Name)
+		}
+		testTreeWatchFault(t, &h, func() func() { return h.Cut(t) })
+	})
+}
+
+func caps(t *testing.T, h *Harness) registry.Capabilities {
+	c := h.open(t, namespace(t))
+	return c.Capabilities()
+}
+
+func needStore(t *testing.T, h *Harness) {
+	if !caps(t, h).Store {
+		t.Skipf("%s declares no store (checked by NotSupportedIsExplicit)", h.Name)
+	}
+}
+
+func need(t *testing.T, h *Harness, what string) {
+	cp := caps(t, h)
+	ok := cp.Store && map[string]bool{"sequential": cp.Sequential, "ephemeral": cp.Ephemeral && cp.Sessions}[what]
+	if !ok {
+		t.Skipf("%s declares no %s keys (checked by NotSupportedIsExplicit)", h.Name, what)
+	}
+}
+
+func testNotSupported(t *testing.T, h *Harness) {
+	c := h.open(t, namespace(t))
+	ctx := ctxT(t, h.timeout())
+	cp := c.Capabilities()
+	st := c.Store()
+	if !cp.Store {
+		if _, err := st.Get(ctx, "/x"); !errors.Is(err, registry.ErrNotSupported) {
+			t.Errorf("Get on a backend without store = %v, want ErrNotSupported", err)
+		}
+	}
+	if !cp.Sessions {
+		if _, err := c.NewSession(ctx); !errors.Is(err, registry.ErrNotSupported) {
+			t.Errorf("NewSession without sessions = %v, want ErrNotSupported", err)
+		}
+	}
+	if cp.Store && !cp.Sequential {
+		if _, err := st.Create(ctx, "/seq/n-", nil, registry.Sequential()); !errors.Is(err, registry.ErrNotSupported) {
+			t.Errorf("sequential Create = %v, want ErrNotSupported", err)
+		}
+	}
+	if _, err := st.Get(ctx, "no-slash"); cp.Store && !errors.Is(err, registry.ErrInvalid) {
+		t.Errorf("Get(no-slash) = %v, want ErrInvalid", err)
+	}
+}
+
+func testCRUD(t *testing.T, h *Harness) {
+	c := h.open(t, namespace(t))
+	ctx := ctxT(t, h.timeout())
+	st := c.Store()
+	n, err := st.Create(ctx, "/app/config/db", []byte("v1"))
+	if err != nil {
+		t.Fatalf("Create with parents: %v", err)
+	}
+	if n.Key != "/app/config/db" || string(n.Value) != "v1" || n.CreateRevision <= 0 {
+		t.Errorf("created node = %+v", n)
+	}
+	for _, p := range []string{"/app", "/app/config"} {
+		if _, err := st.Get(ctx, p); err != nil {
+			t.Errorf("parent %s: %v", p, err)
+		}
+	}
+	if _, err := st.Create(ctx, "/app/config/db", []byte("again")); !errors.Is(err, registry.ErrExists) {
+		t.Errorf("second Create = %v, want ErrExists", err)
+	}
+	got, err := st.Get(ctx, "/app/config/db")
+	if err != nil || string(got.Value) != "v1" || got.Version != n.Version {
+		t.Fatalf("Get = %+v, %v", got, err)
+	}
+	if _, err := st.Set(ctx, "/app/config/db", []byte("x"), got.Version+1000); !errors.Is(err, registry.ErrVersionConflict) {
+		t.Errorf("Set with wrong version = %v, want ErrVersionConflict", err)
+	}
+	n2, err := st.Set(ctx, "/app/config/db", []byte("v2"), got.Version)
+	if err != nil || n2.Version == got.Version || n2.CreateRevision != n.CreateRevision {
+		t.Fatalf("Set = %+v, %v (version must change, create revision must not)", n2, err)
+	}
+	if _, err := st.Set(ctx, "/app/config/db", []byte("v3"), registry.AnyVersion); err != nil {
+		t.Errorf("unconditional Set: %v", err)
+	}
+	if _, err := st.Set(ctx, "/app/nothing", []byte("x"), registry.AnyVersion); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("Set missing = %v, want ErrNotFound", err)
+	}
+	if _, err := st.Create(ctx, "/app/config/cache", nil); err != nil {
+		t.Fatal(err)
+	}
+	kids, err := st.Children(ctx, "/app/config")
+	if err != nil || !slices.Equal(kids, []string{"cache", "db"}) {
+		t.Errorf("Children = %v, %v; want [cache db]", kids, err)
+	}
+	if _, err := st.Children(ctx, "/nope"); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("Children of missing = %v, want ErrNotFound", err)
+	}
+	tree, err := st.Tree(ctx, "/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, n := range tree {
+		keys = append(keys, n.Key)
+	}
+	if !slices.Equal(keys, []string{"/app", "/app/config", "/app/config/cache", "/app/config/db"}) {
+		t.Errorf("Tree keys = %v", keys)
+	}
+	if err := st.Delete(ctx, "/app"); !errors.Is(err, registry.ErrNotEmpty) {
+		t.Errorf("Delete non-empty = %v, want ErrNotEmpty", err)
+	}
+	if err := st.Delete(ctx, "/app/config/cache", registry.IfVersion(-12345)); !errors.Is(err, registry.ErrVersionConflict) {
+		t.Errorf("Delete with wrong version = %v, want ErrVersionConflict", err)
+	}
+	if err := st.Delete(ctx, "/app", registry.Recursive()); err != nil {
+		t.Fatalf("recursive Delete: %v", err)
+	}
+	for _, k := range keys {
+		if _, err := st.Get(ctx, k); !errors.Is(err, registry.ErrNotFound) {
+			t.Errorf("after recursive delete, Get(%s) = %v", k, err)
+		}
+	}
+	if err := st.Delete(ctx, "/app"); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("Delete missing = %v, want ErrNotFound", err)
+	}
+}
+
+func testCASRace(t *testing.T, h *Harness) {
+	ns := namespace(t)
+	ctx := ctxT(t, 3*h.timeout())
+	c0 := h.open(t, ns)
+	if _, err := c0.Store().Create(ctx, "/counter", []byte("0")); err != nil {
+		t.Fatal(err)
+	}
+	const workers, each = 4, 5
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for range workers {
+		c := h.open(t, ns)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; {
+				n, err := c.Store().Get(ctx, "/counter")
+				if err != nil {
+					errs <- err
+					return
+				}
+				v, _ := strconv.Atoi(string(n.Value))
+				_, err = c.Store().Set(ctx, "/counter", []byte(strconv.Itoa(v+1)), n.Version)
+				if errors.Is(err, registry.ErrVersionConflict) {
+					continue
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				i++
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	n, err := c0.Store().Get(ctx, "/counter")
+	if err != nil || string(n.Value) != strconv.Itoa(workers*each) {
+		t.Fatalf("counter = %q, %v; want %d (a lost update means CAS is broken)", n.Value, err, workers*each)
+	}
+}
+
+func testSequential(t *testing.T, h *Harness) {
+	ns := namespace(t)
+	ctx := ctxT(t, 3*h.timeout())
+	const workers, each = 4, 3
+	var mu sync.Mutex
+	var nodes []registry.Node
+	var wg sync.WaitGroup
+	for range workers {
+		c := h.open(t, ns)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				n, err := c.Store().Create(ctx, "/queue/item-", []byte("x"), registry.Sequential())
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				nodes = append(nodes, n)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(nodes) != workers*each {
+		t.Fatalf("%d nodes", len(nodes))
+	}
+	seen := map[string]bool{}
+	for _, n := range nodes {
+		suffix, ok := strings.CutPrefix(n.Key, "/queue/item-")
+		if !ok || len(suffix) != 10 || strings.Trim(suffix, "0123456789") != "" || seen[n.Key] {
+			t.Errorf("sequential key %q: want /queue/item- and 10 unique digits", n.Key)
+		}
+		seen[n.Key] = true
+	}
+	// Key order, creation order and CreateRevision order agree.
+	slices.SortFunc(nodes, func(a, b registry.Node) int { return strings.Compare(a.Key, b.Key) })
+	for i := 1; i < len(nodes); i++ {
+		if nodes[i].CreateRevision <= nodes[i-1].CreateRevision {
+			t.Errorf("%s has CreateRevision %d after %s with %d", nodes[i].Key, nodes[i].CreateRevision, nodes[i-1].Key, nodes[i-1].CreateRevision)
+		}
+	}
+	kids, err := h.open(t, ns).Store().Children(ctx, "/queue")
+	if err != nil || len(kids) != workers*each {
+		t.Errorf("Children(/queue) = %d, %v", len(kids), err)
+	}
+}
+
+func testEphemeral(t *testing.T, h *Harness) {
+	ns := namespace(t)
+	ctx := ctxT(t, 3*h.timeout())
+	a, b := h.open(t, ns), h.open(t, ns)
+	sess, err := a.NewSession(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sess.ID() == "" || sess.Err() != nil {
+		t.Fatalf("new session: id %q err %v", sess.ID(), sess.Err())
+	}
+	n, err := a.Store().Create(ctx, "/members/a", []byte("alive"), registry.Ephemeral(sess))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Session != sess.ID() {
+		t.Errorf("node session %q, want %q", n.Session, sess.ID())
+	}
+	got, err := b.Store().Get(ctx, "/members/a")
+	if err != nil || got.Session != sess.ID() {
+		t.Fatalf("other client Get = %+v, %v", got, err)
+	}
+	var states []registry.SessionState
+	var smu sync.Mutex
+	stop := sess.Listen(func(s registry.SessionState) { smu.Lock(); states = append(states, s); smu.Unlock() })
+	defer stop()
+	if err := sess.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-sess.Done():
+	default:
+		t.Fatal("Done not closed after Close")
+	}
+	if !errors.Is(sess.Err(), registry.ErrClosed) {
+		t.Errorf("Err after Close = %v, want ErrClosed", sess.Err())
+	}
+	h.eventually(t, "ephemeral key gone with its session", func() error {
+		if _, err := b.Store().Get(ctx, "/members/a"); !errors.Is(err, registry.ErrNotFound) {
+			return fmt.Errorf("Get = %v", err)
+		}
+		return nil
+	})
+	smu.Lock()
+	if !slices.Contains(states, registry.StateClosed) {
+		t.Errorf("listener saw %v, want closed", states)
+	}
+	smu.Unlock()
+	if _, err := a.Store().Create(ctx, "/members/late", nil, registry.Ephemeral(sess)); err == nil {
+		t.Error("Create bound to a closed session succeeded")
+	}
+	// The parent is persistent.
+	if _, err := b.Store().Get(ctx, "/members"); err != nil {
+		t.Errorf("parent: %v", err)
+	}
+}
+
+func testStoreSessionLost(t *testing.T, h *Harness) {
+	if h.ExpireSession == nil {
+		t.Fatalf("%s: Harness.ExpireSession is nil", h.Name)
+	}
+	ns := namespace(t)
+	ctx := ctxT(t, 3*h.timeout())
+	a, b := h.open(t, ns), h.open(t, ns)
+	sess, err := a.NewSession(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := make(chan struct{})
+	var once sync.Once
+	stop := sess.Listen(func(s registry.SessionState) {
+		if s == registry.StateLost {
+			once.Do(func() { close(lost) })
+		}
+	})
+	defer stop()
+	if _, err := a.Store().Create(ctx, "/eph/x", nil, registry.Ephemeral(sess)); err != nil {
+		t.Fatal(err)
+	}
+	h.ExpireSession(t, a)
+	select {
+	case <-sess.Done():
+	case <-ctx.Done():
+		t.Fatal("session Done not closed after expiry")
+	}
+	if !errors.Is(sess.Err(), registry.ErrSessionLost) {
+		t.Errorf("Err = %v, want ErrSessionLost", sess.Err())
+	}
+	select {
+	case <-lost:
+	case <-ctx.Done():
+		t.Fatal("listener never saw StateLost")
+	}
+	h.eventually(t, "ephemeral key gone with the lost session", func() error {
+		if _, err := b.Store().Get(ctx, "/eph/x"); !errors.Is(err, registry.ErrNotFound) {
+			return fmt.Errorf("Get = %v", err)
+		}
+		return nil
+	})
+	// A new session works.
+	s2, err := a.NewSession(ctx)
+	if err != nil {
+		t.Fatalf("new session after loss: %v", err)
+	}
+	if _, err := a.Store().Create(ctx, "/eph/y", nil, registry.Ephemeral(s2)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func nextChange(t *testing.T, h *Harness, w *registry.TreeWatcher, what string, ok func(registry.TreeChange) error) registry.TreeChange {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), h.timeout())
+	defer cancel()
+	last := errors.New("no change")
+	for {
+		tc, err := w.Next(ctx)
+		if err != nil {
+			t.Fatalf("%s: %s: Next: %v (last mismatch: %v)", h.Name, what, err, last)
+		}
+		if last = ok(tc); last == nil {
+			return tc
+		}
+	}
+}
+
+func keysOf(nodes []registry.Node) []string {
+	var out []string
+	for _, n := range nodes {
+		out = append(out, n.Key)
+	}
+	return out
+}
+
+func testTreeWatch(t *testing.T, h *Harness) {
+	ns := namespace(t)
+	ctx := ctxT(t, 3*h.timeout())
+	a, b := h.open(t, ns), h.open(t, ns)
+	if _, err := a.Store().Create(ctx, "/w/one", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	w, err := b.Store().Watch(ctx, "/w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	nextChange(t, h, w, "initial state", func(tc registry.TreeChange) error {
+		if !slices.Equal(keysOf(tc.Nodes), []string{"/w", "/w/one"}) || len(tc.Events) != 2 || tc.Events[0].Type != registry.EventCreated {
+			return fmt.Errorf("nodes %v events %v", keysOf(tc.Nodes), tc.Events)
+		}
+		return nil
+	})
+	if _, err := a.Store().Create(ctx, "/w/two", []byte("2")); err != nil {
+		t.Fatal(err)
+	}
+	nextChange(t, h, w, "created", func(tc registry.TreeChange) error {
+		if len(tc.Events) != 1 || tc.Events[0].Type != registry.EventCreated || tc.Events[0].Node.Key != "/w/two" {
+			return fmt.Errorf("events %v", tc.Events)
+		}
+		return nil
+	})
+	if _, err := a.Store().Set(ctx, "/w/one", []byte("1b"), registry.AnyVersion); err != nil {
+		t.Fatal(err)
+	}
+	nextChange(t, h, w, "updated", func(tc registry.TreeChange) error {
+		if len(tc.Events) != 1 || tc.Events[0].Type != registry.EventUpdated || string(tc.Events[0].Node.Value) != "1b" {
+			return fmt.Errorf("events %v", tc.Events)
+		}
+		return nil
+	})
+	if err := a.Store().Delete(ctx, "/w/two"); err != nil {
+		t.Fatal(err)
+	}
+	last := nextChange(t, h, w, "deleted", func(tc registry.TreeChange) error {
+		if len(tc.Events) != 1 || tc.Events[0].Type != registry.EventDeleted || tc.Events[0].Node.Key != "/w/two" {
+			return fmt.Errorf("events %v", tc.Events)
+		}
+		return nil
+	})
+	tree, err := a.Store().Tree(ctx, "/w")
+	if err != nil || !slices.Equal(keysOf(tree), keysOf(last.Nodes)) {
+		t.Errorf("server tree %v (%v) != watch view %v", keysOf(tree), err, keysOf(last.Nodes))
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Next(ctx); !errors.Is(err, registry.ErrClosed) {
+		t.Errorf("Next after Close = %v, want ErrClosed", err)
+	}
+}
+
+func testTreeWatchFault(t *testing.T, h *Harness, fault func() (heal func())) {
+	ns := namespace(t)
+	ctx := ctxT(t, 4*h.timeout())
+	a, b := h.open(t, ns), h.open(t, ns)
+	if _, err := a.Store().Create(ctx, "/f/one", nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := b.Store().Watch(ctx, "/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	nextChange(t, h, w, "initial", func(tc registry.TreeChange) error {
+		if len(tc.Nodes) != 2 {
+			return fmt.Errorf("nodes %v", keysOf(tc.Nodes))
+		}
+		return nil
+	})
+	heal := fault()
+	heal()
+	h.eventually(t, "create after the fault", func() error {
+		_, err := a.Store().Create(ctx, "/f/two", nil)
+		if errors.Is(err, registry.ErrExists) {
+			return nil
+		}
+		return err
+	})
+	nextChange(t, h, w, "change after the fault", func(tc registry.TreeChange) error {
+		if !slices.Equal(keysOf(tc.Nodes), []string{"/f", "/f/one", "/f/two"}) || tc.Stale {
+			return fmt.Errorf("nodes %v stale=%v", keysOf(tc.Nodes), tc.Stale)
+		}
+		return nil
+	})
+}
