@@ -1,0 +1,393 @@
+// Package cache keeps an in-memory, always-answering view of services found
+// through a registry.Discovery (usually a *registry.Client).
+//
+// The first Lookup of a service starts one watch of it, owned by the Cache and
+// shared by every later Lookup, Instances and Watch call for that service; it
+// waits for the first snapshot (or its context). Later lookups answer from
+// memory without locks or allocations. While the backend is unreachable the
+// Cache keeps serving the last good instances, marked Stale, as the underlying
+// watcher publishes them.
+//
+// Defaults: no snapshot files, no protect threshold, warnings logged to
+// standard error. Options:
+//
+//   - WithSnapshotDir persists each service's last good snapshot as JSON and,
+//     when the backend has not answered a first lookup within the startup wait
+//     (WithStartupWait, default 1s) or before the lookup's context ends, serves
+//     the file's instances marked Stale, so a process that starts during an
+//     outage still has an answer.
+//   - WithProtectThreshold keeps the previous instances for a grace period when
+//     one update would drop too large a share of them at once (see Protected).
+//
+// Snapshots returned by the Cache carry the Cache's own Seq (1, 2, ... per
+// service, also across re-watches); their slices are shared: do not modify them.
+// Close stops every goroutine the Cache started; it does not close the
+// Discovery.
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/regkit/regkit/registry"
+)
+
+// DefaultStartupWait is how long a first lookup waits for the backend before a
+// snapshot file is served, unless WithStartupWait says otherwise.
+const DefaultStartupWait = time.Second
+
+// Option configures New.
+type Option func(*options)
+
+type options struct {
+	dir         string
+	share       float64
+	grace       time.Duration
+	protect     bool
+	startupWait time.Duration
+	log         *slog.Logger
+	backoffMin  time.Duration
+	backoffMax  time.Duration
+	errs        []error
+}
+
+// WithSnapshotDir persists each service's last good (non-stale, accepted)
+// snapshot as dir/<service>.json, written to a temporary file and renamed. At
+// the first lookup of a service, when the backend has given no answer yet, the
+// file's instances are served marked Stale, with LastGood set to the time the
+// file's snapshot was taken. The directory is created by New if needed.
+func WithSnapshotDir(dir string) Option { return func(o *options) { o.dir = dir } }
+
+// WithStartupWait sets how long the watch of a service waits for the backend's
+// first answer before it publishes the snapshot file's instances (only with
+// WithSnapshotDir; default DefaultStartupWait). A Lookup whose context ends
+// first gets the file's instances at once.
+func WithStartupWait(d time.Duration) Option {
+	return func(o *options) {
+		if d < 0 {
+			o.errs = append(o.errs, fmt.Errorf("cache: WithStartupWait: negative duration %v: %w", d, registry.ErrInvalid))
+		}
+		o.startupWait = d
+	}
+}
+
+// WithProtectThreshold turns on protection (off by default): when one update
+// would remove more than share (0 < share <= 1) of a service's instances at
+// once, the Cache keeps serving the previous instances for grace, logs a
+// warning and reports Protected(service) as true. An update that drops no more
+// than share ends the protection at once; otherwise, after grace, the newest
+// update is accepted. New returns an error for share outside (0, 1] or a
+// negative grace.
+func WithProtectThreshold(share float64, grace time.Duration) Option {
+	return func(o *options) {
+		if !(share > 0 && share <= 1) {
+			o.errs = append(o.errs, fmt.Errorf("cache: WithProtectThreshold: share %v not in (0, 1]: %w", share, registry.ErrInvalid))
+		}
+		if grace < 0 {
+			o.errs = append(o.errs, fmt.Errorf("cache: WithProtectThreshold: negative grace %v: %w", grace, registry.ErrInvalid))
+		}
+		o.protect, o.share, o.grace = true, share, grace
+	}
+}
+
+// WithLogger sets the logger (default: warnings and errors to standard error).
+// A nil logger keeps the default.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// Cache serves snapshots of services from memory; see the package doc. It is
+// safe for concurrent use.
+type Cache struct {
+	d   registry.Discovery
+	opt options
+	log *slog.Logger
+
+	life   context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed atomic.Bool
+
+	// entries is a copy-on-write map, replaced under mu, read without locks.
+	entries atomic.Pointer[map[string]*entry]
+	mu      sync.Mutex
+}
+
+var _ registry.Discovery = (*Cache)(nil)
+
+// New returns a Cache over d. It returns an error (matching registry.ErrInvalid)
+// for invalid options, or when the snapshot directory cannot be created.
+func New(d registry.Discovery, opts ...Option) (*Cache, error) {
+	if d == nil {
+		return nil, fmt.Errorf("cache: New: nil Discovery: %w", registry.ErrInvalid)
+	}
+	o := options{startupWait: DefaultStartupWait, backoffMin: 100 * time.Millisecond, backoffMax: 5 * time.Second}
+	for _, f := range opts {
+		f(&o)
+	}
+	if err := errors.Join(o.errs...); err != nil {
+		return nil, err
+	}
+	if o.dir != "" {
+		if err := os.MkdirAll(o.dir, 0o755); err != nil {
+			return nil, fmt.Errorf("cache: snapshot dir: %w", err)
+		}
+	}
+	if o.log == nil {
+		o.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	life, cancel := context.WithCancel(context.Background())
+	c := &Cache{d: d, opt: o, log: o.log, life: life, cancel: cancel}
+	m := map[string]*entry{}
+	c.entries.Store(&m)
+	return c, nil
+}
+
+// Lookup returns the current snapshot of service. The first call for a service
+// starts its shared watch and waits for the first snapshot; if ctx ends first it
+// returns the snapshot file's instances marked Stale when there is one (Seq 0),
+// else ctx's error. Later calls answer from memory. After Close it returns
+// registry.ErrClosed.
+func (c *Cache) Lookup(ctx context.Context, service string) (registry.Snapshot, error) {
+	if c.closed.Load() {
+		return registry.Snapshot{}, registry.ErrClosed
+	}
+	if e := (*c.entries.Load())[service]; e != nil {
+		if st := e.cur.Load(); st != nil {
+			return st.snap, nil
+		}
+	}
+	return c.lookupSlow(ctx, service)
+}
+
+func (c *Cache) lookupSlow(ctx context.Context, service string) (registry.Snapshot, error) {
+	e, err := c.entry(service)
+	if err != nil {
+		return registry.Snapshot{}, err
+	}
+	if st := e.cur.Load(); st != nil {
+		return st.snap, nil
+	}
+	select {
+	case <-e.ready:
+		return e.cur.Load().snap, nil
+	case <-e.done:
+		if st := e.cur.Load(); st != nil && e.err == nil {
+			return st.snap, nil
+		}
+		if e.err != nil {
+			return registry.Snapshot{}, e.err
+		}
+		return registry.Snapshot{}, registry.ErrClosed
+	case <-c.life.Done():
+		return registry.Snapshot{}, registry.ErrClosed
+	case <-ctx.Done():
+		if st := e.cur.Load(); st != nil {
+			return st.snap, nil
+		}
+		if e.file != nil {
+			return *e.file, nil
+		}
+		return registry.Snapshot{}, ctx.Err()
+	}
+}
+
+// Instances returns the instances of Lookup's snapshot (shared: do not modify),
+// sorted by ID; stale ones during an outage.
+func (c *Cache) Instances(ctx context.Context, service string) ([]registry.Instance, error) {
+	s, err := c.Lookup(ctx, service)
+	if err != nil {
+		return nil, err
+	}
+	return s.Instances, nil
+}
+
+// Protected reports whether the Cache is currently holding back an update of
+// service that would have dropped too many instances (see WithProtectThreshold).
+// It is false for services never looked up.
+func (c *Cache) Protected(service string) bool {
+	if e := (*c.entries.Load())[service]; e != nil {
+		if st := e.cur.Load(); st != nil {
+			return st.protected
+		}
+	}
+	return false
+}
+
+// Watch follows service through the Cache's single shared watch of it. Next
+// returns the current snapshot on its first call (waiting for the first one),
+// then the first one newer than the last returned. It returns registry.ErrClosed
+// once the Watcher or the Cache is closed or ctx is done.
+func (c *Cache) Watch(ctx context.Context, service string) (registry.Watcher, error) {
+	if c.closed.Load() {
+		return nil, registry.ErrClosed
+	}
+	e, err := c.entry(service)
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	return &watcher{c: c, e: e, ctx: wctx, cancel: cancel}, nil
+}
+
+// Close stops every watch the Cache started and waits for its goroutines. It is
+// idempotent; afterwards every call returns registry.ErrClosed.
+func (c *Cache) Close() error {
+	c.mu.Lock()
+	c.closed.Store(true)
+	c.mu.Unlock()
+	c.cancel()
+	c.wg.Wait()
+	return nil
+}
+
+// entry returns the service's entry, starting its watch if needed.
+func (c *Cache) entry(service string) (*entry, error) {
+	if e := (*c.entries.Load())[service]; e != nil {
+		return e, nil
+	}
+	if err := registry.ValidServiceName(service); err != nil {
+		return nil, err
+	}
+	var file *registry.Snapshot
+	if c.opt.dir != "" {
+		f, err := c.loadFile(service)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			c.log.Warn("cache: cannot read snapshot file", "service", service, "err", err)
+		}
+		file = f
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed.Load() {
+		return nil, registry.ErrClosed
+	}
+	old := *c.entries.Load()
+	if e := old[service]; e != nil {
+		return e, nil
+	}
+	e := &entry{service: service, file: file, ready: make(chan struct{}), done: make(chan struct{}), changed: make(chan struct{})}
+	m := make(map[string]*entry, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	m[service] = e
+	c.entries.Store(&m)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer close(e.done)
+		e.err = c.run(e)
+		if e.err != nil {
+			c.remove(e)
+		}
+	}()
+	return e, nil
+}
+
+// remove drops e from the map so that the next lookup starts a new watch.
+func (c *Cache) remove(e *entry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := *c.entries.Load()
+	if old[e.service] != e {
+		return
+	}
+	m := make(map[string]*entry, len(old))
+	for k, v := range old {
+		if k != e.service {
+			m[k] = v
+		}
+	}
+	c.entries.Store(&m)
+}
+
+// state is one published view.
+type state struct {
+	snap      registry.Snapshot
+	protected bool
+}
+
+// entry is the shared watch of one service.
+type entry struct {
+	service string
+	file    *registry.Snapshot // from the snapshot file, Stale; nil if none
+	cur     atomic.Pointer[state]
+	ready   chan struct{} // closed at the first publish
+	done    chan struct{} // closed when the watch loop ends
+	err     error         // why the loop ended, set before done is closed
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced at every publish
+	seq     uint64
+}
+
+func (e *entry) publish(s registry.Snapshot, protected bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.seq++
+	s.Seq = e.seq
+	first := e.cur.Load() == nil
+	e.cur.Store(&state{snap: s, protected: protected})
+	close(e.changed)
+	e.changed = make(chan struct{})
+	if first {
+		close(e.ready)
+	}
+}
+
+func (e *entry) wait() (*state, <-chan struct{}) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.cur.Load(), e.changed
+}
+
+type watcher struct {
+	c       *Cache
+	e       *entry
+	ctx     context.Context
+	cancel  context.CancelFunc
+	mu      sync.Mutex // serialises Next
+	lastSeq uint64
+}
+
+func (w *watcher) Next(ctx context.Context) (registry.Snapshot, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for {
+		if w.ctx.Err() != nil || w.c.closed.Load() {
+			return registry.Snapshot{}, registry.ErrClosed
+		}
+		st, ch := w.e.wait()
+		if st != nil && st.snap.Seq > w.lastSeq {
+			w.lastSeq = st.snap.Seq
+			return st.snap, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return registry.Snapshot{}, ctx.Err()
+		case <-w.ctx.Done():
+			return registry.Snapshot{}, registry.ErrClosed
+		case <-w.c.life.Done():
+			return registry.Snapshot{}, registry.ErrClosed
+		case <-w.e.done:
+			if st2 := w.e.cur.Load(); st2 != nil && st2.snap.Seq > w.lastSeq {
+				continue
+			}
+			if w.e.err != nil {
+				return registry.Snapshot{}, w.e.err
+			}
+			return registry.Snapshot{}, registry.ErrClosed
+		}
+	}
+}
+
+func (w *watcher) Close() error {
+	w.cancel()
+	return nil
+}

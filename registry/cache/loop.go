@@ -1,0 +1,214 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/regkit/regkit/registry"
+)
+
+// errNoAnswer is the Err of snapshots served from a file before the backend answered.
+var errNoAnswer = fmt.Errorf("cache: no answer from the backend yet, serving the snapshot file: %w", registry.ErrUnavailable)
+
+// loop is the state of one service's watch loop; only its goroutine touches it.
+type loop struct {
+	c *Cache
+	e *entry
+
+	startDeadline time.Time          // when to publish the file snapshot; zero if not pending
+	accepted      *registry.Snapshot // last good backend snapshot served
+	protectUntil  time.Time          // zero unless protecting
+	pending       *registry.Snapshot // newest held-back update while protecting
+}
+
+// run follows e.service until the Cache closes (nil) or a permanent error.
+func (c *Cache) run(e *entry) error {
+	l := &loop{c: c, e: e}
+	if e.file != nil {
+		l.startDeadline = time.Now().Add(c.opt.startupWait)
+	}
+	backoff := c.opt.backoffMin
+	for c.life.Err() == nil {
+		w, err := c.d.Watch(c.life, e.service)
+		if err != nil {
+			if c.life.Err() != nil {
+				return nil
+			}
+			if permanent(err) {
+				c.log.Warn("cache: cannot watch service", "service", e.service, "err", err)
+				return err
+			}
+		} else {
+			err = l.follow(w)
+			w.Close()
+			if c.life.Err() != nil {
+				return nil
+			}
+			if permanent(err) {
+				c.log.Warn("cache: watch of service ended", "service", e.service, "err", err)
+				return err
+			}
+		}
+		c.log.Warn("cache: watch of service failed, retrying", "service", e.service, "err", err, "in", backoff)
+		if !l.sleep(backoff) {
+			return nil
+		}
+		backoff = min(2*backoff, c.opt.backoffMax)
+	}
+	return nil
+}
+
+// permanent reports errors after which watching again is pointless.
+func permanent(err error) bool {
+	return errors.Is(err, registry.ErrClosed) || errors.Is(err, registry.ErrInvalid) ||
+		errors.Is(err, registry.ErrNotSupported)
+}
+
+// sleep waits d while still handling timers; false if the Cache closed.
+func (l *loop) sleep(d time.Duration) bool {
+	until := time.Now().Add(d)
+	for {
+		l.timers()
+		wait := time.Until(until)
+		if wait <= 0 {
+			return l.c.life.Err() == nil
+		}
+		if dl := l.deadline(); !dl.IsZero() {
+			wait = max(min(wait, time.Until(dl)), 0)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-l.c.life.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+	}
+}
+
+// deadline is the nearest pending timer, or zero.
+func (l *loop) deadline() time.Time {
+	d := l.startDeadline
+	if !l.protectUntil.IsZero() && (d.IsZero() || l.protectUntil.Before(d)) {
+		d = l.protectUntil
+	}
+	return d
+}
+
+// timers fires the due timers: the startup wait and the protection grace.
+func (l *loop) timers() {
+	now := time.Now()
+	if !l.startDeadline.IsZero() && !now.Before(l.startDeadline) {
+		l.startDeadline = time.Time{}
+		if l.e.cur.Load() == nil {
+			l.c.log.Warn("cache: backend has not answered, serving snapshot file", "service", l.e.service,
+				"saved", l.e.file.LastGood, "instances", len(l.e.file.Instances))
+			l.e.publish(*l.e.file, false)
+		}
+	}
+	if !l.protectUntil.IsZero() && !now.Before(l.protectUntil) {
+		s := *l.pending
+		l.c.log.Warn("cache: protect threshold grace expired, accepting update", "service", l.e.service,
+			"instances", len(s.Instances))
+		l.protectUntil, l.pending = time.Time{}, nil
+		l.accept(s)
+	}
+}
+
+// follow reads w until an error.
+func (l *loop) follow(w registry.Watcher) error {
+	for {
+		l.timers()
+		ctx, cancel := l.c.life, context.CancelFunc(func() {})
+		if dl := l.deadline(); !dl.IsZero() {
+			ctx, cancel = context.WithDeadline(l.c.life, dl)
+		}
+		s, err := w.Next(ctx)
+		expired := ctx.Err() != nil
+		cancel()
+		if err != nil {
+			if l.c.life.Err() != nil {
+				return l.c.life.Err()
+			}
+			if expired {
+				continue // a timer is due
+			}
+			return err
+		}
+		l.update(s)
+	}
+}
+
+// update handles one snapshot from the backend's watcher.
+func (l *loop) update(s registry.Snapshot) {
+	if s.Service == "" {
+		s.Service = l.e.service
+	}
+	if s.Stale {
+		// The last good view, marked stale: keep what is served.
+		if l.accepted != nil {
+			st := l.e.cur.Load()
+			s.Instances = st.snap.Instances
+			l.e.publish(s, st.protected)
+			return
+		}
+		if len(s.Instances) == 0 && l.e.file != nil {
+			s.Instances, s.LastGood = l.e.file.Instances, l.e.file.LastGood
+		}
+		l.e.publish(s, false)
+		return
+	}
+	if l.accepted != nil && l.c.opt.protect {
+		base := l.e.cur.Load().snap.Instances // held set while protecting
+		if dropShare(base, s.Instances) > l.c.opt.share {
+			if l.protectUntil.IsZero() {
+				l.protectUntil = time.Now().Add(l.c.opt.grace)
+				l.c.log.Warn("cache: update would drop too many instances, keeping the previous set",
+					"service", l.e.service, "previous", len(base), "new", len(s.Instances),
+					"threshold", l.c.opt.share, "grace", l.c.opt.grace)
+			}
+			l.pending = &s
+			held := s
+			held.Instances = base
+			l.e.publish(held, true)
+			return
+		}
+		if !l.protectUntil.IsZero() {
+			l.c.log.Warn("cache: instances recovered, protection ended", "service", l.e.service)
+			l.protectUntil, l.pending = time.Time{}, nil
+		}
+	}
+	l.accept(s)
+}
+
+// accept serves s and persists it.
+func (l *loop) accept(s registry.Snapshot) {
+	l.startDeadline = time.Time{}
+	l.accepted = &s
+	l.e.publish(s, false)
+	if l.c.opt.dir != "" {
+		if err := l.c.saveFile(s); err != nil {
+			l.c.log.Warn("cache: cannot write snapshot file", "service", s.Service, "err", err)
+		}
+	}
+}
+
+// dropShare is the share of old's instances (by ID) missing from new.
+func dropShare(old, new []registry.Instance) float64 {
+	if len(old) == 0 {
+		return 0
+	}
+	ids := make(map[string]struct{}, len(new))
+	for _, in := range new {
+		ids[in.ID] = struct{}{}
+	}
+	dropped := 0
+	for _, in := range old {
+		if _, ok := ids[in.ID]; !ok {
+			dropped++
+		}
+	}
+	return float64(dropped) / float64(len(old))
+}
