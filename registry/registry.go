@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -127,9 +128,9 @@ var stderr io.Writer = osStderr()
 // A malformed URL, an unknown scheme or an unknown query parameter is an error
 // matching ErrInvalid.
 func Open(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
-	u, err := url.Parse(rawURL)
+	u, err := ParseURL(rawURL)
 	if err != nil {
-		return nil, &FieldError{Field: "url", Value: rawURL, Reason: "malformed: " + err.Error()}
+		return nil, err
 	}
 	if u.Scheme == "" {
 		return nil, invalid("url", rawURL, "no scheme (want e.g. etcd://, zk://, consul://, nacos://, mem://)")
@@ -156,4 +157,37 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
 // direct constructors (etcd.New(client)) use it. The Client owns conn and closes it.
 func NewClient(conn Conn, opts ...Option) *Client {
 	return newClient(conn, buildOptions(opts))
+}
+
+// ParseURL parses a backend URL. Unlike url.Parse it accepts a comma-separated host
+// list whose hosts may lack ports or be bracketed IPv6 addresses
+// ("etcd://h1:2379,h2,[::1]:2379/prefix"); the list is left in URL.Host for Hosts to
+// split. Errors match ErrInvalid.
+func ParseURL(rawURL string) (*url.URL, error) {
+	u, err := url.Parse(rawURL)
+	if err == nil {
+		return u, nil
+	}
+	scheme, rest, ok := strings.Cut(rawURL, "://")
+	if ok && scheme != "" {
+		end := strings.IndexAny(rest, "/?#")
+		if end < 0 {
+			end = len(rest)
+		}
+		authority := rest[:end]
+		var user *url.Userinfo
+		if at := strings.LastIndexByte(authority, '@'); at >= 0 {
+			if uu, uerr := url.Parse(scheme + "://" + authority[:at+1] + "placeholder"); uerr == nil {
+				user = uu.User
+			}
+			authority = authority[at+1:]
+		}
+		if authority != "" && !strings.ContainsAny(authority, " \t") {
+			if u2, err2 := url.Parse(scheme + "://placeholder" + rest[end:]); err2 == nil {
+				u2.Host, u2.User = authority, user
+				return u2, nil
+			}
+		}
+	}
+	return nil, &FieldError{Field: "url", Value: rawURL, Reason: "malformed: " + err.Error()}
 }

@@ -38,18 +38,16 @@ build_from_proxy() {
   chmod -R u+w "$work"
   (
     cd "$work"
-    # Local replace directives point at directories the module zip may not carry;
-    # drop them all so the published versions are used.
-    for r in $(go mod edit -json | sed -n 's/.*"Old": {[^}]*"Path": "\([^"]*\)".*/\1/p'); do
-      go mod edit -dropreplace="$r"
-    done
-    go mod edit -json | grep -q '"Replace"' && python3 - <<'PY' || true
-import json,subprocess
-m=json.loads(subprocess.check_output(["go","mod","edit","-json"]))
-for r in m.get("Replace") or []:
-    o=r["Old"]; p=o["Path"]+("@"+o["Version"] if o.get("Version") else "")
-    subprocess.check_call(["go","mod","edit","-dropreplace="+p])
-PY
+    # Local replace directives point at directories the module zip does not carry
+    # (nested modules are published separately); drop those, keep version pins.
+    go mod edit -json | python3 -c '
+import json, sys
+for r in json.load(sys.stdin).get("Replace") or []:
+    if r["New"].get("Version"):
+        continue
+    o = r["Old"]
+    print(o["Path"] + ("@" + o["Version"] if o.get("Version") else ""))
+' | while read -r r; do go mod edit -dropreplace="$r"; done
     # Some of Consul's nested modules are on the proxy but unknown to the checksum
     # database; this builds a test server, not our module, so skip that check here.
     GOSUMDB=off GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -o "$out.tmp" "$pkg"

@@ -1,0 +1,89 @@
+// Package registry is the uniform API of regkit: service registration, discovery and
+// a coordination store over ZooKeeper, etcd, Consul, Nacos and an in-process memory
+// backend, with the hard parts written once here and backends kept thin.
+//
+// # Opening a backend
+//
+// Backends register themselves as database/sql drivers do; import the ones you use
+// and open a URL:
+//
+//	import _ "github.com/regkit/regkit/mem" // or etcd, zk, consul, nacos
+//	c, err := registry.Open(ctx, "mem://demo")
+//
+// A malformed URL, an unknown scheme or an unknown query parameter is an error
+// matching ErrInvalid whose message names what is wrong. What a URL cannot carry
+// (TLS, credentials, a logger) is given as functional options. NewClient wraps a
+// driver connection a backend package built from a native client.
+//
+// # Guarantees every backend gives
+//
+// These are proved for each backend by the conformance suites in registrytest,
+// against a real server with real faults.
+//
+//   - Registration keeps itself alive. Register returns once the instance is on the
+//     backend. Whenever the backend drops it (session expiry, lease revoked, agent
+//     restart, heartbeat refused), the Registration notices through the driver's
+//     Lease and puts it again with jittered exponential backoff, for as long as it
+//     takes, reporting Reregistering meanwhile. Nothing registered vanishes while
+//     its Registration is open; Deregister and Close remove it.
+//   - Watches never stop by themselves. One loop per service and Client is shared by
+//     all its watchers. Native events only mark the service dirty (a 1-buffered
+//     signal, so bursts coalesce); the loop then re-lists and publishes a complete,
+//     immutable, sorted Snapshot when the view changed. After any broken watch or
+//     failed read it backs off, re-arms, re-lists and publishes a Resynced snapshot,
+//     so the final view always equals the server's. While the backend is
+//     unreachable it publishes the last good view once more marked Stale, with the
+//     error and the time of the last good read.
+//   - Watchers see every final state but maybe not every intermediate step; a
+//     watcher reading slowly only skips to the newest snapshot, it never stalls the
+//     loop or other watchers.
+//   - Input is validated before anything is written; errors are *FieldError values
+//     naming the field and matching ErrInvalid.
+//   - Every goroutine has an owner: the Client owns watch loops and registration
+//     keepers, and Close cancels and waits for them; Watcher.Close and the context
+//     given to Watch release a watcher.
+//
+// # Instances and addresses
+//
+// An Instance with an empty Host or zero Port gets them from the AddressResolver
+// (default: package registry/address, which reads REGKIT_REGISTER_HOST/PORT, the
+// Dubbo variables DUBBO_IP_TO_REGISTRY/DUBBO_PORT_TO_REGISTRY, then preferred
+// networks and interfaces; it never picks a loopback address silently). An empty ID
+// becomes "Host:Port"; Weight 0 becomes DefaultWeight (100). Registered instances are
+// healthy; Healthy on discovered instances is what the backend reports, and
+// Snapshot.Healthy filters on it.
+//
+// # Coordination store
+//
+// Store is Curator's framework layer: a tree of slash-separated keys with versions
+// (compare-and-set), creation with parents, ephemeral keys bound to a Session,
+// sequential keys (ZooKeeper's 10-digit suffix, on every backend that can), recursive
+// delete, children, and a persistent recursive TreeWatcher built on the same
+// re-arm/re-list/diff loop as service watches. Node.CreateRevision orders creations
+// store-wide and is the recipes' fencing token. A Session reports Curator's states
+// (connected, suspended, reconnected, lost, closed) to listeners; a lost session is
+// final, as in etcd's concurrency package: open a new one. Backends that cannot offer
+// a part say so: the call fails with ErrNotSupported, never a silent no-op.
+//
+// # Writing a backend
+//
+// Implement Driver and Conn (and StoreConn for the store) from driver.go, register
+// the Driver in init, and run registrytest.RunRegistry and RunStore against a real
+// server with fault hooks. A driver only translates: put this instance under a
+// keep-alive and say when it was lost, list this service, say when something under
+// it may have changed.
+//
+// # Design choices where the issue was silent
+//
+//   - Register retries the first put until it succeeds or ctx ends, so a service that
+//     starts during a short outage registers by itself; when ctx ends first nothing
+//     is left behind and the error says why.
+//   - Registration.Close deregisters (with a 10s timeout); a process that dies
+//     without Close is removed by the backend's own TTL or session expiry.
+//   - Client.Instances answers from a running watch of the same Client when there is
+//     one and it is not stale, else reads the backend; package registry/cache adds a
+//     lock-free lookup, snapshot files and a protect threshold on top.
+//   - Store watches are level-triggered: after a gap, events are recomputed by diffing
+//     the re-listed tree against what the watcher last returned, so a watcher never
+//     misses a final state.
+package registry

@@ -1,0 +1,83 @@
+package registry_test
+
+import (
+	"context"
+	"fmt"
+
+	_ "github.com/regkit/regkit/mem"
+	"github.com/regkit/regkit/registry"
+)
+
+func Example() {
+	ctx := context.Background()
+	c, err := registry.Open(ctx, "mem://example")
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+
+	reg, err := c.Register(ctx, registry.Instance{Service: "greeter", Host: "10.0.0.7", Port: 8080, Zone: "eu-1"})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(reg.Instance().ID, reg.Instance().Weight, reg.State())
+
+	w, err := c.Watch(ctx, "greeter")
+	if err != nil {
+		panic(err)
+	}
+	defer w.Close()
+	snap, _ := w.Next(ctx)
+	for _, in := range snap.Instances {
+		fmt.Println(in.Addr(), in.Zone, in.Healthy)
+	}
+
+	_ = reg.Close()
+	snap, _ = w.Next(ctx)
+	fmt.Println(len(snap.Instances), "instances after deregistering")
+	// Output:
+	// 10.0.0.7:8080 100 registered
+	// 10.0.0.7:8080 eu-1 true
+	// 0 instances after deregistering
+}
+
+func ExampleOpen_errors() {
+	ctx := context.Background()
+	_, err := registry.Open(ctx, "nosuch://h:1")
+	fmt.Println(err)
+	_, err = registry.Open(ctx, "mem://x?timeout=3s")
+	fmt.Println(err)
+	// Output:
+	// registry: invalid url "nosuch://h:1": unknown scheme "nosuch" (forgotten import? registered: [mem])
+	// registry: invalid url "timeout": unknown query parameter
+}
+
+func ExampleInstance_Validate() {
+	err := registry.Instance{Service: "orders", Host: "10.0.0.1", Port: 0, ID: "a"}.Validate()
+	fmt.Println(err)
+	// Output:
+	// registry: invalid Port 0: port must be in 1-65535
+}
+
+func ExampleStore() {
+	ctx := context.Background()
+	c, _ := registry.Open(ctx, "mem://store-example")
+	defer c.Close()
+	st := c.Store()
+
+	sess, _ := c.NewSession(ctx)
+	n1, _ := st.Create(ctx, "/locks/job/lock-", nil, registry.Ephemeral(sess), registry.Sequential())
+	n2, _ := st.Create(ctx, "/locks/job/lock-", nil, registry.Ephemeral(sess), registry.Sequential())
+	fmt.Println(n1.Key, n2.Key, n1.CreateRevision < n2.CreateRevision)
+
+	cfg, _ := st.Create(ctx, "/config/db", []byte("v1"))
+	_, err := st.Set(ctx, "/config/db", []byte("v2"), cfg.Version+1)
+	fmt.Println(err != nil)
+	_ = sess.Close(ctx)
+	kids, _ := st.Children(ctx, "/locks/job")
+	fmt.Println(len(kids), "lock nodes after the session closed")
+	// Output:
+	// /locks/job/lock-0000000000 /locks/job/lock-0000000001 true
+	// true
+	// 0 lock nodes after the session closed
+}

@@ -1,0 +1,172 @@
+package registry_test
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/regkit/regkit/mem"
+	"github.com/regkit/regkit/registry"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestOpenErrorsNameTheProblem(t *testing.T) {
+	ctx := context.Background()
+	cases := map[string]string{
+		"::bad":              "url",
+		"no-scheme":          "url",
+		"nosuch://h":         "url",
+		"mem://x?unknown=1":  "url",
+		"mem://x?unknown=1&": "url",
+	}
+	for u, field := range cases {
+		_, err := registry.Open(ctx, u)
+		var fe *registry.FieldError
+		if !errors.As(err, &fe) || fe.Field != field || !errors.Is(err, registry.ErrInvalid) {
+			t.Errorf("Open(%q) = %v, want a FieldError on %s", u, err, field)
+		}
+	}
+}
+
+func TestParams(t *testing.T) {
+	u, _ := url.Parse("x://h/p?dial_timeout=3s&ttl=-1s&n=7&b=yes&mode=fast&extra=1")
+	p := registry.NewParams(u)
+	if d := p.Duration("dial_timeout", time.Second); d != 3*time.Second {
+		t.Errorf("dial_timeout = %v", d)
+	}
+	if n := p.Int("n", 0); n != 7 {
+		t.Errorf("n = %d", n)
+	}
+	if m := p.OneOf("mode", "slow", "slow", "fast"); m != "fast" {
+		t.Errorf("mode = %q", m)
+	}
+	p.Duration("ttl", 0)
+	err := p.Done()
+	var fe *registry.FieldError
+	if !errors.As(err, &fe) || fe.Field != "ttl" {
+		t.Fatalf("Done = %v, want the bad ttl named", err)
+	}
+	p = registry.NewParams(u)
+	p.Duration("dial_timeout", 0)
+	p.Duration("ttl", 0)
+	p.Int("n", 0)
+	p.Bool("b", false)
+	p.String("mode", "")
+	err = p.Done() // b=yes is not a bool
+	if !errors.As(err, &fe) || fe.Field != "ttl" && fe.Field != "b" {
+		t.Fatalf("Done = %v", err)
+	}
+	u2, _ := url.Parse("x://h?a=1&zz=2")
+	p = registry.NewParams(u2)
+	p.String("a", "")
+	if err := p.Done(); err == nil || !errors.As(err, &fe) || fe.Value != "zz" {
+		t.Errorf("unknown parameter: %v", err)
+	}
+}
+
+func TestHosts(t *testing.T) {
+	u, err := registry.ParseURL("etcd://h1:2379,h2,[::1]:9,[::2]/prefix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := registry.Hosts(u, 2379)
+	if u.Path != "/prefix" {
+		t.Errorf("path %q", u.Path)
+	}
+	want := []string{"h1:2379", "h2:2379", "[::1]:9", "[::2]:2379"}
+	if err != nil || !slices.Equal(got, want) {
+		t.Errorf("Hosts = %v, %v; want %v", got, err, want)
+	}
+	u, _ = url.Parse("etcd:///prefix")
+	if _, err := registry.Hosts(u, 1); !errors.Is(err, registry.ErrInvalid) {
+		t.Errorf("no host: %v", err)
+	}
+}
+
+func TestValidKey(t *testing.T) {
+	for _, k := range []string{"/", "/a", "/a/b-c/d_e.f"} {
+		if err := registry.ValidKey(k); err != nil {
+			t.Errorf("ValidKey(%q) = %v", k, err)
+		}
+	}
+	for _, k := range []string{"", "a", "/a/", "//a", "/a/./b", "/a/../b", "/a\x00"} {
+		if err := registry.ValidKey(k); !errors.Is(err, registry.ErrInvalid) {
+			t.Errorf("ValidKey(%q) = %v, want ErrInvalid", k, err)
+		}
+	}
+	if p := registry.ParentKey("/a/b"); p != "/a" {
+		t.Errorf("ParentKey = %q", p)
+	}
+	if p := registry.ParentKey("/a"); p != "/" {
+		t.Errorf("ParentKey = %q", p)
+	}
+	if s := registry.SequenceSuffix(42); s != "0000000042" {
+		t.Errorf("SequenceSuffix = %q", s)
+	}
+}
+
+// Register during an outage waits for the backend, then succeeds; with a context
+// that ends first it fails and leaves nothing behind.
+func TestRegisterRetriesThroughOutage(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := registry.Open(ctx, "mem://outage", registry.WithRetryBackoff(5*time.Millisecond, 20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	srv := mem.Lookup("outage")
+	srv.Cut()
+	short, cancelShort := context.WithTimeout(ctx, 100*time.Millisecond)
+	_, err = c.Register(short, registry.Instance{Service: "s", Host: "10.0.0.1", Port: 1})
+	cancelShort()
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, registry.ErrUnavailable) && err == nil {
+		t.Fatalf("Register during outage with short ctx = %v, want deadline exceeded", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Register(ctx, registry.Instance{Service: "s", Host: "10.0.0.2", Port: 2})
+		done <- err
+	}()
+	srv.Heal()
+	if err := <-done; err != nil {
+		t.Fatalf("Register after heal: %v", err)
+	}
+	got, err := c.Instances(ctx, "s")
+	if err != nil || len(got) != 1 || got[0].Host != "10.0.0.2" {
+		t.Fatalf("instances = %v, %v; want only the second", got, err)
+	}
+}
+
+func TestHostFromResolver(t *testing.T) {
+	ctx := context.Background()
+	c, err := registry.Open(ctx, "mem://resolver", registry.WithAddressResolver(fixed{"192.0.2.9", 7070}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r, err := c.Register(ctx, registry.Instance{Service: "svc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in := r.Instance(); in.Host != "192.0.2.9" || in.Port != 7070 || in.ID != "192.0.2.9:7070" {
+		t.Errorf("resolved instance = %+v", in)
+	}
+	// An explicit port wins over the resolver's.
+	r, err = c.Register(ctx, registry.Instance{Service: "svc", Port: 81})
+	if err != nil || r.Instance().Port != 81 {
+		t.Errorf("explicit port: %v, %v", r, err)
+	}
+}
+
+type fixed struct {
+	host string
+	port int
+}
+
+func (f fixed) Resolve() (string, int, error) { return f.host, f.port, nil }
