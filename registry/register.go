@@ -109,7 +109,9 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 func (c *Client) putRetry(ctx context.Context, inst Instance, onErr func(error)) (Lease, error) {
 	b := c.newBackoff()
 	for {
-		lease, err := c.conn.Put(ctx, inst)
+		pctx, cancel := context.WithTimeout(ctx, c.opt.reqTimeout)
+		lease, err := c.conn.Put(pctx, inst)
+		cancel()
 		if err == nil {
 			return lease, nil
 		}

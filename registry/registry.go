@@ -55,6 +55,7 @@ type options struct {
 	resolver   AddressResolver
 	backoffMin time.Duration
 	backoffMax time.Duration
+	reqTimeout time.Duration
 	now        func() time.Time
 }
 
@@ -91,6 +92,11 @@ func WithRetryBackoff(min, max time.Duration) Option {
 	return func(o *options) { o.backoffMin, o.backoffMax = min, max }
 }
 
+// WithRequestTimeout bounds each backend call that the library makes by itself (the
+// re-lists of watch loops, the puts of re-registration), so that a call hanging on a
+// dead connection turns into a stale view and a retry (default 10s).
+func WithRequestTimeout(d time.Duration) Option { return func(o *options) { o.reqTimeout = d } }
+
 // AddressResolver fills the host and port to advertise when an Instance has none.
 // Package registry/address provides the standard one.
 type AddressResolver interface {
@@ -100,7 +106,7 @@ type AddressResolver interface {
 }
 
 func buildOptions(opts []Option) options {
-	o := options{backoffMin: 100 * time.Millisecond, backoffMax: 10 * time.Second, now: time.Now}
+	o := options{backoffMin: 100 * time.Millisecond, backoffMax: 10 * time.Second, reqTimeout: 10 * time.Second, now: time.Now}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -109,6 +115,9 @@ func buildOptions(opts []Option) options {
 	}
 	if o.resolver == nil {
 		o.resolver = address.Default()
+	}
+	if o.reqTimeout <= 0 {
+		o.reqTimeout = 10 * time.Second
 	}
 	if o.backoffMin <= 0 {
 		o.backoffMin = 100 * time.Millisecond

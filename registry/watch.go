@@ -304,7 +304,10 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 			continue
 		case <-dirty:
 		}
-		if err := list(ctx, gap); err != nil {
+		lctx, lcancel := context.WithTimeout(ctx, c.opt.reqTimeout)
+		err := list(lctx, gap)
+		lcancel()
+		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}

@@ -1,0 +1,173 @@
+package etcd
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/regkit/regkit/registry"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// lease is one etcd lease with its keep-alive goroutine (owned by the Conn). It
+// serves both as the shared registration lease and as a store session.
+type lease struct {
+	c       *Conn
+	id      clientv3.LeaseID
+	ttl     time.Duration
+	onState func(registry.SessionState)
+	cancel  context.CancelFunc
+	stopped chan struct{} // keep-alive goroutine ended
+
+	mu   sync.Mutex
+	err  error
+	done chan struct{} // closed when lost or closed
+}
+
+// grant creates a lease and starts keeping it alive on one stream.
+func (c *Conn) grant(ctx context.Context, ttl time.Duration, onState func(registry.SessionState)) (*lease, error) {
+	secs := int64((ttl + time.Second - 1) / time.Second)
+	resp, err := c.cli.Grant(ctx, secs)
+	if err != nil {
+		return nil, wrap("grant lease", "", err)
+	}
+	kctx, cancel := context.WithCancel(c.life)
+	ch, err := c.cli.KeepAlive(kctx, resp.ID)
+	if err != nil {
+		cancel()
+		return nil, wrap("keep lease alive", "", err)
+	}
+	l := &lease{c: c, id: resp.ID, ttl: ttl, onState: onState, cancel: cancel,
+		stopped: make(chan struct{}), done: make(chan struct{})}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer close(l.stopped)
+		l.keep(kctx, ch)
+	}()
+	l.state(registry.StateConnected)
+	return l, nil
+}
+
+func (l *lease) state(s registry.SessionState) {
+	if l.onState != nil {
+		l.onState(s)
+	}
+}
+
+// keep drains keep-alive answers, reports suspension when they stop for a third of
+// the TTL, and loss when the client gives the lease up (the server said it expired,
+// or no answer came within the TTL).
+func (l *lease) keep(ctx context.Context, ch <-chan *clientv3.LeaseKeepAliveResponse) {
+	tick := time.NewTicker(l.ttl / 6)
+	defer tick.Stop()
+	last := time.Now()
+	suspended := false
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				if ctx.Err() == nil {
+					l.lose(fmt.Errorf("etcd: lease %x expired or revoked: %w", int64(l.id), registry.ErrSessionLost))
+				}
+				return
+			}
+			last = time.Now()
+			if suspended {
+				suspended = false
+				l.state(registry.StateReconnected)
+			}
+		case <-tick.C:
+			if !suspended && time.Since(last) > l.ttl/3 {
+				suspended = true
+				l.state(registry.StateSuspended)
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// lose ends the lease as lost (once).
+func (l *lease) lose(err error) {
+	l.end(err, registry.StateLost)
+}
+
+func (l *lease) end(err error, st registry.SessionState) bool {
+	l.mu.Lock()
+	if l.err != nil {
+		l.mu.Unlock()
+		return false
+	}
+	l.err = err
+	close(l.done)
+	l.mu.Unlock()
+	l.c.mu.Lock()
+	if l.c.reg == l {
+		l.c.reg = nil
+	}
+	l.c.mu.Unlock()
+	l.state(st)
+	return true
+}
+
+// ID returns the lease id in hex (etcdctl's format).
+func (l *lease) ID() string { return strconv.FormatInt(int64(l.id), 16) }
+
+// Done is closed when the lease was lost or closed.
+func (l *lease) Done() <-chan struct{} { return l.done }
+
+// Err says why Done is closed.
+func (l *lease) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
+
+// Close revokes the lease: its keys are deleted.
+func (l *lease) Close(ctx context.Context) error {
+	l.cancel()
+	<-l.stopped
+	if !l.end(fmt.Errorf("etcd: session %s: %w", l.ID(), registry.ErrClosed), registry.StateClosed) {
+		return nil
+	}
+	if _, err := l.c.cli.Revoke(ctx, l.id); err != nil {
+		return wrap("revoke lease", l.ID(), err)
+	}
+	return nil
+}
+
+// NewSession grants a lease of its own for the session.
+func (c *Conn) NewSession(ctx context.Context, spec registry.SessionSpec) (registry.SessionConn, error) {
+	ttl := spec.TTL
+	if ttl == 0 {
+		ttl = c.ttl
+	}
+	if ttl < 2*time.Second {
+		return nil, &registry.FieldError{Field: "TTL", Value: ttl.String(), Reason: "etcd sessions need at least 2s"}
+	}
+	return c.grant(ctx, ttl, spec.OnState)
+}
+
+// registrationLease returns the live shared registration lease, granting one if
+// there is none.
+func (c *Conn) registrationLease(ctx context.Context) (*lease, error) {
+	c.grantMu.Lock() // one grant at a time, so concurrent Puts share one lease
+	defer c.grantMu.Unlock()
+	c.mu.Lock()
+	l := c.reg
+	c.mu.Unlock()
+	if l != nil && l.Err() == nil {
+		return l, nil
+	}
+	nl, err := c.grant(ctx, c.ttl, nil)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.reg = nl
+	c.mu.Unlock()
+	return nl, nil
+}

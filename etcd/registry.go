@@ -1,0 +1,148 @@
+package etcd
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/regkit/regkit/registry"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/connectivity"
+)
+
+// record is the JSON stored for an instance.
+type record struct {
+	ID       string            `json:"id"`
+	Service  string            `json:"service"`
+	Host     string            `json:"host"`
+	Port     int               `json:"port"`
+	Weight   int               `json:"weight"`
+	Zone     string            `json:"zone,omitempty"`
+	Metadata map[string]string `json:"metadata,omitempty"`
+}
+
+func (c *Conn) serviceKey(service string) string { return c.prefix + "/services/" + service + "/" }
+
+// Put writes the instance under the shared registration lease.
+func (c *Conn) Put(ctx context.Context, inst registry.Instance) (registry.Lease, error) {
+	l, err := c.registrationLease(ctx)
+	if err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(record{ID: inst.ID, Service: inst.Service, Host: inst.Host, Port: inst.Port,
+		Weight: inst.Weight, Zone: inst.Zone, Metadata: inst.Metadata})
+	if err != nil {
+		return nil, fmt.Errorf("etcd: encode %s: %w", inst, err)
+	}
+	key := c.serviceKey(inst.Service) + inst.ID
+	if _, err := c.cli.Put(ctx, key, string(data), clientv3.WithLease(l.id)); err != nil {
+		if strings.Contains(err.Error(), "requested lease not found") {
+			l.lose(fmt.Errorf("etcd: lease %s gone: %w", l.ID(), registry.ErrSessionLost))
+		}
+		return nil, wrap("put", key, err)
+	}
+	return &regLease{c: c, l: l, key: key}, nil
+}
+
+type regLease struct {
+	c   *Conn
+	l   *lease
+	key string
+}
+
+func (r *regLease) Lost() <-chan struct{} { return r.l.Done() }
+func (r *regLease) Err() error            { return r.l.Err() }
+func (r *regLease) Abandon()              {}
+
+func (r *regLease) Deregister(ctx context.Context) error {
+	_, err := r.c.cli.Delete(ctx, r.key)
+	return wrap("delete", r.key, err)
+}
+
+// List reads every instance of service.
+func (c *Conn) List(ctx context.Context, service string) (registry.Listing, error) {
+	resp, err := c.cli.Get(ctx, c.serviceKey(service), clientv3.WithPrefix())
+	if err != nil {
+		return registry.Listing{}, wrap("list", service, err)
+	}
+	out := make([]registry.Instance, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var r record
+		if err := json.Unmarshal(kv.Value, &r); err != nil {
+			c.log.Warn("etcd: skipping an undecodable instance", "key", string(kv.Key), "err", err)
+			continue
+		}
+		out = append(out, registry.Instance{ID: r.ID, Service: r.Service, Host: r.Host, Port: r.Port,
+			Weight: r.Weight, Zone: r.Zone, Metadata: r.Metadata, Healthy: true})
+	}
+	return registry.Listing{Instances: out, Revision: uint64(resp.Header.Revision)}, nil
+}
+
+// Watch follows the service's prefix.
+func (c *Conn) Watch(ctx context.Context, service string, notify func()) error {
+	return c.watchPrefix(ctx, c.serviceKey(service), notify)
+}
+
+// watchPrefix runs one etcd watch over a prefix; the client resumes it from the
+// last revision after reconnects. It requires a leader, so a member cut off from
+// the cluster breaks the watch instead of going silent.
+func (c *Conn) watchPrefix(ctx context.Context, prefix string, notify func()) error {
+	wctx, cancel := context.WithCancelCause(clientv3.WithRequireLeader(ctx))
+	defer cancel(nil)
+	// The client waits silently for a lost connection to come back, even while
+	// arming a watch; a monitor breaks the watch when the connection is down, so
+	// the view is marked stale and re-listed after the gap.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.monitorConnection(wctx, func() {
+			cancel(fmt.Errorf("etcd: watch %s: connection lost: %w", prefix, registry.ErrUnavailable))
+		})
+	}()
+	ch := c.cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+	for resp := range ch {
+		if err := resp.Err(); err != nil {
+			return fmt.Errorf("etcd: watch %s: %w: %w", prefix, registry.ErrUnavailable, err)
+		}
+		if resp.Created || len(resp.Events) > 0 {
+			notify()
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if cause := context.Cause(wctx); cause != nil && cause != context.Canceled {
+		return cause
+	}
+	return fmt.Errorf("etcd: watch %s closed: %w", prefix, registry.ErrUnavailable)
+}
+
+// monitorConnection calls lost once the client's connection has been down for two
+// checks in a row, a second apart; it returns then or when ctx is done.
+func (c *Conn) monitorConnection(ctx context.Context, lost func()) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	bad := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		switch c.cli.ActiveConnection().GetState() {
+		case connectivity.TransientFailure, connectivity.Connecting, connectivity.Idle, connectivity.Shutdown:
+			bad++
+		default:
+			bad = 0
+		}
+		if bad >= 2 {
+			lost()
+			return
+		}
+	}
+}

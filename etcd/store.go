@@ -1,0 +1,219 @@
+package etcd
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/regkit/regkit/registry"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// kvKey maps a store key to its etcd key.
+func (c *Conn) kvKey(key string) string {
+	if key == "/" {
+		return c.prefix + "/kv"
+	}
+	return c.prefix + "/kv" + key
+}
+
+func (c *Conn) storeKey(k []byte) string {
+	s := strings.TrimPrefix(string(k), c.prefix+"/kv")
+	if s == "" {
+		return "/"
+	}
+	return s
+}
+
+func (c *Conn) node(kv *mvccpb.KeyValue) registry.Node {
+	n := registry.Node{Key: c.storeKey(kv.Key), Value: kv.Value, Version: kv.ModRevision, CreateRevision: kv.CreateRevision}
+	if n.Value == nil {
+		n.Value = []byte{}
+	}
+	if kv.Lease != 0 {
+		n.Session = strconv.FormatInt(kv.Lease, 16)
+	}
+	return n
+}
+
+// parentOps returns, for every ancestor of key, a nested transaction creating it
+// empty if it does not exist.
+func (c *Conn) parentOps(key string) []clientv3.Op {
+	var ops []clientv3.Op
+	for p := registry.ParentKey(key); p != "/"; p = registry.ParentKey(p) {
+		k := c.kvKey(p)
+		ops = append(ops, clientv3.OpTxn(
+			[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(k), "=", 0)},
+			[]clientv3.Op{clientv3.OpPut(k, "")}, nil))
+	}
+	slices.Reverse(ops)
+	return ops
+}
+
+// Create writes a new key with its missing parents in one transaction.
+func (c *Conn) Create(ctx context.Context, key string, value []byte, spec registry.CreateSpec) (registry.Node, error) {
+	var putOpts []clientv3.OpOption
+	if spec.Session != nil {
+		l, ok := spec.Session.(*lease)
+		if !ok || l.c != c {
+			return registry.Node{}, &registry.FieldError{Field: "Session", Value: spec.Session.ID(), Reason: "not a session of this etcd connection"}
+		}
+		putOpts = append(putOpts, clientv3.WithLease(l.id))
+	}
+	for {
+		name := key
+		cmps := []clientv3.Cmp{}
+		ops := c.parentOps(key)
+		if spec.Sequential {
+			seqKey := c.prefix + "/seq" + registry.ParentKey(key)
+			resp, err := c.cli.Get(ctx, seqKey)
+			if err != nil {
+				return registry.Node{}, wrap("create", key, err)
+			}
+			var n int64
+			var mod int64
+			if len(resp.Kvs) == 1 {
+				n, _ = strconv.ParseInt(string(resp.Kvs[0].Value), 10, 64)
+				mod = resp.Kvs[0].ModRevision
+			}
+			name = key + registry.SequenceSuffix(n)
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(seqKey), "=", mod))
+			ops = append(ops, clientv3.OpPut(seqKey, strconv.FormatInt(n+1, 10)))
+		}
+		k := c.kvKey(name)
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
+		ops = append(ops, clientv3.OpPut(k, string(value), putOpts...), clientv3.OpGet(k))
+		resp, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		if err != nil {
+			return registry.Node{}, wrap("create", name, err)
+		}
+		if resp.Succeeded {
+			kvs := resp.Responses[len(resp.Responses)-1].GetResponseRange().Kvs
+			return c.node(kvs[0]), nil
+		}
+		if !spec.Sequential {
+			return registry.Node{}, fmt.Errorf("etcd: create %s: %w", name, registry.ErrExists)
+		}
+		// Another creator took the sequence number: try the next one.
+	}
+}
+
+// Get reads one key.
+func (c *Conn) Get(ctx context.Context, key string) (registry.Node, error) {
+	resp, err := c.cli.Get(ctx, c.kvKey(key))
+	if err != nil {
+		return registry.Node{}, wrap("get", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return registry.Node{}, fmt.Errorf("etcd: get %s: %w", key, registry.ErrNotFound)
+	}
+	return c.node(resp.Kvs[0]), nil
+}
+
+func versionCmp(k string, version int64) clientv3.Cmp {
+	if version == registry.AnyVersion {
+		return clientv3.Compare(clientv3.CreateRevision(k), ">", 0)
+	}
+	return clientv3.Compare(clientv3.ModRevision(k), "=", version)
+}
+
+// Set compares the mod revision and sets, keeping the key's lease.
+func (c *Conn) Set(ctx context.Context, key string, value []byte, version int64) (registry.Node, error) {
+	k := c.kvKey(key)
+	resp, err := c.cli.Txn(ctx).If(versionCmp(k, version)).
+		Then(clientv3.OpPut(k, string(value), clientv3.WithIgnoreLease()), clientv3.OpGet(k)).
+		Else(clientv3.OpGet(k)).Commit()
+	if err != nil {
+		return registry.Node{}, wrap("set", key, err)
+	}
+	kvs := resp.Responses[len(resp.Responses)-1].GetResponseRange().Kvs
+	if resp.Succeeded {
+		return c.node(kvs[0]), nil
+	}
+	if len(kvs) == 0 {
+		return registry.Node{}, fmt.Errorf("etcd: set %s: %w", key, registry.ErrNotFound)
+	}
+	return registry.Node{}, fmt.Errorf("etcd: set %s: version %d, want %d: %w", key, kvs[0].ModRevision, version, registry.ErrVersionConflict)
+}
+
+// Delete removes a key (and its descendants if recursive) in one transaction.
+func (c *Conn) Delete(ctx context.Context, key string, version int64, recursive bool) error {
+	k := c.kvKey(key)
+	var cmps []clientv3.Cmp
+	if key != "/" {
+		cmps = append(cmps, versionCmp(k, version))
+	}
+	ops := []clientv3.Op{clientv3.OpDelete(k)}
+	if recursive {
+		ops = append(ops, clientv3.OpDelete(k+"/", clientv3.WithPrefix()))
+	} else {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k+"/"), "=", 0).WithPrefix())
+	}
+	resp, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).
+		Else(clientv3.OpGet(k), clientv3.OpGet(k+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())).Commit()
+	if err != nil {
+		return wrap("delete", key, err)
+	}
+	if resp.Succeeded {
+		return nil
+	}
+	self := resp.Responses[0].GetResponseRange()
+	kids := resp.Responses[1].GetResponseRange()
+	switch {
+	case len(self.Kvs) == 0:
+		return fmt.Errorf("etcd: delete %s: %w", key, registry.ErrNotFound)
+	case version != registry.AnyVersion && self.Kvs[0].ModRevision != version:
+		return fmt.Errorf("etcd: delete %s: %w", key, registry.ErrVersionConflict)
+	case kids.Count > 0:
+		return fmt.Errorf("etcd: delete %s: %w", key, registry.ErrNotEmpty)
+	}
+	return fmt.Errorf("etcd: delete %s: %w (raced, try again)", key, registry.ErrVersionConflict)
+}
+
+// Children lists the direct children's names.
+func (c *Conn) Children(ctx context.Context, key string) ([]string, error) {
+	k := c.kvKey(key)
+	resp, err := c.cli.Txn(ctx).Then(clientv3.OpGet(k, clientv3.WithCountOnly()),
+		clientv3.OpGet(k+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly())).Commit()
+	if err != nil {
+		return nil, wrap("children", key, err)
+	}
+	if key != "/" && resp.Responses[0].GetResponseRange().Count == 0 {
+		return nil, fmt.Errorf("etcd: children %s: %w", key, registry.ErrNotFound)
+	}
+	out := []string{}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		rest := strings.TrimPrefix(string(kv.Key), k+"/")
+		name, _, _ := strings.Cut(rest, "/")
+		if len(out) == 0 || out[len(out)-1] != name {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// Tree reads the key and its descendants at one revision.
+func (c *Conn) Tree(ctx context.Context, key string) ([]registry.Node, error) {
+	k := c.kvKey(key)
+	resp, err := c.cli.Txn(ctx).Then(clientv3.OpGet(k), clientv3.OpGet(k+"/", clientv3.WithPrefix())).Commit()
+	if err != nil {
+		return nil, wrap("tree", key, err)
+	}
+	var out []registry.Node
+	for _, r := range resp.Responses {
+		for _, kv := range r.GetResponseRange().Kvs {
+			out = append(out, c.node(kv))
+		}
+	}
+	registry.SortNodes(out)
+	return out, nil
+}
+
+// WatchTree follows the key and its descendants.
+func (c *Conn) WatchTree(ctx context.Context, key string, notify func()) error {
+	return c.watchPrefix(ctx, c.kvKey(key), notify)
+}

@@ -1,0 +1,186 @@
+//go:build unix
+
+package testenv
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// ConsulOption configures StartConsul.
+type ConsulOption func(*Consul)
+
+// WithConsulACL enables ACLs with default_policy "deny" and managementToken as the
+// initial management token.
+func WithConsulACL(managementToken string) ConsulOption {
+	return func(c *Consul) { c.token = managementToken }
+}
+
+// Consul is a real Consul agent in -dev mode (a single in-memory server).
+type Consul struct {
+	httpPort, serfLAN, serfWAN, serverPort int
+	dir                                    string
+	token                                  string
+
+	mu sync.Mutex
+	p  *proc
+}
+
+// StartConsul starts `consul agent -dev` bound to 127.0.0.1 on free ports (DNS and
+// gRPC disabled), and waits until it has elected itself leader. It is stopped by
+// t.Cleanup.
+func StartConsul(t testing.TB, opts ...ConsulOption) *Consul {
+	t.Helper()
+	Binary(t, "consul")
+	c := &Consul{
+		httpPort:   FreePort(t),
+		serfLAN:    freeTCPUDPPort(t),
+		serfWAN:    freeTCPUDPPort(t),
+		serverPort: FreePort(t),
+		dir:        t.TempDir(),
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	hcl := "disable_update_check = true\n"
+	if c.token != "" {
+		hcl += fmt.Sprintf(`acl {
+  enabled = true
+  default_policy = "deny"
+  enable_token_persistence = false
+  tokens {
+    initial_management = %q
+  }
+}
+`, c.token)
+	}
+	if err := os.WriteFile(filepath.Join(c.dir, "consul.hcl"), []byte(hcl), 0o644); err != nil {
+		t.Fatalf("testenv: write consul config: %v", err)
+	}
+	t.Cleanup(c.Stop)
+	c.start(t)
+	return c
+}
+
+// freeTCPUDPPort returns a loopback port free for both TCP and UDP (Serf uses both).
+func freeTCPUDPPort(t testing.TB) int {
+	t.Helper()
+	for i := 0; i < 50; i++ {
+		port := FreePort(t)
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			u.Close()
+			return port
+		}
+	}
+	t.Fatalf("testenv: no port free for both TCP and UDP")
+	return 0
+}
+
+// Addr is the HTTP API address, "127.0.0.1:port".
+func (c *Consul) Addr() string { return fmt.Sprintf("127.0.0.1:%d", c.httpPort) }
+
+// Token is the ACL management token ("" without WithConsulACL).
+func (c *Consul) Token() string { return c.token }
+
+func (c *Consul) start(t testing.TB) {
+	t.Helper()
+	args := []string{
+		"agent", "-dev",
+		"-bind=127.0.0.1", "-client=127.0.0.1", "-advertise=127.0.0.1",
+		"-log-level=error",
+		"-http-port=" + strconv.Itoa(c.httpPort),
+		"-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1", "-https-port=-1",
+		"-serf-lan-port=" + strconv.Itoa(c.serfLAN),
+		"-serf-wan-port=" + strconv.Itoa(c.serfWAN),
+		"-server-port=" + strconv.Itoa(c.serverPort),
+		"-config-file=" + filepath.Join(c.dir, "consul.hcl"),
+	}
+	p, err := startProc("consul", Binary(t, "consul"), args, c.dir, filepath.Join(c.dir, "consul.log"),
+		[]string{"CHECKPOINT_DISABLE=1"})
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	c.mu.Lock()
+	c.p = p
+	c.mu.Unlock()
+	if err := p.waitReady(30*time.Second, c.ready); err != nil {
+		p.kill()
+		t.Fatalf("testenv: %v", err)
+	}
+}
+
+var consulHTTP = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
+func (c *Consul) get(path string) (int, string, error) {
+	req, err := http.NewRequest("GET", "http://"+c.Addr()+path, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	if c.token != "" {
+		req.Header.Set("X-Consul-Token", c.token)
+	}
+	resp, err := consulHTTP.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(b)), err
+}
+
+// ready wants a leader and, with ACLs, the management token to be usable.
+func (c *Consul) ready() error {
+	code, body, err := c.get("/v1/status/leader")
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK || body == "" || body == `""` {
+		return fmt.Errorf("no leader yet: %d %s", code, body)
+	}
+	if c.token != "" {
+		code, body, err := c.get("/v1/acl/token/self")
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK {
+			return fmt.Errorf("management token not usable yet: %d %s", code, body)
+		}
+	}
+	return nil
+}
+
+// Stop stops the agent (a no-op when it is already stopped).
+func (c *Consul) Stop() {
+	c.mu.Lock()
+	p := c.p
+	c.p = nil
+	c.mu.Unlock()
+	if p != nil {
+		p.stop(5 * time.Second)
+	}
+}
+
+// Restart kills the agent and starts it again on the same ports. Dev mode keeps
+// everything in memory, so the restarted agent has lost all state (with ACLs, the
+// same management token is bootstrapped again).
+func (c *Consul) Restart(t testing.TB) {
+	t.Helper()
+	c.mu.Lock()
+	p := c.p
+	c.p = nil
+	c.mu.Unlock()
+	if p != nil {
+		p.kill()
+	}
+	c.start(t)
+}

@@ -1,0 +1,127 @@
+package testenv
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// EtcdOption adjusts the embedded etcd configuration before it starts.
+type EtcdOption func(*embed.Config)
+
+// WithEtcdConfig lets a test change any field of the embedded etcd configuration.
+func WithEtcdConfig(f func(*embed.Config)) EtcdOption { return EtcdOption(f) }
+
+// Etcd is a real single-member etcd server running in-process (embed).
+type Etcd struct {
+	clientPort, peerPort int
+	dir                  string
+	opts                 []EtcdOption
+
+	mu sync.Mutex
+	e  *embed.Etcd
+}
+
+// StartEtcd starts an embedded etcd on free 127.0.0.1 client and peer ports, with
+// its data under t.TempDir(). It is stopped by t.Cleanup.
+func StartEtcd(t testing.TB, opts ...EtcdOption) *Etcd {
+	t.Helper()
+	s := &Etcd{
+		clientPort: FreePort(t),
+		peerPort:   FreePort(t),
+		dir:        filepath.Join(t.TempDir(), "etcd"),
+		opts:       opts,
+	}
+	t.Cleanup(s.Stop)
+	if err := s.start(); err != nil {
+		t.Fatalf("testenv: start etcd: %v", err)
+	}
+	return s
+}
+
+// Endpoint is the client address, "127.0.0.1:port".
+func (s *Etcd) Endpoint() string { return fmt.Sprintf("127.0.0.1:%d", s.clientPort) }
+
+func (s *Etcd) start() error {
+	cfg := embed.NewConfig()
+	cfg.Name = "testenv"
+	cfg.Dir = s.dir
+	cu := url.URL{Scheme: "http", Host: s.Endpoint()}
+	pu := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", s.peerPort)}
+	cfg.ListenClientUrls = []url.URL{cu}
+	cfg.AdvertiseClientUrls = []url.URL{cu}
+	cfg.ListenPeerUrls = []url.URL{pu}
+	cfg.AdvertisePeerUrls = []url.URL{pu}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	cfg.Logger = "zap"
+	cfg.LogLevel = "error"
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	for _, o := range s.opts {
+		o(cfg)
+	}
+	var (
+		e   *embed.Etcd
+		err error
+	)
+	// The ports were free a moment ago; after a Stop the kernel may still hold them
+	// for a few milliseconds, so retry a bind failure briefly.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		e, err = embed.StartEtcd(cfg)
+		if err == nil || !strings.Contains(err.Error(), "address already in use") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond) // retry interval
+	}
+	if err != nil {
+		return err
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return fmt.Errorf("etcd failed before ready: %w", err)
+	case <-time.After(20 * time.Second):
+		e.Server.Stop()
+		e.Close()
+		return fmt.Errorf("etcd not ready after 20s")
+	}
+	s.mu.Lock()
+	s.e = e
+	s.mu.Unlock()
+	return nil
+}
+
+// Stop stops the server (a no-op when it is already stopped).
+func (s *Etcd) Stop() {
+	s.mu.Lock()
+	e := s.e
+	s.e = nil
+	s.mu.Unlock()
+	if e != nil {
+		e.Close()
+	}
+}
+
+// Restart stops the server and starts it again on the same ports. With fresh, the
+// data dir is wiped first: a server that lost its data.
+func (s *Etcd) Restart(t testing.TB, fresh bool) {
+	t.Helper()
+	s.Stop()
+	if fresh {
+		if err := os.RemoveAll(s.dir); err != nil {
+			t.Fatalf("testenv: wipe etcd data: %v", err)
+		}
+	}
+	if err := s.start(); err != nil {
+		t.Fatalf("testenv: restart etcd: %v", err)
+	}
+}

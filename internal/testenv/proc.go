@@ -1,0 +1,117 @@
+//go:build unix
+
+package testenv
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// proc is a server process started in its own process group, so that killing it
+// also kills whatever it started (a JVM's helpers, a shell wrapper).
+type proc struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	done    chan struct{}
+	err     error // set before done is closed
+}
+
+// startProc starts bin with args in dir, appending its stdout and stderr to logPath.
+func startProc(name, bin string, args []string, dir, logPath string, env []string) (*proc, error) {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	cmd.SysProcAttr = sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// exited reports whether the process has exited.
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *proc) signal(sig syscall.Signal) {
+	// Negative pid: the whole process group.
+	_ = syscall.Kill(-p.cmd.Process.Pid, sig)
+}
+
+// kill SIGKILLs the process group and waits for the process to be reaped.
+func (p *proc) kill() {
+	p.signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// stop asks the process group to terminate, and kills it after grace.
+func (p *proc) stop(grace time.Duration) {
+	if p.exited() {
+		p.signal(syscall.SIGKILL) // any child left behind in the group
+		return
+	}
+	p.signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		p.signal(syscall.SIGKILL)
+	case <-time.After(grace):
+		p.kill()
+	}
+}
+
+// logTail returns the end of the process's log, for failure messages.
+func (p *proc) logTail() string {
+	b, _ := os.ReadFile(p.logPath)
+	const max = 4000
+	if len(b) > max {
+		b = b[len(b)-max:]
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// waitReady polls ready every 50ms until it returns nil, the process exits, or
+// timeout passes.
+func (p *proc) waitReady(timeout time.Duration, ready func() error) error {
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := ready()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not ready after %v: %v\n--- log %s ---\n%s", p.name, timeout, err, p.logPath, p.logTail())
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s exited before it was ready (%v)\n--- log %s ---\n%s", p.name, p.err, p.logPath, p.logTail())
+		case <-tick.C:
+		}
+	}
+}

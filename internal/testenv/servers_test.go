@@ -1,0 +1,270 @@
+//go:build unix
+
+package testenv
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+	consul "github.com/hashicorp/consul/api"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func since(t *testing.T, what string, start time.Time) {
+	t.Logf("%s took %v", what, time.Since(start).Round(time.Millisecond))
+}
+
+func TestEtcd(t *testing.T) {
+	start := time.Now()
+	e := StartEtcd(t)
+	since(t, "etcd start", start)
+
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   []string{e.Endpoint()},
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	roundTrip := func(val string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := cli.Put(ctx, "/testenv/k", val); err != nil {
+			t.Fatalf("put: %v", err)
+		}
+		resp, err := cli.Get(ctx, "/testenv/k")
+		if err != nil {
+			t.Fatalf("get: %v", err)
+		}
+		if len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != val {
+			t.Fatalf("get: %v, want %q", resp.Kvs, val)
+		}
+	}
+	roundTrip("v1")
+
+	start = time.Now()
+	e.Restart(t, false)
+	since(t, "etcd restart", start)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, "/testenv/k")
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "v1" {
+		t.Fatalf("after restart: %v %v, want v1 kept", resp, err)
+	}
+	roundTrip("v2")
+
+	start = time.Now()
+	e.Restart(t, true)
+	since(t, "etcd fresh restart", start)
+	resp, err = cli.Get(ctx, "/testenv/k")
+	if err != nil || len(resp.Kvs) != 0 {
+		t.Fatalf("after fresh restart: %v %v, want no key", resp, err)
+	}
+	roundTrip("v3")
+}
+
+type nopZKLogger struct{}
+
+func (nopZKLogger) Printf(string, ...any) {}
+
+func TestZooKeeper(t *testing.T) {
+	start := time.Now()
+	z := StartZooKeeper(t)
+	since(t, "zookeeper start", start)
+
+	conn, _, err := zk.Connect([]string{z.Addr()}, 5*time.Second, zk.WithLogger(nopZKLogger{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// The session is being established in the background: retry until it is.
+	Eventually(t, 15*time.Second, "zk create", func() error {
+		_, err := conn.Create("/testenv", []byte("v1"), 0, zk.WorldACL(zk.PermAll))
+		if err == zk.ErrNodeExists {
+			return nil
+		}
+		return err
+	})
+	get := func(want string) {
+		t.Helper()
+		// The client reconnects on its own after a restart.
+		Eventually(t, 15*time.Second, "zk get", func() error {
+			b, _, err := conn.Get("/testenv")
+			if err != nil {
+				return err
+			}
+			if string(b) != want {
+				return fmt.Errorf("got %q, want %q", b, want)
+			}
+			return nil
+		})
+	}
+	get("v1")
+
+	start = time.Now()
+	z.Restart(t)
+	since(t, "zookeeper restart", start)
+	get("v1") // same data dir: the znode survived
+	Eventually(t, 15*time.Second, "zk set", func() error {
+		_, err := conn.Set("/testenv", []byte("v2"), -1)
+		return err
+	})
+	get("v2")
+}
+
+func TestConsul(t *testing.T) {
+	for _, acl := range []bool{false, true} {
+		t.Run(fmt.Sprintf("acl=%v", acl), func(t *testing.T) {
+			var opts []ConsulOption
+			if acl {
+				opts = append(opts, WithConsulACL("3f2c7c1e-6f0a-4a43-9a5e-6b1e1f7b7e01"))
+			}
+			start := time.Now()
+			c := StartConsul(t, opts...)
+			since(t, "consul start", start)
+
+			tr := &http.Transport{}
+			defer tr.CloseIdleConnections()
+			cli, err := consul.NewClient(&consul.Config{
+				Address:    c.Addr(),
+				Token:      c.Token(),
+				HttpClient: &http.Client{Transport: tr, Timeout: 10 * time.Second},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			roundTrip := func(val string) {
+				t.Helper()
+				if _, err := cli.Agent().Self(); err != nil {
+					t.Fatalf("agent self: %v", err)
+				}
+				if _, err := cli.KV().Put(&consul.KVPair{Key: "testenv/k", Value: []byte(val)}, nil); err != nil {
+					t.Fatalf("kv put: %v", err)
+				}
+				kv, _, err := cli.KV().Get("testenv/k", nil)
+				if err != nil || kv == nil || string(kv.Value) != val {
+					t.Fatalf("kv get: %v %v, want %q", kv, err, val)
+				}
+			}
+			roundTrip("v1")
+			if acl {
+				anon, err := consul.NewClient(&consul.Config{
+					Address:    c.Addr(),
+					HttpClient: &http.Client{Transport: tr, Timeout: 10 * time.Second},
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := anon.KV().Put(&consul.KVPair{Key: "testenv/k", Value: []byte("x")}, nil); err == nil {
+					t.Fatal("anonymous kv put succeeded with default_policy deny")
+				}
+			}
+
+			start = time.Now()
+			c.Restart(t)
+			since(t, "consul restart", start)
+			kv, _, err := cli.KV().Get("testenv/k", nil)
+			if err != nil || kv != nil {
+				t.Fatalf("after restart: %v %v, want no key (dev mode lost its state)", kv, err)
+			}
+			roundTrip("v2")
+		})
+	}
+}
+
+func TestPolaris(t *testing.T) {
+	start := time.Now()
+	pl := StartPolaris(t)
+	since(t, "polaris start", start)
+
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	const svc = "DEFAULT_GROUP@@testenv-svc"
+	register := func(port int) {
+		t.Helper()
+		form := url.Values{
+			"serviceName": {svc},
+			"ip":          {"10.0.0.1"},
+			"port":        {fmt.Sprint(port)},
+			"ephemeral":   {"false"},
+			// Polaris rejects a missing metadata ("metadata format incorrect");
+			// Nacos clients always send it.
+			"metadata": {"{}"},
+		}
+		Eventually(t, 15*time.Second, "nacos register", func() error {
+			resp, err := hc.Post("http://"+pl.NacosAddr()+"/nacos/v1/ns/instance",
+				"application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(b)) != "ok" {
+				return fmt.Errorf("register: %d %s", resp.StatusCode, b)
+			}
+			return nil
+		})
+	}
+	listed := func(port int) {
+		t.Helper()
+		Eventually(t, 20*time.Second, "nacos list", func() error {
+			resp, err := hc.Get("http://" + pl.NacosAddr() + "/nacos/v1/ns/instance/list?serviceName=" + url.QueryEscape(svc))
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("list: %d %s", resp.StatusCode, b)
+			}
+			var out struct {
+				Hosts []struct {
+					IP   string `json:"ip"`
+					Port int    `json:"port"`
+				} `json:"hosts"`
+			}
+			if err := json.Unmarshal(b, &out); err != nil {
+				return fmt.Errorf("list: %v: %s", err, b)
+			}
+			for _, h := range out.Hosts {
+				if h.IP == "10.0.0.1" && h.Port == port {
+					return nil
+				}
+			}
+			return fmt.Errorf("10.0.0.1:%d not listed: %s", port, b)
+		})
+	}
+	start = time.Now()
+	register(8080)
+	since(t, "polaris register", start)
+	start = time.Now()
+	listed(8080)
+	since(t, "polaris list", start)
+
+	start = time.Now()
+	pl.Restart(t)
+	since(t, "polaris restart", start)
+	start = time.Now()
+	register(8081)
+	since(t, "polaris register after restart", start)
+	start = time.Now()
+	listed(8081)
+	since(t, "polaris list after restart", start)
+	listed(8080) // the store survived the restart
+}

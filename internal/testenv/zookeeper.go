@@ -1,0 +1,157 @@
+//go:build unix
+
+package testenv
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// zkJars is the classpath of a standalone ZooKeeper 3.8 from Debian's zookeeper
+// package: zookeeper.jar's manifest Class-Path names its dependencies
+// (zookeeper-jute, slf4j-api, netty, metrics-core, jetty, ...); slf4j-simple is the
+// logging binding (the server's log goes to a file in the test's temp dir).
+var zkJars = []string{
+	"/usr/share/java/zookeeper.jar",
+	"/usr/share/java/slf4j-simple.jar",
+}
+
+// ZooKeeper is a real standalone ZooKeeper server process.
+type ZooKeeper struct {
+	port int
+	dir  string
+
+	mu sync.Mutex
+	p  *proc
+}
+
+// StartZooKeeper starts a standalone ZooKeeper (tickTime 500ms, so sessions may be
+// as short as 1s) on a free 127.0.0.1 port with its data under t.TempDir(). It is
+// stopped by t.Cleanup.
+func StartZooKeeper(t testing.TB) *ZooKeeper {
+	t.Helper()
+	for _, j := range zkJars {
+		if _, err := os.Stat(j); err != nil {
+			t.Fatalf("testenv: ZooKeeper is not installed (%v): run scripts/install-servers.sh", err)
+		}
+	}
+	if _, err := javaBin(); err != nil {
+		t.Fatalf("testenv: ZooKeeper needs Java (%v): run scripts/install-servers.sh", err)
+	}
+	z := &ZooKeeper{port: FreePort(t), dir: t.TempDir()}
+	cfg := fmt.Sprintf(`tickTime=500
+initLimit=10
+syncLimit=5
+dataDir=%s
+clientPort=%d
+clientPortAddress=127.0.0.1
+maxClientCnxns=0
+admin.enableServer=false
+4lw.commands.whitelist=*
+`, filepath.Join(z.dir, "data"), z.port)
+	if err := os.WriteFile(filepath.Join(z.dir, "zoo.cfg"), []byte(cfg), 0o644); err != nil {
+		t.Fatalf("testenv: write zoo.cfg: %v", err)
+	}
+	t.Cleanup(z.Stop)
+	z.start(t)
+	return z
+}
+
+func javaBin() (string, error) {
+	if j := os.Getenv("JAVA"); j != "" {
+		return j, nil
+	}
+	return exec.LookPath("java")
+}
+
+// Addr is the client address, "127.0.0.1:port".
+func (z *ZooKeeper) Addr() string { return fmt.Sprintf("127.0.0.1:%d", z.port) }
+
+func (z *ZooKeeper) start(t testing.TB) {
+	t.Helper()
+	java, _ := javaBin()
+	cp := ""
+	for i, j := range zkJars {
+		if i > 0 {
+			cp += ":"
+		}
+		cp += j
+	}
+	args := []string{
+		"-Xms32m", "-Xmx256m",
+		"-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto",
+		"-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+		"-Dzookeeper.jmx.log4j.disable=true",
+		"-cp", cp,
+		"org.apache.zookeeper.server.ZooKeeperServerMain",
+		filepath.Join(z.dir, "zoo.cfg"),
+	}
+	p, err := startProc("zookeeper", java, args, z.dir, filepath.Join(z.dir, "zookeeper.log"), nil)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	z.mu.Lock()
+	z.p = p
+	z.mu.Unlock()
+	if err := p.waitReady(30*time.Second, z.ready); err != nil {
+		p.kill()
+		t.Fatalf("testenv: %v", err)
+	}
+}
+
+// ready sends ZooKeeper's four-letter "srvr", which (unlike "ruok", answered as
+// soon as the port is open) reports the server's mode only once it serves requests.
+func (z *ZooKeeper) ready() error {
+	c, err := net.DialTimeout("tcp", z.Addr(), 500*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("srvr")); err != nil {
+		return err
+	}
+	b, err := io.ReadAll(c)
+	if !strings.Contains(string(b), "Mode: standalone") {
+		return fmt.Errorf("srvr answered %q (%v)", b, err)
+	}
+	return nil
+}
+
+// Kill SIGKILLs the server: a crash, sessions are not closed.
+func (z *ZooKeeper) Kill() {
+	z.mu.Lock()
+	p := z.p
+	z.p = nil
+	z.mu.Unlock()
+	if p != nil {
+		p.kill()
+	}
+}
+
+// Stop stops the server (a no-op when it is already stopped).
+func (z *ZooKeeper) Stop() {
+	z.mu.Lock()
+	p := z.p
+	z.p = nil
+	z.mu.Unlock()
+	if p != nil {
+		p.stop(5 * time.Second)
+	}
+}
+
+// Restart kills the server and starts it again on the same port with the same data
+// dir, so znodes and unexpired sessions survive.
+func (z *ZooKeeper) Restart(t testing.TB) {
+	t.Helper()
+	z.Kill()
+	z.start(t)
+}
