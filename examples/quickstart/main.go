@@ -3,7 +3,7 @@
 // stops, and the client's view drops it.
 //
 //	go run ./examples/quickstart                       # in-process mem:// backend, no server needed
-//	REGKIT_URL=etcd://127.0.0.1:2379 go run ./examples/quickstart   # a real backend (once its package is imported below)
+//	REGKIT_URL=etcd://127.0.0.1:2379 go run ./examples/quickstart   # a real etcd
 package main
 
 import (
@@ -16,6 +16,7 @@ import (
 	"os"
 	"time"
 
+	_ "github.com/regkit/regkit/etcd"
 	_ "github.com/regkit/regkit/mem"
 	"github.com/regkit/regkit/registry"
 )
