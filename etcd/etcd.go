@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/regkit/regkit/registry"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -70,7 +71,7 @@ func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (regist
 	}
 	cc := clientv3.Config{
 		Endpoints: hosts, DialTimeout: dial, Username: cfg.Username, Password: cfg.Password,
-		TLS: cfg.TLS, Logger: zap.NewNop(), Context: context.Background(),
+		Logger: zap.NewNop(), Context: context.Background(),
 		DialKeepAliveTime: 5 * time.Second, DialKeepAliveTimeout: 3 * time.Second,
 	}
 	if cfg.TLS != nil {
@@ -78,14 +79,14 @@ func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (regist
 	}
 	cli, err := clientv3.New(cc)
 	if err != nil {
-		return nil, fmt.Errorf("etcd: connect %v: %w: %w", hosts, registry.ErrUnavailable, err)
+		return nil, wrap("connect", strings.Join(hosts, ","), err)
 	}
 	// Check the endpoints answer (and the credentials work) before returning.
 	sctx, cancel := context.WithTimeout(ctx, dial)
 	defer cancel()
 	if _, err := cli.Get(sctx, prefix+"/", clientv3.WithCountOnly()); err != nil {
 		cli.Close()
-		return nil, fmt.Errorf("etcd: connect %v: %w: %w", hosts, registry.ErrUnavailable, err)
+		return nil, wrap("connect", strings.Join(hosts, ","), err)
 	}
 	return newConn(cli, prefix, ttl, cfg.Logger, true), nil
 }
@@ -175,5 +176,20 @@ func wrap(op, key string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("etcd: %s %s: %w", op, key, err)
 	}
+	if isAuthError(err) {
+		return fmt.Errorf("etcd: %s %s: %w: %w", op, key, registry.ErrPermission, err)
+	}
 	return fmt.Errorf("etcd: %s %s: %w: %w", op, key, registry.ErrUnavailable, err)
+}
+
+// isAuthError reports whether err is etcd refusing the credentials or the user's
+// roles (wrong password, no user name while auth is on, permission denied).
+func isAuthError(err error) bool {
+	switch {
+	case errors.Is(err, rpctypes.ErrAuthFailed), errors.Is(err, rpctypes.ErrUserEmpty),
+		errors.Is(err, rpctypes.ErrPermissionDenied), errors.Is(err, rpctypes.ErrInvalidAuthToken),
+		errors.Is(err, rpctypes.ErrAuthNotEnabled), errors.Is(err, rpctypes.ErrAuthOldRevision):
+		return true
+	}
+	return false
 }

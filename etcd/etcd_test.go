@@ -22,52 +22,69 @@ var leakOpts = []goleak.Option{
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, leakOpts...) }
 
-// harness runs the suites against a real etcd, with clients dialling through a
-// fault proxy so that Cut breaks their connections for real.
-func harness(t *testing.T) registrytest.Harness {
-	srv := testenv.StartEtcd(t)
+// env is a real embedded etcd, a fault proxy in front of it, and an admin client
+// that talks to the server directly (never through the proxy).
+type env struct {
+	srv   *testenv.Etcd
+	proxy *testenv.Proxy
+	admin *clientv3.Client
+}
+
+func newEnv(t *testing.T, opts ...testenv.EtcdOption) *env {
+	srv := testenv.StartEtcd(t, opts...)
 	proxy := testenv.NewProxy(t, srv.Endpoint())
 	admin, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.Endpoint()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { admin.Close() })
+	return &env{srv: srv, proxy: proxy, admin: admin}
+}
+
+// open opens a client through the proxy under prefix /ns.
+func (e *env) open(t testing.TB, ns string) *registry.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := registry.Open(ctx, "etcd://"+e.proxy.Addr()+"/"+ns+"?lease_ttl=3s&dial_timeout=2s",
+		registry.WithRetryBackoff(50*time.Millisecond, time.Second), registry.WithRequestTimeout(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// revokeAll revokes every lease the server has: what an expiry does to clients.
+func (e *env) revokeAll(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := e.admin.Leases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range resp.Leases {
+		if _, err := e.admin.Revoke(ctx, l.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (e *env) harness() registrytest.Harness {
 	return registrytest.Harness{
-		Name: "etcd",
-		NewClient: func(t testing.TB, ns string) *registry.Client {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			c, err := registry.Open(ctx, "etcd://"+proxy.Addr()+"/"+ns+"?lease_ttl=3s&dial_timeout=2s",
-				registry.WithRetryBackoff(50*time.Millisecond, time.Second), registry.WithRequestTimeout(3*time.Second))
-			if err != nil {
-				t.Fatal(err)
-			}
-			return c
-		},
-		ExpireSession: func(t testing.TB, c *registry.Client) {
-			// Revoke every lease the server has: what an expiry does to this client.
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			resp, err := admin.Leases(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, l := range resp.Leases {
-				if _, err := admin.Revoke(ctx, l.ID); err != nil {
-					t.Fatal(err)
-				}
-			}
-		},
-		Restart: func(t testing.TB) { srv.Restart(t, false) },
+		Name:          "etcd",
+		NewClient:     e.open,
+		ExpireSession: func(t testing.TB, _ *registry.Client) { e.revokeAll(t) },
+		Restart:       func(t testing.TB) { e.srv.Restart(t, false) },
 		Cut: func(t testing.TB) func() {
-			proxy.Cut()
-			return proxy.Heal
+			e.proxy.Cut()
+			return e.proxy.Heal
 		},
 		Timeout:     30 * time.Second,
 		LeakOptions: leakOpts,
 	}
 }
 
-func TestRegistryConformance(t *testing.T) { registrytest.RunRegistry(t, harness(t)) }
+func TestRegistryConformance(t *testing.T) { registrytest.RunRegistry(t, newEnv(t).harness()) }
 
-func TestStoreConformance(t *testing.T) { registrytest.RunStore(t, harness(t)) }
+func TestStoreConformance(t *testing.T) { registrytest.RunStore(t, newEnv(t).harness()) }

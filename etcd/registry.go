@@ -91,12 +91,14 @@ func (c *Conn) Watch(ctx context.Context, service string, notify func()) error {
 // the cluster breaks the watch instead of going silent.
 func (c *Conn) watchPrefix(ctx context.Context, prefix string, notify func()) error {
 	wctx, cancel := context.WithCancelCause(clientv3.WithRequireLeader(ctx))
-	defer cancel(nil)
 	// The client waits silently for a lost connection to come back, even while
 	// arming a watch; a monitor breaks the watch when the connection is down, so
 	// the view is marked stale and re-listed after the gap.
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		cancel(nil) // stops the monitor; it must come before the wait
+		wg.Wait()
+	}()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -106,6 +108,11 @@ func (c *Conn) watchPrefix(ctx context.Context, prefix string, notify func()) er
 	}()
 	ch := c.cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
 	for resp := range ch {
+		if resp.CompactRevision != 0 {
+			// Resumed below the compaction point: the events in between are gone.
+			// Returning makes package registry re-list, diff and mark the view resynced.
+			return fmt.Errorf("etcd: watch %s: history compacted at revision %d: %w", prefix, resp.CompactRevision, resp.Err())
+		}
 		if err := resp.Err(); err != nil {
 			return fmt.Errorf("etcd: watch %s: %w: %w", prefix, registry.ErrUnavailable, err)
 		}

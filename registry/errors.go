@@ -17,6 +17,8 @@ import "errors"
 //   - ErrClosed: the Client, Session, Registration or Watcher was closed by its owner.
 //   - ErrInvalid: the input was rejected before anything was written; the message names
 //     the field.
+//   - ErrPermission: the backend refused the credentials or the ACL denies the call;
+//     retrying with the same credentials gives the same answer.
 var (
 	// ErrNotFound: the key, service or instance does not exist.
 	ErrNotFound = errors.New("registry: not found")
@@ -36,6 +38,9 @@ var (
 	ErrUnavailable = errors.New("registry: backend unavailable")
 	// ErrInvalid: bad input (the wrapping message names the field).
 	ErrInvalid = errors.New("registry: invalid argument")
+	// ErrPermission: authentication failed or an ACL denied the operation (etcd auth,
+	// ZooKeeper NoAuth, Consul ACL 403, Nacos 403).
+	ErrPermission = errors.New("registry: permission denied")
 )
 
 // FieldError reports one bad input field. It matches ErrInvalid with errors.Is.
