@@ -105,7 +105,10 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 	return r, nil
 }
 
-// putRetry puts inst until it succeeds, ctx is done or stop is closed.
+// putRetry puts inst until it succeeds, ctx is done or stop is closed. Bad input
+// and unsupported calls fail at once; so does a refused permission on the first put
+// (onErr nil), where the caller is there to fix it. A re-put after a lost lease
+// retries permission errors too, reporting them: credentials may be rotated back.
 func (c *Client) putRetry(ctx context.Context, inst Instance, onErr func(error)) (Lease, error) {
 	b := c.newBackoff()
 	for {
@@ -115,7 +118,8 @@ func (c *Client) putRetry(ctx context.Context, inst Instance, onErr func(error))
 		if err == nil {
 			return lease, nil
 		}
-		if errors.Is(err, ErrInvalid) || errors.Is(err, ErrNotSupported) || errors.Is(err, ErrClosed) {
+		if errors.Is(err, ErrInvalid) || errors.Is(err, ErrNotSupported) || errors.Is(err, ErrClosed) ||
+			(onErr == nil && errors.Is(err, ErrPermission)) {
 			return nil, err
 		}
 		if onErr != nil {
