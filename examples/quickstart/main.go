@@ -2,8 +2,12 @@
 // register, a client watches and discovers them, calls them in turn, one instance
 // stops, and the client's view drops it.
 //
-//	go run ./examples/quickstart                       # in-process mem:// backend, no server needed
-//	REGKIT_URL=etcd://127.0.0.1:2379 go run ./examples/quickstart   # a real etcd
+//	go run ./examples/quickstart                                    # starts an embedded etcd: no server needed
+//	REGKIT_URL=etcd://127.0.0.1:2379 go run ./examples/quickstart   # a real etcd (or any regkit URL)
+//
+// Without REGKIT_URL the program starts a real etcd server inside its own process
+// (go.etcd.io/etcd/server/v3/embed) on free loopback ports, with its data in a
+// temporary directory that is removed on exit.
 package main
 
 import (
@@ -17,29 +21,35 @@ import (
 	"time"
 
 	_ "github.com/regkit/regkit/etcd"
-	_ "github.com/regkit/regkit/mem"
+	_ "github.com/regkit/regkit/mem" // REGKIT_URL=mem://x: in-process, for tests
 	"github.com/regkit/regkit/registry"
 )
 
 func main() {
-	if err := run(); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := run(ctx, os.Stdout); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+func run(ctx context.Context, out io.Writer) error {
 	url := os.Getenv("REGKIT_URL")
 	if url == "" {
-		url = "mem://quickstart"
+		e, err := startEmbeddedEtcd(ctx)
+		if err != nil {
+			return err
+		}
+		defer e.Close()
+		url = "etcd://" + e.Endpoint() + "/quickstart"
+		fmt.Fprintln(out, "started an embedded etcd at", e.Endpoint())
 	}
 	c, err := registry.Open(ctx, url)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	fmt.Println("backend:", url)
+	fmt.Fprintln(out, "backend:", url)
 
 	// Two instances of "greeter", each an HTTP server on a free loopback port.
 	var regs []registry.Registration
@@ -65,7 +75,7 @@ func run() error {
 			return err
 		}
 		regs = append(regs, reg)
-		fmt.Println("registered", reg.Instance())
+		fmt.Fprintln(out, "registered", reg.Instance())
 	}
 
 	// A client watches the service and calls the instances in turn.
@@ -86,7 +96,7 @@ func run() error {
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		fmt.Printf("call %d -> %s: %s\n", i+1, in.ID, body)
+		fmt.Fprintf(out, "call %d -> %s: %s\n", i+1, in.ID, body)
 	}
 
 	// One instance stops; the watcher's view drops it.
@@ -94,12 +104,12 @@ func run() error {
 	if err := regs[0].Close(); err != nil {
 		return err
 	}
-	fmt.Println("stopped greeter-1")
+	fmt.Fprintln(out, "stopped greeter-1")
 	snap, err = waitFor(ctx, w, 1)
 	if err != nil {
 		return err
 	}
-	fmt.Println("client now sees:", snap.Instances[0].ID)
+	fmt.Fprintln(out, "client now sees:", snap.Instances[0].ID)
 	return nil
 }
 
