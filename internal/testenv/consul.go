@@ -25,11 +25,19 @@ func WithConsulACL(managementToken string) ConsulOption {
 	return func(c *Consul) { c.token = managementToken }
 }
 
+// WithConsulPersistent runs a single server agent that keeps its state in a data
+// directory (-server -bootstrap-expect=1) instead of -dev, so Restart keeps the KV
+// store, sessions and registrations, as a real Consul server does.
+func WithConsulPersistent() ConsulOption {
+	return func(c *Consul) { c.persistent = true }
+}
+
 // Consul is a real Consul agent in -dev mode (a single in-memory server).
 type Consul struct {
 	httpPort, serfLAN, serfWAN, serverPort int
 	dir                                    string
 	token                                  string
+	persistent                             bool
 
 	mu sync.Mutex
 	p  *proc
@@ -52,6 +60,9 @@ func StartConsul(t testing.TB, opts ...ConsulOption) *Consul {
 		o(c)
 	}
 	hcl := "disable_update_check = true\n"
+	if c.persistent {
+		hcl += "performance {\n  raft_multiplier = 1\n}\n"
+	}
 	if c.token != "" {
 		hcl += fmt.Sprintf(`acl {
   enabled = true
@@ -104,6 +115,10 @@ func (c *Consul) start(t testing.TB) {
 		"-serf-wan-port=" + strconv.Itoa(c.serfWAN),
 		"-server-port=" + strconv.Itoa(c.serverPort),
 		"-config-file=" + filepath.Join(c.dir, "consul.hcl"),
+	}
+	if c.persistent { // replace -dev
+		args = append([]string{"agent", "-server", "-bootstrap-expect=1", "-node=testenv",
+			"-data-dir=" + filepath.Join(c.dir, "data")}, args[2:]...)
 	}
 	p, err := startProc("consul", Binary(t, "consul"), args, c.dir, filepath.Join(c.dir, "consul.log"),
 		[]string{"CHECKPOINT_DISABLE=1"})
