@@ -217,9 +217,6 @@ func (c *Conn) Close() error {
 		return nil
 	}
 	c.closed = true
-	for l := range c.leases {
-		l.abandoned = true
-	}
 	for ss := range c.sessions {
 		ss.endLocked(registry.StateClosed)
 	}

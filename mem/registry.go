@@ -9,13 +9,12 @@ import (
 )
 
 type lease struct {
-	c         *Conn
-	service   string
-	id        string
-	lost      chan struct{}
-	err       error
-	abandoned bool
-	once      sync.Once
+	c       *Conn
+	service string
+	id      string
+	lost    chan struct{}
+	err     error
+	once    sync.Once
 }
 
 // loseLocked deletes the lease's instance (if still its own) and closes Lost.
@@ -52,7 +51,6 @@ func (l *lease) Deregister(ctx context.Context) error {
 		s.changedLocked(l.service, "")
 	}
 	delete(l.c.leases, l)
-	l.abandoned = true
 	return nil
 }
 
@@ -60,7 +58,6 @@ func (l *lease) Abandon() {
 	s := l.c.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	l.abandoned = true
 	delete(l.c.leases, l)
 }
 

@@ -56,7 +56,6 @@ type options struct {
 	backoffMin time.Duration
 	backoffMax time.Duration
 	reqTimeout time.Duration
-	now        func() time.Time
 }
 
 // WithLogger sets the logger (default: warnings and errors to standard error).
@@ -106,7 +105,7 @@ type AddressResolver interface {
 }
 
 func buildOptions(opts []Option) options {
-	o := options{backoffMin: 100 * time.Millisecond, backoffMax: 10 * time.Second, reqTimeout: 10 * time.Second, now: time.Now}
+	o := options{backoffMin: 100 * time.Millisecond, backoffMax: 10 * time.Second, reqTimeout: 10 * time.Second}
 	for _, opt := range opts {
 		opt(&o)
 	}

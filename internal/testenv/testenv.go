@@ -5,13 +5,14 @@
 package testenv
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/regkit/regkit/internal/poll"
 )
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
@@ -62,23 +63,9 @@ func WaitTCP(addr string, timeout time.Duration) error {
 	}
 }
 
-// Eventually polls cond every 20ms until it returns nil or timeout passes, then fails
-// the test with cond's last error.
+// Eventually polls cond until it returns nil or timeout passes, then fails the test
+// with cond's last error (see package poll).
 func Eventually(t testing.TB, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	var err error
-	for {
-		if err = cond(); err == nil {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: not true after %v: %v", what, timeout, err)
-		case <-tick.C:
-		}
-	}
+	poll.Until(t, timeout, what, cond)
 }

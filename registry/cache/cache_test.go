@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/regkit/regkit/internal/poll"
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/cache"
 )
@@ -123,13 +124,12 @@ func newCache(t testing.TB, d registry.Discovery, opts ...cache.Option) *cache.C
 // eventually polls cond until it holds or 5s pass.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	poll.Until(t, 5*time.Second, what, func() error {
+		if !cond() {
+			return errors.New("not yet")
 		}
-		time.Sleep(time.Millisecond) // poll interval, not a wait for the condition
-	}
+		return nil
+	})
 }
 
 func ctxT(t *testing.T) context.Context {

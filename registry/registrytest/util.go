@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/regkit/regkit/internal/poll"
 	"github.com/regkit/regkit/registry"
 )
 
@@ -40,19 +41,7 @@ func ctxT(t testing.TB, d time.Duration) context.Context {
 // eventually polls cond until it returns nil or the harness timeout passes.
 func (h *Harness) eventually(t testing.TB, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(h.timeout())
-	tick := time.NewTicker(25 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %s: still not true after %v: %v", h.Name, what, h.timeout(), err)
-		}
-		<-tick.C
-	}
+	poll.Until(t, h.timeout(), h.Name+": "+what, cond)
 }
 
 // nextUntil reads snapshots from w until ok accepts one or the timeout passes.
