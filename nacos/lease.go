@@ -1,0 +1,180 @@
+package nacos
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/regkit/regkit/registry"
+)
+
+// lease keeps one registered instance alive: heartbeats for ephemeral instances,
+// presence checks for all (see the package doc, Liveness). Its goroutine is owned by
+// the Conn.
+type lease struct {
+	c    *Conn
+	inst registry.Instance
+	api  string
+	put  time.Time
+
+	cancel  context.CancelFunc
+	stopped chan struct{}
+
+	mu   sync.Mutex
+	err  error
+	lost chan struct{}
+	once sync.Once
+}
+
+var _ registry.Lease = (*lease)(nil)
+
+// Put registers inst and starts keeping it alive.
+func (c *Conn) Put(ctx context.Context, inst registry.Instance) (registry.Lease, error) {
+	api, err := c.currentAPI(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.register(ctx, api, inst); err != nil {
+		return nil, wrap("register "+inst.String(), err)
+	}
+	lctx, cancel := context.WithCancel(c.life)
+	l := &lease{c: c, inst: inst, api: api, put: time.Now(), cancel: cancel,
+		stopped: make(chan struct{}), lost: make(chan struct{})}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer close(l.stopped)
+		l.keep(lctx)
+	}()
+	return l, nil
+}
+
+// Lost is closed when the server dropped, or may have dropped, the instance.
+func (l *lease) Lost() <-chan struct{} { return l.lost }
+
+// Err says why Lost was closed.
+func (l *lease) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
+
+func (l *lease) lose(err error) {
+	l.once.Do(func() {
+		l.mu.Lock()
+		l.err = err
+		l.mu.Unlock()
+		close(l.lost)
+	})
+}
+
+// Abandon stops the keep-alive without touching the server. Idempotent.
+func (l *lease) Abandon() {
+	l.cancel()
+	<-l.stopped
+}
+
+// Deregister stops the keep-alive and deletes the instance.
+func (l *lease) Deregister(ctx context.Context) error {
+	l.Abandon()
+	if err := l.c.deregister(ctx, l.api, l.inst); err != nil {
+		return wrap("deregister "+l.inst.String(), err)
+	}
+	return nil
+}
+
+// keep beats (ephemeral instances) and checks presence until ctx ends or the
+// instance is lost.
+func (l *lease) keep(ctx context.Context) {
+	c := l.c
+	beatEvery := c.o.beatInterval
+	if beatEvery == 0 {
+		beatEvery = DefaultBeatInterval
+	}
+	var beatC, checkC <-chan time.Time
+	var beatT, checkT *time.Timer
+	if c.o.ephemeral {
+		beatT = time.NewTimer(beatEvery)
+		defer beatT.Stop()
+		beatC = beatT.C
+	}
+	if c.o.presenceCheck > 0 {
+		checkT = time.NewTimer(c.o.presenceCheck)
+		defer checkT.Stop()
+		checkC = checkT.C
+	}
+	seen := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-beatC:
+			rctx, cancel := context.WithTimeout(ctx, c.o.timeout)
+			unknown, interval, err := c.beat(rctx, l.api, l.inst)
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			if unknown {
+				l.lose(fmt.Errorf("nacos: heartbeat of %s: server does not know the instance: %w", l.inst, registry.ErrSessionLost))
+				return
+			}
+			if isGone(err) {
+				// The server no longer serves this API (upgraded or replaced behind
+				// the address): register again, with the API probed anew.
+				l.lose(fmt.Errorf("nacos: heartbeat of %s: %v: %w", l.inst, err, registry.ErrSessionLost))
+				return
+			}
+			if err != nil {
+				c.log.Warn("nacos: heartbeat failed", "instance", l.inst.String(), "err", err)
+			}
+			if interval > 0 && c.o.beatInterval == 0 {
+				beatEvery = interval
+			}
+			beatT.Reset(beatEvery)
+		case <-checkC:
+			rctx, cancel := context.WithTimeout(ctx, c.o.timeout)
+			present, err := l.present(rctx)
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			if isGone(err) {
+				l.lose(fmt.Errorf("nacos: presence check of %s: %v: %w", l.inst, err, registry.ErrSessionLost))
+				return
+			}
+			if err == nil {
+				if present {
+					seen = true
+				} else if seen || time.Since(l.put) > l.grace() {
+					l.lose(fmt.Errorf("nacos: %s is no longer listed by the server: %w", l.inst, registry.ErrSessionLost))
+					return
+				}
+			}
+			checkT.Reset(c.o.presenceCheck)
+		}
+	}
+}
+
+// grace is how long a new instance may stay unlisted (servers list from a cache).
+func (l *lease) grace() time.Duration {
+	return max(2*time.Second, 2*l.c.cacheMillis(l.inst.Service))
+}
+
+// present reports whether the server lists the instance's host:port.
+func (l *lease) present(ctx context.Context) (bool, error) {
+	raw, err := l.c.listRaw(ctx, l.api, l.inst.Service)
+	if err != nil {
+		return false, err
+	}
+	want := net.JoinHostPort(l.inst.Host, strconv.Itoa(l.inst.Port))
+	for _, h := range raw.hosts {
+		if net.JoinHostPort(h.IP, strconv.Itoa(h.Port)) == want {
+			return true, nil
+		}
+	}
+	return false, nil
+}

@@ -1,0 +1,583 @@
+// Package nacos is the Nacos backend, scheme "nacos://", speaking Nacos's HTTP API
+// directly with net/http (no nacos-sdk-go: no log files, no cache directory, no
+// background goroutines beyond the ones described here).
+//
+//	nacos://h1:8848,h2:8848/nacos?namespace=prod&group=DEFAULT_GROUP&cluster=DEFAULT
+//
+// # URL
+//
+// Hosts are a comma-separated list (default port 8848); requests go to one host at
+// a time and move to the next on a connection error or a 5xx answer. The URL path
+// is Nacos's context path (default "/nacos"). registry.WithTLS switches to https.
+// Query parameters, all optional:
+//
+//   - namespace: the Nacos namespace id (namespaceId / tenant); default "" (public).
+//   - group: the Nacos group of every service; default "DEFAULT_GROUP".
+//   - cluster: the Nacos cluster an instance registers into when its Zone is empty;
+//     default "DEFAULT".
+//   - api: which client API to speak, "auto" (default), "v1" or "v3" (see Versions).
+//   - ephemeral: register ephemeral instances (kept alive by heartbeats); default
+//     true. With false, instances are persistent: the server health-checks them
+//     itself, no heartbeat is sent, and they stay until deregistered.
+//   - beat_interval: heartbeat period; default 0, meaning the server's
+//     clientBeatInterval (5s when the server gives none).
+//   - presence_check: how often a registration lists its service to check that the
+//     server still has it (see Liveness); default 10s, 0 disables it.
+//   - poll_interval: the floor of the watch polling period; default 1s (see Watch).
+//   - timeout: the timeout of one HTTP request; default 5s.
+//   - username, password: credentials, used when neither the URL's user info nor
+//     registry.WithCredentials gave any.
+//
+// # Versions
+//
+// Nacos 1.x to 3.1 serve the v1 client API (/v1/ns/instance, /instance/list,
+// /instance/beat); Nacos 3.0 and later serve the v3 client API
+// (/v3/client/ns/instance with heartBeat=true for renewals, /instance/list), and
+// Nacos 3.2 removed v1 (404). With api=auto, Open probes the v3 list endpoint first
+// and uses v3 when it answers, else v1; whenever a naming call later answers 404 or
+// 410 (the server was upgraded or replaced behind the address), the next call
+// probes again. Polaris's Nacos-compatible API (v1 only) is covered and tested, as
+// is the in-repo test server in package nacostest in its 1.x, 3.0 and 3.2 modes.
+//
+// # Data layout
+//
+// Service S of a URL with group G is the Nacos service "G@@S" in the URL's
+// namespace. Nacos identifies an instance by ip, port and cluster, not by an id of
+// ours, so the instance's registry ID is kept in the metadata key "regkit.id"
+// (instances without it, registered by other clients, read back with ID
+// "host:port"); two IDs with the same host, port and cluster overwrite each other on
+// the server. Zone is the Nacos cluster name; the cluster "DEFAULT" reads back as an
+// empty Zone. Weight: Nacos weights are floats (0 to 10000, default 1) and ours are
+// integers with default 100, so the Nacos weight is ours divided by 100 (100 -> 1.0,
+// 250 -> 2.5, capped at 10000), which keeps traffic shares right next to Java
+// clients; since servers may round (Polaris keeps integers only), the exact weight
+// is also kept in the metadata key "regkit.weight" and read back from there when
+// present, else as round(nacos weight * 100). The metadata keys "regkit.id",
+// "regkit.weight" and Polaris's "internal-nacos-*" keys are not shown in
+// Instance.Metadata. Metadata is sent as a JSON object string ("{}" when empty),
+// bodies as application/x-www-form-urlencoded.
+//
+// # Liveness
+//
+// Each registration of an ephemeral instance has one heartbeat goroutine, owned by
+// the Conn. v1 sends PUT /v1/ns/instance/beat with the beat JSON and follows the
+// clientBeatInterval of the reply; code 20404 (instance unknown, e.g. after a server
+// restart or expiry) reports the Lease Lost at once, and package registry registers
+// it again. v3 renews with POST /v3/client/ns/instance?heartBeat=true; code 21003
+// means the same; a beat answered 404 or 410 (the API is gone) is Lost too, and
+// the next put probes the API again. Polaris does not reliably say 20404: probed by
+// hand it answered success (code 10200) to beats for instances it did not have
+// (while in the tests' flow it answered 20404), so a registration also lists its
+// service every presence_check and reports Lost when its host:port has been
+// missing from the list after it was seen once, or for longer than a grace period
+// (2s or two cache periods) after the put; a spurious Lost only costs a harmless
+// re-put. Heartbeat
+// failures (server down, connection cut) are retried at the beat period and never
+// reported as Lost by themselves: the server expires the instance on its own
+// schedule and the next beat or presence check notices. Deregister deletes the
+// instance (DELETE /instance), also after Abandon and after Lost. Close does not
+// delete instances: package registry deregisters open registrations first.
+//
+// # Watch
+//
+// Watches poll the instance list (UDP push does not cross NAT and is being removed
+// from Nacos) every max(cacheMillis of the last answer, poll_interval), with ±10%
+// jitter; package registry shares one poller per service among all its watchers.
+// The driver notifies once the first poll answered and then whenever a fingerprint
+// over the sorted, converted instance set and the protect-threshold flag changes
+// (Nacos 2.x+ answers an empty checksum and a lastRefTime of "now", so neither can
+// be used). A failed poll ends Watch with the error: package registry then marks
+// the view stale (keeping the last good one), backs off and polls again. Empty lists
+// are delivered like any other. reachProtectionThreshold (the server returned
+// unhealthy instances as healthy) is surfaced as Listing.ProtectThreshold and
+// Snapshot.ProtectThreshold, never hidden; the v3 list does not report it.
+//
+// # Auth
+//
+// With a user name, Open logs in (POST <context>/v1/auth/login, then
+// <context>/v3/auth/user/login, then Polaris's /v1/auth/login, the first that does
+// not answer 404/410) and sends the accessToken parameter on every call; the token
+// is refreshed when half its tokenTtl has passed, and once more on a 403 answer. An
+// empty token (auth disabled on the server) is simply not sent. Refused credentials
+// are registry.ErrPermission.
+//
+// # Store
+//
+// Nacos's configuration API is a flat key/value store without a way to list keys
+// on every server (Polaris has no config listing at all), so the coordination store
+// cannot offer Children, Tree and tree watches honestly: the Conn does not implement
+// registry.StoreConn, Capabilities reports no store, and every store call and
+// NewSession fails with registry.ErrNotSupported. Ephemeral and sequential keys,
+// sessions and therefore locks are not supported either.
+package nacos
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/regkit/regkit/registry"
+)
+
+func init() { registry.Register("nacos", driver{}) }
+
+// Defaults.
+const (
+	DefaultPort          = 8848
+	DefaultContextPath   = "/nacos"
+	DefaultGroup         = "DEFAULT_GROUP"
+	DefaultCluster       = "DEFAULT"
+	DefaultPollInterval  = time.Second
+	DefaultPresenceCheck = 10 * time.Second
+	DefaultTimeout       = 5 * time.Second
+	// DefaultBeatInterval is used when the server does not say clientBeatInterval.
+	DefaultBeatInterval = 5 * time.Second
+)
+
+// API versions, as the api URL parameter names them.
+const (
+	APIAuto = "auto"
+	APIV1   = "v1"
+	APIV3   = "v3"
+)
+
+// Metadata keys the driver keeps in Nacos instance metadata.
+const (
+	MetaID     = "regkit.id"
+	MetaWeight = "regkit.weight"
+)
+
+type driver struct{}
+
+// options are the parsed URL settings.
+type options struct {
+	hosts         []string
+	scheme        string
+	contextPath   string
+	namespace     string
+	group         string
+	cluster       string
+	api           string
+	ephemeral     bool
+	beatInterval  time.Duration
+	presenceCheck time.Duration
+	pollInterval  time.Duration
+	timeout       time.Duration
+	username      string
+	password      string
+}
+
+func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (registry.Conn, error) {
+	hosts, err := registry.Hosts(u, DefaultPort)
+	if err != nil {
+		return nil, err
+	}
+	p := registry.NewParams(u)
+	o := options{
+		hosts:         hosts,
+		scheme:        "http",
+		namespace:     p.String("namespace", ""),
+		group:         p.String("group", DefaultGroup),
+		cluster:       p.String("cluster", DefaultCluster),
+		api:           p.OneOf("api", APIAuto, APIAuto, APIV1, APIV3),
+		ephemeral:     p.Bool("ephemeral", true),
+		beatInterval:  p.Duration("beat_interval", 0),
+		presenceCheck: p.Duration("presence_check", DefaultPresenceCheck),
+		pollInterval:  p.Duration("poll_interval", DefaultPollInterval),
+		timeout:       p.Duration("timeout", DefaultTimeout),
+		username:      cfg.Username,
+		password:      cfg.Password,
+	}
+	qu, qp := p.String("username", ""), p.String("password", "")
+	if err := p.Done(); err != nil {
+		return nil, err
+	}
+	if o.username == "" && qu != "" {
+		o.username, o.password = qu, qp
+	}
+	o.contextPath = strings.TrimSuffix(u.Path, "/")
+	if o.contextPath == "" {
+		o.contextPath = DefaultContextPath
+	}
+	if strings.Contains(o.group, "@@") || o.group == "" {
+		return nil, &registry.FieldError{Field: "group", Value: o.group, Reason: "group must be non-empty and must not contain @@"}
+	}
+	if o.cluster == "" {
+		return nil, &registry.FieldError{Field: "cluster", Value: o.cluster, Reason: "cluster must be non-empty"}
+	}
+	if o.timeout <= 0 {
+		return nil, &registry.FieldError{Field: "timeout", Value: o.timeout.String(), Reason: "must be positive"}
+	}
+	if o.pollInterval < 10*time.Millisecond {
+		return nil, &registry.FieldError{Field: "poll_interval", Value: o.pollInterval.String(), Reason: "must be at least 10ms"}
+	}
+	if o.beatInterval != 0 && o.beatInterval < 10*time.Millisecond {
+		return nil, &registry.FieldError{Field: "beat_interval", Value: o.beatInterval.String(), Reason: "must be 0 (server's) or at least 10ms"}
+	}
+	if cfg.TLS != nil {
+		o.scheme = "https"
+	}
+	c := newConn(o, cfg.TLS, cfg.Logger)
+	if err := c.probe(ctx); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Conn is the Nacos driver connection.
+type Conn struct {
+	o   options
+	hc  *http.Client
+	tr  *http.Transport
+	log *slog.Logger
+
+	life   context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex
+	api       string // v1 or v3 once probed
+	reprobe   bool   // a naming call answered 404/410: probe before the next call
+	hostIdx   int
+	loginPath string
+	token     string
+	tokenAt   time.Time
+	tokenTTL  time.Duration
+	cacheMs   map[string]time.Duration       // service -> last cacheMillis
+	watchers  map[string]int                 // service -> running Watch calls
+	listed    map[string]map[string]struct{} // service -> fingerprints List read since the last poll
+
+	loginMu sync.Mutex // one login at a time
+}
+
+var _ registry.Conn = (*Conn)(nil)
+
+func newConn(o options, tlsCfg *tls.Config, log *slog.Logger) *Conn {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	tr := &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: o.timeout, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     60 * time.Second,
+	}
+	if tlsCfg != nil {
+		tr.TLSClientConfig = tlsCfg.Clone()
+	}
+	life, cancel := context.WithCancel(context.Background())
+	return &Conn{o: o, tr: tr, hc: &http.Client{Transport: tr, Timeout: o.timeout}, log: log,
+		life: life, cancel: cancel, api: o.api, cacheMs: map[string]time.Duration{},
+		watchers: map[string]int{}, listed: map[string]map[string]struct{}{}}
+}
+
+// Namespace returns the Nacos namespace id of this connection ("" is public).
+func (c *Conn) Namespace() string { return c.o.namespace }
+
+// Group returns the Nacos group of this connection's services.
+func (c *Conn) Group() string { return c.o.group }
+
+// API returns the client API in use: "v1" or "v3".
+func (c *Conn) API() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.api
+}
+
+// Capabilities: registration and discovery only (see the package doc, Store).
+func (c *Conn) Capabilities() registry.Capabilities { return registry.Capabilities{} }
+
+// Close stops every heartbeat and closes idle connections. It does not delete
+// instances (package registry deregisters open registrations before closing).
+func (c *Conn) Close() error {
+	c.cancel()
+	c.wg.Wait()
+	c.tr.CloseIdleConnections()
+	return nil
+}
+
+// serviceName is the "group@@service" form every v1 call needs.
+func (c *Conn) serviceName(service string) string { return c.o.group + "@@" + service }
+
+// httpError is a non-2xx answer.
+type httpError struct {
+	status int
+	body   string
+}
+
+func (e *httpError) Error() string {
+	b := e.body
+	if len(b) > 200 {
+		b = b[:200] + "..."
+	}
+	return fmt.Sprintf("HTTP %d: %s", e.status, strings.TrimSpace(b))
+}
+
+// wrap turns an error of op into one matching the registry sentinels.
+func wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		if he := (*httpError)(nil); !errors.As(err, &he) {
+			return fmt.Errorf("nacos: %s: %w: %w", op, registry.ErrUnavailable, err)
+		}
+	}
+	var he *httpError
+	if errors.As(err, &he) {
+		switch {
+		case he.status == http.StatusForbidden || he.status == http.StatusUnauthorized:
+			return fmt.Errorf("nacos: %s: %w: %w", op, registry.ErrPermission, err)
+		case he.status == http.StatusBadRequest:
+			return fmt.Errorf("nacos: %s: %w", op, &registry.FieldError{Field: "instance", Value: op, Reason: "server rejected the request: " + he.Error()})
+		}
+	}
+	if errors.Is(err, registry.ErrPermission) || errors.Is(err, registry.ErrInvalid) || errors.Is(err, registry.ErrClosed) {
+		return fmt.Errorf("nacos: %s: %w", op, err)
+	}
+	return fmt.Errorf("nacos: %s: %w: %w", op, registry.ErrUnavailable, err)
+}
+
+// do sends one request to the first host that answers. path is below the context
+// path unless raw; form goes in the body for POST/PUT and in the query otherwise.
+// It returns the body of a 2xx answer, or an *httpError. A 403 is retried once with
+// a fresh token.
+func (c *Conn) do(ctx context.Context, method, path string, form url.Values, raw bool) ([]byte, error) {
+	if err := c.life.Err(); err != nil {
+		return nil, registry.ErrClosed
+	}
+	for attempt := 0; ; attempt++ {
+		tok, err := c.accessToken(ctx, attempt > 0)
+		if err != nil {
+			return nil, err
+		}
+		f := url.Values{}
+		for k, v := range form {
+			f[k] = v
+		}
+		if tok != "" {
+			f.Set("accessToken", tok)
+		}
+		body, err := c.send(ctx, method, path, f, raw)
+		var he *httpError
+		if attempt == 0 && c.o.username != "" && errors.As(err, &he) && he.status == http.StatusForbidden {
+			continue
+		}
+		return body, err
+	}
+}
+
+// send tries each host once, starting at the last one that worked.
+func (c *Conn) send(ctx context.Context, method, path string, form url.Values, raw bool) ([]byte, error) {
+	c.mu.Lock()
+	start := c.hostIdx
+	c.mu.Unlock()
+	var lastErr error
+	n := len(c.o.hosts)
+	for i := 0; i < n; i++ {
+		idx := (start + i) % n
+		body, err := c.sendTo(ctx, c.o.hosts[idx], method, path, form, raw)
+		var he *httpError
+		if err == nil || (errors.As(err, &he) && he.status < 500) {
+			if i > 0 {
+				c.mu.Lock()
+				c.hostIdx = idx
+				c.mu.Unlock()
+			}
+			return body, err
+		}
+		lastErr = err
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, lastErr
+}
+
+func (c *Conn) sendTo(ctx context.Context, host, method, path string, form url.Values, raw bool) ([]byte, error) {
+	full := path
+	if !raw {
+		full = c.o.contextPath + path
+	}
+	u := c.o.scheme + "://" + host + full
+	var body io.Reader
+	if method == http.MethodPost || method == http.MethodPut {
+		body = strings.NewReader(form.Encode())
+	} else if len(form) > 0 {
+		u += "?" + form.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	req.Header.Set("User-Agent", "regkit-nacos")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode/100 != 2 {
+		return nil, &httpError{status: resp.StatusCode, body: string(b)}
+	}
+	return b, nil
+}
+
+// isGone reports a 404 or 410 answer: the API is not served.
+func isGone(err error) bool {
+	var he *httpError
+	return errors.As(err, &he) && (he.status == http.StatusNotFound || he.status == http.StatusGone)
+}
+
+// probe picks the API version (api=auto) and checks that the server answers and the
+// credentials work.
+func (c *Conn) probe(ctx context.Context) error {
+	if _, err := c.accessToken(ctx, false); err != nil {
+		return err
+	}
+	if c.o.api != APIAuto {
+		_, err := c.listRaw(ctx, c.o.api, "regkit-probe")
+		if err != nil {
+			return wrap("connect "+strings.Join(c.o.hosts, ","), err)
+		}
+		return nil
+	}
+	_, err3 := c.listRaw(ctx, APIV3, "regkit-probe")
+	if err3 == nil {
+		c.setAPI(APIV3)
+		return nil
+	}
+	if !isGone(err3) {
+		return wrap("connect "+strings.Join(c.o.hosts, ","), err3)
+	}
+	if _, err1 := c.listRaw(ctx, APIV1, "regkit-probe"); err1 != nil {
+		return wrap("connect "+strings.Join(c.o.hosts, ","), err1)
+	}
+	c.setAPI(APIV1)
+	return nil
+}
+
+func (c *Conn) setAPI(api string) {
+	c.mu.Lock()
+	if c.api != api && c.api != APIAuto {
+		c.log.Warn("nacos: client API changed", "from", c.api, "to", api)
+	}
+	c.api = api
+	c.reprobe = false
+	c.mu.Unlock()
+}
+
+// currentAPI returns the API to use, probing again first when a call answered
+// 404/410 since.
+func (c *Conn) currentAPI(ctx context.Context) (string, error) {
+	c.mu.Lock()
+	api, again := c.api, c.reprobe
+	c.mu.Unlock()
+	if c.o.api != APIAuto {
+		return c.o.api, nil
+	}
+	if again || api == APIAuto {
+		if err := c.probe(ctx); err != nil {
+			return "", err
+		}
+		c.mu.Lock()
+		api = c.api
+		c.mu.Unlock()
+	}
+	return api, nil
+}
+
+// gone records a 404/410 answer of a naming call, so that the next call probes.
+func (c *Conn) gone(err error) {
+	if c.o.api == APIAuto && isGone(err) {
+		c.mu.Lock()
+		c.reprobe = true
+		c.mu.Unlock()
+	}
+}
+
+// loginAnswer is the reply of every login endpoint.
+type loginAnswer struct {
+	AccessToken string `json:"accessToken"`
+	TokenTTL    int64  `json:"tokenTtl"` // seconds
+}
+
+// accessToken returns a valid token ("" without credentials), logging in when
+// there is none, when half its TTL has passed, or when force is set.
+func (c *Conn) accessToken(ctx context.Context, force bool) (string, error) {
+	if c.o.username == "" {
+		return "", nil
+	}
+	c.loginMu.Lock()
+	defer c.loginMu.Unlock()
+	c.mu.Lock()
+	tok, at, ttl, path := c.token, c.tokenAt, c.tokenTTL, c.loginPath
+	c.mu.Unlock()
+	if !force && !at.IsZero() && time.Since(at) < ttl/2 {
+		return tok, nil
+	}
+	form := url.Values{"username": {c.o.username}, "password": {c.o.password}}
+	paths := []struct {
+		p   string
+		raw bool
+	}{{c.o.contextPath + "/v1/auth/login", true}, {c.o.contextPath + "/v3/auth/user/login", true}, {"/v1/auth/login", true}}
+	if path != "" {
+		paths = []struct {
+			p   string
+			raw bool
+		}{{path, true}}
+	}
+	var lastErr error
+	for _, p := range paths {
+		b, err := c.send(ctx, http.MethodPost, p.p, form, p.raw)
+		if isGone(err) {
+			lastErr = err
+			continue
+		}
+		if err != nil {
+			return "", wrap("login", err)
+		}
+		var a loginAnswer
+		if err := json.Unmarshal(b, &a); err != nil {
+			return "", wrap("login", fmt.Errorf("bad answer %q: %w", b, err))
+		}
+		if a.TokenTTL <= 0 {
+			a.TokenTTL = 18000
+		}
+		c.mu.Lock()
+		c.loginPath, c.token, c.tokenAt, c.tokenTTL = p.p, a.AccessToken, time.Now(), time.Duration(a.TokenTTL)*time.Second
+		c.mu.Unlock()
+		return a.AccessToken, nil
+	}
+	return "", wrap("login", lastErr)
+}
+
+// nacosCode reads the "code" of a JSON answer (0 when absent or not JSON).
+func nacosCode(b []byte) int {
+	var a struct {
+		Code json.Number `json:"code"`
+	}
+	if json.Unmarshal(b, &a) != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(a.Code.String())
+	return n
+}

@@ -1,0 +1,222 @@
+package nacos_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/regkit/regkit/internal/testenv"
+	"github.com/regkit/regkit/nacos"
+	"github.com/regkit/regkit/nacos/nacostest"
+	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/registrytest"
+	"go.uber.org/goleak"
+)
+
+// The in-process test server's connection goroutines outlive single tests.
+var leakOpts = []goleak.Option{
+	goleak.IgnoreAnyFunction("net/http.(*conn).serve"),
+	goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+}
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, leakOpts...) }
+
+// fastParams make liveness and watches quick enough for tests.
+const fastParams = "poll_interval=200ms&beat_interval=500ms&presence_check=1s&timeout=3s"
+
+// polarisEnv is a real Polaris with a fault proxy in front of its Nacos API.
+type polarisEnv struct {
+	srv   *testenv.Polaris
+	proxy *testenv.Proxy
+	hc    *http.Client
+}
+
+func newPolaris(t *testing.T) *polarisEnv {
+	srv := testenv.StartPolaris(t)
+	proxy := testenv.NewProxy(t, srv.NacosAddr())
+	tr := &http.Transport{DisableKeepAlives: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &polarisEnv{srv: srv, proxy: proxy, hc: &http.Client{Timeout: 5 * time.Second, Transport: tr}}
+}
+
+func openURL(t testing.TB, u string) *registry.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	var c *registry.Client
+	// Polaris may still be creating the namespace or warming its caches.
+	testenv.Eventually(t, 15*time.Second, "open "+u, func() error {
+		var err error
+		c, err = registry.Open(ctx, u, registry.WithRetryBackoff(50*time.Millisecond, time.Second),
+			registry.WithRequestTimeout(3*time.Second))
+		return err
+	})
+	return c
+}
+
+func (e *polarisEnv) open(t testing.TB, ns string) *registry.Client {
+	return openURL(t, "nacos://"+e.proxy.Addr()+"?namespace="+ns+"&"+fastParams)
+}
+
+// raw calls the server's Nacos API directly (not through the proxy).
+func (e *polarisEnv) raw(t testing.TB, method, path string, q url.Values) []byte {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+e.srv.NacosAddr()+"/nacos"+path+"?"+q.Encode(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := e.hc.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
+	}
+	return b
+}
+
+// dropAll deletes every instance of namespace ns straight on the server, as an
+// expiry would.
+func (e *polarisEnv) dropAll(t testing.TB, ns string) {
+	t.Helper()
+	var svcs struct {
+		Doms []string `json:"doms"`
+	}
+	b := e.raw(t, http.MethodGet, "/v1/ns/service/list", url.Values{"namespaceId": {ns}, "pageNo": {"1"}, "pageSize": {"1000"}})
+	if err := json.Unmarshal(b, &svcs); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, s := range svcs.Doms {
+		var l struct {
+			Hosts []struct {
+				IP          string `json:"ip"`
+				Port        int    `json:"port"`
+				ClusterName string `json:"clusterName"`
+			} `json:"hosts"`
+		}
+		svc := nacos.DefaultGroup + "@@" + s
+		b := e.raw(t, http.MethodGet, "/v1/ns/instance/list", url.Values{"namespaceId": {ns}, "serviceName": {svc}})
+		if err := json.Unmarshal(b, &l); err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range l.Hosts {
+			e.raw(t, http.MethodDelete, "/v1/ns/instance", url.Values{"namespaceId": {ns}, "serviceName": {svc},
+				"ip": {h.IP}, "port": {fmt.Sprint(h.Port)}, "clusterName": {h.ClusterName}, "ephemeral": {"true"}})
+			n++
+		}
+	}
+	if n == 0 {
+		t.Fatalf("dropAll(%s): no instance on the server", ns)
+	}
+}
+
+func nsOf(c *registry.Client) string { return c.Conn().(*nacos.Conn).Namespace() }
+
+func (e *polarisEnv) harness() registrytest.Harness {
+	return registrytest.Harness{
+		Name:          "nacos/polaris",
+		NewClient:     e.open,
+		ExpireSession: func(t testing.TB, c *registry.Client) { e.dropAll(t, nsOf(c)) },
+		Restart:       func(t testing.TB) { e.srv.Restart(t) },
+		Cut: func(t testing.TB) func() {
+			e.proxy.Cut()
+			return e.proxy.Heal
+		},
+		Timeout:     30 * time.Second,
+		LeakOptions: leakOpts,
+	}
+}
+
+// TestPolaris runs everything that needs Polaris against one server (each case in
+// namespaces of its own): the conformance suites, then the fault and layout tests.
+func TestPolaris(t *testing.T) {
+	e := newPolaris(t)
+	t.Run("RegistryConformance", func(t *testing.T) { registrytest.RunRegistry(t, e.harness()) })
+	t.Run("StoreConformance", func(t *testing.T) { registrytest.RunStore(t, e.harness()) })
+	t.Run("Outage", func(t *testing.T) { polarisOutage(t, e) })
+	t.Run("DeletedInstanceComesBack", func(t *testing.T) { polarisDeletedInstanceComesBack(t, e) })
+	t.Run("DataLayout", func(t *testing.T) { polarisDataLayout(t, e) })
+	t.Run("Login", func(t *testing.T) { polarisLogin(t, e) })
+}
+
+// fakeEnv is the in-repo test server with a fault proxy in front of it.
+type fakeEnv struct {
+	srv   *nacostest.Server
+	proxy *testenv.Proxy
+	extra string // more URL parameters
+}
+
+func newFake(t *testing.T, extra string, opts ...nacostest.Option) *fakeEnv {
+	srv := nacostest.Start(t, append([]nacostest.Option{nacostest.WithCacheMillis(200)}, opts...)...)
+	return &fakeEnv{srv: srv, proxy: testenv.NewProxy(t, srv.Addr()), extra: extra}
+}
+
+func (e *fakeEnv) open(t testing.TB, ns string) *registry.Client {
+	u := "nacos://" + e.proxy.Addr() + "?namespace=" + ns + "&" + fastParams
+	if e.extra != "" {
+		u += "&" + e.extra
+	}
+	return openURL(t, u)
+}
+
+func (e *fakeEnv) harness(name string) registrytest.Harness {
+	return registrytest.Harness{
+		Name:      name,
+		NewClient: e.open,
+		ExpireSession: func(t testing.TB, c *registry.Client) {
+			if e.srv.DropNamespace(nsOf(c)) == 0 {
+				t.Fatalf("ExpireSession: no instance in namespace %s", nsOf(c))
+			}
+		},
+		Restart: func(t testing.TB) { e.srv.Restart(t) },
+		Cut: func(t testing.TB) func() {
+			e.proxy.Cut()
+			return e.proxy.Heal
+		},
+		Timeout:     30 * time.Second,
+		LeakOptions: leakOpts,
+	}
+}
+
+// The conformance suite against the test server in each version mode; presence
+// checks are off, so re-registration must come from 20404/21003.
+func TestRegistryConformanceTestServer(t *testing.T) {
+	for _, m := range []nacostest.Mode{nacostest.Mode1x, nacostest.Mode30, nacostest.Mode32} {
+		t.Run(string(m), func(t *testing.T) {
+			registrytest.RunRegistry(t, newFake(t, "presence_check=0", nacostest.WithMode(m)).harness("nacos/test-"+string(m)))
+		})
+	}
+}
+
+func TestStoreConformanceTestServer(t *testing.T) {
+	registrytest.RunStore(t, newFake(t, "").harness("nacos/test"))
+}
+
+func TestOpenErrors(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv := nacostest.Start(t)
+	for _, tc := range []struct{ url, field string }{
+		{"nacos://" + srv.Addr() + "?bogus=1", "url"},
+		{"nacos://" + srv.Addr() + "?api=v2", "api"},
+		{"nacos://" + srv.Addr() + "?poll_interval=abc", "poll_interval"},
+		{"nacos://" + srv.Addr() + "?group=a@@b", "group"},
+		{"nacos://" + srv.Addr() + "?ephemeral=maybe", "ephemeral"},
+	} {
+		_, err := registry.Open(ctx, tc.url)
+		var fe *registry.FieldError
+		if err == nil || !strings.Contains(err.Error(), tc.field) || !errors.As(err, &fe) {
+			t.Errorf("Open(%s) = %v, want a FieldError naming %s", tc.url, err, tc.field)
+		}
+	}
+}
