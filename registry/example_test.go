@@ -81,3 +81,27 @@ func ExampleStore() {
 	// true
 	// 0 lock nodes after the session closed
 }
+
+// A PersistentNode keeps a membership key present, bound to a session, and puts it
+// back after the session is lost or someone deletes it.
+func ExampleStore_NewPersistentNode() {
+	ctx := context.Background()
+	c, err := registry.Open(ctx, "mem://persistent-node")
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+
+	p, err := c.Store().NewPersistentNode("/workers/w1", []byte("10.0.0.7:9000"))
+	if err != nil {
+		panic(err)
+	}
+	defer p.Close(ctx)
+	if err := p.WaitForCreate(ctx); err != nil {
+		panic(err)
+	}
+	n, _ := c.Store().Get(ctx, "/workers/w1")
+	fmt.Println(n.Key, string(n.Value), n.Session != "")
+	// Output:
+	// /workers/w1 10.0.0.7:9000 true
+}

@@ -25,6 +25,7 @@ func RunStore(t *testing.T, h Harness) {
 	t.Run("Sequential", func(t *testing.T) { need(t, &h, "sequential"); testSequential(t, &h) })
 	t.Run("EphemeralAndSessions", func(t *testing.T) { need(t, &h, "ephemeral"); testEphemeral(t, &h) })
 	t.Run("SessionLost", func(t *testing.T) { need(t, &h, "ephemeral"); testStoreSessionLost(t, &h) })
+	t.Run("PersistentNode", func(t *testing.T) { need(t, &h, "ephemeral"); testPersistentNode(t, &h) })
 	t.Run("TreeWatch", func(t *testing.T) { needStore(t, &h); testTreeWatch(t, &h) })
 	t.Run("TreeWatchSurvivesRestart", func(t *testing.T) {
 		needStore(t, &h)
@@ -476,6 +477,64 @@ func testTreeWatchFault(t *testing.T, h *Harness, fault func() (heal func())) {
 	nextChange(t, h, w, "change after the fault", func(tc registry.TreeChange) error {
 		if !slices.Equal(keysOf(tc.Nodes), []string{"/f", "/f/one", "/f/two"}) || tc.Stale {
 			return fmt.Errorf("nodes %v stale=%v", keysOf(tc.Nodes), tc.Stale)
+		}
+		return nil
+	})
+}
+
+// testPersistentNode: a PersistentNode comes back, with its value, after its
+// session is lost and after someone deletes it; SetValue is written; Close deletes.
+func testPersistentNode(t *testing.T, h *Harness) {
+	if h.ExpireSession == nil {
+		t.Fatalf("%s: Harness.ExpireSession is nil", h.Name)
+	}
+	ns := namespace(t)
+	ctx := ctxT(t, 4*h.timeout())
+	a, b := h.open(t, ns), h.open(t, ns)
+	p, err := a.Store().NewPersistentNode("/pn/member", []byte("v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(ctx)
+	if err := p.WaitForCreate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// present reports nil once b reads the key with value want, bound to a session
+	// other than notSession.
+	present := func(want, notSession string) func() error {
+		return func() error {
+			n, err := b.Store().Get(ctx, "/pn/member")
+			switch {
+			case err != nil:
+				return err
+			case string(n.Value) != want:
+				return fmt.Errorf("value %q, want %q", n.Value, want)
+			case n.Session == "" || n.Session == notSession:
+				return fmt.Errorf("bound to session %q", n.Session)
+			}
+			return nil
+		}
+	}
+	h.eventually(t, "persistent node created", present("v1", ""))
+	first, _ := b.Store().Get(ctx, "/pn/member")
+
+	h.ExpireSession(t, a)
+	h.eventually(t, "persistent node re-created under a new session after expiry", present("v1", first.Session))
+
+	if err := b.Store().Delete(ctx, "/pn/member"); err != nil && !errors.Is(err, registry.ErrNotFound) {
+		t.Fatal(err)
+	}
+	h.eventually(t, "persistent node re-created after a delete", present("v1", ""))
+
+	p.SetValue([]byte("v2"))
+	h.eventually(t, "new value written", present("v2", ""))
+
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually(t, "persistent node deleted by Close", func() error {
+		if _, err := b.Store().Get(ctx, "/pn/member"); !errors.Is(err, registry.ErrNotFound) {
+			return fmt.Errorf("Get = %v", err)
 		}
 		return nil
 	})

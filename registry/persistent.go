@@ -1,0 +1,243 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// PersistentNode keeps one ephemeral key in the store for as long as it is open, as
+// Curator's PersistentNode does: the key is bound to a session of its own, so it
+// disappears when the process dies, but while the PersistentNode is open it is
+// created again, with its current value, after the session is lost (expired,
+// revoked, the server restarted with fresh data) and after anyone deletes it.
+// Registrations do the same for instances by themselves; a PersistentNode is the
+// store's equivalent, for membership and configuration nodes that other processes
+// watch.
+//
+// It is not for locks or leadership: those must stop, not come back, when their
+// session is lost (see Session).
+type PersistentNode struct {
+	s    *Store
+	key  string
+	opts []SessionOption
+
+	mu      sync.Mutex
+	value   []byte
+	node    Node // as last written by us; zero until the first create
+	err     error
+	created chan struct{} // closed after the first create
+	nudge   chan struct{} // SetValue or a change seen by the watcher
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewPersistentNode starts keeping key present with value. It returns at once; use
+// WaitForCreate to wait for the first create. The key's parents are created as
+// empty persistent keys. opts configure the node's sessions (WithTTL).
+func (s *Store) NewPersistentNode(key string, value []byte, opts ...SessionOption) (*PersistentNode, error) {
+	sc, err := s.conn()
+	if err != nil {
+		return nil, err
+	}
+	if err := ValidKey(key); err != nil {
+		return nil, err
+	}
+	if !s.c.conn.Capabilities().Ephemeral || !s.c.conn.Capabilities().Sessions {
+		return nil, fmt.Errorf("registry: persistent node %s: %w", key, ErrNotSupported)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &PersistentNode{s: s, key: key, opts: opts, value: bytes.Clone(value),
+		created: make(chan struct{}), nudge: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
+	if !s.c.goOwned(func() {
+		defer close(p.done)
+		stop := context.AfterFunc(s.c.life, cancel)
+		defer stop()
+		p.run(ctx, sc)
+	}) {
+		cancel()
+		return nil, ErrClosed
+	}
+	return p, nil
+}
+
+// Key returns the node's key.
+func (p *PersistentNode) Key() string { return p.key }
+
+// Node returns the node as last created or written by p (zero before the first
+// create). Its Session is the session the key is bound to now.
+func (p *PersistentNode) Node() Node {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.node
+}
+
+// Err returns the latest error met while keeping the node (nil once it is back).
+func (p *PersistentNode) Err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// WaitForCreate waits until the node has been created once, ctx ends, or p is
+// closed.
+func (p *PersistentNode) WaitForCreate(ctx context.Context) error {
+	select {
+	case <-p.created:
+		return nil
+	case <-ctx.Done():
+		if err := p.Err(); err != nil {
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		}
+		return ctx.Err()
+	case <-p.done:
+		return ErrClosed
+	}
+}
+
+// SetValue changes the node's value; it is written at once if the node exists and
+// used for every later re-creation.
+func (p *PersistentNode) SetValue(value []byte) {
+	p.mu.Lock()
+	p.value = bytes.Clone(value)
+	p.mu.Unlock()
+	p.poke()
+}
+
+func (p *PersistentNode) poke() {
+	select {
+	case p.nudge <- struct{}{}:
+	default:
+	}
+}
+
+// Close stops keeping the node and deletes it (by closing its session). It waits
+// for the node's goroutines.
+func (p *PersistentNode) Close(ctx context.Context) error {
+	p.cancel()
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+func (p *PersistentNode) setErr(err error) {
+	p.mu.Lock()
+	p.err = err
+	p.mu.Unlock()
+	if err != nil {
+		p.s.c.log.warn("registry: persistent node", "key", p.key, "err", err)
+	}
+}
+
+// run is the keeper: it owns the current session and a watcher on the key.
+func (p *PersistentNode) run(ctx context.Context, sc StoreConn) {
+	var sess *Session
+	defer func() {
+		if sess != nil {
+			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = sess.Close(cctx)
+			cancel()
+		}
+	}()
+	// A watcher on the key nudges the loop on every change (deleted by someone,
+	// overwritten, expired with the session).
+	w, err := p.s.Watch(ctx, p.key)
+	if err != nil {
+		p.setErr(err)
+		return
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer w.Close() // before wg.Wait: ends Next
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			if _, err := w.Next(ctx); err != nil {
+				return
+			}
+			p.poke()
+		}
+	}()
+
+	b := p.s.c.newBackoff()
+	for {
+		if sess == nil || sess.Err() != nil {
+			if sess != nil {
+				p.setErr(fmt.Errorf("registry: persistent node %s: session %s ended, re-creating: %w", p.key, sess.ID(), sess.Err()))
+			}
+			s, err := p.s.c.NewSession(ctx, p.opts...)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				p.setErr(err)
+				if sleepCtx(ctx, b.NextBackOff()) != nil {
+					return
+				}
+				continue
+			}
+			sess = s
+		}
+		if err := p.ensure(ctx, sc, sess); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			p.setErr(err)
+			if sleepCtx(ctx, b.NextBackOff()) != nil {
+				return
+			}
+			continue
+		}
+		b.Reset()
+		select {
+		case <-ctx.Done():
+			return
+		case <-sess.Done():
+		case <-p.nudge:
+		}
+	}
+}
+
+// ensure makes the key exist, bound to sess, with the current value.
+func (p *PersistentNode) ensure(ctx context.Context, sc StoreConn, sess *Session) error {
+	p.mu.Lock()
+	value := p.value
+	p.mu.Unlock()
+	rctx, cancel := context.WithTimeout(ctx, p.s.c.opt.reqTimeout)
+	defer cancel()
+	n, err := sc.Get(rctx, p.key)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		n, err = sc.Create(rctx, p.key, value, CreateSpec{Session: sess.conn})
+		if err != nil {
+			return err
+		}
+	case err != nil:
+		return err
+	case n.Session != sess.ID():
+		// Someone else's key (or ours from a session that is ending): wait for it to
+		// go; the watcher nudges us when it does.
+		return fmt.Errorf("registry: persistent node %s: held by session %q: %w", p.key, n.Session, ErrExists)
+	case !bytes.Equal(n.Value, value):
+		if n, err = sc.Set(rctx, p.key, value, n.Version); err != nil {
+			return err
+		}
+	}
+	p.mu.Lock()
+	p.node, p.err = n, nil
+	p.mu.Unlock()
+	select {
+	case <-p.created:
+	default:
+		close(p.created)
+	}
+	return nil
+}
