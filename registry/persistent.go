@@ -168,6 +168,14 @@ func (p *PersistentNode) run(ctx context.Context, sc StoreConn) {
 	}()
 
 	b := p.s.c.newBackoff()
+	// retry records err and backs off; false when p is closing.
+	retry := func(err error) bool {
+		if ctx.Err() != nil {
+			return false
+		}
+		p.setErr(err)
+		return sleepCtx(ctx, b.NextBackOff()) == nil
+	}
 	for {
 		if sess == nil || sess.Err() != nil {
 			if sess != nil {
@@ -175,11 +183,7 @@ func (p *PersistentNode) run(ctx context.Context, sc StoreConn) {
 			}
 			s, err := p.s.c.NewSession(ctx, p.opts...)
 			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				p.setErr(err)
-				if sleepCtx(ctx, b.NextBackOff()) != nil {
+				if !retry(err) {
 					return
 				}
 				continue
@@ -187,11 +191,7 @@ func (p *PersistentNode) run(ctx context.Context, sc StoreConn) {
 			sess = s
 		}
 		if err := p.ensure(ctx, sc, sess); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			p.setErr(err)
-			if sleepCtx(ctx, b.NextBackOff()) != nil {
+			if !retry(err) {
 				return
 			}
 			continue

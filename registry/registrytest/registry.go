@@ -165,12 +165,7 @@ func testWatchChanges(t *testing.T, h *Harness) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.nextUntil(t, w, "add p1", func(s registry.Snapshot) error {
-		if !slices.Equal(ids(s.Instances), []string{"p1"}) {
-			return fmt.Errorf("got %v", ids(s.Instances))
-		}
-		return nil
-	})
+	h.nextUntil(t, w, "add p1", hasIDs(false, "p1"))
 	// Update: register the same ID again with other metadata.
 	up := inst("pay", "p1", 9001)
 	up.Metadata["version"] = "v2"
@@ -188,21 +183,11 @@ func testWatchChanges(t *testing.T, h *Harness) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.nextUntil(t, w, "add p2", func(s registry.Snapshot) error {
-		if !slices.Equal(ids(s.Instances), []string{"p1", "p2"}) {
-			return fmt.Errorf("got %v", ids(s.Instances))
-		}
-		return nil
-	})
+	h.nextUntil(t, w, "add p2", hasIDs(false, "p1", "p2"))
 	if err := r2.Deregister(ctx); err != nil {
 		t.Fatal(err)
 	}
-	last := h.nextUntil(t, w, "remove p2", func(s registry.Snapshot) error {
-		if !slices.Equal(ids(s.Instances), []string{"p1"}) {
-			return fmt.Errorf("got %v", ids(s.Instances))
-		}
-		return nil
-	})
+	last := h.nextUntil(t, w, "remove p2", hasIDs(false, "p1"))
 	h.nextUntil(t, w2, "second watcher converges", func(s registry.Snapshot) error {
 		if s.Seq != last.Seq || !slices.Equal(ids(s.Instances), []string{"p1"}) {
 			return fmt.Errorf("got seq %d %v, want seq %d [p1]", s.Seq, ids(s.Instances), last.Seq)
@@ -340,12 +325,7 @@ func testRestart(t *testing.T, h *Harness) {
 		_, err := a.Register(ctx, inst("rs", "r2", 7102))
 		return err
 	})
-	last := h.nextUntil(t, w, "watch after restart", func(s registry.Snapshot) error {
-		if !slices.Equal(ids(s.Instances), []string{"r1", "r2"}) || s.Stale {
-			return fmt.Errorf("got %v stale=%v", ids(s.Instances), s.Stale)
-		}
-		return nil
-	})
+	last := h.nextUntil(t, w, "watch after restart", hasIDs(true, "r1", "r2"))
 	fresh := h.open(t, ns)
 	h.eventually(t, "server view equals watch view", func() error {
 		got, err := fresh.Instances(ctx, "rs")
@@ -404,12 +384,7 @@ func testCut(t *testing.T, h *Harness) {
 	if _, err := a.Register(ctx, inst("cut", "c2", 7202)); err != nil {
 		t.Fatal(err)
 	}
-	h.nextUntil(t, w, "caught up after heal", func(s registry.Snapshot) error {
-		if !slices.Equal(ids(s.Instances), []string{"c1", "c2"}) || s.Stale {
-			return fmt.Errorf("got %v stale=%v", ids(s.Instances), s.Stale)
-		}
-		return nil
-	})
+	h.nextUntil(t, w, "caught up after heal", hasIDs(true, "c1", "c2"))
 }
 
 func testCloseLeaks(t *testing.T, h *Harness) {

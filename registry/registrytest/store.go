@@ -294,12 +294,7 @@ func testEphemeral(t *testing.T, h *Harness) {
 	if !errors.Is(sess.Err(), registry.ErrClosed) {
 		t.Errorf("Err after Close = %v, want ErrClosed", sess.Err())
 	}
-	h.eventually(t, "ephemeral key gone with its session", func() error {
-		if _, err := b.Store().Get(ctx, "/members/a"); !errors.Is(err, registry.ErrNotFound) {
-			return fmt.Errorf("Get = %v", err)
-		}
-		return nil
-	})
+	h.gone(t, ctx, b, "/members/a", "ephemeral key gone with its session")
 	smu.Lock()
 	if !slices.Contains(states, registry.StateClosed) {
 		t.Errorf("listener saw %v, want closed", states)
@@ -350,12 +345,7 @@ func testStoreSessionLost(t *testing.T, h *Harness) {
 	case <-ctx.Done():
 		t.Fatal("listener never saw StateLost")
 	}
-	h.eventually(t, "ephemeral key gone with the lost session", func() error {
-		if _, err := b.Store().Get(ctx, "/eph/x"); !errors.Is(err, registry.ErrNotFound) {
-			return fmt.Errorf("Get = %v", err)
-		}
-		return nil
-	})
+	h.gone(t, ctx, b, "/eph/x", "ephemeral key gone with the lost session")
 	// A new session works.
 	s2, err := a.NewSession(ctx)
 	if err != nil {
@@ -532,9 +522,15 @@ func testPersistentNode(t *testing.T, h *Harness) {
 	if err := p.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	h.eventually(t, "persistent node deleted by Close", func() error {
-		if _, err := b.Store().Get(ctx, "/pn/member"); !errors.Is(err, registry.ErrNotFound) {
-			return fmt.Errorf("Get = %v", err)
+	h.gone(t, ctx, b, "/pn/member", "persistent node deleted by Close")
+}
+
+// gone waits until c reads key as not found.
+func (h *Harness) gone(t *testing.T, ctx context.Context, c *registry.Client, key, what string) {
+	t.Helper()
+	h.eventually(t, what, func() error {
+		if n, err := c.Store().Get(ctx, key); !errors.Is(err, registry.ErrNotFound) {
+			return fmt.Errorf("Get(%s) = %+v, %v; want ErrNotFound", key, n, err)
 		}
 		return nil
 	})

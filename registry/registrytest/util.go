@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -67,4 +68,15 @@ func ids(list []registry.Instance) []string {
 		out[i] = in.ID
 	}
 	return out
+}
+
+// hasIDs accepts a snapshot whose instance IDs are exactly want, in order (and, with
+// fresh, that is not stale).
+func hasIDs(fresh bool, want ...string) func(registry.Snapshot) error {
+	return func(s registry.Snapshot) error {
+		if !slices.Equal(ids(s.Instances), want) || (fresh && s.Stale) {
+			return fmt.Errorf("got %v stale=%v, want %v", ids(s.Instances), s.Stale, want)
+		}
+		return nil
+	}
 }
