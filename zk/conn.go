@@ -1,0 +1,309 @@
+package zk
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+	"github.com/regkit/regkit/registry"
+)
+
+// zkConn is one go-zookeeper connection with the connection-state model the driver
+// needs: the current state, the current session (an epoch whose lost channel closes
+// when that session is gone), and a channel closed at every state change.
+type zkConn struct {
+	zk     *zk.Conn
+	events <-chan zk.Event
+	// refuse makes the dialer fail, so that a connection whose session was lost
+	// never silently starts a new one (store sessions are terminal).
+	refuse atomic.Bool
+	hook   func(*zkConn, zk.State, int64) // called after every session-state change, outside mu
+
+	mu      sync.Mutex
+	state   zk.State
+	sid     int64 // current session id, 0 while there is none
+	passwd  []byte
+	pending struct {
+		sid    int64
+		passwd []byte
+	} // from the last ConnectResponse seen by the dialer
+	ep      *epoch
+	changed chan struct{}
+}
+
+// epoch is one ZooKeeper session of a zkConn, as seen by ephemeral registrations.
+type epoch struct {
+	id   int64
+	lost chan struct{}
+	once sync.Once
+	err  atomic.Pointer[error]
+}
+
+func newEpoch(id int64) *epoch { return &epoch{id: id, lost: make(chan struct{})} }
+
+func (e *epoch) lose(err error) {
+	e.once.Do(func() {
+		e.err.Store(&err)
+		close(e.lost)
+	})
+}
+
+func (e *epoch) Err() error {
+	if p := e.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// dial opens a go-zookeeper connection with the given session timeout and waits for
+// its first session (and sends the digest credentials).
+func (c *Conn) dial(ctx context.Context, timeout time.Duration, hook func(*zkConn, zk.State, int64)) (*zkConn, error) {
+	zc := &zkConn{changed: make(chan struct{}), state: zk.StateDisconnected, hook: hook}
+	dialer := func(network, addr string, t time.Duration) (net.Conn, error) {
+		if zc.refuse.Load() {
+			return nil, errors.New("zk: session lost; this connection does not open a new one")
+		}
+		nc, err := c.cfg.dialer(network, addr, t)
+		if err != nil {
+			return nil, err
+		}
+		return &sniffConn{Conn: nc, on: zc.sniffed, handshake: timeout / time.Duration(len(c.cfg.hosts))}, nil
+	}
+	conn, events, err := zk.Connect(c.cfg.hosts, timeout, zk.WithDialer(dialer), zk.WithHostProvider(&hostProvider{}),
+		zk.WithLogger(slogPrinter{c.cfg.log}), zk.WithLogInfo(false), zk.WithEventCallback(zc.onEvent))
+	if err != nil {
+		return nil, wrap("connect", strings.Join(c.cfg.hosts, ","), err)
+	}
+	zc.zk, zc.events = conn, events
+	wctx, cancel := context.WithTimeout(ctx, c.cfg.connectTimeout)
+	defer cancel()
+	for {
+		st, _, ch := zc.status()
+		if st == zk.StateHasSession {
+			break
+		}
+		select {
+		case <-ch:
+			continue
+		case <-wctx.Done():
+		}
+		zc.close()
+		return nil, fmt.Errorf("zk: connect %s: no session after %v: %w: %w", strings.Join(c.cfg.hosts, ","),
+			c.cfg.connectTimeout, registry.ErrUnavailable, wctx.Err())
+	}
+	if c.cfg.auth != nil {
+		if _, err := call(ctx, c, func() (struct{}, error) { return struct{}{}, conn.AddAuth("digest", c.cfg.auth) }); err != nil {
+			zc.close()
+			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) && !isConnLoss(err) {
+				err = fmt.Errorf("%w: %w", registry.ErrPermission, err)
+			}
+			return nil, wrap("add digest auth", strings.Join(c.cfg.hosts, ","), err)
+		}
+	}
+	return zc, nil
+}
+
+// sniffed records the session id and password of a ConnectResponse.
+func (zc *zkConn) sniffed(sid int64, passwd []byte) {
+	zc.mu.Lock()
+	zc.pending.sid, zc.pending.passwd = sid, passwd
+	zc.mu.Unlock()
+}
+
+// onEvent is go-zookeeper's event callback; it must not block.
+func (zc *zkConn) onEvent(ev zk.Event) {
+	if ev.Type != zk.EventSession {
+		return
+	}
+	zc.mu.Lock()
+	zc.state = ev.State
+	switch ev.State {
+	case zk.StateHasSession:
+		sid := zc.pending.sid
+		if zc.ep == nil || zc.ep.id != sid {
+			if zc.ep != nil {
+				zc.ep.lose(fmt.Errorf("zk: session %s replaced by %s: %w", hexID(zc.ep.id), hexID(sid), registry.ErrSessionLost))
+			}
+			zc.ep = newEpoch(sid)
+		}
+		zc.sid, zc.passwd = sid, zc.pending.passwd
+	case zk.StateExpired:
+		if zc.ep != nil {
+			zc.ep.lose(fmt.Errorf("zk: session %s expired: %w", hexID(zc.ep.id), registry.ErrSessionLost))
+		}
+		zc.sid, zc.passwd = 0, nil
+	}
+	sid := zc.sid
+	close(zc.changed)
+	zc.changed = make(chan struct{})
+	zc.mu.Unlock()
+	if zc.hook != nil {
+		zc.hook(zc, ev.State, sid)
+	}
+}
+
+// status returns the state, the session id and a channel closed at the next change.
+func (zc *zkConn) status() (zk.State, int64, <-chan struct{}) {
+	zc.mu.Lock()
+	defer zc.mu.Unlock()
+	return zc.state, zc.sid, zc.changed
+}
+
+// session returns the current session id and password (0, nil while there is none).
+func (zc *zkConn) session() (int64, []byte) {
+	zc.mu.Lock()
+	defer zc.mu.Unlock()
+	return zc.sid, zc.passwd
+}
+
+// epochFor returns the current epoch if its session is id, else a lost epoch.
+func (zc *zkConn) epochFor(id int64) *epoch {
+	zc.mu.Lock()
+	ep := zc.ep
+	zc.mu.Unlock()
+	if ep != nil && ep.id == id && id != 0 {
+		return ep
+	}
+	dead := newEpoch(id)
+	dead.lose(fmt.Errorf("zk: node owned by session %s, not the current one: %w", hexID(id), registry.ErrSessionLost))
+	return dead
+}
+
+// close closes the connection (ending its session on the server when connected)
+// and waits until go-zookeeper's goroutines have ended.
+func (zc *zkConn) close() {
+	zc.zk.Close()
+	for range zc.events { // drained until the client's loop ends and closes it
+	}
+}
+
+// sniffConn passes a connection through, reading the session id and password out
+// of the first frame the server sends (the ConnectResponse: protocolVersion int32,
+// timeOut int32, sessionId int64, passwd as a length-prefixed buffer).
+//
+// It also bounds the handshake: go-zookeeper waits ten times its receive timeout
+// (6.7 session timeouts) for a ConnectResponse, and then without any deadline for
+// its body, so a server that accepts but does not answer (a partition, a hung
+// process) stalls reconnection for minutes. Until the ConnectResponse is read,
+// deadlines are clamped to the session timeout divided by the number of servers,
+// the Java client's connect timeout.
+type sniffConn struct {
+	net.Conn
+	on        func(sid int64, passwd []byte)
+	handshake time.Duration
+	buf       []byte
+	done      bool
+	start     time.Time
+}
+
+func (s *sniffConn) clamp(t time.Time) time.Time {
+	if s.done || s.handshake <= 0 {
+		return t
+	}
+	if s.start.IsZero() {
+		s.start = time.Now()
+	}
+	limit := s.start.Add(s.handshake)
+	if t.IsZero() || t.After(limit) {
+		return limit
+	}
+	return t
+}
+
+func (s *sniffConn) SetReadDeadline(t time.Time) error  { return s.Conn.SetReadDeadline(s.clamp(t)) }
+func (s *sniffConn) SetWriteDeadline(t time.Time) error { return s.Conn.SetWriteDeadline(s.clamp(t)) }
+
+func (s *sniffConn) Read(p []byte) (int, error) {
+	n, err := s.Conn.Read(p)
+	if !s.done && n > 0 {
+		s.buf = append(s.buf, p[:n]...)
+		s.parse()
+	}
+	return n, err
+}
+
+func (s *sniffConn) parse() {
+	if len(s.buf) < 4 {
+		return
+	}
+	l := int(binary.BigEndian.Uint32(s.buf[:4]))
+	if len(s.buf) < 4+l {
+		return
+	}
+	frame := s.buf[4 : 4+l]
+	s.done = true
+	defer func() { s.buf = nil }()
+	if len(frame) < 20 {
+		return
+	}
+	sid := int64(binary.BigEndian.Uint64(frame[8:16]))
+	pl := int(int32(binary.BigEndian.Uint32(frame[16:20])))
+	var pass []byte
+	if pl > 0 && 20+pl <= len(frame) {
+		pass = append([]byte(nil), frame[20:20+pl]...)
+	}
+	s.on(sid, pass)
+}
+
+// hostProvider hands go-zookeeper the servers round-robin. go-zookeeper's default
+// provider makes the client wait a second before every reconnection attempt to a
+// single server, so a session expiry (one attempt to learn it, one to open a new
+// session, often after attempts the server refuses while it closes the session)
+// cost seconds. This one lets the first two attempts after a lost connection go at
+// once, paces the next four 50ms to 400ms apart, and only then asks for go-zookeeper's
+// one-second pause (retryStart, which also fails queued requests with ErrNoServer).
+// Host names are resolved by the dialer at each attempt.
+type hostProvider struct {
+	mu       sync.Mutex
+	servers  []string
+	next     int
+	attempts int // since the last successful connection
+}
+
+func (h *hostProvider) Init(servers []string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(servers) == 0 {
+		return errors.New("zk: no servers")
+	}
+	h.servers = append([]string(nil), servers...)
+	return nil
+}
+
+func (h *hostProvider) Len() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.servers)
+}
+
+func (h *hostProvider) Next() (string, bool) {
+	h.mu.Lock()
+	s := h.servers[h.next]
+	h.next = (h.next + 1) % len(h.servers)
+	h.attempts++
+	a := h.attempts
+	h.mu.Unlock()
+	switch {
+	case a <= 2:
+		return s, false
+	case a <= 6:
+		// A short pause on go-zookeeper's connect loop (it does not block Close for
+		// long: at most 400ms).
+		time.Sleep(25 * time.Millisecond << (a - 2))
+		return s, false
+	}
+	return s, true
+}
+
+func (h *hostProvider) Connected() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.attempts = 0
+}

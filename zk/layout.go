@@ -1,0 +1,299 @@
+package zk
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/regkit/regkit/registry"
+)
+
+// codec is one registration layout: where a service's instances live and how one
+// instance is named and encoded.
+type codec interface {
+	// dir is the absolute path of the znode whose children are the instances.
+	dir(service string) string
+	// encode returns the instance's node name and data.
+	encode(inst registry.Instance) (name string, data []byte, err error)
+	// decode reads one child of dir; ok is false for a child that is not an
+	// instance of this layout.
+	decode(service, name string, data []byte) (inst registry.Instance, ok bool)
+	// needsData says whether decode reads the node's data (dubbo encodes
+	// everything in the name).
+	needsData() bool
+	// byName says whether a node's name is a function of the instance's ID alone;
+	// when false, Put and Deregister look for other nodes carrying the same ID.
+	byName() bool
+}
+
+func (c *Conn) codec() codec {
+	switch c.cfg.layout {
+	case LayoutCurator:
+		return curatorCodec{base: c.cfg.base}
+	case LayoutDubbo:
+		return dubboCodec{root: c.cfg.group}
+	}
+	return regkitCodec{root: c.cfg.chroot + "/services"}
+}
+
+// defaultID is registry's default instance ID for host and port.
+func defaultID(host string, port int) string {
+	return strings.NewReplacer(":", "_", "%", "_").Replace(host) + ":" + strconv.Itoa(port)
+}
+
+// ---- regkit ----
+
+type regkitCodec struct{ root string }
+
+// record is the JSON stored for an instance in the regkit layout.
+type record struct {
+	ID       string            `json:"id"`
+	Service  string            `json:"service"`
+	Host     string            `json:"host"`
+	Port     int               `json:"port"`
+	Weight   int               `json:"weight"`
+	Zone     string            `json:"zone,omitempty"`
+	Metadata map[string]string `json:"metadata,omitempty"`
+}
+
+func (r regkitCodec) dir(service string) string { return r.root + "/" + service }
+func (regkitCodec) needsData() bool             { return true }
+func (regkitCodec) byName() bool                { return true }
+
+func (regkitCodec) encode(in registry.Instance) (string, []byte, error) {
+	b, err := json.Marshal(record{ID: in.ID, Service: in.Service, Host: in.Host, Port: in.Port,
+		Weight: in.Weight, Zone: in.Zone, Metadata: in.Metadata})
+	return in.ID, b, err
+}
+
+func (regkitCodec) decode(service, name string, data []byte) (registry.Instance, bool) {
+	var r record
+	if err := json.Unmarshal(data, &r); err != nil || r.Host == "" {
+		return registry.Instance{}, false
+	}
+	if r.ID == "" {
+		r.ID = name
+	}
+	return registry.Instance{ID: r.ID, Service: service, Host: r.Host, Port: r.Port, Weight: r.Weight,
+		Zone: r.Zone, Metadata: r.Metadata, Healthy: true}, true
+}
+
+// ---- curator ----
+
+type curatorCodec struct{ base string }
+
+// CuratorInstance is Curator x-discovery's ServiceInstance as its
+// JsonInstanceSerializer writes it (fields in Jackson's order).
+type CuratorInstance struct {
+	Name                string          `json:"name"`
+	ID                  string          `json:"id"`
+	Address             string          `json:"address"`
+	Port                *int            `json:"port"`
+	SSLPort             *int            `json:"sslPort"`
+	Payload             json.RawMessage `json:"payload"`
+	RegistrationTimeUTC int64           `json:"registrationTimeUTC"`
+	ServiceType         string          `json:"serviceType"`
+	URISpec             json.RawMessage `json:"uriSpec"`
+	Enabled             *bool           `json:"enabled,omitempty"`
+}
+
+// SpringCloudPayload is the payload Spring Cloud Zookeeper puts in Curator's
+// ServiceInstance (org.springframework.cloud.zookeeper.discovery.ZookeeperInstance).
+type SpringCloudPayload struct {
+	Class    string            `json:"@class"`
+	ID       string            `json:"id"`
+	Name     string            `json:"name"`
+	Metadata map[string]string `json:"metadata"`
+}
+
+// SpringCloudPayloadClass is the Java class name in SpringCloudPayload.Class.
+const SpringCloudPayloadClass = "org.springframework.cloud.zookeeper.discovery.ZookeeperInstance"
+
+func (c curatorCodec) dir(service string) string { return c.base + "/" + service }
+func (curatorCodec) needsData() bool             { return true }
+func (curatorCodec) byName() bool                { return true }
+
+func (curatorCodec) encode(in registry.Instance) (string, []byte, error) {
+	md := maps.Clone(in.Metadata)
+	if md == nil {
+		md = map[string]string{}
+	}
+	md["weight"] = strconv.Itoa(in.Weight)
+	if in.Zone != "" {
+		md["zone"] = in.Zone
+	}
+	payload, err := json.Marshal(SpringCloudPayload{Class: SpringCloudPayloadClass, ID: in.Service, Name: in.Service, Metadata: md})
+	if err != nil {
+		return "", nil, err
+	}
+	port := in.Port
+	enabled := true
+	b, err := json.Marshal(CuratorInstance{Name: in.Service, ID: in.ID, Address: in.Host, Port: &port,
+		Payload: payload, RegistrationTimeUTC: time.Now().UnixMilli(), ServiceType: "DYNAMIC",
+		URISpec: json.RawMessage("null"), Enabled: &enabled})
+	return in.ID, b, err
+}
+
+func (curatorCodec) decode(service, name string, data []byte) (registry.Instance, bool) {
+	var ci CuratorInstance
+	if err := json.Unmarshal(data, &ci); err != nil || ci.Address == "" {
+		return registry.Instance{}, false
+	}
+	in := registry.Instance{ID: ci.ID, Service: service, Host: ci.Address, Healthy: ci.Enabled == nil || *ci.Enabled}
+	if in.ID == "" {
+		in.ID = name
+	}
+	switch {
+	case ci.Port != nil && *ci.Port > 0:
+		in.Port = *ci.Port
+	case ci.SSLPort != nil:
+		in.Port = *ci.SSLPort
+	}
+	md := map[string]string{}
+	var obj map[string]json.RawMessage
+	var str string
+	switch {
+	case len(ci.Payload) == 0 || string(ci.Payload) == "null":
+	case json.Unmarshal(ci.Payload, &obj) == nil:
+		if raw, ok := obj["metadata"]; ok {
+			var m map[string]string
+			if json.Unmarshal(raw, &m) == nil {
+				maps.Copy(md, m)
+			}
+			break
+		}
+		for k, v := range obj {
+			var s string
+			if k != "@class" && json.Unmarshal(v, &s) == nil {
+				md["payload."+k] = s
+			}
+		}
+	case json.Unmarshal(ci.Payload, &str) == nil:
+		md["payload"] = str
+	}
+	in.Weight = registry.DefaultWeight
+	if w, ok := md["weight"]; ok {
+		if n, err := strconv.Atoi(w); err == nil && n >= 0 {
+			in.Weight = n
+			delete(md, "weight")
+		}
+	}
+	if z, ok := md["zone"]; ok {
+		in.Zone = z
+		delete(md, "zone")
+	}
+	if len(md) > 0 {
+		in.Metadata = md
+	}
+	return in, true
+}
+
+// ---- dubbo ----
+
+type dubboCodec struct{ root string }
+
+func (d dubboCodec) dir(service string) string { return d.root + "/" + service + "/providers" }
+func (dubboCodec) needsData() bool             { return false }
+func (dubboCodec) byName() bool                { return false }
+
+// Query parameters that only restate the layout: written, dropped on read.
+var dubboDropped = map[string]bool{"interface": true, "side": true, "timestamp": true, "anyhost": true, "category": true}
+
+func (dubboCodec) encode(in registry.Instance) (string, []byte, error) {
+	q := url.Values{}
+	scheme := "dubbo"
+	for k, v := range in.Metadata {
+		if k == "protocol" {
+			scheme = v
+			continue
+		}
+		q.Set(k, v)
+	}
+	q.Set("anyhost", "false")
+	q.Set("interface", in.Service)
+	q.Set("side", "provider")
+	q.Set("timestamp", strconv.FormatInt(time.Now().UnixMilli(), 10))
+	q.Set("weight", strconv.Itoa(in.Weight))
+	if in.Zone != "" {
+		q.Set("zone", in.Zone)
+	}
+	if in.ID != defaultID(in.Host, in.Port) {
+		q.Set("regkit.id", in.ID)
+	}
+	u := url.URL{Scheme: scheme, Host: net.JoinHostPort(in.Host, strconv.Itoa(in.Port)), Path: "/" + in.Service, RawQuery: q.Encode()}
+	return url.QueryEscape(u.String()), nil, nil
+}
+
+func (dubboCodec) decode(service, name string, _ []byte) (registry.Instance, bool) {
+	raw, err := url.QueryUnescape(name)
+	if err != nil {
+		return registry.Instance{}, false
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Hostname() == "" {
+		return registry.Instance{}, false
+	}
+	port, err := strconv.Atoi(u.Port())
+	if err != nil {
+		return registry.Instance{}, false
+	}
+	in := registry.Instance{Service: service, Host: u.Hostname(), Port: port, Weight: registry.DefaultWeight, Healthy: true}
+	md := map[string]string{}
+	for k, vs := range u.Query() {
+		if len(vs) == 0 || dubboDropped[k] {
+			continue
+		}
+		v := vs[len(vs)-1]
+		switch k {
+		case "weight":
+			if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+				in.Weight = n
+				continue
+			}
+		case "zone":
+			in.Zone = v
+			continue
+		case "regkit.id":
+			in.ID = v
+			continue
+		case "enabled":
+			if v == "false" {
+				in.Healthy = false
+			}
+		case "disabled":
+			if v == "true" {
+				in.Healthy = false
+			}
+		}
+		md[k] = v
+	}
+	if u.Scheme != "dubbo" {
+		md["protocol"] = u.Scheme
+	}
+	if in.ID == "" {
+		in.ID = defaultID(in.Host, in.Port)
+	}
+	if len(md) > 0 {
+		in.Metadata = md
+	}
+	return in, true
+}
+
+// DubboURL returns the provider URL (decoded) that layout=dubbo writes for inst,
+// for tools that want to show it.
+func DubboURL(inst registry.Instance) (string, error) {
+	name, _, err := dubboCodec{}.encode(inst)
+	if err != nil {
+		return "", err
+	}
+	s, err := url.QueryUnescape(name)
+	if err != nil {
+		return "", fmt.Errorf("zk: dubbo url: %w", err)
+	}
+	return s, nil
+}

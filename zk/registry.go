@@ -1,0 +1,226 @@
+package zk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/go-zookeeper/zk"
+	"github.com/regkit/regkit/registry"
+)
+
+// Put creates the instance's ephemeral node in the current session (replacing an
+// existing node of the same ID) and returns a Lease that reports Lost when that
+// session is gone.
+func (c *Conn) Put(ctx context.Context, inst registry.Instance) (registry.Lease, error) {
+	cd := c.codec()
+	name, data, err := cd.encode(inst)
+	if err != nil {
+		return nil, fmt.Errorf("zk: encode %s: %w: %w", inst, registry.ErrInvalid, err)
+	}
+	dir := cd.dir(inst.Service)
+	path := dir + "/" + name
+	if !cd.byName() {
+		if err := c.deleteSameID(ctx, cd, inst, name); err != nil {
+			return nil, err
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return nil, wrap("put", path, err)
+		}
+		_, err := call(ctx, c, func() (string, error) { return c.zc.zk.Create(path, data, zk.FlagEphemeral, c.cfg.acl) })
+		switch {
+		case err == nil:
+		case errors.Is(err, zk.ErrNoNode):
+			if err := c.ensurePath(ctx, c.zc, dir); err != nil {
+				return nil, err
+			}
+			continue
+		case errors.Is(err, zk.ErrNodeExists):
+			st, err := c.exists(ctx, path)
+			if errors.Is(err, zk.ErrNoNode) {
+				continue
+			}
+			if err != nil {
+				return nil, wrap("put", path, err)
+			}
+			if _, sid, _ := c.zc.status(); st.EphemeralOwner == sid && sid != 0 { // ours (a retried create, or a re-put): update
+				if _, err := call(ctx, c, func() (*zk.Stat, error) { return c.zc.zk.Set(path, data, -1) }); err != nil {
+					if errors.Is(err, zk.ErrNoNode) {
+						continue
+					}
+					return nil, wrap("put", path, err)
+				}
+				break
+			}
+			// Another session's node (a stale entry of this ID): replace it.
+			if err := c.del(ctx, path, st.Version); err != nil && !errors.Is(err, zk.ErrNoNode) && !errors.Is(err, zk.ErrBadVersion) {
+				return nil, wrap("put: replace", path, err)
+			}
+			continue
+		case isConnLoss(err) && attempt < 5:
+			// The create may have been applied: the next attempt finds it as ours.
+			continue
+		default:
+			return nil, wrap("put", path, err)
+		}
+		break
+	}
+	st, err := c.exists(ctx, path)
+	if err != nil {
+		return nil, wrap("put", path, err)
+	}
+	return &regLease{c: c, cd: cd, inst: inst, path: path, ep: c.zc.epochFor(st.EphemeralOwner)}, nil
+}
+
+// exists returns the stat of path, zk.ErrNoNode if it does not exist.
+func (c *Conn) exists(ctx context.Context, path string) (*zk.Stat, error) {
+	st, err := call(ctx, c, func() (*zk.Stat, error) {
+		ok, st, err := c.zc.zk.Exists(path)
+		if err == nil && !ok {
+			err = zk.ErrNoNode
+		}
+		return st, err
+	})
+	return st, err
+}
+
+func (c *Conn) del(ctx context.Context, path string, version int32) error {
+	_, err := call(ctx, c, func() (struct{}, error) { return struct{}{}, c.zc.zk.Delete(path, version) })
+	return err
+}
+
+// ensurePath creates path and its missing ancestors as empty persistent nodes.
+func (c *Conn) ensurePath(ctx context.Context, zc *zkConn, path string) error {
+	if path == "/" || path == "" {
+		return nil
+	}
+	_, err := call(ctx, c, func() (string, error) { return zc.zk.Create(path, nil, 0, c.cfg.acl) })
+	switch {
+	case err == nil, errors.Is(err, zk.ErrNodeExists):
+		return nil
+	case errors.Is(err, zk.ErrNoNode):
+		if err := c.ensurePath(ctx, zc, registry.ParentKey(path)); err != nil {
+			return err
+		}
+		return c.ensurePath(ctx, zc, path)
+	}
+	return wrap("create parent", path, err)
+}
+
+// deleteSameID deletes the nodes of dir that decode to inst's ID, except keep.
+func (c *Conn) deleteSameID(ctx context.Context, cd codec, inst registry.Instance, keep string) error {
+	dir := cd.dir(inst.Service)
+	kids, err := call(ctx, c, func() ([]string, error) {
+		kids, _, err := c.zc.zk.Children(dir)
+		return kids, err
+	})
+	if errors.Is(err, zk.ErrNoNode) {
+		return nil
+	}
+	if err != nil {
+		return wrap("list", dir, err)
+	}
+	for _, k := range kids {
+		if k == keep {
+			continue
+		}
+		if got, ok := cd.decode(inst.Service, k, nil); ok && got.ID == inst.ID {
+			if err := c.del(ctx, dir+"/"+k, -1); err != nil && !errors.Is(err, zk.ErrNoNode) {
+				return wrap("delete", dir+"/"+k, err)
+			}
+		}
+	}
+	return nil
+}
+
+type regLease struct {
+	c    *Conn
+	cd   codec
+	inst registry.Instance
+	path string
+	ep   *epoch
+}
+
+func (r *regLease) Lost() <-chan struct{} { return r.ep.lost }
+func (r *regLease) Err() error            { return r.ep.Err() }
+func (r *regLease) Abandon()              {}
+
+// Deregister deletes the instance's node (and, in the dubbo layout, any other node
+// of the same ID).
+func (r *regLease) Deregister(ctx context.Context) error {
+	if err := r.c.del(ctx, r.path, -1); err != nil && !errors.Is(err, zk.ErrNoNode) {
+		return wrap("deregister", r.path, err)
+	}
+	if !r.cd.byName() {
+		return r.c.deleteSameID(ctx, r.cd, r.inst, "")
+	}
+	return nil
+}
+
+// List reads every instance of service. Children that are not instances of the
+// connection's layout are skipped (logged at Debug).
+func (c *Conn) List(ctx context.Context, service string) (registry.Listing, error) {
+	cd := c.codec()
+	dir := cd.dir(service)
+	type res struct {
+		kids []string
+		st   *zk.Stat
+	}
+	r, err := call(ctx, c, func() (res, error) {
+		kids, st, err := c.zc.zk.Children(dir)
+		return res{kids, st}, err
+	})
+	if errors.Is(err, zk.ErrNoNode) {
+		return registry.Listing{}, nil
+	}
+	if err != nil {
+		return registry.Listing{}, wrap("list", dir, err)
+	}
+	datas := make([][]byte, len(r.kids))
+	if cd.needsData() && len(r.kids) > 0 {
+		// go-zookeeper pipelines requests on its connection: read the children
+		// concurrently, at most 16 at a time.
+		errs := make([]error, len(r.kids))
+		sem := make(chan struct{}, 16)
+		var wg sync.WaitGroup
+		for i, k := range r.kids {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				datas[i], errs[i] = call(ctx, c, func() ([]byte, error) {
+					b, _, err := c.zc.zk.Get(dir + "/" + k)
+					return b, err
+				})
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil && !errors.Is(err, zk.ErrNoNode) {
+				return registry.Listing{}, wrap("list", dir+"/"+r.kids[i], err)
+			}
+		}
+	}
+	out := make([]registry.Instance, 0, len(r.kids))
+	for i, k := range r.kids {
+		if cd.needsData() && datas[i] == nil {
+			continue // deleted meanwhile
+		}
+		in, ok := cd.decode(service, k, datas[i])
+		if !ok {
+			c.cfg.log.Debug("zk: skipping a node that is not an instance", "path", dir+"/"+k)
+			continue
+		}
+		out = append(out, in)
+	}
+	return registry.Listing{Instances: out, Revision: uint64(r.st.Pzxid)}, nil
+}
+
+// Watch follows the service directory and every instance's data.
+func (c *Conn) Watch(ctx context.Context, service string, notify func()) error {
+	return c.watchTree(ctx, c.codec().dir(service), 1, notify)
+}

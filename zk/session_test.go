@@ -1,0 +1,274 @@
+package zk_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+	"github.com/regkit/regkit/internal/testenv"
+	"github.com/regkit/regkit/registry"
+	rzk "github.com/regkit/regkit/zk"
+	"go.uber.org/goleak"
+)
+
+// loseResponseDialer wraps every connection so that the first create request whose
+// path contains marker reaches the server, and the connection is then broken before
+// the client can read the answer, once the server shows the node: a create that was
+// applied but whose answer was lost, deterministically.
+type loseResponseDialer struct {
+	t      testing.TB
+	admin  *zk.Conn
+	parent string // where to look for the created node
+	marker []byte
+	fired  atomic.Bool
+}
+
+func (d *loseResponseDialer) dial(network, addr string, timeout time.Duration) (net.Conn, error) {
+	nc, err := net.DialTimeout(network, addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return &breakingConn{Conn: nc, d: d, broken: make(chan struct{})}, nil
+}
+
+type breakingConn struct {
+	net.Conn
+	d        *loseResponseDialer
+	dropping atomic.Bool
+	broken   chan struct{}
+	once     sync.Once
+}
+
+func (c *breakingConn) Write(p []byte) (int, error) {
+	if !bytes.Contains(p, c.d.marker) || !c.d.fired.CompareAndSwap(false, true) {
+		return c.Conn.Write(p)
+	}
+	c.dropping.Store(true) // no answer may reach the client from now on
+	n, err := c.Conn.Write(p)
+	// Wait until the server applied the create, then break the connection.
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		kids, _, kerr := c.d.admin.Children(c.d.parent)
+		if kerr == nil && slices.ContainsFunc(kids, func(k string) bool { return strings.HasPrefix(k, rzk.ProtectedPrefix) }) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond) // polling the server, bounded by the deadline
+	}
+	c.once.Do(func() { close(c.broken) })
+	c.Conn.Close()
+	return n, err
+}
+
+func (c *breakingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if c.dropping.Load() {
+		<-c.broken
+		return 0, errors.New("connection broken by the test")
+	}
+	return n, err
+}
+
+// A protected ephemeral-sequential create whose answer is lost must find its node
+// again by GUID after reconnecting, not create a second (orphan) one.
+func TestProtectedCreateAfterLostAnswer(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	createRaw(t, e.adm(t), "/protect/locks/job", nil, 0)
+	d := &loseResponseDialer{t: t, admin: e.adm(t), parent: "/protect/locks/job", marker: []byte(rzk.ProtectedPrefix)}
+	c := openURL(t, "zk://"+e.srv.Addr()+"/protect?session_timeout=4s", registry.WithDriverOption(rzk.DialerOption, rzk.Dialer(d.dial)))
+	sess, err := c.NewSession(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var states []registry.SessionState
+	stop := sess.Listen(func(s registry.SessionState) { mu.Lock(); states = append(states, s); mu.Unlock() })
+	defer stop()
+	n, err := c.Store().Create(ctx, "/locks/job/lock-", []byte("me"), registry.Ephemeral(sess), registry.Sequential())
+	if err != nil {
+		t.Fatalf("protected create: %v", err)
+	}
+	if !d.fired.Load() {
+		t.Fatal("the test dialer never broke the create's connection")
+	}
+	kids, _, err := e.adm(t).Children("/protect/locks/job")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(kids) != 1 {
+		t.Fatalf("children after a create with a lost answer: %v, want exactly one (no orphan)", kids)
+	}
+	if n.Key != "/locks/job/"+kids[0] || !strings.HasPrefix(kids[0], rzk.ProtectedPrefix) ||
+		rzk.StripProtection(kids[0])[:len("lock-")] != "lock-" || rzk.SequenceOf(kids[0]) < 0 || n.Session != sess.ID() {
+		t.Errorf("created %+v, server has %v", n, kids)
+	}
+	_, st, err := e.adm(t).Get("/protect/locks/job/" + kids[0])
+	if err != nil || rzk.SessionIDString(st.EphemeralOwner) != sess.ID() {
+		t.Errorf("node owner %v (%v), want session %s", st, err, sess.ID())
+	}
+	// The session survived the broken connection: suspended, then reconnected.
+	testenv.Eventually(t, 10*time.Second, "session states", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !slices.Equal(states, []registry.SessionState{registry.StateSuspended, registry.StateReconnected}) {
+			return errors.New("states " + stateNames(states))
+		}
+		return nil
+	})
+}
+
+func stateNames(ss []registry.SessionState) string {
+	var out []string
+	for _, s := range ss {
+		out = append(out, s.String())
+	}
+	return "[" + strings.Join(out, " ") + "]"
+}
+
+// Session states over real faults: a short cut is Suspended then Reconnected; a cut
+// longer than the session timeout is Lost, the session's ephemeral keys are gone and
+// the connection never opens a new session by itself.
+func TestSessionStatesThroughCuts(t *testing.T) {
+	e := newEnv(t)
+	defer goleak.VerifyNone(t, append([]goleak.Option{goleak.IgnoreCurrent()}, leakOpts...)...)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := e.open(t, "states")
+	defer c.Close()
+	sess, err := c.NewSession(ctx, registry.WithTTL(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var states []registry.SessionState
+	stop := sess.Listen(func(s registry.SessionState) { mu.Lock(); states = append(states, s); mu.Unlock() })
+	defer stop()
+	waitStates := func(want ...registry.SessionState) {
+		t.Helper()
+		testenv.Eventually(t, 20*time.Second, "session states "+stateNames(want), func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			if !slices.Equal(states, want) {
+				return errors.New("states " + stateNames(states))
+			}
+			return nil
+		})
+	}
+	if _, err := c.Store().Create(ctx, "/members/me", nil, registry.Ephemeral(sess)); err != nil {
+		t.Fatal(err)
+	}
+	id := sess.ID()
+
+	e.proxy.Cut()
+	waitStates(registry.StateSuspended)
+	e.proxy.Heal()
+	waitStates(registry.StateSuspended, registry.StateReconnected)
+	if sess.ID() != id || sess.Err() != nil {
+		t.Fatalf("session after a short cut: %s %v", sess.ID(), sess.Err())
+	}
+
+	e.proxy.Cut()
+	waitStates(registry.StateSuspended, registry.StateReconnected, registry.StateSuspended, registry.StateLost)
+	if !errors.Is(sess.Err(), registry.ErrSessionLost) {
+		t.Errorf("Err = %v, want ErrSessionLost", sess.Err())
+	}
+	testenv.Eventually(t, 20*time.Second, "the server expired the session's ephemeral key", func() error {
+		return e.rawDo(func(c *zk.Conn) error {
+			if ok, _, err := c.Exists("/states/members/me"); err != nil || ok {
+				return fmt.Errorf("exists %v, %v", ok, err)
+			}
+			return nil
+		})
+	})
+	e.proxy.Heal()
+	// A lost session stays lost; creates through it fail; a new session works.
+	if _, err := c.Store().Create(ctx, "/members/late", nil, registry.Ephemeral(sess)); !errors.Is(err, registry.ErrSessionLost) {
+		t.Errorf("create through a lost session = %v, want ErrSessionLost", err)
+	}
+	s2, err := c.NewSession(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2.ID() == id {
+		t.Error("new session has the lost one's id")
+	}
+	if _, err := c.Store().Create(ctx, "/members/me", nil, registry.Ephemeral(s2)); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The registration connection reports Curator's connection states: a short cut is
+// Suspended then Reconnected; a cut longer than the session timeout is Lost, and the
+// next session Reconnected, with the registration back in it.
+func TestConnectionStates(t *testing.T) {
+	e := newEnv(t)
+	defer leakCheck(t)()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := openURL(t, "zk://"+e.proxy.Addr()+"/connstates?session_timeout=2s")
+	defer c.Close()
+	conn := c.Conn().(*rzk.Conn)
+	if st := conn.ConnectionState(); st != registry.StateConnected {
+		t.Fatalf("initial state %v", st)
+	}
+	r, err := c.Register(ctx, svc("s1", 6001))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var states []registry.SessionState
+	stop := conn.Listen(func(s registry.SessionState) { mu.Lock(); states = append(states, s); mu.Unlock() })
+	defer stop()
+	waitStates := func(want ...registry.SessionState) {
+		t.Helper()
+		testenv.Eventually(t, 20*time.Second, "connection states "+stateNames(want), func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			if !slices.Equal(states, want) {
+				return errors.New("states " + stateNames(states))
+			}
+			return nil
+		})
+	}
+	sid := conn.SessionID()
+	e.proxy.Cut()
+	waitStates(registry.StateSuspended)
+	e.proxy.Heal()
+	waitStates(registry.StateSuspended, registry.StateReconnected)
+	if conn.SessionID() != sid {
+		t.Errorf("session changed over a short cut")
+	}
+	e.proxy.Cut()
+	waitStates(registry.StateSuspended, registry.StateReconnected, registry.StateSuspended, registry.StateLost)
+	e.proxy.Heal()
+	waitStates(registry.StateSuspended, registry.StateReconnected, registry.StateSuspended, registry.StateLost, registry.StateReconnected)
+	testenv.Eventually(t, 20*time.Second, "registration back in the new session", func() error {
+		if conn.SessionID() == sid {
+			return errors.New("same session")
+		}
+		ids, owners, err := e.rawView("/connstates/services/api")
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(ids, []string{"s1"}) || owners["s1"] != conn.SessionID() || r.State() != registry.Registered {
+			return fmt.Errorf("server %v owners %v, state %v", ids, owners, r.State())
+		}
+		return nil
+	})
+	stop()
+	c.Close()
+}

@@ -1,0 +1,392 @@
+package zk
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+
+	"github.com/go-zookeeper/zk"
+	"github.com/regkit/regkit/registry"
+)
+
+// ProtectedPrefix starts the last segment of a protected key: ProtectedPrefix, 32
+// hex digits of GUID, '-', then the caller's name (Curator's format).
+const ProtectedPrefix = "_c_"
+
+// SequenceOf returns the 10-digit sequence suffix of a sequential key or name
+// (protected or not) as a number, or -1 if it has none. Sort sequential children
+// by it: a protected name's GUID does not sort in creation order.
+func SequenceOf(name string) int64 {
+	if len(name) < 10 {
+		return -1
+	}
+	var n int64
+	for _, r := range name[len(name)-10:] {
+		if r < '0' || r > '9' {
+			return -1
+		}
+		n = n*10 + int64(r-'0')
+	}
+	return n
+}
+
+// StripProtection returns name without a protected-creation prefix.
+func StripProtection(name string) string {
+	if strings.HasPrefix(name, ProtectedPrefix) && len(name) > len(ProtectedPrefix)+33 && name[len(ProtectedPrefix)+32] == '-' {
+		return name[len(ProtectedPrefix)+33:]
+	}
+	return name
+}
+
+func newGUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (c *Conn) node(path string, value []byte, st *zk.Stat) registry.Node {
+	if value == nil {
+		value = []byte{}
+	}
+	return registry.Node{Key: c.rel(path), Value: value, Version: int64(st.Version),
+		CreateRevision: st.Czxid, Session: hexID(st.EphemeralOwner)}
+}
+
+// hidden reports whether an absolute path is the server's own subtree, which the
+// store never shows nor deletes.
+func hidden(abs string) bool { return abs == "/zookeeper" || strings.HasPrefix(abs, "/zookeeper/") }
+
+// Create writes a new key (see StoreConn). Ephemeral keys are created through the
+// session's own connection; ephemeral sequential keys are protected (see the
+// package doc).
+func (c *Conn) Create(ctx context.Context, key string, value []byte, spec registry.CreateSpec) (registry.Node, error) {
+	zc := c.zc
+	var flags int32
+	var sess *session
+	if spec.Session != nil {
+		s, ok := spec.Session.(*session)
+		if !ok || s.c != c {
+			return registry.Node{}, &registry.FieldError{Field: "Session", Value: spec.Session.ID(), Reason: "not a session of this zk connection"}
+		}
+		if err := s.Err(); err != nil {
+			return registry.Node{}, wrap("create", key, err)
+		}
+		sess, zc = s, s.zc
+		flags |= zk.FlagEphemeral
+	}
+	if spec.Sequential {
+		flags |= zk.FlagSequence
+	}
+	path := c.path(key)
+	parent := registry.ParentKey(path)
+	var guid string
+	if sess != nil && spec.Sequential && c.cfg.protect {
+		guid = newGUID()
+		path = registry.JoinKey(parent, ProtectedPrefix+guid+"-"+path[strings.LastIndexByte(path, '/')+1:])
+	}
+	lostConn := false
+	for attempt := 0; ; attempt++ {
+		if sess != nil {
+			if err := sess.Err(); err != nil {
+				return registry.Node{}, wrap("create", key, err)
+			}
+		}
+		created, err := call(ctx, c, func() (string, error) { return zc.zk.Create(path, value, flags, c.cfg.acl) })
+		switch {
+		case err == nil:
+			return c.readCreated(ctx, zc, created, value)
+		case errors.Is(err, zk.ErrNoNode):
+			if err := c.ensurePath(ctx, zc, parent); err != nil {
+				return registry.Node{}, err
+			}
+			continue
+		case errors.Is(err, zk.ErrNodeExists) && lostConn && sess != nil && !spec.Sequential:
+			// A retried ephemeral create: ours if owned by the session.
+			st, serr := c.existsOn(ctx, zc, path)
+			if serr == nil && st.EphemeralOwner == sess.id {
+				return c.node(path, value, st), nil
+			}
+			return registry.Node{}, wrap("create", key, err)
+		case isConnLoss(err) && attempt < 5:
+			lostConn = true
+			if err := c.awaitSession(ctx, zc); err != nil {
+				return registry.Node{}, wrap("create", key, err)
+			}
+			switch {
+			case guid != "":
+				// Protected: the create may have been applied; look for our GUID.
+				if n, ok, err := c.findProtected(ctx, zc, parent, guid, value); err != nil {
+					return registry.Node{}, err
+				} else if ok {
+					return n, nil
+				}
+				continue
+			case sess != nil && !spec.Sequential:
+				continue
+			}
+			return registry.Node{}, fmt.Errorf("zk: create %s: connection lost, the create may or may not have been applied: %w: %w",
+				key, registry.ErrUnavailable, err)
+		}
+		return registry.Node{}, wrap("create", key, err)
+	}
+}
+
+// awaitSession waits until zc has a session again (or ctx ends).
+func (c *Conn) awaitSession(ctx context.Context, zc *zkConn) error {
+	for {
+		st, _, ch := zc.status()
+		if st == zk.StateHasSession {
+			return nil
+		}
+		if zc.refuse.Load() {
+			return fmt.Errorf("session lost: %w", registry.ErrSessionLost)
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// findProtected looks in parent for the child carrying guid.
+func (c *Conn) findProtected(ctx context.Context, zc *zkConn, parent, guid string, value []byte) (registry.Node, bool, error) {
+	kids, err := call(ctx, c, func() ([]string, error) {
+		kids, _, err := zc.zk.Children(parent)
+		return kids, err
+	})
+	if errors.Is(err, zk.ErrNoNode) {
+		return registry.Node{}, false, nil
+	}
+	if err != nil {
+		return registry.Node{}, false, wrap("create: find protected node", parent, err)
+	}
+	for _, k := range kids {
+		if strings.HasPrefix(k, ProtectedPrefix+guid) {
+			n, err := c.readCreated(ctx, zc, registry.JoinKey(parent, k), value)
+			return n, err == nil, err
+		}
+	}
+	return registry.Node{}, false, nil
+}
+
+func (c *Conn) existsOn(ctx context.Context, zc *zkConn, path string) (*zk.Stat, error) {
+	return call(ctx, c, func() (*zk.Stat, error) {
+		ok, st, err := zc.zk.Exists(path)
+		if err == nil && !ok {
+			err = zk.ErrNoNode
+		}
+		return st, err
+	})
+}
+
+// readCreated returns the node just created at path, reading its stat.
+func (c *Conn) readCreated(ctx context.Context, zc *zkConn, path string, value []byte) (registry.Node, error) {
+	st, err := c.existsOn(ctx, zc, path)
+	if errors.Is(err, zk.ErrNoNode) { // deleted at once by someone else
+		return c.node(path, value, &zk.Stat{}), nil
+	}
+	if err != nil {
+		return registry.Node{}, wrap("create: read back", c.rel(path), err)
+	}
+	return c.node(path, value, st), nil
+}
+
+// Get reads one key.
+func (c *Conn) Get(ctx context.Context, key string) (registry.Node, error) {
+	path := c.path(key)
+	type res struct {
+		b  []byte
+		st *zk.Stat
+	}
+	r, err := call(ctx, c, func() (res, error) {
+		b, st, err := c.zc.zk.Get(path)
+		return res{b, st}, err
+	})
+	if err != nil {
+		return registry.Node{}, wrap("get", key, err)
+	}
+	return c.node(path, r.b, r.st), nil
+}
+
+func version32(v int64) (int32, bool) {
+	if v == registry.AnyVersion {
+		return -1, true
+	}
+	if v < 0 || v > math.MaxInt32 {
+		return 0, false
+	}
+	return int32(v), true
+}
+
+// Set writes the value if the data version matches.
+func (c *Conn) Set(ctx context.Context, key string, value []byte, version int64) (registry.Node, error) {
+	path := c.path(key)
+	v, ok := version32(version)
+	if !ok {
+		if _, err := c.exists(ctx, path); err != nil {
+			return registry.Node{}, wrap("set", key, err)
+		}
+		return registry.Node{}, fmt.Errorf("zk: set %s: version %d: %w", key, version, registry.ErrVersionConflict)
+	}
+	st, err := call(ctx, c, func() (*zk.Stat, error) { return c.zc.zk.Set(path, value, v) })
+	if err != nil {
+		return registry.Node{}, wrap("set", key, err)
+	}
+	return c.node(path, value, st), nil
+}
+
+// Delete removes a key; recursive deletes children first, tolerating concurrent
+// deletes.
+func (c *Conn) Delete(ctx context.Context, key string, version int64, recursive bool) error {
+	path := c.path(key)
+	v, ok := version32(version)
+	if !recursive {
+		if !ok {
+			if _, err := c.exists(ctx, path); err != nil {
+				return wrap("delete", key, err)
+			}
+			return fmt.Errorf("zk: delete %s: version %d: %w", key, version, registry.ErrVersionConflict)
+		}
+		return wrap("delete", key, c.del(ctx, path, v))
+	}
+	if key != "/" {
+		st, err := c.exists(ctx, path)
+		if err != nil {
+			return wrap("delete", key, err)
+		}
+		if !ok || (v != -1 && st.Version != v) {
+			return fmt.Errorf("zk: delete %s: version %d, want %d: %w", key, st.Version, version, registry.ErrVersionConflict)
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		if err := c.deleteChildren(ctx, path); err != nil {
+			return wrap("delete", key, err)
+		}
+		if key == "/" {
+			return nil // the store's root (the chroot) stays
+		}
+		err := c.del(ctx, path, v)
+		switch {
+		case err == nil, errors.Is(err, zk.ErrNoNode):
+			return nil
+		case errors.Is(err, zk.ErrNotEmpty) && attempt < 10:
+			continue // a child was created meanwhile
+		}
+		return wrap("delete", key, err)
+	}
+}
+
+// deleteChildren deletes every descendant of path, deepest first.
+func (c *Conn) deleteChildren(ctx context.Context, path string) error {
+	kids, err := call(ctx, c, func() ([]string, error) {
+		kids, _, err := c.zc.zk.Children(path)
+		return kids, err
+	})
+	if errors.Is(err, zk.ErrNoNode) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, k := range kids {
+		cp := registry.JoinKey(path, k)
+		if hidden(cp) {
+			continue
+		}
+		for attempt := 0; ; attempt++ {
+			if err := c.deleteChildren(ctx, cp); err != nil {
+				return err
+			}
+			err := c.del(ctx, cp, -1)
+			if err == nil || errors.Is(err, zk.ErrNoNode) {
+				break
+			}
+			if errors.Is(err, zk.ErrNotEmpty) && attempt < 10 {
+				continue
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// Children lists the direct children's names, sorted.
+func (c *Conn) Children(ctx context.Context, key string) ([]string, error) {
+	path := c.path(key)
+	kids, err := call(ctx, c, func() ([]string, error) {
+		kids, _, err := c.zc.zk.Children(path)
+		return kids, err
+	})
+	if errors.Is(err, zk.ErrNoNode) && key == "/" {
+		return []string{}, nil
+	}
+	if err != nil {
+		return nil, wrap("children", key, err)
+	}
+	out := make([]string, 0, len(kids))
+	for _, k := range kids {
+		if !hidden(registry.JoinKey(path, k)) {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// Tree reads the key and its descendants, node by node.
+func (c *Conn) Tree(ctx context.Context, key string) ([]registry.Node, error) {
+	var out []registry.Node
+	if err := c.tree(ctx, c.path(key), &out); err != nil {
+		return nil, wrap("tree", key, err)
+	}
+	registry.SortNodes(out)
+	return out, nil
+}
+
+func (c *Conn) tree(ctx context.Context, path string, out *[]registry.Node) error {
+	type res struct {
+		b    []byte
+		st   *zk.Stat
+		kids []string
+	}
+	r, err := call(ctx, c, func() (res, error) {
+		b, st, err := c.zc.zk.Get(path)
+		if err != nil {
+			return res{}, err
+		}
+		kids, _, err := c.zc.zk.Children(path)
+		return res{b, st, kids}, err
+	})
+	if errors.Is(err, zk.ErrNoNode) {
+		return nil // absent, or deleted meanwhile
+	}
+	if err != nil {
+		return err
+	}
+	*out = append(*out, c.node(path, r.b, r.st))
+	for _, k := range r.kids {
+		cp := registry.JoinKey(path, k)
+		if hidden(cp) {
+			continue
+		}
+		if err := c.tree(ctx, cp, out); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WatchTree follows the key and all its descendants.
+func (c *Conn) WatchTree(ctx context.Context, key string, notify func()) error {
+	return c.watchTree(ctx, c.path(key), -1, notify)
+}
+
+// SessionIDString formats a ZooKeeper session id as Node.Session and
+// SessionConn.ID show it (lower-case hex, "" for 0).
+func SessionIDString(id int64) string { return hexID(id) }

@@ -1,0 +1,507 @@
+// Package zk is the ZooKeeper backend, scheme "zk://", over github.com/go-zookeeper/zk.
+//
+//	zk://user:pass@h1:2181,h2:2181/chroot?layout=regkit&session_timeout=10s
+//
+// # URL
+//
+//   - Host list: comma-separated, default port 2181.
+//   - Path: the chroot every path is placed under. An empty path means the layout's
+//     default chroot: "/regkit" for layout=regkit, "/" (none) for layout=curator and
+//     layout=dubbo, whose point is to meet Java services at their usual paths. "/"
+//     explicitly means no chroot.
+//   - layout=regkit|curator|dubbo (default regkit): how registrations are stored; see
+//     "Layouts" below.
+//   - base (layout=curator only; default "/services"): Curator's
+//     ServiceDiscoveryBuilder basePath, relative to the chroot.
+//   - group (layout=dubbo only; default "dubbo"): Dubbo's registry group, the root
+//     node of the Dubbo tree, relative to the chroot.
+//   - session_timeout (default 10s): the session timeout asked for the connection
+//     that holds registrations; the server clamps it to [2, 20] tick times.
+//   - connect_timeout (default 10s): how long Open waits for the first session.
+//   - acl=open|creator|creator-read: the ACL of every node this client creates.
+//     open is world:anyone with all permissions; creator gives all permissions to the
+//     authenticated digest identity only (ZooKeeper's CREATOR_ALL_ACL); creator-read
+//     adds world read (READ_ACL_UNSAFE). Default: creator when credentials are given,
+//     else open. creator and creator-read need credentials.
+//   - protect (default true): protected creation for ephemeral sequential store
+//     keys; see "Protected creation".
+//
+// Credentials (URL user info or registry.WithCredentials) are sent as digest auth
+// ("user:pass") on every connection, and re-sent by the client on reconnect.
+// registry.WithTLS dials TLS (the server needs a secure client port). The driver
+// option DialerOption ("zk.dialer") replaces the TCP dialer; see Dialer.
+//
+// # Layouts
+//
+// layout=regkit: instance I of service S is the ephemeral znode
+// <chroot>/services/S/I holding the JSON {"id","service","host","port","weight",
+// "zone","metadata"} (the same record as the etcd backend).
+//
+// layout=curator: Curator x-discovery's layout <chroot><base>/S/I, an ephemeral znode
+// holding Curator's ServiceInstance JSON as its JsonInstanceSerializer writes it:
+// {"name":S,"id":I,"address":Host,"port":Port,"sslPort":null,"payload":{...},
+// "registrationTimeUTC":ms,"serviceType":"DYNAMIC","uriSpec":null,"enabled":true}.
+// The payload is Spring Cloud Zookeeper's ZookeeperInstance
+// ({"@class":"org.springframework.cloud.zookeeper.discovery.ZookeeperInstance",
+// "id":S,"name":S,"metadata":{...}}), the most common payload in Java fleets.
+// Mapping: Metadata <-> payload.metadata, except "weight" <-> Weight and "zone" <->
+// Zone (the metadata keys Spring Cloud LoadBalancer reads); Healthy <- enabled
+// (absent means true). On read, a payload without a metadata object is tolerated:
+// its string fields become Metadata "payload.<field>", and a string payload becomes
+// Metadata "payload"; a null or zero port uses sslPort as Port.
+//
+// layout=dubbo: Dubbo 2.x's interface-level layout:
+// <chroot>/<group>/S/providers/<url-encoded URL>, an ephemeral znode with no data,
+// where S is the Java interface name and the URL is
+// dubbo://Host:Port/S?anyhost=false&interface=S&side=provider&timestamp=ms&weight=W...
+// with the Metadata as further query parameters. Mapping: Metadata <-> query
+// parameters, except weight <-> Weight (Dubbo's default 100 is ours), zone <-> Zone,
+// the URL scheme <-> Metadata "protocol" when it is not "dubbo", and "regkit.id" <->
+// ID when the ID is not the default "Host:Port". Parameters that only restate the
+// layout (interface, side, timestamp, anyhost, category) are dropped on read. A
+// provider with enabled=false or disabled=true is not Healthy. Put of an ID already
+// there deletes the old URL node first (the URL changes with the metadata).
+//
+// # Liveness and re-registration
+//
+// One ZooKeeper connection (and so one session) per Conn holds every registration,
+// List, Watch and store call. Registrations are ephemeral znodes of that session.
+// The client reconnects by itself; while the session survives (a short outage, a
+// server restart on the same data), nothing happens. When the server reports the
+// session expired (after an outage longer than the session timeout, a kill of the
+// session, or a restart that lost it), the client opens a new session and every
+// Lease created in the old session reports Lost with ErrSessionLost; package
+// registry then puts the instances again in the new session: the ephemeral
+// registrations come back with the same data, as Curator's PersistentNode does. A
+// Put whose node turns out to be owned by another session (a stale entry of the
+// same ID) replaces it; a Put whose create was cut off finds its node as its own
+// on the retry. Lost is reported once the client has learned of the expiry, which
+// needs a connection to the server: during a partition nothing can be re-put anyway.
+//
+// Conn.Listen reports the registration connection's states as Curator's
+// ConnectionStateListener does: Connected, Suspended when the connection drops,
+// Reconnected when a session is back (the same, or after Lost the next one), Lost
+// when the server reports the session expired or the connection stayed down for a
+// whole session timeout.
+//
+// Reconnection: go-zookeeper's own host provider waits a second before every
+// attempt to a single server; this driver's tries twice at once after a lost
+// connection (learning of an expiry and opening the new session take two), then
+// 50ms to 400ms apart, then once a second per round of servers.
+//
+// Store sessions themselves are terminal (the registry contract); ephemeral store
+// keys that must come back after a session loss, as Curator's PersistentNode, are
+// registry.Store.NewPersistentNode, which opens the next session over this driver
+// (proved by the store suite's PersistentNode case against this backend).
+//
+// # Watches
+//
+// go-zookeeper 1.0.4 does not offer ZooKeeper 3.6's persistent recursive watches
+// (AddWatch), so watches are one-shot watches re-armed after every event: a child
+// watch on every directory and a data watch on every node of the watched subtree
+// (the service directory and its instances; for WatchTree, every descendant), an
+// exists watch on the root while it does not exist. Every re-arm is followed by a
+// notify, and package registry re-lists after each notify, so no change between two
+// watches is lost. When the connection drops or the session changes, Watch returns an
+// error at once (so the view turns stale and is re-listed after the gap) instead of
+// relying on the client's silent watch restoration. Known cost: go-zookeeper keeps
+// the channels of watches a returned Watch abandoned until their node changes, so a
+// long-lived, unchanging subtree accumulates one stale channel per node and outage.
+//
+// # Coordination store
+//
+// Store key K is the znode <chroot>K (key "/" is the chroot itself; with no chroot
+// the server's own "/zookeeper" subtree is hidden and never deleted). Version is the
+// data version (Stat.Version), CreateRevision the czxid, Session the owner session
+// id in hex. Missing parents are created as empty persistent znodes. Sequential keys
+// use ZooKeeper's own sequence flag (the 10-digit suffix is the parent's cversion).
+// Recursive delete removes children first and tolerates concurrent deletes; the
+// version check applies to the key itself, before its descendants are removed. Tree
+// is read node by node (ZooKeeper has no snapshot read), so it is not atomic.
+//
+// Sessions (NewSession) each own a connection of their own with session timeout =
+// TTL (default 10s, clamped by the server). States, as Curator names them:
+// Connected once the session is established; Suspended when the connection drops;
+// Reconnected when it comes back with the same session; Lost when the server reports
+// the session expired, or when the connection stays down for a whole session
+// timeout (Curator's standard policy: the server has expired it or will soon). After
+// Lost the connection is closed and never opens a new session: a lost session is
+// terminal, open a new one. Close closes the session on the server, which deletes
+// its ephemeral keys at once.
+//
+// # Protected creation
+//
+// An ephemeral sequential create that fails with a connection loss may still have
+// been applied; a blind retry would leave an orphan that lives as long as the
+// session. As Curator's protection mode does, such creates put a GUID in the name,
+// _c_<32 hex digits>-<name><sequence> (Curator's format), and after a connection
+// loss look for a child carrying the GUID before retrying. The prefix is part of the
+// key: Node.Key and Children show it, as Curator does; order such keys by their last
+// 10 digits (SequenceOf), or by CreateRevision. protect=false turns it off.
+//
+// # Choices where the issue was silent
+//
+//   - Close of a Conn closes its session on the server: its ephemeral nodes go at
+//     once, not after the session timeout.
+//   - Listing.Revision is the service directory's pzxid.
+//   - The go-zookeeper log goes to the registry logger at Debug level.
+//   - Host names are resolved by the dialer at each connection attempt (not once,
+//     as go-zookeeper's default provider does); a name with several addresses uses
+//     the dialer's choice.
+//   - Instance IDs are node names; registry's validation already excludes '/'. In
+//     the curator layout, user metadata keys "weight" and "zone" are taken by the
+//     mapping.
+//   - The registration connection's session timeout and a store session's TTL are
+//     asked for; the server may grant another (zoo.cfg min/maxSessionTimeout), and
+//     a session's Lost-on-timeout uses the TTL asked for.
+package zk
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+	"github.com/regkit/regkit/registry"
+)
+
+func init() { registry.Register("zk", driver{}) }
+
+// Defaults.
+const (
+	DefaultSessionTimeout = 10 * time.Second
+	DefaultConnectTimeout = 10 * time.Second
+	DefaultChroot         = "/regkit"
+	DefaultCuratorBase    = "/services"
+	DefaultDubboGroup     = "dubbo"
+)
+
+// DialerOption is the registry.WithDriverOption key of a Dialer that replaces the TCP
+// dialer of every connection the driver opens (registrations and sessions).
+const DialerOption = "zk.dialer"
+
+// Dialer dials one ZooKeeper server; it has the shape of go-zookeeper's zk.Dialer.
+type Dialer = func(network, address string, timeout time.Duration) (net.Conn, error)
+
+// Layout names a registration layout (the URL's layout parameter).
+type Layout string
+
+// Layouts.
+const (
+	LayoutRegkit  Layout = "regkit"
+	LayoutCurator Layout = "curator"
+	LayoutDubbo   Layout = "dubbo"
+)
+
+type driver struct{}
+
+type config struct {
+	hosts          []string
+	chroot         string // "" for none, else "/a/b"
+	layout         Layout
+	base           string // curator base path, absolute (with chroot)
+	group          string // dubbo root path, absolute (with chroot)
+	sessionTimeout time.Duration
+	connectTimeout time.Duration
+	acl            []zk.ACL
+	auth           []byte // digest "user:pass" or nil
+	protect        bool
+	dialer         Dialer
+	log            *slog.Logger
+}
+
+func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (registry.Conn, error) {
+	hosts, err := registry.Hosts(u, 2181)
+	if err != nil {
+		return nil, err
+	}
+	p := registry.NewParams(u)
+	layout := Layout(p.OneOf("layout", string(LayoutRegkit), string(LayoutRegkit), string(LayoutCurator), string(LayoutDubbo)))
+	base := p.String("base", DefaultCuratorBase)
+	group := p.String("group", DefaultDubboGroup)
+	st := p.Duration("session_timeout", DefaultSessionTimeout)
+	ct := p.Duration("connect_timeout", DefaultConnectTimeout)
+	defACL := "open"
+	if cfg.Username != "" {
+		defACL = "creator"
+	}
+	aclName := p.OneOf("acl", defACL, "open", "creator", "creator-read")
+	protect := p.Bool("protect", true)
+	if err := p.Done(); err != nil {
+		return nil, err
+	}
+	if st < time.Second {
+		return nil, &registry.FieldError{Field: "session_timeout", Value: st.String(), Reason: "must be at least 1s"}
+	}
+	if ct <= 0 {
+		ct = DefaultConnectTimeout
+	}
+	c := config{hosts: hosts, layout: layout, sessionTimeout: st, connectTimeout: ct, protect: protect, log: cfg.Logger}
+	switch {
+	case u.Path == "" && layout == LayoutRegkit:
+		c.chroot = DefaultChroot
+	case u.Path == "" || u.Path == "/":
+		c.chroot = ""
+	default:
+		c.chroot = strings.TrimSuffix(u.Path, "/")
+		if err := registry.ValidKey(c.chroot); err != nil {
+			return nil, &registry.FieldError{Field: "url", Value: u.Path, Reason: "bad chroot: " + err.Error()}
+		}
+	}
+	if base = "/" + strings.Trim(base, "/"); base == "/" {
+		return nil, &registry.FieldError{Field: "base", Value: base, Reason: "must not be empty"}
+	}
+	if err := registry.ValidKey(base); err != nil {
+		return nil, &registry.FieldError{Field: "base", Value: base, Reason: err.Error()}
+	}
+	if group = strings.Trim(group, "/"); group == "" || strings.Contains(group, "/") {
+		return nil, &registry.FieldError{Field: "group", Value: group, Reason: "must be one path segment"}
+	}
+	c.base = c.chroot + base
+	c.group = c.chroot + "/" + group
+	if cfg.Username != "" {
+		c.auth = []byte(cfg.Username + ":" + cfg.Password)
+	}
+	switch aclName {
+	case "open":
+		c.acl = zk.WorldACL(zk.PermAll)
+	case "creator", "creator-read":
+		if c.auth == nil {
+			return nil, &registry.FieldError{Field: "acl", Value: aclName, Reason: "needs credentials (URL user info or WithCredentials)"}
+		}
+		c.acl = zk.AuthACL(zk.PermAll)
+		if aclName == "creator-read" {
+			c.acl = append(c.acl, zk.WorldACL(zk.PermRead)...)
+		}
+	}
+	c.dialer = net.DialTimeout
+	if d, ok := cfg.DriverOptions[DialerOption]; ok {
+		switch f := d.(type) {
+		case Dialer:
+			c.dialer = f
+		case zk.Dialer:
+			c.dialer = f
+		default:
+			return nil, &registry.FieldError{Field: DialerOption, Value: fmt.Sprintf("%T", d), Reason: "want a zk.Dialer"}
+		}
+	}
+	if cfg.TLS != nil {
+		tc := cfg.TLS.Clone()
+		c.dialer = func(network, addr string, timeout time.Duration) (net.Conn, error) {
+			d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: tc}
+			return d.Dial(network, addr)
+		}
+	}
+	return open(ctx, c)
+}
+
+// Conn is the ZooKeeper driver connection: one go-zookeeper connection (one session)
+// for registrations, discovery and the store, plus one connection per store Session.
+type Conn struct {
+	cfg config
+	zc  *zkConn
+
+	life   context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // calls and goroutines owned by the Conn
+
+	states *stateLog // connection states of the registration connection
+
+	mu       sync.Mutex
+	sessions map[*session]struct{}
+	closed   bool // Close was called
+	draining bool // Close is waiting for wg: nothing may be started any more
+}
+
+var (
+	_ registry.Conn      = (*Conn)(nil)
+	_ registry.StoreConn = (*Conn)(nil)
+)
+
+func open(ctx context.Context, cfg config) (*Conn, error) {
+	life, cancel := context.WithCancel(context.Background())
+	c := &Conn{cfg: cfg, life: life, cancel: cancel, sessions: map[*session]struct{}{}}
+	c.states = newStateLog()
+	zc, err := c.dial(ctx, cfg.sessionTimeout, c.states.hook)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	c.zc = zc
+	c.spawn(func() { c.states.monitor(life, cfg.sessionTimeout) })
+	return c, nil
+}
+
+// Layout returns the registration layout of the connection.
+func (c *Conn) Layout() Layout { return c.cfg.layout }
+
+// Client returns the native client of the registration connection.
+func (c *Conn) Client() *zk.Conn { return c.zc.zk }
+
+// SessionID returns the id of the registration connection's current session, or 0
+// while there is none.
+func (c *Conn) SessionID() int64 {
+	id, _ := c.zc.session()
+	return id
+}
+
+// Capabilities: everything.
+func (c *Conn) Capabilities() registry.Capabilities {
+	return registry.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true}
+}
+
+// Close closes every session still open, then the registration connection (its
+// session ends on the server, deleting its ephemeral nodes), and waits for every
+// goroutine of the connection.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	var ss []*session
+	for s := range c.sessions {
+		ss = append(ss, s)
+	}
+	c.mu.Unlock()
+	for _, s := range ss {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		_ = s.Close(ctx)
+		cancel()
+	}
+	c.cancel()
+	c.zc.close()
+	c.mu.Lock()
+	c.draining = true
+	c.mu.Unlock()
+	c.wg.Wait()
+	return nil
+}
+
+// spawn runs f on a goroutine owned by the Conn; false (f not run) once Close is
+// waiting for its goroutines.
+func (c *Conn) spawn(f func()) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.draining {
+		return false
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// path maps a path relative to the chroot ("/a/b", or "/" for the chroot) to the
+// absolute znode path.
+func (c *Conn) path(rel string) string {
+	if rel == "/" {
+		if c.cfg.chroot == "" {
+			return "/"
+		}
+		return c.cfg.chroot
+	}
+	return c.cfg.chroot + rel
+}
+
+// rel maps an absolute znode path back to a store key.
+func (c *Conn) rel(abs string) string {
+	s := strings.TrimPrefix(abs, c.cfg.chroot)
+	if s == "" {
+		return "/"
+	}
+	return s
+}
+
+// call runs f, a blocking go-zookeeper call, until it returns or ctx is done. The
+// call goroutine is owned by the Conn (go-zookeeper fails pending calls when its
+// connection drops or closes, so it always ends).
+func call[T any](ctx context.Context, c *Conn, f func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	ch := make(chan result, 1)
+	if !c.spawn(func() {
+		v, err := f()
+		ch <- result{v, err}
+	}) {
+		var zero T
+		return zero, fmt.Errorf("connection closed: %w", registry.ErrClosed)
+	}
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-ctx.Done():
+		var zero T
+		return zero, ctx.Err()
+	}
+}
+
+// isConnLoss reports whether err means the request may or may not have been
+// applied (the connection dropped while it was in flight).
+func isConnLoss(err error) bool {
+	return errors.Is(err, zk.ErrConnectionClosed) || errors.Is(err, zk.ErrNoServer) ||
+		errors.Is(err, zk.ErrClosing) || isNetErr(err)
+}
+
+func isNetErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne)
+}
+
+// wrap turns a client error into one matching the registry sentinels.
+func wrap(op, path string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var sentinel error
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("zk: %s %s: %w", op, path, err)
+	case errors.Is(err, zk.ErrNoNode):
+		sentinel = registry.ErrNotFound
+	case errors.Is(err, zk.ErrNodeExists):
+		sentinel = registry.ErrExists
+	case errors.Is(err, zk.ErrBadVersion):
+		sentinel = registry.ErrVersionConflict
+	case errors.Is(err, zk.ErrNotEmpty):
+		sentinel = registry.ErrNotEmpty
+	case errors.Is(err, zk.ErrNoAuth), errors.Is(err, zk.ErrAuthFailed), errors.Is(err, zk.ErrInvalidACL):
+		sentinel = registry.ErrPermission
+	case errors.Is(err, zk.ErrSessionExpired), errors.Is(err, zk.ErrSessionMoved):
+		sentinel = registry.ErrSessionLost
+	case errors.Is(err, zk.ErrBadArguments), errors.Is(err, zk.ErrInvalidPath):
+		sentinel = registry.ErrInvalid
+	case errors.Is(err, registry.ErrSessionLost), errors.Is(err, registry.ErrClosed), errors.Is(err, registry.ErrUnavailable):
+		return fmt.Errorf("zk: %s %s: %w", op, path, err)
+	default:
+		sentinel = registry.ErrUnavailable
+	}
+	return fmt.Errorf("zk: %s %s: %w: %w", op, path, sentinel, err)
+}
+
+func hexID(id int64) string {
+	if id == 0 {
+		return ""
+	}
+	return strconv.FormatUint(uint64(id), 16)
+}
+
+// slogPrinter forwards go-zookeeper's log to a slog.Logger at Debug.
+type slogPrinter struct{ l *slog.Logger }
+
+func (p slogPrinter) Printf(format string, args ...any) {
+	p.l.Debug("zk: " + fmt.Sprintf(format, args...))
+}
