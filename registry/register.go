@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -134,28 +135,34 @@ func (c *Client) putRetry(ctx context.Context, inst Instance, onErr func(error))
 	}
 }
 
-// keep waits for the lease to be lost and puts the instance again, forever.
+// keep waits for the lease to be lost, or for the instance to vanish from the
+// backend while the lease lives, and puts the instance again, forever.
 func (r *registration) keep() {
 	defer close(r.done)
 	ctx, cancel := context.WithCancel(r.c.life)
 	defer cancel()
-	go func() {
+	go func() { // ends with ctx, which the deferred cancel ends at the latest
 		select {
 		case <-r.stop:
 			cancel()
 		case <-ctx.Done():
 		}
 	}()
+	vanished, stopGuard := r.guard(ctx)
+	defer stopGuard()
 	for {
 		r.mu.Lock()
 		lease := r.lease
 		r.mu.Unlock()
+		var err error
 		select {
 		case <-ctx.Done():
 			return
 		case <-lease.Lost():
+			err = lease.Err()
+		case <-vanished:
+			err = fmt.Errorf("registry: %s was deleted from the backend by someone else while its lease lived", r.inst)
 		}
-		err := lease.Err()
 		r.c.log.warn("registry: registration lost, registering again", "instance", r.inst.String(), "err", err)
 		lease.Abandon()
 		r.set(Reregistering, err)
@@ -167,6 +174,50 @@ func (r *registration) keep() {
 		r.lease = nl
 		r.mu.Unlock()
 		r.set(Registered, nil)
+	}
+}
+
+// guard follows the instance's service through the client's shared watch and
+// signals when the instance, once seen on the backend, is gone from a fresh view
+// although its lease was not reported lost: someone deleted it (an operator, or a
+// second process registering the same ID and deregistering on its way out).
+// Absence is only acted on after presence, so a view that lags behind the put
+// (Nacos list caches) does not cause a put loop; a spurious re-put is harmless,
+// since Put replaces.
+func (r *registration) guard(ctx context.Context) (<-chan struct{}, func()) {
+	vanished := make(chan struct{}, 1)
+	w, err := r.c.Watch(ctx, r.inst.Service)
+	if err != nil {
+		return vanished, func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		seen := false
+		for {
+			s, err := w.Next(ctx)
+			if err != nil {
+				return
+			}
+			if s.Stale {
+				continue
+			}
+			present := slices.ContainsFunc(s.Instances, func(in Instance) bool { return in.ID == r.inst.ID })
+			switch {
+			case present:
+				seen = true
+			case seen:
+				seen = false
+				select {
+				case vanished <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return vanished, func() {
+		w.Close()
+		<-done
 	}
 }
 

@@ -22,6 +22,7 @@ func RunRegistry(t *testing.T, h Harness) {
 	t.Run("WatchSeesChangesInOrder", func(t *testing.T) { testWatchChanges(t, &h) })
 	t.Run("ConcurrentRegistrations", func(t *testing.T) { testConcurrent(t, &h) })
 	t.Run("ReregisterAfterSessionLoss", func(t *testing.T) { testSessionLoss(t, &h) })
+	t.Run("ReregisterAfterExternalDelete", func(t *testing.T) { testExternalDelete(t, &h) })
 	t.Run("WatchSurvivesRestart", func(t *testing.T) { testRestart(t, &h) })
 	t.Run("WatchSurvivesCut", func(t *testing.T) { testCut(t, &h) })
 	t.Run("CloseReleasesEverything", func(t *testing.T) { testCloseLeaks(t, &h) })
@@ -434,4 +435,45 @@ func testCloseLeaks(t *testing.T, h *Harness) {
 		}
 		return nil
 	})
+}
+
+// testExternalDelete: a second process registers the same ID and deregisters on
+// its way out, deleting the first one's entry while its lease lives. The first
+// registration must notice and put itself back.
+func testExternalDelete(t *testing.T, h *Harness) {
+	ns := namespace(t)
+	a, b, c := h.open(t, ns), h.open(t, ns), h.open(t, ns)
+	ctx := ctxT(t, 4*h.timeout())
+	r, err := a.Register(ctx, inst("dup", "d1", 7401))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Watch(ctx, "dup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	h.nextUntil(t, w, "registered", hasIDs(true, "d1"))
+	r2, err := b.Register(ctx, inst("dup", "d1", 7401))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.Deregister(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually(t, "first registration put back after someone deleted it", func() error {
+		got, err := c.Conn().List(ctx, "dup")
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(ids(got.Instances), []string{"d1"}) {
+			return fmt.Errorf("server has %v (registration state %v, last error %v)", ids(got.Instances), r.State(), r.Err())
+		}
+		if r.State() != registry.Registered {
+			return fmt.Errorf("state %v", r.State())
+		}
+		return nil
+	})
+	// And it stays: no put loop, the view settles on d1.
+	h.nextUntil(t, w, "view shows it back", hasIDs(true, "d1"))
 }
