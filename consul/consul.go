@@ -1,0 +1,580 @@
+// Package consul is the Consul backend, scheme "consul://", over
+// github.com/hashicorp/consul/api.
+//
+//	consul://127.0.0.1:8500/prod?token=…&dc=dc2&check_ttl=10s&deregister_after=1m
+//
+// # URL
+//
+// The host is the HTTP address of one Consul agent (default port 8500); a list of
+// hosts is rejected, since Consul clients talk to their local agent. The scheme of the
+// HTTP connection is http, or https when registry.WithTLS is given. The optional path
+// is a single segment of letters, digits, '.', '_' and '-' naming a namespace: it
+// prefixes every Consul service name ("/prod" turns service "orders" into the Consul
+// service "prod-orders") and is the root of the store's keys ("prod/kv/…"). Without a
+// path, service names are used as they are (so that other Consul clients and DNS see
+// "orders") and the store lives under "regkit/". Query parameters, all optional:
+//
+//   - token: the ACL token. The password of registry.WithCredentials (or of the URL's
+//     user info) is used as the token when token is absent; giving both with
+//     different values is an error. The user name is ignored. Without either, the
+//     api's CONSUL_HTTP_TOKEN environment variable applies.
+//   - dc: the datacenter that discovery (List, Watch) reads from; default the agent's
+//     own. Registrations always go to the agent, and the store and its sessions to the
+//     agent's datacenter.
+//   - check_ttl: the TTL of the check every registration carries (default 10s, at
+//     least 1s); the registration passes it every check_ttl/3.
+//   - deregister_after: DeregisterCriticalServiceAfter of every check (default 1m): a
+//     process that died without deregistering disappears that long after its check
+//     went critical. Consul (dev mode included) raises values under one minute to one
+//     minute and reaps every 30s, so that takes 1 to 1.5 minutes at the least.
+//   - session_ttl: the default TTL of store sessions (default 10s). Consul accepts 10s
+//     to 24h; shorter and longer TTLs, here and in registry.WithTTL, are
+//     clamped into that range.
+//   - lock_delay: the lock delay of store sessions (default 0, sent as 1ms since the
+//     api omits zero): how long Consul refuses to hand a key released by an
+//     invalidated session to another session. At most 60s.
+//   - wait: the longest wait of one blocking query (default 30s, 1s to 10m). A watch
+//     notices a silent network partition at the latest after wait + wait/16 + 5s.
+//   - stale: discovery reads may be answered by any server (AllowStale, default true),
+//     so a cluster without a leader still answers; Listing.ReplicaLag is then the
+//     answering server's LastContact and Listing.NoLeader is !KnownLeader. With
+//     stale=false reads go to the leader. Store reads always go to the leader.
+//   - passing_only: discovery returns only instances whose checks all pass (default
+//     true, Consul's ?passing), each with Healthy true. With passing_only=false it
+//     returns every instance, Healthy being true when all its checks pass (warning and
+//     critical are unhealthy).
+//   - timeout: how long Open waits for the agent to answer (default 5s).
+//
+// Driver options (registry.WithDriverOption): ChecksOption adds caller checks (HTTP,
+// TCP, gRPC, …) to every registration; TagsOption adds tags. Any other key is
+// rejected.
+//
+// # Data layout
+//
+// An instance is an agent service registration: Consul service name
+// "<namespace>-<service>" (or "<service>"), service ID "<consul name>@<instance id>"
+// ('@' cannot occur in either part, so IDs never collide), Address and Port,
+// Weights{Passing: Weight, Warning: 1}, tag "regkit" plus TagsOption, and Meta:
+// "regkit-id" (the instance ID), "zone" (the Zone, when set) and every Metadata pair
+// Consul can store as meta (key of [A-Za-z0-9_-], at most 128 bytes, not "zone", not
+// starting with "consul-" or "regkit-"; value at most 512 bytes; 60 pairs at most).
+// The other pairs travel as JSON in one tag "regkit-meta=<json>". It carries a TTL
+// check with ID "<service ID>:ttl", registered passing, plus the caller's checks.
+// Discovery also returns instances registered by other Consul clients: ID is their
+// service ID, Weight their passing weight, Metadata their meta without "zone"; their
+// tags are not mapped.
+//
+// Store key K is the Consul key "<root>/kv<K>" ("<root>/kv" for "/"); the sequence
+// counter of parent P is "<root>/seq<P>" ("<root>/seq" for "/"). Version is the
+// ModifyIndex, CreateRevision the CreateIndex, Node.Session the session holding the
+// key.
+//
+// # Liveness and re-registration
+//
+// Each Put has its own keep-alive goroutine passing the TTL check. When the agent
+// answers that it does not know the check (it restarted with its state lost, or the
+// service was deregistered behind our back), the Lease reports Lost and package
+// registry registers the instance again. Connection errors alone do not lose a
+// registration: the check goes critical on the agent after check_ttl (so discovery
+// with passing_only hides the instance) and the agent removes the service after
+// deregister_after; the keep-alive keeps trying and passes the check again once the
+// agent answers, or reports Lost when the agent no longer knows it.
+//
+// Store sessions are Consul sessions with the session TTL, behavior "delete" (their
+// keys are deleted when they end) and the agent's serfHealth check, renewed every
+// TTL/3 by a goroutine of their own. A session is Suspended when a renewal fails, and
+// Reconnected when one succeeds again; it is Lost when Consul answers that the session
+// is gone (to a renewal; a create refused for an invalid session triggers one at
+// once), or when no renewal succeeded for a whole TTL (Consul may have invalidated it
+// by then: it does between TTL and 2×TTL).
+//
+// # Watches
+//
+// Watches are blocking queries with WaitIndex on the service's health endpoint (the
+// store: on the key prefix) following Consul's documented index rules: the first
+// query (index 0) returns at once and arms the watch (first notify); later ones notify
+// whenever X-Consul-Index differs from the last; an index that went backwards resets
+// the next query to 0; an index of 0 is replaced by 1 so queries keep blocking; and a
+// query that did not advance the index is followed by the next one no sooner than
+// 50ms after it started, so a misbehaving index cannot make the loop spin (a query
+// that advanced it re-arms at once, so changes are seen without delay: Consul's write
+// rate bounds how often that happens, and package registry coalesces the re-lists).
+// Each query waits at most the wait parameter and is bounded by a deadline a little
+// longer, so a connection that went silent breaks the watch. Any error
+// ends the Watch with that error (wrapping registry.ErrUnavailable or
+// registry.ErrPermission), and package registry backs off, re-lists and re-arms:
+// one blocking loop per service is shared by all watchers of a Client.
+//
+// # Store
+//
+// Create is one Consul transaction: the missing parents (create-only), the
+// sequence counter's compare-and-set when sequential, check-not-exists and set (or
+// lock with the session, for ephemeral keys) of the key. The suffix of a sequential
+// key comes from the per-parent counter incremented in the same transaction, so
+// suffix order, creation order and CreateIndex order agree. Set and Delete with a
+// version are transactions comparing the ModifyIndex; recursive Delete is one
+// transaction deleting the key and the tree under "<key>/". Non-recursive Delete
+// first lists the key's children (ErrNotEmpty); a child created between that check
+// and the delete is left without its parent (ZooKeeper would refuse; Consul offers no
+// "prefix is empty" transaction check). Tree and WatchTree read the key's prefix.
+//
+// # ACL and TLS
+//
+// A 403 answer (or one saying "Permission denied" or "ACL not found") is an error
+// matching registry.ErrPermission that names the ACL. Open checks that the agent
+// answers (GET /v1/status/leader, which needs no ACL) and, when a token is given,
+// that Consul knows the token (GET /v1/acl/token/self; an "ACL support disabled"
+// answer is accepted), so a wrong token fails Open. Without a token, Open succeeds
+// and writes fail with ErrPermission. Consul filters what a token may not read out of
+// discovery answers instead of refusing them; when it says it filtered (it does for
+// real tokens, not for the anonymous one) and nothing is left, List fails with
+// ErrPermission rather than reporting an empty service. Note that with ACLs the agent
+// itself needs an agent token (acl.tokens.agent) allowed to write the services, or it
+// cannot sync deregistrations to the catalog ("Service deregistration blocked by
+// ACLs") and deregistered instances linger in discovery.
+//
+// With registry.WithTLS the client speaks https to the agent with that tls.Config
+// (a clone); the api's CONSUL_* environment variables are not read for TLS.
+//
+// # Choices where the issue was silent
+//
+//   - Namespaces are a service-name prefix joined with '-', so "a"+"b-c" and "a-b"+"c"
+//     meet in one Consul service: choose namespaces that do not prefix each other's
+//     service names. Instances registered by other Consul clients are discovered too.
+//   - passing_only (default) narrows the registry contract's "every instance" to the
+//     passing ones, as the issue asks; Snapshot.Healthy then filters nothing.
+//   - Discovery reads are stale by default (the issue asks that a leaderless cluster
+//     answer); store reads and transactions are never stale, for compare-and-set.
+//   - dc applies to discovery only: the agent registers locally, and sessions can
+//     only hold keys of their own datacenter.
+//   - Registrations each pass their own TTL check (no shared keep-alive as etcd's
+//     lease): Consul checks belong to services. A re-Put replaces the service and its
+//     checks (replace-existing-checks), so a changed check set leaves nothing behind.
+//   - Sessions carry the agent's serfHealth check besides their TTL, so a session
+//     also ends when its agent is declared dead; their lock delay is 0 by default so
+//     a lost session's ephemeral key can be created again at once.
+//   - Conn.Close abandons what is still held (the registry deregisters its
+//     registrations and closes its sessions before); abandoned registrations go
+//     critical after check_ttl and are removed after deregister_after.
+package consul
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/regkit/regkit/registry"
+)
+
+func init() { registry.Register("consul", driver{}) }
+
+// Defaults of the URL parameters.
+const (
+	DefaultCheckTTL        = 10 * time.Second
+	DefaultDeregisterAfter = time.Minute
+	DefaultSessionTTL      = 10 * time.Second
+	DefaultWait            = 30 * time.Second
+	DefaultTimeout         = 5 * time.Second
+	// DefaultRoot is the store's root key without a namespace in the URL path.
+	DefaultRoot = "regkit"
+)
+
+// Consul's bounds on session TTLs.
+const (
+	MinSessionTTL = 10 * time.Second
+	MaxSessionTTL = 24 * time.Hour
+)
+
+// minQueryInterval is the shortest time between the starts of two blocking queries
+// of one watch when the first did not advance the index (a wait that timed out, a
+// spurious wake-up, an index that went backwards or was 0), so a misbehaving index
+// cannot make a watch spin.
+const minQueryInterval = 50 * time.Millisecond
+
+var nsRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+type driver struct{}
+
+// settings are what the URL and driver options configure.
+type settings struct {
+	namespace       string
+	dc              string
+	checkTTL        time.Duration
+	deregisterAfter time.Duration
+	sessionTTL      time.Duration
+	lockDelay       time.Duration
+	wait            time.Duration
+	stale           bool
+	passingOnly     bool
+	checks          Checks
+	tags            []string
+}
+
+func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (registry.Conn, error) {
+	ru, _ := url.Parse(redact(u)) // Hosts names the URL in its errors: not the token
+	if ru == nil {
+		ru = &url.URL{Host: u.Host}
+	}
+	hosts, err := registry.Hosts(ru, 8500)
+	if err != nil {
+		return nil, err
+	}
+	if len(hosts) != 1 {
+		return nil, &registry.FieldError{Field: "url", Value: redact(u), Reason: "consul takes the address of one agent"}
+	}
+	p := registry.NewParams(u)
+	token := p.String("token", "")
+	var s settings
+	s.dc = p.String("dc", "")
+	s.checkTTL = p.Duration("check_ttl", DefaultCheckTTL)
+	s.deregisterAfter = p.Duration("deregister_after", DefaultDeregisterAfter)
+	s.sessionTTL = p.Duration("session_ttl", DefaultSessionTTL)
+	s.lockDelay = p.Duration("lock_delay", 0)
+	s.wait = p.Duration("wait", DefaultWait)
+	s.stale = p.Bool("stale", true)
+	s.passingOnly = p.Bool("passing_only", true)
+	timeout := p.Duration("timeout", DefaultTimeout)
+	if err := p.Done(); err != nil {
+		return nil, err
+	}
+	switch {
+	case s.checkTTL < time.Second:
+		return nil, &registry.FieldError{Field: "check_ttl", Value: s.checkTTL.String(), Reason: "must be at least 1s"}
+	case s.deregisterAfter < time.Second:
+		return nil, &registry.FieldError{Field: "deregister_after", Value: s.deregisterAfter.String(), Reason: "must be at least 1s"}
+	case s.lockDelay > time.Minute:
+		return nil, &registry.FieldError{Field: "lock_delay", Value: s.lockDelay.String(), Reason: "must be at most 60s"}
+	case s.wait < time.Second || s.wait > 10*time.Minute:
+		return nil, &registry.FieldError{Field: "wait", Value: s.wait.String(), Reason: "must be between 1s and 10m"}
+	case timeout <= 0:
+		return nil, &registry.FieldError{Field: "timeout", Value: timeout.String(), Reason: "must be positive"}
+	}
+	s.sessionTTL = clampTTL(s.sessionTTL)
+	if ns := strings.Trim(u.Path, "/"); ns != "" {
+		if !nsRE.MatchString(ns) {
+			return nil, &registry.FieldError{Field: "url", Value: u.Path, Reason: "the path must be one segment of [A-Za-z0-9._-] (the namespace)"}
+		}
+		s.namespace = ns
+	}
+	if cfg.Password != "" {
+		if token != "" && token != cfg.Password {
+			return nil, &registry.FieldError{Field: "token", Value: "(redacted)", Reason: "differs from the password given as credentials"}
+		}
+		token = cfg.Password
+	}
+	if err := s.driverOptions(cfg.DriverOptions); err != nil {
+		return nil, err
+	}
+
+	tr := newTransport()
+	scheme := "http"
+	if cfg.TLS != nil {
+		scheme = "https"
+		tr.TLSClientConfig = cfg.TLS.Clone()
+	}
+	cli, err := api.NewClient(&api.Config{
+		Address:    hosts[0],
+		Scheme:     scheme,
+		Token:      token,
+		Transport:  tr,
+		HttpClient: &http.Client{Transport: tr},
+	})
+	if err != nil {
+		tr.CloseIdleConnections()
+		return nil, &registry.FieldError{Field: "url", Value: redact(u), Reason: err.Error()}
+	}
+	c := newConn(cli, tr, s, cfg.Logger)
+	octx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := c.probe(octx, token != ""); err != nil {
+		tr.CloseIdleConnections()
+		return nil, err
+	}
+	return c, nil
+}
+
+// redact returns u for error messages, without the password of its user info and
+// the value of its token parameter.
+func redact(u *url.URL) string {
+	r := *u
+	if q := r.Query(); q.Has("token") {
+		q.Set("token", "REDACTED")
+		r.RawQuery = q.Encode()
+	}
+	return r.Redacted()
+}
+
+// driverOptions reads the registry.WithDriverOption settings.
+func (s *settings) driverOptions(opts map[string]any) error {
+	for k, v := range opts {
+		switch k {
+		case ChecksOption:
+			switch x := v.(type) {
+			case Checks:
+				s.checks = x
+			case func(registry.Instance) []*api.AgentServiceCheck:
+				s.checks = x
+			case []*api.AgentServiceCheck:
+				s.checks = func(registry.Instance) []*api.AgentServiceCheck { return x }
+			default:
+				return &registry.FieldError{Field: k, Value: fmt.Sprintf("%T", v), Reason: "want consul.Checks or []*api.AgentServiceCheck"}
+			}
+		case TagsOption:
+			tags, ok := v.([]string)
+			if !ok {
+				return &registry.FieldError{Field: k, Value: fmt.Sprintf("%T", v), Reason: "want []string"}
+			}
+			for _, t := range tags {
+				if t == tagRegkit || strings.HasPrefix(t, tagMetaPrefix) {
+					return &registry.FieldError{Field: k, Value: t, Reason: "tag reserved by regkit"}
+				}
+			}
+			s.tags = append([]string(nil), tags...)
+		default:
+			return &registry.FieldError{Field: "DriverOptions", Value: k, Reason: "unknown consul driver option (want " + ChecksOption + " or " + TagsOption + ")"}
+		}
+	}
+	return nil
+}
+
+func clampTTL(d time.Duration) time.Duration {
+	return min(max(d, MinSessionTTL), MaxSessionTTL)
+}
+
+// newTransport is a pooled transport like the api's default, owned by the Conn so
+// that Close can drop its idle connections.
+func newTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 15 * time.Second}).DialContext,
+		MaxIdleConns:          100,
+		MaxIdleConnsPerHost:   32,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// New wraps an existing api client; the returned registry.Client does not close its
+// connections. namespace is as the URL's path ("" for none); every other setting has
+// its URL default.
+func New(cli *api.Client, namespace string, opts ...registry.Option) *registry.Client {
+	s := settings{namespace: strings.Trim(namespace, "/"), checkTTL: DefaultCheckTTL, deregisterAfter: DefaultDeregisterAfter,
+		sessionTTL: DefaultSessionTTL, wait: DefaultWait, stale: true, passingOnly: true}
+	return registry.NewClient(newConn(cli, nil, s, slog.Default()), opts...)
+}
+
+// Conn is the Consul driver connection.
+type Conn struct {
+	cli *api.Client
+	tr  *http.Transport // nil when the client was given to New
+	s   settings
+	log *slog.Logger
+
+	life   context.Context
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
+}
+
+var (
+	_ registry.Conn      = (*Conn)(nil)
+	_ registry.StoreConn = (*Conn)(nil)
+)
+
+func newConn(cli *api.Client, tr *http.Transport, s settings, log *slog.Logger) *Conn {
+	life, cancel := context.WithCancel(context.Background())
+	return &Conn{cli: cli, tr: tr, s: s, log: log, life: life, cancel: cancel}
+}
+
+// Client returns the native client.
+func (c *Conn) Client() *api.Client { return c.cli }
+
+// ServiceName returns the Consul service name of a registry service: the namespace
+// prefix and the name.
+func (c *Conn) ServiceName(service string) string {
+	if c.s.namespace == "" {
+		return service
+	}
+	return c.s.namespace + "-" + service
+}
+
+// ServiceID returns the Consul service ID under which the instance id of service is
+// registered.
+func (c *Conn) ServiceID(service, id string) string { return c.ServiceName(service) + "@" + id }
+
+// Capabilities: everything.
+func (c *Conn) Capabilities() registry.Capabilities {
+	return registry.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true}
+}
+
+// Close stops every keep-alive and session renewal and waits for them. Registrations
+// still held are left to their TTL check and deregister_after; sessions still open to
+// their TTL.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.cancel()
+	c.wg.Wait()
+	if c.tr != nil {
+		c.tr.CloseIdleConnections()
+	}
+	return nil
+}
+
+// spawn runs f on a goroutine owned by the Conn (Close cancels c.life and waits for
+// it), or reports false when the Conn is closed.
+func (c *Conn) spawn(f func()) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// probe checks that the agent answers and, with a token, that Consul knows it.
+func (c *Conn) probe(ctx context.Context, token bool) error {
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	if _, err := c.cli.Status().LeaderWithQueryOptions(q); err != nil {
+		return wrap("connect to the agent", "", err)
+	}
+	if !token {
+		return nil
+	}
+	if _, _, err := c.cli.ACL().TokenReadSelf(q); err != nil {
+		var se api.StatusError
+		if errors.As(err, &se) && se.Code == http.StatusUnauthorized { // ACLs disabled
+			return nil
+		}
+		if strings.Contains(err.Error(), "ACL support disabled") {
+			return nil
+		}
+		return wrap("check token", "", err)
+	}
+	return nil
+}
+
+// wrap turns a client error into one matching the registry sentinels.
+func wrap(op, what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if what != "" {
+		op += " " + what
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("consul: %s: %w", op, err)
+	}
+	if isPermission(err) {
+		return fmt.Errorf("consul: %s: ACL denied the request (check the token): %w: %w", op, registry.ErrPermission, err)
+	}
+	var se api.StatusError
+	if errors.As(err, &se) {
+		switch se.Code {
+		case http.StatusNotFound:
+			return fmt.Errorf("consul: %s: %w: %w", op, registry.ErrNotFound, err)
+		case http.StatusBadRequest:
+			return fmt.Errorf("consul: %s: %w: %w", op, registry.ErrInvalid, err)
+		}
+	}
+	return fmt.Errorf("consul: %s: %w: %w", op, registry.ErrUnavailable, err)
+}
+
+// isPermission reports whether err is an ACL refusal.
+func isPermission(err error) bool {
+	var se api.StatusError
+	if errors.As(err, &se) && se.Code == http.StatusForbidden {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "Permission denied") || strings.Contains(msg, "ACL not found") ||
+		strings.Contains(msg, "response code: 403")
+}
+
+// queryOpts returns the options of one read; index > 0 makes it a blocking query.
+func (c *Conn) queryOpts(ctx context.Context, index uint64, discovery bool) *api.QueryOptions {
+	q := &api.QueryOptions{WaitIndex: index}
+	if discovery {
+		q.AllowStale, q.Datacenter = c.s.stale, c.s.dc
+	}
+	if index > 0 {
+		q.WaitTime = c.s.wait
+	}
+	return q.WithContext(ctx)
+}
+
+// nextIndex applies Consul's blocking-query index rules to the index got that a query
+// made with index prev returned. It returns the index of the next query (0 after the
+// index went backwards, 1 instead of 0 so that queries keep blocking), whether
+// something may have changed (the index differs), and whether the next query must
+// wait for minQueryInterval (the index did not advance, so an immediate query could
+// spin).
+func nextIndex(prev, got uint64) (next uint64, changed, throttle bool) {
+	changed = got != prev
+	throttle = got <= prev || got == 0
+	switch {
+	case got < prev: // the index went backwards (snapshot restore, new cluster): start over
+		next = 0
+	case got == 0:
+		next = 1
+	default:
+		next = got
+	}
+	return next, changed, throttle
+}
+
+// block runs a blocking-query loop until ctx is done or a query fails; query runs one
+// query with the given options and returns its X-Consul-Index. discovery selects the
+// stale and dc settings of discovery reads.
+func (c *Conn) block(ctx context.Context, what string, discovery bool, notify func(), query func(q *api.QueryOptions) (uint64, error)) error {
+	var index uint64
+	armed := false
+	for {
+		start := time.Now()
+		// Bound each query, so a connection that went silent breaks the watch.
+		qctx, cancel := context.WithTimeout(ctx, c.s.wait+c.s.wait/16+5*time.Second)
+		got, err := query(c.queryOpts(qctx, index, discovery))
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return wrap("watch", what, err)
+		}
+		next, changed, throttle := nextIndex(index, got)
+		if !armed || changed {
+			armed = true
+			notify()
+		}
+		index = next
+		if !throttle {
+			continue // a real change: re-arm at once
+		}
+		if d := minQueryInterval - time.Since(start); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+		}
+	}
+}

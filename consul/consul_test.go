@@ -1,0 +1,174 @@
+package consul_test
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/regkit/regkit/consul"
+	"github.com/regkit/regkit/internal/testenv"
+	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/registrytest"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// server is one dev agent with a fault proxy in front and an admin client dialling
+// the agent directly.
+type server struct {
+	srv   *testenv.Consul
+	proxy *testenv.Proxy
+	admin *api.Client
+	tr    *http.Transport // admin's
+}
+
+// leakOpts ignore what the tests' servers and fault proxies run (tests running in
+// parallel start theirs at any time), such as the goroutine waiting for a restarted
+// agent process.
+func (s *server) leakOpts(extra ...goleak.Option) []goleak.Option {
+	s.tr.CloseIdleConnections()
+	const te = "github.com/regkit/regkit/internal/testenv."
+	return append([]goleak.Option{
+		goleak.IgnoreAnyFunction(te + "startProc.func1"),
+		goleak.IgnoreAnyFunction(te + "(*Proxy).accept"),
+		goleak.IgnoreAnyFunction(te + "(*Proxy).accept.func1"),
+		goleak.IgnoreAnyFunction(te + "(*Proxy).accept.func1.1"),
+		goleak.IgnoreAnyFunction(te + "(*Proxy).accept.func1.2"),
+	}, extra...)
+}
+
+func startServer(t testing.TB, opts ...testenv.ConsulOption) *server {
+	srv := testenv.StartConsul(t, opts...)
+	proxy := testenv.NewProxy(t, srv.Addr())
+	tr := &http.Transport{DisableKeepAlives: true} // no idle goroutines to confuse leak checks
+	t.Cleanup(tr.CloseIdleConnections)
+	admin, err := api.NewClient(&api.Config{Address: srv.Addr(), Token: srv.Token(), Transport: tr,
+		HttpClient: &http.Client{Transport: tr, Timeout: 10 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if srv.Token() != "" {
+		// With ACLs the agent syncs deregistrations to the catalog with its agent
+		// token, as Consul's docs require of every agent; without one they are
+		// "blocked by ACLs" and deregistered services linger in the catalog.
+		if _, err := admin.Agent().UpdateAgentACLToken(srv.Token(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &server{srv: srv, proxy: proxy, admin: admin, tr: tr}
+}
+
+// url is the URL of a client of namespace ns dialling through the proxy.
+func (s *server) url(ns, extra string) string {
+	u := "consul://" + s.proxy.Addr() + "/" + ns + "?check_ttl=2s&wait=10s&timeout=3s"
+	if extra != "" {
+		u += "&" + extra
+	}
+	return u
+}
+
+func (s *server) open(t testing.TB, ns, extra string, opts ...registry.Option) *registry.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	opts = append([]registry.Option{registry.WithRetryBackoff(50*time.Millisecond, time.Second),
+		registry.WithRequestTimeout(3 * time.Second)}, opts...)
+	c, err := registry.Open(ctx, s.url(ns, extra), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// forget makes the agent forget every regkit registration and destroys every
+// session: what an agent that lost its state or an outage longer than the TTLs does.
+func (s *server) forget(t testing.TB) {
+	t.Helper()
+	svcs, err := s.admin.Agent().Services()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, svc := range svcs {
+		if slices.Contains(svc.Tags, "regkit") {
+			if err := s.admin.Agent().ServiceDeregister(id); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	sessions, _, err := s.admin.Session().List(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, se := range sessions {
+		if _, err := s.admin.Session().Destroy(se.ID, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (s *server) harness() registrytest.Harness {
+	return registrytest.Harness{
+		Name:          "consul",
+		NewClient:     func(t testing.TB, ns string) *registry.Client { return s.open(t, ns, "") },
+		ExpireSession: func(t testing.TB, c *registry.Client) { s.forget(t) },
+		Restart:       func(t testing.TB) { s.srv.Restart(t) },
+		Cut: func(t testing.TB) func() {
+			s.proxy.Cut()
+			return s.proxy.Heal
+		},
+		Timeout: 30 * time.Second,
+	}
+}
+
+func TestRegistryConformance(t *testing.T) { registrytest.RunRegistry(t, startServer(t).harness()) }
+
+// The store suite's restart case wants the data to survive, as it does on a real
+// Consul server; a dev agent loses it, so the store runs on a persistent server.
+func TestStoreConformance(t *testing.T) {
+	registrytest.RunStore(t, startServer(t, testenv.WithConsulPersistent()).harness())
+}
+
+// agentView reads the service's passing instances straight from the agent.
+func (s *server) agentView(t testing.TB, name string) []string {
+	t.Helper()
+	entries, _, err := s.admin.Health().Service(name, "", true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range entries {
+		ids = append(ids, e.Service.Meta["regkit-id"])
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func ids(list []registry.Instance) []string {
+	out := make([]string, len(list))
+	for i, in := range list {
+		out[i] = in.ID
+	}
+	return out
+}
+
+func ctxT(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func conn(t testing.TB, c *registry.Client) *consul.Conn {
+	t.Helper()
+	cc, ok := c.Conn().(*consul.Conn)
+	if !ok {
+		t.Fatalf("conn is %T", c.Conn())
+	}
+	return cc
+}
+
+func errContains(err error, s string) bool { return err != nil && strings.Contains(err.Error(), s) }

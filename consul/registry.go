@@ -1,0 +1,334 @@
+package consul
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/regkit/regkit/registry"
+)
+
+// Driver option keys (registry.WithDriverOption).
+const (
+	// ChecksOption adds health checks to every registration. The value is a Checks
+	// (or a func with its signature) or a []*api.AgentServiceCheck used as is. Checks
+	// without DeregisterCriticalServiceAfter get the URL's deregister_after. Consul
+	// starts them critical unless their Status says otherwise, so with
+	// passing_only the instance is discovered once they pass.
+	ChecksOption = "consul.checks"
+	// TagsOption adds Consul tags ([]string) to every registration.
+	TagsOption = "consul.tags"
+)
+
+// Checks builds the extra checks of one instance being registered.
+type Checks func(inst registry.Instance) []*api.AgentServiceCheck
+
+// HTTPCheck checks http://Host:Port<path> every interval (2xx passing, 429 warning,
+// anything else critical).
+func HTTPCheck(path string, interval time.Duration) Checks {
+	return func(in registry.Instance) []*api.AgentServiceCheck {
+		return []*api.AgentServiceCheck{{Name: "http " + path, HTTP: "http://" + in.Addr() + path,
+			Interval: interval.String(), Timeout: min(interval, 10*time.Second).String()}}
+	}
+}
+
+// TCPCheck checks that Host:Port accepts TCP connections every interval.
+func TCPCheck(interval time.Duration) Checks {
+	return func(in registry.Instance) []*api.AgentServiceCheck {
+		return []*api.AgentServiceCheck{{Name: "tcp", TCP: in.Addr(),
+			Interval: interval.String(), Timeout: min(interval, 10*time.Second).String()}}
+	}
+}
+
+// GRPCCheck runs the standard gRPC health check of service ("" for the whole server)
+// on Host:Port every interval, over plain text unless useTLS.
+func GRPCCheck(service string, useTLS bool, interval time.Duration) Checks {
+	return func(in registry.Instance) []*api.AgentServiceCheck {
+		target := in.Addr()
+		if service != "" {
+			target += "/" + service
+		}
+		return []*api.AgentServiceCheck{{Name: "grpc " + service, GRPC: target, GRPCUseTLS: useTLS,
+			Interval: interval.String(), Timeout: min(interval, 10*time.Second).String()}}
+	}
+}
+
+// Reserved tags and meta keys.
+const (
+	tagRegkit     = "regkit"
+	tagMetaPrefix = "regkit-meta="
+	metaID        = "regkit-id"
+	metaZone      = "zone"
+	maxMetaPairs  = 60 // Consul allows 64; two are ours
+)
+
+var metaKeyRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+
+// canMeta reports whether a metadata pair can be stored as Consul meta as it is.
+func canMeta(k, v string) bool {
+	return metaKeyRE.MatchString(k) && k != metaZone && !strings.HasPrefix(k, "consul-") &&
+		!strings.HasPrefix(k, "regkit-") && len(v) <= 512
+}
+
+// registration builds the agent registration of inst.
+func (c *Conn) registration(inst registry.Instance) (*api.AgentServiceRegistration, error) {
+	id := c.ServiceID(inst.Service, inst.ID)
+	meta := map[string]string{metaID: inst.ID}
+	if inst.Zone != "" {
+		meta[metaZone] = inst.Zone
+	}
+	var extra map[string]string
+	keys := make([]string, 0, len(inst.Metadata))
+	for k := range inst.Metadata {
+		keys = append(keys, k)
+	}
+	// Sorted, so that which pairs overflow does not depend on map order.
+	slices.Sort(keys)
+	for _, k := range keys {
+		v := inst.Metadata[k]
+		if canMeta(k, v) && len(meta) < maxMetaPairs+2 {
+			meta[k] = v
+			continue
+		}
+		if extra == nil {
+			extra = map[string]string{}
+		}
+		extra[k] = v
+	}
+	tags := append([]string{tagRegkit}, c.s.tags...)
+	if extra != nil {
+		b, err := json.Marshal(extra)
+		if err != nil {
+			return nil, fmt.Errorf("consul: encode metadata of %s: %w", inst, err)
+		}
+		tags = append(tags, tagMetaPrefix+string(b))
+	}
+	checks := api.AgentServiceChecks{{
+		CheckID: id + ":ttl", Name: "regkit keep-alive", TTL: c.s.checkTTL.String(), Status: api.HealthPassing,
+		DeregisterCriticalServiceAfter: c.s.deregisterAfter.String(),
+	}}
+	if c.s.checks != nil {
+		for _, ch := range c.s.checks(inst) {
+			if ch == nil {
+				continue
+			}
+			cp := *ch
+			if cp.DeregisterCriticalServiceAfter == "" {
+				cp.DeregisterCriticalServiceAfter = c.s.deregisterAfter.String()
+			}
+			checks = append(checks, &cp)
+		}
+	}
+	return &api.AgentServiceRegistration{
+		ID: id, Name: c.ServiceName(inst.Service), Address: inst.Host, Port: inst.Port, Tags: tags, Meta: meta,
+		Weights: &api.AgentWeights{Passing: inst.Weight, Warning: 1}, Checks: checks,
+	}, nil
+}
+
+// Put registers the instance with the agent, with its TTL check passing, and starts
+// the keep-alive that passes the check every check_ttl/3.
+func (c *Conn) Put(ctx context.Context, inst registry.Instance) (registry.Lease, error) {
+	if c.life.Err() != nil {
+		return nil, fmt.Errorf("consul: put %s: %w", inst, registry.ErrClosed)
+	}
+	reg, err := c.registration(inst)
+	if err != nil {
+		return nil, err
+	}
+	// Replace the checks too: a changed check set must not leave old checks behind.
+	if err := c.cli.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx)); err != nil {
+		return nil, wrap("register", reg.ID, err)
+	}
+	kctx, cancel := context.WithCancel(c.life)
+	l := &lease{c: c, serviceID: reg.ID, checkID: reg.ID + ":ttl", cancel: cancel,
+		stopped: make(chan struct{}), lost: make(chan struct{})}
+	if !c.spawn(func() {
+		defer close(l.stopped)
+		l.keep(kctx)
+	}) {
+		cancel()
+		close(l.stopped)
+		_ = l.Deregister(ctx)
+		return nil, fmt.Errorf("consul: put %s: %w", inst, registry.ErrClosed)
+	}
+	return l, nil
+}
+
+// lease is the keep-alive of one registration.
+type lease struct {
+	c                  *Conn
+	serviceID, checkID string
+	cancel             context.CancelFunc
+	stopped            chan struct{}
+
+	mu   sync.Mutex
+	err  error
+	lost chan struct{}
+}
+
+// keep passes the TTL check every check_ttl/3 until ctx is done or the agent no
+// longer knows the check.
+func (l *lease) keep(ctx context.Context) {
+	tick := time.NewTicker(l.c.s.checkTTL / 3)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		uctx, cancel := context.WithTimeout(ctx, l.c.s.checkTTL/3)
+		err := l.c.cli.Agent().UpdateTTLOpts(l.checkID, "", api.HealthPassing, (&api.QueryOptions{}).WithContext(uctx))
+		cancel()
+		switch {
+		case err == nil, ctx.Err() != nil:
+		case checkGone(err):
+			l.lose(fmt.Errorf("consul: agent no longer knows %s: %w: %w", l.serviceID, registry.ErrSessionLost, err))
+			return
+		default:
+			l.c.log.Debug("consul: passing the TTL check failed; retrying", "service", l.serviceID, "err", err)
+		}
+	}
+}
+
+// checkGone reports whether an UpdateTTL error says the agent does not know the
+// check (it restarted without its state, or the service was deregistered).
+func checkGone(err error) bool {
+	var se api.StatusError
+	if errors.As(err, &se) && se.Code == http.StatusNotFound {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "does not have associated TTL") || strings.Contains(msg, "Unknown check") ||
+		strings.Contains(msg, "unknown check")
+}
+
+func (l *lease) lose(err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err == nil {
+		l.err = err
+		close(l.lost)
+	}
+}
+
+// Lost is closed when the agent forgot the registration.
+func (l *lease) Lost() <-chan struct{} { return l.lost }
+
+// Err says why Lost is closed.
+func (l *lease) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
+
+// Abandon stops the keep-alive.
+func (l *lease) Abandon() {
+	l.cancel()
+	<-l.stopped
+}
+
+// Deregister stops the keep-alive and deregisters the service from the agent; a
+// service the agent does not know is not an error.
+func (l *lease) Deregister(ctx context.Context) error {
+	l.Abandon()
+	err := l.c.cli.Agent().ServiceDeregisterOpts(l.serviceID, (&api.QueryOptions{}).WithContext(ctx))
+	var se api.StatusError
+	if errors.As(err, &se) && se.Code == http.StatusNotFound {
+		return nil
+	}
+	return wrap("deregister", l.serviceID, err)
+}
+
+// List reads the service's instances through the health endpoint.
+func (c *Conn) List(ctx context.Context, service string) (registry.Listing, error) {
+	entries, meta, err := c.cli.Health().Service(c.ServiceName(service), "", c.s.passingOnly, c.queryOpts(ctx, 0, true))
+	if err != nil {
+		return registry.Listing{}, wrap("list", c.where(service), err)
+	}
+	if meta.ResultsFilteredByACLs && len(entries) == 0 {
+		return registry.Listing{}, fmt.Errorf("consul: list %s: the ACL token may not read any instance of %s: %w",
+			service, c.ServiceName(service), registry.ErrPermission)
+	}
+	out := make([]registry.Instance, 0, len(entries))
+	for _, e := range entries {
+		if in, ok := c.instance(service, e); ok {
+			out = append(out, in)
+		}
+	}
+	l := registry.Listing{Instances: out, Revision: meta.LastIndex, NoLeader: !meta.KnownLeader}
+	if c.s.stale {
+		l.ReplicaLag = meta.LastContact
+	}
+	return l, nil
+}
+
+// where names a service in errors, with the datacenter when the URL chose one.
+func (c *Conn) where(service string) string {
+	if c.s.dc == "" {
+		return service
+	}
+	return service + " in datacenter " + c.s.dc
+}
+
+// instance maps a health entry to an Instance.
+func (c *Conn) instance(service string, e *api.ServiceEntry) (registry.Instance, bool) {
+	s := e.Service
+	if s == nil {
+		return registry.Instance{}, false
+	}
+	in := registry.Instance{ID: s.ID, Service: service, Host: s.Address, Port: s.Port, Weight: s.Weights.Passing,
+		Healthy: e.Checks.AggregatedStatus() == api.HealthPassing}
+	if in.Host == "" && e.Node != nil {
+		in.Host = e.Node.Address
+	}
+	if in.Weight <= 0 {
+		in.Weight = registry.DefaultWeight
+	}
+	md := map[string]string{}
+	for k, v := range s.Meta {
+		switch k {
+		case metaID:
+			in.ID = v
+		case metaZone:
+			in.Zone = v
+		default:
+			md[k] = v
+		}
+	}
+	for _, t := range s.Tags {
+		if js, ok := strings.CutPrefix(t, tagMetaPrefix); ok {
+			var extra map[string]string
+			if err := json.Unmarshal([]byte(js), &extra); err != nil {
+				c.log.Warn("consul: skipping undecodable metadata tag", "service", s.Service, "id", s.ID, "err", err)
+				continue
+			}
+			maps.Copy(md, extra)
+		}
+	}
+	if len(md) > 0 {
+		in.Metadata = md
+	}
+	return in, true
+}
+
+// Watch runs blocking queries on the service's health endpoint.
+func (c *Conn) Watch(ctx context.Context, service string, notify func()) error {
+	name := c.ServiceName(service)
+	return c.block(ctx, c.where(service), true, notify, func(q *api.QueryOptions) (uint64, error) {
+		_, meta, err := c.cli.Health().Service(name, "", c.s.passingOnly, q)
+		if err != nil {
+			return 0, err
+		}
+		return meta.LastIndex, nil
+	})
+}

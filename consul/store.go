@@ -1,0 +1,351 @@
+package consul
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/regkit/regkit/registry"
+)
+
+// root is the Consul key every store key lives under.
+func (c *Conn) root() string {
+	if c.s.namespace != "" {
+		return c.s.namespace
+	}
+	return DefaultRoot
+}
+
+// kvKey maps a store key to its Consul key.
+func (c *Conn) kvKey(key string) string {
+	if key == "/" {
+		return c.root() + "/kv"
+	}
+	return c.root() + "/kv" + key
+}
+
+// seqKey is the Consul key of the sequence counter of parent.
+func (c *Conn) seqKey(parent string) string {
+	if parent == "/" {
+		return c.root() + "/seq"
+	}
+	return c.root() + "/seq" + parent
+}
+
+func (c *Conn) storeKey(k string) string {
+	s := strings.TrimPrefix(k, c.root()+"/kv")
+	if s == "" {
+		return "/"
+	}
+	return s
+}
+
+func (c *Conn) node(p *api.KVPair) registry.Node {
+	n := registry.Node{Key: c.storeKey(p.Key), Value: p.Value, Version: int64(p.ModifyIndex),
+		CreateRevision: int64(p.CreateIndex), Session: p.Session}
+	if n.Value == nil {
+		n.Value = []byte{}
+	}
+	return n
+}
+
+// storeOpts are the options of store reads and transactions: consistent enough for
+// compare-and-set (the default mode: the leader answers), never stale.
+func storeOpts(ctx context.Context) *api.QueryOptions { return (&api.QueryOptions{}).WithContext(ctx) }
+
+// txn runs a KV transaction. ok is false when an operation failed; errs maps the
+// failed operations' indexes to Consul's reasons.
+func (c *Conn) txn(ctx context.Context, op, key string, kvOps []*api.KVTxnOp) (ok bool, results []*api.KVPair, errs map[int]string, err error) {
+	ops := make(api.TxnOps, len(kvOps))
+	for i, o := range kvOps {
+		ops[i] = &api.TxnOp{KV: o}
+	}
+	ok, resp, _, err := c.cli.Txn().Txn(ops, storeOpts(ctx))
+	if err != nil {
+		return false, nil, nil, wrap(op, key, err)
+	}
+	for _, r := range resp.Results {
+		if r.KV != nil {
+			results = append(results, r.KV)
+		}
+	}
+	if !ok {
+		errs = map[int]string{}
+		for _, e := range resp.Errors {
+			errs[e.OpIndex] = e.What
+		}
+	}
+	return ok, results, errs, nil
+}
+
+// ancestors returns key's ancestors below "/", top-down.
+func ancestors(key string) []string {
+	var out []string
+	for p := registry.ParentKey(key); p != "/"; p = registry.ParentKey(p) {
+		out = append(out, p)
+	}
+	slices.Reverse(out)
+	return out
+}
+
+// Create writes a new key in one transaction with its missing parents and, for a
+// sequential key, the increment of the parent's counter.
+func (c *Conn) Create(ctx context.Context, key string, value []byte, spec registry.CreateSpec) (registry.Node, error) {
+	var sess *session
+	if spec.Session != nil {
+		s, ok := spec.Session.(*session)
+		if !ok || s.c != c {
+			return registry.Node{}, &registry.FieldError{Field: "Session", Value: spec.Session.ID(), Reason: "not a session of this consul connection"}
+		}
+		if err := s.Err(); err != nil {
+			return registry.Node{}, fmt.Errorf("consul: create %s: %w", key, err)
+		}
+		sess = s
+	}
+	if value == nil {
+		value = []byte{}
+	}
+	parents := ancestors(key)
+	seqKey := c.seqKey(registry.ParentKey(key))
+	for {
+		if err := ctx.Err(); err != nil {
+			return registry.Node{}, fmt.Errorf("consul: create %s: %w", key, err)
+		}
+		// Read which parents are missing and the counter.
+		var missing []string
+		var seq int64
+		var seqIndex uint64
+		if len(parents) > 0 || spec.Sequential {
+			var reads []*api.KVTxnOp
+			for _, p := range parents {
+				reads = append(reads, &api.KVTxnOp{Verb: api.KVGetOrEmpty, Key: c.kvKey(p)})
+			}
+			if spec.Sequential {
+				reads = append(reads, &api.KVTxnOp{Verb: api.KVGetOrEmpty, Key: seqKey})
+			}
+			ok, res, errs, err := c.txn(ctx, "create", key, reads)
+			if err != nil {
+				return registry.Node{}, err
+			}
+			if !ok {
+				return registry.Node{}, fmt.Errorf("consul: create %s: reading parents: %w: %v", key, registry.ErrUnavailable, errs)
+			}
+			exists := map[string]*api.KVPair{}
+			for _, r := range res {
+				if r.CreateIndex > 0 {
+					exists[r.Key] = r
+				}
+			}
+			for _, p := range parents {
+				if exists[c.kvKey(p)] == nil {
+					missing = append(missing, p)
+				}
+			}
+			if p := exists[seqKey]; spec.Sequential && p != nil {
+				seq, _ = strconv.ParseInt(string(p.Value), 10, 64)
+				seqIndex = p.ModifyIndex
+			}
+		}
+		name := key
+		var ops []*api.KVTxnOp
+		for _, p := range missing {
+			ops = append(ops, &api.KVTxnOp{Verb: api.KVCAS, Key: c.kvKey(p), Value: []byte{}, Index: 0})
+		}
+		if spec.Sequential {
+			name = key + registry.SequenceSuffix(seq)
+			ops = append(ops, &api.KVTxnOp{Verb: api.KVCAS, Key: seqKey, Value: []byte(strconv.FormatInt(seq+1, 10)), Index: seqIndex})
+		}
+		k := c.kvKey(name)
+		keyOp := len(ops)
+		ops = append(ops, &api.KVTxnOp{Verb: api.KVCheckNotExists, Key: k})
+		if sess != nil {
+			ops = append(ops, &api.KVTxnOp{Verb: api.KVLock, Key: k, Value: value, Session: sess.id})
+		} else {
+			ops = append(ops, &api.KVTxnOp{Verb: api.KVSet, Key: k, Value: value})
+		}
+		ops = append(ops, &api.KVTxnOp{Verb: api.KVGet, Key: k})
+		ok, res, errs, err := c.txn(ctx, "create", name, ops)
+		if err != nil {
+			return registry.Node{}, err
+		}
+		if ok {
+			for _, r := range slices.Backward(res) {
+				if r.Key == k {
+					return c.node(r), nil
+				}
+			}
+			return registry.Node{}, fmt.Errorf("consul: create %s: no result: %w", name, registry.ErrUnavailable)
+		}
+		if why, ok := errs[keyOp]; ok && !spec.Sequential {
+			return registry.Node{}, fmt.Errorf("consul: create %s: %w (%s)", name, registry.ErrExists, why)
+		}
+		if why, ok := errs[keyOp+1]; ok && sess != nil {
+			sess.check() // Consul says the session is invalid: let the renewals confirm it
+			return registry.Node{}, fmt.Errorf("consul: create %s: session %s: %w (%s)", name, sess.id, registry.ErrSessionLost, why)
+		}
+		// A parent or the counter changed under us, or another creator took the
+		// sequence number: read again.
+	}
+}
+
+// Get reads one key.
+func (c *Conn) Get(ctx context.Context, key string) (registry.Node, error) {
+	p, _, err := c.cli.KV().Get(c.kvKey(key), storeOpts(ctx))
+	if err != nil {
+		return registry.Node{}, wrap("get", key, err)
+	}
+	if p == nil {
+		return registry.Node{}, fmt.Errorf("consul: get %s: %w", key, registry.ErrNotFound)
+	}
+	return c.node(p), nil
+}
+
+// conflictOrMissing answers a versioned call with an impossible version.
+func (c *Conn) conflictOrMissing(ctx context.Context, op, key string, version int64) error {
+	if _, err := c.Get(ctx, key); err != nil {
+		return err
+	}
+	return fmt.Errorf("consul: %s %s: version %d: %w", op, key, version, registry.ErrVersionConflict)
+}
+
+// Set compares the ModifyIndex (unless AnyVersion) and sets, keeping the key's
+// session.
+func (c *Conn) Set(ctx context.Context, key string, value []byte, version int64) (registry.Node, error) {
+	if version < 0 && version != registry.AnyVersion {
+		return registry.Node{}, c.conflictOrMissing(ctx, "set", key, version)
+	}
+	if value == nil {
+		value = []byte{}
+	}
+	k := c.kvKey(key)
+	ops := []*api.KVTxnOp{{Verb: api.KVGet, Key: k}}
+	if version == registry.AnyVersion {
+		ops = append(ops, &api.KVTxnOp{Verb: api.KVSet, Key: k, Value: value})
+	} else {
+		ops = append(ops, &api.KVTxnOp{Verb: api.KVCAS, Key: k, Value: value, Index: uint64(version)})
+	}
+	ops = append(ops, &api.KVTxnOp{Verb: api.KVGet, Key: k})
+	ok, res, errs, err := c.txn(ctx, "set", key, ops)
+	if err != nil {
+		return registry.Node{}, err
+	}
+	switch {
+	case ok && len(res) > 0:
+		return c.node(res[len(res)-1]), nil
+	case ok:
+		return registry.Node{}, fmt.Errorf("consul: set %s: no result: %w", key, registry.ErrUnavailable)
+	}
+	if _, missing := errs[0]; missing {
+		return registry.Node{}, fmt.Errorf("consul: set %s: %w", key, registry.ErrNotFound)
+	}
+	return registry.Node{}, fmt.Errorf("consul: set %s: version %d: %w", key, version, registry.ErrVersionConflict)
+}
+
+// children returns the Consul keys one level below k.
+func (c *Conn) children(ctx context.Context, k string) ([]string, error) {
+	keys, _, err := c.cli.KV().Keys(k+"/", "/", storeOpts(ctx))
+	return keys, err
+}
+
+// Delete removes a key (and the tree under it if recursive) in one transaction
+// comparing the ModifyIndex when a version is given.
+func (c *Conn) Delete(ctx context.Context, key string, version int64, recursive bool) error {
+	if version < 0 && version != registry.AnyVersion {
+		return c.conflictOrMissing(ctx, "delete", key, version)
+	}
+	k := c.kvKey(key)
+	if !recursive {
+		kids, err := c.children(ctx, k)
+		if err != nil {
+			return wrap("delete", key, err)
+		}
+		if len(kids) > 0 {
+			if key != "/" {
+				if _, err := c.Get(ctx, key); err != nil {
+					return err
+				}
+			}
+			return fmt.Errorf("consul: delete %s: %w", key, registry.ErrNotEmpty)
+		}
+	}
+	var ops []*api.KVTxnOp
+	getOp, checkOp := -1, -1
+	if key != "/" {
+		getOp = len(ops)
+		ops = append(ops, &api.KVTxnOp{Verb: api.KVGet, Key: k})
+		if version != registry.AnyVersion {
+			checkOp = len(ops)
+			ops = append(ops, &api.KVTxnOp{Verb: api.KVCheckIndex, Key: k, Index: uint64(version)})
+		}
+	}
+	if recursive {
+		ops = append(ops, &api.KVTxnOp{Verb: api.KVDeleteTree, Key: k + "/"})
+	}
+	ops = append(ops, &api.KVTxnOp{Verb: api.KVDelete, Key: k})
+	ok, _, errs, err := c.txn(ctx, "delete", key, ops)
+	if err != nil || ok {
+		return err
+	}
+	if _, bad := errs[getOp]; bad {
+		return fmt.Errorf("consul: delete %s: %w", key, registry.ErrNotFound)
+	}
+	if _, bad := errs[checkOp]; bad {
+		return fmt.Errorf("consul: delete %s: version %d: %w", key, version, registry.ErrVersionConflict)
+	}
+	return fmt.Errorf("consul: delete %s: %w: %v", key, registry.ErrUnavailable, errs)
+}
+
+// Children lists the names of the key's direct children.
+func (c *Conn) Children(ctx context.Context, key string) ([]string, error) {
+	if key != "/" {
+		if _, err := c.Get(ctx, key); err != nil {
+			return nil, err
+		}
+	}
+	k := c.kvKey(key)
+	keys, err := c.children(ctx, k)
+	if err != nil {
+		return nil, wrap("children", key, err)
+	}
+	out := []string{}
+	for _, ck := range keys {
+		name := strings.TrimSuffix(strings.TrimPrefix(ck, k+"/"), "/")
+		if name != "" {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// Tree reads the key and its descendants in one read of the key's prefix.
+func (c *Conn) Tree(ctx context.Context, key string) ([]registry.Node, error) {
+	k := c.kvKey(key)
+	pairs, _, err := c.cli.KV().List(k, storeOpts(ctx))
+	if err != nil {
+		return nil, wrap("tree", key, err)
+	}
+	var out []registry.Node
+	for _, p := range pairs {
+		if p.Key == k || strings.HasPrefix(p.Key, k+"/") {
+			out = append(out, c.node(p))
+		}
+	}
+	registry.SortNodes(out)
+	return out, nil
+}
+
+// WatchTree runs blocking queries on the key's prefix.
+func (c *Conn) WatchTree(ctx context.Context, key string, notify func()) error {
+	k := c.kvKey(key)
+	return c.block(ctx, key, false, notify, func(q *api.QueryOptions) (uint64, error) {
+		_, meta, err := c.cli.KV().Keys(k, "", q)
+		if err != nil {
+			return 0, err
+		}
+		return meta.LastIndex, nil
+	})
+}
