@@ -220,16 +220,13 @@ type settings struct {
 }
 
 func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (registry.Conn, error) {
-	ru, _ := url.Parse(redact(u)) // Hosts names the URL in its errors: not the token
-	if ru == nil {
-		ru = &url.URL{Host: u.Host}
-	}
-	hosts, err := registry.Hosts(ru, 8500)
+	hosts, err := registry.Hosts(u, 8500) // its errors redact the token
+
 	if err != nil {
 		return nil, err
 	}
 	if len(hosts) != 1 {
-		return nil, &registry.FieldError{Field: "url", Value: redact(u), Reason: "consul takes the address of one agent"}
+		return nil, &registry.FieldError{Field: "url", Value: registry.RedactURL(u), Reason: "consul takes the address of one agent"}
 	}
 	p := registry.NewParams(u)
 	token := p.String("token", "")
@@ -290,7 +287,7 @@ func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (regist
 	})
 	if err != nil {
 		tr.CloseIdleConnections()
-		return nil, &registry.FieldError{Field: "url", Value: redact(u), Reason: err.Error()}
+		return nil, &registry.FieldError{Field: "url", Value: registry.RedactURL(u), Reason: err.Error()}
 	}
 	c := newConn(cli, tr, s, cfg.Logger)
 	octx, cancel := context.WithTimeout(ctx, timeout)
@@ -300,17 +297,6 @@ func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (regist
 		return nil, err
 	}
 	return c, nil
-}
-
-// redact returns u for error messages, without the password of its user info and
-// the value of its token parameter.
-func redact(u *url.URL) string {
-	r := *u
-	if q := r.Query(); q.Has("token") {
-		q.Set("token", "REDACTED")
-		r.RawQuery = q.Encode()
-	}
-	return r.Redacted()
 }
 
 // driverOptions reads the registry.WithDriverOption settings.

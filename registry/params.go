@@ -123,12 +123,12 @@ func (p *Params) Done() error {
 // none. An empty list is an error naming the URL.
 func Hosts(u *url.URL, defPort int) ([]string, error) {
 	if u.Host == "" {
-		return nil, invalid("url", u.Redacted(), "no host")
+		return nil, invalid("url", RedactURL(u), "no host")
 	}
 	var out []string
 	for _, h := range strings.Split(u.Host, ",") {
 		if h == "" {
-			return nil, invalid("url", u.Redacted(), "empty host in list")
+			return nil, invalid("url", RedactURL(u), "empty host in list")
 		}
 		if !strings.Contains(strings.TrimPrefix(strings.TrimSuffix(h, "]"), "["), ":") || strings.HasSuffix(h, "]") {
 			h = h + ":" + strconv.Itoa(defPort)
@@ -184,4 +184,30 @@ func SequenceSuffix(n int64) string {
 		s = strings.Repeat("0", 10-len(s)) + s
 	}
 	return s
+}
+
+// secretParams are query parameters whose values RedactURL masks.
+var secretParams = []string{"token", "password", "secret", "accesstoken", "access_token", "accesskey", "secretkey", "auth"}
+
+// RedactURL returns u as a string fit for error messages and logs: the password of
+// the user info and the values of query parameters that carry secrets (token,
+// password, secret, access tokens and keys; matched case-insensitively) are
+// replaced by "xxxxx".
+func RedactURL(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	c := *u
+	q := c.Query()
+	changed := false
+	for k := range q {
+		if slices.Contains(secretParams, strings.ToLower(k)) {
+			q[k] = []string{"xxxxx"}
+			changed = true
+		}
+	}
+	if changed {
+		c.RawQuery = q.Encode()
+	}
+	return c.Redacted()
 }

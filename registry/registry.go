@@ -147,7 +147,7 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
 	d, ok := drivers[u.Scheme]
 	driversMu.RUnlock()
 	if !ok {
-		return nil, invalid("url", u.Redacted(), fmt.Sprintf("unknown scheme %q (forgotten import? registered: %v)", u.Scheme, Drivers()))
+		return nil, invalid("url", RedactURL(u), fmt.Sprintf("unknown scheme %q (forgotten import? registered: %v)", u.Scheme, Drivers()))
 	}
 	o := buildOptions(opts)
 	if u.User != nil && o.cfg.Username == "" {

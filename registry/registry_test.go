@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -170,3 +171,30 @@ type fixed struct {
 }
 
 func (f fixed) Resolve() (string, int, error) { return f.host, f.port, nil }
+
+func TestRedactURL(t *testing.T) {
+	u, err := registry.ParseURL("consul://bob:hunter2@h:8500/ns?token=s3cret&dc=eu&AccessToken=t0k&group=g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := registry.RedactURL(u)
+	for _, secret := range []string{"hunter2", "s3cret", "t0k"} {
+		if strings.Contains(got, secret) {
+			t.Errorf("RedactURL = %q shows %q", got, secret)
+		}
+	}
+	for _, kept := range []string{"bob", "h:8500", "dc=eu", "group=g"} {
+		if !strings.Contains(got, kept) {
+			t.Errorf("RedactURL = %q lost %q", got, kept)
+		}
+	}
+	// The errors of Hosts and Open carry the redacted form.
+	u, _ = url.Parse("consul:///ns?token=s3cret")
+	if _, err := registry.Hosts(u, 8500); err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("Hosts error %v shows the token", err)
+	}
+	ctx := context.Background()
+	if _, err := registry.Open(ctx, "nosuch://h/?token=s3cret"); err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("Open error %v shows the token", err)
+	}
+}
