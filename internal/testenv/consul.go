@@ -32,7 +32,8 @@ func WithConsulPersistent() ConsulOption {
 	return func(c *Consul) { c.persistent = true }
 }
 
-// Consul is a real Consul agent in -dev mode (a single in-memory server).
+// Consul is a real Consul agent: -dev mode (a single in-memory server) by default,
+// or a single persistent server with WithConsulPersistent.
 type Consul struct {
 	httpPort, serfLAN, serfWAN, serverPort int
 	dir                                    string
@@ -187,7 +188,8 @@ func (c *Consul) Stop() {
 
 // Restart kills the agent and starts it again on the same ports. Dev mode keeps
 // everything in memory, so the restarted agent has lost all state (with ACLs, the
-// same management token is bootstrapped again).
+// same management token is bootstrapped again); a persistent server keeps its KV
+// store, sessions and catalog.
 func (c *Consul) Restart(t testing.TB) {
 	t.Helper()
 	c.mu.Lock()
