@@ -187,8 +187,12 @@ func polarisDeleted(t *testing.T, e *polarisEnv, extra, errText string) {
 		}
 		return nil
 	})
-	if err := r.Err(); !errors.Is(err, registry.ErrSessionLost) || !strings.Contains(err.Error(), errText) {
-		t.Errorf("registration error %v, want ErrSessionLost saying %q", err, errText)
+	// Either this driver's check noticed, or package registry's guard (which follows
+	// the service's view and wraps ErrNotFound) was faster.
+	err = r.Err()
+	byDriver := errors.Is(err, registry.ErrSessionLost) && strings.Contains(err.Error(), errText)
+	if !byDriver && !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("registration error %v, want ErrSessionLost saying %q, or the registry guard's ErrNotFound", err, errText)
 	}
 }
 

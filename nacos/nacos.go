@@ -23,10 +23,13 @@
 //     clientBeatInterval (5s when the server gives none).
 //   - presence_check: how often a registration lists its service to check that the
 //     server still has it (see Liveness); default 10s, 0 disables it.
-//   - poll_interval: the floor of the watch polling period; default 1s (see Watch).
+//   - poll_interval: the floor of the watch polling period; default 1s (see Watch);
+//     also the period of tree-watch re-lists and of Listen's polling fallback.
 //   - timeout: the timeout of one HTTP request; default 5s.
 //   - username, password: credentials, used when neither the URL's user info nor
 //     registry.WithCredentials gave any.
+//   - store: probe for and offer the coordination store; default true (see
+//     Store).
 //
 // # Versions
 //
@@ -38,6 +41,8 @@
 // 410 (the server was upgraded or replaced behind the address), the next call
 // probes again. Polaris's Nacos-compatible API (v1 only) is covered and tested, as
 // is the in-repo test server in package nacostest in its 1.x, 3.0 and 3.2 modes.
+// For the configuration API and the store on each version, see Configuration and
+// Store.
 //
 // # Data layout
 //
@@ -101,14 +106,108 @@
 // empty token (auth disabled on the server) is simply not sent. Refused credentials
 // are registry.ErrPermission.
 //
+// # Configuration
+//
+// Config (from Conn.Config, ConfigOf or OpenConfig) is a client of Nacos's v1
+// configuration API in the URL's group and tenant (= namespace), usable on its own:
+// Get (GET <context>/v1/cs/configs; 404 is registry.ErrNotFound; the MD5 is the
+// Content-MD5 header), Publish (POST, form body; compare-and-set through the casMd5
+// header, which is where Nacos's ConfigController reads it, and the casMd5 form
+// field), Delete (DELETE; a missing configuration is no error, as on Nacos), Search
+// and Lookup (search=blur and search=accurate), and Listen (the long-poll listener
+// POST <context>/v1/cs/configs/listener with Listening-Configs =
+// dataId^2group^2md5[^2tenant]^1... and the Long-Pulling-Timeout header; the answer
+// is the url-encoded list of changed dataId^2group[^2tenant]^1). A listener answering
+// 404, 410 or 501 makes Listen poll Get every poll_interval instead. Listen cuts its
+// own request after the wait it was given (Nacos holds a listener at least 10s),
+// and a dead connection is an error, never a silent "no change"; under a partition
+// that swallows bytes without closing, Listen returns "no change" after its wait.
+//
+// Compare-and-set: Nacos refuses a publish whose casMd5 differs from the stored
+// MD5 (HTTP 500 "Cas publish fail, server md5 may have changed", 409 on some
+// versions), and inserts a missing configuration whatever casMd5 says; both give
+// registry.ErrVersionConflict here. Polaris v1.18 does not read casMd5 at all and
+// overwrites. Config.CASEnforced finds out which by writing a probe configuration
+// "regkit.casprobe.<random>" twice (the second time with a wrong casMd5) and
+// deleting it, once per Config. Where casMd5 is not enforced, Publish with a casMd5
+// reads the MD5 first and refuses a mismatch, publishes, then reads back until it
+// sees its own content: a write by someone else between that read and the publish
+// is overwritten without an error, and Polaris's read cache (about 1s behind
+// writes) widens that window. Such servers get no store.
+//
+// Nacos 3.2 dropped the v1 configuration API; its v3 client HTTP API has one
+// configuration call, GET <context>/v3/client/cs/config (namespaceId, groupName,
+// dataId; answer code 20004 when absent), and no publish, delete, listing or
+// listener (Nacos points clients at gRPC for listening). So on 3.2, Get switches
+// to that call (when the v1 GET answers 404 without "config data not exist", or
+// 410), Listen polls it, and Publish, Delete, Search and Lookup fail with
+// registry.ErrNotSupported; the store is not offered. Writes, listing and the
+// long-poll listener are covered on Nacos 1.x to 3.1 (v1) and Polaris.
+//
 // # Store
 //
-// Nacos's configuration API is a flat key/value store without a way to list keys
-// on every server (Polaris has no config listing at all), so the coordination store
-// cannot offer Children, Tree and tree watches honestly: the Conn does not implement
-// registry.StoreConn, Capabilities reports no store, and every store call and
-// NewSession fails with registry.ErrNotSupported. Ephemeral and sequential keys,
-// sessions and therefore locks are not supported either.
+// The coordination store (registry.StoreConn) is built on the configuration API
+// and offered (Capabilities.Store) only when Open finds that the server lists
+// configurations (a search=blur answers a page) and enforces casMd5 (CASEnforced):
+// Nacos 1.x to 3.1, and the test server. Polaris v1.18 answers the search
+// "dataId required" and ignores casMd5, so on Polaris, as on Nacos 3.2, every store
+// call fails with registry.ErrNotSupported. The URL parameter store=false skips the
+// probe (which writes and deletes one configuration) and offers no store. A probe
+// that fails for any other reason (server briefly down, no write permission) also
+// leaves the store off for the life of the connection.
+//
+//   - Keys: key "/a/b" is the configuration with dataId "regkit.kv:a:b" in the
+//     URL's group and tenant; each segment keeps [A-Za-z0-9.-] and writes every
+//     other byte as '_' and two upper-case hex digits ("/a:b" is "regkit.kv:a_3Ab"),
+//     so the mapping is reversible and uses only Nacos's dataId characters.
+//     Configurations outside this scheme are ignored. Nacos limits a dataId to 256
+//     characters, which bounds key length.
+//   - Values: the content is "=" and the value when it is valid UTF-8, else "~"
+//     and its standard base64 (Nacos refuses empty content and stores text).
+//   - Version: the first 8 bytes of the content's MD5 as a positive int64. It is a
+//     content hash, not a counter: writing the same value again keeps the version
+//     (unlike etcd and ZooKeeper), so a compare-and-set cannot tell "unchanged"
+//     from "changed and changed back" (ABA).
+//   - CreateRevision: the configuration's database id from the search answer,
+//     which grows with creations on Nacos (0 if a server gives none). Nacos offers
+//     no fencing token: it is an order of creation, not a guarantee.
+//   - Reads (Get, Children, Tree) go through search=accurate and search=blur,
+//     which read Nacos's database rather than its cache. Listings read pages of
+//     200 one after the other: a key created or deleted meanwhile may be missed.
+//     Nacos's blur search hands '_' to SQL LIKE as a wildcard, so results are
+//     filtered again by exact prefix.
+//   - Create reads the key and fails with registry.ErrExists when present, then
+//     publishes with a casMd5 no content has: Nacos then inserts a missing key but
+//     refuses if the key appeared meanwhile (ErrExists). Two creates racing on a
+//     missing key may both be inserted by Nacos (the last one wins) or one may
+//     fail on the database's unique key with a server error: that race is not
+//     closed. Missing parents are published as empty values with a casMd5 equal to
+//     the empty value's own MD5, which inserts a missing parent and leaves an
+//     existing one alone.
+//   - Set reads the current MD5, checks the version against it, and publishes with
+//     it as casMd5, so a concurrent write makes it fail with ErrVersionConflict
+//     (an unconditional Set re-reads and retries, up to 16 times). A key deleted
+//     between that read and the publish is re-created (Nacos inserts on CAS).
+//   - Delete: Nacos's delete has no compare-and-set; the version is checked by a
+//     read just before the delete (a write in between is deleted too). With
+//     recursive, descendants are deleted deepest first, then the key; deleting a
+//     key already gone is no error, so concurrent deletes are tolerated. Without
+//     recursive a key with descendants is registry.ErrNotEmpty.
+//   - WatchTree lists the tree (the key and its descendants) and notifies, then
+//     repeats: a long poll on the listed dataIds and their MD5s (and the key's own
+//     dataId with MD5 "" when absent), cut after poll_interval, then a re-list; it
+//     notifies when the listing differs from the previous one (new keys are only
+//     seen by the re-list, at most one poll_interval late; changes of listed keys
+//     end the long poll at once). When the listener reports a change the listing
+//     does not show (Nacos's listener reads its cache, the listing its database),
+//     it waits a poll_interval instead of spinning. A failed listen or listing ends
+//     WatchTree with the error, so that package registry marks the view stale and
+//     re-lists. On servers without a listener the long poll is replaced by
+//     polling Get.
+//   - Ephemeral keys, sequential keys and sessions (and therefore the locks,
+//     elections and other recipes that need them) are not supported: Capabilities
+//     reports them false, and Create with them and NewSession fail with
+//     registry.ErrNotSupported.
 package nacos
 
 import (
@@ -176,6 +275,7 @@ type options struct {
 	timeout       time.Duration
 	username      string
 	password      string
+	store         bool
 }
 
 func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (registry.Conn, error) {
@@ -196,6 +296,7 @@ func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (regist
 		presenceCheck: p.Duration("presence_check", DefaultPresenceCheck),
 		pollInterval:  p.Duration("poll_interval", DefaultPollInterval),
 		timeout:       p.Duration("timeout", DefaultTimeout),
+		store:         p.Bool("store", true),
 		username:      cfg.Username,
 		password:      cfg.Password,
 	}
@@ -233,15 +334,23 @@ func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (regist
 		_ = c.Close()
 		return nil, err
 	}
+	if o.store {
+		c.probeStore(ctx)
+		if err := ctx.Err(); err != nil {
+			_ = c.Close()
+			return nil, wrap("connect", err)
+		}
+	}
 	return c, nil
 }
 
 // Conn is the Nacos driver connection.
 type Conn struct {
-	o   options
-	hc  *http.Client
-	tr  *http.Transport
-	log *slog.Logger
+	o      options
+	hc     *http.Client
+	hcLong *http.Client // for long polls: no timeout of its own
+	tr     *http.Transport
+	log    *slog.Logger
 
 	life   context.Context
 	cancel context.CancelFunc
@@ -258,6 +367,9 @@ type Conn struct {
 	cacheMs   map[string]time.Duration       // service -> last cacheMillis
 	watchers  map[string]int                 // service -> running Watch calls
 	listed    map[string]map[string]struct{} // service -> fingerprints List read since the last poll
+
+	cfg     *Config // the configuration client, made on first use
+	storeOK bool    // set by Open: the store is offered
 
 	loginMu sync.Mutex // one login at a time
 }
@@ -278,7 +390,7 @@ func newConn(o options, tlsCfg *tls.Config, log *slog.Logger) *Conn {
 		tr.TLSClientConfig = tlsCfg.Clone()
 	}
 	life, cancel := context.WithCancel(context.Background())
-	return &Conn{o: o, tr: tr, hc: &http.Client{Transport: tr, Timeout: o.timeout}, log: log,
+	return &Conn{o: o, tr: tr, hc: &http.Client{Transport: tr, Timeout: o.timeout}, hcLong: &http.Client{Transport: tr}, log: log,
 		life: life, cancel: cancel, api: o.api, cacheMs: map[string]time.Duration{},
 		watchers: map[string]int{}, listed: map[string]map[string]struct{}{}}
 }
@@ -296,8 +408,10 @@ func (c *Conn) API() string {
 	return c.api
 }
 
-// Capabilities: registration and discovery only (see the package doc, Store).
-func (c *Conn) Capabilities() registry.Capabilities { return registry.Capabilities{} }
+// Capabilities: registration and discovery, and the store where the server can
+// list configurations and enforces casMd5 (see the package doc, Store); never
+// ephemeral or sequential keys or sessions.
+func (c *Conn) Capabilities() registry.Capabilities { return registry.Capabilities{Store: c.storeOK} }
 
 // Close stops every heartbeat and closes idle connections. It does not delete
 // instances (package registry deregisters open registrations before closing).
@@ -355,6 +469,18 @@ func wrap(op string, err error) error {
 // It returns the body of a 2xx answer, or an *httpError. A 403 is retried once with
 // a fresh token.
 func (c *Conn) do(ctx context.Context, method, path string, form url.Values, raw bool) ([]byte, error) {
+	return c.doOpts(ctx, method, path, form, raw, nil)
+}
+
+// reqOpts are the extras of one request.
+type reqOpts struct {
+	header     http.Header  // request headers to add
+	long       bool         // no client-side timeout (a long poll, bounded by ctx)
+	respHeader *http.Header // receives the answer's headers when non-nil
+}
+
+// doOpts is do with extras (o may be nil).
+func (c *Conn) doOpts(ctx context.Context, method, path string, form url.Values, raw bool, o *reqOpts) ([]byte, error) {
 	if err := c.life.Err(); err != nil {
 		return nil, registry.ErrClosed
 	}
@@ -370,7 +496,7 @@ func (c *Conn) do(ctx context.Context, method, path string, form url.Values, raw
 		if tok != "" {
 			f.Set("accessToken", tok)
 		}
-		body, err := c.send(ctx, method, path, f, raw)
+		body, err := c.sendOpts(ctx, method, path, f, raw, o)
 		var he *httpError
 		if attempt == 0 && c.o.username != "" && errors.As(err, &he) && he.status == http.StatusForbidden {
 			continue
@@ -381,6 +507,10 @@ func (c *Conn) do(ctx context.Context, method, path string, form url.Values, raw
 
 // send tries each host once, starting at the last one that worked.
 func (c *Conn) send(ctx context.Context, method, path string, form url.Values, raw bool) ([]byte, error) {
+	return c.sendOpts(ctx, method, path, form, raw, nil)
+}
+
+func (c *Conn) sendOpts(ctx context.Context, method, path string, form url.Values, raw bool, o *reqOpts) ([]byte, error) {
 	c.mu.Lock()
 	start := c.hostIdx
 	c.mu.Unlock()
@@ -388,7 +518,7 @@ func (c *Conn) send(ctx context.Context, method, path string, form url.Values, r
 	n := len(c.o.hosts)
 	for i := 0; i < n; i++ {
 		idx := (start + i) % n
-		body, err := c.sendTo(ctx, c.o.hosts[idx], method, path, form, raw)
+		body, err := c.sendTo(ctx, c.o.hosts[idx], method, path, form, raw, o)
 		var he *httpError
 		if err == nil || (errors.As(err, &he) && he.status < 500) {
 			if i > 0 {
@@ -406,7 +536,7 @@ func (c *Conn) send(ctx context.Context, method, path string, form url.Values, r
 	return nil, lastErr
 }
 
-func (c *Conn) sendTo(ctx context.Context, host, method, path string, form url.Values, raw bool) ([]byte, error) {
+func (c *Conn) sendTo(ctx context.Context, host, method, path string, form url.Values, raw bool, o *reqOpts) ([]byte, error) {
 	full := path
 	if !raw {
 		full = c.o.contextPath + path
@@ -426,11 +556,23 @@ func (c *Conn) sendTo(ctx context.Context, host, method, path string, form url.V
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
 	req.Header.Set("User-Agent", "regkit-nacos")
-	resp, err := c.hc.Do(req)
+	hc := c.hc
+	if o != nil {
+		for k, v := range o.header {
+			req.Header[k] = v
+		}
+		if o.long {
+			hc = c.hcLong
+		}
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
+	if o != nil && o.respHeader != nil {
+		*o.respHeader = resp.Header
+	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return nil, err

@@ -26,8 +26,12 @@
 // on Nacos 2.x. With WithAuth, every naming call needs a valid accessToken (403
 // otherwise); tokens expire after the configured TTL.
 //
+// It also serves Nacos's v1 configuration API (/nacos/v1/cs/configs get, publish
+// with the casMd5 header, delete, search, and the long-poll listener; see config.go)
+// in Mode1x and Mode30.
+//
 // The server's state lives in memory; Restart drops ephemeral instances, as a real
-// Nacos restart does.
+// Nacos restart does, and keeps configurations.
 package nacostest
 
 import (
@@ -107,6 +111,9 @@ type Server struct {
 	deleteTimeout time.Duration
 	user, pass    string
 	tokenTTL      time.Duration
+	noSearch      bool
+	noListener    bool
+	listenFloor   time.Duration
 
 	mu        sync.Mutex
 	addr      string
@@ -115,6 +122,9 @@ type Server struct {
 	instances map[string]*Instance
 	threshold map[string]float64 // ns|group@@service -> protect threshold
 	tokens    map[string]time.Time
+	configs   map[string]*ConfigItem // tenant\x00group\x00dataId
+	cfgSeq    int64
+	cfgWake   chan struct{} // closed on every config change
 	logins    int
 	forbidden int
 	beats     int
@@ -125,7 +135,8 @@ func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
 	s := &Server{mode: Mode1x, cacheMillis: 3000, beatInterval: 5 * time.Second,
 		healthTimeout: 15 * time.Second, deleteTimeout: 30 * time.Second,
-		instances: map[string]*Instance{}, threshold: map[string]float64{}, tokens: map[string]time.Time{}}
+		instances: map[string]*Instance{}, threshold: map[string]float64{}, tokens: map[string]time.Time{},
+		configs: map[string]*ConfigItem{}}
 	for _, o := range opts {
 		o(s)
 	}
@@ -336,6 +347,10 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	default:
 		if err = s.authorize(r); err != nil {
 			break
+		}
+		if strings.HasPrefix(p, "/nacos/v1/cs/") || p == "/nacos/v3/client/cs/config" {
+			s.config(w, r)
+			return
 		}
 		out, err = s.route(r, p)
 	}
