@@ -161,7 +161,7 @@ func (r *registration) keep() {
 		case <-lease.Lost():
 			err = lease.Err()
 		case <-vanished:
-			err = fmt.Errorf("registry: %s was deleted from the backend by someone else while its lease lived", r.inst)
+			err = fmt.Errorf("registry: %s was deleted from the backend by someone else while its lease lived: %w", r.inst, ErrNotFound)
 		}
 		r.c.log.warn("registry: registration lost, registering again", "instance", r.inst.String(), "err", err)
 		lease.Abandon()
@@ -206,7 +206,7 @@ func (r *registration) guard(ctx context.Context) (<-chan struct{}, func()) {
 			switch {
 			case present:
 				seen = true
-			case seen:
+			case seen && r.goneForSure(ctx):
 				seen = false
 				select {
 				case vanished <- struct{}{}:
@@ -219,6 +219,23 @@ func (r *registration) guard(ctx context.Context) (<-chan struct{}, func()) {
 		w.Close()
 		<-done
 	}
+}
+
+// goneForSure confirms an absence seen in the shared view with a fresh read a
+// moment later. A backend whose re-put is a delete and a create (a ZooKeeper node
+// owned by another session, a Dubbo URL node) shows a short gap; two processes
+// registering the same ID must not take turns deleting each other because of it.
+func (r *registration) goneForSure(ctx context.Context) bool {
+	if sleepCtx(ctx, r.c.opt.backoffMin) != nil {
+		return false
+	}
+	lctx, cancel := context.WithTimeout(ctx, r.c.opt.reqTimeout)
+	defer cancel()
+	l, err := r.c.conn.List(lctx, r.inst.Service)
+	if err != nil {
+		return false // the watch reports again when the backend answers
+	}
+	return !slices.ContainsFunc(l.Instances, func(in Instance) bool { return in.ID == r.inst.ID })
 }
 
 func (r *registration) set(s RegistrationState, err error) {

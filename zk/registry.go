@@ -21,11 +21,6 @@ func (c *Conn) Put(ctx context.Context, inst registry.Instance) (registry.Lease,
 	}
 	dir := cd.dir(inst.Service)
 	path := dir + "/" + name
-	if !cd.byName() {
-		if err := c.deleteSameID(ctx, cd, inst, name); err != nil {
-			return nil, err
-		}
-	}
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return nil, wrap("put", path, err)
@@ -67,6 +62,14 @@ func (c *Conn) Put(ctx context.Context, inst registry.Instance) (registry.Lease,
 			return nil, wrap("put", path, err)
 		}
 		break
+	}
+	if !cd.byName() {
+		// The node's name changes with the data (Dubbo URLs): the new node is
+		// created before the old ones of this ID are deleted, so that the
+		// instance never disappears from a watcher's view during a re-put.
+		if err := c.deleteSameID(ctx, cd, inst, name); err != nil {
+			return nil, err
+		}
 	}
 	st, err := c.exists(ctx, path)
 	if err != nil {
@@ -206,6 +209,7 @@ func (c *Conn) List(ctx context.Context, service string) (registry.Listing, erro
 		}
 	}
 	out := make([]registry.Instance, 0, len(r.kids))
+	names := make([]string, 0, len(r.kids))
 	for i, k := range r.kids {
 		if cd.needsData() && datas[i] == nil {
 			continue // deleted meanwhile
@@ -215,7 +219,10 @@ func (c *Conn) List(ctx context.Context, service string) (registry.Listing, erro
 			c.cfg.log.Debug("zk: skipping a node that is not an instance", "path", dir+"/"+k)
 			continue
 		}
-		out = append(out, in)
+		out, names = append(out, in), append(names, k)
+	}
+	if !cd.byName() {
+		out = dedupeIDs(out, names)
 	}
 	return registry.Listing{Instances: out, Revision: uint64(r.st.Pzxid)}, nil
 }
@@ -223,4 +230,25 @@ func (c *Conn) List(ctx context.Context, service string) (registry.Listing, erro
 // Watch follows the service directory and every instance's data.
 func (c *Conn) Watch(ctx context.Context, service string, notify func()) error {
 	return c.watchTree(ctx, c.codec().dir(service), 1, notify)
+}
+
+// dedupeIDs keeps one instance per ID where node names are not IDs (Dubbo URLs):
+// during a re-put the new node exists beside the old one for a moment. The instance
+// from the greatest node name wins (a Dubbo URL carries its timestamp); names[i] is
+// the node list[i] was read from.
+func dedupeIDs(list []registry.Instance, names []string) []registry.Instance {
+	at := map[string]int{} // ID -> index in out
+	var out []registry.Instance
+	var outNames []string
+	for i, in := range list {
+		if k, ok := at[in.ID]; ok {
+			if names[i] > outNames[k] {
+				out[k], outNames[k] = in, names[i]
+			}
+			continue
+		}
+		at[in.ID] = len(out)
+		out, outNames = append(out, in), append(outNames, names[i])
+	}
+	return out
 }
