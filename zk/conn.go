@@ -75,7 +75,8 @@ func (c *Conn) dial(ctx context.Context, timeout time.Duration, hook func(*zkCon
 		if err != nil {
 			return nil, err
 		}
-		return &sniffConn{Conn: nc, on: zc.sniffed, handshake: timeout / time.Duration(len(c.cfg.hosts)), gate: make(chan struct{})}, nil
+		return &sniffConn{Conn: nc, on: zc.sniffed, handshake: timeout / time.Duration(len(c.cfg.hosts)),
+			gate: make(chan struct{}), prevSID: zc.lastSession()}, nil
 	}
 	conn, events, err := zk.Connect(c.cfg.hosts, timeout, zk.WithDialer(dialer), zk.WithHostProvider(&hostProvider{}),
 		zk.WithLogger(slogPrinter{c.cfg.log}), zk.WithLogInfo(false), zk.WithEventCallback(zc.onEvent))
@@ -109,6 +110,16 @@ func (c *Conn) dial(ctx context.Context, timeout time.Duration, hook func(*zkCon
 		}
 	}
 	return zc, nil
+}
+
+// lastSession returns the id of the last session this connection had, or 0.
+func (zc *zkConn) lastSession() int64 {
+	zc.mu.Lock()
+	defer zc.mu.Unlock()
+	if zc.ep == nil {
+		return 0
+	}
+	return zc.ep.id
 }
 
 // sniffed records the session id and password of a ConnectResponse.
@@ -204,6 +215,7 @@ type sniffConn struct {
 	start     time.Time
 
 	// See readFramed.
+	prevSID   int64 // the session before this connection
 	pending   []byte
 	gate      chan struct{}
 	gateOnce  sync.Once
@@ -234,8 +246,9 @@ func (s *sniffConn) Read(p []byte) (int, error) {
 	n, err := s.Conn.Read(p)
 	if !s.done && n > 0 {
 		s.buf = append(s.buf, p[:n]...)
-		s.parse()
-		if s.done {
+		if sid, ok := s.parse(); ok && sid != s.prevSID {
+			s.openGate() // a new session re-sends no watches
+		} else if s.done {
 			s.gateTimer = time.AfterFunc(gateFallback, s.openGate)
 		}
 	}
@@ -250,11 +263,13 @@ func (s *sniffConn) Read(p []byte) (int, error) {
 // makes every -race run of a program that reconnects with watches armed fail.
 //
 // sniffConn removes the race without changing the library: it holds back answers
-// that would make go-zookeeper write lastZxid (xid > 0 and zxid > 0; watch events,
+// that would make go-zookeeper write lastZxid (xid >= 0 and zxid > 0; watch events,
 // pings and auth answers pass) until go-zookeeper has written its SetWatches
-// request on this connection, which it does only after reading lastZxid. When no
-// watch is armed go-zookeeper neither reads lastZxid nor sends SetWatches, so the
-// gate also opens gateFallback after the handshake.
+// request on this connection, which it does only after reading lastZxid. Only a
+// reconnection to the same session re-sends watches (go-zookeeper drops them when a
+// session expires), so the gate is open at once on a new session; on the same
+// session with no watch armed go-zookeeper neither reads lastZxid nor sends
+// SetWatches, so the gate also opens gateFallback after the handshake.
 
 // gateFallback opens the gate of a connection that re-sends no watches.
 const gateFallback = 100 * time.Millisecond
@@ -295,7 +310,7 @@ func (s *sniffConn) readFramed(p []byte) (int, error) {
 		if l >= 12 {
 			xid := int32(binary.BigEndian.Uint32(frame[4:8]))
 			zxid := int64(binary.BigEndian.Uint64(frame[8:16]))
-			if xid > 0 && zxid > 0 {
+			if xid >= 0 && zxid > 0 {
 				<-s.gate // opens at the latest gateFallback after the handshake
 			}
 		}
@@ -314,19 +329,20 @@ func (s *sniffConn) Close() error {
 	return s.Conn.Close()
 }
 
-func (s *sniffConn) parse() {
+// parse reads the ConnectResponse once it is complete and returns its session id.
+func (s *sniffConn) parse() (int64, bool) {
 	if len(s.buf) < 4 {
-		return
+		return 0, false
 	}
 	l := int(binary.BigEndian.Uint32(s.buf[:4]))
 	if len(s.buf) < 4+l {
-		return
+		return 0, false
 	}
 	frame := s.buf[4 : 4+l]
 	s.done = true
 	defer func() { s.buf = nil }()
 	if len(frame) < 20 {
-		return
+		return 0, false
 	}
 	sid := int64(binary.BigEndian.Uint64(frame[8:16]))
 	pl := int(int32(binary.BigEndian.Uint32(frame[16:20])))
@@ -335,6 +351,7 @@ func (s *sniffConn) parse() {
 		pass = append([]byte(nil), frame[20:20+pl]...)
 	}
 	s.on(sid, pass)
+	return sid, true
 }
 
 // hostProvider hands go-zookeeper the servers round-robin. go-zookeeper's default
