@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -40,8 +39,7 @@ type Consul struct {
 	token                                  string
 	persistent                             bool
 
-	mu sync.Mutex
-	p  *proc
+	proc procSlot
 }
 
 // StartConsul starts `consul agent -dev` bound to 127.0.0.1 on free ports (DNS and
@@ -121,18 +119,8 @@ func (c *Consul) start(t testing.TB) {
 		args = append([]string{"agent", "-server", "-bootstrap-expect=1", "-node=testenv",
 			"-data-dir=" + filepath.Join(c.dir, "data")}, args[2:]...)
 	}
-	p, err := startProc("consul", Binary(t, "consul"), args, c.dir, filepath.Join(c.dir, "consul.log"),
-		[]string{"CHECKPOINT_DISABLE=1"})
-	if err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
-	c.mu.Lock()
-	c.p = p
-	c.mu.Unlock()
-	if err := p.waitReady(30*time.Second, c.ready); err != nil {
-		p.kill()
-		t.Fatalf("testenv: %v", err)
-	}
+	c.proc.launch(t, "consul", Binary(t, "consul"), args, c.dir, filepath.Join(c.dir, "consul.log"),
+		[]string{"CHECKPOINT_DISABLE=1"}, 30*time.Second, c.ready)
 }
 
 var consulHTTP = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
@@ -176,15 +164,7 @@ func (c *Consul) ready() error {
 }
 
 // Stop stops the agent (a no-op when it is already stopped).
-func (c *Consul) Stop() {
-	c.mu.Lock()
-	p := c.p
-	c.p = nil
-	c.mu.Unlock()
-	if p != nil {
-		p.stop(5 * time.Second)
-	}
-}
+func (c *Consul) Stop() { c.proc.stop(5 * time.Second) }
 
 // Restart kills the agent and starts it again on the same ports. Dev mode keeps
 // everything in memory, so the restarted agent has lost all state (with ACLs, the
@@ -192,12 +172,6 @@ func (c *Consul) Stop() {
 // store, sessions and catalog.
 func (c *Consul) Restart(t testing.TB) {
 	t.Helper()
-	c.mu.Lock()
-	p := c.p
-	c.p = nil
-	c.mu.Unlock()
-	if p != nil {
-		p.kill()
-	}
+	c.proc.kill()
 	c.start(t)
 }

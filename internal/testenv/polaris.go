@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -23,8 +22,7 @@ type Polaris struct {
 	dir   string
 	ports map[string]int // apiserver name -> listen port
 
-	mu sync.Mutex
-	p  *proc
+	proc procSlot
 }
 
 var (
@@ -140,17 +138,8 @@ func (pl *Polaris) HTTPAddr() string {
 func (pl *Polaris) start(t testing.TB) {
 	t.Helper()
 	args := []string{"start", "-c", filepath.Join(pl.dir, "polaris-server.yaml")}
-	p, err := startProc("polaris", Binary(t, "polaris-server"), args, pl.dir, filepath.Join(pl.dir, "polaris.out"), nil)
-	if err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
-	pl.mu.Lock()
-	pl.p = p
-	pl.mu.Unlock()
-	if err := p.waitReady(60*time.Second, pl.ready); err != nil {
-		p.kill()
-		t.Fatalf("testenv: %v", err)
-	}
+	pl.proc.launch(t, "polaris", Binary(t, "polaris-server"), args, pl.dir, filepath.Join(pl.dir, "polaris.out"), nil,
+		60*time.Second, pl.ready)
 }
 
 var polarisHTTP = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
@@ -171,26 +160,12 @@ func (pl *Polaris) ready() error {
 // Stop kills the server (a no-op when it is already stopped). It is not asked to
 // shut down gracefully: polaris-server's graceful stop sleeps 5s unconditionally
 // (bootstrap.SelfDeregister), and boltdb commits are already on disk.
-func (pl *Polaris) Stop() {
-	pl.mu.Lock()
-	p := pl.p
-	pl.p = nil
-	pl.mu.Unlock()
-	if p != nil {
-		p.kill()
-	}
-}
+func (pl *Polaris) Stop() { pl.proc.kill() }
 
 // Restart kills the server and starts it again on the same ports with the same
 // store, so registrations persist (until their heartbeats time out).
 func (pl *Polaris) Restart(t testing.TB) {
 	t.Helper()
-	pl.mu.Lock()
-	p := pl.p
-	pl.p = nil
-	pl.mu.Unlock()
-	if p != nil {
-		p.kill()
-	}
+	pl.proc.kill()
 	pl.start(t)
 }

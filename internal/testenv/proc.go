@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -113,5 +115,54 @@ func (p *proc) waitReady(timeout time.Duration, ready func() error) error {
 			return fmt.Errorf("%s exited before it was ready (%v)\n--- log %s ---\n%s", p.name, p.err, p.logPath, p.logTail())
 		case <-tick.C:
 		}
+	}
+}
+
+// procSlot holds the running process of one test server; start, stop and kill
+// replace it, so Stop, Kill and Restart of the servers are safe to call in any order
+// and more than once.
+type procSlot struct {
+	mu sync.Mutex
+	p  *proc
+}
+
+// launch starts a process and waits until ready answers, failing the test if the
+// process does not start, exits, or is not ready within timeout.
+func (s *procSlot) launch(t testing.TB, name, bin string, args []string, dir, logPath string, env []string,
+	timeout time.Duration, ready func() error) {
+	t.Helper()
+	p, err := startProc(name, bin, args, dir, logPath, env)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	s.mu.Lock()
+	s.p = p
+	s.mu.Unlock()
+	if err := p.waitReady(timeout, ready); err != nil {
+		p.kill()
+		t.Fatalf("testenv: %v", err)
+	}
+}
+
+// take removes the running process from the slot and returns it (nil if none).
+func (s *procSlot) take() *proc {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.p
+	s.p = nil
+	return p
+}
+
+// stop stops the running process gracefully, killing it after grace.
+func (s *procSlot) stop(grace time.Duration) {
+	if p := s.take(); p != nil {
+		p.stop(grace)
+	}
+}
+
+// kill SIGKILLs the running process.
+func (s *procSlot) kill() {
+	if p := s.take(); p != nil {
+		p.kill()
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -29,8 +28,7 @@ type ZooKeeper struct {
 	port int
 	dir  string
 
-	mu sync.Mutex
-	p  *proc
+	proc procSlot
 }
 
 // StartZooKeeper starts a standalone ZooKeeper (tickTime 500ms, so sessions may be
@@ -94,17 +92,7 @@ func (z *ZooKeeper) start(t testing.TB) {
 		"org.apache.zookeeper.server.ZooKeeperServerMain",
 		filepath.Join(z.dir, "zoo.cfg"),
 	}
-	p, err := startProc("zookeeper", java, args, z.dir, filepath.Join(z.dir, "zookeeper.log"), nil)
-	if err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
-	z.mu.Lock()
-	z.p = p
-	z.mu.Unlock()
-	if err := p.waitReady(30*time.Second, z.ready); err != nil {
-		p.kill()
-		t.Fatalf("testenv: %v", err)
-	}
+	z.proc.launch(t, "zookeeper", java, args, z.dir, filepath.Join(z.dir, "zookeeper.log"), nil, 30*time.Second, z.ready)
 }
 
 // ready sends ZooKeeper's four-letter "srvr", which (unlike "ruok", answered as
@@ -127,26 +115,10 @@ func (z *ZooKeeper) ready() error {
 }
 
 // Kill SIGKILLs the server: a crash, sessions are not closed.
-func (z *ZooKeeper) Kill() {
-	z.mu.Lock()
-	p := z.p
-	z.p = nil
-	z.mu.Unlock()
-	if p != nil {
-		p.kill()
-	}
-}
+func (z *ZooKeeper) Kill() { z.proc.kill() }
 
 // Stop stops the server (a no-op when it is already stopped).
-func (z *ZooKeeper) Stop() {
-	z.mu.Lock()
-	p := z.p
-	z.p = nil
-	z.mu.Unlock()
-	if p != nil {
-		p.stop(5 * time.Second)
-	}
-}
+func (z *ZooKeeper) Stop() { z.proc.stop(5 * time.Second) }
 
 // Restart kills the server and starts it again on the same port with the same data
 // dir, so znodes and unexpired sessions survive.
