@@ -7,8 +7,8 @@
 // Backends register themselves as database/sql drivers do; import the ones you use
 // and open a URL:
 //
-//	import _ "github.com/regkit/regkit/mem" // or etcd, zk, consul, nacos
-//	c, err := registry.Open(ctx, "mem://demo")
+//	import _ "github.com/regkit/regkit/etcd" // or mem, zk, consul, nacos
+//	c, err := registry.Open(ctx, "etcd://h1:2379,h2:2379/prod")
 //
 // A malformed URL, an unknown scheme or an unknown query parameter is an error
 // matching ErrInvalid whose message names what is wrong. What a URL cannot carry
@@ -24,8 +24,13 @@
 //     backend. Whenever the backend drops it (session expiry, lease revoked, agent
 //     restart, heartbeat refused), the Registration notices through the driver's
 //     Lease and puts it again with jittered exponential backoff, for as long as it
-//     takes, reporting Reregistering meanwhile. Nothing registered vanishes while
-//     its Registration is open; Deregister and Close remove it.
+//     takes, reporting Reregistering meanwhile. It also follows its service through
+//     the Client's shared watch: when the instance, once seen, is gone from a fresh
+//     view while its lease lives (an operator deleted it, a second process with the
+//     same ID deregistered) and a fresh read a moment later confirms it, it is put
+//     back. Nothing registered vanishes while its Registration is open; Deregister
+//     and Close remove it. A first put refused for permissions (ErrPermission)
+//     fails Register at once instead of retrying.
 //   - Watches never stop by themselves. One loop per service and Client is shared by
 //     all its watchers. Native events only mark the service dirty (a 1-buffered
 //     signal, so bursts coalesce); the loop then re-lists and publishes a complete,
@@ -62,7 +67,9 @@
 // re-arm/re-list/diff loop as service watches. Node.CreateRevision orders creations
 // store-wide and is the recipes' fencing token. A Session reports Curator's states
 // (connected, suspended, reconnected, lost, closed) to listeners; a lost session is
-// final, as in etcd's concurrency package: open a new one. Backends that cannot offer
+// final, as in etcd's concurrency package: open a new one. For a key that must stay
+// present across session loss (membership, announced configuration) use
+// Store.NewPersistentNode, Curator's PersistentNode. Backends that cannot offer
 // a part say so: the call fails with ErrNotSupported, never a silent no-op.
 //
 // # Writing a backend
