@@ -77,6 +77,9 @@ func (c *Client) Instances(ctx context.Context, service string) ([]Instance, err
 	}
 	c.mu.Lock()
 	sw := c.watches[service]
+	if sw != nil && sw.userRefs == 0 {
+		sw = nil // only a registration guard follows it: read the backend
+	}
 	c.mu.Unlock()
 	if sw != nil {
 		if s := sw.current(); s != nil && !s.Stale {

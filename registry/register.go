@@ -186,7 +186,7 @@ func (r *registration) keep() {
 // since Put replaces.
 func (r *registration) guard(ctx context.Context) (<-chan struct{}, func()) {
 	vanished := make(chan struct{}, 1)
-	w, err := r.c.Watch(ctx, r.inst.Service)
+	w, err := r.c.watch(ctx, r.inst.Service, false)
 	if err != nil {
 		return vanished, func() {}
 	}

@@ -82,8 +82,10 @@ type serviceWatch struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 
+	refs     int // watchers, under c.mu
+	userRefs int // of which opened by Watch (not by a registration's guard), under c.mu
+
 	mu      sync.Mutex
-	refs    int
 	snap    *Snapshot
 	changed chan struct{} // closed and replaced at every publish
 }
@@ -117,6 +119,16 @@ func (w *serviceWatch) publish(s Snapshot) {
 // Watch starts following service. All watchers of one service in this Client share
 // one backend watch. The Watcher ends when ctx is done or Close is called.
 func (c *Client) Watch(ctx context.Context, service string) (Watcher, error) {
+	w, err := c.watch(ctx, service, true)
+	if err != nil {
+		return nil, err // not a nil *watcher in a non-nil interface
+	}
+	return w, nil
+}
+
+// watch opens a watcher; user is false for the library's own watchers (the
+// registration guard), which do not make Instances answer from the shared view.
+func (c *Client) watch(ctx context.Context, service string, user bool) (*watcher, error) {
 	if err := ValidServiceName(service); err != nil {
 		return nil, err
 	}
@@ -138,10 +150,13 @@ func (c *Client) Watch(ctx context.Context, service string) (Watcher, error) {
 		}()
 	}
 	sw.refs++
+	if user {
+		sw.userRefs++
+	}
 	c.mu.Unlock()
 
 	wctx, cancel := context.WithCancel(ctx)
-	w := &watcher{sw: sw, ctx: wctx, cancel: cancel}
+	w := &watcher{sw: sw, ctx: wctx, cancel: cancel, user: user}
 	// Release the shared loop when the watch context ends, even if Close is never
 	// called; the goroutine is owned by the Client.
 	c.wg.Add(1)
@@ -162,6 +177,7 @@ type watcher struct {
 	cancel  context.CancelFunc
 	once    sync.Once
 	lastSeq uint64
+	user    bool       // opened by Watch
 	mu      sync.Mutex // serialises Next
 }
 
@@ -170,6 +186,9 @@ func (w *watcher) release() {
 		c := w.sw.c
 		c.mu.Lock()
 		w.sw.refs--
+		if w.user {
+			w.sw.userRefs--
+		}
 		if w.sw.refs == 0 {
 			if c.watches[w.sw.service] == w.sw {
 				delete(c.watches, w.sw.service)
