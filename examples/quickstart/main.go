@@ -6,8 +6,8 @@
 //	REGKIT_URL=etcd://127.0.0.1:2379 go run ./examples/quickstart   # a real etcd (or any regkit URL)
 //
 // Without REGKIT_URL the program starts a real etcd server inside its own process
-// (go.etcd.io/etcd/server/v3/embed) on free loopback ports, with its data in a
-// temporary directory that is removed on exit.
+// (package etcd/embedded) on free loopback ports, with its data in a temporary
+// directory that is removed on exit.
 package main
 
 import (
@@ -21,6 +21,7 @@ import (
 	"time"
 
 	_ "github.com/regkit/regkit/etcd"
+	"github.com/regkit/regkit/etcd/embedded"
 	_ "github.com/regkit/regkit/mem" // REGKIT_URL=mem://x: in-process, for tests
 	"github.com/regkit/regkit/registry"
 )
@@ -36,12 +37,12 @@ func main() {
 func run(ctx context.Context, out io.Writer) error {
 	url := os.Getenv("REGKIT_URL")
 	if url == "" {
-		e, err := startEmbeddedEtcd(ctx)
+		e, err := embedded.Start(ctx)
 		if err != nil {
 			return err
 		}
 		defer e.Close()
-		url = "etcd://" + e.Endpoint() + "/quickstart"
+		url = e.URL("quickstart")
 		fmt.Fprintln(out, "started an embedded etcd at", e.Endpoint())
 	}
 	c, err := registry.Open(ctx, url)
