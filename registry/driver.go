@@ -39,6 +39,11 @@ type Capabilities struct {
 	Ephemeral  bool // store nodes can be bound to a session
 	Sequential bool // store creates can append a sequence number
 	Sessions   bool // NewSession works
+	// GuardsRegistrations: the driver itself notices when a registration vanishes
+	// from the backend while its keep-alive still runs (and reports Lost), so
+	// package registry does not follow the service for it. Set it where a watch is
+	// costly (polling backends) and the driver checks on its own schedule.
+	GuardsRegistrations bool
 }
 
 // Conn is one open connection to a backend, safe for concurrent use.

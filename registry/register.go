@@ -183,9 +183,13 @@ func (r *registration) keep() {
 // second process registering the same ID and deregistering on its way out).
 // Absence is only acted on after presence, so a view that lags behind the put
 // (Nacos list caches) does not cause a put loop; a spurious re-put is harmless,
-// since Put replaces.
+// since Put replaces. Drivers that check by themselves (Capabilities
+// GuardsRegistrations) are not followed.
 func (r *registration) guard(ctx context.Context) (<-chan struct{}, func()) {
 	vanished := make(chan struct{}, 1)
+	if r.c.conn.Capabilities().GuardsRegistrations {
+		return vanished, func() {}
+	}
 	w, err := r.c.watch(ctx, r.inst.Service, false)
 	if err != nil {
 		return vanished, func() {}
