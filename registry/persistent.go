@@ -18,6 +18,9 @@ import (
 // store's equivalent, for membership and configuration nodes that other processes
 // watch.
 //
+// It learns of changes through a TreeWatcher on the key and its session's state, and
+// also reads the key every 5 seconds as a safety net.
+//
 // It is not for locks or leadership: those must stop, not come back, when their
 // session is lost (see Session).
 type PersistentNode struct {
@@ -35,6 +38,10 @@ type PersistentNode struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 }
+
+// persistentRecheck is how often a PersistentNode reads its key even when no watch
+// event came.
+const persistentRecheck = 5 * time.Second
 
 // NewPersistentNode starts keeping key present with value. It returns at once; use
 // WaitForCreate to wait for the first create. The key's parents are created as
@@ -167,6 +174,8 @@ func (p *PersistentNode) run(ctx context.Context, sc StoreConn) {
 		}
 	}()
 
+	recheck := time.NewTicker(persistentRecheck)
+	defer recheck.Stop()
 	b := p.s.c.newBackoff()
 	// retry records err and backs off; false when p is closing.
 	retry := func(err error) bool {
@@ -202,6 +211,8 @@ func (p *PersistentNode) run(ctx context.Context, sc StoreConn) {
 			return
 		case <-sess.Done():
 		case <-p.nudge:
+		case <-recheck.C:
+			// A safety net for a change no watch reported; normally a no-op Get.
 		}
 	}
 }

@@ -181,9 +181,9 @@ func (r *registration) keep() {
 // signals when the instance, once seen on the backend, is gone from a fresh view
 // although its lease was not reported lost: someone deleted it (an operator, or a
 // second process registering the same ID and deregistering on its way out).
-// Absence is only acted on after presence, so a view that lags behind the put
-// (Nacos list caches) does not cause a put loop; a spurious re-put is harmless,
-// since Put replaces. Drivers that check by themselves (Capabilities
+// After the guard itself re-put the instance, absence is only acted on once the
+// view has shown it again, so a view that lags behind puts cannot cause a put loop;
+// a spurious re-put is harmless, since Put replaces. Drivers that check by themselves (Capabilities
 // GuardsRegistrations) are not followed.
 func (r *registration) guard(ctx context.Context) (<-chan struct{}, func()) {
 	vanished := make(chan struct{}, 1)
@@ -197,7 +197,10 @@ func (r *registration) guard(ctx context.Context) (<-chan struct{}, func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		seen := false
+		// The first put succeeded before the guard started: the instance counts as
+		// seen, or a delete that comes before the guard's first read would go
+		// unnoticed.
+		seen := true
 		for {
 			s, err := w.Next(ctx)
 			if err != nil {
