@@ -411,10 +411,11 @@ func (c *Conn) API() string {
 // Capabilities: registration and discovery, and the store where the server can
 // list configurations and enforces casMd5 (see the package doc, Store); never
 // ephemeral or sequential keys or sessions.
-// With presence_check on, registrations check on their own that the server still
-// has them, so package registry does not poll their services for the same purpose.
+// Registrations notice by themselves that the server dropped them (a beat answered
+// 20404/21003, and the presence check), so package registry does not poll their
+// services for the same purpose (GuardsRegistrations).
 func (c *Conn) Capabilities() registry.Capabilities {
-	return registry.Capabilities{Store: c.storeOK, GuardsRegistrations: c.o.presenceCheck > 0}
+	return registry.Capabilities{Store: c.storeOK, GuardsRegistrations: true}
 }
 
 // Close stops every heartbeat and closes idle connections. It does not delete
