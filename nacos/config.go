@@ -297,6 +297,8 @@ func (f *Config) readBack(ctx context.Context, dataID, before, want string) erro
 		switch {
 		case got == want:
 			return nil
+		case got == "" && before != "":
+			// Not found although it existed: a read cache behind (Polaris); wait.
 		case got != before:
 			return fmt.Errorf("nacos: config publish %s: read back md5 %s, not ours: %w", dataID, got, registry.ErrVersionConflict)
 		case time.Now().After(deadline):

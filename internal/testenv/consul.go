@@ -48,13 +48,8 @@ type Consul struct {
 func StartConsul(t testing.TB, opts ...ConsulOption) *Consul {
 	t.Helper()
 	Binary(t, "consul")
-	c := &Consul{
-		httpPort:   FreePort(t),
-		serfLAN:    freeTCPUDPPort(t),
-		serfWAN:    freeTCPUDPPort(t),
-		serverPort: FreePort(t),
-		dir:        t.TempDir(),
-	}
+	c := &Consul{dir: t.TempDir()}
+	c.pickPorts(t)
 	for _, o := range opts {
 		o(c)
 	}
@@ -77,8 +72,20 @@ func StartConsul(t testing.TB, opts ...ConsulOption) *Consul {
 		t.Fatalf("testenv: write consul config: %v", err)
 	}
 	t.Cleanup(c.Stop)
-	c.start(t)
-	return c
+	for attempt := 1; ; attempt++ {
+		err := c.tryStart(t)
+		if err == nil {
+			return c
+		}
+		if !errPortTaken(err) || attempt == 3 {
+			t.Fatalf("testenv: %v", err)
+		}
+		c.pickPorts(t) // another process took a port between FreePort and the bind
+	}
+}
+
+func (c *Consul) pickPorts(t testing.TB) {
+	c.httpPort, c.serfLAN, c.serfWAN, c.serverPort = FreePort(t), freeTCPUDPPort(t), freeTCPUDPPort(t), FreePort(t)
 }
 
 // freeTCPUDPPort returns a loopback port free for both TCP and UDP (Serf uses both).
@@ -104,6 +111,13 @@ func (c *Consul) Token() string { return c.token }
 
 func (c *Consul) start(t testing.TB) {
 	t.Helper()
+	if err := c.tryStart(t); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+}
+
+func (c *Consul) tryStart(t testing.TB) error {
+	t.Helper()
 	args := []string{
 		"agent", "-dev",
 		"-bind=127.0.0.1", "-client=127.0.0.1", "-advertise=127.0.0.1",
@@ -119,7 +133,7 @@ func (c *Consul) start(t testing.TB) {
 		args = append([]string{"agent", "-server", "-bootstrap-expect=1", "-node=testenv",
 			"-data-dir=" + filepath.Join(c.dir, "data")}, args[2:]...)
 	}
-	c.proc.launch(t, "consul", Binary(t, "consul"), args, c.dir, filepath.Join(c.dir, "consul.log"),
+	return c.proc.tryLaunch("consul", Binary(t, "consul"), args, c.dir, filepath.Join(c.dir, "consul.log"),
 		[]string{"CHECKPOINT_DISABLE=1"}, 30*time.Second, c.ready)
 }
 

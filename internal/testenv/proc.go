@@ -131,17 +131,33 @@ type procSlot struct {
 func (s *procSlot) launch(t testing.TB, name, bin string, args []string, dir, logPath string, env []string,
 	timeout time.Duration, ready func() error) {
 	t.Helper()
+	if err := s.tryLaunch(name, bin, args, dir, logPath, env, timeout, ready); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+}
+
+// tryLaunch is launch returning the error instead of failing the test.
+func (s *procSlot) tryLaunch(name, bin string, args []string, dir, logPath string, env []string,
+	timeout time.Duration, ready func() error) error {
 	p, err := startProc(name, bin, args, dir, logPath, env)
 	if err != nil {
-		t.Fatalf("testenv: %v", err)
+		return err
 	}
 	s.mu.Lock()
 	s.p = p
 	s.mu.Unlock()
 	if err := p.waitReady(timeout, ready); err != nil {
-		p.kill()
-		t.Fatalf("testenv: %v", err)
+		s.kill()
+		return err
 	}
+	return nil
+}
+
+// errPortTaken reports whether a server failed because a port it was given was
+// taken meanwhile (FreePort's answer is only true for a moment; other test
+// processes pick ports too).
+func errPortTaken(err error) bool {
+	return err != nil && strings.Contains(strings.ToLower(err.Error()), "address already in use")
 }
 
 // take removes the running process from the slot and returns it (nil if none).
