@@ -44,7 +44,25 @@ func StartZooKeeper(t testing.TB) *ZooKeeper {
 	if _, err := javaBin(); err != nil {
 		t.Fatalf("testenv: ZooKeeper needs Java (%v): run scripts/install-servers.sh", err)
 	}
-	z := &ZooKeeper{port: FreePort(t), dir: t.TempDir()}
+	z := &ZooKeeper{dir: t.TempDir()}
+	t.Cleanup(z.Stop)
+	for attempt := 1; ; attempt++ {
+		z.port = FreePort(t)
+		err := z.writeConfig()
+		if err == nil {
+			err = z.tryStart(t)
+		}
+		if err == nil {
+			return z
+		}
+		if !errPortTaken(err) || attempt == 3 {
+			t.Fatalf("testenv: %v", err)
+		}
+		// Another process took the port between FreePort and the bind: try another.
+	}
+}
+
+func (z *ZooKeeper) writeConfig() error {
 	cfg := fmt.Sprintf(`tickTime=500
 initLimit=10
 syncLimit=5
@@ -56,11 +74,9 @@ admin.enableServer=false
 4lw.commands.whitelist=*
 `, filepath.Join(z.dir, "data"), z.port)
 	if err := os.WriteFile(filepath.Join(z.dir, "zoo.cfg"), []byte(cfg), 0o644); err != nil {
-		t.Fatalf("testenv: write zoo.cfg: %v", err)
+		return fmt.Errorf("write zoo.cfg: %w", err)
 	}
-	t.Cleanup(z.Stop)
-	z.start(t)
-	return z
+	return nil
 }
 
 func javaBin() (string, error) {
@@ -74,6 +90,13 @@ func javaBin() (string, error) {
 func (z *ZooKeeper) Addr() string { return fmt.Sprintf("127.0.0.1:%d", z.port) }
 
 func (z *ZooKeeper) start(t testing.TB) {
+	t.Helper()
+	if err := z.tryStart(t); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+}
+
+func (z *ZooKeeper) tryStart(t testing.TB) error {
 	t.Helper()
 	java, _ := javaBin()
 	cp := ""
@@ -92,26 +115,38 @@ func (z *ZooKeeper) start(t testing.TB) {
 		"org.apache.zookeeper.server.ZooKeeperServerMain",
 		filepath.Join(z.dir, "zoo.cfg"),
 	}
-	z.proc.launch(t, "zookeeper", java, args, z.dir, filepath.Join(z.dir, "zookeeper.log"), nil, 30*time.Second, z.ready)
+	return z.proc.tryLaunch("zookeeper", java, args, z.dir, filepath.Join(z.dir, "zookeeper.log"), nil, 30*time.Second, z.ready)
 }
 
 // ready sends ZooKeeper's four-letter "srvr", which (unlike "ruok", answered as
-// soon as the port is open) reports the server's mode only once it serves requests.
+// soon as the port is open) reports the server's mode only once it serves requests,
+// then "conf", whose dataDir tells that the server on the port is this one and not
+// another test's that took the port first.
 func (z *ZooKeeper) ready() error {
+	b, err := z.fourLetter("srvr")
+	if !strings.Contains(b, "Mode: standalone") {
+		return fmt.Errorf("srvr answered %q (%v)", b, err)
+	}
+	b, err = z.fourLetter("conf")
+	if !strings.Contains(b, "dataDir="+filepath.Join(z.dir, "data")) {
+		return fmt.Errorf("another server on %s: conf answered %q (%v)", z.Addr(), b, err)
+	}
+	return nil
+}
+
+// fourLetter sends one of ZooKeeper's four-letter commands and returns the answer.
+func (z *ZooKeeper) fourLetter(cmd string) (string, error) {
 	c, err := net.DialTimeout("tcp", z.Addr(), 500*time.Millisecond)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("srvr")); err != nil {
-		return err
+	if _, err := c.Write([]byte(cmd)); err != nil {
+		return "", err
 	}
 	b, err := io.ReadAll(c)
-	if !strings.Contains(string(b), "Mode: standalone") {
-		return fmt.Errorf("srvr answered %q (%v)", b, err)
-	}
-	return nil
+	return string(b), err
 }
 
 // Kill SIGKILLs the server: a crash, sessions are not closed.
