@@ -42,15 +42,23 @@ func StartPolaris(t testing.TB) *Polaris {
 	Binary(t, "polaris-server")
 	src := Binary(t, filepath.Join("polaris-conf", "polaris-server.yaml"))
 	pl := &Polaris{dir: t.TempDir(), ports: map[string]int{}}
-	if err := pl.writeConfig(t, src); err != nil {
-		t.Fatalf("testenv: polaris config: %v", err)
-	}
-	if pl.ports["service-nacos"] == 0 {
-		t.Fatalf("testenv: %s has no service-nacos apiserver", src)
-	}
 	t.Cleanup(pl.Stop)
-	pl.start(t)
-	return pl
+	for attempt := 1; ; attempt++ {
+		if err := pl.writeConfig(t, src); err != nil {
+			t.Fatalf("testenv: polaris config: %v", err)
+		}
+		if pl.ports["service-nacos"] == 0 {
+			t.Fatalf("testenv: %s has no service-nacos apiserver", src)
+		}
+		err := pl.tryStart(t)
+		if err == nil {
+			return pl
+		}
+		if !errPortTaken(err) || attempt == 3 {
+			t.Fatalf("testenv: %v", err)
+		}
+		// Another process took a port between choosing it and the bind: new ports.
+	}
 }
 
 // writeConfig rewrites the default config line by line: the file is plain YAML with
@@ -137,8 +145,15 @@ func (pl *Polaris) HTTPAddr() string {
 
 func (pl *Polaris) start(t testing.TB) {
 	t.Helper()
+	if err := pl.tryStart(t); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+}
+
+func (pl *Polaris) tryStart(t testing.TB) error {
+	t.Helper()
 	args := []string{"start", "-c", filepath.Join(pl.dir, "polaris-server.yaml")}
-	pl.proc.launch(t, "polaris", Binary(t, "polaris-server"), args, pl.dir, filepath.Join(pl.dir, "polaris.out"), nil,
+	return pl.proc.tryLaunch("polaris", Binary(t, "polaris-server"), args, pl.dir, filepath.Join(pl.dir, "polaris.out"), nil,
 		60*time.Second, pl.ready)
 }
 
