@@ -244,14 +244,30 @@ func TestFaultKillSession(t *testing.T) {
 // registers again; watches on both sides end equal to the server.
 func TestFaultCutLongerThanSessionTimeout(t *testing.T) {
 	e := newEnv(t)
+	testLongOutage(t, e, "longcut", e.proxy.Cut, "c1", "c2")
+}
+
+// A partition (the proxy holds connections open and carries nothing) longer than
+// the session timeout: as for a cut, the client's view goes stale, the server
+// expires the session, and after the heal the registrations come back.
+func TestFaultPartitionLongerThanSessionTimeout(t *testing.T) {
+	e := newEnv(t)
+	testLongOutage(t, e, "partition", e.proxy.Blackhole, "p1")
+}
+
+// testLongOutage registers ids through the proxy under chroot /ns, watches them from
+// a client through the proxy and one beside it, applies fault for longer than the
+// 2s session timeout (until the server has expired the session), heals, and checks
+// that both views end with every registration back in a new session.
+func testLongOutage(t *testing.T, e *env, ns string, fault func(), ids ...string) {
 	defer leakCheck(t)()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	a := openURL(t, "zk://"+e.proxy.Addr()+"/longcut?session_timeout=2s")
-	b := openURL(t, "zk://"+e.srv.Addr()+"/longcut") // not through the proxy
+	a := openURL(t, "zk://"+e.proxy.Addr()+"/"+ns+"?session_timeout=2s")
+	b := openURL(t, "zk://"+e.srv.Addr()+"/"+ns) // not through the proxy
 	defer a.Close()
 	defer b.Close()
-	for i, id := range []string{"c1", "c2"} {
+	for i, id := range ids {
 		if _, err := a.Register(ctx, svc(id, 3001+i)); err != nil {
 			t.Fatal(err)
 		}
@@ -266,61 +282,21 @@ func TestFaultCutLongerThanSessionTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer wb.Close()
-	const dir = "/longcut/services/api"
-	e.waitView(t, wa, dir, "c1", "c2")
-	e.waitView(t, wb, dir, "c1", "c2")
+	dir := "/" + ns + "/services/api"
+	e.waitView(t, wa, dir, ids...)
+	e.waitView(t, wb, dir, ids...)
 	old := a.Conn().(*rzk.Conn).SessionID()
 
-	e.proxy.Cut()
+	fault()
 	waitStale(t, wa)
 	// The server expires the cut-off session and deletes its nodes; b sees it.
 	e.waitView(t, wb, dir)
 	e.proxy.Heal()
-	e.waitView(t, wb, dir, "c1", "c2")
-	e.waitView(t, wa, dir, "c1", "c2")
+	e.waitView(t, wb, dir, ids...)
+	e.waitView(t, wa, dir, ids...)
 	if sid := a.Conn().(*rzk.Conn).SessionID(); sid == old {
 		t.Errorf("still session %x after an outage longer than its timeout", sid)
 	}
-	wa.Close()
-	wb.Close()
-	a.Close()
-	b.Close()
-}
-
-// A partition (the proxy holds connections open and carries nothing) longer than
-// the session timeout: as for a cut, the client's view goes stale, the server
-// expires the session, and after the heal the registrations come back.
-func TestFaultPartitionLongerThanSessionTimeout(t *testing.T) {
-	e := newEnv(t)
-	defer leakCheck(t)()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	a := openURL(t, "zk://"+e.proxy.Addr()+"/partition?session_timeout=2s")
-	b := openURL(t, "zk://"+e.srv.Addr()+"/partition")
-	defer a.Close()
-	defer b.Close()
-	if _, err := a.Register(ctx, svc("p1", 5001)); err != nil {
-		t.Fatal(err)
-	}
-	wa, err := a.Watch(ctx, "api")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wa.Close()
-	wb, err := b.Watch(ctx, "api")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wb.Close()
-	const dir = "/partition/services/api"
-	e.waitView(t, wa, dir, "p1")
-	e.waitView(t, wb, dir, "p1")
-	e.proxy.Blackhole()
-	waitStale(t, wa)
-	e.waitView(t, wb, dir) // expired on the server
-	e.proxy.Heal()
-	e.waitView(t, wb, dir, "p1")
-	e.waitView(t, wa, dir, "p1")
 	wa.Close()
 	wb.Close()
 	a.Close()
