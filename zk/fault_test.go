@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -119,9 +118,8 @@ func TestFaultKill9AndRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var states []registry.SessionState
-	stop := sess.Listen(func(s registry.SessionState) { mu.Lock(); states = append(states, s); mu.Unlock() })
+	var log stateLog
+	stop := sess.Listen(log.add)
 	defer stop()
 	if _, err := a.Store().Create(ctx, "/locks/x", nil, registry.Ephemeral(sess)); err != nil {
 		t.Fatal(err)
@@ -149,14 +147,7 @@ func TestFaultKill9AndRestart(t *testing.T) {
 	if r1.State() != registry.Registered {
 		t.Errorf("r1 %v", r1.State())
 	}
-	testenv.Eventually(t, 20*time.Second, "store session reconnected", func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		if !slices.Equal(states, []registry.SessionState{registry.StateSuspended, registry.StateReconnected}) {
-			return errors.New("states " + stateNames(states))
-		}
-		return nil
-	})
+	log.wait(t, 20*time.Second, "store session reconnected", registry.StateSuspended, registry.StateReconnected)
 	if err := e.rawDo(func(c *zk.Conn) error {
 		if ok, _, err := c.Exists("/kill9/locks/x"); err != nil || !ok {
 			return fmt.Errorf("exists %v, %v", ok, err)

@@ -17,7 +17,6 @@ import (
 	"github.com/regkit/regkit/internal/testenv"
 	"github.com/regkit/regkit/registry"
 	rzk "github.com/regkit/regkit/zk"
-	"go.uber.org/goleak"
 )
 
 // loseResponseDialer wraps every connection so that the first create request whose
@@ -90,9 +89,8 @@ func TestProtectedCreateAfterLostAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var states []registry.SessionState
-	stop := sess.Listen(func(s registry.SessionState) { mu.Lock(); states = append(states, s); mu.Unlock() })
+	var log stateLog
+	stop := sess.Listen(log.add)
 	defer stop()
 	n, err := c.Store().Create(ctx, "/locks/job/lock-", []byte("me"), registry.Ephemeral(sess), registry.Sequential())
 	if err != nil {
@@ -117,11 +115,29 @@ func TestProtectedCreateAfterLostAnswer(t *testing.T) {
 		t.Errorf("node owner %v (%v), want session %s", st, err, sess.ID())
 	}
 	// The session survived the broken connection: suspended, then reconnected.
-	testenv.Eventually(t, 10*time.Second, "session states", func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		if !slices.Equal(states, []registry.SessionState{registry.StateSuspended, registry.StateReconnected}) {
-			return errors.New("states " + stateNames(states))
+	log.wait(t, 10*time.Second, "session states", registry.StateSuspended, registry.StateReconnected)
+}
+
+// stateLog records the states a Listen reports, for tests to wait on.
+type stateLog struct {
+	mu     sync.Mutex
+	states []registry.SessionState
+}
+
+func (l *stateLog) add(s registry.SessionState) {
+	l.mu.Lock()
+	l.states = append(l.states, s)
+	l.mu.Unlock()
+}
+
+// wait polls until the recorded states are exactly want.
+func (l *stateLog) wait(t testing.TB, timeout time.Duration, what string, want ...registry.SessionState) {
+	t.Helper()
+	testenv.Eventually(t, timeout, what+" "+stateNames(want), func() error {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if !slices.Equal(l.states, want) {
+			return errors.New("states " + stateNames(l.states))
 		}
 		return nil
 	})
@@ -140,7 +156,7 @@ func stateNames(ss []registry.SessionState) string {
 // the connection never opens a new session by itself.
 func TestSessionStatesThroughCuts(t *testing.T) {
 	e := newEnv(t)
-	defer goleak.VerifyNone(t, append([]goleak.Option{goleak.IgnoreCurrent()}, leakOpts...)...)
+	defer leakCheck(t)()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	c := e.open(t, "states")
@@ -149,20 +165,12 @@ func TestSessionStatesThroughCuts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var states []registry.SessionState
-	stop := sess.Listen(func(s registry.SessionState) { mu.Lock(); states = append(states, s); mu.Unlock() })
+	var log stateLog
+	stop := sess.Listen(log.add)
 	defer stop()
 	waitStates := func(want ...registry.SessionState) {
 		t.Helper()
-		testenv.Eventually(t, 20*time.Second, "session states "+stateNames(want), func() error {
-			mu.Lock()
-			defer mu.Unlock()
-			if !slices.Equal(states, want) {
-				return errors.New("states " + stateNames(states))
-			}
-			return nil
-		})
+		log.wait(t, 20*time.Second, "session states", want...)
 	}
 	if _, err := c.Store().Create(ctx, "/members/me", nil, registry.Ephemeral(sess)); err != nil {
 		t.Fatal(err)
@@ -229,20 +237,12 @@ func TestConnectionStates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var states []registry.SessionState
-	stop := conn.Listen(func(s registry.SessionState) { mu.Lock(); states = append(states, s); mu.Unlock() })
+	var log stateLog
+	stop := conn.Listen(log.add)
 	defer stop()
 	waitStates := func(want ...registry.SessionState) {
 		t.Helper()
-		testenv.Eventually(t, 20*time.Second, "connection states "+stateNames(want), func() error {
-			mu.Lock()
-			defer mu.Unlock()
-			if !slices.Equal(states, want) {
-				return errors.New("states " + stateNames(states))
-			}
-			return nil
-		})
+		log.wait(t, 20*time.Second, "connection states", want...)
 	}
 	sid := conn.SessionID()
 	e.proxy.Cut()
