@@ -168,10 +168,10 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/regkit/regkit/internal/owned"
 	"github.com/regkit/regkit/registry"
 )
 
@@ -368,9 +368,7 @@ type Conn struct {
 
 	life   context.Context
 	cancel context.CancelFunc
-	mu     sync.Mutex
-	closed bool
-	wg     sync.WaitGroup
+	owned  owned.Group
 }
 
 var (
@@ -408,11 +406,8 @@ func (c *Conn) Capabilities() registry.Capabilities {
 // still held are left to their TTL check and deregister_after; sessions still open to
 // their TTL.
 func (c *Conn) Close() error {
-	c.mu.Lock()
-	c.closed = true
-	c.mu.Unlock()
 	c.cancel()
-	c.wg.Wait()
+	c.owned.Wait()
 	if c.tr != nil {
 		c.tr.CloseIdleConnections()
 	}
@@ -421,19 +416,7 @@ func (c *Conn) Close() error {
 
 // spawn runs f on a goroutine owned by the Conn (Close cancels c.life and waits for
 // it), or reports false when the Conn is closed.
-func (c *Conn) spawn(f func()) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return false
-	}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		f()
-	}()
-	return true
-}
+func (c *Conn) spawn(f func()) bool { return c.owned.Go(f) }
 
 // probe checks that the agent answers and, with a token, that Consul knows it.
 func (c *Conn) probe(ctx context.Context, token bool) error {

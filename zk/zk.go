@@ -170,6 +170,7 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
+	"github.com/regkit/regkit/internal/owned"
 	"github.com/regkit/regkit/registry"
 )
 
@@ -311,14 +312,13 @@ type Conn struct {
 
 	life   context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // calls and goroutines owned by the Conn
+	owned  owned.Group // calls and goroutines owned by the Conn
 
 	states *stateLog // connection states of the registration connection
 
 	mu       sync.Mutex
 	sessions map[*session]struct{}
 	closed   bool // Close was called
-	draining bool // Close is waiting for wg: nothing may be started any more
 }
 
 var (
@@ -380,28 +380,13 @@ func (c *Conn) Close() error {
 	}
 	c.cancel()
 	c.zc.close()
-	c.mu.Lock()
-	c.draining = true
-	c.mu.Unlock()
-	c.wg.Wait()
+	c.owned.Wait()
 	return nil
 }
 
 // spawn runs f on a goroutine owned by the Conn; false (f not run) once Close is
 // waiting for its goroutines.
-func (c *Conn) spawn(f func()) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.draining {
-		return false
-	}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		f()
-	}()
-	return true
-}
+func (c *Conn) spawn(f func()) bool { return c.owned.Go(f) }
 
 // path maps a path relative to the chroot ("/a/b", or "/" for the chroot) to the
 // absolute znode path.
