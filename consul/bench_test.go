@@ -9,22 +9,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/regkit/regkit/internal/latency"
 	"github.com/regkit/regkit/registry"
 )
-
-// reportLatencies reports the p50 and p99 of per-iteration latencies.
-func reportLatencies(b *testing.B, lat []time.Duration) {
-	if len(lat) == 0 {
-		return
-	}
-	slices.Sort(lat)
-	pct := func(p float64) float64 {
-		i := int(p * float64(len(lat)-1))
-		return float64(lat[i]) / float64(time.Millisecond)
-	}
-	b.ReportMetric(pct(0.50), "p50-ms")
-	b.ReportMetric(pct(0.99), "p99-ms")
-}
 
 // BenchmarkRegisterToNotified measures the time from the start of a registration
 // to the moment a watcher on another client sees the new instance, through
@@ -74,7 +61,7 @@ func BenchmarkRegisterToNotified(b *testing.B) {
 			b.StartTimer()
 		}
 		b.StopTimer()
-		reportLatencies(b, lat)
+		latency.Report(b, lat)
 	})
 	b.Run("raw", func(b *testing.B) {
 		ctx := ctxT(b, 10*time.Minute)
@@ -146,6 +133,6 @@ func BenchmarkRegisterToNotified(b *testing.B) {
 			b.StartTimer()
 		}
 		b.StopTimer()
-		reportLatencies(b, lat)
+		latency.Report(b, lat)
 	})
 }

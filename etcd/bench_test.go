@@ -3,30 +3,15 @@ package etcd_test
 import (
 	"context"
 	"fmt"
-	"slices"
 	"testing"
 	"time"
 
+	"github.com/regkit/regkit/internal/latency"
 	"github.com/regkit/regkit/internal/testenv"
 	"github.com/regkit/regkit/registry"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
-
-// latencies collects one duration per iteration and reports p50 and p99.
-type latencies []time.Duration
-
-func (l latencies) report(b *testing.B) {
-	if len(l) == 0 {
-		return
-	}
-	slices.Sort(l)
-	pct := func(p float64) float64 {
-		return float64(l[int(p*float64(len(l)-1))].Microseconds()) / 1000
-	}
-	b.ReportMetric(pct(0.50), "p50-ms")
-	b.ReportMetric(pct(0.99), "p99-ms")
-}
 
 // BenchmarkRegisterToWatch measures the time from a registration to the moment a
 // watcher on another connection sees it: through regkit (Register, then
@@ -66,7 +51,7 @@ func BenchmarkRegisterToWatch(b *testing.B) {
 			}
 		}
 		waitN(0)
-		lat := make(latencies, 0, b.N)
+		lat := make([]time.Duration, 0, b.N)
 		b.ResetTimer()
 		for i := range b.N {
 			start := time.Now()
@@ -84,7 +69,7 @@ func BenchmarkRegisterToWatch(b *testing.B) {
 			b.StartTimer()
 		}
 		b.StopTimer()
-		lat.report(b)
+		latency.Report(b, lat)
 	})
 
 	b.Run("raw-clientv3", func(b *testing.B) {
@@ -122,7 +107,7 @@ func BenchmarkRegisterToWatch(b *testing.B) {
 			}
 			b.Fatal("watch channel closed")
 		}
-		lat := make(latencies, 0, b.N)
+		lat := make([]time.Duration, 0, b.N)
 		b.ResetTimer()
 		for i := range b.N {
 			key := fmt.Sprint("/raw/services/bench/i", i)
@@ -140,6 +125,6 @@ func BenchmarkRegisterToWatch(b *testing.B) {
 			b.StartTimer()
 		}
 		b.StopTimer()
-		lat.report(b)
+		latency.Report(b, lat)
 	})
 }

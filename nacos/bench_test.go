@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/regkit/regkit/internal/latency"
 	"github.com/regkit/regkit/internal/testenv"
 	"github.com/regkit/regkit/nacos"
 	"github.com/regkit/regkit/nacos/nacostest"
@@ -27,14 +28,10 @@ import (
 
 const benchPoll = 200 * time.Millisecond
 
+// percentiles reports the p50 and p99 of the samples; they are the result, not
+// the loop time.
 func percentiles(b *testing.B, d []time.Duration) {
-	if len(d) == 0 {
-		return
-	}
-	slices.Sort(d)
-	at := func(p float64) float64 { return float64(d[int(p*float64(len(d)-1))]) / float64(time.Millisecond) }
-	b.ReportMetric(at(0.5), "p50-ms")
-	b.ReportMetric(at(0.99), "p99-ms")
+	latency.Report(b, d)
 	b.ReportMetric(0, "ns/op")
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
+	"github.com/regkit/regkit/internal/latency"
 	"github.com/regkit/regkit/registry"
 	rzk "github.com/regkit/regkit/zk"
 )
@@ -20,16 +21,7 @@ var quiet = registry.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))
 
 // reportPercentiles reports the p50 and p99 of per-iteration latencies.
 func reportPercentiles(b *testing.B, lat []time.Duration) {
-	b.Helper()
-	if len(lat) == 0 {
-		return
-	}
-	slices.Sort(lat)
-	p := func(q float64) float64 {
-		return float64(lat[int(q*float64(len(lat)-1))]) / float64(time.Millisecond)
-	}
-	b.ReportMetric(p(0.50), "p50-ms")
-	b.ReportMetric(p(0.99), "p99-ms")
+	latency.Report(b, lat)
 	b.ReportMetric(0, "ns/op") // the percentiles are the result, not the loop time
 }
 
