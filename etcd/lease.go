@@ -2,12 +2,14 @@ package etcd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/regkit/regkit/registry"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -93,6 +95,18 @@ func (l *lease) keep(ctx context.Context, ch <-chan *clientv3.LeaseKeepAliveResp
 // lose ends the lease as lost (once).
 func (l *lease) lose(err error) {
 	l.end(err, registry.StateLost)
+}
+
+// loseIfGone ends the lease as lost when err is the server saying it no longer has
+// it (revoked, expired), so that its owner learns at once and not at the next
+// keep-alive, and returns why; for any other error it returns nil.
+func (l *lease) loseIfGone(err error) error {
+	if !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return nil
+	}
+	lost := fmt.Errorf("etcd: lease %s gone: %w", l.ID(), registry.ErrSessionLost)
+	l.lose(lost)
+	return lost
 }
 
 func (l *lease) end(err error, st registry.SessionState) bool {

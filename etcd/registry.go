@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -39,9 +38,7 @@ func (c *Conn) Put(ctx context.Context, inst registry.Instance) (registry.Lease,
 	}
 	key := c.serviceKey(inst.Service) + inst.ID
 	if _, err := c.cli.Put(ctx, key, string(data), clientv3.WithLease(l.id)); err != nil {
-		if strings.Contains(err.Error(), "requested lease not found") {
-			l.lose(fmt.Errorf("etcd: lease %s gone: %w", l.ID(), registry.ErrSessionLost))
-		}
+		l.loseIfGone(err) // the next put grants a new lease
 		return nil, wrap("put", key, err)
 	}
 	return &regLease{c: c, l: l, key: key}, nil

@@ -2,7 +2,6 @@ package etcd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -10,7 +9,6 @@ import (
 
 	"github.com/regkit/regkit/registry"
 	"go.etcd.io/etcd/api/v3/mvccpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -90,12 +88,10 @@ func (c *Conn) Create(ctx context.Context, key string, value []byte, spec regist
 		ops = append(ops, clientv3.OpPut(k, string(value), putOpts...), clientv3.OpGet(k))
 		resp, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
-			if l, ok := spec.Session.(*lease); ok && errors.Is(err, rpctypes.ErrLeaseNotFound) {
-				// The session's lease is gone (revoked, expired): the session is
-				// lost now, not at its next keep-alive.
-				lost := fmt.Errorf("etcd: lease %s gone: %w", l.ID(), registry.ErrSessionLost)
-				l.lose(lost)
-				return registry.Node{}, fmt.Errorf("etcd: create %s: %w", name, lost)
+			if l, ok := spec.Session.(*lease); ok {
+				if lost := l.loseIfGone(err); lost != nil {
+					return registry.Node{}, fmt.Errorf("etcd: create %s: %w", name, lost)
+				}
 			}
 			return registry.Node{}, wrap("create", name, err)
 		}

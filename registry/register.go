@@ -183,8 +183,8 @@ func (r *registration) keep() {
 // second process registering the same ID and deregistering on its way out).
 // After the guard itself re-put the instance, absence is only acted on once the
 // view has shown it again, so a view that lags behind puts cannot cause a put loop;
-// a spurious re-put is harmless, since Put replaces. Drivers that check by themselves (Capabilities
-// GuardsRegistrations) are not followed.
+// a spurious re-put is harmless, since Put replaces. Drivers that check by
+// themselves (Capabilities.GuardsRegistrations) are not followed.
 func (r *registration) guard(ctx context.Context) (<-chan struct{}, func()) {
 	vanished := make(chan struct{}, 1)
 	if r.c.conn.Capabilities().GuardsRegistrations {
@@ -209,7 +209,7 @@ func (r *registration) guard(ctx context.Context) (<-chan struct{}, func()) {
 			if s.Stale {
 				continue
 			}
-			present := slices.ContainsFunc(s.Instances, func(in Instance) bool { return in.ID == r.inst.ID })
+			present := hasID(s.Instances, r.inst.ID)
 			switch {
 			case present:
 				seen = true
@@ -242,7 +242,12 @@ func (r *registration) goneForSure(ctx context.Context) bool {
 	if err != nil {
 		return false // the watch reports again when the backend answers
 	}
-	return !slices.ContainsFunc(l.Instances, func(in Instance) bool { return in.ID == r.inst.ID })
+	return !hasID(l.Instances, r.inst.ID)
+}
+
+// hasID reports whether list has an instance with this ID.
+func hasID(list []Instance, id string) bool {
+	return slices.ContainsFunc(list, func(in Instance) bool { return in.ID == id })
 }
 
 func (r *registration) set(s RegistrationState, err error) {
