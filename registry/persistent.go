@@ -189,6 +189,11 @@ func (p *PersistentNode) run(ctx context.Context, sc StoreConn) {
 		if sess == nil || sess.Err() != nil {
 			if sess != nil {
 				p.setErr(fmt.Errorf("registry: persistent node %s: session %s ended, re-creating: %w", p.key, sess.ID(), sess.Err()))
+				// Release the ended session (its goroutine waits for Close).
+				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				_ = sess.Close(cctx)
+				cancel()
+				sess = nil
 			}
 			s, err := p.s.c.NewSession(ctx, p.opts...)
 			if err != nil {
