@@ -60,7 +60,9 @@
 // ID when the ID is not the default "Host:Port". Parameters that only restate the
 // layout (interface, side, timestamp, anyhost, category) are dropped on read. A
 // provider with enabled=false or disabled=true is not Healthy. Put of an ID already
-// there deletes the old URL node first (the URL changes with the metadata).
+// there creates the new URL node, then deletes the old one (the URL changes with the
+// metadata), so the instance never disappears meanwhile; a list that sees both
+// keeps the one with the greater node name (the later timestamp).
 //
 // # Liveness and re-registration
 //
