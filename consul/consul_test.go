@@ -65,7 +65,7 @@ func startServer(t testing.TB, opts ...testenv.ConsulOption) *server {
 
 // url is the URL of a client of namespace ns dialling through the proxy.
 func (s *server) url(ns, extra string) string {
-	u := "consul://" + s.proxy.Addr() + "/" + ns + "?check_ttl=2s&wait=10s&timeout=3s"
+	u := "consul://" + s.proxy.Addr() + "/" + ns + "?check_ttl=4s&wait=10s&timeout=10s"
 	if extra != "" {
 		u += "&" + extra
 	}
@@ -77,7 +77,7 @@ func (s *server) open(t testing.TB, ns, extra string, opts ...registry.Option) *
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	opts = append([]registry.Option{registry.WithRetryBackoff(50*time.Millisecond, time.Second),
-		registry.WithRequestTimeout(3 * time.Second)}, opts...)
+		registry.WithRequestTimeout(10 * time.Second)}, opts...)
 	c, err := registry.Open(ctx, s.url(ns, extra), opts...)
 	if err != nil {
 		t.Fatal(err)

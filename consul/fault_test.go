@@ -189,7 +189,7 @@ func TestAgentRestart(t *testing.T) {
 
 // TestCutLongerThanSessionTTL cuts every connection of the clients through the fault
 // proxy until the session is lost (10s TTL) and the agent has marked every instance
-// critical (2s check TTL), then heals.
+// critical (4s check TTL), then heals.
 func TestCutLongerThanSessionTTL(t *testing.T) {
 	t.Parallel()
 	s := startServer(t)

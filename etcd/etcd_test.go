@@ -46,8 +46,8 @@ func (e *env) open(t testing.TB, ns string) *registry.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := registry.Open(ctx, "etcd://"+e.proxy.Addr()+"/"+ns+"?lease_ttl=3s&dial_timeout=2s",
-		registry.WithRetryBackoff(50*time.Millisecond, time.Second), registry.WithRequestTimeout(3*time.Second))
+	c, err := registry.Open(ctx, "etcd://"+e.proxy.Addr()+"/"+ns+"?lease_ttl=3s&dial_timeout=10s",
+		registry.WithRetryBackoff(50*time.Millisecond, time.Second), registry.WithRequestTimeout(10*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}

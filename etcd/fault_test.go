@@ -151,8 +151,8 @@ func TestCompactionBelowWatcher(t *testing.T) {
 	defer cancel()
 	// The watcher dials a proxy of its own so only it is cut off.
 	wp := testenv.NewProxy(t, e.srv.Endpoint())
-	wc, err := registry.Open(ctx, "etcd://"+wp.Addr()+"/"+ns+"?lease_ttl=3s&dial_timeout=2s",
-		registry.WithRetryBackoff(50*time.Millisecond, time.Second), registry.WithRequestTimeout(3*time.Second))
+	wc, err := registry.Open(ctx, "etcd://"+wp.Addr()+"/"+ns+"?lease_ttl=3s&dial_timeout=10s",
+		registry.WithRetryBackoff(50*time.Millisecond, time.Second), registry.WithRequestTimeout(10*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,7 @@ func openURL(t *testing.T, raw string, opts ...registry.Option) (*registry.Clien
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := registry.Open(ctx, raw, append([]registry.Option{registry.WithRequestTimeout(3 * time.Second)}, opts...)...)
+	c, err := registry.Open(ctx, raw, append([]registry.Option{registry.WithRequestTimeout(10 * time.Second)}, opts...)...)
 	if err == nil {
 		t.Cleanup(func() { c.Close() })
 	}
@@ -85,9 +85,9 @@ func TestAuth(t *testing.T) {
 			t.Fatalf("auth setup step %d: %v", i, err)
 		}
 	}
-	base := "etcd://" + srv.Endpoint() + "/secure?dial_timeout=2s"
+	base := "etcd://" + srv.Endpoint() + "/secure?dial_timeout=10s"
 
-	c, err := openURL(t, "etcd://root:rootpw@"+srv.Endpoint()+"/secure?dial_timeout=2s")
+	c, err := openURL(t, "etcd://root:rootpw@"+srv.Endpoint()+"/secure?dial_timeout=10s")
 	if err != nil {
 		t.Fatalf("Open with URL user info: %v", err)
 	}
@@ -156,7 +156,7 @@ func TestTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := "etcd://" + srv.Endpoint() + "/tls?dial_timeout=2s"
+	u := "etcd://" + srv.Endpoint() + "/tls?dial_timeout=10s"
 
 	c, err := openURL(t, u, registry.WithTLS(&tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}}))
 	if err != nil {

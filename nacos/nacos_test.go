@@ -29,7 +29,7 @@ var leakOpts = []goleak.Option{
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, leakOpts...) }
 
 // fastParams make liveness and watches quick enough for tests.
-const fastParams = "poll_interval=200ms&beat_interval=500ms&presence_check=1s&timeout=3s"
+const fastParams = "poll_interval=200ms&beat_interval=500ms&presence_check=1s&timeout=10s"
 
 // polarisEnv is a real Polaris with a fault proxy in front of its Nacos API.
 type polarisEnv struct {
@@ -55,7 +55,7 @@ func openURL(t testing.TB, u string) *registry.Client {
 	testenv.Eventually(t, 15*time.Second, "open "+u, func() error {
 		var err error
 		c, err = registry.Open(ctx, u, registry.WithRetryBackoff(50*time.Millisecond, time.Second),
-			registry.WithRequestTimeout(3*time.Second))
+			registry.WithRequestTimeout(10*time.Second))
 		return err
 	})
 	return c

@@ -254,7 +254,7 @@ func testLongOutage(t *testing.T, e *env, ns string, fault func(), ids ...string
 	defer leakCheck(t)()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	a := openURL(t, "zk://"+e.proxy.Addr()+"/"+ns+"?session_timeout=2s")
+	a := openURL(t, "zk://"+e.proxy.Addr()+"/"+ns+"?session_timeout=4s")
 	b := openURL(t, "zk://"+e.srv.Addr()+"/"+ns) // not through the proxy
 	defer a.Close()
 	defer b.Close()

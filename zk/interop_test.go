@@ -37,7 +37,7 @@ func openURL(t testing.TB, rawURL string, opts ...registry.Option) *registry.Cli
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	opts = append([]registry.Option{registry.WithRetryBackoff(50*time.Millisecond, time.Second),
-		registry.WithRequestTimeout(3 * time.Second)}, opts...)
+		registry.WithRequestTimeout(10 * time.Second)}, opts...)
 	c, err := registry.Open(ctx, rawURL, opts...)
 	if err != nil {
 		t.Fatal(err)

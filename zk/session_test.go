@@ -227,7 +227,7 @@ func TestConnectionStates(t *testing.T) {
 	defer leakCheck(t)()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c := openURL(t, "zk://"+e.proxy.Addr()+"/connstates?session_timeout=2s")
+	c := openURL(t, "zk://"+e.proxy.Addr()+"/connstates?session_timeout=4s")
 	defer c.Close()
 	conn := c.Conn().(*rzk.Conn)
 	if st := conn.ConnectionState(); st != registry.StateConnected {

@@ -102,7 +102,7 @@ func rawConn(t testing.TB, addr string) *zk.Conn {
 }
 
 func (e *env) url(ns string) string {
-	return "zk://" + e.proxy.Addr() + "/" + ns + "?session_timeout=4s&connect_timeout=5s" + e.query
+	return "zk://" + e.proxy.Addr() + "/" + ns + "?session_timeout=4s&connect_timeout=15s" + e.query
 }
 
 // open opens a client through the proxy with chroot /ns.
@@ -111,7 +111,7 @@ func (e *env) open(t testing.TB, ns string) *registry.Client {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	c, err := registry.Open(ctx, e.url(ns),
-		registry.WithRetryBackoff(50*time.Millisecond, time.Second), registry.WithRequestTimeout(3*time.Second))
+		registry.WithRetryBackoff(50*time.Millisecond, time.Second), registry.WithRequestTimeout(10*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -134,7 +134,7 @@ func (c *Consul) tryStart(t testing.TB) error {
 			"-data-dir=" + filepath.Join(c.dir, "data")}, args[2:]...)
 	}
 	return c.proc.tryLaunch("consul", Binary(t, "consul"), args, c.dir, filepath.Join(c.dir, "consul.log"),
-		[]string{"CHECKPOINT_DISABLE=1"}, 30*time.Second, c.ready)
+		[]string{"CHECKPOINT_DISABLE=1"}, 60*time.Second, c.ready)
 }
 
 var consulHTTP = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}

@@ -115,7 +115,7 @@ func (z *ZooKeeper) tryStart(t testing.TB) error {
 		"org.apache.zookeeper.server.ZooKeeperServerMain",
 		filepath.Join(z.dir, "zoo.cfg"),
 	}
-	return z.proc.tryLaunch("zookeeper", java, args, z.dir, filepath.Join(z.dir, "zookeeper.log"), nil, 30*time.Second, z.ready)
+	return z.proc.tryLaunch("zookeeper", java, args, z.dir, filepath.Join(z.dir, "zookeeper.log"), nil, 60*time.Second, z.ready)
 }
 
 // ready sends ZooKeeper's four-letter "srvr", which (unlike "ruok", answered as
