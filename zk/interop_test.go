@@ -117,7 +117,8 @@ func TestCuratorInterop(t *testing.T) {
 		}
 	}
 
-	// Our registration, read back raw as Curator would parse it.
+	// Our registration, read back raw as Curator would parse it. The service's Java
+	// instances carry payloads of several classes, so payload=auto writes null.
 	reg, err := c.Register(ctx, registry.Instance{Service: "orders", ID: "go-1", Host: "10.1.0.1", Port: 7000, Weight: 9,
 		Zone: "eu-2", Metadata: map[string]string{"version": "v3"}})
 	if err != nil {
@@ -139,30 +140,60 @@ func TestCuratorInterop(t *testing.T) {
 			t.Errorf("Curator field %q missing in %s", k, b)
 		}
 	}
-	var si struct {
+	// Curator's own default (compatible) serialization writes no "enabled": readers
+	// older than Curator 4 fail on an unknown field.
+	if _, ok := raw["enabled"]; ok {
+		t.Errorf(`"enabled" written (Curator < 4 readers fail on it): %s`, b)
+	}
+	if string(raw["payload"]) != "null" {
+		t.Errorf("payload=auto among mixed payload classes wrote payload %s, want null", raw["payload"])
+	}
+	type written struct {
 		Name, ID, Address, ServiceType string
 		Port                           int
 		SSLPort                        *int
 		RegistrationTimeUTC            int64
-		Payload                        struct {
+		Payload                        *struct {
 			Class    string `json:"@class"`
 			Name     string
 			Metadata map[string]string
 		}
 	}
+	var si written
 	if err := json.Unmarshal(b, &si); err != nil {
 		t.Fatal(err)
 	}
 	if si.Name != "orders" || si.ID != "go-1" || si.Address != "10.1.0.1" || si.Port != 7000 || si.SSLPort != nil ||
-		si.ServiceType != "DYNAMIC" || si.RegistrationTimeUTC <= 0 ||
-		si.Payload.Class != "org.springframework.cloud.zookeeper.discovery.ZookeeperInstance" || si.Payload.Name != "orders" ||
-		si.Payload.Metadata["version"] != "v3" || si.Payload.Metadata["weight"] != "9" || si.Payload.Metadata["zone"] != "eu-2" {
+		si.ServiceType != "DYNAMIC" || si.RegistrationTimeUTC <= 0 || si.Payload != nil {
 		t.Errorf("Curator ServiceInstance written = %s", b)
 	}
 	if err := reg.Close(); err != nil {
 		t.Fatal(err)
 	}
 	waitInstances(t, c, "orders", want)
+
+	// payload=spring writes Spring Cloud Zookeeper's ZookeeperInstance, whatever the
+	// service holds.
+	cs := openURL(t, "zk://"+e.srv.Addr()+ns+"?layout=curator&base=/services&payload=spring")
+	reg, err = cs.Register(ctx, registry.Instance{Service: "orders", ID: "go-2", Host: "10.1.0.2", Port: 7000, Weight: 9,
+		Zone: "eu-2", Metadata: map[string]string{"version": "v3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _, err = e.adm(t).Get(dir + "/go-2"); err != nil {
+		t.Fatal(err)
+	}
+	si = written{}
+	if err := json.Unmarshal(b, &si); err != nil {
+		t.Fatal(err)
+	}
+	if si.Payload == nil || si.Payload.Class != "org.springframework.cloud.zookeeper.discovery.ZookeeperInstance" || si.Payload.Name != "orders" ||
+		si.Payload.Metadata["version"] != "v3" || si.Payload.Metadata["weight"] != "9" || si.Payload.Metadata["zone"] != "eu-2" {
+		t.Errorf("payload=spring wrote %s", b)
+	}
+	if err := reg.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Dubbo 2.x provider URLs as Dubbo's ZookeeperRegistry writes them: URL.encode (Java's

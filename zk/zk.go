@@ -204,6 +204,25 @@ const (
 	LayoutDubbo   Layout = "dubbo"
 )
 
+// CuratorPayload names the payload policy of layout=curator (the URL's payload
+// parameter): what regkit puts in the payload of the Curator ServiceInstance it
+// writes. See "Curator payloads" in the package doc.
+type CuratorPayload string
+
+// Payload policies.
+const (
+	// PayloadAuto writes Spring Cloud Zookeeper's ZookeeperInstance when the
+	// service's other instances carry payloads and every one of them is a
+	// ZookeeperInstance, else null. The default.
+	PayloadAuto CuratorPayload = "auto"
+	// PayloadNull always writes a null payload, the one every Curator reader can
+	// read.
+	PayloadNull CuratorPayload = "null"
+	// PayloadSpring always writes Spring Cloud Zookeeper's ZookeeperInstance, for
+	// fleets whose Java services all read it.
+	PayloadSpring CuratorPayload = "spring"
+)
+
 type driver struct{}
 
 type config struct {
@@ -211,6 +230,7 @@ type config struct {
 	chroot         string // "" for none, else "/a/b"
 	layout         Layout
 	base           string // curator base path, absolute (with chroot)
+	payload        CuratorPayload
 	group          string // dubbo root path, absolute (with chroot)
 	sessionTimeout time.Duration
 	connectTimeout time.Duration
@@ -229,6 +249,7 @@ func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (regist
 	p := registry.NewParams(u)
 	layout := Layout(p.OneOf("layout", string(LayoutRegkit), string(LayoutRegkit), string(LayoutCurator), string(LayoutDubbo)))
 	base := p.String("base", DefaultCuratorBase)
+	payload := CuratorPayload(p.OneOf("payload", string(PayloadAuto), string(PayloadAuto), string(PayloadNull), string(PayloadSpring)))
 	group := p.String("group", DefaultDubboGroup)
 	st := p.Duration("session_timeout", DefaultSessionTimeout)
 	ct := p.Duration("connect_timeout", DefaultConnectTimeout)
@@ -247,7 +268,7 @@ func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (regist
 	if ct <= 0 {
 		ct = DefaultConnectTimeout
 	}
-	c := config{hosts: hosts, layout: layout, sessionTimeout: st, connectTimeout: ct, protect: protect, log: cfg.Logger}
+	c := config{hosts: hosts, layout: layout, payload: payload, sessionTimeout: st, connectTimeout: ct, protect: protect, log: cfg.Logger}
 	switch {
 	case u.Path == "" && layout == LayoutRegkit:
 		c.chroot = DefaultChroot

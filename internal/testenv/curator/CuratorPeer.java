@@ -111,7 +111,7 @@ public final class CuratorPeer {
         CuratorFramework client = CuratorFrameworkFactory.builder()
                 .connectString(args[0])
                 .sessionTimeoutMs(Integer.parseInt(args[1]))
-                .connectionTimeoutMs(15000)
+                .connectionTimeoutMs(Integer.parseInt(args[1]))
                 .retryPolicy(new ExponentialBackoffRetry(100, 29, 1000))
                 .build();
         client.getConnectionStateListenable().addListener((c, s) -> event(mapOf("event", "connectionState", "state", s.name())));
