@@ -13,6 +13,8 @@
 //     "Layouts" below.
 //   - base (layout=curator only; default "/services"): Curator's
 //     ServiceDiscoveryBuilder basePath, relative to the chroot.
+//   - payload=auto|null|spring (layout=curator only; default auto): the payload of
+//     the ServiceInstance regkit writes; see "Curator payloads".
 //   - group (layout=dubbo only; default "dubbo"): Dubbo's registry group, the root
 //     node of the Dubbo tree, relative to the chroot.
 //   - session_timeout (default 10s): the session timeout asked for the connection
@@ -38,17 +40,51 @@
 // "zone","metadata"} (the same record as the etcd backend).
 //
 // layout=curator: Curator x-discovery's layout <chroot><base>/S/I, an ephemeral znode
-// holding Curator's ServiceInstance JSON as its JsonInstanceSerializer writes it:
-// {"name":S,"id":I,"address":Host,"port":Port,"sslPort":null,"payload":{...},
-// "registrationTimeUTC":ms,"serviceType":"DYNAMIC","uriSpec":null,"enabled":true}.
-// The payload is Spring Cloud Zookeeper's ZookeeperInstance
-// ({"@class":"org.springframework.cloud.zookeeper.discovery.ZookeeperInstance",
-// "id":S,"name":S,"metadata":{...}}), the most common payload in Java fleets.
-// Mapping: Metadata <-> payload.metadata, except "weight" <-> Weight and "zone" <->
-// Zone (the metadata keys Spring Cloud LoadBalancer reads); Healthy <- enabled
-// (absent means true). On read, a payload without a metadata object is tolerated:
-// its string fields become Metadata "payload.<field>", and a string payload becomes
-// Metadata "payload"; a null or zero port uses sslPort as Port.
+// holding Curator's ServiceInstance JSON as its JsonInstanceSerializer writes it in
+// its default (compatible) mode: {"name":S,"id":I,"address":Host,"port":Port,
+// "sslPort":null,"payload":...,"registrationTimeUTC":ms,"serviceType":"DYNAMIC",
+// "uriSpec":null}, without "enabled" (readers older than Curator 4 fail on it; absent
+// means enabled). The payload follows the payload policy ("Curator payloads"). On
+// read: Healthy <- enabled (absent means true); a null or zero port uses sslPort as
+// Port; a payload with a metadata object (Spring's ZookeeperInstance) gives
+// Metadata <- payload.metadata, except "weight" -> Weight and "zone" -> Zone (the
+// keys Spring Cloud LoadBalancer reads); a payload without one has its string fields
+// as Metadata "payload.<field>", and a string payload is Metadata "payload"; a null
+// payload gives the default Weight, no Zone and no Metadata.
+//
+// # Curator payloads
+//
+// Curator reads a ServiceInstance's payload with Jackson's class-typed polymorphism
+// ("@class") and then casts it to the reader's payload class: a reader built as
+// ServiceDiscovery<Void> reads only null payloads, ServiceDiscovery<X> only null and
+// X, ServiceDiscovery<Object> any class on its classpath. One unreadable instance
+// fails the reader's whole queryForInstances (InvalidTypeIdException or
+// ClassCastException), Java instances included, and its ServiceCache leaves it out
+// (a Void reader's cache of a service where regkit wrote Spring's payload stayed
+// empty). So the payload is chosen by policy, at every put (registration and
+// re-registration after a session loss):
+//
+//   - payload=auto (default): Spring Cloud Zookeeper's ZookeeperInstance when the
+//     service's other instances carry payloads and every one of them is a
+//     ZookeeperInstance (a Spring fleet: whoever reads those reads ours, and whoever
+//     does not was failing already), else null: on an empty service, among null
+//     payloads, or beside any other payload class (its shape is unknown to regkit,
+//     and a payload of the right class but the wrong shape would fail the reader's
+//     whole query just the same). Instances written by other regkit processes
+//     count as the service's instances.
+//   - payload=null: always null, the one payload every Curator reader reads.
+//   - payload=spring: always {"@class":"org.springframework.cloud.zookeeper.
+//     discovery.ZookeeperInstance","id":S,"name":S,"metadata":{...}}, for fleets
+//     whose readers all have Spring Cloud Zookeeper's class (a plain Curator reader
+//     without it fails, see above).
+//
+// Where weight, zone and metadata go: with Spring's payload, into payload.metadata
+// (Metadata, plus "weight" = Weight and "zone" = Zone), and they read back whole.
+// With a null payload they are not written at all, and are lost to every reader,
+// regkit included (read back: Weight 100, no Zone, no Metadata): Curator's
+// ServiceInstance has no other field that could carry them (uriSpec is a URI
+// template its readers build URIs from; unknown top-level fields fail readers
+// older than Curator 4). ID, Host and Port are always kept.
 //
 // layout=dubbo: Dubbo 2.x's interface-level layout:
 // <chroot>/<group>/S/providers/<url-encoded URL>, an ephemeral znode with no data,
@@ -151,8 +187,8 @@
 //     as go-zookeeper's default provider does); a name with several addresses uses
 //     the dialer's choice.
 //   - Instance IDs are node names; registry's validation already excludes '/'. In
-//     the curator layout, user metadata keys "weight" and "zone" are taken by the
-//     mapping.
+//     the curator layout with Spring's payload, user metadata keys "weight" and
+//     "zone" are taken by the mapping.
 //   - The registration connection's session timeout and a store session's TTL are
 //     asked for; the server may grant another (zoo.cfg min/maxSessionTimeout), and
 //     a session's Lost-on-timeout uses the TTL asked for.
