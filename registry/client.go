@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+
+	"github.com/regkit/regkit/registry/address"
 )
 
 // Registrar registers instances.
@@ -176,17 +180,23 @@ type logger struct {
 func (l logger) warn(msg string, args ...any) { l.l.Warn(msg, args...) }
 
 func (c *Client) prepare(inst Instance) (Instance, error) {
-	if (inst.Host == "" || inst.Port == 0) && c.opt.resolver != nil {
-		h, p, err := c.opt.resolver.Resolve()
-		if err != nil && inst.Host == "" {
+	if c.opt.resolver != nil {
+		a, err := c.opt.resolver.Advertise(inst.Host, inst.Port)
+		if err != nil {
 			return inst, fmt.Errorf("registry: resolve the address to register: %w", err)
 		}
-		if inst.Host == "" {
-			inst.Host = h
+		if a.Host != inst.Host || a.Port != inst.Port {
+			// Once per Register: what is advertised differs from what the program
+			// gave, so say why (a NodePort, a node IP, a NAT mapping).
+			c.opt.cfg.Logger.Info("registry: advertising an address other than the configured one",
+				"service", inst.Service, "configured", net.JoinHostPort(inst.Host, strconv.Itoa(inst.Port)),
+				"host", a.Host, "host_from", a.HostFrom, "port", a.Port, "port_from", a.PortFrom)
 		}
-		if inst.Port == 0 && err == nil {
-			inst.Port = p
-		}
+		inst.Host, inst.Port = a.Host, a.Port
+	}
+	if inst.Port == 0 {
+		return inst, invalid("Port", 0, "port is not set: give Instance.Port, or set "+
+			address.EnvPort+" or "+address.EnvDubboPort+" in the environment")
 	}
 	inst = inst.withDefaults()
 	return inst, inst.Validate()

@@ -50,13 +50,22 @@
 //
 // # Instances and addresses
 //
-// An Instance with an empty Host or zero Port gets them from the AddressResolver
-// (default: package registry/address, which reads REGKIT_REGISTER_HOST/PORT, the
-// Dubbo variables DUBBO_IP_TO_REGISTRY/DUBBO_PORT_TO_REGISTRY, then preferred
-// networks and interfaces; it never picks a loopback address silently). An empty ID
-// becomes "Host:Port"; Weight 0 becomes DefaultWeight (100). Registered instances are
-// healthy; Healthy on discovered instances is what the backend reports, and
-// Snapshot.Healthy filters on it.
+// The address registered is the one others can dial, which is not always the one
+// the program binds. Register asks the AddressResolver (default: package
+// registry/address), which follows Dubbo's precedence: the deployment's variables
+// REGKIT_REGISTER_HOST/PORT, then DUBBO_IP_TO_REGISTRY/DUBBO_PORT_TO_REGISTRY,
+// override the Instance's Host and Port, each on its own (a Kubernetes manifest
+// passes the node IP and a NodePort while the program sets the pod port it
+// binds); then the Instance's own values; then, for an empty Host, preferred
+// networks and interfaces (never a loopback address silently). When the
+// advertised address differs from the configured one, one Info line says which
+// variable supplied each half. Registration.Instance returns what was
+// registered; the program keeps its bound address. Tests that pin an address use
+// WithAddressResolver(&address.Resolver{IgnoreEnvironment: true}). A port that
+// nothing sets fails Register with a FieldError naming Port and the variables.
+// An empty ID becomes "Host:Port" of the advertised address; Weight 0 becomes
+// DefaultWeight (100). Registered instances are healthy; Healthy on discovered
+// instances is what the backend reports, and Snapshot.Healthy filters on it.
 //
 // # Coordination store
 //

@@ -24,11 +24,15 @@ type Instance struct {
 	// (the characters every backend can store in a key), 1 to 255 of them, starting
 	// with a letter or digit.
 	Service string
-	// Host is the address others dial: an IP or a DNS name. Empty at Register means
-	// "resolve it" (see WithAddressResolver and package registry/address).
+	// Host is the address others dial: an IP or a DNS name. At Register,
+	// REGKIT_REGISTER_HOST or DUBBO_IP_TO_REGISTRY override it, and empty means
+	// "resolve it" from preferred networks and interfaces (see
+	// WithAddressResolver and package registry/address).
 	Host string
-	// Port is the port others dial, 1 to 65535. Zero at Register means "resolve it"
-	// from the environment (REGKIT_REGISTER_PORT, DUBBO_PORT_TO_REGISTRY).
+	// Port is the port others dial, 1 to 65535. At Register, REGKIT_REGISTER_PORT
+	// or DUBBO_PORT_TO_REGISTRY override it (Dubbo's precedence: the deployment
+	// knows the reachable port, e.g. a NodePort); zero with neither set is an
+	// error naming Port.
 	Port int
 	// Weight is the relative share of traffic for weighted balancers; 0 at Register
 	// means DefaultWeight (100). Negative weights are rejected. Backends with other

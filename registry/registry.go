@@ -80,9 +80,10 @@ func WithDriverOption(key string, value any) Option {
 	}
 }
 
-// WithAddressResolver sets how Register fills an empty Host or a zero Port
-// (default: address.Default(), which reads the environment; see package
-// registry/address).
+// WithAddressResolver sets how Register decides the host and port to advertise
+// (default: address.Default(), whose environment variables override the
+// Instance's Host and Port; see package registry/address). Tests that pin an
+// address pass &address.Resolver{IgnoreEnvironment: true}.
 func WithAddressResolver(r AddressResolver) Option { return func(o *options) { o.resolver = r } }
 
 // WithRetryBackoff sets the bounds of the jittered exponential backoff used by every
@@ -96,12 +97,16 @@ func WithRetryBackoff(min, max time.Duration) Option {
 // dead connection turns into a stale view and a retry (default 10s).
 func WithRequestTimeout(d time.Duration) Option { return func(o *options) { o.reqTimeout = d } }
 
-// AddressResolver fills the host and port to advertise when an Instance has none.
-// Package registry/address provides the standard one.
+// AddressResolver decides the host and port to advertise for an instance whose
+// program configured host and port (either may be empty or 0). Package
+// registry/address provides the standard one (*address.Resolver), which follows
+// Dubbo's precedence: REGKIT_REGISTER_HOST/PORT, then DUBBO_IP_TO_REGISTRY and
+// DUBBO_PORT_TO_REGISTRY override what the program configured, each on its own.
 type AddressResolver interface {
-	// Resolve returns the host and port others should dial. port may be 0 when
-	// nothing configures it (the caller's Port is then required).
-	Resolve() (host string, port int, err error)
+	// Advertise returns the address others should dial and where each half came
+	// from. Advertised.Port may be 0 when nothing sets it (Register then fails
+	// with an error naming Port).
+	Advertise(host string, port int) (address.Advertised, error)
 }
 
 func buildOptions(opts []Option) options {

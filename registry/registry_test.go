@@ -1,8 +1,10 @@
 package registry_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net/url"
 	"slices"
 	"strings"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/regkit/regkit/mem"
 	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/address"
 	"go.uber.org/goleak"
 )
 
@@ -158,10 +161,12 @@ func TestHostFromResolver(t *testing.T) {
 	if in := r.Instance(); in.Host != "192.0.2.9" || in.Port != 7070 || in.ID != "192.0.2.9:7070" {
 		t.Errorf("resolved instance = %+v", in)
 	}
-	// An explicit port wins over the resolver's.
+	// The resolver decides: it is given the configured port and may override it
+	// (the standard one does when REGKIT_REGISTER_PORT or DUBBO_PORT_TO_REGISTRY
+	// is set).
 	r, err = c.Register(ctx, registry.Instance{Service: "svc", Port: 81})
-	if err != nil || r.Instance().Port != 81 {
-		t.Errorf("explicit port: %v, %v", r, err)
+	if err != nil || r.Instance().Port != 7070 {
+		t.Errorf("resolver's port: %v, %v", r, err)
 	}
 }
 
@@ -170,7 +175,9 @@ type fixed struct {
 	port int
 }
 
-func (f fixed) Resolve() (string, int, error) { return f.host, f.port, nil }
+func (f fixed) Advertise(string, int) (address.Advertised, error) {
+	return address.Advertised{Host: f.host, Port: f.port}, nil
+}
 
 func TestRedactURL(t *testing.T) {
 	u, err := registry.ParseURL("consul://bob:hunter2@h:8500/ns?token=s3cret&dc=eu&AccessToken=t0k&group=g")
@@ -196,5 +203,72 @@ func TestRedactURL(t *testing.T) {
 	ctx := context.Background()
 	if _, err := registry.Open(ctx, "nosuch://h/?token=s3cret"); err == nil || strings.Contains(err.Error(), "s3cret") {
 		t.Errorf("Open error %v shows the token", err)
+	}
+}
+
+// TestRegisterEnvironmentWins is the Kubernetes NodePort case from issue 14: the
+// program sets the port it binds (8080), the manifest sets the node IP and the
+// NodePort in Dubbo's variables, and the variables win, each on its own, with
+// one Info line saying what was advertised and why.
+func TestRegisterEnvironmentWins(t *testing.T) {
+	t.Setenv(address.EnvHost, "")
+	t.Setenv(address.EnvPort, "")
+	t.Setenv(address.EnvDubboHost, "192.0.2.10")
+	t.Setenv(address.EnvDubboPort, "31080")
+	var logs bytes.Buffer
+	ctx := context.Background()
+	c, err := registry.Open(ctx, "mem://env-wins", registry.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r, err := c.Register(ctx, registry.Instance{Service: "svc", Host: "10.244.1.7", Port: 8080})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in := r.Instance(); in.Host != "192.0.2.10" || in.Port != 31080 {
+		t.Errorf("registered %s, want the node address 192.0.2.10:31080", in.Addr())
+	}
+	if n := strings.Count(logs.String(), "advertising"); n != 1 ||
+		!strings.Contains(logs.String(), "port_from="+address.EnvDubboPort) || !strings.Contains(logs.String(), "configured=10.244.1.7:8080") {
+		t.Errorf("want one Info line naming the source and the configured address, got %d:\n%s", n, logs.String())
+	}
+	// Only the port set: the configured host stays.
+	t.Setenv(address.EnvDubboHost, "")
+	r, err = c.Register(ctx, registry.Instance{Service: "svc", Host: "10.244.1.7", Port: 8080})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in := r.Instance(); in.Host != "10.244.1.7" || in.Port != 31080 {
+		t.Errorf("registered %s, want 10.244.1.7:31080", in.Addr())
+	}
+	// A resolver that ignores the environment keeps what the program gave.
+	c2, err := registry.Open(ctx, "mem://env-ignored", registry.WithAddressResolver(&address.Resolver{IgnoreEnvironment: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	r, err = c2.Register(ctx, registry.Instance{Service: "svc", Host: "10.244.1.7", Port: 8080})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in := r.Instance(); in.Addr() != "10.244.1.7:8080" {
+		t.Errorf("IgnoreEnvironment registered %s, want 10.244.1.7:8080", in.Addr())
+	}
+}
+
+// TestRegisterWithoutPortNamesPort: with no port anywhere the error names Port
+// and the variables that would have supplied it (it used to name the ID).
+func TestRegisterWithoutPortNamesPort(t *testing.T) {
+	ctx := context.Background()
+	c, err := registry.Open(ctx, "mem://no-port", registry.WithAddressResolver(&address.Resolver{IgnoreEnvironment: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.Register(ctx, registry.Instance{Service: "svc", Host: "10.0.0.1"})
+	var fe *registry.FieldError
+	if !errors.As(err, &fe) || fe.Field != "Port" || !strings.Contains(err.Error(), address.EnvPort) || !strings.Contains(err.Error(), address.EnvDubboPort) {
+		t.Errorf("Register without a port = %v, want a FieldError naming Port and the variables", err)
 	}
 }
