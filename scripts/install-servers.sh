@@ -3,7 +3,8 @@
 #   - ZooKeeper from Debian's `zookeeper` package (needs Java, which the machine has);
 #   - Consul, built from the Go module proxy (replace directives dropped), cached;
 #   - Polaris (Nacos-compatible v1 API), built from the Go module proxy, cached.
-# etcd needs nothing: the tests embed the real server (go.etcd.io/etcd/server/v3/embed).
+# etcd needs nothing: the tests embed the real server (go.etcd.io/etcd/server/v3/embed,
+# in the etcd/embedded module).
 #
 # Binaries are cached under $REGKIT_SERVERS_DIR (default ~/.cache/regkit/servers);
 # the tests find them there (see internal/testenv). Idempotent: a second run is quick.

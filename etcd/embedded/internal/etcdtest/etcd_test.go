@@ -1,4 +1,4 @@
-package etcd_test
+package etcdtest_test
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"time"
 
 	_ "github.com/regkit/regkit/etcd"
+	"github.com/regkit/regkit/etcd/embedded/internal/etcdtest"
 	"github.com/regkit/regkit/internal/testenv"
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/registrytest"
@@ -25,13 +26,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m, leakOpts...) }
 // env is a real embedded etcd, a fault proxy in front of it, and an admin client
 // that talks to the server directly (never through the proxy).
 type env struct {
-	srv   *testenv.Etcd
+	srv   *etcdtest.Server
 	proxy *testenv.Proxy
 	admin *clientv3.Client
 }
 
-func newEnv(t *testing.T, opts ...testenv.EtcdOption) *env {
-	srv := testenv.StartEtcd(t, opts...)
+func newEnv(t *testing.T, opts ...etcdtest.Option) *env {
+	srv := etcdtest.Start(t, opts...)
 	proxy := testenv.NewProxy(t, srv.Endpoint())
 	admin, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.Endpoint()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
