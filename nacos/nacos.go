@@ -104,13 +104,13 @@
 // not answer 404/410) and sends the accessToken parameter on every call; the token
 // is refreshed when half its tokenTtl has passed, and once more on a 403 answer. An
 // empty token (auth disabled on the server) is simply not sent. Refused credentials
-// are registry.ErrPermission.
+// are driver.ErrPermission.
 //
 // # Configuration
 //
 // Config (from Conn.Config, ConfigOf or OpenConfig) is a client of Nacos's v1
 // configuration API in the URL's group and tenant (= namespace), usable on its own:
-// Get (GET <context>/v1/cs/configs; 404 is registry.ErrNotFound; the MD5 is the
+// Get (GET <context>/v1/cs/configs; 404 is driver.ErrNotFound; the MD5 is the
 // Content-MD5 header), Publish (POST, form body; compare-and-set through the casMd5
 // header, which is where Nacos's ConfigController reads it, and the casMd5 form
 // field), Delete (DELETE; a missing configuration is no error, as on Nacos), Search
@@ -126,7 +126,7 @@
 // Compare-and-set: Nacos refuses a publish whose casMd5 differs from the stored
 // MD5 (HTTP 500 "Cas publish fail, server md5 may have changed", 409 on some
 // versions), and inserts a missing configuration whatever casMd5 says; both give
-// registry.ErrVersionConflict here. Polaris v1.18 does not read casMd5 at all and
+// driver.ErrVersionConflict here. Polaris v1.18 does not read casMd5 at all and
 // overwrites. Config.CASEnforced finds out which by writing a probe configuration
 // "regkit.casprobe.<random>" twice (the second time with a wrong casMd5) and
 // deleting it, once per Config. Where casMd5 is not enforced, Publish with a casMd5
@@ -141,17 +141,17 @@
 // listener (Nacos points clients at gRPC for listening). So on 3.2, Get switches
 // to that call (when the v1 GET answers 404 without "config data not exist", or
 // 410), Listen polls it, and Publish, Delete, Search and Lookup fail with
-// registry.ErrNotSupported; the store is not offered. Writes, listing and the
+// driver.ErrNotSupported; the store is not offered. Writes, listing and the
 // long-poll listener are covered on Nacos 1.x to 3.1 (v1) and Polaris.
 //
 // # Store
 //
-// The coordination store (registry.StoreConn) is built on the configuration API
+// The coordination store (driver.StoreConn) is built on the configuration API
 // and offered (Capabilities.Store) only when Open finds that the server lists
 // configurations (a search=blur answers a page) and enforces casMd5 (CASEnforced):
 // Nacos 1.x to 3.1, and the test server. Polaris v1.18 answers the search
 // "dataId required" and ignores casMd5, so on Polaris, as on Nacos 3.2, every store
-// call fails with registry.ErrNotSupported. The URL parameter store=false skips the
+// call fails with driver.ErrNotSupported. The URL parameter store=false skips the
 // probe (which writes and deletes one configuration) and offers no store. A probe
 // that fails for any other reason (server briefly down, no write permission) also
 // leaves the store off for the life of the connection.
@@ -176,7 +176,7 @@
 //     200 one after the other: a key created or deleted meanwhile may be missed.
 //     Nacos's blur search hands '_' to SQL LIKE as a wildcard, so results are
 //     filtered again by exact prefix.
-//   - Create reads the key and fails with registry.ErrExists when present, then
+//   - Create reads the key and fails with driver.ErrExists when present, then
 //     publishes with a casMd5 no content has: Nacos then inserts a missing key but
 //     refuses if the key appeared meanwhile (ErrExists). Two creates racing on a
 //     missing key may both be inserted by Nacos (the last one wins) or one may
@@ -192,7 +192,7 @@
 //     read just before the delete (a write in between is deleted too). With
 //     recursive, descendants are deleted deepest first, then the key; deleting a
 //     key already gone is no error, so concurrent deletes are tolerated. Without
-//     recursive a key with descendants is registry.ErrNotEmpty.
+//     recursive a key with descendants is driver.ErrNotEmpty.
 //   - WatchTree lists the tree (the key and its descendants) and notifies, then
 //     repeats: a long poll on the listed dataIds and their MD5s (and the key's own
 //     dataId with MD5 "" when absent), cut after poll_interval, then a re-list; it
@@ -207,7 +207,7 @@
 //   - Ephemeral keys, sequential keys and sessions (and therefore the locks,
 //     elections and other recipes that need them) are not supported: Capabilities
 //     reports them false, and Create with them and NewSession fail with
-//     registry.ErrNotSupported.
+//     driver.ErrNotSupported.
 package nacos
 
 import (
@@ -226,10 +226,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
-func init() { registry.Register("nacos", driver{}) }
+func init() { driver.Register("nacos", drv{}) }
 
 // Defaults.
 const (
@@ -257,7 +257,8 @@ const (
 	MetaWeight = "regkit.weight"
 )
 
-type driver struct{}
+// drv is this backend's driver.Driver.
+type drv struct{}
 
 // options are the parsed URL settings.
 type options struct {
@@ -278,12 +279,12 @@ type options struct {
 	store         bool
 }
 
-func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (registry.Conn, error) {
-	hosts, err := registry.Hosts(u, DefaultPort)
+func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn, error) {
+	hosts, err := driver.Hosts(u, DefaultPort)
 	if err != nil {
 		return nil, err
 	}
-	p := registry.NewParams(u)
+	p := driver.NewParams(u)
 	o := options{
 		hosts:         hosts,
 		scheme:        "http",
@@ -304,6 +305,10 @@ func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (regist
 	if err := p.Done(); err != nil {
 		return nil, err
 	}
+	// nacos has no options of its own: any is another backend's.
+	if err := driver.ApplyOptions("nacos", cfg.Options, func(struct{}) error { return nil }); err != nil {
+		return nil, err
+	}
 	if o.username == "" && qu != "" {
 		o.username, o.password = qu, qp
 	}
@@ -312,19 +317,19 @@ func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (regist
 		o.contextPath = DefaultContextPath
 	}
 	if strings.Contains(o.group, "@@") || o.group == "" {
-		return nil, &registry.FieldError{Field: "group", Value: o.group, Reason: "group must be non-empty and must not contain @@"}
+		return nil, &driver.FieldError{Field: "group", Value: o.group, Reason: "group must be non-empty and must not contain @@"}
 	}
 	if o.cluster == "" {
-		return nil, &registry.FieldError{Field: "cluster", Value: o.cluster, Reason: "cluster must be non-empty"}
+		return nil, &driver.FieldError{Field: "cluster", Value: o.cluster, Reason: "cluster must be non-empty"}
 	}
 	if o.timeout <= 0 {
-		return nil, &registry.FieldError{Field: "timeout", Value: o.timeout.String(), Reason: "must be positive"}
+		return nil, &driver.FieldError{Field: "timeout", Value: o.timeout.String(), Reason: "must be positive"}
 	}
 	if o.pollInterval < 10*time.Millisecond {
-		return nil, &registry.FieldError{Field: "poll_interval", Value: o.pollInterval.String(), Reason: "must be at least 10ms"}
+		return nil, &driver.FieldError{Field: "poll_interval", Value: o.pollInterval.String(), Reason: "must be at least 10ms"}
 	}
 	if o.beatInterval != 0 && o.beatInterval < 10*time.Millisecond {
-		return nil, &registry.FieldError{Field: "beat_interval", Value: o.beatInterval.String(), Reason: "must be 0 (server's) or at least 10ms"}
+		return nil, &driver.FieldError{Field: "beat_interval", Value: o.beatInterval.String(), Reason: "must be 0 (server's) or at least 10ms"}
 	}
 	if cfg.TLS != nil {
 		o.scheme = "https"
@@ -374,7 +379,7 @@ type Conn struct {
 	loginMu sync.Mutex // one login at a time
 }
 
-var _ registry.Conn = (*Conn)(nil)
+var _ driver.Conn = (*Conn)(nil)
 
 func newConn(o options, tlsCfg *tls.Config, log *slog.Logger) *Conn {
 	if log == nil {
@@ -414,8 +419,8 @@ func (c *Conn) API() string {
 // Registrations notice by themselves that the server dropped them (a beat answered
 // 20404/21003, and the presence check), so package registry does not poll their
 // services for the same purpose (GuardsRegistrations).
-func (c *Conn) Capabilities() registry.Capabilities {
-	return registry.Capabilities{Store: c.storeOK, GuardsRegistrations: true}
+func (c *Conn) Capabilities() driver.Capabilities {
+	return driver.Capabilities{Store: c.storeOK, GuardsRegistrations: true}
 }
 
 // Close stops every heartbeat and closes idle connections. It does not delete
@@ -451,22 +456,22 @@ func wrap(op string, err error) error {
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		if he := (*httpError)(nil); !errors.As(err, &he) {
-			return fmt.Errorf("nacos: %s: %w: %w", op, registry.ErrUnavailable, err)
+			return fmt.Errorf("nacos: %s: %w: %w", op, driver.ErrUnavailable, err)
 		}
 	}
 	var he *httpError
 	if errors.As(err, &he) {
 		switch {
 		case he.status == http.StatusForbidden || he.status == http.StatusUnauthorized:
-			return fmt.Errorf("nacos: %s: %w: %w", op, registry.ErrPermission, err)
+			return fmt.Errorf("nacos: %s: %w: %w", op, driver.ErrPermission, err)
 		case he.status == http.StatusBadRequest:
-			return fmt.Errorf("nacos: %s: %w", op, &registry.FieldError{Field: "instance", Value: op, Reason: "server rejected the request: " + he.Error()})
+			return fmt.Errorf("nacos: %s: %w", op, &driver.FieldError{Field: "instance", Value: op, Reason: "server rejected the request: " + he.Error()})
 		}
 	}
-	if errors.Is(err, registry.ErrPermission) || errors.Is(err, registry.ErrInvalid) || errors.Is(err, registry.ErrClosed) {
+	if errors.Is(err, driver.ErrPermission) || errors.Is(err, driver.ErrInvalid) || errors.Is(err, driver.ErrClosed) {
 		return fmt.Errorf("nacos: %s: %w", op, err)
 	}
-	return fmt.Errorf("nacos: %s: %w: %w", op, registry.ErrUnavailable, err)
+	return fmt.Errorf("nacos: %s: %w: %w", op, driver.ErrUnavailable, err)
 }
 
 // do sends one request to the first host that answers. path is below the context
@@ -487,7 +492,7 @@ type reqOpts struct {
 // doOpts is do with extras (o may be nil).
 func (c *Conn) doOpts(ctx context.Context, method, path string, form url.Values, raw bool, o *reqOpts) ([]byte, error) {
 	if err := c.life.Err(); err != nil {
-		return nil, registry.ErrClosed
+		return nil, driver.ErrClosed
 	}
 	for attempt := 0; ; attempt++ {
 		tok, err := c.accessToken(ctx, attempt > 0)
