@@ -108,8 +108,8 @@
 // rate bounds how often that happens, and package registry coalesces the re-lists).
 // Each query waits at most the wait parameter and is bounded by a deadline a little
 // longer, so a connection that went silent breaks the watch. Any error
-// ends the Watch with that error (wrapping driver.ErrUnavailable or
-// driver.ErrPermission), and package registry backs off, re-lists and re-arms:
+// ends the Watch with that error (wrapping registry.ErrUnavailable or
+// registry.ErrPermission), and package registry backs off, re-lists and re-arms:
 // one blocking loop per service is shared by all watchers of a Client.
 //
 // # Store
@@ -128,7 +128,7 @@
 // # ACL and TLS
 //
 // A 403 answer (or one saying "Permission denied" or "ACL not found") is an error
-// matching driver.ErrPermission that names the ACL. Open checks that the agent
+// matching registry.ErrPermission that names the ACL. Open checks that the agent
 // answers (GET /v1/status/leader, which needs no ACL) and, when a token is given,
 // that Consul knows the token (GET /v1/acl/token/self; an "ACL support disabled"
 // answer is accepted), so a wrong token fails Open. Without a token, Open succeeds

@@ -7,7 +7,7 @@
 // 2s). User name and password come from the URL's user info or
 // registry.WithCredentials; TLS from registry.WithTLS.
 //
-// Layout: an instance is the JSON of driver.Instance at
+// Layout: an instance is the JSON of registry.Instance at
 // <prefix>/services/<service>/<id>, put with the client's registration lease; store
 // key K is <prefix>/kv<K>; the sequence counter of parent P is <prefix>/seq<P>.
 //

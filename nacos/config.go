@@ -58,7 +58,7 @@ func (c *Conn) Config() *Config {
 }
 
 // ConfigOf returns the configuration client of a registry.Client opened with a
-// nacos:// URL; driver.ErrNotSupported for any other backend.
+// nacos:// URL; registry.ErrNotSupported for any other backend.
 func ConfigOf(cl *registry.Client) (*Config, error) {
 	c, ok := cl.Conn().(*Conn)
 	if !ok {
@@ -122,7 +122,7 @@ func (f *Config) form(dataID string) url.Values {
 }
 
 // Get reads a configuration: its content and MD5 (the server's Content-MD5
-// header, or computed when absent). A missing one is driver.ErrNotFound. Reads
+// header, or computed when absent). A missing one is registry.ErrNotFound. Reads
 // come from the server's cache and may lag a write briefly (Polaris: about 1s).
 // Where the v1 API is gone (Nacos 3.2: 404 other than "config data not exist", or
 // 410), Get uses the v3 client API GET <context>/v3/client/cs/config (code 20004:
@@ -248,7 +248,7 @@ func (f *Config) publish(ctx context.Context, dataID, content, cas string) error
 
 // Publish writes a configuration. Nacos rejects empty content (and content of
 // blanks only). With casMD5 non-empty the write is a compare-and-set: it fails
-// with driver.ErrVersionConflict when the configuration's current MD5 differs.
+// with registry.ErrVersionConflict when the configuration's current MD5 differs.
 // Nacos itself inserts a missing configuration whatever casMD5 says.
 //
 // Where the server enforces casMd5 (Nacos: see CASEnforced) the server decides
@@ -423,7 +423,7 @@ func (f *Config) search(ctx context.Context, mode, pattern string) ([]ConfigItem
 // hands it to SQL LIKE, where '_' matches any character, so the items are filtered
 // again here). Pages are read one after the other: a configuration created or
 // deleted meanwhile may be missed. Servers without search (Polaris answers
-// "dataId required") give driver.ErrNotSupported.
+// "dataId required") give registry.ErrNotSupported.
 func (f *Config) Search(ctx context.Context, prefix string) ([]ConfigItem, error) {
 	items, err := f.search(ctx, "blur", prefix+"*")
 	if err != nil {
@@ -441,7 +441,7 @@ func (f *Config) Search(ctx context.Context, prefix string) ([]ConfigItem, error
 
 // Lookup reads one configuration through search=accurate, which on Nacos reads
 // the database (not the cache Get reads) and gives the database id.
-// driver.ErrNotFound when absent, driver.ErrNotSupported without search.
+// registry.ErrNotFound when absent, registry.ErrNotSupported without search.
 func (f *Config) Lookup(ctx context.Context, dataID string) (ConfigItem, error) {
 	items, err := f.search(ctx, "accurate", dataID)
 	if err != nil {

@@ -104,13 +104,13 @@
 // not answer 404/410) and sends the accessToken parameter on every call; the token
 // is refreshed when half its tokenTtl has passed, and once more on a 403 answer. An
 // empty token (auth disabled on the server) is simply not sent. Refused credentials
-// are driver.ErrPermission.
+// are registry.ErrPermission.
 //
 // # Configuration
 //
 // Config (from Conn.Config, ConfigOf or OpenConfig) is a client of Nacos's v1
 // configuration API in the URL's group and tenant (= namespace), usable on its own:
-// Get (GET <context>/v1/cs/configs; 404 is driver.ErrNotFound; the MD5 is the
+// Get (GET <context>/v1/cs/configs; 404 is registry.ErrNotFound; the MD5 is the
 // Content-MD5 header), Publish (POST, form body; compare-and-set through the casMd5
 // header, which is where Nacos's ConfigController reads it, and the casMd5 form
 // field), Delete (DELETE; a missing configuration is no error, as on Nacos), Search
@@ -126,7 +126,7 @@
 // Compare-and-set: Nacos refuses a publish whose casMd5 differs from the stored
 // MD5 (HTTP 500 "Cas publish fail, server md5 may have changed", 409 on some
 // versions), and inserts a missing configuration whatever casMd5 says; both give
-// driver.ErrVersionConflict here. Polaris v1.18 does not read casMd5 at all and
+// registry.ErrVersionConflict here. Polaris v1.18 does not read casMd5 at all and
 // overwrites. Config.CASEnforced finds out which by writing a probe configuration
 // "regkit.casprobe.<random>" twice (the second time with a wrong casMd5) and
 // deleting it, once per Config. Where casMd5 is not enforced, Publish with a casMd5
@@ -141,7 +141,7 @@
 // listener (Nacos points clients at gRPC for listening). So on 3.2, Get switches
 // to that call (when the v1 GET answers 404 without "config data not exist", or
 // 410), Listen polls it, and Publish, Delete, Search and Lookup fail with
-// driver.ErrNotSupported; the store is not offered. Writes, listing and the
+// registry.ErrNotSupported; the store is not offered. Writes, listing and the
 // long-poll listener are covered on Nacos 1.x to 3.1 (v1) and Polaris.
 //
 // # Store
@@ -151,7 +151,7 @@
 // configurations (a search=blur answers a page) and enforces casMd5 (CASEnforced):
 // Nacos 1.x to 3.1, and the test server. Polaris v1.18 answers the search
 // "dataId required" and ignores casMd5, so on Polaris, as on Nacos 3.2, every store
-// call fails with driver.ErrNotSupported. The URL parameter store=false skips the
+// call fails with registry.ErrNotSupported. The URL parameter store=false skips the
 // probe (which writes and deletes one configuration) and offers no store. A probe
 // that fails for any other reason (server briefly down, no write permission) also
 // leaves the store off for the life of the connection.
@@ -176,7 +176,7 @@
 //     200 one after the other: a key created or deleted meanwhile may be missed.
 //     Nacos's blur search hands '_' to SQL LIKE as a wildcard, so results are
 //     filtered again by exact prefix.
-//   - Create reads the key and fails with driver.ErrExists when present, then
+//   - Create reads the key and fails with registry.ErrExists when present, then
 //     publishes with a casMd5 no content has: Nacos then inserts a missing key but
 //     refuses if the key appeared meanwhile (ErrExists). Two creates racing on a
 //     missing key may both be inserted by Nacos (the last one wins) or one may
@@ -192,7 +192,7 @@
 //     read just before the delete (a write in between is deleted too). With
 //     recursive, descendants are deleted deepest first, then the key; deleting a
 //     key already gone is no error, so concurrent deletes are tolerated. Without
-//     recursive a key with descendants is driver.ErrNotEmpty.
+//     recursive a key with descendants is registry.ErrNotEmpty.
 //   - WatchTree lists the tree (the key and its descendants) and notifies, then
 //     repeats: a long poll on the listed dataIds and their MD5s (and the key's own
 //     dataId with MD5 "" when absent), cut after poll_interval, then a re-list; it
@@ -207,7 +207,7 @@
 //   - Ephemeral keys, sequential keys and sessions (and therefore the locks,
 //     elections and other recipes that need them) are not supported: Capabilities
 //     reports them false, and Create with them and NewSession fail with
-//     driver.ErrNotSupported.
+//     registry.ErrNotSupported.
 package nacos
 
 import (

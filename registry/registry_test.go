@@ -35,6 +35,16 @@ func TestOpenErrorsNameTheProblem(t *testing.T) {
 	}
 }
 
+// A backend-specific option given to another backend is rejected before any I/O,
+// naming the option.
+func TestForeignDriverOption(t *testing.T) {
+	_, err := registry.Open(context.Background(), "mem://foreign", registry.DriverOption("consul.WithTags", []string{"x"}))
+	var fe *registry.FieldError
+	if !errors.As(err, &fe) || fe.Field != "option" || fe.Value != "consul.WithTags" || !errors.Is(err, registry.ErrInvalid) {
+		t.Fatalf("Open = %v, want a FieldError naming consul.WithTags", err)
+	}
+}
+
 func TestParams(t *testing.T) {
 	u, _ := url.Parse("x://h/p?dial_timeout=3s&ttl=-1s&n=7&b=yes&mode=fast&extra=1")
 	p := driver.NewParams(u)

@@ -27,10 +27,10 @@ type Session struct {
 }
 
 // SessionOption configures NewSession.
-type SessionOption func(*driver.SessionSpec)
+type SessionOption func(*sessionSpec)
 
 // WithTTL sets the session's time to live (default: the backend's, see its docs).
-func WithTTL(d time.Duration) SessionOption { return func(s *driver.SessionSpec) { s.TTL = d } }
+func WithTTL(d time.Duration) SessionOption { return func(s *sessionSpec) { s.TTL = d } }
 
 // NewSession starts a session. It is closed by Close or by the Client's Close.
 func (c *Client) NewSession(ctx context.Context, opts ...SessionOption) (*Session, error) {

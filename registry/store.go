@@ -51,11 +51,17 @@ func (s *Store) conn() (driver.StoreConn, error) {
 }
 
 // CreateOption configures Store.Create.
-type CreateOption func(*driver.CreateSpec)
+type CreateOption func(*createSpec)
+
+// createSpec and sessionSpec keep the driver's spec types out of the user API.
+type (
+	createSpec  = driver.CreateSpec
+	sessionSpec = driver.SessionSpec
+)
 
 // Ephemeral binds the new key to sess: it is deleted when the session ends.
 func Ephemeral(sess *Session) CreateOption {
-	return func(cs *driver.CreateSpec) {
+	return func(cs *createSpec) {
 		if sess != nil {
 			cs.Session = sess.conn
 		}
@@ -64,7 +70,7 @@ func Ephemeral(sess *Session) CreateOption {
 
 // Sequential appends a 10-digit sequence number, increasing per parent, to the key's
 // last segment; the created key is returned in Node.Key.
-func Sequential() CreateOption { return func(cs *driver.CreateSpec) { cs.Sequential = true } }
+func Sequential() CreateOption { return func(cs *createSpec) { cs.Sequential = true } }
 
 // Create writes a new key, creating missing parents as empty persistent keys. An
 // existing key is ErrExists.
