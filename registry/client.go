@@ -12,6 +12,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/regkit/regkit/registry/address"
+	"github.com/regkit/regkit/registry/driver"
 )
 
 // Registrar registers instances.
@@ -30,7 +31,7 @@ type Discovery interface {
 // Client is a connection to one backend: registrar, discovery and coordination
 // store. It is safe for concurrent use. Close releases everything it started.
 type Client struct {
-	conn Conn
+	conn driver.Conn
 	opt  options
 	log  logger
 
@@ -50,7 +51,7 @@ var (
 	_ Discovery = (*Client)(nil)
 )
 
-func newClient(conn Conn, o options) *Client {
+func newClient(conn driver.Conn, o options) *Client {
 	life, cancel := context.WithCancel(context.Background())
 	c := &Client{
 		conn: conn, opt: o, log: logger{o.cfg.Logger},
@@ -62,8 +63,13 @@ func newClient(conn Conn, o options) *Client {
 	return c
 }
 
-// Conn returns the driver connection, for backend-specific needs and tests.
-func (c *Client) Conn() Conn { return c.conn }
+// Conn returns the driver connection, for backend-specific needs and tests (assert
+// it to the backend's own type, such as *etcd.Conn).
+func (c *Client) Conn() driver.Conn { return c.conn }
+
+// Capabilities says what a backend can do (Store, Ephemeral, Sequential, Sessions),
+// so that callers can tell "cannot" from "failed"; see driver.Capabilities.
+type Capabilities = driver.Capabilities
 
 // Capabilities reports what the backend offers.
 func (c *Client) Capabilities() Capabilities { return c.conn.Capabilities() }
@@ -94,7 +100,7 @@ func (c *Client) Instances(ctx context.Context, service string) ([]Instance, err
 	if err != nil {
 		return nil, err
 	}
-	SortInstances(l.Instances)
+	driver.SortInstances(l.Instances)
 	return l.Instances, nil
 }
 
@@ -198,6 +204,6 @@ func (c *Client) prepare(inst Instance) (Instance, error) {
 		return inst, invalid("Port", 0, "port is not set: give Instance.Port, or set "+
 			address.EnvPort+" or "+address.EnvDubboPort+" in the environment")
 	}
-	inst = inst.withDefaults()
+	inst = withDefaults(inst)
 	return inst, inst.Validate()
 }

@@ -12,8 +12,11 @@
 //
 // A malformed URL, an unknown scheme or an unknown query parameter is an error
 // matching ErrInvalid whose message names what is wrong. What a URL cannot carry
-// (TLS, credentials, a logger) is given as functional options. NewClient wraps a
-// driver connection a backend package built from a native client.
+// (TLS, credentials, a logger) is given as functional options; backend-specific
+// settings are the typed options of the backend's package (consul.WithTags,
+// zk.WithDialer), and one given to another backend is an error matching ErrInvalid.
+// A program that already holds a native client wraps it with its backend package's
+// New (etcd.New(cli, opts...)) instead of Open.
 //
 // # Guarantees every backend gives
 //
@@ -83,11 +86,13 @@
 //
 // # Writing a backend
 //
-// Implement Driver and Conn (and StoreConn for the store) from driver.go, register
-// the Driver in init, and run registrytest.RunRegistry and RunStore against a real
-// server with fault hooks. A driver only translates: put this instance under a
-// keep-alive and say when it was lost, list this service, say when something under
-// it may have changed.
+// The contract a backend implements (Driver, Conn, Lease, StoreConn, SessionConn)
+// and the helpers only backends use live in package registry/driver, as
+// database/sql/driver stands apart from database/sql; its package doc says how to
+// write one. A driver only translates: put this instance under a keep-alive and say
+// when it was lost, list this service, say when something under it may have
+// changed. Prove it with registrytest.RunRegistry and RunStore against a real
+// server with fault hooks.
 //
 // # Design choices where the issue was silent
 //

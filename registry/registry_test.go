@@ -14,6 +14,7 @@ import (
 	"github.com/regkit/regkit/mem"
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/address"
+	"github.com/regkit/regkit/registry/driver"
 	"go.uber.org/goleak"
 )
 
@@ -37,9 +38,19 @@ func TestOpenErrorsNameTheProblem(t *testing.T) {
 	}
 }
 
+// A backend-specific option given to another backend is rejected before any I/O,
+// naming the option.
+func TestForeignDriverOption(t *testing.T) {
+	_, err := registry.Open(context.Background(), "mem://foreign", registry.DriverOption("consul.WithTags", []string{"x"}))
+	var fe *registry.FieldError
+	if !errors.As(err, &fe) || fe.Field != "option" || fe.Value != "consul.WithTags" || !errors.Is(err, registry.ErrInvalid) {
+		t.Fatalf("Open = %v, want a FieldError naming consul.WithTags", err)
+	}
+}
+
 func TestParams(t *testing.T) {
 	u, _ := url.Parse("x://h/p?dial_timeout=3s&ttl=-1s&n=7&b=yes&mode=fast&extra=1")
-	p := registry.NewParams(u)
+	p := driver.NewParams(u)
 	if d := p.Duration("dial_timeout", time.Second); d != 3*time.Second {
 		t.Errorf("dial_timeout = %v", d)
 	}
@@ -55,7 +66,7 @@ func TestParams(t *testing.T) {
 	if !errors.As(err, &fe) || fe.Field != "ttl" {
 		t.Fatalf("Done = %v, want the bad ttl named", err)
 	}
-	p = registry.NewParams(u)
+	p = driver.NewParams(u)
 	p.Duration("dial_timeout", 0)
 	p.Duration("ttl", 0)
 	p.Int("n", 0)
@@ -66,7 +77,7 @@ func TestParams(t *testing.T) {
 		t.Fatalf("Done = %v", err)
 	}
 	u2, _ := url.Parse("x://h?a=1&zz=2")
-	p = registry.NewParams(u2)
+	p = driver.NewParams(u2)
 	p.String("a", "")
 	if err := p.Done(); err == nil || !errors.As(err, &fe) || fe.Value != "zz" {
 		t.Errorf("unknown parameter: %v", err)
@@ -78,7 +89,7 @@ func TestHosts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := registry.Hosts(u, 2379)
+	got, err := driver.Hosts(u, 2379)
 	if u.Path != "/prefix" {
 		t.Errorf("path %q", u.Path)
 	}
@@ -87,29 +98,29 @@ func TestHosts(t *testing.T) {
 		t.Errorf("Hosts = %v, %v; want %v", got, err, want)
 	}
 	u, _ = url.Parse("etcd:///prefix")
-	if _, err := registry.Hosts(u, 1); !errors.Is(err, registry.ErrInvalid) {
+	if _, err := driver.Hosts(u, 1); !errors.Is(err, registry.ErrInvalid) {
 		t.Errorf("no host: %v", err)
 	}
 }
 
 func TestValidKey(t *testing.T) {
 	for _, k := range []string{"/", "/a", "/a/b-c/d_e.f"} {
-		if err := registry.ValidKey(k); err != nil {
+		if err := driver.ValidKey(k); err != nil {
 			t.Errorf("ValidKey(%q) = %v", k, err)
 		}
 	}
 	for _, k := range []string{"", "a", "/a/", "//a", "/a/./b", "/a/../b", "/a\x00"} {
-		if err := registry.ValidKey(k); !errors.Is(err, registry.ErrInvalid) {
+		if err := driver.ValidKey(k); !errors.Is(err, registry.ErrInvalid) {
 			t.Errorf("ValidKey(%q) = %v, want ErrInvalid", k, err)
 		}
 	}
-	if p := registry.ParentKey("/a/b"); p != "/a" {
+	if p := driver.ParentKey("/a/b"); p != "/a" {
 		t.Errorf("ParentKey = %q", p)
 	}
-	if p := registry.ParentKey("/a"); p != "/" {
+	if p := driver.ParentKey("/a"); p != "/" {
 		t.Errorf("ParentKey = %q", p)
 	}
-	if s := registry.SequenceSuffix(42); s != "0000000042" {
+	if s := driver.SequenceSuffix(42); s != "0000000042" {
 		t.Errorf("SequenceSuffix = %q", s)
 	}
 }
@@ -197,7 +208,7 @@ func TestRedactURL(t *testing.T) {
 	}
 	// The errors of Hosts and Open carry the redacted form.
 	u, _ = url.Parse("consul:///ns?token=s3cret")
-	if _, err := registry.Hosts(u, 8500); err == nil || strings.Contains(err.Error(), "s3cret") {
+	if _, err := driver.Hosts(u, 8500); err == nil || strings.Contains(err.Error(), "s3cret") {
 		t.Errorf("Hosts error %v shows the token", err)
 	}
 	ctx := context.Background()

@@ -7,17 +7,17 @@ import (
 	"sync"
 
 	"github.com/go-zookeeper/zk"
-	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
 // Put creates the instance's ephemeral node in the current session (replacing an
 // existing node of the same ID) and returns a Lease that reports Lost when that
 // session is gone.
-func (c *Conn) Put(ctx context.Context, inst registry.Instance) (registry.Lease, error) {
+func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, error) {
 	cd := c.codec()
 	name, data, err := cd.encode(inst)
 	if err != nil {
-		return nil, fmt.Errorf("zk: encode %s: %w: %w", inst, registry.ErrInvalid, err)
+		return nil, fmt.Errorf("zk: encode %s: %w: %w", inst, driver.ErrInvalid, err)
 	}
 	dir := cd.dir(inst.Service)
 	path := dir + "/" + name
@@ -105,7 +105,7 @@ func (c *Conn) ensurePath(ctx context.Context, zc *zkConn, path string) error {
 	case err == nil, errors.Is(err, zk.ErrNodeExists):
 		return nil
 	case errors.Is(err, zk.ErrNoNode):
-		if err := c.ensurePath(ctx, zc, registry.ParentKey(path)); err != nil {
+		if err := c.ensurePath(ctx, zc, driver.ParentKey(path)); err != nil {
 			return err
 		}
 		return c.ensurePath(ctx, zc, path)
@@ -114,7 +114,7 @@ func (c *Conn) ensurePath(ctx context.Context, zc *zkConn, path string) error {
 }
 
 // deleteSameID deletes the nodes of dir that decode to inst's ID, except keep.
-func (c *Conn) deleteSameID(ctx context.Context, cd codec, inst registry.Instance, keep string) error {
+func (c *Conn) deleteSameID(ctx context.Context, cd codec, inst driver.Instance, keep string) error {
 	dir := cd.dir(inst.Service)
 	kids, err := call(ctx, c, func() ([]string, error) {
 		kids, _, err := c.zc.zk.Children(dir)
@@ -142,12 +142,12 @@ func (c *Conn) deleteSameID(ctx context.Context, cd codec, inst registry.Instanc
 type regLease struct {
 	c    *Conn
 	cd   codec
-	inst registry.Instance
+	inst driver.Instance
 	path string
 	ep   *epoch
 }
 
-func (r *regLease) Lost() <-chan struct{} { return r.ep.lost }
+func (r *regLease) Lost() <-chan struct{} { return r.ep.sig.Lost() }
 func (r *regLease) Err() error            { return r.ep.Err() }
 func (r *regLease) Abandon()              {}
 
@@ -165,7 +165,7 @@ func (r *regLease) Deregister(ctx context.Context) error {
 
 // List reads every instance of service. Children that are not instances of the
 // connection's layout are skipped (logged at Debug).
-func (c *Conn) List(ctx context.Context, service string) (registry.Listing, error) {
+func (c *Conn) List(ctx context.Context, service string) (driver.Listing, error) {
 	cd := c.codec()
 	dir := cd.dir(service)
 	type res struct {
@@ -177,10 +177,10 @@ func (c *Conn) List(ctx context.Context, service string) (registry.Listing, erro
 		return res{kids, st}, err
 	})
 	if errors.Is(err, zk.ErrNoNode) {
-		return registry.Listing{}, nil
+		return driver.Listing{}, nil
 	}
 	if err != nil {
-		return registry.Listing{}, wrap("list", dir, err)
+		return driver.Listing{}, wrap("list", dir, err)
 	}
 	datas := make([][]byte, len(r.kids))
 	if cd.needsData() && len(r.kids) > 0 {
@@ -204,11 +204,11 @@ func (c *Conn) List(ctx context.Context, service string) (registry.Listing, erro
 		wg.Wait()
 		for i, err := range errs {
 			if err != nil && !errors.Is(err, zk.ErrNoNode) {
-				return registry.Listing{}, wrap("list", dir+"/"+r.kids[i], err)
+				return driver.Listing{}, wrap("list", dir+"/"+r.kids[i], err)
 			}
 		}
 	}
-	out := make([]registry.Instance, 0, len(r.kids))
+	out := make([]driver.Instance, 0, len(r.kids))
 	names := make([]string, 0, len(r.kids))
 	for i, k := range r.kids {
 		if cd.needsData() && datas[i] == nil {
@@ -224,7 +224,7 @@ func (c *Conn) List(ctx context.Context, service string) (registry.Listing, erro
 	if !cd.byName() {
 		out = dedupeIDs(out, names)
 	}
-	return registry.Listing{Instances: out, Revision: uint64(r.st.Pzxid)}, nil
+	return driver.Listing{Instances: out, Revision: uint64(r.st.Pzxid)}, nil
 }
 
 // Watch follows the service directory and every instance's data.
@@ -236,9 +236,9 @@ func (c *Conn) Watch(ctx context.Context, service string, notify func()) error {
 // during a re-put the new node exists beside the old one for a moment. The instance
 // from the greatest node name wins (a Dubbo URL carries its timestamp); names[i] is
 // the node list[i] was read from.
-func dedupeIDs(list []registry.Instance, names []string) []registry.Instance {
+func dedupeIDs(list []driver.Instance, names []string) []driver.Instance {
 	at := map[string]int{} // ID -> index in out
-	var out []registry.Instance
+	var out []driver.Instance
 	var outNames []string
 	for i, in := range list {
 		if k, ok := at[in.ID]; ok {
