@@ -45,16 +45,23 @@
 //     critical are unhealthy).
 //   - timeout: how long Open waits for the agent to answer (default 5s).
 //
-// Driver options (registry.WithDriverOption): ChecksOption adds caller checks (HTTP,
-// TCP, gRPC, …) to every registration; TagsOption adds tags. Any other key is
-// rejected.
+// Options of this package, given to registry.Open or New with the registry's own:
+// WithChecks adds caller checks (HTTP, TCP, gRPC, …) to every registration; WithTags
+// adds tags; WithNamespace sets the namespace (replacing the URL's path). An option
+// of another backend is an error matching registry.ErrInvalid.
+//
+// # Constructors
+//
+// registry.Open(ctx, "consul://…", opts...) opens a connection of its own; New(cli,
+// opts...) wraps an *api.Client you already hold, as every backend package's New
+// wraps its native client.
 //
 // # Data layout
 //
 // An instance is an agent service registration: Consul service name
 // "<namespace>-<service>" (or "<service>"), service ID "<consul name>@<instance id>"
 // ('@' cannot occur in either part, so IDs never collide), Address and Port,
-// Weights{Passing: Weight, Warning: 1}, tag "regkit" plus TagsOption, and Meta:
+// Weights{Passing: Weight, Warning: 1}, tag "regkit" plus WithTags' tags, and Meta:
 // "regkit-id" (the instance ID), "zone" (the Zone, when set) and every Metadata pair
 // Consul can store as meta (key of [A-Za-z0-9_-], at most 128 bytes, not "zone", not
 // starting with "consul-" or "regkit-"; value at most 512 bytes; 60 pairs at most).
@@ -173,9 +180,10 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/regkit/regkit/internal/owned"
 	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
-func init() { registry.Register("consul", driver{}) }
+func init() { driver.Register("consul", drv{}) }
 
 // Defaults of the URL parameters.
 const (
@@ -202,7 +210,8 @@ const minQueryInterval = 50 * time.Millisecond
 
 var nsRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
-type driver struct{}
+// drv is this backend's driver.Driver.
+type drv struct{}
 
 // settings are what the URL and driver options configure.
 type settings struct {
@@ -219,16 +228,16 @@ type settings struct {
 	tags            []string
 }
 
-func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (registry.Conn, error) {
-	hosts, err := registry.Hosts(u, 8500) // its errors redact the token
+func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn, error) {
+	hosts, err := driver.Hosts(u, 8500) // its errors redact the token
 
 	if err != nil {
 		return nil, err
 	}
 	if len(hosts) != 1 {
-		return nil, &registry.FieldError{Field: "url", Value: registry.RedactURL(u), Reason: "consul takes the address of one agent"}
+		return nil, &driver.FieldError{Field: "url", Value: driver.RedactURL(u), Reason: "consul takes the address of one agent"}
 	}
-	p := registry.NewParams(u)
+	p := driver.NewParams(u)
 	token := p.String("token", "")
 	var s settings
 	s.dc = p.String("dc", "")
@@ -245,30 +254,30 @@ func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (regist
 	}
 	switch {
 	case s.checkTTL < time.Second:
-		return nil, &registry.FieldError{Field: "check_ttl", Value: s.checkTTL.String(), Reason: "must be at least 1s"}
+		return nil, &driver.FieldError{Field: "check_ttl", Value: s.checkTTL.String(), Reason: "must be at least 1s"}
 	case s.deregisterAfter < time.Second:
-		return nil, &registry.FieldError{Field: "deregister_after", Value: s.deregisterAfter.String(), Reason: "must be at least 1s"}
+		return nil, &driver.FieldError{Field: "deregister_after", Value: s.deregisterAfter.String(), Reason: "must be at least 1s"}
 	case s.lockDelay > time.Minute:
-		return nil, &registry.FieldError{Field: "lock_delay", Value: s.lockDelay.String(), Reason: "must be at most 60s"}
+		return nil, &driver.FieldError{Field: "lock_delay", Value: s.lockDelay.String(), Reason: "must be at most 60s"}
 	case s.wait < time.Second || s.wait > 10*time.Minute:
-		return nil, &registry.FieldError{Field: "wait", Value: s.wait.String(), Reason: "must be between 1s and 10m"}
+		return nil, &driver.FieldError{Field: "wait", Value: s.wait.String(), Reason: "must be between 1s and 10m"}
 	case timeout <= 0:
-		return nil, &registry.FieldError{Field: "timeout", Value: timeout.String(), Reason: "must be positive"}
+		return nil, &driver.FieldError{Field: "timeout", Value: timeout.String(), Reason: "must be positive"}
 	}
 	s.sessionTTL = clampTTL(s.sessionTTL)
 	if ns := strings.Trim(u.Path, "/"); ns != "" {
 		if !nsRE.MatchString(ns) {
-			return nil, &registry.FieldError{Field: "url", Value: u.Path, Reason: "the path must be one segment of [A-Za-z0-9._-] (the namespace)"}
+			return nil, &driver.FieldError{Field: "url", Value: u.Path, Reason: "the path must be one segment of [A-Za-z0-9._-] (the namespace)"}
 		}
 		s.namespace = ns
 	}
 	if cfg.Password != "" {
 		if token != "" && token != cfg.Password {
-			return nil, &registry.FieldError{Field: "token", Value: "(redacted)", Reason: "differs from the password given as credentials"}
+			return nil, &driver.FieldError{Field: "token", Value: "(redacted)", Reason: "differs from the password given as credentials"}
 		}
 		token = cfg.Password
 	}
-	if err := s.driverOptions(cfg.DriverOptions); err != nil {
+	if err := driver.ApplyOptions("consul", cfg.Options, func(o option) error { return o(&s) }); err != nil {
 		return nil, err
 	}
 
@@ -287,7 +296,7 @@ func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (regist
 	})
 	if err != nil {
 		tr.CloseIdleConnections()
-		return nil, &registry.FieldError{Field: "url", Value: registry.RedactURL(u), Reason: err.Error()}
+		return nil, &driver.FieldError{Field: "url", Value: driver.RedactURL(u), Reason: err.Error()}
 	}
 	c := newConn(cli, tr, s, cfg.Logger)
 	octx, cancel := context.WithTimeout(ctx, timeout)
@@ -297,39 +306,6 @@ func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (regist
 		return nil, err
 	}
 	return c, nil
-}
-
-// driverOptions reads the registry.WithDriverOption settings.
-func (s *settings) driverOptions(opts map[string]any) error {
-	for k, v := range opts {
-		switch k {
-		case ChecksOption:
-			switch x := v.(type) {
-			case Checks:
-				s.checks = x
-			case func(registry.Instance) []*api.AgentServiceCheck:
-				s.checks = x
-			case []*api.AgentServiceCheck:
-				s.checks = func(registry.Instance) []*api.AgentServiceCheck { return x }
-			default:
-				return &registry.FieldError{Field: k, Value: fmt.Sprintf("%T", v), Reason: "want consul.Checks or []*api.AgentServiceCheck"}
-			}
-		case TagsOption:
-			tags, ok := v.([]string)
-			if !ok {
-				return &registry.FieldError{Field: k, Value: fmt.Sprintf("%T", v), Reason: "want []string"}
-			}
-			for _, t := range tags {
-				if t == tagRegkit || strings.HasPrefix(t, tagMetaPrefix) {
-					return &registry.FieldError{Field: k, Value: t, Reason: "tag reserved by regkit"}
-				}
-			}
-			s.tags = append([]string(nil), tags...)
-		default:
-			return &registry.FieldError{Field: "DriverOptions", Value: k, Reason: "unknown consul driver option (want " + ChecksOption + " or " + TagsOption + ")"}
-		}
-	}
-	return nil
 }
 
 func clampTTL(d time.Duration) time.Duration {
@@ -350,13 +326,20 @@ func newTransport() *http.Transport {
 	}
 }
 
-// New wraps an existing api client; the returned registry.Client does not close its
-// connections. namespace is as the URL's path ("" for none); every other setting has
-// its URL default.
-func New(cli *api.Client, namespace string, opts ...registry.Option) *registry.Client {
-	s := settings{namespace: strings.Trim(namespace, "/"), checkTTL: DefaultCheckTTL, deregisterAfter: DefaultDeregisterAfter,
-		sessionTTL: DefaultSessionTTL, wait: DefaultWait, stale: true, passingOnly: true}
-	return registry.NewClient(newConn(cli, nil, s, slog.Default()), opts...)
+// New makes a Client over cli, an api client the caller already holds and keeps
+// owning (Close of the returned Client does not close its connections). Of the
+// options, WithLogger and this package's WithNamespace, WithChecks and WithTags
+// apply; every URL parameter has its default; the address, TLS and token are cli's
+// own. It does no I/O: a bad option is an error matching registry.ErrInvalid.
+func New(cli *api.Client, opts ...registry.Option) (*registry.Client, error) {
+	return registry.NewClient(func(cfg driver.Config) (driver.Conn, error) {
+		s := settings{checkTTL: DefaultCheckTTL, deregisterAfter: DefaultDeregisterAfter,
+			sessionTTL: DefaultSessionTTL, wait: DefaultWait, stale: true, passingOnly: true}
+		if err := driver.ApplyOptions("consul", cfg.Options, func(o option) error { return o(&s) }); err != nil {
+			return nil, err
+		}
+		return newConn(cli, nil, s, cfg.Logger), nil
+	}, opts...)
 }
 
 // Conn is the Consul driver connection.
@@ -372,8 +355,8 @@ type Conn struct {
 }
 
 var (
-	_ registry.Conn      = (*Conn)(nil)
-	_ registry.StoreConn = (*Conn)(nil)
+	_ driver.Conn      = (*Conn)(nil)
+	_ driver.StoreConn = (*Conn)(nil)
 )
 
 func newConn(cli *api.Client, tr *http.Transport, s settings, log *slog.Logger) *Conn {
@@ -398,8 +381,8 @@ func (c *Conn) ServiceName(service string) string {
 func (c *Conn) ServiceID(service, id string) string { return c.ServiceName(service) + "@" + id }
 
 // Capabilities: everything.
-func (c *Conn) Capabilities() registry.Capabilities {
-	return registry.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true}
+func (c *Conn) Capabilities() driver.Capabilities {
+	return driver.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true}
 }
 
 // Close stops every keep-alive and session renewal and waits for them. Registrations
@@ -452,18 +435,18 @@ func wrap(op, what string, err error) error {
 		return fmt.Errorf("consul: %s: %w", op, err)
 	}
 	if isPermission(err) {
-		return fmt.Errorf("consul: %s: ACL denied the request (check the token): %w: %w", op, registry.ErrPermission, err)
+		return fmt.Errorf("consul: %s: ACL denied the request (check the token): %w: %w", op, driver.ErrPermission, err)
 	}
 	var se api.StatusError
 	if errors.As(err, &se) {
 		switch se.Code {
 		case http.StatusNotFound:
-			return fmt.Errorf("consul: %s: %w: %w", op, registry.ErrNotFound, err)
+			return fmt.Errorf("consul: %s: %w: %w", op, driver.ErrNotFound, err)
 		case http.StatusBadRequest:
-			return fmt.Errorf("consul: %s: %w: %w", op, registry.ErrInvalid, err)
+			return fmt.Errorf("consul: %s: %w: %w", op, driver.ErrInvalid, err)
 		}
 	}
-	return fmt.Errorf("consul: %s: %w: %w", op, registry.ErrUnavailable, err)
+	return fmt.Errorf("consul: %s: %w: %w", op, driver.ErrUnavailable, err)
 }
 
 // isPermission reports whether err is an ACL refusal.

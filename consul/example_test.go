@@ -17,7 +17,7 @@ func Example() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := registry.Open(ctx, "consul://127.0.0.1:8500/prod?token=my-acl-token&check_ttl=10s&deregister_after=1m",
-		registry.WithDriverOption(consul.ChecksOption, consul.HTTPCheck("/healthz", 5*time.Second)))
+		consul.WithChecks(consul.HTTPCheck("/healthz", 5*time.Second)))
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -29,7 +29,7 @@ import (
 func TestInstanceMapping(t *testing.T) {
 	s := startServer(t)
 	ctx := ctxT(t, time.Minute)
-	c := s.open(t, "map", "", registry.WithDriverOption(consul.TagsOption, []string{"blue"}))
+	c := s.open(t, "map", "", consul.WithTags("blue"))
 	defer c.Close()
 	long := strings.Repeat("x", 600)
 	in := registry.Instance{Service: "svc", ID: "odd id #1?", Host: "127.0.0.1", Port: 7600, Weight: 7, Zone: "z1",
@@ -107,7 +107,7 @@ func TestHealthFiltering(t *testing.T) {
 	host, portStr, _ := strings.Cut(strings.TrimPrefix(hs.URL, "http://"), ":")
 	port, _ := strconv.Atoi(portStr)
 
-	a := s.open(t, "hf", "", registry.WithDriverOption(consul.ChecksOption, consul.HTTPCheck("/health", time.Second)))
+	a := s.open(t, "hf", "", consul.WithChecks(consul.HTTPCheck("/health", time.Second)))
 	defer a.Close()
 	all := s.open(t, "hf", "passing_only=false")
 	defer all.Close()
@@ -168,9 +168,9 @@ func TestURL(t *testing.T) {
 		{"consul://" + s.proxy.Addr() + "?check_ttl=500ms", nil, "check_ttl"},
 		{"consul://" + s.proxy.Addr() + "?wait=1h", nil, "wait"},
 		{"consul://" + s.proxy.Addr() + "?stale=maybe", nil, "stale"},
-		{"consul://" + s.proxy.Addr(), []registry.Option{registry.WithDriverOption("consul.nope", 1)}, "DriverOptions"},
-		{"consul://" + s.proxy.Addr(), []registry.Option{registry.WithDriverOption(consul.TagsOption, "x")}, consul.TagsOption},
-		{"consul://" + s.proxy.Addr(), []registry.Option{registry.WithDriverOption(consul.TagsOption, []string{"regkit"})}, consul.TagsOption},
+		{"consul://" + s.proxy.Addr(), []registry.Option{registry.DriverOption("other.WithX", 1)}, "option"},
+		{"consul://" + s.proxy.Addr(), []registry.Option{consul.WithTags("regkit")}, "consul.WithTags"},
+		{"consul://" + s.proxy.Addr(), []registry.Option{consul.WithNamespace("a/b")}, "consul.WithNamespace"},
 	} {
 		_, err := registry.Open(ctx, tc.url, tc.opts...)
 		var fe *registry.FieldError

@@ -10,24 +10,63 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
-// Driver option keys (registry.WithDriverOption).
-const (
-	// ChecksOption adds health checks to every registration. The value is a Checks
-	// (or a func with its signature) or a []*api.AgentServiceCheck used as is. Checks
-	// without DeregisterCriticalServiceAfter get the URL's deregister_after. Consul
-	// starts them critical unless their Status says otherwise, so with
-	// passing_only the instance is discovered once they pass.
-	ChecksOption = "consul.checks"
-	// TagsOption adds Consul tags ([]string) to every registration.
-	TagsOption = "consul.tags"
-)
+// option is the driver.Option value of this package's options.
+type option func(*settings) error
+
+// WithChecks adds health checks to every registration (each WithChecks adds its
+// own). Checks without DeregisterCriticalServiceAfter get the URL's
+// deregister_after. Consul starts them critical unless their Status says otherwise,
+// so with passing_only the instance is discovered once they pass.
+func WithChecks(checks Checks) registry.Option {
+	return registry.DriverOption("consul.WithChecks", option(func(s *settings) error {
+		if checks == nil {
+			return &driver.FieldError{Field: "consul.WithChecks", Value: nil, Reason: "checks is nil"}
+		}
+		if prev := s.checks; prev != nil {
+			s.checks = func(in registry.Instance) []*api.AgentServiceCheck {
+				return append(prev(in), checks(in)...)
+			}
+			return nil
+		}
+		s.checks = checks
+		return nil
+	}))
+}
+
+// WithTags adds Consul tags to every registration (each WithTags adds its own). The
+// tags "regkit" and "regkit-meta=…" are reserved.
+func WithTags(tags ...string) registry.Option {
+	return registry.DriverOption("consul.WithTags", option(func(s *settings) error {
+		for _, t := range tags {
+			if t == tagRegkit || strings.HasPrefix(t, tagMetaPrefix) {
+				return &driver.FieldError{Field: "consul.WithTags", Value: t, Reason: "tag reserved by regkit"}
+			}
+		}
+		s.tags = append(s.tags, tags...)
+		return nil
+	}))
+}
+
+// WithNamespace sets the namespace, as the URL's path does (with Open it replaces
+// the path): one segment of [A-Za-z0-9._-] prefixing every Consul service name and
+// rooting the store; "" for none.
+func WithNamespace(ns string) registry.Option {
+	return registry.DriverOption("consul.WithNamespace", option(func(s *settings) error {
+		ns = strings.Trim(ns, "/")
+		if ns != "" && !nsRE.MatchString(ns) {
+			return &driver.FieldError{Field: "consul.WithNamespace", Value: ns, Reason: "must be one segment of [A-Za-z0-9._-]"}
+		}
+		s.namespace = ns
+		return nil
+	}))
+}
 
 // Checks builds the extra checks of one instance being registered.
 type Checks func(inst registry.Instance) []*api.AgentServiceCheck
@@ -80,7 +119,7 @@ func canMeta(k, v string) bool {
 }
 
 // registration builds the agent registration of inst.
-func (c *Conn) registration(inst registry.Instance) (*api.AgentServiceRegistration, error) {
+func (c *Conn) registration(inst driver.Instance) (*api.AgentServiceRegistration, error) {
 	id := c.ServiceID(inst.Service, inst.ID)
 	meta := map[string]string{metaID: inst.ID}
 	if inst.Zone != "" {
@@ -136,9 +175,9 @@ func (c *Conn) registration(inst registry.Instance) (*api.AgentServiceRegistrati
 
 // Put registers the instance with the agent, with its TTL check passing, and starts
 // the keep-alive that passes the check every check_ttl/3.
-func (c *Conn) Put(ctx context.Context, inst registry.Instance) (registry.Lease, error) {
+func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, error) {
 	if c.life.Err() != nil {
-		return nil, fmt.Errorf("consul: put %s: %w", inst, registry.ErrClosed)
+		return nil, fmt.Errorf("consul: put %s: %w", inst, driver.ErrClosed)
 	}
 	reg, err := c.registration(inst)
 	if err != nil {
@@ -150,7 +189,7 @@ func (c *Conn) Put(ctx context.Context, inst registry.Instance) (registry.Lease,
 	}
 	kctx, cancel := context.WithCancel(c.life)
 	l := &lease{c: c, serviceID: reg.ID, checkID: reg.ID + ":ttl", cancel: cancel,
-		stopped: make(chan struct{}), lost: make(chan struct{})}
+		stopped: make(chan struct{})}
 	if !c.spawn(func() {
 		defer close(l.stopped)
 		l.keep(kctx)
@@ -158,7 +197,7 @@ func (c *Conn) Put(ctx context.Context, inst registry.Instance) (registry.Lease,
 		cancel()
 		close(l.stopped)
 		_ = l.Deregister(ctx)
-		return nil, fmt.Errorf("consul: put %s: %w", inst, registry.ErrClosed)
+		return nil, fmt.Errorf("consul: put %s: %w", inst, driver.ErrClosed)
 	}
 	return l, nil
 }
@@ -170,9 +209,7 @@ type lease struct {
 	cancel             context.CancelFunc
 	stopped            chan struct{}
 
-	mu   sync.Mutex
-	err  error
-	lost chan struct{}
+	sig driver.LostSignal
 }
 
 // keep passes the TTL check every check_ttl/3 until ctx is done or the agent no
@@ -192,7 +229,7 @@ func (l *lease) keep(ctx context.Context) {
 		switch {
 		case err == nil, ctx.Err() != nil:
 		case checkGone(err):
-			l.lose(fmt.Errorf("consul: agent no longer knows %s: %w: %w", l.serviceID, registry.ErrSessionLost, err))
+			l.lose(fmt.Errorf("consul: agent no longer knows %s: %w: %w", l.serviceID, driver.ErrSessionLost, err))
 			return
 		default:
 			l.c.log.Debug("consul: passing the TTL check failed; retrying", "service", l.serviceID, "err", err)
@@ -212,24 +249,13 @@ func checkGone(err error) bool {
 		strings.Contains(msg, "unknown check")
 }
 
-func (l *lease) lose(err error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.err == nil {
-		l.err = err
-		close(l.lost)
-	}
-}
+func (l *lease) lose(err error) { l.sig.Lose(err) }
 
 // Lost is closed when the agent forgot the registration.
-func (l *lease) Lost() <-chan struct{} { return l.lost }
+func (l *lease) Lost() <-chan struct{} { return l.sig.Lost() }
 
 // Err says why Lost is closed.
-func (l *lease) Err() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.err
-}
+func (l *lease) Err() error { return l.sig.Err() }
 
 // Abandon stops the keep-alive.
 func (l *lease) Abandon() {
@@ -250,22 +276,22 @@ func (l *lease) Deregister(ctx context.Context) error {
 }
 
 // List reads the service's instances through the health endpoint.
-func (c *Conn) List(ctx context.Context, service string) (registry.Listing, error) {
+func (c *Conn) List(ctx context.Context, service string) (driver.Listing, error) {
 	entries, meta, err := c.cli.Health().Service(c.ServiceName(service), "", c.s.passingOnly, c.queryOpts(ctx, 0, true))
 	if err != nil {
-		return registry.Listing{}, wrap("list", c.where(service), err)
+		return driver.Listing{}, wrap("list", c.where(service), err)
 	}
 	if meta.ResultsFilteredByACLs && len(entries) == 0 {
-		return registry.Listing{}, fmt.Errorf("consul: list %s: the ACL token may not read any instance of %s: %w",
-			service, c.ServiceName(service), registry.ErrPermission)
+		return driver.Listing{}, fmt.Errorf("consul: list %s: the ACL token may not read any instance of %s: %w",
+			service, c.ServiceName(service), driver.ErrPermission)
 	}
-	out := make([]registry.Instance, 0, len(entries))
+	out := make([]driver.Instance, 0, len(entries))
 	for _, e := range entries {
 		if in, ok := c.instance(service, e); ok {
 			out = append(out, in)
 		}
 	}
-	l := registry.Listing{Instances: out, Revision: meta.LastIndex, NoLeader: !meta.KnownLeader}
+	l := driver.Listing{Instances: out, Revision: meta.LastIndex, NoLeader: !meta.KnownLeader}
 	if c.s.stale {
 		l.ReplicaLag = meta.LastContact
 	}
@@ -281,18 +307,18 @@ func (c *Conn) where(service string) string {
 }
 
 // instance maps a health entry to an Instance.
-func (c *Conn) instance(service string, e *api.ServiceEntry) (registry.Instance, bool) {
+func (c *Conn) instance(service string, e *api.ServiceEntry) (driver.Instance, bool) {
 	s := e.Service
 	if s == nil {
-		return registry.Instance{}, false
+		return driver.Instance{}, false
 	}
-	in := registry.Instance{ID: s.ID, Service: service, Host: s.Address, Port: s.Port, Weight: s.Weights.Passing,
+	in := driver.Instance{ID: s.ID, Service: service, Host: s.Address, Port: s.Port, Weight: s.Weights.Passing,
 		Healthy: e.Checks.AggregatedStatus() == api.HealthPassing}
 	if in.Host == "" && e.Node != nil {
 		in.Host = e.Node.Address
 	}
 	if in.Weight <= 0 {
-		in.Weight = registry.DefaultWeight
+		in.Weight = driver.DefaultWeight
 	}
 	md := map[string]string{}
 	for k, v := range s.Meta {

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
-	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
 // session is a Consul session with behavior "delete" and its renewal goroutine
@@ -17,7 +17,7 @@ type session struct {
 	c       *Conn
 	id      string
 	ttl     time.Duration
-	onState func(registry.SessionState)
+	onState func(driver.SessionState)
 	cancel  context.CancelFunc
 	stopped chan struct{} // renewal goroutine ended
 	kick    chan struct{} // renew now: Consul refused the session in a write
@@ -29,9 +29,9 @@ type session struct {
 
 // NewSession creates a Consul session (TTL clamped to 10s–24h, behavior delete) and
 // renews it every TTL/3.
-func (c *Conn) NewSession(ctx context.Context, spec registry.SessionSpec) (registry.SessionConn, error) {
+func (c *Conn) NewSession(ctx context.Context, spec driver.SessionSpec) (driver.SessionConn, error) {
 	if c.life.Err() != nil {
-		return nil, fmt.Errorf("consul: new session: %w", registry.ErrClosed)
+		return nil, fmt.Errorf("consul: new session: %w", driver.ErrClosed)
 	}
 	ttl := spec.TTL
 	if ttl <= 0 {
@@ -52,20 +52,20 @@ func (c *Conn) NewSession(ctx context.Context, spec registry.SessionSpec) (regis
 	rctx, cancel := context.WithCancel(c.life)
 	s := &session{c: c, id: id, ttl: ttl, onState: spec.OnState, cancel: cancel,
 		stopped: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1)}
-	s.state(registry.StateConnected) // before the renewals can report anything
+	s.state(driver.StateConnected) // before the renewals can report anything
 	if !c.spawn(func() {
 		defer close(s.stopped)
 		s.renew(rctx)
 	}) {
 		cancel()
-		s.end(fmt.Errorf("consul: session %s: %w", id, registry.ErrClosed), registry.StateClosed)
+		s.end(fmt.Errorf("consul: session %s: %w", id, driver.ErrClosed), driver.StateClosed)
 		_, _ = c.cli.Session().Destroy(id, (&api.WriteOptions{}).WithContext(ctx))
-		return nil, fmt.Errorf("consul: new session: %w", registry.ErrClosed)
+		return nil, fmt.Errorf("consul: new session: %w", driver.ErrClosed)
 	}
 	return s, nil
 }
 
-func (s *session) state(st registry.SessionState) {
+func (s *session) state(st driver.SessionState) {
 	if s.onState != nil {
 		s.onState(st)
 	}
@@ -96,17 +96,17 @@ func (s *session) renew(ctx context.Context) {
 		}
 		switch {
 		case err == nil && entry == nil:
-			s.end(fmt.Errorf("consul: session %s: Consul no longer knows it: %w", s.id, registry.ErrSessionLost), registry.StateLost)
+			s.end(fmt.Errorf("consul: session %s: Consul no longer knows it: %w", s.id, driver.ErrSessionLost), driver.StateLost)
 			return
 		case err != nil:
 			if time.Since(last) >= s.ttl {
 				s.end(fmt.Errorf("consul: session %s: not renewed for %v, Consul may have invalidated it: %w (last error: %v)",
-					s.id, s.ttl, registry.ErrSessionLost, err), registry.StateLost)
+					s.id, s.ttl, driver.ErrSessionLost, err), driver.StateLost)
 				return
 			}
 			if !suspended {
 				suspended = true
-				s.state(registry.StateSuspended)
+				s.state(driver.StateSuspended)
 			}
 			next = min(time.Second, s.ttl/3)
 		default:
@@ -114,7 +114,7 @@ func (s *session) renew(ctx context.Context) {
 			next = s.ttl / 3
 			if suspended {
 				suspended = false
-				s.state(registry.StateReconnected)
+				s.state(driver.StateReconnected)
 			}
 		}
 	}
@@ -130,7 +130,7 @@ func (s *session) check() {
 }
 
 // end closes Done with err and reports st, once.
-func (s *session) end(err error, st registry.SessionState) bool {
+func (s *session) end(err error, st driver.SessionState) bool {
 	s.mu.Lock()
 	if s.err != nil {
 		s.mu.Unlock()
@@ -160,7 +160,7 @@ func (s *session) Err() error {
 func (s *session) Close(ctx context.Context) error {
 	s.cancel()
 	<-s.stopped
-	if !s.end(fmt.Errorf("consul: session %s: %w", s.id, registry.ErrClosed), registry.StateClosed) {
+	if !s.end(fmt.Errorf("consul: session %s: %w", s.id, driver.ErrClosed), driver.StateClosed) {
 		// Lost already; if it was lost for want of renewals, Consul may still hold it.
 		_, _ = s.c.cli.Session().Destroy(s.id, (&api.WriteOptions{}).WithContext(ctx))
 		return nil

@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/hashicorp/consul/api"
-	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
 // root is the Consul key every store key lives under.
@@ -43,8 +43,8 @@ func (c *Conn) storeKey(k string) string {
 	return s
 }
 
-func (c *Conn) node(p *api.KVPair) registry.Node {
-	n := registry.Node{Key: c.storeKey(p.Key), Value: p.Value, Version: int64(p.ModifyIndex),
+func (c *Conn) node(p *api.KVPair) driver.Node {
+	n := driver.Node{Key: c.storeKey(p.Key), Value: p.Value, Version: int64(p.ModifyIndex),
 		CreateRevision: int64(p.CreateIndex), Session: p.Session}
 	if n.Value == nil {
 		n.Value = []byte{}
@@ -84,7 +84,7 @@ func (c *Conn) txn(ctx context.Context, op, key string, kvOps []*api.KVTxnOp) (o
 // ancestors returns key's ancestors below "/", top-down.
 func ancestors(key string) []string {
 	var out []string
-	for p := registry.ParentKey(key); p != "/"; p = registry.ParentKey(p) {
+	for p := driver.ParentKey(key); p != "/"; p = driver.ParentKey(p) {
 		out = append(out, p)
 	}
 	slices.Reverse(out)
@@ -93,15 +93,15 @@ func ancestors(key string) []string {
 
 // Create writes a new key in one transaction with its missing parents and, for a
 // sequential key, the increment of the parent's counter.
-func (c *Conn) Create(ctx context.Context, key string, value []byte, spec registry.CreateSpec) (registry.Node, error) {
+func (c *Conn) Create(ctx context.Context, key string, value []byte, spec driver.CreateSpec) (driver.Node, error) {
 	var sess *session
 	if spec.Session != nil {
 		s, ok := spec.Session.(*session)
 		if !ok || s.c != c {
-			return registry.Node{}, &registry.FieldError{Field: "Session", Value: spec.Session.ID(), Reason: "not a session of this consul connection"}
+			return driver.Node{}, &driver.FieldError{Field: "Session", Value: spec.Session.ID(), Reason: "not a session of this consul connection"}
 		}
 		if err := s.Err(); err != nil {
-			return registry.Node{}, fmt.Errorf("consul: create %s: %w", key, err)
+			return driver.Node{}, fmt.Errorf("consul: create %s: %w", key, err)
 		}
 		sess = s
 	}
@@ -109,10 +109,10 @@ func (c *Conn) Create(ctx context.Context, key string, value []byte, spec regist
 		value = []byte{}
 	}
 	parents := ancestors(key)
-	seqKey := c.seqKey(registry.ParentKey(key))
+	seqKey := c.seqKey(driver.ParentKey(key))
 	for {
 		if err := ctx.Err(); err != nil {
-			return registry.Node{}, fmt.Errorf("consul: create %s: %w", key, err)
+			return driver.Node{}, fmt.Errorf("consul: create %s: %w", key, err)
 		}
 		// Read which parents are missing and the counter.
 		var missing []string
@@ -128,10 +128,10 @@ func (c *Conn) Create(ctx context.Context, key string, value []byte, spec regist
 			}
 			ok, res, errs, err := c.txn(ctx, "create", key, reads)
 			if err != nil {
-				return registry.Node{}, err
+				return driver.Node{}, err
 			}
 			if !ok {
-				return registry.Node{}, fmt.Errorf("consul: create %s: reading parents: %w: %v", key, registry.ErrUnavailable, errs)
+				return driver.Node{}, fmt.Errorf("consul: create %s: reading parents: %w: %v", key, driver.ErrUnavailable, errs)
 			}
 			exists := map[string]*api.KVPair{}
 			for _, r := range res {
@@ -155,7 +155,7 @@ func (c *Conn) Create(ctx context.Context, key string, value []byte, spec regist
 			ops = append(ops, &api.KVTxnOp{Verb: api.KVCAS, Key: c.kvKey(p), Value: []byte{}, Index: 0})
 		}
 		if spec.Sequential {
-			name = key + registry.SequenceSuffix(seq)
+			name = key + driver.SequenceSuffix(seq)
 			ops = append(ops, &api.KVTxnOp{Verb: api.KVCAS, Key: seqKey, Value: []byte(strconv.FormatInt(seq+1, 10)), Index: seqIndex})
 		}
 		k := c.kvKey(name)
@@ -169,7 +169,7 @@ func (c *Conn) Create(ctx context.Context, key string, value []byte, spec regist
 		ops = append(ops, &api.KVTxnOp{Verb: api.KVGet, Key: k})
 		ok, res, errs, err := c.txn(ctx, "create", name, ops)
 		if err != nil {
-			return registry.Node{}, err
+			return driver.Node{}, err
 		}
 		if ok {
 			for _, r := range slices.Backward(res) {
@@ -177,14 +177,14 @@ func (c *Conn) Create(ctx context.Context, key string, value []byte, spec regist
 					return c.node(r), nil
 				}
 			}
-			return registry.Node{}, fmt.Errorf("consul: create %s: no result: %w", name, registry.ErrUnavailable)
+			return driver.Node{}, fmt.Errorf("consul: create %s: no result: %w", name, driver.ErrUnavailable)
 		}
 		if why, ok := errs[keyOp]; ok && !spec.Sequential {
-			return registry.Node{}, fmt.Errorf("consul: create %s: %w (%s)", name, registry.ErrExists, why)
+			return driver.Node{}, fmt.Errorf("consul: create %s: %w (%s)", name, driver.ErrExists, why)
 		}
 		if why, ok := errs[keyOp+1]; ok && sess != nil {
 			sess.check() // Consul says the session is invalid: let the renewals confirm it
-			return registry.Node{}, fmt.Errorf("consul: create %s: session %s: %w (%s)", name, sess.id, registry.ErrSessionLost, why)
+			return driver.Node{}, fmt.Errorf("consul: create %s: session %s: %w (%s)", name, sess.id, driver.ErrSessionLost, why)
 		}
 		// A parent or the counter changed under us, or another creator took the
 		// sequence number: read again.
@@ -192,13 +192,13 @@ func (c *Conn) Create(ctx context.Context, key string, value []byte, spec regist
 }
 
 // Get reads one key.
-func (c *Conn) Get(ctx context.Context, key string) (registry.Node, error) {
+func (c *Conn) Get(ctx context.Context, key string) (driver.Node, error) {
 	p, _, err := c.cli.KV().Get(c.kvKey(key), storeOpts(ctx))
 	if err != nil {
-		return registry.Node{}, wrap("get", key, err)
+		return driver.Node{}, wrap("get", key, err)
 	}
 	if p == nil {
-		return registry.Node{}, fmt.Errorf("consul: get %s: %w", key, registry.ErrNotFound)
+		return driver.Node{}, fmt.Errorf("consul: get %s: %w", key, driver.ErrNotFound)
 	}
 	return c.node(p), nil
 }
@@ -208,21 +208,21 @@ func (c *Conn) conflictOrMissing(ctx context.Context, op, key string, version in
 	if _, err := c.Get(ctx, key); err != nil {
 		return err
 	}
-	return fmt.Errorf("consul: %s %s: version %d: %w", op, key, version, registry.ErrVersionConflict)
+	return fmt.Errorf("consul: %s %s: version %d: %w", op, key, version, driver.ErrVersionConflict)
 }
 
 // Set compares the ModifyIndex (unless AnyVersion) and sets, keeping the key's
 // session.
-func (c *Conn) Set(ctx context.Context, key string, value []byte, version int64) (registry.Node, error) {
-	if version < 0 && version != registry.AnyVersion {
-		return registry.Node{}, c.conflictOrMissing(ctx, "set", key, version)
+func (c *Conn) Set(ctx context.Context, key string, value []byte, version int64) (driver.Node, error) {
+	if version < 0 && version != driver.AnyVersion {
+		return driver.Node{}, c.conflictOrMissing(ctx, "set", key, version)
 	}
 	if value == nil {
 		value = []byte{}
 	}
 	k := c.kvKey(key)
 	ops := []*api.KVTxnOp{{Verb: api.KVGet, Key: k}}
-	if version == registry.AnyVersion {
+	if version == driver.AnyVersion {
 		ops = append(ops, &api.KVTxnOp{Verb: api.KVSet, Key: k, Value: value})
 	} else {
 		ops = append(ops, &api.KVTxnOp{Verb: api.KVCAS, Key: k, Value: value, Index: uint64(version)})
@@ -230,18 +230,18 @@ func (c *Conn) Set(ctx context.Context, key string, value []byte, version int64)
 	ops = append(ops, &api.KVTxnOp{Verb: api.KVGet, Key: k})
 	ok, res, errs, err := c.txn(ctx, "set", key, ops)
 	if err != nil {
-		return registry.Node{}, err
+		return driver.Node{}, err
 	}
 	switch {
 	case ok && len(res) > 0:
 		return c.node(res[len(res)-1]), nil
 	case ok:
-		return registry.Node{}, fmt.Errorf("consul: set %s: no result: %w", key, registry.ErrUnavailable)
+		return driver.Node{}, fmt.Errorf("consul: set %s: no result: %w", key, driver.ErrUnavailable)
 	}
 	if _, missing := errs[0]; missing {
-		return registry.Node{}, fmt.Errorf("consul: set %s: %w", key, registry.ErrNotFound)
+		return driver.Node{}, fmt.Errorf("consul: set %s: %w", key, driver.ErrNotFound)
 	}
-	return registry.Node{}, fmt.Errorf("consul: set %s: version %d: %w", key, version, registry.ErrVersionConflict)
+	return driver.Node{}, fmt.Errorf("consul: set %s: version %d: %w", key, version, driver.ErrVersionConflict)
 }
 
 // children returns the Consul keys one level below k.
@@ -253,7 +253,7 @@ func (c *Conn) children(ctx context.Context, k string) ([]string, error) {
 // Delete removes a key (and the tree under it if recursive) in one transaction
 // comparing the ModifyIndex when a version is given.
 func (c *Conn) Delete(ctx context.Context, key string, version int64, recursive bool) error {
-	if version < 0 && version != registry.AnyVersion {
+	if version < 0 && version != driver.AnyVersion {
 		return c.conflictOrMissing(ctx, "delete", key, version)
 	}
 	k := c.kvKey(key)
@@ -268,7 +268,7 @@ func (c *Conn) Delete(ctx context.Context, key string, version int64, recursive 
 					return err
 				}
 			}
-			return fmt.Errorf("consul: delete %s: %w", key, registry.ErrNotEmpty)
+			return fmt.Errorf("consul: delete %s: %w", key, driver.ErrNotEmpty)
 		}
 	}
 	var ops []*api.KVTxnOp
@@ -276,7 +276,7 @@ func (c *Conn) Delete(ctx context.Context, key string, version int64, recursive 
 	if key != "/" {
 		getOp = len(ops)
 		ops = append(ops, &api.KVTxnOp{Verb: api.KVGet, Key: k})
-		if version != registry.AnyVersion {
+		if version != driver.AnyVersion {
 			checkOp = len(ops)
 			ops = append(ops, &api.KVTxnOp{Verb: api.KVCheckIndex, Key: k, Index: uint64(version)})
 		}
@@ -290,12 +290,12 @@ func (c *Conn) Delete(ctx context.Context, key string, version int64, recursive 
 		return err
 	}
 	if _, bad := errs[getOp]; bad {
-		return fmt.Errorf("consul: delete %s: %w", key, registry.ErrNotFound)
+		return fmt.Errorf("consul: delete %s: %w", key, driver.ErrNotFound)
 	}
 	if _, bad := errs[checkOp]; bad {
-		return fmt.Errorf("consul: delete %s: version %d: %w", key, version, registry.ErrVersionConflict)
+		return fmt.Errorf("consul: delete %s: version %d: %w", key, version, driver.ErrVersionConflict)
 	}
-	return fmt.Errorf("consul: delete %s: %w: %v", key, registry.ErrUnavailable, errs)
+	return fmt.Errorf("consul: delete %s: %w: %v", key, driver.ErrUnavailable, errs)
 }
 
 // Children lists the names of the key's direct children.
@@ -322,19 +322,19 @@ func (c *Conn) Children(ctx context.Context, key string) ([]string, error) {
 }
 
 // Tree reads the key and its descendants in one read of the key's prefix.
-func (c *Conn) Tree(ctx context.Context, key string) ([]registry.Node, error) {
+func (c *Conn) Tree(ctx context.Context, key string) ([]driver.Node, error) {
 	k := c.kvKey(key)
 	pairs, _, err := c.cli.KV().List(k, storeOpts(ctx))
 	if err != nil {
 		return nil, wrap("tree", key, err)
 	}
-	var out []registry.Node
+	var out []driver.Node
 	for _, p := range pairs {
 		if p.Key == k || strings.HasPrefix(p.Key, k+"/") {
 			out = append(out, c.node(p))
 		}
 	}
-	registry.SortNodes(out)
+	driver.SortNodes(out)
 	return out, nil
 }
 

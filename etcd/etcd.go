@@ -35,12 +35,13 @@ import (
 	"time"
 
 	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
 
-func init() { registry.Register("etcd", driver{}) }
+func init() { driver.Register("etcd", drv{}) }
 
 // Defaults.
 const (
@@ -49,26 +50,25 @@ const (
 	DefaultLeaseTTL    = 10 * time.Second
 )
 
-type driver struct{}
+// drv is this backend's driver.Driver.
+type drv struct{}
 
-func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (registry.Conn, error) {
-	hosts, err := registry.Hosts(u, 2379)
+func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn, error) {
+	hosts, err := driver.Hosts(u, 2379)
 	if err != nil {
 		return nil, err
 	}
-	p := registry.NewParams(u)
+	p := driver.NewParams(u)
 	dial := p.Duration("dial_timeout", DefaultDialTimeout)
 	ttl := p.Duration("lease_ttl", DefaultLeaseTTL)
 	if err := p.Done(); err != nil {
 		return nil, err
 	}
-	if ttl < 2*time.Second {
-		return nil, &registry.FieldError{Field: "lease_ttl", Value: ttl.String(), Reason: "must be at least 2s"}
+	st := settings{prefix: u.Path, ttl: ttl}
+	if err := st.apply(cfg.Options); err != nil {
+		return nil, err
 	}
-	prefix := strings.TrimSuffix(u.Path, "/")
-	if prefix == "" {
-		prefix = DefaultPrefix
-	}
+	prefix, ttl := st.prefix, st.ttl
 	cc := clientv3.Config{
 		Endpoints: hosts, DialTimeout: dial, Username: cfg.Username, Password: cfg.Password,
 		Logger: zap.NewNop(), Context: context.Background(),
@@ -91,16 +91,61 @@ func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (regist
 	return newConn(cli, prefix, ttl, cfg.Logger, true), nil
 }
 
-// New wraps an existing client; the returned registry.Client does not close cli.
-// prefix "" means DefaultPrefix, ttl 0 DefaultLeaseTTL.
-func New(cli *clientv3.Client, prefix string, ttl time.Duration, opts ...registry.Option) *registry.Client {
-	if prefix == "" {
-		prefix = DefaultPrefix
+// New makes a Client over cli, a client the caller already holds and keeps owning:
+// Close of the returned Client does not close cli. Of the options, WithLogger and
+// this package's WithPrefix and WithLeaseTTL apply; TLS and credentials are cli's
+// own. It does no I/O: a bad option is an error matching registry.ErrInvalid.
+func New(cli *clientv3.Client, opts ...registry.Option) (*registry.Client, error) {
+	return registry.NewClient(func(cfg driver.Config) (driver.Conn, error) {
+		st := settings{ttl: DefaultLeaseTTL}
+		if err := st.apply(cfg.Options); err != nil {
+			return nil, err
+		}
+		return newConn(cli, st.prefix, st.ttl, cfg.Logger, false), nil
+	}, opts...)
+}
+
+// settings are what the URL path and lease_ttl, or this package's options, set.
+type settings struct {
+	prefix string
+	ttl    time.Duration
+}
+
+// option is the driver.Option value of this package's options.
+type option func(*settings) error
+
+// WithPrefix sets the key prefix everything lives under (default DefaultPrefix;
+// with Open it replaces the URL's path).
+func WithPrefix(prefix string) registry.Option {
+	return registry.DriverOption("etcd.WithPrefix", option(func(s *settings) error {
+		s.prefix = prefix
+		return nil
+	}))
+}
+
+// WithLeaseTTL sets the TTL of the registration lease and the default TTL of store
+// sessions (default DefaultLeaseTTL, at least 2s; with Open it replaces the URL's
+// lease_ttl).
+func WithLeaseTTL(ttl time.Duration) registry.Option {
+	return registry.DriverOption("etcd.WithLeaseTTL", option(func(s *settings) error {
+		s.ttl = ttl
+		return nil
+	}))
+}
+
+// apply applies the etcd options among opts (rejecting any other backend's), then
+// defaults and checks the result.
+func (s *settings) apply(opts []driver.Option) error {
+	if err := driver.ApplyOptions("etcd", opts, func(o option) error { return o(s) }); err != nil {
+		return err
 	}
-	if ttl <= 0 {
-		ttl = DefaultLeaseTTL
+	if s.prefix = strings.TrimSuffix(s.prefix, "/"); s.prefix == "" {
+		s.prefix = DefaultPrefix
 	}
-	return registry.NewClient(newConn(cli, strings.TrimSuffix(prefix, "/"), ttl, slog.Default(), false), opts...)
+	if s.ttl < 2*time.Second {
+		return &driver.FieldError{Field: "lease_ttl", Value: s.ttl.String(), Reason: "must be at least 2s"}
+	}
+	return nil
 }
 
 // Conn is the etcd driver connection.
@@ -121,8 +166,8 @@ type Conn struct {
 }
 
 var (
-	_ registry.Conn      = (*Conn)(nil)
-	_ registry.StoreConn = (*Conn)(nil)
+	_ driver.Conn      = (*Conn)(nil)
+	_ driver.StoreConn = (*Conn)(nil)
 )
 
 func newConn(cli *clientv3.Client, prefix string, ttl time.Duration, log *slog.Logger, own bool) *Conn {
@@ -144,8 +189,8 @@ func (c *Conn) RegistrationLease() clientv3.LeaseID {
 }
 
 // Capabilities: everything.
-func (c *Conn) Capabilities() registry.Capabilities {
-	return registry.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true}
+func (c *Conn) Capabilities() driver.Capabilities {
+	return driver.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true}
 }
 
 // Close stops every keep-alive, revokes the registration lease and closes the client
@@ -177,9 +222,9 @@ func wrap(op, key string, err error) error {
 		return fmt.Errorf("etcd: %s %s: %w", op, key, err)
 	}
 	if isAuthError(err) {
-		return fmt.Errorf("etcd: %s %s: %w: %w", op, key, registry.ErrPermission, err)
+		return fmt.Errorf("etcd: %s %s: %w: %w", op, key, driver.ErrPermission, err)
 	}
-	return fmt.Errorf("etcd: %s %s: %w: %w", op, key, registry.ErrUnavailable, err)
+	return fmt.Errorf("etcd: %s %s: %w: %w", op, key, driver.ErrUnavailable, err)
 }
 
 // isAuthError reports whether err is etcd refusing the credentials or the user's

@@ -5,10 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
-	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -19,17 +18,15 @@ type lease struct {
 	c       *Conn
 	id      clientv3.LeaseID
 	ttl     time.Duration
-	onState func(registry.SessionState)
+	onState func(driver.SessionState)
 	cancel  context.CancelFunc
 	stopped chan struct{} // keep-alive goroutine ended
 
-	mu   sync.Mutex
-	err  error
-	done chan struct{} // closed when lost or closed
+	ended driver.LostSignal // closed when lost or closed
 }
 
 // grant creates a lease and starts keeping it alive on one stream.
-func (c *Conn) grant(ctx context.Context, ttl time.Duration, onState func(registry.SessionState)) (*lease, error) {
+func (c *Conn) grant(ctx context.Context, ttl time.Duration, onState func(driver.SessionState)) (*lease, error) {
 	secs := int64((ttl + time.Second - 1) / time.Second)
 	resp, err := c.cli.Grant(ctx, secs)
 	if err != nil {
@@ -42,18 +39,18 @@ func (c *Conn) grant(ctx context.Context, ttl time.Duration, onState func(regist
 		return nil, wrap("keep lease alive", "", err)
 	}
 	l := &lease{c: c, id: resp.ID, ttl: ttl, onState: onState, cancel: cancel,
-		stopped: make(chan struct{}), done: make(chan struct{})}
+		stopped: make(chan struct{})}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		defer close(l.stopped)
 		l.keep(kctx, ch)
 	}()
-	l.state(registry.StateConnected)
+	l.state(driver.StateConnected)
 	return l, nil
 }
 
-func (l *lease) state(s registry.SessionState) {
+func (l *lease) state(s driver.SessionState) {
 	if l.onState != nil {
 		l.onState(s)
 	}
@@ -72,19 +69,19 @@ func (l *lease) keep(ctx context.Context, ch <-chan *clientv3.LeaseKeepAliveResp
 		case _, ok := <-ch:
 			if !ok {
 				if ctx.Err() == nil {
-					l.lose(fmt.Errorf("etcd: lease %x expired or revoked: %w", int64(l.id), registry.ErrSessionLost))
+					l.lose(fmt.Errorf("etcd: lease %x expired or revoked: %w", int64(l.id), driver.ErrSessionLost))
 				}
 				return
 			}
 			last = time.Now()
 			if suspended {
 				suspended = false
-				l.state(registry.StateReconnected)
+				l.state(driver.StateReconnected)
 			}
 		case <-tick.C:
 			if !suspended && time.Since(last) > l.ttl/3 {
 				suspended = true
-				l.state(registry.StateSuspended)
+				l.state(driver.StateSuspended)
 			}
 		case <-ctx.Done():
 			return
@@ -94,7 +91,7 @@ func (l *lease) keep(ctx context.Context, ch <-chan *clientv3.LeaseKeepAliveResp
 
 // lose ends the lease as lost (once).
 func (l *lease) lose(err error) {
-	l.end(err, registry.StateLost)
+	l.end(err, driver.StateLost)
 }
 
 // loseIfGone ends the lease as lost when err is the server saying it no longer has
@@ -104,20 +101,15 @@ func (l *lease) loseIfGone(err error) error {
 	if !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 		return nil
 	}
-	lost := fmt.Errorf("etcd: lease %s gone: %w", l.ID(), registry.ErrSessionLost)
+	lost := fmt.Errorf("etcd: lease %s gone: %w", l.ID(), driver.ErrSessionLost)
 	l.lose(lost)
 	return lost
 }
 
-func (l *lease) end(err error, st registry.SessionState) bool {
-	l.mu.Lock()
-	if l.err != nil {
-		l.mu.Unlock()
+func (l *lease) end(err error, st driver.SessionState) bool {
+	if !l.ended.Lose(err) {
 		return false
 	}
-	l.err = err
-	close(l.done)
-	l.mu.Unlock()
 	l.c.mu.Lock()
 	if l.c.reg == l {
 		l.c.reg = nil
@@ -131,20 +123,16 @@ func (l *lease) end(err error, st registry.SessionState) bool {
 func (l *lease) ID() string { return strconv.FormatInt(int64(l.id), 16) }
 
 // Done is closed when the lease was lost or closed.
-func (l *lease) Done() <-chan struct{} { return l.done }
+func (l *lease) Done() <-chan struct{} { return l.ended.Lost() }
 
 // Err says why Done is closed.
-func (l *lease) Err() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.err
-}
+func (l *lease) Err() error { return l.ended.Err() }
 
 // Close revokes the lease: its keys are deleted.
 func (l *lease) Close(ctx context.Context) error {
 	l.cancel()
 	<-l.stopped
-	if !l.end(fmt.Errorf("etcd: session %s: %w", l.ID(), registry.ErrClosed), registry.StateClosed) {
+	if !l.end(fmt.Errorf("etcd: session %s: %w", l.ID(), driver.ErrClosed), driver.StateClosed) {
 		return nil
 	}
 	if _, err := l.c.cli.Revoke(ctx, l.id); err != nil {
@@ -154,13 +142,13 @@ func (l *lease) Close(ctx context.Context) error {
 }
 
 // NewSession grants a lease of its own for the session.
-func (c *Conn) NewSession(ctx context.Context, spec registry.SessionSpec) (registry.SessionConn, error) {
+func (c *Conn) NewSession(ctx context.Context, spec driver.SessionSpec) (driver.SessionConn, error) {
 	ttl := spec.TTL
 	if ttl == 0 {
 		ttl = c.ttl
 	}
 	if ttl < 2*time.Second {
-		return nil, &registry.FieldError{Field: "TTL", Value: ttl.String(), Reason: "etcd sessions need at least 2s"}
+		return nil, &driver.FieldError{Field: "TTL", Value: ttl.String(), Reason: "etcd sessions need at least 2s"}
 	}
 	return c.grant(ctx, ttl, spec.OnState)
 }

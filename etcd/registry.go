@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/connectivity"
 )
@@ -26,7 +26,7 @@ type record struct {
 func (c *Conn) serviceKey(service string) string { return c.prefix + "/services/" + service + "/" }
 
 // Put writes the instance under the shared registration lease.
-func (c *Conn) Put(ctx context.Context, inst registry.Instance) (registry.Lease, error) {
+func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, error) {
 	l, err := c.registrationLease(ctx)
 	if err != nil {
 		return nil, err
@@ -60,22 +60,22 @@ func (r *regLease) Deregister(ctx context.Context) error {
 }
 
 // List reads every instance of service.
-func (c *Conn) List(ctx context.Context, service string) (registry.Listing, error) {
+func (c *Conn) List(ctx context.Context, service string) (driver.Listing, error) {
 	resp, err := c.cli.Get(ctx, c.serviceKey(service), clientv3.WithPrefix())
 	if err != nil {
-		return registry.Listing{}, wrap("list", service, err)
+		return driver.Listing{}, wrap("list", service, err)
 	}
-	out := make([]registry.Instance, 0, len(resp.Kvs))
+	out := make([]driver.Instance, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		var r record
 		if err := json.Unmarshal(kv.Value, &r); err != nil {
 			c.log.Warn("etcd: skipping an undecodable instance", "key", string(kv.Key), "err", err)
 			continue
 		}
-		out = append(out, registry.Instance{ID: r.ID, Service: r.Service, Host: r.Host, Port: r.Port,
+		out = append(out, driver.Instance{ID: r.ID, Service: r.Service, Host: r.Host, Port: r.Port,
 			Weight: r.Weight, Zone: r.Zone, Metadata: r.Metadata, Healthy: true})
 	}
-	return registry.Listing{Instances: out, Revision: uint64(resp.Header.Revision)}, nil
+	return driver.Listing{Instances: out, Revision: uint64(resp.Header.Revision)}, nil
 }
 
 // Watch follows the service's prefix.
@@ -100,7 +100,7 @@ func (c *Conn) watchPrefix(ctx context.Context, prefix string, notify func()) er
 	go func() {
 		defer wg.Done()
 		c.monitorConnection(wctx, func() {
-			cancel(fmt.Errorf("etcd: watch %s: connection lost: %w", prefix, registry.ErrUnavailable))
+			cancel(fmt.Errorf("etcd: watch %s: connection lost: %w", prefix, driver.ErrUnavailable))
 		})
 	}()
 	ch := c.cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
@@ -111,7 +111,7 @@ func (c *Conn) watchPrefix(ctx context.Context, prefix string, notify func()) er
 			return fmt.Errorf("etcd: watch %s: history compacted at revision %d: %w", prefix, resp.CompactRevision, resp.Err())
 		}
 		if err := resp.Err(); err != nil {
-			return fmt.Errorf("etcd: watch %s: %w: %w", prefix, registry.ErrUnavailable, err)
+			return fmt.Errorf("etcd: watch %s: %w: %w", prefix, driver.ErrUnavailable, err)
 		}
 		if resp.Created || len(resp.Events) > 0 {
 			notify()
@@ -123,7 +123,7 @@ func (c *Conn) watchPrefix(ctx context.Context, prefix string, notify func()) er
 	if cause := context.Cause(wctx); cause != nil && cause != context.Canceled {
 		return cause
 	}
-	return fmt.Errorf("etcd: watch %s closed: %w", prefix, registry.ErrUnavailable)
+	return fmt.Errorf("etcd: watch %s closed: %w", prefix, driver.ErrUnavailable)
 }
 
 // monitorConnection calls lost once the client's connection has been down for two

@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -28,8 +28,8 @@ func (c *Conn) storeKey(k []byte) string {
 	return s
 }
 
-func (c *Conn) node(kv *mvccpb.KeyValue) registry.Node {
-	n := registry.Node{Key: c.storeKey(kv.Key), Value: kv.Value, Version: kv.ModRevision, CreateRevision: kv.CreateRevision}
+func (c *Conn) node(kv *mvccpb.KeyValue) driver.Node {
+	n := driver.Node{Key: c.storeKey(kv.Key), Value: kv.Value, Version: kv.ModRevision, CreateRevision: kv.CreateRevision}
 	if n.Value == nil {
 		n.Value = []byte{}
 	}
@@ -43,7 +43,7 @@ func (c *Conn) node(kv *mvccpb.KeyValue) registry.Node {
 // empty if it does not exist.
 func (c *Conn) parentOps(key string) []clientv3.Op {
 	var ops []clientv3.Op
-	for p := registry.ParentKey(key); p != "/"; p = registry.ParentKey(p) {
+	for p := driver.ParentKey(key); p != "/"; p = driver.ParentKey(p) {
 		k := c.kvKey(p)
 		ops = append(ops, clientv3.OpTxn(
 			[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(k), "=", 0)},
@@ -54,12 +54,12 @@ func (c *Conn) parentOps(key string) []clientv3.Op {
 }
 
 // Create writes a new key with its missing parents in one transaction.
-func (c *Conn) Create(ctx context.Context, key string, value []byte, spec registry.CreateSpec) (registry.Node, error) {
+func (c *Conn) Create(ctx context.Context, key string, value []byte, spec driver.CreateSpec) (driver.Node, error) {
 	var putOpts []clientv3.OpOption
 	if spec.Session != nil {
 		l, ok := spec.Session.(*lease)
 		if !ok || l.c != c {
-			return registry.Node{}, &registry.FieldError{Field: "Session", Value: spec.Session.ID(), Reason: "not a session of this etcd connection"}
+			return driver.Node{}, &driver.FieldError{Field: "Session", Value: spec.Session.ID(), Reason: "not a session of this etcd connection"}
 		}
 		putOpts = append(putOpts, clientv3.WithLease(l.id))
 	}
@@ -68,10 +68,10 @@ func (c *Conn) Create(ctx context.Context, key string, value []byte, spec regist
 		cmps := []clientv3.Cmp{}
 		ops := c.parentOps(key)
 		if spec.Sequential {
-			seqKey := c.prefix + "/seq" + registry.ParentKey(key)
+			seqKey := c.prefix + "/seq" + driver.ParentKey(key)
 			resp, err := c.cli.Get(ctx, seqKey)
 			if err != nil {
-				return registry.Node{}, wrap("create", key, err)
+				return driver.Node{}, wrap("create", key, err)
 			}
 			var n int64
 			var mod int64
@@ -79,7 +79,7 @@ func (c *Conn) Create(ctx context.Context, key string, value []byte, spec regist
 				n, _ = strconv.ParseInt(string(resp.Kvs[0].Value), 10, 64)
 				mod = resp.Kvs[0].ModRevision
 			}
-			name = key + registry.SequenceSuffix(n)
+			name = key + driver.SequenceSuffix(n)
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(seqKey), "=", mod))
 			ops = append(ops, clientv3.OpPut(seqKey, strconv.FormatInt(n+1, 10)))
 		}
@@ -90,58 +90,58 @@ func (c *Conn) Create(ctx context.Context, key string, value []byte, spec regist
 		if err != nil {
 			if l, ok := spec.Session.(*lease); ok {
 				if lost := l.loseIfGone(err); lost != nil {
-					return registry.Node{}, fmt.Errorf("etcd: create %s: %w", name, lost)
+					return driver.Node{}, fmt.Errorf("etcd: create %s: %w", name, lost)
 				}
 			}
-			return registry.Node{}, wrap("create", name, err)
+			return driver.Node{}, wrap("create", name, err)
 		}
 		if resp.Succeeded {
 			kvs := resp.Responses[len(resp.Responses)-1].GetResponseRange().Kvs
 			return c.node(kvs[0]), nil
 		}
 		if !spec.Sequential {
-			return registry.Node{}, fmt.Errorf("etcd: create %s: %w", name, registry.ErrExists)
+			return driver.Node{}, fmt.Errorf("etcd: create %s: %w", name, driver.ErrExists)
 		}
 		// Another creator took the sequence number: try the next one.
 	}
 }
 
 // Get reads one key.
-func (c *Conn) Get(ctx context.Context, key string) (registry.Node, error) {
+func (c *Conn) Get(ctx context.Context, key string) (driver.Node, error) {
 	resp, err := c.cli.Get(ctx, c.kvKey(key))
 	if err != nil {
-		return registry.Node{}, wrap("get", key, err)
+		return driver.Node{}, wrap("get", key, err)
 	}
 	if len(resp.Kvs) == 0 {
-		return registry.Node{}, fmt.Errorf("etcd: get %s: %w", key, registry.ErrNotFound)
+		return driver.Node{}, fmt.Errorf("etcd: get %s: %w", key, driver.ErrNotFound)
 	}
 	return c.node(resp.Kvs[0]), nil
 }
 
 func versionCmp(k string, version int64) clientv3.Cmp {
-	if version == registry.AnyVersion {
+	if version == driver.AnyVersion {
 		return clientv3.Compare(clientv3.CreateRevision(k), ">", 0)
 	}
 	return clientv3.Compare(clientv3.ModRevision(k), "=", version)
 }
 
 // Set compares the mod revision and sets, keeping the key's lease.
-func (c *Conn) Set(ctx context.Context, key string, value []byte, version int64) (registry.Node, error) {
+func (c *Conn) Set(ctx context.Context, key string, value []byte, version int64) (driver.Node, error) {
 	k := c.kvKey(key)
 	resp, err := c.cli.Txn(ctx).If(versionCmp(k, version)).
 		Then(clientv3.OpPut(k, string(value), clientv3.WithIgnoreLease()), clientv3.OpGet(k)).
 		Else(clientv3.OpGet(k)).Commit()
 	if err != nil {
-		return registry.Node{}, wrap("set", key, err)
+		return driver.Node{}, wrap("set", key, err)
 	}
 	kvs := resp.Responses[len(resp.Responses)-1].GetResponseRange().Kvs
 	if resp.Succeeded {
 		return c.node(kvs[0]), nil
 	}
 	if len(kvs) == 0 {
-		return registry.Node{}, fmt.Errorf("etcd: set %s: %w", key, registry.ErrNotFound)
+		return driver.Node{}, fmt.Errorf("etcd: set %s: %w", key, driver.ErrNotFound)
 	}
-	return registry.Node{}, fmt.Errorf("etcd: set %s: version %d, want %d: %w", key, kvs[0].ModRevision, version, registry.ErrVersionConflict)
+	return driver.Node{}, fmt.Errorf("etcd: set %s: version %d, want %d: %w", key, kvs[0].ModRevision, version, driver.ErrVersionConflict)
 }
 
 // Delete removes a key (and its descendants if recursive) in one transaction.
@@ -169,13 +169,13 @@ func (c *Conn) Delete(ctx context.Context, key string, version int64, recursive 
 	kids := resp.Responses[1].GetResponseRange()
 	switch {
 	case len(self.Kvs) == 0:
-		return fmt.Errorf("etcd: delete %s: %w", key, registry.ErrNotFound)
-	case version != registry.AnyVersion && self.Kvs[0].ModRevision != version:
-		return fmt.Errorf("etcd: delete %s: %w", key, registry.ErrVersionConflict)
+		return fmt.Errorf("etcd: delete %s: %w", key, driver.ErrNotFound)
+	case version != driver.AnyVersion && self.Kvs[0].ModRevision != version:
+		return fmt.Errorf("etcd: delete %s: %w", key, driver.ErrVersionConflict)
 	case kids.Count > 0:
-		return fmt.Errorf("etcd: delete %s: %w", key, registry.ErrNotEmpty)
+		return fmt.Errorf("etcd: delete %s: %w", key, driver.ErrNotEmpty)
 	}
-	return fmt.Errorf("etcd: delete %s: %w (raced, try again)", key, registry.ErrVersionConflict)
+	return fmt.Errorf("etcd: delete %s: %w (raced, try again)", key, driver.ErrVersionConflict)
 }
 
 // Children lists the direct children's names.
@@ -187,7 +187,7 @@ func (c *Conn) Children(ctx context.Context, key string) ([]string, error) {
 		return nil, wrap("children", key, err)
 	}
 	if key != "/" && resp.Responses[0].GetResponseRange().Count == 0 {
-		return nil, fmt.Errorf("etcd: children %s: %w", key, registry.ErrNotFound)
+		return nil, fmt.Errorf("etcd: children %s: %w", key, driver.ErrNotFound)
 	}
 	out := []string{}
 	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
@@ -202,19 +202,19 @@ func (c *Conn) Children(ctx context.Context, key string) ([]string, error) {
 }
 
 // Tree reads the key and its descendants at one revision.
-func (c *Conn) Tree(ctx context.Context, key string) ([]registry.Node, error) {
+func (c *Conn) Tree(ctx context.Context, key string) ([]driver.Node, error) {
 	k := c.kvKey(key)
 	resp, err := c.cli.Txn(ctx).Then(clientv3.OpGet(k), clientv3.OpGet(k+"/", clientv3.WithPrefix())).Commit()
 	if err != nil {
 		return nil, wrap("tree", key, err)
 	}
-	var out []registry.Node
+	var out []driver.Node
 	for _, r := range resp.Responses {
 		for _, kv := range r.GetResponseRange().Kvs {
 			out = append(out, c.node(kv))
 		}
 	}
-	registry.SortNodes(out)
+	driver.SortNodes(out)
 	return out, nil
 }
 

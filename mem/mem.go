@@ -17,27 +17,32 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
-func init() { registry.Register("mem", driver{}) }
+func init() { driver.Register("mem", drv{}) }
 
-type driver struct{}
+// drv is this backend's driver.Driver.
+type drv struct{}
 
-func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (registry.Conn, error) {
-	p := registry.NewParams(u)
+func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn, error) {
+	p := driver.NewParams(u)
 	if err := p.Done(); err != nil {
 		return nil, err
 	}
+	// mem has no options of its own: any is another backend's.
+	if err := driver.ApplyOptions("mem", cfg.Options, func(struct{}) error { return nil }); err != nil {
+		return nil, err
+	}
 	if u.Path != "" && u.Path != "/" {
-		return nil, &registry.FieldError{Field: "url", Value: u.String(), Reason: "mem:// takes a name as host and no path"}
+		return nil, &driver.FieldError{Field: "url", Value: u.String(), Reason: "mem:// takes a name as host and no path"}
 	}
 	name := u.Host
 	if name == "" {
 		name = u.Opaque
 	}
 	if name == "" {
-		return nil, &registry.FieldError{Field: "url", Value: u.String(), Reason: "mem:// needs a name, e.g. mem://test"}
+		return nil, &driver.FieldError{Field: "url", Value: u.String(), Reason: "mem:// needs a name, e.g. mem://test"}
 	}
 	return Lookup(name).connect(), nil
 }
@@ -62,12 +67,12 @@ type Server struct {
 }
 
 type entry struct {
-	inst  registry.Instance
+	inst  driver.Instance
 	lease *lease
 }
 
 type node struct {
-	registry.Node
+	driver.Node
 	sess *session
 }
 
@@ -105,7 +110,7 @@ func (s *Server) connect() *Conn {
 func (s *Server) Restart() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.breakWatchesLocked(nil, fmt.Errorf("mem: server restarted: %w", registry.ErrUnavailable))
+	s.breakWatchesLocked(nil, fmt.Errorf("mem: server restarted: %w", driver.ErrUnavailable))
 }
 
 // Cut makes the server unreachable until Heal: calls fail with ErrUnavailable,
@@ -114,10 +119,10 @@ func (s *Server) Cut() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.down = true
-	s.breakWatchesLocked(nil, fmt.Errorf("mem: connection cut: %w", registry.ErrUnavailable))
+	s.breakWatchesLocked(nil, fmt.Errorf("mem: connection cut: %w", driver.ErrUnavailable))
 	for c := range s.conns {
 		for ss := range c.sessions {
-			ss.state(registry.StateSuspended)
+			ss.state(driver.StateSuspended)
 		}
 	}
 }
@@ -129,7 +134,7 @@ func (s *Server) Heal() {
 	s.down = false
 	for c := range s.conns {
 		for ss := range c.sessions {
-			ss.state(registry.StateReconnected)
+			ss.state(driver.StateReconnected)
 		}
 	}
 }
@@ -162,10 +167,10 @@ func (s *Server) changedLocked(service, key string) {
 
 func (s *Server) check(c *Conn) error {
 	if c.closed {
-		return registry.ErrClosed
+		return driver.ErrClosed
 	}
 	if s.down {
-		return fmt.Errorf("mem: %w", registry.ErrUnavailable)
+		return fmt.Errorf("mem: %w", driver.ErrUnavailable)
 	}
 	return nil
 }
@@ -179,8 +184,8 @@ type Conn struct {
 }
 
 var (
-	_ registry.Conn      = (*Conn)(nil)
-	_ registry.StoreConn = (*Conn)(nil)
+	_ driver.Conn      = (*Conn)(nil)
+	_ driver.StoreConn = (*Conn)(nil)
 )
 
 // Server returns the server this connection talks to.
@@ -194,17 +199,17 @@ func (c *Conn) ExpireSession() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for l := range c.leases {
-		l.loseLocked(fmt.Errorf("mem: session expired: %w", registry.ErrSessionLost))
+		l.loseLocked(fmt.Errorf("mem: session expired: %w", driver.ErrSessionLost))
 	}
 	for ss := range c.sessions {
-		ss.endLocked(registry.StateLost)
+		ss.endLocked(driver.StateLost)
 	}
-	s.breakWatchesLocked(c, fmt.Errorf("mem: session expired: %w", registry.ErrSessionLost))
+	s.breakWatchesLocked(c, fmt.Errorf("mem: session expired: %w", driver.ErrSessionLost))
 }
 
 // Capabilities: everything.
-func (c *Conn) Capabilities() registry.Capabilities {
-	return registry.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true}
+func (c *Conn) Capabilities() driver.Capabilities {
+	return driver.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true}
 }
 
 // Close abandons this connection's leases and closes its sessions (their ephemeral
@@ -218,9 +223,9 @@ func (c *Conn) Close() error {
 	}
 	c.closed = true
 	for ss := range c.sessions {
-		ss.endLocked(registry.StateClosed)
+		ss.endLocked(driver.StateClosed)
 	}
-	s.breakWatchesLocked(c, registry.ErrClosed)
+	s.breakWatchesLocked(c, driver.ErrClosed)
 	delete(s.conns, c)
 	return nil
 }

@@ -3,18 +3,15 @@ package mem
 import (
 	"context"
 	"fmt"
-	"sync"
 
-	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
 type lease struct {
 	c       *Conn
 	service string
 	id      string
-	lost    chan struct{}
-	err     error
-	once    sync.Once
+	sig     driver.LostSignal
 }
 
 // loseLocked deletes the lease's instance (if still its own) and closes Lost.
@@ -25,19 +22,12 @@ func (l *lease) loseLocked(err error) {
 		s.changedLocked(l.service, "")
 	}
 	delete(l.c.leases, l)
-	l.once.Do(func() {
-		l.err = err
-		close(l.lost)
-	})
+	l.sig.Lose(err)
 }
 
-func (l *lease) Lost() <-chan struct{} { return l.lost }
+func (l *lease) Lost() <-chan struct{} { return l.sig.Lost() }
 
-func (l *lease) Err() error {
-	l.c.s.mu.Lock()
-	defer l.c.s.mu.Unlock()
-	return l.err
-}
+func (l *lease) Err() error { return l.sig.Err() }
 
 func (l *lease) Deregister(ctx context.Context) error {
 	s := l.c.s
@@ -62,7 +52,7 @@ func (l *lease) Abandon() {
 }
 
 // Put registers inst bound to this connection's liveness.
-func (c *Conn) Put(ctx context.Context, inst registry.Instance) (registry.Lease, error) {
+func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, error) {
 	s := c.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -72,7 +62,7 @@ func (c *Conn) Put(ctx context.Context, inst registry.Instance) (registry.Lease,
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	l := &lease{c: c, service: inst.Service, id: inst.ID, lost: make(chan struct{})}
+	l := &lease{c: c, service: inst.Service, id: inst.ID}
 	m := s.services[inst.Service]
 	if m == nil {
 		m = map[string]*entry{}
@@ -88,18 +78,18 @@ func (c *Conn) Put(ctx context.Context, inst registry.Instance) (registry.Lease,
 }
 
 // List returns the service's instances.
-func (c *Conn) List(ctx context.Context, service string) (registry.Listing, error) {
+func (c *Conn) List(ctx context.Context, service string) (driver.Listing, error) {
 	s := c.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.check(c); err != nil {
-		return registry.Listing{}, fmt.Errorf("mem: list %s: %w", service, err)
+		return driver.Listing{}, fmt.Errorf("mem: list %s: %w", service, err)
 	}
-	out := make([]registry.Instance, 0, len(s.services[service]))
+	out := make([]driver.Instance, 0, len(s.services[service]))
 	for _, e := range s.services[service] {
 		out = append(out, e.inst.Clone())
 	}
-	return registry.Listing{Instances: out, Revision: uint64(s.rev)}, nil
+	return driver.Listing{Instances: out, Revision: uint64(s.rev)}, nil
 }
 
 // Watch notifies on every change of service until ctx is done or a fault breaks it.

@@ -7,10 +7,10 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
-func (n *node) public() registry.Node {
+func (n *node) public() driver.Node {
 	out := n.Node
 	out.Value = slices.Clone(n.Value)
 	return out
@@ -32,36 +32,36 @@ func (s *Server) childrenLocked(key string) []string {
 }
 
 // Create writes a new key, creating missing parents.
-func (c *Conn) Create(ctx context.Context, key string, value []byte, spec registry.CreateSpec) (registry.Node, error) {
+func (c *Conn) Create(ctx context.Context, key string, value []byte, spec driver.CreateSpec) (driver.Node, error) {
 	s := c.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.check(c); err != nil {
-		return registry.Node{}, err
+		return driver.Node{}, err
 	}
 	var sess *session
 	if spec.Session != nil {
 		ss, ok := spec.Session.(*session)
 		if !ok || ss.c.s != s {
-			return registry.Node{}, &registry.FieldError{Field: "Session", Value: spec.Session.ID(), Reason: "not a session of this mem server"}
+			return driver.Node{}, &driver.FieldError{Field: "Session", Value: spec.Session.ID(), Reason: "not a session of this mem server"}
 		}
 		if ss.err != nil {
-			return registry.Node{}, fmt.Errorf("mem: create %s: %w", key, ss.err)
+			return driver.Node{}, fmt.Errorf("mem: create %s: %w", key, ss.err)
 		}
 		sess = ss
 	}
-	parent := registry.ParentKey(key)
+	parent := driver.ParentKey(key)
 	if spec.Sequential {
 		n := s.seq[parent]
 		s.seq[parent] = n + 1
-		key += registry.SequenceSuffix(n)
+		key += driver.SequenceSuffix(n)
 	}
 	if _, ok := s.nodes[key]; ok {
-		return registry.Node{}, fmt.Errorf("mem: create %s: %w", key, registry.ErrExists)
+		return driver.Node{}, fmt.Errorf("mem: create %s: %w", key, driver.ErrExists)
 	}
 	// Parents first, persistent and empty.
 	var missing []string
-	for p := parent; p != "/"; p = registry.ParentKey(p) {
+	for p := parent; p != "/"; p = driver.ParentKey(p) {
 		if _, ok := s.nodes[p]; ok {
 			break
 		}
@@ -69,11 +69,11 @@ func (c *Conn) Create(ctx context.Context, key string, value []byte, spec regist
 	}
 	for i := len(missing) - 1; i >= 0; i-- {
 		s.rev++
-		s.nodes[missing[i]] = &node{Node: registry.Node{Key: missing[i], Value: []byte{}, Version: s.rev, CreateRevision: s.rev}}
+		s.nodes[missing[i]] = &node{Node: driver.Node{Key: missing[i], Value: []byte{}, Version: s.rev, CreateRevision: s.rev}}
 		s.changedLocked("", missing[i])
 	}
 	s.rev++
-	n := &node{Node: registry.Node{Key: key, Value: slices.Clone(value), Version: s.rev, CreateRevision: s.rev}, sess: sess}
+	n := &node{Node: driver.Node{Key: key, Value: slices.Clone(value), Version: s.rev, CreateRevision: s.rev}, sess: sess}
 	if n.Value == nil {
 		n.Value = []byte{}
 	}
@@ -87,34 +87,34 @@ func (c *Conn) Create(ctx context.Context, key string, value []byte, spec regist
 }
 
 // Get reads one key.
-func (c *Conn) Get(ctx context.Context, key string) (registry.Node, error) {
+func (c *Conn) Get(ctx context.Context, key string) (driver.Node, error) {
 	s := c.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.check(c); err != nil {
-		return registry.Node{}, err
+		return driver.Node{}, err
 	}
 	n, ok := s.nodes[key]
 	if !ok {
-		return registry.Node{}, fmt.Errorf("mem: get %s: %w", key, registry.ErrNotFound)
+		return driver.Node{}, fmt.Errorf("mem: get %s: %w", key, driver.ErrNotFound)
 	}
 	return n.public(), nil
 }
 
 // Set compares and sets.
-func (c *Conn) Set(ctx context.Context, key string, value []byte, version int64) (registry.Node, error) {
+func (c *Conn) Set(ctx context.Context, key string, value []byte, version int64) (driver.Node, error) {
 	s := c.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.check(c); err != nil {
-		return registry.Node{}, err
+		return driver.Node{}, err
 	}
 	n, ok := s.nodes[key]
 	if !ok {
-		return registry.Node{}, fmt.Errorf("mem: set %s: %w", key, registry.ErrNotFound)
+		return driver.Node{}, fmt.Errorf("mem: set %s: %w", key, driver.ErrNotFound)
 	}
-	if version != registry.AnyVersion && version != n.Version {
-		return registry.Node{}, fmt.Errorf("mem: set %s: version %d, want %d: %w", key, n.Version, version, registry.ErrVersionConflict)
+	if version != driver.AnyVersion && version != n.Version {
+		return driver.Node{}, fmt.Errorf("mem: set %s: version %d, want %d: %w", key, n.Version, version, driver.ErrVersionConflict)
 	}
 	s.rev++
 	n.Value, n.Version = slices.Clone(value), s.rev
@@ -135,14 +135,14 @@ func (c *Conn) Delete(ctx context.Context, key string, version int64, recursive 
 	}
 	n, ok := s.nodes[key]
 	if !ok && key != "/" {
-		return fmt.Errorf("mem: delete %s: %w", key, registry.ErrNotFound)
+		return fmt.Errorf("mem: delete %s: %w", key, driver.ErrNotFound)
 	}
-	if ok && version != registry.AnyVersion && version != n.Version {
-		return fmt.Errorf("mem: delete %s: %w", key, registry.ErrVersionConflict)
+	if ok && version != driver.AnyVersion && version != n.Version {
+		return fmt.Errorf("mem: delete %s: %w", key, driver.ErrVersionConflict)
 	}
 	kids := s.childrenLocked(key)
 	if len(kids) > 0 && !recursive {
-		return fmt.Errorf("mem: delete %s: %w", key, registry.ErrNotEmpty)
+		return fmt.Errorf("mem: delete %s: %w", key, driver.ErrNotEmpty)
 	}
 	for k := range s.nodes {
 		if k == key || strings.HasPrefix(k, key+"/") || key == "/" {
@@ -173,7 +173,7 @@ func (c *Conn) Children(ctx context.Context, key string) ([]string, error) {
 		return nil, err
 	}
 	if _, ok := s.nodes[key]; !ok && key != "/" {
-		return nil, fmt.Errorf("mem: children %s: %w", key, registry.ErrNotFound)
+		return nil, fmt.Errorf("mem: children %s: %w", key, driver.ErrNotFound)
 	}
 	out := s.childrenLocked(key)
 	if out == nil {
@@ -183,20 +183,20 @@ func (c *Conn) Children(ctx context.Context, key string) ([]string, error) {
 }
 
 // Tree returns key and its descendants.
-func (c *Conn) Tree(ctx context.Context, key string) ([]registry.Node, error) {
+func (c *Conn) Tree(ctx context.Context, key string) ([]driver.Node, error) {
 	s := c.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.check(c); err != nil {
 		return nil, err
 	}
-	var out []registry.Node
+	var out []driver.Node
 	for k, n := range s.nodes {
 		if k == key || key == "/" || strings.HasPrefix(k, key+"/") {
 			out = append(out, n.public())
 		}
 	}
-	registry.SortNodes(out)
+	driver.SortNodes(out)
 	return out, nil
 }
 
@@ -209,14 +209,14 @@ type session struct {
 	c       *Conn
 	id      string
 	keys    map[string]struct{}
-	onState func(registry.SessionState)
+	onState func(driver.SessionState)
 	done    chan struct{}
 	err     error
 	once    sync.Once
 }
 
 // NewSession starts a session; it lives until closed or expired by a fault hook.
-func (c *Conn) NewSession(ctx context.Context, spec registry.SessionSpec) (registry.SessionConn, error) {
+func (c *Conn) NewSession(ctx context.Context, spec driver.SessionSpec) (driver.SessionConn, error) {
 	s := c.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -225,28 +225,28 @@ func (c *Conn) NewSession(ctx context.Context, spec registry.SessionSpec) (regis
 	}
 	ss := &session{c: c, id: "mem-" + c.newID(), keys: map[string]struct{}{}, onState: spec.OnState, done: make(chan struct{})}
 	c.sessions[ss] = struct{}{}
-	ss.state(registry.StateConnected)
+	ss.state(driver.StateConnected)
 	return ss, nil
 }
 
-func (ss *session) state(st registry.SessionState) {
+func (ss *session) state(st driver.SessionState) {
 	if ss.onState != nil {
 		ss.onState(st)
 	}
 }
 
 // endLocked deletes the session's ephemeral keys and ends it.
-func (ss *session) endLocked(st registry.SessionState) {
+func (ss *session) endLocked(st driver.SessionState) {
 	s := ss.c.s
 	for k := range ss.keys {
 		s.deleteLocked(k)
 	}
 	delete(ss.c.sessions, ss)
 	ss.once.Do(func() {
-		if st == registry.StateLost {
-			ss.err = fmt.Errorf("mem: session %s expired: %w", ss.id, registry.ErrSessionLost)
+		if st == driver.StateLost {
+			ss.err = fmt.Errorf("mem: session %s expired: %w", ss.id, driver.ErrSessionLost)
 		} else {
-			ss.err = fmt.Errorf("mem: session %s: %w", ss.id, registry.ErrClosed)
+			ss.err = fmt.Errorf("mem: session %s: %w", ss.id, driver.ErrClosed)
 		}
 		close(ss.done)
 		ss.state(st)
@@ -266,6 +266,6 @@ func (ss *session) Close(ctx context.Context) error {
 	s := ss.c.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ss.endLocked(registry.StateClosed)
+	ss.endLocked(driver.StateClosed)
 	return nil
 }

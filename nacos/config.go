@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
 // Config is Nacos's configuration API (the v1 client API under <context>/v1/cs,
@@ -61,7 +62,7 @@ func (c *Conn) Config() *Config {
 func ConfigOf(cl *registry.Client) (*Config, error) {
 	c, ok := cl.Conn().(*Conn)
 	if !ok {
-		return nil, fmt.Errorf("nacos: config: not a nacos client: %w", registry.ErrNotSupported)
+		return nil, fmt.Errorf("nacos: config: not a nacos client: %w", driver.ErrNotSupported)
 	}
 	return c.Config(), nil
 }
@@ -72,17 +73,17 @@ func ConfigOf(cl *registry.Client) (*Config, error) {
 func OpenConfig(ctx context.Context, rawURL string) (*Config, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, &registry.FieldError{Field: "url", Value: rawURL, Reason: err.Error()}
+		return nil, &driver.FieldError{Field: "url", Value: rawURL, Reason: err.Error()}
 	}
 	if u.Scheme != "nacos" {
-		return nil, &registry.FieldError{Field: "url", Value: u.Redacted(), Reason: "scheme must be nacos"}
+		return nil, &driver.FieldError{Field: "url", Value: u.Redacted(), Reason: "scheme must be nacos"}
 	}
-	var cfg registry.Config
+	var cfg driver.Config
 	if u.User != nil {
 		cfg.Username = u.User.Username()
 		cfg.Password, _ = u.User.Password()
 	}
-	conn, err := driver{}.Open(ctx, u, cfg)
+	conn, err := drv{}.Open(ctx, u, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +139,7 @@ func (f *Config) Get(ctx context.Context, dataID string) (content, md5 string, e
 	if err != nil {
 		var he *httpError
 		if errors.As(err, &he) && he.status == http.StatusNotFound && strings.Contains(he.body, "config data not exist") {
-			return "", "", fmt.Errorf("nacos: config %s: %w", dataID, registry.ErrNotFound)
+			return "", "", fmt.Errorf("nacos: config %s: %w", dataID, driver.ErrNotFound)
 		}
 		if isGone(err) {
 			content, md5, err3 := f.getV3Config(ctx, dataID)
@@ -148,7 +149,7 @@ func (f *Config) Get(ctx context.Context, dataID string) (content, md5 string, e
 				f.mu.Unlock()
 				return content, md5, err3
 			}
-			return "", "", fmt.Errorf("nacos: config %s: %w", dataID, registry.ErrNotFound)
+			return "", "", fmt.Errorf("nacos: config %s: %w", dataID, driver.ErrNotFound)
 		}
 		return "", "", wrap("config get "+dataID, err)
 	}
@@ -173,7 +174,7 @@ func (f *Config) getV3Config(ctx context.Context, dataID string) (string, string
 	if err != nil {
 		var he *httpError
 		if errors.As(err, &he) && nacosCode([]byte(he.body)) == codeResourceNotFound {
-			return "", "", fmt.Errorf("nacos: config %s: %w", dataID, registry.ErrNotFound)
+			return "", "", fmt.Errorf("nacos: config %s: %w", dataID, driver.ErrNotFound)
 		}
 		return "", "", wrap("config get "+dataID, err)
 	}
@@ -191,7 +192,7 @@ func (f *Config) getV3Config(ctx context.Context, dataID string) (string, string
 	switch r.Code {
 	case 0:
 	case codeResourceNotFound:
-		return "", "", fmt.Errorf("nacos: config %s: %w", dataID, registry.ErrNotFound)
+		return "", "", fmt.Errorf("nacos: config %s: %w", dataID, driver.ErrNotFound)
 	default:
 		return "", "", wrap("config get "+dataID, fmt.Errorf("code %d: %s", r.Code, r.Message))
 	}
@@ -225,22 +226,22 @@ func (f *Config) publish(ctx context.Context, dataID, content, cas string) error
 	}
 	b, err := f.c.doOpts(ctx, http.MethodPost, "/v1/cs/configs", form, false, o)
 	if cas != "" && casFailed(err) {
-		return fmt.Errorf("nacos: config publish %s: %w: %w", dataID, registry.ErrVersionConflict, err)
+		return fmt.Errorf("nacos: config publish %s: %w: %w", dataID, driver.ErrVersionConflict, err)
 	}
 	if isGone(err) {
-		return fmt.Errorf("nacos: config publish %s: no v1 config API: %w: %w", dataID, registry.ErrNotSupported, err)
+		return fmt.Errorf("nacos: config publish %s: no v1 config API: %w: %w", dataID, driver.ErrNotSupported, err)
 	}
 	if he := (*httpError)(nil); errors.As(err, &he) && he.status == http.StatusBadRequest {
-		return fmt.Errorf("nacos: config publish: %w", &registry.FieldError{Field: "config", Value: dataID, Reason: "server refused it: " + he.Error()})
+		return fmt.Errorf("nacos: config publish: %w", &driver.FieldError{Field: "config", Value: dataID, Reason: "server refused it: " + he.Error()})
 	}
 	if err != nil {
 		return wrap("config publish "+dataID, err)
 	}
 	if strings.TrimSpace(string(b)) != "true" {
 		if cas != "" {
-			return fmt.Errorf("nacos: config publish %s: server answered %q: %w", dataID, b, registry.ErrVersionConflict)
+			return fmt.Errorf("nacos: config publish %s: server answered %q: %w", dataID, b, driver.ErrVersionConflict)
 		}
-		return fmt.Errorf("nacos: config publish %s: server answered %q: %w", dataID, b, registry.ErrUnavailable)
+		return fmt.Errorf("nacos: config publish %s: server answered %q: %w", dataID, b, driver.ErrUnavailable)
 	}
 	return nil
 }
@@ -269,11 +270,11 @@ func (f *Config) Publish(ctx context.Context, dataID, content, casMD5 string) er
 		return f.publish(ctx, dataID, content, casMD5)
 	}
 	_, cur, err := f.Get(ctx, dataID)
-	if err != nil && !errors.Is(err, registry.ErrNotFound) {
+	if err != nil && !errors.Is(err, driver.ErrNotFound) {
 		return err
 	}
 	if err == nil && cur != casMD5 {
-		return fmt.Errorf("nacos: config publish %s: md5 is %s, not %s: %w", dataID, cur, casMD5, registry.ErrVersionConflict)
+		return fmt.Errorf("nacos: config publish %s: md5 is %s, not %s: %w", dataID, cur, casMD5, driver.ErrVersionConflict)
 	}
 	if err := f.publish(ctx, dataID, content, casMD5); err != nil {
 		return err
@@ -288,7 +289,7 @@ func (f *Config) readBack(ctx context.Context, dataID, before, want string) erro
 	deadline := time.Now().Add(f.c.o.timeout)
 	for {
 		_, got, err := f.Get(ctx, dataID)
-		if errors.Is(err, registry.ErrNotFound) {
+		if errors.Is(err, driver.ErrNotFound) {
 			got, err = "", nil
 		}
 		if err != nil {
@@ -300,9 +301,9 @@ func (f *Config) readBack(ctx context.Context, dataID, before, want string) erro
 		case got == "" && before != "":
 			// Not found although it existed: a read cache behind (Polaris); wait.
 		case got != before:
-			return fmt.Errorf("nacos: config publish %s: read back md5 %s, not ours: %w", dataID, got, registry.ErrVersionConflict)
+			return fmt.Errorf("nacos: config publish %s: read back md5 %s, not ours: %w", dataID, got, driver.ErrVersionConflict)
 		case time.Now().After(deadline):
-			return fmt.Errorf("nacos: config publish %s: server answered true but kept md5 %s: %w", dataID, got, registry.ErrVersionConflict)
+			return fmt.Errorf("nacos: config publish %s: server answered true but kept md5 %s: %w", dataID, got, driver.ErrVersionConflict)
 		}
 		t := time.NewTimer(50 * time.Millisecond)
 		select {
@@ -338,7 +339,7 @@ func (f *Config) CASEnforced(ctx context.Context) (bool, error) {
 	}()
 	err := f.publish(ctx, probe, "b", MD5("not a"))
 	switch {
-	case errors.Is(err, registry.ErrVersionConflict):
+	case errors.Is(err, driver.ErrVersionConflict):
 		enforced = true
 	case err == nil:
 		enforced = false
@@ -356,13 +357,13 @@ func (f *Config) CASEnforced(ctx context.Context) (bool, error) {
 func (f *Config) Delete(ctx context.Context, dataID string) error {
 	b, err := f.c.do(ctx, http.MethodDelete, "/v1/cs/configs", f.form(dataID), false)
 	if isGone(err) {
-		return fmt.Errorf("nacos: config delete %s: no v1 config API: %w: %w", dataID, registry.ErrNotSupported, err)
+		return fmt.Errorf("nacos: config delete %s: no v1 config API: %w: %w", dataID, driver.ErrNotSupported, err)
 	}
 	if err != nil {
 		return wrap("config delete "+dataID, err)
 	}
 	if strings.TrimSpace(string(b)) != "true" {
-		return fmt.Errorf("nacos: config delete %s: server answered %q: %w", dataID, b, registry.ErrUnavailable)
+		return fmt.Errorf("nacos: config delete %s: server answered %q: %w", dataID, b, driver.ErrUnavailable)
 	}
 	return nil
 }
@@ -399,13 +400,13 @@ func (f *Config) search(ctx context.Context, mode, pattern string) ([]ConfigItem
 			var he *httpError
 			if errors.As(err, &he) && (he.status == http.StatusNotFound || he.status == http.StatusGone || he.status == http.StatusNotImplemented ||
 				he.status == http.StatusBadRequest || strings.Contains(he.body, "required")) {
-				return nil, fmt.Errorf("nacos: config search: %w: %w", registry.ErrNotSupported, err)
+				return nil, fmt.Errorf("nacos: config search: %w: %w", driver.ErrNotSupported, err)
 			}
 			return nil, wrap("config search", err)
 		}
 		var p searchPage
 		if err := json.Unmarshal(b, &p); err != nil {
-			return nil, fmt.Errorf("nacos: config search: %w: bad answer %.100q: %w", registry.ErrNotSupported, b, err)
+			return nil, fmt.Errorf("nacos: config search: %w: bad answer %.100q: %w", driver.ErrNotSupported, b, err)
 		}
 		for _, it := range p.PageItems {
 			id, _ := strconv.ParseInt(strings.Trim(string(it.ID), `"`), 10, 64)
@@ -451,7 +452,7 @@ func (f *Config) Lookup(ctx context.Context, dataID string) (ConfigItem, error) 
 			return it, nil
 		}
 	}
-	return ConfigItem{}, fmt.Errorf("nacos: config %s: %w", dataID, registry.ErrNotFound)
+	return ConfigItem{}, fmt.Errorf("nacos: config %s: %w", dataID, driver.ErrNotFound)
 }
 
 // DefaultListenTimeout is the Long-Pulling-Timeout Listen asks for (Nacos holds a
@@ -471,7 +472,7 @@ func (f *Config) Listen(ctx context.Context, md5s map[string]string, wait time.D
 		wait = DefaultListenTimeout
 	}
 	if len(md5s) == 0 {
-		return nil, &registry.FieldError{Field: "md5s", Value: "", Reason: "nothing to listen to"}
+		return nil, &driver.FieldError{Field: "md5s", Value: "", Reason: "nothing to listen to"}
 	}
 	f.mu.Lock()
 	poll := f.noListener
@@ -546,7 +547,7 @@ func (f *Config) pollChanges(ctx context.Context, md5s map[string]string, wait t
 		var changed []string
 		for id, want := range md5s {
 			_, got, err := f.Get(ctx, id)
-			if errors.Is(err, registry.ErrNotFound) {
+			if errors.Is(err, driver.ErrNotFound) {
 				got, err = "", nil
 			}
 			if err != nil {

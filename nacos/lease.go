@@ -5,10 +5,9 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"sync"
 	"time"
 
-	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
 // lease keeps one registered instance alive: heartbeats for ephemeral instances,
@@ -16,23 +15,20 @@ import (
 // the Conn.
 type lease struct {
 	c    *Conn
-	inst registry.Instance
+	inst driver.Instance
 	api  string
 	put  time.Time
 
 	cancel  context.CancelFunc
 	stopped chan struct{}
 
-	mu   sync.Mutex
-	err  error
-	lost chan struct{}
-	once sync.Once
+	sig driver.LostSignal
 }
 
-var _ registry.Lease = (*lease)(nil)
+var _ driver.Lease = (*lease)(nil)
 
 // Put registers inst and starts keeping it alive.
-func (c *Conn) Put(ctx context.Context, inst registry.Instance) (registry.Lease, error) {
+func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, error) {
 	api, err := c.currentAPI(ctx)
 	if err != nil {
 		return nil, err
@@ -42,7 +38,7 @@ func (c *Conn) Put(ctx context.Context, inst registry.Instance) (registry.Lease,
 	}
 	lctx, cancel := context.WithCancel(c.life)
 	l := &lease{c: c, inst: inst, api: api, put: time.Now(), cancel: cancel,
-		stopped: make(chan struct{}), lost: make(chan struct{})}
+		stopped: make(chan struct{})}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -53,23 +49,12 @@ func (c *Conn) Put(ctx context.Context, inst registry.Instance) (registry.Lease,
 }
 
 // Lost is closed when the server dropped, or may have dropped, the instance.
-func (l *lease) Lost() <-chan struct{} { return l.lost }
+func (l *lease) Lost() <-chan struct{} { return l.sig.Lost() }
 
 // Err says why Lost was closed.
-func (l *lease) Err() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.err
-}
+func (l *lease) Err() error { return l.sig.Err() }
 
-func (l *lease) lose(err error) {
-	l.once.Do(func() {
-		l.mu.Lock()
-		l.err = err
-		l.mu.Unlock()
-		close(l.lost)
-	})
-}
+func (l *lease) lose(err error) { l.sig.Lose(err) }
 
 // Abandon stops the keep-alive without touching the server. Idempotent.
 func (l *lease) Abandon() {
@@ -119,13 +104,13 @@ func (l *lease) keep(ctx context.Context) {
 				return
 			}
 			if unknown {
-				l.lose(fmt.Errorf("nacos: heartbeat of %s: server does not know the instance: %w", l.inst, registry.ErrSessionLost))
+				l.lose(fmt.Errorf("nacos: heartbeat of %s: server does not know the instance: %w", l.inst, driver.ErrSessionLost))
 				return
 			}
 			if isGone(err) {
 				// The server no longer serves this API (upgraded or replaced behind
 				// the address): register again, with the API probed anew.
-				l.lose(fmt.Errorf("nacos: heartbeat of %s: %v: %w", l.inst, err, registry.ErrSessionLost))
+				l.lose(fmt.Errorf("nacos: heartbeat of %s: %v: %w", l.inst, err, driver.ErrSessionLost))
 				return
 			}
 			if err != nil {
@@ -143,14 +128,14 @@ func (l *lease) keep(ctx context.Context) {
 				return
 			}
 			if isGone(err) {
-				l.lose(fmt.Errorf("nacos: presence check of %s: %v: %w", l.inst, err, registry.ErrSessionLost))
+				l.lose(fmt.Errorf("nacos: presence check of %s: %v: %w", l.inst, err, driver.ErrSessionLost))
 				return
 			}
 			if err == nil {
 				if present {
 					seen = true
 				} else if seen || time.Since(l.put) > l.grace() {
-					l.lose(fmt.Errorf("nacos: %s is no longer listed by the server: %w", l.inst, registry.ErrSessionLost))
+					l.lose(fmt.Errorf("nacos: %s is no longer listed by the server: %w", l.inst, driver.ErrSessionLost))
 					return
 				}
 			}

@@ -146,7 +146,7 @@
 //
 // # Store
 //
-// The coordination store (registry.StoreConn) is built on the configuration API
+// The coordination store (driver.StoreConn) is built on the configuration API
 // and offered (Capabilities.Store) only when Open finds that the server lists
 // configurations (a search=blur answers a page) and enforces casMd5 (CASEnforced):
 // Nacos 1.x to 3.1, and the test server. Polaris v1.18 answers the search
@@ -226,10 +226,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
-func init() { registry.Register("nacos", driver{}) }
+func init() { driver.Register("nacos", drv{}) }
 
 // Defaults.
 const (
@@ -257,7 +257,8 @@ const (
 	MetaWeight = "regkit.weight"
 )
 
-type driver struct{}
+// drv is this backend's driver.Driver.
+type drv struct{}
 
 // options are the parsed URL settings.
 type options struct {
@@ -278,12 +279,12 @@ type options struct {
 	store         bool
 }
 
-func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (registry.Conn, error) {
-	hosts, err := registry.Hosts(u, DefaultPort)
+func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn, error) {
+	hosts, err := driver.Hosts(u, DefaultPort)
 	if err != nil {
 		return nil, err
 	}
-	p := registry.NewParams(u)
+	p := driver.NewParams(u)
 	o := options{
 		hosts:         hosts,
 		scheme:        "http",
@@ -304,6 +305,10 @@ func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (regist
 	if err := p.Done(); err != nil {
 		return nil, err
 	}
+	// nacos has no options of its own: any is another backend's.
+	if err := driver.ApplyOptions("nacos", cfg.Options, func(struct{}) error { return nil }); err != nil {
+		return nil, err
+	}
 	if o.username == "" && qu != "" {
 		o.username, o.password = qu, qp
 	}
@@ -312,19 +317,19 @@ func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (regist
 		o.contextPath = DefaultContextPath
 	}
 	if strings.Contains(o.group, "@@") || o.group == "" {
-		return nil, &registry.FieldError{Field: "group", Value: o.group, Reason: "group must be non-empty and must not contain @@"}
+		return nil, &driver.FieldError{Field: "group", Value: o.group, Reason: "group must be non-empty and must not contain @@"}
 	}
 	if o.cluster == "" {
-		return nil, &registry.FieldError{Field: "cluster", Value: o.cluster, Reason: "cluster must be non-empty"}
+		return nil, &driver.FieldError{Field: "cluster", Value: o.cluster, Reason: "cluster must be non-empty"}
 	}
 	if o.timeout <= 0 {
-		return nil, &registry.FieldError{Field: "timeout", Value: o.timeout.String(), Reason: "must be positive"}
+		return nil, &driver.FieldError{Field: "timeout", Value: o.timeout.String(), Reason: "must be positive"}
 	}
 	if o.pollInterval < 10*time.Millisecond {
-		return nil, &registry.FieldError{Field: "poll_interval", Value: o.pollInterval.String(), Reason: "must be at least 10ms"}
+		return nil, &driver.FieldError{Field: "poll_interval", Value: o.pollInterval.String(), Reason: "must be at least 10ms"}
 	}
 	if o.beatInterval != 0 && o.beatInterval < 10*time.Millisecond {
-		return nil, &registry.FieldError{Field: "beat_interval", Value: o.beatInterval.String(), Reason: "must be 0 (server's) or at least 10ms"}
+		return nil, &driver.FieldError{Field: "beat_interval", Value: o.beatInterval.String(), Reason: "must be 0 (server's) or at least 10ms"}
 	}
 	if cfg.TLS != nil {
 		o.scheme = "https"
@@ -374,7 +379,7 @@ type Conn struct {
 	loginMu sync.Mutex // one login at a time
 }
 
-var _ registry.Conn = (*Conn)(nil)
+var _ driver.Conn = (*Conn)(nil)
 
 func newConn(o options, tlsCfg *tls.Config, log *slog.Logger) *Conn {
 	if log == nil {
@@ -414,8 +419,8 @@ func (c *Conn) API() string {
 // Registrations notice by themselves that the server dropped them (a beat answered
 // 20404/21003, and the presence check), so package registry does not poll their
 // services for the same purpose (GuardsRegistrations).
-func (c *Conn) Capabilities() registry.Capabilities {
-	return registry.Capabilities{Store: c.storeOK, GuardsRegistrations: true}
+func (c *Conn) Capabilities() driver.Capabilities {
+	return driver.Capabilities{Store: c.storeOK, GuardsRegistrations: true}
 }
 
 // Close stops every heartbeat and closes idle connections. It does not delete
@@ -451,22 +456,22 @@ func wrap(op string, err error) error {
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		if he := (*httpError)(nil); !errors.As(err, &he) {
-			return fmt.Errorf("nacos: %s: %w: %w", op, registry.ErrUnavailable, err)
+			return fmt.Errorf("nacos: %s: %w: %w", op, driver.ErrUnavailable, err)
 		}
 	}
 	var he *httpError
 	if errors.As(err, &he) {
 		switch {
 		case he.status == http.StatusForbidden || he.status == http.StatusUnauthorized:
-			return fmt.Errorf("nacos: %s: %w: %w", op, registry.ErrPermission, err)
+			return fmt.Errorf("nacos: %s: %w: %w", op, driver.ErrPermission, err)
 		case he.status == http.StatusBadRequest:
-			return fmt.Errorf("nacos: %s: %w", op, &registry.FieldError{Field: "instance", Value: op, Reason: "server rejected the request: " + he.Error()})
+			return fmt.Errorf("nacos: %s: %w", op, &driver.FieldError{Field: "instance", Value: op, Reason: "server rejected the request: " + he.Error()})
 		}
 	}
-	if errors.Is(err, registry.ErrPermission) || errors.Is(err, registry.ErrInvalid) || errors.Is(err, registry.ErrClosed) {
+	if errors.Is(err, driver.ErrPermission) || errors.Is(err, driver.ErrInvalid) || errors.Is(err, driver.ErrClosed) {
 		return fmt.Errorf("nacos: %s: %w", op, err)
 	}
-	return fmt.Errorf("nacos: %s: %w: %w", op, registry.ErrUnavailable, err)
+	return fmt.Errorf("nacos: %s: %w: %w", op, driver.ErrUnavailable, err)
 }
 
 // do sends one request to the first host that answers. path is below the context
@@ -487,7 +492,7 @@ type reqOpts struct {
 // doOpts is do with extras (o may be nil).
 func (c *Conn) doOpts(ctx context.Context, method, path string, form url.Values, raw bool, o *reqOpts) ([]byte, error) {
 	if err := c.life.Err(); err != nil {
-		return nil, registry.ErrClosed
+		return nil, driver.ErrClosed
 	}
 	for attempt := 0; ; attempt++ {
 		tok, err := c.accessToken(ctx, attempt > 0)

@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
 // Nacos answer codes the driver acts on.
@@ -70,7 +70,7 @@ func nacosWeight(w int) string {
 	return strconv.FormatFloat(f, 'f', -1, 64)
 }
 
-func (c *Conn) clusterOf(inst registry.Instance) string {
+func (c *Conn) clusterOf(inst driver.Instance) string {
 	if inst.Zone != "" {
 		return inst.Zone
 	}
@@ -78,7 +78,7 @@ func (c *Conn) clusterOf(inst registry.Instance) string {
 }
 
 // metadataJSON is the metadata sent for inst: its own plus the id and exact weight.
-func metadataJSON(inst registry.Instance) string {
+func metadataJSON(inst driver.Instance) string {
 	m := make(map[string]string, len(inst.Metadata)+2)
 	for k, v := range inst.Metadata {
 		m[k] = v
@@ -90,7 +90,7 @@ func metadataJSON(inst registry.Instance) string {
 }
 
 // instanceForm is the form of a v1 or v3 register, deregister or v3 heartbeat.
-func (c *Conn) instanceForm(api string, inst registry.Instance) url.Values {
+func (c *Conn) instanceForm(api string, inst driver.Instance) url.Values {
 	f := url.Values{
 		"namespaceId": {c.o.namespace},
 		"groupName":   {c.o.group},
@@ -124,7 +124,7 @@ func checkV3(b []byte) (v3Result, error) {
 }
 
 // register puts inst on the server once.
-func (c *Conn) register(ctx context.Context, api string, inst registry.Instance) error {
+func (c *Conn) register(ctx context.Context, api string, inst driver.Instance) error {
 	switch api {
 	case APIV3:
 		b, err := c.do(ctx, http.MethodPost, "/v3/client/ns/instance", c.instanceForm(api, inst), false)
@@ -142,7 +142,7 @@ func (c *Conn) register(ctx context.Context, api string, inst registry.Instance)
 }
 
 // deregister deletes inst from the server.
-func (c *Conn) deregister(ctx context.Context, api string, inst registry.Instance) error {
+func (c *Conn) deregister(ctx context.Context, api string, inst driver.Instance) error {
 	f := c.instanceForm(api, inst)
 	f.Del("metadata")
 	f.Del("weight")
@@ -165,7 +165,7 @@ func (c *Conn) deregister(ctx context.Context, api string, inst registry.Instanc
 
 // beat renews inst once. It reports whether the server said the instance is
 // unknown, and the server's beat interval (0 when it gave none).
-func (c *Conn) beat(ctx context.Context, api string, inst registry.Instance) (unknown bool, interval time.Duration, err error) {
+func (c *Conn) beat(ctx context.Context, api string, inst driver.Instance) (unknown bool, interval time.Duration, err error) {
 	if api == APIV3 {
 		f := c.instanceForm(api, inst)
 		f.Set("heartBeat", "true")
@@ -266,8 +266,8 @@ func (c *Conn) cacheMillis(service string) time.Duration {
 }
 
 // convert turns a Nacos host into an Instance (see the package doc, Data layout).
-func convert(service string, h host) registry.Instance {
-	in := registry.Instance{Service: service, Host: h.IP, Port: h.Port, Healthy: h.Healthy}
+func convert(service string, h host) driver.Instance {
+	in := driver.Instance{Service: service, Host: h.IP, Port: h.Port, Healthy: h.Healthy}
 	if h.ClusterName != DefaultCluster {
 		in.Zone = h.ClusterName
 	}
@@ -294,8 +294,8 @@ func convert(service string, h host) registry.Instance {
 	return in
 }
 
-func toListing(service string, l rawList) registry.Listing {
-	out := registry.Listing{ProtectThreshold: l.protect, Instances: make([]registry.Instance, 0, len(l.hosts))}
+func toListing(service string, l rawList) driver.Listing {
+	out := driver.Listing{ProtectThreshold: l.protect, Instances: make([]driver.Instance, 0, len(l.hosts))}
 	for _, h := range l.hosts {
 		out.Instances = append(out.Instances, convert(service, h))
 	}
@@ -304,10 +304,10 @@ func toListing(service string, l rawList) registry.Listing {
 
 // List reads every instance of service, healthy or not. While a Watch of the
 // service runs, it records what it read for the poller (see Watch).
-func (c *Conn) List(ctx context.Context, service string) (registry.Listing, error) {
+func (c *Conn) List(ctx context.Context, service string) (driver.Listing, error) {
 	l, err := c.read(ctx, service)
 	if err != nil {
-		return registry.Listing{}, err
+		return driver.Listing{}, err
 	}
 	out := toListing(service, l)
 	c.mu.Lock()
@@ -354,12 +354,12 @@ func (c *Conn) listedOtherThan(service, fp string) bool {
 }
 
 // fingerprint is a digest of a listing's content, independent of order.
-func fingerprint(l registry.Listing) string {
+func fingerprint(l driver.Listing) string {
 	list := slices.Clone(l.Instances)
-	registry.SortInstances(list)
+	driver.SortInstances(list)
 	h := sha256.New()
 	_ = json.NewEncoder(h).Encode(struct {
-		I []registry.Instance
+		I []driver.Instance
 		P bool
 	}{list, l.ProtectThreshold})
 	return hex.EncodeToString(h.Sum(nil))
@@ -399,7 +399,7 @@ func (c *Conn) Watch(ctx context.Context, service string, notify func()) error {
 			return ctx.Err()
 		case <-c.life.Done():
 			t.Stop()
-			return registry.ErrClosed
+			return driver.ErrClosed
 		case <-t.C:
 		}
 	}

@@ -13,7 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
 // StorePrefix is the dataId of the store's root; key "/a/b" is the dataId
@@ -24,7 +24,7 @@ const StorePrefix = "regkit.kv"
 // enforces casMd5 refuses the publish when the key appeared meanwhile.
 const absentMD5 = "00000000000000000000000000000000"
 
-var _ registry.StoreConn = (*Conn)(nil)
+var _ driver.StoreConn = (*Conn)(nil)
 
 // escapeSegment keeps [A-Za-z0-9.-] and writes every other byte as '_' and two
 // upper-case hex digits, so that ':' can separate segments.
@@ -96,7 +96,7 @@ func DataIDToKey(id string) (string, bool) {
 		b.WriteString(s)
 	}
 	k := b.String()
-	if registry.ValidKey(k) != nil {
+	if driver.ValidKey(k) != nil {
 		return "", false
 	}
 	return k, true
@@ -137,13 +137,13 @@ func VersionOf(md5hex string) int64 {
 	return v
 }
 
-func nodeOf(key string, it ConfigItem) registry.Node {
-	return registry.Node{Key: key, Value: decodeValue(it.Content), Version: VersionOf(it.MD5), CreateRevision: it.ID}
+func nodeOf(key string, it ConfigItem) driver.Node {
+	return driver.Node{Key: key, Value: decodeValue(it.Content), Version: VersionOf(it.MD5), CreateRevision: it.ID}
 }
 
 func (c *Conn) storeConfig() (*Config, error) {
 	if !c.storeOK {
-		return nil, fmt.Errorf("nacos: store: %w", registry.ErrNotSupported)
+		return nil, fmt.Errorf("nacos: store: %w", driver.ErrNotSupported)
 	}
 	return c.Config(), nil
 }
@@ -164,42 +164,42 @@ func (c *Conn) probeStore(ctx context.Context) {
 	c.storeOK = true
 }
 
-func (c *Conn) lookup(ctx context.Context, f *Config, key string) (registry.Node, error) {
+func (c *Conn) lookup(ctx context.Context, f *Config, key string) (driver.Node, error) {
 	it, err := f.Lookup(ctx, KeyToDataID(key))
 	if err != nil {
-		return registry.Node{}, err
+		return driver.Node{}, err
 	}
 	return nodeOf(key, it), nil
 }
 
 // descendants lists every key below key (not key itself), sorted by key.
-func (c *Conn) descendants(ctx context.Context, f *Config, key string) ([]registry.Node, error) {
+func (c *Conn) descendants(ctx context.Context, f *Config, key string) ([]driver.Node, error) {
 	items, err := f.Search(ctx, KeyToDataID(key)+":")
 	if err != nil {
 		return nil, err
 	}
-	var out []registry.Node
+	var out []driver.Node
 	for _, it := range items {
 		if k, ok := DataIDToKey(it.DataID); ok && k != key {
 			out = append(out, nodeOf(k, it))
 		}
 	}
-	registry.SortNodes(out)
+	driver.SortNodes(out)
 	return out, nil
 }
 
 // Create writes a new key and its missing parents (empty values). See the package
 // doc for the race it cannot close.
-func (c *Conn) Create(ctx context.Context, key string, value []byte, spec registry.CreateSpec) (registry.Node, error) {
+func (c *Conn) Create(ctx context.Context, key string, value []byte, spec driver.CreateSpec) (driver.Node, error) {
 	f, err := c.storeConfig()
 	if err != nil {
-		return registry.Node{}, err
+		return driver.Node{}, err
 	}
 	if spec.Session != nil || spec.Sequential {
-		return registry.Node{}, fmt.Errorf("nacos: create %s: ephemeral and sequential keys: %w", key, registry.ErrNotSupported)
+		return driver.Node{}, fmt.Errorf("nacos: create %s: ephemeral and sequential keys: %w", key, driver.ErrNotSupported)
 	}
 	var parents []string
-	for p := registry.ParentKey(key); p != "/"; p = registry.ParentKey(p) {
+	for p := driver.ParentKey(key); p != "/"; p = driver.ParentKey(p) {
 		parents = append(parents, p)
 	}
 	slices.Reverse(parents)
@@ -208,30 +208,30 @@ func (c *Conn) Create(ctx context.Context, key string, value []byte, spec regist
 		if err == nil {
 			continue
 		}
-		if !errors.Is(err, registry.ErrNotFound) {
-			return registry.Node{}, err
+		if !errors.Is(err, driver.ErrNotFound) {
+			return driver.Node{}, err
 		}
 		// The CAS with the empty value's own MD5 inserts a missing parent, rewrites
 		// an empty one unchanged and leaves a parent with a value alone.
 		empty := encodeValue(nil)
-		if err := f.publish(ctx, KeyToDataID(p), empty, MD5(empty)); err != nil && !errors.Is(err, registry.ErrVersionConflict) {
-			return registry.Node{}, err
+		if err := f.publish(ctx, KeyToDataID(p), empty, MD5(empty)); err != nil && !errors.Is(err, driver.ErrVersionConflict) {
+			return driver.Node{}, err
 		}
 	}
 	id := KeyToDataID(key)
 	if _, err := f.Lookup(ctx, id); err == nil {
-		return registry.Node{}, fmt.Errorf("nacos: create %s: %w", key, registry.ErrExists)
-	} else if !errors.Is(err, registry.ErrNotFound) {
-		return registry.Node{}, err
+		return driver.Node{}, fmt.Errorf("nacos: create %s: %w", key, driver.ErrExists)
+	} else if !errors.Is(err, driver.ErrNotFound) {
+		return driver.Node{}, err
 	}
 	content := encodeValue(value)
 	if err := f.publish(ctx, id, content, absentMD5); err != nil {
-		if errors.Is(err, registry.ErrVersionConflict) {
-			return registry.Node{}, fmt.Errorf("nacos: create %s: %w", key, registry.ErrExists)
+		if errors.Is(err, driver.ErrVersionConflict) {
+			return driver.Node{}, fmt.Errorf("nacos: create %s: %w", key, driver.ErrExists)
 		}
-		return registry.Node{}, err
+		return driver.Node{}, err
 	}
-	n := registry.Node{Key: key, Value: slices.Clone(value), Version: VersionOf(MD5(content))}
+	n := driver.Node{Key: key, Value: slices.Clone(value), Version: VersionOf(MD5(content))}
 	if it, err := f.Lookup(ctx, id); err == nil && it.MD5 == MD5(content) {
 		n.CreateRevision = it.ID
 	}
@@ -239,10 +239,10 @@ func (c *Conn) Create(ctx context.Context, key string, value []byte, spec regist
 }
 
 // Get reads one key (through search=accurate, from the server's database).
-func (c *Conn) Get(ctx context.Context, key string) (registry.Node, error) {
+func (c *Conn) Get(ctx context.Context, key string) (driver.Node, error) {
 	f, err := c.storeConfig()
 	if err != nil {
-		return registry.Node{}, err
+		return driver.Node{}, err
 	}
 	return c.lookup(ctx, f, key)
 }
@@ -251,28 +251,28 @@ func (c *Conn) Get(ctx context.Context, key string) (registry.Node, error) {
 const maxCASRetries = 16
 
 // Set replaces the value of an existing key, compare-and-set with casMd5.
-func (c *Conn) Set(ctx context.Context, key string, value []byte, version int64) (registry.Node, error) {
+func (c *Conn) Set(ctx context.Context, key string, value []byte, version int64) (driver.Node, error) {
 	f, err := c.storeConfig()
 	if err != nil {
-		return registry.Node{}, err
+		return driver.Node{}, err
 	}
 	id, content := KeyToDataID(key), encodeValue(value)
 	for attempt := 0; ; attempt++ {
 		cur, err := f.Lookup(ctx, id)
 		if err != nil {
-			return registry.Node{}, err
+			return driver.Node{}, err
 		}
-		if version != registry.AnyVersion && VersionOf(cur.MD5) != version {
-			return registry.Node{}, fmt.Errorf("nacos: set %s: version %d, not %d: %w", key, VersionOf(cur.MD5), version, registry.ErrVersionConflict)
+		if version != driver.AnyVersion && VersionOf(cur.MD5) != version {
+			return driver.Node{}, fmt.Errorf("nacos: set %s: version %d, not %d: %w", key, VersionOf(cur.MD5), version, driver.ErrVersionConflict)
 		}
 		err = f.publish(ctx, id, content, cur.MD5)
-		if errors.Is(err, registry.ErrVersionConflict) && version == registry.AnyVersion && attempt < maxCASRetries {
+		if errors.Is(err, driver.ErrVersionConflict) && version == driver.AnyVersion && attempt < maxCASRetries {
 			continue
 		}
 		if err != nil {
-			return registry.Node{}, err
+			return driver.Node{}, err
 		}
-		return registry.Node{Key: key, Value: slices.Clone(value), Version: VersionOf(MD5(content)), CreateRevision: cur.ID}, nil
+		return driver.Node{Key: key, Value: slices.Clone(value), Version: VersionOf(MD5(content)), CreateRevision: cur.ID}, nil
 	}
 }
 
@@ -288,8 +288,8 @@ func (c *Conn) Delete(ctx context.Context, key string, version int64, recursive 
 		if err != nil {
 			return err
 		}
-		if version != registry.AnyVersion && VersionOf(cur.MD5) != version {
-			return fmt.Errorf("nacos: delete %s: version %d, not %d: %w", key, VersionOf(cur.MD5), version, registry.ErrVersionConflict)
+		if version != driver.AnyVersion && VersionOf(cur.MD5) != version {
+			return fmt.Errorf("nacos: delete %s: version %d, not %d: %w", key, VersionOf(cur.MD5), version, driver.ErrVersionConflict)
 		}
 	}
 	desc, err := c.descendants(ctx, f, key)
@@ -297,7 +297,7 @@ func (c *Conn) Delete(ctx context.Context, key string, version int64, recursive 
 		return err
 	}
 	if len(desc) > 0 && !recursive {
-		return fmt.Errorf("nacos: delete %s: %d descendants: %w", key, len(desc), registry.ErrNotEmpty)
+		return fmt.Errorf("nacos: delete %s: %d descendants: %w", key, len(desc), driver.ErrNotEmpty)
 	}
 	slices.Reverse(desc) // children sort after their parents
 	for _, n := range desc {
@@ -328,7 +328,7 @@ func (c *Conn) Children(ctx context.Context, key string) ([]string, error) {
 	}
 	names := []string{}
 	for _, n := range desc {
-		if registry.ParentKey(n.Key) == key {
+		if driver.ParentKey(n.Key) == key {
 			names = append(names, n.Key[strings.LastIndexByte(n.Key, '/')+1:])
 		}
 	}
@@ -337,7 +337,7 @@ func (c *Conn) Children(ctx context.Context, key string) ([]string, error) {
 }
 
 // Tree returns the key (if present) and its descendants, sorted by key.
-func (c *Conn) Tree(ctx context.Context, key string) ([]registry.Node, error) {
+func (c *Conn) Tree(ctx context.Context, key string) ([]driver.Node, error) {
 	f, err := c.storeConfig()
 	if err != nil {
 		return nil, err
@@ -345,7 +345,7 @@ func (c *Conn) Tree(ctx context.Context, key string) ([]registry.Node, error) {
 	return c.tree(ctx, f, key)
 }
 
-func (c *Conn) tree(ctx context.Context, f *Config, key string) ([]registry.Node, error) {
+func (c *Conn) tree(ctx context.Context, f *Config, key string) ([]driver.Node, error) {
 	nodes, _, err := c.treeWithMD5s(ctx, f, key)
 	return nodes, err
 }
@@ -353,15 +353,15 @@ func (c *Conn) tree(ctx context.Context, f *Config, key string) ([]registry.Node
 // treeWithMD5s returns the tree and a map of the dataId of key and of every
 // descendant to the MD5 of its content as stored (key's own dataId to "" when
 // absent, so that a listener hears its creation too).
-func (c *Conn) treeWithMD5s(ctx context.Context, f *Config, key string) ([]registry.Node, map[string]string, error) {
-	var out []registry.Node
+func (c *Conn) treeWithMD5s(ctx context.Context, f *Config, key string) ([]driver.Node, map[string]string, error) {
+	var out []driver.Node
 	md5s := map[string]string{KeyToDataID(key): ""}
 	if key != "/" {
 		it, err := f.Lookup(ctx, KeyToDataID(key))
 		if err == nil {
 			out = append(out, nodeOf(key, it))
 			md5s[it.DataID] = it.MD5
-		} else if !errors.Is(err, registry.ErrNotFound) {
+		} else if !errors.Is(err, driver.ErrNotFound) {
 			return nil, nil, err
 		}
 	}
@@ -375,7 +375,7 @@ func (c *Conn) treeWithMD5s(ctx context.Context, f *Config, key string) ([]regis
 			md5s[it.DataID] = it.MD5
 		}
 	}
-	registry.SortNodes(out)
+	driver.SortNodes(out)
 	return out, md5s, nil
 }
 
@@ -425,6 +425,6 @@ func (c *Conn) WatchTree(ctx context.Context, key string, notify func()) error {
 }
 
 // NewSession is not supported: Nacos has no sessions.
-func (c *Conn) NewSession(ctx context.Context, spec registry.SessionSpec) (registry.SessionConn, error) {
-	return nil, fmt.Errorf("nacos: sessions: %w", registry.ErrNotSupported)
+func (c *Conn) NewSession(ctx context.Context, spec driver.SessionSpec) (driver.SessionConn, error) {
+	return nil, fmt.Errorf("nacos: sessions: %w", driver.ErrNotSupported)
 }

@@ -4,10 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+
+	"github.com/regkit/regkit/registry/address"
+	"github.com/regkit/regkit/registry/driver"
 )
 
 // Registrar registers instances.
@@ -26,7 +31,7 @@ type Discovery interface {
 // Client is a connection to one backend: registrar, discovery and coordination
 // store. It is safe for concurrent use. Close releases everything it started.
 type Client struct {
-	conn Conn
+	conn driver.Conn
 	opt  options
 	log  logger
 
@@ -46,7 +51,7 @@ var (
 	_ Discovery = (*Client)(nil)
 )
 
-func newClient(conn Conn, o options) *Client {
+func newClient(conn driver.Conn, o options) *Client {
 	life, cancel := context.WithCancel(context.Background())
 	c := &Client{
 		conn: conn, opt: o, log: logger{o.cfg.Logger},
@@ -58,8 +63,13 @@ func newClient(conn Conn, o options) *Client {
 	return c
 }
 
-// Conn returns the driver connection, for backend-specific needs and tests.
-func (c *Client) Conn() Conn { return c.conn }
+// Conn returns the driver connection, for backend-specific needs and tests (assert
+// it to the backend's own type, such as *etcd.Conn).
+func (c *Client) Conn() driver.Conn { return c.conn }
+
+// Capabilities says what a backend can do (Store, Ephemeral, Sequential, Sessions),
+// so that callers can tell "cannot" from "failed"; see driver.Capabilities.
+type Capabilities = driver.Capabilities
 
 // Capabilities reports what the backend offers.
 func (c *Client) Capabilities() Capabilities { return c.conn.Capabilities() }
@@ -90,7 +100,7 @@ func (c *Client) Instances(ctx context.Context, service string) ([]Instance, err
 	if err != nil {
 		return nil, err
 	}
-	SortInstances(l.Instances)
+	driver.SortInstances(l.Instances)
 	return l.Instances, nil
 }
 
@@ -176,18 +186,24 @@ type logger struct {
 func (l logger) warn(msg string, args ...any) { l.l.Warn(msg, args...) }
 
 func (c *Client) prepare(inst Instance) (Instance, error) {
-	if (inst.Host == "" || inst.Port == 0) && c.opt.resolver != nil {
-		h, p, err := c.opt.resolver.Resolve()
-		if err != nil && inst.Host == "" {
+	if c.opt.resolver != nil {
+		a, err := c.opt.resolver.Advertise(inst.Host, inst.Port)
+		if err != nil {
 			return inst, fmt.Errorf("registry: resolve the address to register: %w", err)
 		}
-		if inst.Host == "" {
-			inst.Host = h
+		if a.Host != inst.Host || a.Port != inst.Port {
+			// Once per Register: what is advertised differs from what the program
+			// gave, so say why (a NodePort, a node IP, a NAT mapping).
+			c.opt.cfg.Logger.Info("registry: advertising an address other than the configured one",
+				"service", inst.Service, "configured", net.JoinHostPort(inst.Host, strconv.Itoa(inst.Port)),
+				"host", a.Host, "host_from", a.HostFrom, "port", a.Port, "port_from", a.PortFrom)
 		}
-		if inst.Port == 0 && err == nil {
-			inst.Port = p
-		}
+		inst.Host, inst.Port = a.Host, a.Port
 	}
-	inst = inst.withDefaults()
+	if inst.Port == 0 {
+		return inst, invalid("Port", 0, "port is not set: give Instance.Port, or set "+
+			address.EnvPort+" or "+address.EnvDubboPort+" in the environment")
+	}
+	inst = withDefaults(inst)
 	return inst, inst.Validate()
 }

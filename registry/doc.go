@@ -12,8 +12,11 @@
 //
 // A malformed URL, an unknown scheme or an unknown query parameter is an error
 // matching ErrInvalid whose message names what is wrong. What a URL cannot carry
-// (TLS, credentials, a logger) is given as functional options. NewClient wraps a
-// driver connection a backend package built from a native client.
+// (TLS, credentials, a logger) is given as functional options; backend-specific
+// settings are the typed options of the backend's package (consul.WithTags,
+// zk.WithDialer), and one given to another backend is an error matching ErrInvalid.
+// A program that already holds a native client wraps it with its backend package's
+// New (etcd.New(cli, opts...)) instead of Open.
 //
 // # Guarantees every backend gives
 //
@@ -50,13 +53,22 @@
 //
 // # Instances and addresses
 //
-// An Instance with an empty Host or zero Port gets them from the AddressResolver
-// (default: package registry/address, which reads REGKIT_REGISTER_HOST/PORT, the
-// Dubbo variables DUBBO_IP_TO_REGISTRY/DUBBO_PORT_TO_REGISTRY, then preferred
-// networks and interfaces; it never picks a loopback address silently). An empty ID
-// becomes "Host:Port"; Weight 0 becomes DefaultWeight (100). Registered instances are
-// healthy; Healthy on discovered instances is what the backend reports, and
-// Snapshot.Healthy filters on it.
+// The address registered is the one others can dial, which is not always the one
+// the program binds. Register asks the AddressResolver (default: package
+// registry/address), which follows Dubbo's precedence: the deployment's variables
+// REGKIT_REGISTER_HOST/PORT, then DUBBO_IP_TO_REGISTRY/DUBBO_PORT_TO_REGISTRY,
+// override the Instance's Host and Port, each on its own (a Kubernetes manifest
+// passes the node IP and a NodePort while the program sets the pod port it
+// binds); then the Instance's own values; then, for an empty Host, preferred
+// networks and interfaces (never a loopback address silently). When the
+// advertised address differs from the configured one, one Info line says which
+// variable supplied each half. Registration.Instance returns what was
+// registered; the program keeps its bound address. Tests that pin an address use
+// WithAddressResolver(&address.Resolver{IgnoreEnvironment: true}). A port that
+// nothing sets fails Register with a FieldError naming Port and the variables.
+// An empty ID becomes "Host:Port" of the advertised address; Weight 0 becomes
+// DefaultWeight (100). Registered instances are healthy; Healthy on discovered
+// instances is what the backend reports, and Snapshot.Healthy filters on it.
 //
 // # Coordination store
 //
@@ -74,11 +86,13 @@
 //
 // # Writing a backend
 //
-// Implement Driver and Conn (and StoreConn for the store) from driver.go, register
-// the Driver in init, and run registrytest.RunRegistry and RunStore against a real
-// server with fault hooks. A driver only translates: put this instance under a
-// keep-alive and say when it was lost, list this service, say when something under
-// it may have changed.
+// The contract a backend implements (Driver, Conn, Lease, StoreConn, SessionConn)
+// and the helpers only backends use live in package registry/driver, as
+// database/sql/driver stands apart from database/sql; its package doc says how to
+// write one. A driver only translates: put this instance under a keep-alive and say
+// when it was lost, list this service, say when something under it may have
+// changed. Prove it with registrytest.RunRegistry and RunStore against a real
+// server with fault hooks.
 //
 // # Design choices where the issue was silent
 //

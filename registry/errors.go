@@ -1,10 +1,10 @@
 package registry
 
-import "errors"
+import "github.com/regkit/regkit/registry/driver"
 
 // Sentinel errors. Backends wrap them with %w and a prefix naming the backend and the
 // operation ("etcd: create /locks/a: registry: key exists"), so callers test them with
-// errors.Is.
+// errors.Is. They are the same values as package driver's, which backends return.
 //
 // Which errors change caller behaviour:
 //   - ErrNotFound, ErrExists, ErrVersionConflict, ErrNotEmpty: permanent answers about
@@ -21,42 +21,31 @@ import "errors"
 //     retrying with the same credentials gives the same answer.
 var (
 	// ErrNotFound: the key, service or instance does not exist.
-	ErrNotFound = errors.New("registry: not found")
+	ErrNotFound = driver.ErrNotFound
 	// ErrExists: a create found the key already there.
-	ErrExists = errors.New("registry: key exists")
+	ErrExists = driver.ErrExists
 	// ErrVersionConflict: a compare-and-set or versioned delete saw another version.
-	ErrVersionConflict = errors.New("registry: version conflict")
+	ErrVersionConflict = driver.ErrVersionConflict
 	// ErrNotEmpty: a non-recursive delete of a key that has children.
-	ErrNotEmpty = errors.New("registry: key has children")
+	ErrNotEmpty = driver.ErrNotEmpty
 	// ErrNotSupported: the backend cannot offer this operation.
-	ErrNotSupported = errors.New("registry: not supported by this backend")
+	ErrNotSupported = driver.ErrNotSupported
 	// ErrClosed: the object was closed by its owner.
-	ErrClosed = errors.New("registry: closed")
+	ErrClosed = driver.ErrClosed
 	// ErrSessionLost: the session expired or was revoked; its ephemeral nodes are gone.
-	ErrSessionLost = errors.New("registry: session lost")
+	ErrSessionLost = driver.ErrSessionLost
 	// ErrUnavailable: the backend could not be reached; retryable.
-	ErrUnavailable = errors.New("registry: backend unavailable")
+	ErrUnavailable = driver.ErrUnavailable
 	// ErrInvalid: bad input (the wrapping message names the field).
-	ErrInvalid = errors.New("registry: invalid argument")
+	ErrInvalid = driver.ErrInvalid
 	// ErrPermission: authentication failed or an ACL denied the operation (etcd auth,
 	// ZooKeeper NoAuth, Consul ACL 403, Nacos 403).
-	ErrPermission = errors.New("registry: permission denied")
+	ErrPermission = driver.ErrPermission
 )
 
-// FieldError reports one bad input field. It matches ErrInvalid with errors.Is.
-type FieldError struct {
-	Field  string // e.g. "Port", "Service", "url", "dial_timeout"
-	Value  any    // the rejected value
-	Reason string // what is wrong with it
-}
-
-// Error implements error.
-func (e *FieldError) Error() string {
-	return "registry: invalid " + e.Field + " " + quoteValue(e.Value) + ": " + e.Reason
-}
-
-// Is makes errors.Is(err, ErrInvalid) true.
-func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
+// FieldError reports one bad input field (Field, the rejected Value, the Reason). It
+// matches ErrInvalid with errors.Is.
+type FieldError = driver.FieldError
 
 func invalid(field string, value any, reason string) error {
 	return &FieldError{Field: field, Value: value, Reason: reason}

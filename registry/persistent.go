@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/regkit/regkit/registry/driver"
 )
 
 // PersistentNode keeps one ephemeral key in the store for as long as it is open, as
@@ -51,7 +53,7 @@ func (s *Store) NewPersistentNode(key string, value []byte, opts ...SessionOptio
 	if err != nil {
 		return nil, err
 	}
-	if err := ValidKey(key); err != nil {
+	if err := driver.ValidKey(key); err != nil {
 		return nil, err
 	}
 	if !s.c.conn.Capabilities().Ephemeral || !s.c.conn.Capabilities().Sessions {
@@ -144,7 +146,7 @@ func (p *PersistentNode) setErr(err error) {
 }
 
 // run is the keeper: it owns the current session and a watcher on the key.
-func (p *PersistentNode) run(ctx context.Context, sc StoreConn) {
+func (p *PersistentNode) run(ctx context.Context, sc driver.StoreConn) {
 	var sess *Session
 	defer func() {
 		if sess != nil {
@@ -223,7 +225,7 @@ func (p *PersistentNode) run(ctx context.Context, sc StoreConn) {
 }
 
 // ensure makes the key exist, bound to sess, with the current value.
-func (p *PersistentNode) ensure(ctx context.Context, sc StoreConn, sess *Session) error {
+func (p *PersistentNode) ensure(ctx context.Context, sc driver.StoreConn, sess *Session) error {
 	p.mu.Lock()
 	value := p.value
 	p.mu.Unlock()
@@ -232,7 +234,7 @@ func (p *PersistentNode) ensure(ctx context.Context, sc StoreConn, sess *Session
 	n, err := sc.Get(rctx, p.key)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		n, err = sc.Create(rctx, p.key, value, CreateSpec{Session: sess.conn})
+		n, err = sc.Create(rctx, p.key, value, driver.CreateSpec{Session: sess.conn})
 		if err != nil {
 			return err
 		}

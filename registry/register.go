@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/regkit/regkit/registry/driver"
 )
 
 // RegistrationState is where a Registration stands.
@@ -62,7 +64,7 @@ type registration struct {
 	mu      sync.Mutex
 	state   RegistrationState
 	changed chan struct{}
-	lease   Lease
+	lease   driver.Lease
 	lastErr error
 
 	stop chan struct{} // closed by Deregister
@@ -110,7 +112,7 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 // and unsupported calls fail at once; so does a refused permission on the first put
 // (onErr nil), where the caller is there to fix it. A re-put after a lost lease
 // retries permission errors too, reporting them: credentials may be rotated back.
-func (c *Client) putRetry(ctx context.Context, inst Instance, onErr func(error)) (Lease, error) {
+func (c *Client) putRetry(ctx context.Context, inst Instance, onErr func(error)) (driver.Lease, error) {
 	b := c.newBackoff()
 	for {
 		pctx, cancel := context.WithTimeout(ctx, c.opt.reqTimeout)

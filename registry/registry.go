@@ -7,51 +7,24 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
-	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/regkit/regkit/registry/address"
+	"github.com/regkit/regkit/registry/driver"
 )
 
-var (
-	driversMu sync.RWMutex
-	drivers   = map[string]Driver{}
-)
+// Drivers returns the sorted schemes of the registered drivers (backends register
+// theirs with driver.Register when imported).
+func Drivers() []string { return driver.Schemes() }
 
-// Register makes a driver available under a URL scheme ("etcd", "zk", ...). It is
-// meant for a backend's init; it panics if the driver is nil or the scheme is taken,
-// as database/sql.Register does.
-func Register(scheme string, d Driver) {
-	driversMu.Lock()
-	defer driversMu.Unlock()
-	if d == nil {
-		panic("registry: Register driver is nil")
-	}
-	if _, dup := drivers[scheme]; dup {
-		panic("registry: Register called twice for scheme " + scheme)
-	}
-	drivers[scheme] = d
-}
-
-// Drivers returns the sorted schemes of the registered drivers.
-func Drivers() []string {
-	driversMu.RLock()
-	defer driversMu.RUnlock()
-	var out []string
-	for s := range drivers {
-		out = append(out, s)
-	}
-	slices.Sort(out)
-	return out
-}
-
-// Option configures Open and NewClient.
+// Option configures Open and the backends' New constructors: the WithX functions of
+// this package, and the typed options of each backend package (consul.WithTags,
+// zk.WithDialer, ...).
 type Option func(*options)
 
 type options struct {
-	cfg        Config
+	cfg        driver.Config
 	resolver   AddressResolver
 	backoffMin time.Duration
 	backoffMax time.Duration
@@ -70,19 +43,23 @@ func WithCredentials(username, password string) Option {
 	return func(o *options) { o.cfg.Username, o.cfg.Password = username, password }
 }
 
-// WithDriverOption passes a backend-specific setting; each backend documents its keys.
-func WithDriverOption(key string, value any) Option {
+// DriverOption wraps a backend-specific option; it is for backend packages, whose
+// typed WithX functions return it (users call those: consul.WithTags(...)). name is
+// how users write the option ("consul.WithTags"), for error messages; value is the
+// backend's own, of a type of its own, which the backend reads from
+// driver.Config.Options with driver.ApplyOptions. An option given to another
+// backend than its own fails Open (or New) with an error matching ErrInvalid naming
+// it, before any I/O.
+func DriverOption(name string, value any) Option {
 	return func(o *options) {
-		if o.cfg.DriverOptions == nil {
-			o.cfg.DriverOptions = map[string]any{}
-		}
-		o.cfg.DriverOptions[key] = value
+		o.cfg.Options = append(o.cfg.Options, driver.Option{Name: name, Value: value})
 	}
 }
 
-// WithAddressResolver sets how Register fills an empty Host or a zero Port
-// (default: address.Default(), which reads the environment; see package
-// registry/address).
+// WithAddressResolver sets how Register decides the host and port to advertise
+// (default: address.Default(), whose environment variables override the
+// Instance's Host and Port; see package registry/address). Tests that pin an
+// address pass &address.Resolver{IgnoreEnvironment: true}.
 func WithAddressResolver(r AddressResolver) Option { return func(o *options) { o.resolver = r } }
 
 // WithRetryBackoff sets the bounds of the jittered exponential backoff used by every
@@ -96,12 +73,16 @@ func WithRetryBackoff(min, max time.Duration) Option {
 // dead connection turns into a stale view and a retry (default 10s).
 func WithRequestTimeout(d time.Duration) Option { return func(o *options) { o.reqTimeout = d } }
 
-// AddressResolver fills the host and port to advertise when an Instance has none.
-// Package registry/address provides the standard one.
+// AddressResolver decides the host and port to advertise for an instance whose
+// program configured host and port (either may be empty or 0). Package
+// registry/address provides the standard one (*address.Resolver), which follows
+// Dubbo's precedence: REGKIT_REGISTER_HOST/PORT, then DUBBO_IP_TO_REGISTRY and
+// DUBBO_PORT_TO_REGISTRY override what the program configured, each on its own.
 type AddressResolver interface {
-	// Resolve returns the host and port others should dial. port may be 0 when
-	// nothing configures it (the caller's Port is then required).
-	Resolve() (host string, port int, err error)
+	// Advertise returns the address others should dial and where each half came
+	// from. Advertised.Port may be 0 when nothing sets it (Register then fails
+	// with an error naming Port).
+	Advertise(host string, port int) (address.Advertised, error)
 }
 
 func buildOptions(opts []Option) options {
@@ -143,9 +124,7 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
 	if u.Scheme == "" {
 		return nil, invalid("url", rawURL, "no scheme (want e.g. etcd://, zk://, consul://, nacos://, mem://)")
 	}
-	driversMu.RLock()
-	d, ok := drivers[u.Scheme]
-	driversMu.RUnlock()
+	d, ok := driver.Lookup(u.Scheme)
 	if !ok {
 		return nil, invalid("url", RedactURL(u), fmt.Sprintf("unknown scheme %q (forgotten import? registered: %v)", u.Scheme, Drivers()))
 	}
@@ -161,16 +140,31 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
 	return newClient(conn, o), nil
 }
 
-// NewClient wraps an already open driver connection, as sql.OpenDB does; backends'
-// direct constructors (etcd.New(client)) use it. The Client owns conn and closes it.
-func NewClient(conn Conn, opts ...Option) *Client {
-	return newClient(conn, buildOptions(opts))
+// NewClient makes a Client over a driver connection that connect builds from the
+// resolved options, as sql.OpenDB does over a connector: it is for backend packages,
+// whose New constructors (etcd.New(cli, opts...)) wrap a native client with it; users
+// call those. connect gets the driver.Config of opts (logger defaulted, the backend's
+// typed options in Options) and must reject options it does not know before any I/O;
+// its error is returned as is. The Client owns the connection and closes it.
+func NewClient(connect func(driver.Config) (driver.Conn, error), opts ...Option) (*Client, error) {
+	o := buildOptions(opts)
+	conn, err := connect(o.cfg)
+	if err != nil {
+		return nil, err
+	}
+	return newClient(conn, o), nil
 }
+
+// RedactURL returns u as a string fit for error messages and logs: the password of
+// the user info and the values of query parameters that carry secrets (token,
+// password, secret, access tokens and keys; matched case-insensitively) are
+// replaced by "xxxxx".
+func RedactURL(u *url.URL) string { return driver.RedactURL(u) }
 
 // ParseURL parses a backend URL. Unlike url.Parse it accepts a comma-separated host
 // list whose hosts may lack ports or be bracketed IPv6 addresses
-// ("etcd://h1:2379,h2,[::1]:2379/prefix"); the list is left in URL.Host for Hosts to
-// split. Errors match ErrInvalid.
+// ("etcd://h1:2379,h2,[::1]:2379/prefix"); the list is left in URL.Host for
+// driver.Hosts to split. Errors match ErrInvalid.
 func ParseURL(rawURL string) (*url.URL, error) {
 	u, err := url.Parse(rawURL)
 	if err == nil {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/regkit/regkit/registry/driver"
 )
 
 // Session is a liveness the store's ephemeral keys are bound to (an etcd lease, a
@@ -14,7 +16,7 @@ import (
 // concurrency package does.
 type Session struct {
 	c    *Client
-	conn SessionConn
+	conn driver.SessionConn
 
 	mu      sync.Mutex
 	events  []SessionState // every state reported, in order
@@ -25,22 +27,22 @@ type Session struct {
 }
 
 // SessionOption configures NewSession.
-type SessionOption func(*SessionSpec)
+type SessionOption func(*sessionSpec)
 
 // WithTTL sets the session's time to live (default: the backend's, see its docs).
-func WithTTL(d time.Duration) SessionOption { return func(s *SessionSpec) { s.TTL = d } }
+func WithTTL(d time.Duration) SessionOption { return func(s *sessionSpec) { s.TTL = d } }
 
 // NewSession starts a session. It is closed by Close or by the Client's Close.
 func (c *Client) NewSession(ctx context.Context, opts ...SessionOption) (*Session, error) {
 	if err := c.checkOpen(); err != nil {
 		return nil, err
 	}
-	sc, ok := c.conn.(StoreConn)
+	sc, ok := c.conn.(driver.StoreConn)
 	if !ok || !c.conn.Capabilities().Sessions {
 		return nil, fmt.Errorf("registry: sessions: %w", ErrNotSupported)
 	}
 	s := &Session{c: c, changed: make(chan struct{}), stop: make(chan struct{})}
-	var spec SessionSpec
+	var spec driver.SessionSpec
 	for _, o := range opts {
 		o(&spec)
 	}

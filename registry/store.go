@@ -4,8 +4,9 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
+
+	"github.com/regkit/regkit/registry/driver"
 )
 
 // Store is the backend-neutral coordination store (Curator's framework layer): a tree
@@ -15,14 +16,34 @@ import (
 // offer it (see Capabilities); nothing is silently skipped.
 type Store struct{ c *Client }
 
+// Node is one key of the coordination store: Key, Value, Version (for
+// compare-and-set), CreateRevision (the store-wide creation order, the recipes'
+// fencing token) and the Session an ephemeral key is bound to; see driver.Node.
+type Node = driver.Node
+
+// AnyVersion makes Set and Delete unconditional.
+const AnyVersion = driver.AnyVersion
+
+// SessionState is a connection-state event of a Session, as Curator names them.
+type SessionState = driver.SessionState
+
+// Session states; see driver.StateConnected and the others for their meaning.
+const (
+	StateConnected   = driver.StateConnected   // the session was established
+	StateSuspended   = driver.StateSuspended   // connection interrupted; the session may live, treat locks as uncertain
+	StateReconnected = driver.StateReconnected // the connection is back and the session survived
+	StateLost        = driver.StateLost        // the session expired or was revoked; terminal
+	StateClosed      = driver.StateClosed      // the owner closed the session; terminal
+)
+
 // Store returns the client's coordination store.
 func (c *Client) Store() *Store { return c.store }
 
-func (s *Store) conn() (StoreConn, error) {
+func (s *Store) conn() (driver.StoreConn, error) {
 	if err := s.c.checkOpen(); err != nil {
 		return nil, err
 	}
-	sc, ok := s.c.conn.(StoreConn)
+	sc, ok := s.c.conn.(driver.StoreConn)
 	if !ok || !s.c.conn.Capabilities().Store {
 		return nil, fmt.Errorf("registry: store: %w", ErrNotSupported)
 	}
@@ -30,11 +51,17 @@ func (s *Store) conn() (StoreConn, error) {
 }
 
 // CreateOption configures Store.Create.
-type CreateOption func(*CreateSpec)
+type CreateOption func(*createSpec)
+
+// createSpec and sessionSpec keep the driver's spec types out of the user API.
+type (
+	createSpec  = driver.CreateSpec
+	sessionSpec = driver.SessionSpec
+)
 
 // Ephemeral binds the new key to sess: it is deleted when the session ends.
 func Ephemeral(sess *Session) CreateOption {
-	return func(cs *CreateSpec) {
+	return func(cs *createSpec) {
 		if sess != nil {
 			cs.Session = sess.conn
 		}
@@ -43,7 +70,7 @@ func Ephemeral(sess *Session) CreateOption {
 
 // Sequential appends a 10-digit sequence number, increasing per parent, to the key's
 // last segment; the created key is returned in Node.Key.
-func Sequential() CreateOption { return func(cs *CreateSpec) { cs.Sequential = true } }
+func Sequential() CreateOption { return func(cs *createSpec) { cs.Sequential = true } }
 
 // Create writes a new key, creating missing parents as empty persistent keys. An
 // existing key is ErrExists.
@@ -52,13 +79,13 @@ func (s *Store) Create(ctx context.Context, key string, value []byte, opts ...Cr
 	if err != nil {
 		return Node{}, err
 	}
-	if err := ValidKey(key); err != nil {
+	if err := driver.ValidKey(key); err != nil {
 		return Node{}, err
 	}
 	if key == "/" {
 		return Node{}, invalid("key", key, "cannot create the root")
 	}
-	var spec CreateSpec
+	var spec driver.CreateSpec
 	for _, o := range opts {
 		o(&spec)
 	}
@@ -85,7 +112,7 @@ func (s *Store) Get(ctx context.Context, key string) (Node, error) {
 	if err != nil {
 		return Node{}, err
 	}
-	if err := ValidKey(key); err != nil {
+	if err := driver.ValidKey(key); err != nil {
 		return Node{}, err
 	}
 	return sc.Get(ctx, key)
@@ -99,7 +126,7 @@ func (s *Store) Set(ctx context.Context, key string, value []byte, version int64
 	if err != nil {
 		return Node{}, err
 	}
-	if err := ValidKey(key); err != nil {
+	if err := driver.ValidKey(key); err != nil {
 		return Node{}, err
 	}
 	return sc.Set(ctx, key, value, version)
@@ -126,7 +153,7 @@ func (s *Store) Delete(ctx context.Context, key string, opts ...DeleteOption) er
 	if err != nil {
 		return err
 	}
-	if err := ValidKey(key); err != nil {
+	if err := driver.ValidKey(key); err != nil {
 		return err
 	}
 	d := deleteSpec{version: AnyVersion}
@@ -145,7 +172,7 @@ func (s *Store) Children(ctx context.Context, key string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := ValidKey(key); err != nil {
+	if err := driver.ValidKey(key); err != nil {
 		return nil, err
 	}
 	return sc.Children(ctx, key)
@@ -157,7 +184,7 @@ func (s *Store) Tree(ctx context.Context, key string) ([]Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := ValidKey(key); err != nil {
+	if err := driver.ValidKey(key); err != nil {
 		return nil, err
 	}
 	return sc.Tree(ctx, key)
@@ -231,7 +258,7 @@ func (s *Store) Watch(ctx context.Context, key string) (*TreeWatcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := ValidKey(key); err != nil {
+	if err := driver.ValidKey(key); err != nil {
 		return nil, err
 	}
 	wctx, cancel := context.WithCancel(ctx)
@@ -358,9 +385,4 @@ func diffNodes(a, b []Node) []Event {
 		}
 	}
 	return ev
-}
-
-// SortNodes sorts nodes by key, the order Tree returns.
-func SortNodes(nodes []Node) {
-	slices.SortFunc(nodes, func(a, b Node) int { return strings.Compare(a.Key, b.Key) })
 }

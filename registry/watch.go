@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/regkit/regkit/registry/driver"
 )
 
 // Snapshot is one complete, immutable view of a service. Its slices and maps are
@@ -243,7 +245,7 @@ func (w *serviceWatch) run(ctx context.Context) {
 				return err
 			}
 			lastGood = time.Now()
-			SortInstances(l.Instances)
+			driver.SortInstances(l.Instances)
 			s := Snapshot{Service: w.service, Instances: l.Instances, Revision: l.Revision,
 				LastGood: lastGood, Resynced: gap && prev != nil, ReplicaLag: l.ReplicaLag,
 				NoLeader: l.NoLeader, ProtectThreshold: l.ProtectThreshold}

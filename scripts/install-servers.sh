@@ -6,7 +6,8 @@
 #     run a Curator peer against the test ZooKeeper;
 #   - Consul, built from the Go module proxy (replace directives dropped), cached;
 #   - Polaris (Nacos-compatible v1 API), built from the Go module proxy, cached.
-# etcd needs nothing: the tests embed the real server (go.etcd.io/etcd/server/v3/embed).
+# etcd needs nothing: the tests embed the real server (go.etcd.io/etcd/server/v3/embed,
+# in the etcd/embedded module).
 #
 # Binaries are cached under $REGKIT_SERVERS_DIR (default ~/.cache/regkit/servers);
 # the tests find them there (see internal/testenv). Idempotent: a second run is quick.
@@ -30,7 +31,7 @@ install_zookeeper() {
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq zookeeper >/dev/null
 }
 
-# The Curator peer of the zk interop tests (zk/testdata/curator) is compiled with
+# The Curator peer of the zk interop tests (internal/testenv/curator) is compiled with
 # javac against these jars in /usr/share/java.
 CURATOR_PKGS="libcurator-client-java libcurator-framework-java libcurator-recipes-java libcurator-discovery-java"
 

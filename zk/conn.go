@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
-	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
 // zkConn is one go-zookeeper connection with the connection-state model the driver
@@ -41,27 +41,16 @@ type zkConn struct {
 
 // epoch is one ZooKeeper session of a zkConn, as seen by ephemeral registrations.
 type epoch struct {
-	id   int64
-	lost chan struct{}
-	once sync.Once
-	err  atomic.Pointer[error]
+	id  int64
+	sig driver.LostSignal
 }
 
-func newEpoch(id int64) *epoch { return &epoch{id: id, lost: make(chan struct{})} }
+func newEpoch(id int64) *epoch { return &epoch{id: id} }
 
-func (e *epoch) lose(err error) {
-	e.once.Do(func() {
-		e.err.Store(&err)
-		close(e.lost)
-	})
-}
+func (e *epoch) lose(err error) { e.sig.Lose(err) }
 
-func (e *epoch) Err() error {
-	if p := e.err.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
+// Err says why the session ended, or nil while it lives.
+func (e *epoch) Err() error { return e.sig.Err() }
 
 // dial opens a go-zookeeper connection with the given session timeout and waits for
 // its first session (and sends the digest credentials).
@@ -98,13 +87,13 @@ func (c *Conn) dial(ctx context.Context, timeout time.Duration, hook func(*zkCon
 		}
 		zc.close()
 		return nil, fmt.Errorf("zk: connect %s: no session after %v: %w: %w", strings.Join(c.cfg.hosts, ","),
-			c.cfg.connectTimeout, registry.ErrUnavailable, wctx.Err())
+			c.cfg.connectTimeout, driver.ErrUnavailable, wctx.Err())
 	}
 	if c.cfg.auth != nil {
 		if _, err := call(ctx, c, func() (struct{}, error) { return struct{}{}, conn.AddAuth("digest", c.cfg.auth) }); err != nil {
 			zc.close()
 			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) && !isConnLoss(err) {
-				err = fmt.Errorf("%w: %w", registry.ErrPermission, err)
+				err = fmt.Errorf("%w: %w", driver.ErrPermission, err)
 			}
 			return nil, wrap("add digest auth", strings.Join(c.cfg.hosts, ","), err)
 		}
@@ -141,14 +130,14 @@ func (zc *zkConn) onEvent(ev zk.Event) {
 		sid := zc.pending.sid
 		if zc.ep == nil || zc.ep.id != sid {
 			if zc.ep != nil {
-				zc.ep.lose(fmt.Errorf("zk: session %s replaced by %s: %w", hexID(zc.ep.id), hexID(sid), registry.ErrSessionLost))
+				zc.ep.lose(fmt.Errorf("zk: session %s replaced by %s: %w", hexID(zc.ep.id), hexID(sid), driver.ErrSessionLost))
 			}
 			zc.ep = newEpoch(sid)
 		}
 		zc.sid, zc.passwd = sid, zc.pending.passwd
 	case zk.StateExpired:
 		if zc.ep != nil {
-			zc.ep.lose(fmt.Errorf("zk: session %s expired: %w", hexID(zc.ep.id), registry.ErrSessionLost))
+			zc.ep.lose(fmt.Errorf("zk: session %s expired: %w", hexID(zc.ep.id), driver.ErrSessionLost))
 		}
 		zc.sid, zc.passwd = 0, nil
 	}
@@ -184,7 +173,7 @@ func (zc *zkConn) epochFor(id int64) *epoch {
 		return ep
 	}
 	dead := newEpoch(id)
-	dead.lose(fmt.Errorf("zk: node owned by session %s, not the current one: %w", hexID(id), registry.ErrSessionLost))
+	dead.lose(fmt.Errorf("zk: node owned by session %s, not the current one: %w", hexID(id), driver.ErrSessionLost))
 	return dead
 }
 

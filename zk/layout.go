@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
 // codec is one registration layout: where a service's instances live and how one
@@ -19,10 +19,10 @@ type codec interface {
 	// dir is the absolute path of the znode whose children are the instances.
 	dir(service string) string
 	// encode returns the instance's node name and data.
-	encode(inst registry.Instance) (name string, data []byte, err error)
+	encode(inst driver.Instance) (name string, data []byte, err error)
 	// decode reads one child of dir; ok is false for a child that is not an
 	// instance of this layout.
-	decode(service, name string, data []byte) (inst registry.Instance, ok bool)
+	decode(service, name string, data []byte) (inst driver.Instance, ok bool)
 	// needsData says whether decode reads the node's data (dubbo encodes
 	// everything in the name).
 	needsData() bool
@@ -65,21 +65,21 @@ func (r regkitCodec) dir(service string) string { return r.root + "/" + service 
 func (regkitCodec) needsData() bool             { return true }
 func (regkitCodec) byName() bool                { return true }
 
-func (regkitCodec) encode(in registry.Instance) (string, []byte, error) {
+func (regkitCodec) encode(in driver.Instance) (string, []byte, error) {
 	b, err := json.Marshal(record{ID: in.ID, Service: in.Service, Host: in.Host, Port: in.Port,
 		Weight: in.Weight, Zone: in.Zone, Metadata: in.Metadata})
 	return in.ID, b, err
 }
 
-func (regkitCodec) decode(service, name string, data []byte) (registry.Instance, bool) {
+func (regkitCodec) decode(service, name string, data []byte) (driver.Instance, bool) {
 	var r record
 	if err := json.Unmarshal(data, &r); err != nil || r.Host == "" {
-		return registry.Instance{}, false
+		return driver.Instance{}, false
 	}
 	if r.ID == "" {
 		r.ID = name
 	}
-	return registry.Instance{ID: r.ID, Service: service, Host: r.Host, Port: r.Port, Weight: r.Weight,
+	return driver.Instance{ID: r.ID, Service: service, Host: r.Host, Port: r.Port, Weight: r.Weight,
 		Zone: r.Zone, Metadata: r.Metadata, Healthy: true}, true
 }
 
@@ -126,7 +126,7 @@ func (c curatorCodec) dir(service string) string { return c.base + "/" + service
 func (curatorCodec) needsData() bool             { return true }
 func (curatorCodec) byName() bool                { return true }
 
-func (cc curatorCodec) encode(in registry.Instance) (string, []byte, error) {
+func (cc curatorCodec) encode(in driver.Instance) (string, []byte, error) {
 	payload := json.RawMessage("null")
 	if cc.payload == PayloadSpring {
 		md := maps.Clone(in.Metadata)
@@ -193,12 +193,12 @@ func autoPayload(others [][]byte) CuratorPayload {
 	return PayloadNull
 }
 
-func (curatorCodec) decode(service, name string, data []byte) (registry.Instance, bool) {
+func (curatorCodec) decode(service, name string, data []byte) (driver.Instance, bool) {
 	var ci CuratorInstance
 	if err := json.Unmarshal(data, &ci); err != nil || ci.Address == "" {
-		return registry.Instance{}, false
+		return driver.Instance{}, false
 	}
-	in := registry.Instance{ID: ci.ID, Service: service, Host: ci.Address, Healthy: ci.Enabled == nil || *ci.Enabled}
+	in := driver.Instance{ID: ci.ID, Service: service, Host: ci.Address, Healthy: ci.Enabled == nil || *ci.Enabled}
 	if in.ID == "" {
 		in.ID = name
 	}
@@ -230,7 +230,7 @@ func (curatorCodec) decode(service, name string, data []byte) (registry.Instance
 	case json.Unmarshal(ci.Payload, &str) == nil:
 		md["payload"] = str
 	}
-	in.Weight = registry.DefaultWeight
+	in.Weight = driver.DefaultWeight
 	if w, ok := md["weight"]; ok {
 		if n, err := strconv.Atoi(w); err == nil && n >= 0 {
 			in.Weight = n
@@ -258,7 +258,7 @@ func (dubboCodec) byName() bool                { return false }
 // Query parameters that only restate the layout: written, dropped on read.
 var dubboDropped = map[string]bool{"interface": true, "side": true, "timestamp": true, "anyhost": true, "category": true}
 
-func (dubboCodec) encode(in registry.Instance) (string, []byte, error) {
+func (dubboCodec) encode(in driver.Instance) (string, []byte, error) {
 	q := url.Values{}
 	scheme := "dubbo"
 	for k, v := range in.Metadata {
@@ -283,20 +283,20 @@ func (dubboCodec) encode(in registry.Instance) (string, []byte, error) {
 	return url.QueryEscape(u.String()), nil, nil
 }
 
-func (dubboCodec) decode(service, name string, _ []byte) (registry.Instance, bool) {
+func (dubboCodec) decode(service, name string, _ []byte) (driver.Instance, bool) {
 	raw, err := url.QueryUnescape(name)
 	if err != nil {
-		return registry.Instance{}, false
+		return driver.Instance{}, false
 	}
 	u, err := url.Parse(raw)
 	if err != nil || u.Hostname() == "" {
-		return registry.Instance{}, false
+		return driver.Instance{}, false
 	}
 	port, err := strconv.Atoi(u.Port())
 	if err != nil {
-		return registry.Instance{}, false
+		return driver.Instance{}, false
 	}
-	in := registry.Instance{Service: service, Host: u.Hostname(), Port: port, Weight: registry.DefaultWeight, Healthy: true}
+	in := driver.Instance{Service: service, Host: u.Hostname(), Port: port, Weight: driver.DefaultWeight, Healthy: true}
 	md := map[string]string{}
 	for k, vs := range u.Query() {
 		if len(vs) == 0 || dubboDropped[k] {
@@ -340,7 +340,7 @@ func (dubboCodec) decode(service, name string, _ []byte) (registry.Instance, boo
 
 // DubboURL returns the provider URL (decoded) that layout=dubbo writes for inst,
 // for tools that want to show it.
-func DubboURL(inst registry.Instance) (string, error) {
+func DubboURL(inst driver.Instance) (string, error) {
 	name, _, err := dubboCodec{}.encode(inst)
 	if err != nil {
 		return "", err

@@ -7,13 +7,13 @@ import (
 	"sync"
 
 	"github.com/go-zookeeper/zk"
-	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
 // Put creates the instance's ephemeral node in the current session (replacing an
 // existing node of the same ID) and returns a Lease that reports Lost when that
 // session is gone.
-func (c *Conn) Put(ctx context.Context, inst registry.Instance) (registry.Lease, error) {
+func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, error) {
 	cd := c.codec()
 	if cc, ok := cd.(curatorCodec); ok && cc.payload == PayloadAuto {
 		p, err := c.resolveAutoPayload(ctx, cc, inst)
@@ -25,7 +25,7 @@ func (c *Conn) Put(ctx context.Context, inst registry.Instance) (registry.Lease,
 	}
 	name, data, err := cd.encode(inst)
 	if err != nil {
-		return nil, fmt.Errorf("zk: encode %s: %w: %w", inst, registry.ErrInvalid, err)
+		return nil, fmt.Errorf("zk: encode %s: %w: %w", inst, driver.ErrInvalid, err)
 	}
 	dir := cd.dir(inst.Service)
 	path := dir + "/" + name
@@ -113,7 +113,7 @@ func (c *Conn) ensurePath(ctx context.Context, zc *zkConn, path string) error {
 	case err == nil, errors.Is(err, zk.ErrNodeExists):
 		return nil
 	case errors.Is(err, zk.ErrNoNode):
-		if err := c.ensurePath(ctx, zc, registry.ParentKey(path)); err != nil {
+		if err := c.ensurePath(ctx, zc, driver.ParentKey(path)); err != nil {
 			return err
 		}
 		return c.ensurePath(ctx, zc, path)
@@ -122,7 +122,7 @@ func (c *Conn) ensurePath(ctx context.Context, zc *zkConn, path string) error {
 }
 
 // deleteSameID deletes the nodes of dir that decode to inst's ID, except keep.
-func (c *Conn) deleteSameID(ctx context.Context, cd codec, inst registry.Instance, keep string) error {
+func (c *Conn) deleteSameID(ctx context.Context, cd codec, inst driver.Instance, keep string) error {
 	dir := cd.dir(inst.Service)
 	kids, err := call(ctx, c, func() ([]string, error) {
 		kids, _, err := c.zc.zk.Children(dir)
@@ -150,12 +150,12 @@ func (c *Conn) deleteSameID(ctx context.Context, cd codec, inst registry.Instanc
 type regLease struct {
 	c    *Conn
 	cd   codec
-	inst registry.Instance
+	inst driver.Instance
 	path string
 	ep   *epoch
 }
 
-func (r *regLease) Lost() <-chan struct{} { return r.ep.lost }
+func (r *regLease) Lost() <-chan struct{} { return r.ep.sig.Lost() }
 func (r *regLease) Err() error            { return r.ep.Err() }
 func (r *regLease) Abandon()              {}
 
@@ -173,7 +173,7 @@ func (r *regLease) Deregister(ctx context.Context) error {
 
 // resolveAutoPayload reads the service's other instances (every node but inst's
 // own) and resolves payload=auto from their payloads.
-func (c *Conn) resolveAutoPayload(ctx context.Context, cc curatorCodec, inst registry.Instance) (CuratorPayload, error) {
+func (c *Conn) resolveAutoPayload(ctx context.Context, cc curatorCodec, inst driver.Instance) (CuratorPayload, error) {
 	dir := cc.dir(inst.Service)
 	kids, datas, _, err := c.readDir(ctx, dir, true)
 	if errors.Is(err, zk.ErrNoNode) {
@@ -239,17 +239,17 @@ func (c *Conn) readDir(ctx context.Context, dir string, data bool) (kids []strin
 
 // List reads every instance of service. Children that are not instances of the
 // connection's layout are skipped (logged at Debug).
-func (c *Conn) List(ctx context.Context, service string) (registry.Listing, error) {
+func (c *Conn) List(ctx context.Context, service string) (driver.Listing, error) {
 	cd := c.codec()
 	dir := cd.dir(service)
 	kids, datas, st, err := c.readDir(ctx, dir, cd.needsData())
 	if errors.Is(err, zk.ErrNoNode) {
-		return registry.Listing{}, nil
+		return driver.Listing{}, nil
 	}
 	if err != nil {
-		return registry.Listing{}, err
+		return driver.Listing{}, err
 	}
-	out := make([]registry.Instance, 0, len(kids))
+	out := make([]driver.Instance, 0, len(kids))
 	names := make([]string, 0, len(kids))
 	for i, k := range kids {
 		if cd.needsData() && datas[i] == nil {
@@ -265,7 +265,7 @@ func (c *Conn) List(ctx context.Context, service string) (registry.Listing, erro
 	if !cd.byName() {
 		out = dedupeIDs(out, names)
 	}
-	return registry.Listing{Instances: out, Revision: uint64(st.Pzxid)}, nil
+	return driver.Listing{Instances: out, Revision: uint64(st.Pzxid)}, nil
 }
 
 // Watch follows the service directory and every instance's data.
@@ -277,9 +277,9 @@ func (c *Conn) Watch(ctx context.Context, service string, notify func()) error {
 // during a re-put the new node exists beside the old one for a moment. The instance
 // from the greatest node name wins (a Dubbo URL carries its timestamp); names[i] is
 // the node list[i] was read from.
-func dedupeIDs(list []registry.Instance, names []string) []registry.Instance {
+func dedupeIDs(list []driver.Instance, names []string) []driver.Instance {
 	at := map[string]int{} // ID -> index in out
-	var out []registry.Instance
+	var out []driver.Instance
 	var outNames []string
 	for i, in := range list {
 		if k, ok := at[in.ID]; ok {

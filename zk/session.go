@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
-	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
 // session is a store session: a go-zookeeper connection of its own whose session
@@ -17,7 +17,7 @@ type session struct {
 	zc      *zkConn
 	id      int64
 	ttl     time.Duration
-	onState func(registry.SessionState)
+	onState func(driver.SessionState)
 
 	qmu    sync.Mutex
 	queue  []sessEvent
@@ -42,13 +42,13 @@ type sessEvent struct {
 
 // NewSession opens a connection of its own, with session timeout spec.TTL (default:
 // the URL's session_timeout).
-func (c *Conn) NewSession(ctx context.Context, spec registry.SessionSpec) (registry.SessionConn, error) {
+func (c *Conn) NewSession(ctx context.Context, spec driver.SessionSpec) (driver.SessionConn, error) {
 	ttl := spec.TTL
 	if ttl == 0 {
 		ttl = c.cfg.sessionTimeout
 	}
 	if ttl < time.Second {
-		return nil, &registry.FieldError{Field: "TTL", Value: ttl.String(), Reason: "zk sessions need at least 1s"}
+		return nil, &driver.FieldError{Field: "TTL", Value: ttl.String(), Reason: "zk sessions need at least 1s"}
 	}
 	s := &session{c: c, ttl: ttl, onState: spec.OnState, signal: make(chan struct{}, 1),
 		stop: make(chan struct{}), stopped: make(chan struct{}), done: make(chan struct{})}
@@ -62,7 +62,7 @@ func (c *Conn) NewSession(ctx context.Context, spec registry.SessionSpec) (regis
 	if c.closed {
 		c.mu.Unlock()
 		zc.close()
-		return nil, fmt.Errorf("zk: new session: %w", registry.ErrClosed)
+		return nil, fmt.Errorf("zk: new session: %w", driver.ErrClosed)
 	}
 	c.sessions[s] = struct{}{}
 	c.mu.Unlock()
@@ -72,7 +72,7 @@ func (c *Conn) NewSession(ctx context.Context, spec registry.SessionSpec) (regis
 	}) {
 		close(s.stopped)
 		zc.close()
-		return nil, fmt.Errorf("zk: new session: %w", registry.ErrClosed)
+		return nil, fmt.Errorf("zk: new session: %w", driver.ErrClosed)
 	}
 	return s, nil
 }
@@ -108,7 +108,7 @@ func (s *session) monitor() {
 		case <-s.stop:
 			return
 		case <-timeout:
-			s.lose(fmt.Errorf("zk: session %s: disconnected for longer than the session timeout %v: %w", s.ID(), s.ttl, registry.ErrSessionLost))
+			s.lose(fmt.Errorf("zk: session %s: disconnected for longer than the session timeout %v: %w", s.ID(), s.ttl, driver.ErrSessionLost))
 			return
 		case <-s.signal:
 		}
@@ -121,24 +121,24 @@ func (s *session) monitor() {
 			case zk.StateHasSession:
 				switch {
 				case ev.sid != s.id:
-					s.lose(fmt.Errorf("zk: session %s replaced by %s: %w", s.ID(), hexID(ev.sid), registry.ErrSessionLost))
+					s.lose(fmt.Errorf("zk: session %s replaced by %s: %w", s.ID(), hexID(ev.sid), driver.ErrSessionLost))
 					return
 				case !connected:
 					connected = true
-					s.report(registry.StateConnected)
+					s.report(driver.StateConnected)
 				case suspended:
 					suspended = false
 					timer.Stop()
 					timeout = nil
-					s.report(registry.StateReconnected)
+					s.report(driver.StateReconnected)
 				}
 			case zk.StateExpired:
-				s.lose(fmt.Errorf("zk: session %s expired: %w", s.ID(), registry.ErrSessionLost))
+				s.lose(fmt.Errorf("zk: session %s expired: %w", s.ID(), driver.ErrSessionLost))
 				return
 			case zk.StateDisconnected, zk.StateConnecting:
 				if connected && !suspended {
 					suspended = true
-					s.report(registry.StateSuspended)
+					s.report(driver.StateSuspended)
 					timer = time.NewTimer(s.ttl)
 					timeout = timer.C
 				}
@@ -147,13 +147,13 @@ func (s *session) monitor() {
 	}
 }
 
-func (s *session) report(st registry.SessionState) {
+func (s *session) report(st driver.SessionState) {
 	s.stateMu.Lock()
 	defer s.stateMu.Unlock()
 	if s.terminal {
 		return
 	}
-	if st == registry.StateLost || st == registry.StateClosed {
+	if st == driver.StateLost || st == driver.StateClosed {
 		s.terminal = true
 	}
 	if s.onState != nil {
@@ -178,7 +178,7 @@ func (s *session) end(err error) bool {
 func (s *session) lose(err error) {
 	s.zc.refuse.Store(true)
 	if s.end(err) {
-		s.report(registry.StateLost)
+		s.report(driver.StateLost)
 	}
 	s.zc.close()
 	s.c.forget(s)
@@ -206,8 +206,8 @@ func (s *session) Err() error {
 // Close closes the session on the server (its ephemeral keys go at once) and its
 // connection.
 func (s *session) Close(ctx context.Context) error {
-	if s.end(fmt.Errorf("zk: session %s: %w", s.ID(), registry.ErrClosed)) {
-		s.report(registry.StateClosed)
+	if s.end(fmt.Errorf("zk: session %s: %w", s.ID(), driver.ErrClosed)) {
+		s.report(driver.StateClosed)
 	}
 	s.zc.refuse.Store(true)
 	closed := make(chan struct{})

@@ -84,7 +84,7 @@ func TestProtectedCreateAfterLostAnswer(t *testing.T) {
 	defer cancel()
 	createRaw(t, e.adm(t), "/protect/locks/job", nil, 0)
 	d := &loseResponseDialer{t: t, admin: e.adm(t), parent: "/protect/locks/job", marker: []byte(rzk.ProtectedPrefix)}
-	c := openURL(t, "zk://"+e.srv.Addr()+"/protect?session_timeout=4s", registry.WithDriverOption(rzk.DialerOption, rzk.Dialer(d.dial)))
+	c := openURL(t, "zk://"+e.srv.Addr()+"/protect?session_timeout=4s", rzk.WithDialer(d.dial))
 	sess, err := c.NewSession(ctx)
 	if err != nil {
 		t.Fatal(err)

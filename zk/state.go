@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
-	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
 // stateLog turns the registration connection's events into Curator's connection
@@ -17,7 +17,7 @@ type stateLog struct {
 	signal chan struct{}
 
 	mu      sync.Mutex
-	events  []registry.SessionState
+	events  []driver.SessionState
 	changed chan struct{}
 }
 
@@ -36,7 +36,7 @@ func (l *stateLog) hook(_ *zkConn, st zk.State, sid int64) {
 	}
 }
 
-func (l *stateLog) add(st registry.SessionState) {
+func (l *stateLog) add(st driver.SessionState) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.events = append(l.events, st)
@@ -61,7 +61,7 @@ func (l *stateLog) monitor(ctx context.Context, timeout time.Duration) {
 		case <-timer.C:
 			if suspended && !lost {
 				lost = true
-				l.add(registry.StateLost)
+				l.add(driver.StateLost)
 			}
 			continue
 		case <-l.signal:
@@ -77,25 +77,25 @@ func (l *stateLog) monitor(ctx context.Context, timeout time.Duration) {
 				case !connected:
 					connected = true
 					sid = ev.sid
-					l.add(registry.StateConnected)
+					l.add(driver.StateConnected)
 				case suspended || lost || ev.sid != sid:
 					if ev.sid != sid && !lost {
-						l.add(registry.StateLost)
+						l.add(driver.StateLost)
 					}
 					sid = ev.sid
 					suspended, lost = false, false
 					timer.Stop()
-					l.add(registry.StateReconnected)
+					l.add(driver.StateReconnected)
 				}
 			case zk.StateExpired:
 				if !lost {
 					lost = true
-					l.add(registry.StateLost)
+					l.add(driver.StateLost)
 				}
 			case zk.StateDisconnected, zk.StateConnecting:
 				if connected && !suspended && !lost {
 					suspended = true
-					l.add(registry.StateSuspended)
+					l.add(driver.StateSuspended)
 					timer.Reset(timeout)
 				}
 			}
@@ -105,11 +105,11 @@ func (l *stateLog) monitor(ctx context.Context, timeout time.Duration) {
 
 // ConnectionState returns the latest connection state of the registration
 // connection (StateConnected before any change).
-func (c *Conn) ConnectionState() registry.SessionState {
+func (c *Conn) ConnectionState() driver.SessionState {
 	c.states.mu.Lock()
 	defer c.states.mu.Unlock()
 	if len(c.states.events) == 0 {
-		return registry.StateConnected
+		return driver.StateConnected
 	}
 	return c.states.events[len(c.states.events)-1]
 }
@@ -121,7 +121,7 @@ func (c *Conn) ConnectionState() registry.SessionState {
 // a whole session timeout. Unlike a store session the connection goes on after Lost:
 // the next session is reported Reconnected (and registrations are put again in it).
 // stop ends the listener and waits for fn to return; so does Close.
-func (c *Conn) Listen(fn func(registry.SessionState)) (stop func()) {
+func (c *Conn) Listen(fn func(driver.SessionState)) (stop func()) {
 	l := c.states
 	l.mu.Lock()
 	idx := len(l.events)

@@ -11,7 +11,7 @@ import (
 	"strings"
 
 	"github.com/go-zookeeper/zk"
-	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
 // ProtectedPrefix starts the last segment of a protected key: ProtectedPrefix, 32
@@ -49,11 +49,11 @@ func newGUID() string {
 	return hex.EncodeToString(b[:])
 }
 
-func (c *Conn) node(path string, value []byte, st *zk.Stat) registry.Node {
+func (c *Conn) node(path string, value []byte, st *zk.Stat) driver.Node {
 	if value == nil {
 		value = []byte{}
 	}
-	return registry.Node{Key: c.rel(path), Value: value, Version: int64(st.Version),
+	return driver.Node{Key: c.rel(path), Value: value, Version: int64(st.Version),
 		CreateRevision: st.Czxid, Session: hexID(st.EphemeralOwner)}
 }
 
@@ -64,17 +64,17 @@ func hidden(abs string) bool { return abs == "/zookeeper" || strings.HasPrefix(a
 // Create writes a new key (see StoreConn). Ephemeral keys are created through the
 // session's own connection; ephemeral sequential keys are protected (see the
 // package doc).
-func (c *Conn) Create(ctx context.Context, key string, value []byte, spec registry.CreateSpec) (registry.Node, error) {
+func (c *Conn) Create(ctx context.Context, key string, value []byte, spec driver.CreateSpec) (driver.Node, error) {
 	zc := c.zc
 	var flags int32
 	var sess *session
 	if spec.Session != nil {
 		s, ok := spec.Session.(*session)
 		if !ok || s.c != c {
-			return registry.Node{}, &registry.FieldError{Field: "Session", Value: spec.Session.ID(), Reason: "not a session of this zk connection"}
+			return driver.Node{}, &driver.FieldError{Field: "Session", Value: spec.Session.ID(), Reason: "not a session of this zk connection"}
 		}
 		if err := s.Err(); err != nil {
-			return registry.Node{}, wrap("create", key, err)
+			return driver.Node{}, wrap("create", key, err)
 		}
 		sess, zc = s, s.zc
 		flags |= zk.FlagEphemeral
@@ -83,17 +83,17 @@ func (c *Conn) Create(ctx context.Context, key string, value []byte, spec regist
 		flags |= zk.FlagSequence
 	}
 	path := c.path(key)
-	parent := registry.ParentKey(path)
+	parent := driver.ParentKey(path)
 	var guid string
 	if sess != nil && spec.Sequential && c.cfg.protect {
 		guid = newGUID()
-		path = registry.JoinKey(parent, ProtectedPrefix+guid+"-"+path[strings.LastIndexByte(path, '/')+1:])
+		path = driver.JoinKey(parent, ProtectedPrefix+guid+"-"+path[strings.LastIndexByte(path, '/')+1:])
 	}
 	lostConn := false
 	for attempt := 0; ; attempt++ {
 		if sess != nil {
 			if err := sess.Err(); err != nil {
-				return registry.Node{}, wrap("create", key, err)
+				return driver.Node{}, wrap("create", key, err)
 			}
 		}
 		created, err := call(ctx, c, func() (string, error) { return zc.zk.Create(path, value, flags, c.cfg.acl) })
@@ -102,7 +102,7 @@ func (c *Conn) Create(ctx context.Context, key string, value []byte, spec regist
 			return c.readCreated(ctx, zc, created, value)
 		case errors.Is(err, zk.ErrNoNode):
 			if err := c.ensurePath(ctx, zc, parent); err != nil {
-				return registry.Node{}, err
+				return driver.Node{}, err
 			}
 			continue
 		case errors.Is(err, zk.ErrNodeExists) && lostConn && sess != nil && !spec.Sequential:
@@ -111,17 +111,17 @@ func (c *Conn) Create(ctx context.Context, key string, value []byte, spec regist
 			if serr == nil && st.EphemeralOwner == sess.id {
 				return c.node(path, value, st), nil
 			}
-			return registry.Node{}, wrap("create", key, err)
+			return driver.Node{}, wrap("create", key, err)
 		case isConnLoss(err) && attempt < 5:
 			lostConn = true
 			if err := c.awaitSession(ctx, zc); err != nil {
-				return registry.Node{}, wrap("create", key, err)
+				return driver.Node{}, wrap("create", key, err)
 			}
 			switch {
 			case guid != "":
 				// Protected: the create may have been applied; look for our GUID.
 				if n, ok, err := c.findProtected(ctx, zc, parent, guid, value); err != nil {
-					return registry.Node{}, err
+					return driver.Node{}, err
 				} else if ok {
 					return n, nil
 				}
@@ -129,10 +129,10 @@ func (c *Conn) Create(ctx context.Context, key string, value []byte, spec regist
 			case sess != nil && !spec.Sequential:
 				continue
 			}
-			return registry.Node{}, fmt.Errorf("zk: create %s: connection lost, the create may or may not have been applied: %w: %w",
-				key, registry.ErrUnavailable, err)
+			return driver.Node{}, fmt.Errorf("zk: create %s: connection lost, the create may or may not have been applied: %w: %w",
+				key, driver.ErrUnavailable, err)
 		}
-		return registry.Node{}, wrap("create", key, err)
+		return driver.Node{}, wrap("create", key, err)
 	}
 }
 
@@ -144,7 +144,7 @@ func (c *Conn) awaitSession(ctx context.Context, zc *zkConn) error {
 			return nil
 		}
 		if zc.refuse.Load() {
-			return fmt.Errorf("session lost: %w", registry.ErrSessionLost)
+			return fmt.Errorf("session lost: %w", driver.ErrSessionLost)
 		}
 		select {
 		case <-ch:
@@ -155,24 +155,24 @@ func (c *Conn) awaitSession(ctx context.Context, zc *zkConn) error {
 }
 
 // findProtected looks in parent for the child carrying guid.
-func (c *Conn) findProtected(ctx context.Context, zc *zkConn, parent, guid string, value []byte) (registry.Node, bool, error) {
+func (c *Conn) findProtected(ctx context.Context, zc *zkConn, parent, guid string, value []byte) (driver.Node, bool, error) {
 	kids, err := call(ctx, c, func() ([]string, error) {
 		kids, _, err := zc.zk.Children(parent)
 		return kids, err
 	})
 	if errors.Is(err, zk.ErrNoNode) {
-		return registry.Node{}, false, nil
+		return driver.Node{}, false, nil
 	}
 	if err != nil {
-		return registry.Node{}, false, wrap("create: find protected node", parent, err)
+		return driver.Node{}, false, wrap("create: find protected node", parent, err)
 	}
 	for _, k := range kids {
 		if strings.HasPrefix(k, ProtectedPrefix+guid) {
-			n, err := c.readCreated(ctx, zc, registry.JoinKey(parent, k), value)
+			n, err := c.readCreated(ctx, zc, driver.JoinKey(parent, k), value)
 			return n, err == nil, err
 		}
 	}
-	return registry.Node{}, false, nil
+	return driver.Node{}, false, nil
 }
 
 func (c *Conn) existsOn(ctx context.Context, zc *zkConn, path string) (*zk.Stat, error) {
@@ -186,19 +186,19 @@ func (c *Conn) existsOn(ctx context.Context, zc *zkConn, path string) (*zk.Stat,
 }
 
 // readCreated returns the node just created at path, reading its stat.
-func (c *Conn) readCreated(ctx context.Context, zc *zkConn, path string, value []byte) (registry.Node, error) {
+func (c *Conn) readCreated(ctx context.Context, zc *zkConn, path string, value []byte) (driver.Node, error) {
 	st, err := c.existsOn(ctx, zc, path)
 	if errors.Is(err, zk.ErrNoNode) { // deleted at once by someone else
 		return c.node(path, value, &zk.Stat{}), nil
 	}
 	if err != nil {
-		return registry.Node{}, wrap("create: read back", c.rel(path), err)
+		return driver.Node{}, wrap("create: read back", c.rel(path), err)
 	}
 	return c.node(path, value, st), nil
 }
 
 // Get reads one key.
-func (c *Conn) Get(ctx context.Context, key string) (registry.Node, error) {
+func (c *Conn) Get(ctx context.Context, key string) (driver.Node, error) {
 	path := c.path(key)
 	type res struct {
 		b  []byte
@@ -209,13 +209,13 @@ func (c *Conn) Get(ctx context.Context, key string) (registry.Node, error) {
 		return res{b, st}, err
 	})
 	if err != nil {
-		return registry.Node{}, wrap("get", key, err)
+		return driver.Node{}, wrap("get", key, err)
 	}
 	return c.node(path, r.b, r.st), nil
 }
 
 func version32(v int64) (int32, bool) {
-	if v == registry.AnyVersion {
+	if v == driver.AnyVersion {
 		return -1, true
 	}
 	if v < 0 || v > math.MaxInt32 {
@@ -225,18 +225,18 @@ func version32(v int64) (int32, bool) {
 }
 
 // Set writes the value if the data version matches.
-func (c *Conn) Set(ctx context.Context, key string, value []byte, version int64) (registry.Node, error) {
+func (c *Conn) Set(ctx context.Context, key string, value []byte, version int64) (driver.Node, error) {
 	path := c.path(key)
 	v, ok := version32(version)
 	if !ok {
 		if _, err := c.exists(ctx, path); err != nil {
-			return registry.Node{}, wrap("set", key, err)
+			return driver.Node{}, wrap("set", key, err)
 		}
-		return registry.Node{}, fmt.Errorf("zk: set %s: version %d: %w", key, version, registry.ErrVersionConflict)
+		return driver.Node{}, fmt.Errorf("zk: set %s: version %d: %w", key, version, driver.ErrVersionConflict)
 	}
 	st, err := call(ctx, c, func() (*zk.Stat, error) { return c.zc.zk.Set(path, value, v) })
 	if err != nil {
-		return registry.Node{}, wrap("set", key, err)
+		return driver.Node{}, wrap("set", key, err)
 	}
 	return c.node(path, value, st), nil
 }
@@ -251,7 +251,7 @@ func (c *Conn) Delete(ctx context.Context, key string, version int64, recursive 
 			if _, err := c.exists(ctx, path); err != nil {
 				return wrap("delete", key, err)
 			}
-			return fmt.Errorf("zk: delete %s: version %d: %w", key, version, registry.ErrVersionConflict)
+			return fmt.Errorf("zk: delete %s: version %d: %w", key, version, driver.ErrVersionConflict)
 		}
 		return wrap("delete", key, c.del(ctx, path, v))
 	}
@@ -261,7 +261,7 @@ func (c *Conn) Delete(ctx context.Context, key string, version int64, recursive 
 			return wrap("delete", key, err)
 		}
 		if !ok || (v != -1 && st.Version != v) {
-			return fmt.Errorf("zk: delete %s: version %d, want %d: %w", key, st.Version, version, registry.ErrVersionConflict)
+			return fmt.Errorf("zk: delete %s: version %d, want %d: %w", key, st.Version, version, driver.ErrVersionConflict)
 		}
 	}
 	for attempt := 0; ; attempt++ {
@@ -295,7 +295,7 @@ func (c *Conn) deleteChildren(ctx context.Context, path string) error {
 		return err
 	}
 	for _, k := range kids {
-		cp := registry.JoinKey(path, k)
+		cp := driver.JoinKey(path, k)
 		if hidden(cp) {
 			continue
 		}
@@ -331,7 +331,7 @@ func (c *Conn) Children(ctx context.Context, key string) ([]string, error) {
 	}
 	out := make([]string, 0, len(kids))
 	for _, k := range kids {
-		if !hidden(registry.JoinKey(path, k)) {
+		if !hidden(driver.JoinKey(path, k)) {
 			out = append(out, k)
 		}
 	}
@@ -340,16 +340,16 @@ func (c *Conn) Children(ctx context.Context, key string) ([]string, error) {
 }
 
 // Tree reads the key and its descendants, node by node.
-func (c *Conn) Tree(ctx context.Context, key string) ([]registry.Node, error) {
-	var out []registry.Node
+func (c *Conn) Tree(ctx context.Context, key string) ([]driver.Node, error) {
+	var out []driver.Node
 	if err := c.tree(ctx, c.path(key), &out); err != nil {
 		return nil, wrap("tree", key, err)
 	}
-	registry.SortNodes(out)
+	driver.SortNodes(out)
 	return out, nil
 }
 
-func (c *Conn) tree(ctx context.Context, path string, out *[]registry.Node) error {
+func (c *Conn) tree(ctx context.Context, path string, out *[]driver.Node) error {
 	type res struct {
 		b    []byte
 		st   *zk.Stat
@@ -371,7 +371,7 @@ func (c *Conn) tree(ctx context.Context, path string, out *[]registry.Node) erro
 	}
 	*out = append(*out, c.node(path, r.b, r.st))
 	for _, k := range r.kids {
-		cp := registry.JoinKey(path, k)
+		cp := driver.JoinKey(path, k)
 		if hidden(cp) {
 			continue
 		}

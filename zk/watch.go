@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/go-zookeeper/zk"
-	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
 // treeWatch keeps one-shot watches armed over a subtree: a data (or, for a missing
@@ -29,7 +29,7 @@ type treeWatch struct {
 func (c *Conn) watchTree(ctx context.Context, root string, maxLevel int, notify func()) error {
 	st, sid, changed := c.zc.status()
 	if st != zk.StateHasSession {
-		return fmt.Errorf("zk: watch %s: not connected (%v): %w", root, st, registry.ErrUnavailable)
+		return fmt.Errorf("zk: watch %s: not connected (%v): %w", root, st, driver.ErrUnavailable)
 	}
 	w := &treeWatch{c: c, root: root, maxLevel: maxLevel, level: map[string]int{root: 0},
 		dataW: map[string]<-chan zk.Event{}, kidsW: map[string]<-chan zk.Event{}}
@@ -64,7 +64,7 @@ func (c *Conn) watchTree(ctx context.Context, root string, maxLevel int, notify 
 			var nsid int64
 			nst, nsid, changed = c.zc.status()
 			if nst != zk.StateHasSession || nsid != sid {
-				return fmt.Errorf("zk: watch %s: connection state %v: %w", root, nst, registry.ErrUnavailable)
+				return fmt.Errorf("zk: watch %s: connection state %v: %w", root, nst, driver.ErrUnavailable)
 			}
 			continue
 		}
@@ -99,9 +99,9 @@ func (w *treeWatch) fail(ctx context.Context, err error) error {
 
 func notWatching(ev zk.Event) error {
 	if ev.Err != nil {
-		return fmt.Errorf("watch lost: %w: %w", registry.ErrUnavailable, ev.Err)
+		return fmt.Errorf("watch lost: %w: %w", driver.ErrUnavailable, ev.Err)
 	}
-	return fmt.Errorf("watch lost: %w", registry.ErrUnavailable)
+	return fmt.Errorf("watch lost: %w", driver.ErrUnavailable)
 }
 
 func (w *treeWatch) onData(ctx context.Context, p string, ev zk.Event) error {
@@ -223,7 +223,7 @@ func (w *treeWatch) armKids(ctx context.Context, p string) error {
 	}
 	w.kidsW[p] = r.ch
 	for _, k := range r.kids {
-		cp := registry.JoinKey(p, k)
+		cp := driver.JoinKey(p, k)
 		if p == "/" && k == "zookeeper" {
 			continue
 		}

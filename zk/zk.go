@@ -30,8 +30,9 @@
 //
 // Credentials (URL user info or registry.WithCredentials) are sent as digest auth
 // ("user:pass") on every connection, and re-sent by the client on reconnect.
-// registry.WithTLS dials TLS (the server needs a secure client port). The driver
-// option DialerOption ("zk.dialer") replaces the TCP dialer; see Dialer.
+// registry.WithTLS dials TLS (the server needs a secure client port). The option
+// WithDialer replaces the TCP dialer; an option of another backend is an error
+// matching registry.ErrInvalid.
 //
 // # Layouts
 //
@@ -210,9 +211,10 @@ import (
 	"github.com/go-zookeeper/zk"
 	"github.com/regkit/regkit/internal/owned"
 	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
-func init() { registry.Register("zk", driver{}) }
+func init() { driver.Register("zk", drv{}) }
 
 // Defaults.
 const (
@@ -223,9 +225,20 @@ const (
 	DefaultDubboGroup     = "dubbo"
 )
 
-// DialerOption is the registry.WithDriverOption key of a Dialer that replaces the TCP
-// dialer of every connection the driver opens (registrations and sessions).
-const DialerOption = "zk.dialer"
+// option is the driver.Option value of this package's options.
+type option func(*config) error
+
+// WithDialer replaces the TCP dialer of every connection the driver opens
+// (registrations and sessions); registry.WithTLS, when given, takes precedence.
+func WithDialer(d Dialer) registry.Option {
+	return registry.DriverOption("zk.WithDialer", option(func(c *config) error {
+		if d == nil {
+			return &driver.FieldError{Field: "zk.WithDialer", Value: nil, Reason: "dialer is nil"}
+		}
+		c.dialer = d
+		return nil
+	}))
+}
 
 // Dialer dials one ZooKeeper server; it has the shape of go-zookeeper's zk.Dialer.
 type Dialer = func(network, address string, timeout time.Duration) (net.Conn, error)
@@ -259,7 +272,8 @@ const (
 	PayloadSpring CuratorPayload = "spring"
 )
 
-type driver struct{}
+// drv is this backend's driver.Driver.
+type drv struct{}
 
 type config struct {
 	hosts          []string
@@ -277,12 +291,12 @@ type config struct {
 	log            *slog.Logger
 }
 
-func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (registry.Conn, error) {
-	hosts, err := registry.Hosts(u, 2181)
+func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn, error) {
+	hosts, err := driver.Hosts(u, 2181)
 	if err != nil {
 		return nil, err
 	}
-	p := registry.NewParams(u)
+	p := driver.NewParams(u)
 	layout := Layout(p.OneOf("layout", string(LayoutRegkit), string(LayoutRegkit), string(LayoutCurator), string(LayoutDubbo)))
 	base := p.String("base", DefaultCuratorBase)
 	payload := CuratorPayload(p.OneOf("payload", string(PayloadAuto), string(PayloadAuto), string(PayloadNull), string(PayloadSpring)))
@@ -299,7 +313,7 @@ func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (regist
 		return nil, err
 	}
 	if st < time.Second {
-		return nil, &registry.FieldError{Field: "session_timeout", Value: st.String(), Reason: "must be at least 1s"}
+		return nil, &driver.FieldError{Field: "session_timeout", Value: st.String(), Reason: "must be at least 1s"}
 	}
 	if ct <= 0 {
 		ct = DefaultConnectTimeout
@@ -312,18 +326,18 @@ func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (regist
 		c.chroot = ""
 	default:
 		c.chroot = strings.TrimSuffix(u.Path, "/")
-		if err := registry.ValidKey(c.chroot); err != nil {
-			return nil, &registry.FieldError{Field: "url", Value: u.Path, Reason: "bad chroot: " + err.Error()}
+		if err := driver.ValidKey(c.chroot); err != nil {
+			return nil, &driver.FieldError{Field: "url", Value: u.Path, Reason: "bad chroot: " + err.Error()}
 		}
 	}
 	if base = "/" + strings.Trim(base, "/"); base == "/" {
-		return nil, &registry.FieldError{Field: "base", Value: base, Reason: "must not be empty"}
+		return nil, &driver.FieldError{Field: "base", Value: base, Reason: "must not be empty"}
 	}
-	if err := registry.ValidKey(base); err != nil {
-		return nil, &registry.FieldError{Field: "base", Value: base, Reason: err.Error()}
+	if err := driver.ValidKey(base); err != nil {
+		return nil, &driver.FieldError{Field: "base", Value: base, Reason: err.Error()}
 	}
 	if group = strings.Trim(group, "/"); group == "" || strings.Contains(group, "/") {
-		return nil, &registry.FieldError{Field: "group", Value: group, Reason: "must be one path segment"}
+		return nil, &driver.FieldError{Field: "group", Value: group, Reason: "must be one path segment"}
 	}
 	c.base = c.chroot + base
 	c.group = c.chroot + "/" + group
@@ -335,7 +349,7 @@ func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (regist
 		c.acl = zk.WorldACL(zk.PermAll)
 	case "creator", "creator-read":
 		if c.auth == nil {
-			return nil, &registry.FieldError{Field: "acl", Value: aclName, Reason: "needs credentials (URL user info or WithCredentials)"}
+			return nil, &driver.FieldError{Field: "acl", Value: aclName, Reason: "needs credentials (URL user info or WithCredentials)"}
 		}
 		c.acl = zk.AuthACL(zk.PermAll)
 		if aclName == "creator-read" {
@@ -343,15 +357,8 @@ func (driver) Open(ctx context.Context, u *url.URL, cfg registry.Config) (regist
 		}
 	}
 	c.dialer = net.DialTimeout
-	if d, ok := cfg.DriverOptions[DialerOption]; ok {
-		switch f := d.(type) {
-		case Dialer:
-			c.dialer = f
-		case zk.Dialer:
-			c.dialer = f
-		default:
-			return nil, &registry.FieldError{Field: DialerOption, Value: fmt.Sprintf("%T", d), Reason: "want a zk.Dialer"}
-		}
+	if err := driver.ApplyOptions("zk", cfg.Options, func(o option) error { return o(&c) }); err != nil {
+		return nil, err
 	}
 	if cfg.TLS != nil {
 		tc := cfg.TLS.Clone()
@@ -381,8 +388,8 @@ type Conn struct {
 }
 
 var (
-	_ registry.Conn      = (*Conn)(nil)
-	_ registry.StoreConn = (*Conn)(nil)
+	_ driver.Conn      = (*Conn)(nil)
+	_ driver.StoreConn = (*Conn)(nil)
 )
 
 func open(ctx context.Context, cfg config) (*Conn, error) {
@@ -413,8 +420,8 @@ func (c *Conn) SessionID() int64 {
 }
 
 // Capabilities: everything.
-func (c *Conn) Capabilities() registry.Capabilities {
-	return registry.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true}
+func (c *Conn) Capabilities() driver.Capabilities {
+	return driver.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true}
 }
 
 // Close closes every session still open, then the registration connection (its
@@ -482,7 +489,7 @@ func call[T any](ctx context.Context, c *Conn, f func() (T, error)) (T, error) {
 		ch <- result{v, err}
 	}) {
 		var zero T
-		return zero, fmt.Errorf("connection closed: %w", registry.ErrClosed)
+		return zero, fmt.Errorf("connection closed: %w", driver.ErrClosed)
 	}
 	select {
 	case r := <-ch:
@@ -515,23 +522,23 @@ func wrap(op, path string, err error) error {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("zk: %s %s: %w", op, path, err)
 	case errors.Is(err, zk.ErrNoNode):
-		sentinel = registry.ErrNotFound
+		sentinel = driver.ErrNotFound
 	case errors.Is(err, zk.ErrNodeExists):
-		sentinel = registry.ErrExists
+		sentinel = driver.ErrExists
 	case errors.Is(err, zk.ErrBadVersion):
-		sentinel = registry.ErrVersionConflict
+		sentinel = driver.ErrVersionConflict
 	case errors.Is(err, zk.ErrNotEmpty):
-		sentinel = registry.ErrNotEmpty
+		sentinel = driver.ErrNotEmpty
 	case errors.Is(err, zk.ErrNoAuth), errors.Is(err, zk.ErrAuthFailed), errors.Is(err, zk.ErrInvalidACL):
-		sentinel = registry.ErrPermission
+		sentinel = driver.ErrPermission
 	case errors.Is(err, zk.ErrSessionExpired), errors.Is(err, zk.ErrSessionMoved):
-		sentinel = registry.ErrSessionLost
+		sentinel = driver.ErrSessionLost
 	case errors.Is(err, zk.ErrBadArguments), errors.Is(err, zk.ErrInvalidPath):
-		sentinel = registry.ErrInvalid
-	case errors.Is(err, registry.ErrSessionLost), errors.Is(err, registry.ErrClosed), errors.Is(err, registry.ErrUnavailable):
+		sentinel = driver.ErrInvalid
+	case errors.Is(err, driver.ErrSessionLost), errors.Is(err, driver.ErrClosed), errors.Is(err, driver.ErrUnavailable):
 		return fmt.Errorf("zk: %s %s: %w", op, path, err)
 	default:
-		sentinel = registry.ErrUnavailable
+		sentinel = driver.ErrUnavailable
 	}
 	return fmt.Errorf("zk: %s %s: %w: %w", op, path, sentinel, err)
 }

@@ -2,6 +2,10 @@
 // (go.etcd.io/etcd/server/v3/embed) on free loopback ports: a registry for demos,
 // local development and tests that need no server installed. It is not meant for
 // production: one member, no TLS, data in a directory of its own.
+//
+// It is a module of its own, github.com/regkit/regkit/etcd/embedded, so that the
+// etcd server and its dependencies (OpenTelemetry, Prometheus, bbolt, raft) reach
+// only the programs that import this package, not every user of regkit/etcd.
 package embedded
 
 import (

@@ -24,6 +24,7 @@ import (
 	"github.com/regkit/regkit/etcd/embedded"
 	_ "github.com/regkit/regkit/mem" // REGKIT_URL=mem://x: in-process, for tests
 	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
 func main() {
@@ -67,7 +68,7 @@ func run(ctx context.Context, out io.Writer) error {
 		go srv.Serve(ln)
 		defer srv.Close()
 		servers = append(servers, srv)
-		reg, err := c.Register(ctx, registry.Instance{
+		reg, err := c.Register(ctx, driver.Instance{
 			Service: "greeter", ID: name,
 			Host: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port, // explicit: loopback is never chosen silently
 			Metadata: map[string]string{"version": "1.0"},

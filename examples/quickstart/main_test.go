@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/regkit/regkit/internal/testenv"
+	"github.com/regkit/regkit/etcd/embedded"
 )
 
 func runQuickstart(t *testing.T) string {
@@ -35,9 +35,16 @@ func TestQuickstart(t *testing.T) {
 	}
 }
 
-// TestQuickstartOnEtcd runs it against a real etcd server given by REGKIT_URL.
+// TestQuickstartOnEtcd runs it against a real etcd server given by REGKIT_URL (one
+// the test starts with package embedded, not one the quickstart starts itself).
 func TestQuickstartOnEtcd(t *testing.T) {
-	srv := testenv.StartEtcd(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv, err := embedded.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
 	t.Setenv("REGKIT_URL", "etcd://"+srv.Endpoint()+"/quickstart")
 	if out := runQuickstart(t); strings.Contains(out, "embedded") {
 		t.Errorf("with REGKIT_URL set the quickstart must not start its own etcd:\n%s", out)

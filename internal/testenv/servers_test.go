@@ -3,7 +3,6 @@
 package testenv
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,9 +14,7 @@ import (
 
 	"github.com/go-zookeeper/zk"
 	consul "github.com/hashicorp/consul/api"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
-	"go.uber.org/zap"
 )
 
 func TestMain(m *testing.M) {
@@ -26,58 +23,6 @@ func TestMain(m *testing.M) {
 
 func since(t *testing.T, what string, start time.Time) {
 	t.Logf("%s took %v", what, time.Since(start).Round(time.Millisecond))
-}
-
-func TestEtcd(t *testing.T) {
-	start := time.Now()
-	e := StartEtcd(t)
-	since(t, "etcd start", start)
-
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{e.Endpoint()},
-		DialTimeout: 5 * time.Second,
-		Logger:      zap.NewNop(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	roundTrip := func(val string) {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if _, err := cli.Put(ctx, "/testenv/k", val); err != nil {
-			t.Fatalf("put: %v", err)
-		}
-		resp, err := cli.Get(ctx, "/testenv/k")
-		if err != nil {
-			t.Fatalf("get: %v", err)
-		}
-		if len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != val {
-			t.Fatalf("get: %v, want %q", resp.Kvs, val)
-		}
-	}
-	roundTrip("v1")
-
-	start = time.Now()
-	e.Restart(t, false)
-	since(t, "etcd restart", start)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := cli.Get(ctx, "/testenv/k")
-	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "v1" {
-		t.Fatalf("after restart: %v %v, want v1 kept", resp, err)
-	}
-	roundTrip("v2")
-
-	start = time.Now()
-	e.Restart(t, true)
-	since(t, "etcd fresh restart", start)
-	resp, err = cli.Get(ctx, "/testenv/k")
-	if err != nil || len(resp.Kvs) != 0 {
-		t.Fatalf("after fresh restart: %v %v, want no key", resp, err)
-	}
-	roundTrip("v3")
 }
 
 type nopZKLogger struct{}

@@ -1,7 +1,9 @@
-// Package testenv starts the real servers the tests run against (an embedded etcd,
-// ZooKeeper, a Consul agent, Polaris) on free loopback ports, and injects faults for
-// real with a TCP fault proxy. A missing server binary fails the test, never skips
-// it: run scripts/install-servers.sh.
+// Package testenv starts the real servers the tests run against (ZooKeeper, a Consul
+// agent, Polaris) on free loopback ports, and injects faults for real with a TCP
+// fault proxy. A missing server binary fails the test, never skips it: run
+// scripts/install-servers.sh. The embedded etcd the etcd tests use is package
+// etcd/embedded/internal/etcdtest, in the etcd/embedded module, so that the etcd
+// server stays out of the root module's requirements.
 package testenv
 
 import (

@@ -6,15 +6,24 @@
 // # Priority
 //
 // The host and the port are resolved independently; for each, the first rule
-// that yields a value wins:
+// that yields a value wins. The environment comes first, as in Dubbo: the
+// deployment (a Kubernetes manifest with the node IP and a NodePort, a VM's NAT
+// mapping) knows the address others can reach, while the program only knows
+// the address it binds.
 //
-//  1. The explicit field: Resolver.Host / Resolver.Port.
-//  2. The environment: REGKIT_REGISTER_HOST / REGKIT_REGISTER_PORT.
-//  3. Dubbo's environment, so existing Kubernetes manifests keep working:
-//     DUBBO_IP_TO_REGISTRY / DUBBO_PORT_TO_REGISTRY.
+//  1. REGKIT_REGISTER_HOST / REGKIT_REGISTER_PORT.
+//  2. Dubbo's DUBBO_IP_TO_REGISTRY / DUBBO_PORT_TO_REGISTRY, so existing
+//     Kubernetes manifests keep working.
+//  3. What the program configured: the host and port given to Advertise (the
+//     Instance's Host and Port, when called by package registry), else the
+//     Resolver's Host / Port fields.
+//
+// Set IgnoreEnvironment to skip rules 1 and 2 (and the REGKIT_PREFERRED_NETWORKS
+// and REGKIT_IGNORED_INTERFACES variables), as tests that pin an address do.
 //
 // For the port nothing else is tried: with none of the above the port is 0,
-// which is not an error (the caller supplies its own port).
+// which Advertise reports as it is (package registry then fails Register with
+// an error naming Port and these variables).
 //
 // For the host, the network interfaces are examined next. Only interfaces that
 // are up, not loopback and not ignored (see IgnoredInterfaces) are considered,
@@ -31,7 +40,7 @@
 //     net.JoinHostPort.
 //  8. Loopback (127.0.0.1, else ::1) but only when AllowLoopback is set.
 //
-// Otherwise Resolve fails with an error wrapping ErrNoAddress that says which
+// Otherwise Advertise and Resolve fail with an error wrapping ErrNoAddress that says which
 // environment variable to set.
 //
 // # Validation
@@ -42,8 +51,9 @@
 // an integer in 1-65535. A host must be an IP address or a DNS name (no spaces,
 // no port, not 0.0.0.0 or ::). A loopback host from the environment
 // (127.0.0.0/8, ::1, "localhost") is refused unless AllowLoopback is set, so
-// that a service never registers an address only it can dial. The explicit
-// Host field is not checked: the program chose it deliberately.
+// that a service never registers an address only it can dial. A configured
+// host (the one given to Advertise, or Resolver.Host) is not checked here: the
+// program chose it deliberately, and package registry validates the instance.
 //
 // PreferredNetworks and IgnoredInterfaces are compiled only when the
 // interfaces are actually examined; an invalid entry is then an error naming it.
@@ -96,12 +106,18 @@ func DefaultIgnoredInterfaces() []string {
 // use and reads the real environment and network interfaces; the function
 // fields exist so that tests (and unusual programs) can substitute them.
 type Resolver struct {
-	// Host, when not empty, is the host to register. It wins over everything
-	// and is used as is.
+	// Host, when not empty, is the host to register unless the environment
+	// overrides it or Advertise is given one. It is used as is.
 	Host string
-	// Port, when not 0, is the port to register. It wins over everything and
-	// must be in 1-65535.
+	// Port, when not 0, is the port to register unless the environment
+	// overrides it or Advertise is given one. It must be in 1-65535.
 	Port int
+	// IgnoreEnvironment makes the resolver read no environment variable:
+	// neither the overrides (REGKIT_REGISTER_*, DUBBO_*_TO_REGISTRY) nor
+	// REGKIT_PREFERRED_NETWORKS and REGKIT_IGNORED_INTERFACES. Tests that pin
+	// an address set it, so that a developer's or CI's environment cannot
+	// change what they register.
+	IgnoreEnvironment bool
 	// PreferredNetworks lists the networks to take the host from, in order
 	// of preference. Each entry is one of:
 	//   - a CIDR prefix ("10.0.0.0/8", "2001:db8::/32") or a single IP
@@ -142,38 +158,63 @@ type Interface struct {
 }
 
 // Default returns a Resolver that reads the process environment and the
-// machine's network interfaces, with no explicit host or port.
+// machine's network interfaces, with no configured host or port.
 func Default() *Resolver { return &Resolver{} }
 
-// Resolve returns the host and port to register, following the priority order
-// described in the package documentation. port is 0 when nothing configures
-// it; host is never empty when err is nil.
+// Advertised is the address to register and where each half came from.
+type Advertised struct {
+	Host string
+	Port int // 0 when nothing set it
+	// HostFrom and PortFrom say where Host and Port came from: the name of an
+	// environment variable (EnvHost, EnvDubboPort, ...), "configured" for the
+	// value the program gave, "interfaces" for an address found on the
+	// network interfaces (loopback included, as the last resort), or "" for a
+	// port nothing set.
+	HostFrom, PortFrom string
+}
+
+// Advertise returns the address to register for a program that configured
+// host and port (either may be empty or 0), following the priority order in
+// the package documentation: the environment overrides each of them on its own,
+// then the configured values, then the Resolver's Host and Port, then (for the
+// host) the network interfaces. An environment value that is set but invalid is
+// an error naming the variable. Advertised.Host is never empty when err is nil.
+func (r *Resolver) Advertise(host string, port int) (Advertised, error) {
+	var a Advertised
+	var err error
+	a.Port, a.PortFrom, err = r.resolvePort(port)
+	if err != nil {
+		return Advertised{}, err
+	}
+	a.Host, a.HostFrom, err = r.resolveHost(host)
+	if err != nil {
+		return Advertised{}, err
+	}
+	return a, nil
+}
+
+// Resolve returns the host and port to register for the Resolver's own Host
+// and Port: Advertise(r.Host, r.Port) without the sources. port is 0 when
+// nothing configures it; host is never empty when err is nil.
 func (r *Resolver) Resolve() (host string, port int, err error) {
-	port, err = r.resolvePort()
+	a, err := r.Advertise("", 0)
 	if err != nil {
 		return "", 0, err
 	}
-	host, err = r.resolveHost()
-	if err != nil {
-		return "", 0, err
-	}
-	return host, port, nil
+	return a.Host, a.Port, nil
 }
 
 func (r *Resolver) getenv(key string) string {
+	if r.IgnoreEnvironment {
+		return ""
+	}
 	if r.Getenv != nil {
 		return r.Getenv(key)
 	}
 	return os.Getenv(key)
 }
 
-func (r *Resolver) resolvePort() (int, error) {
-	if r.Port != 0 {
-		if r.Port < 1 || r.Port > 65535 {
-			return 0, fmt.Errorf("address: Resolver.Port=%d: not a port in 1-65535", r.Port)
-		}
-		return r.Port, nil
-	}
+func (r *Resolver) resolvePort(configured int) (int, string, error) {
 	for _, key := range []string{EnvPort, EnvDubboPort} {
 		raw := r.getenv(key)
 		v := strings.TrimSpace(raw)
@@ -182,17 +223,23 @@ func (r *Resolver) resolvePort() (int, error) {
 		}
 		p, err := strconv.Atoi(v)
 		if err != nil || p < 1 || p > 65535 {
-			return 0, fmt.Errorf("address: %s=%q: not a port in 1-65535", key, raw)
+			return 0, "", fmt.Errorf("address: %s=%q: not a port in 1-65535", key, raw)
 		}
-		return p, nil
+		return p, key, nil
 	}
-	return 0, nil
+	if configured != 0 {
+		return configured, "configured", nil
+	}
+	if r.Port != 0 {
+		if r.Port < 1 || r.Port > 65535 {
+			return 0, "", fmt.Errorf("address: Resolver.Port=%d: not a port in 1-65535", r.Port)
+		}
+		return r.Port, "configured", nil
+	}
+	return 0, "", nil
 }
 
-func (r *Resolver) resolveHost() (string, error) {
-	if r.Host != "" {
-		return r.Host, nil
-	}
+func (r *Resolver) resolveHost(configured string) (string, string, error) {
 	for _, key := range []string{EnvHost, EnvDubboHost} {
 		raw := r.getenv(key)
 		v := strings.TrimSpace(raw)
@@ -201,11 +248,21 @@ func (r *Resolver) resolveHost() (string, error) {
 		}
 		h, err := checkHost(v, r.AllowLoopback)
 		if err != nil {
-			return "", fmt.Errorf("address: %s=%q: %s", key, raw, err)
+			return "", "", fmt.Errorf("address: %s=%q: %s", key, raw, err)
 		}
-		return h, nil
+		return h, key, nil
 	}
-	return r.fromInterfaces()
+	if configured != "" {
+		return configured, "configured", nil
+	}
+	if r.Host != "" {
+		return r.Host, "configured", nil
+	}
+	h, err := r.fromInterfaces()
+	if err != nil {
+		return "", "", err
+	}
+	return h, "interfaces", nil
 }
 
 // checkHost validates a host taken from the environment and returns it in

@@ -50,12 +50,24 @@ func TestResolve(t *testing.T) {
 		noAddr   bool   // error must wrap ErrNoAddress
 	}{
 		// Explicit fields.
-		{name: "explicit host and port win over env", r: Resolver{Host: "svc.example", Port: 8080,
+		// Dubbo's precedence: the deployment's variables override what the program
+		// configured, each half on its own.
+		{name: "env wins over configured host and port", r: Resolver{Host: "svc.example", Port: 8080,
+			Getenv: env(EnvHost, "10.9.9.9", EnvPort, "9090", EnvDubboHost, "10.8.8.8", EnvDubboPort, "7070"), Interfaces: ifs(eth0)},
+			wantHost: "10.9.9.9", wantPort: 9090},
+		{name: "dubbo env wins over configured host and port", r: Resolver{Host: "svc.example", Port: 8080,
+			Getenv: env(EnvDubboHost, "10.8.8.8", EnvDubboPort, "7070"), Interfaces: ifs(eth0)},
+			wantHost: "10.8.8.8", wantPort: 7070},
+		{name: "IgnoreEnvironment keeps the configured address", r: Resolver{Host: "svc.example", Port: 8080, IgnoreEnvironment: true,
 			Getenv: env(EnvHost, "10.9.9.9", EnvPort, "9090", EnvDubboHost, "10.8.8.8", EnvDubboPort, "7070"), Interfaces: ifs(eth0)},
 			wantHost: "svc.example", wantPort: 8080},
+		{name: "IgnoreEnvironment ignores preferred networks from env", r: Resolver{IgnoreEnvironment: true,
+			Getenv: env(EnvPreferredNetworks, "(bad"), Interfaces: ifs(eth0)}, wantHost: "10.1.2.3"},
 		{name: "explicit host, port from env", r: Resolver{Host: "h1", Getenv: env(EnvPort, "9090")},
 			wantHost: "h1", wantPort: 9090},
-		{name: "explicit port, host from env", r: Resolver{Port: 81, Getenv: env(EnvHost, "10.9.9.9", EnvPort, "9090")},
+		{name: "configured port overridden, host from env", r: Resolver{Port: 81, Getenv: env(EnvHost, "10.9.9.9", EnvPort, "9090")},
+			wantHost: "10.9.9.9", wantPort: 9090},
+		{name: "configured port kept when no port variable", r: Resolver{Port: 81, Getenv: env(EnvHost, "10.9.9.9")},
 			wantHost: "10.9.9.9", wantPort: 81},
 		{name: "explicit port out of range", r: Resolver{Host: "h", Port: 70000, Getenv: env()}, wantErr: "Resolver.Port=70000"},
 		{name: "explicit host is not consulted against interfaces", r: Resolver{Host: "h", Getenv: env(EnvPreferredNetworks, "(bad"),
@@ -246,5 +258,35 @@ func TestSystemInterfaces(t *testing.T) {
 	}
 	if err == nil && host == "" {
 		t.Error("Resolve on real interfaces returned empty host without error")
+	}
+}
+
+// TestAdvertiseNodePort is the Kubernetes NodePort case: the program binds pod
+// port 8080 and configures it; the manifest passes the node IP and the NodePort
+// through Dubbo's variables, which must win, each reported with its source.
+func TestAdvertiseNodePort(t *testing.T) {
+	r := &Resolver{Getenv: env(EnvDubboHost, "192.0.2.10", EnvDubboPort, "31080"), Interfaces: ifs(ifc("eth0", "10.244.1.7"))}
+	a, err := r.Advertise("", 8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Advertised{Host: "192.0.2.10", Port: 31080, HostFrom: EnvDubboHost, PortFrom: EnvDubboPort}
+	if a != want {
+		t.Errorf("Advertise = %+v, want %+v", a, want)
+	}
+	// Without the variables the configured port and an interface address are used.
+	r = &Resolver{Getenv: env(), Interfaces: ifs(ifc("eth0", "10.244.1.7"))}
+	a, err = r.Advertise("", 8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = Advertised{Host: "10.244.1.7", Port: 8080, HostFrom: "interfaces", PortFrom: "configured"}
+	if a != want {
+		t.Errorf("Advertise = %+v, want %+v", a, want)
+	}
+	// An invalid variable is an error even when the program configured a value.
+	r = &Resolver{Getenv: env(EnvPort, "http")}
+	if _, err := r.Advertise("h", 8080); err == nil || !strings.Contains(err.Error(), EnvPort) {
+		t.Errorf("Advertise with a bad %s = %v, want an error naming it", EnvPort, err)
 	}
 }

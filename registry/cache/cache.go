@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
 // DefaultStartupWait is how long a first lookup waits for the backend before a
@@ -71,7 +72,7 @@ func WithSnapshotDir(dir string) Option { return func(o *options) { o.dir = dir 
 func WithStartupWait(d time.Duration) Option {
 	return func(o *options) {
 		if d < 0 {
-			o.errs = append(o.errs, fmt.Errorf("cache: WithStartupWait: negative duration %v: %w", d, registry.ErrInvalid))
+			o.errs = append(o.errs, fmt.Errorf("cache: WithStartupWait: negative duration %v: %w", d, driver.ErrInvalid))
 		}
 		o.startupWait = d
 	}
@@ -87,10 +88,10 @@ func WithStartupWait(d time.Duration) Option {
 func WithProtectThreshold(share float64, grace time.Duration) Option {
 	return func(o *options) {
 		if !(share > 0 && share <= 1) {
-			o.errs = append(o.errs, fmt.Errorf("cache: WithProtectThreshold: share %v not in (0, 1]: %w", share, registry.ErrInvalid))
+			o.errs = append(o.errs, fmt.Errorf("cache: WithProtectThreshold: share %v not in (0, 1]: %w", share, driver.ErrInvalid))
 		}
 		if grace < 0 {
-			o.errs = append(o.errs, fmt.Errorf("cache: WithProtectThreshold: negative grace %v: %w", grace, registry.ErrInvalid))
+			o.errs = append(o.errs, fmt.Errorf("cache: WithProtectThreshold: negative grace %v: %w", grace, driver.ErrInvalid))
 		}
 		o.protect, o.share, o.grace = true, share, grace
 	}
@@ -119,11 +120,11 @@ type Cache struct {
 
 var _ registry.Discovery = (*Cache)(nil)
 
-// New returns a Cache over d. It returns an error (matching registry.ErrInvalid)
+// New returns a Cache over d. It returns an error (matching driver.ErrInvalid)
 // for invalid options, or when the snapshot directory cannot be created.
 func New(d registry.Discovery, opts ...Option) (*Cache, error) {
 	if d == nil {
-		return nil, fmt.Errorf("cache: New: nil Discovery: %w", registry.ErrInvalid)
+		return nil, fmt.Errorf("cache: New: nil Discovery: %w", driver.ErrInvalid)
 	}
 	o := options{startupWait: DefaultStartupWait, backoffMin: 100 * time.Millisecond, backoffMax: 5 * time.Second}
 	for _, f := range opts {
@@ -151,10 +152,10 @@ func New(d registry.Discovery, opts ...Option) (*Cache, error) {
 // starts its shared watch and waits for the first snapshot; if ctx ends first it
 // returns the snapshot file's instances marked Stale when there is one (Seq 0),
 // else ctx's error. Later calls answer from memory. After Close it returns
-// registry.ErrClosed.
+// driver.ErrClosed.
 func (c *Cache) Lookup(ctx context.Context, service string) (registry.Snapshot, error) {
 	if c.closed.Load() {
-		return registry.Snapshot{}, registry.ErrClosed
+		return registry.Snapshot{}, driver.ErrClosed
 	}
 	if e := (*c.entries.Load())[service]; e != nil {
 		if st := e.cur.Load(); st != nil {
@@ -182,9 +183,9 @@ func (c *Cache) lookupSlow(ctx context.Context, service string) (registry.Snapsh
 		if e.err != nil {
 			return registry.Snapshot{}, e.err
 		}
-		return registry.Snapshot{}, registry.ErrClosed
+		return registry.Snapshot{}, driver.ErrClosed
 	case <-c.life.Done():
-		return registry.Snapshot{}, registry.ErrClosed
+		return registry.Snapshot{}, driver.ErrClosed
 	case <-ctx.Done():
 		if st := e.cur.Load(); st != nil {
 			return st.snap, nil
@@ -198,7 +199,7 @@ func (c *Cache) lookupSlow(ctx context.Context, service string) (registry.Snapsh
 
 // Instances returns the instances of Lookup's snapshot (shared: do not modify),
 // sorted by ID; stale ones during an outage.
-func (c *Cache) Instances(ctx context.Context, service string) ([]registry.Instance, error) {
+func (c *Cache) Instances(ctx context.Context, service string) ([]driver.Instance, error) {
 	s, err := c.Lookup(ctx, service)
 	if err != nil {
 		return nil, err
@@ -220,11 +221,11 @@ func (c *Cache) Protected(service string) bool {
 
 // Watch follows service through the Cache's single shared watch of it. Next
 // returns the current snapshot on its first call (waiting for the first one),
-// then the first one newer than the last returned. It returns registry.ErrClosed
+// then the first one newer than the last returned. It returns driver.ErrClosed
 // once the Watcher or the Cache is closed or ctx is done.
 func (c *Cache) Watch(ctx context.Context, service string) (registry.Watcher, error) {
 	if c.closed.Load() {
-		return nil, registry.ErrClosed
+		return nil, driver.ErrClosed
 	}
 	e, err := c.entry(service)
 	if err != nil {
@@ -235,7 +236,7 @@ func (c *Cache) Watch(ctx context.Context, service string) (registry.Watcher, er
 }
 
 // Close stops every watch the Cache started and waits for its goroutines. It is
-// idempotent; afterwards every call returns registry.ErrClosed.
+// idempotent; afterwards every call returns driver.ErrClosed.
 func (c *Cache) Close() error {
 	c.mu.Lock()
 	c.closed.Store(true)
@@ -250,7 +251,7 @@ func (c *Cache) entry(service string) (*entry, error) {
 	if e := (*c.entries.Load())[service]; e != nil {
 		return e, nil
 	}
-	if err := registry.ValidServiceName(service); err != nil {
+	if err := driver.ValidServiceName(service); err != nil {
 		return nil, err
 	}
 	var file *registry.Snapshot
@@ -264,7 +265,7 @@ func (c *Cache) entry(service string) (*entry, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed.Load() {
-		return nil, registry.ErrClosed
+		return nil, driver.ErrClosed
 	}
 	old := *c.entries.Load()
 	if e := old[service]; e != nil {
@@ -360,7 +361,7 @@ func (w *watcher) Next(ctx context.Context) (registry.Snapshot, error) {
 	defer w.mu.Unlock()
 	for {
 		if w.ctx.Err() != nil || w.c.closed.Load() {
-			return registry.Snapshot{}, registry.ErrClosed
+			return registry.Snapshot{}, driver.ErrClosed
 		}
 		st, ch := w.e.wait()
 		if st != nil && st.snap.Seq > w.lastSeq {
@@ -372,9 +373,9 @@ func (w *watcher) Next(ctx context.Context) (registry.Snapshot, error) {
 		case <-ctx.Done():
 			return registry.Snapshot{}, ctx.Err()
 		case <-w.ctx.Done():
-			return registry.Snapshot{}, registry.ErrClosed
+			return registry.Snapshot{}, driver.ErrClosed
 		case <-w.c.life.Done():
-			return registry.Snapshot{}, registry.ErrClosed
+			return registry.Snapshot{}, driver.ErrClosed
 		case <-w.e.done:
 			if st2 := w.e.cur.Load(); st2 != nil && st2.snap.Seq > w.lastSeq {
 				continue
@@ -382,7 +383,7 @@ func (w *watcher) Next(ctx context.Context) (registry.Snapshot, error) {
 			if w.e.err != nil {
 				return registry.Snapshot{}, w.e.err
 			}
-			return registry.Snapshot{}, registry.ErrClosed
+			return registry.Snapshot{}, driver.ErrClosed
 		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/regkit/regkit/internal/poll"
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/cache"
+	"github.com/regkit/regkit/registry/driver"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -49,7 +50,7 @@ func (f *fakeDiscovery) Watch(ctx context.Context, service string) (registry.Wat
 
 // Publish sends s to every watcher of s.Service, and to later ones.
 func (f *fakeDiscovery) Publish(s registry.Snapshot) {
-	registry.SortInstances(s.Instances)
+	driver.SortInstances(s.Instances)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.current == nil {

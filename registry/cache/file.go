@@ -9,14 +9,15 @@ import (
 	"time"
 
 	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
 // fileSnapshot is the JSON form of a persisted snapshot.
 type fileSnapshot struct {
-	Service   string              `json:"service"`
-	Saved     time.Time           `json:"saved"` // the snapshot's LastGood
-	Revision  uint64              `json:"revision"`
-	Instances []registry.Instance `json:"instances"`
+	Service   string            `json:"service"`
+	Saved     time.Time         `json:"saved"` // the snapshot's LastGood
+	Revision  uint64            `json:"revision"`
+	Instances []driver.Instance `json:"instances"`
 }
 
 // filePath names the file of service; ':' (allowed in service names) is escaped
@@ -69,7 +70,7 @@ func (c *Cache) loadFile(service string) (*registry.Snapshot, error) {
 	if f.Service != service {
 		return nil, fmt.Errorf("%s: holds service %q", c.filePath(service), f.Service)
 	}
-	registry.SortInstances(f.Instances)
+	driver.SortInstances(f.Instances)
 	return &registry.Snapshot{Service: service, Instances: f.Instances, Revision: f.Revision,
 		Stale: true, Err: errNoAnswer, LastGood: f.Saved}, nil
 }

@@ -7,10 +7,11 @@ import (
 	"time"
 
 	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
 // errNoAnswer is the Err of snapshots served from a file before the backend answered.
-var errNoAnswer = fmt.Errorf("cache: no answer from the backend yet, serving the snapshot file: %w", registry.ErrUnavailable)
+var errNoAnswer = fmt.Errorf("cache: no answer from the backend yet, serving the snapshot file: %w", driver.ErrUnavailable)
 
 // loop is the state of one service's watch loop; only its goroutine touches it.
 type loop struct {
@@ -62,8 +63,8 @@ func (c *Cache) run(e *entry) error {
 
 // permanent reports errors after which watching again is pointless.
 func permanent(err error) bool {
-	return errors.Is(err, registry.ErrClosed) || errors.Is(err, registry.ErrInvalid) ||
-		errors.Is(err, registry.ErrNotSupported)
+	return errors.Is(err, driver.ErrClosed) || errors.Is(err, driver.ErrInvalid) ||
+		errors.Is(err, driver.ErrNotSupported)
 }
 
 // sleep waits d while still handling timers; false if the Cache closed.
@@ -196,7 +197,7 @@ func (l *loop) accept(s registry.Snapshot) {
 }
 
 // dropShare is the share of old's instances (by ID) missing from new.
-func dropShare(old, new []registry.Instance) float64 {
+func dropShare(old, new []driver.Instance) float64 {
 	if len(old) == 0 {
 		return 0
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 	"go.uber.org/goleak"
 )
 
@@ -28,8 +29,8 @@ func RunRegistry(t *testing.T, h Harness) {
 	t.Run("CloseReleasesEverything", func(t *testing.T) { testCloseLeaks(t, &h) })
 }
 
-func inst(service, id string, port int) registry.Instance {
-	return registry.Instance{Service: service, ID: id, Host: "127.0.0.1", Port: port, Zone: "z1",
+func inst(service, id string, port int) driver.Instance {
+	return driver.Instance{Service: service, ID: id, Host: "127.0.0.1", Port: port, Zone: "z1",
 		Metadata: map[string]string{"version": "v1", "id": id}}
 }
 
@@ -39,29 +40,29 @@ func testValidation(t *testing.T, h *Harness) {
 	ctx := ctxT(t, h.timeout())
 	cases := []struct {
 		name  string
-		in    registry.Instance
+		in    driver.Instance
 		field string
 	}{
-		{"empty service", registry.Instance{Host: "10.0.0.1", Port: 80}, "Service"},
-		{"bad service chars", registry.Instance{Service: "a/b", Host: "10.0.0.1", Port: 80}, "Service"},
-		{"port too big", registry.Instance{Service: "svc", Host: "10.0.0.1", Port: 70000}, "Port"},
-		{"negative port", registry.Instance{Service: "svc", Host: "10.0.0.1", Port: -1}, "Port"},
-		{"negative weight", registry.Instance{Service: "svc", Host: "10.0.0.1", Port: 80, Weight: -5}, "Weight"},
-		{"id with slash", registry.Instance{Service: "svc", ID: "a/b", Host: "10.0.0.1", Port: 80}, "ID"},
-		{"empty metadata key", registry.Instance{Service: "svc", Host: "10.0.0.1", Port: 80, Metadata: map[string]string{"": "x"}}, "Metadata"},
+		{"empty service", driver.Instance{Host: "10.0.0.1", Port: 80}, "Service"},
+		{"bad service chars", driver.Instance{Service: "a/b", Host: "10.0.0.1", Port: 80}, "Service"},
+		{"port too big", driver.Instance{Service: "svc", Host: "10.0.0.1", Port: 70000}, "Port"},
+		{"negative port", driver.Instance{Service: "svc", Host: "10.0.0.1", Port: -1}, "Port"},
+		{"negative weight", driver.Instance{Service: "svc", Host: "10.0.0.1", Port: 80, Weight: -5}, "Weight"},
+		{"id with slash", driver.Instance{Service: "svc", ID: "a/b", Host: "10.0.0.1", Port: 80}, "ID"},
+		{"empty metadata key", driver.Instance{Service: "svc", Host: "10.0.0.1", Port: 80, Metadata: map[string]string{"": "x"}}, "Metadata"},
 	}
 	for _, tc := range cases {
 		_, err := c.Register(ctx, tc.in)
-		var fe *registry.FieldError
-		if !errors.Is(err, registry.ErrInvalid) || !errors.As(err, &fe) || fe.Field != tc.field {
+		var fe *driver.FieldError
+		if !errors.Is(err, driver.ErrInvalid) || !errors.As(err, &fe) || fe.Field != tc.field {
 			t.Errorf("%s: Register(%+v) = %v, want a FieldError for %s", tc.name, tc.in, err, tc.field)
 		}
 	}
 	for _, svc := range []string{"", "a b", "x/y"} {
-		if _, err := c.Instances(ctx, svc); !errors.Is(err, registry.ErrInvalid) {
+		if _, err := c.Instances(ctx, svc); !errors.Is(err, driver.ErrInvalid) {
 			t.Errorf("Instances(%q) = %v, want ErrInvalid", svc, err)
 		}
-		if _, err := c.Watch(ctx, svc); !errors.Is(err, registry.ErrInvalid) {
+		if _, err := c.Watch(ctx, svc); !errors.Is(err, driver.ErrInvalid) {
 			t.Errorf("Watch(%q) = %v, want ErrInvalid", svc, err)
 		}
 	}
@@ -81,8 +82,8 @@ func testRegisterLookup(t *testing.T, h *Harness) {
 		t.Fatalf("Register: %v", err)
 	}
 	want1 := r1.Instance()
-	if want1.ID != "127.0.0.1:8081" || want1.Weight != registry.DefaultWeight {
-		t.Errorf("defaults: ID=%q Weight=%d, want 127.0.0.1:8081 and %d", want1.ID, want1.Weight, registry.DefaultWeight)
+	if want1.ID != "127.0.0.1:8081" || want1.Weight != driver.DefaultWeight {
+		t.Errorf("defaults: ID=%q Weight=%d, want 127.0.0.1:8081 and %d", want1.ID, want1.Weight, driver.DefaultWeight)
 	}
 	in2 := inst("orders", "o2", 8082)
 	in2.Weight = 7
@@ -101,8 +102,8 @@ func testRegisterLookup(t *testing.T, h *Harness) {
 		if len(got) != 2 {
 			return fmt.Errorf("got %v", ids(got))
 		}
-		for _, w := range []registry.Instance{r2.Instance(), want1} {
-			i := slices.IndexFunc(got, func(g registry.Instance) bool { return g.ID == w.ID })
+		for _, w := range []driver.Instance{r2.Instance(), want1} {
+			i := slices.IndexFunc(got, func(g driver.Instance) bool { return g.ID == w.ID })
 			if i < 0 {
 				return fmt.Errorf("%s missing from %v", w.ID, ids(got))
 			}
@@ -120,7 +121,7 @@ func testRegisterLookup(t *testing.T, h *Harness) {
 	if err := r1.Deregister(ctx); err != nil {
 		t.Fatalf("Deregister: %v", err)
 	}
-	if err := r1.Deregister(ctx); !errors.Is(err, registry.ErrClosed) {
+	if err := r1.Deregister(ctx); !errors.Is(err, driver.ErrClosed) {
 		t.Errorf("second Deregister = %v, want ErrClosed", err)
 	}
 	if r1.State() != registry.Deregistered {
@@ -198,7 +199,7 @@ func testWatchChanges(t *testing.T, h *Harness) {
 	// The final view equals what a fresh client reads from the server.
 	fresh := h.open(t, ns)
 	got, err := fresh.Instances(ctx, "pay")
-	if err != nil || !slices.EqualFunc(got, last.Instances, registry.Instance.Equal) {
+	if err != nil || !slices.EqualFunc(got, last.Instances, driver.Instance.Equal) {
 		t.Fatalf("server view %+v (%v) != watch view %+v", got, err, last.Instances)
 	}
 	_ = r1
@@ -333,7 +334,7 @@ func testRestart(t *testing.T, h *Harness) {
 		if err != nil {
 			return err
 		}
-		if !slices.EqualFunc(got, last.Instances, registry.Instance.Equal) {
+		if !slices.EqualFunc(got, last.Instances, driver.Instance.Equal) {
 			return fmt.Errorf("server %v, watch %v", ids(got), ids(last.Instances))
 		}
 		return nil
@@ -413,13 +414,13 @@ func testCloseLeaks(t *testing.T, h *Harness) {
 	if err := c.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	if _, err := w.Next(ctx); !errors.Is(err, registry.ErrClosed) {
+	if _, err := w.Next(ctx); !errors.Is(err, driver.ErrClosed) {
 		t.Errorf("Next after Close = %v, want ErrClosed", err)
 	}
 	if r.State() != registry.Deregistered {
 		t.Errorf("registration state after Close = %v", r.State())
 	}
-	if _, err := c.Register(ctx, inst("leak", "k2", 7302)); !errors.Is(err, registry.ErrClosed) {
+	if _, err := c.Register(ctx, inst("leak", "k2", 7302)); !errors.Is(err, driver.ErrClosed) {
 		t.Errorf("Register after Close = %v, want ErrClosed", err)
 	}
 	goleak.VerifyNone(t, opts...)

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
 // RunStore runs the coordination-store conformance suite. Cases the backend's
@@ -43,7 +44,7 @@ func RunStore(t *testing.T, h Harness) {
 	})
 }
 
-func caps(t *testing.T, h *Harness) registry.Capabilities {
+func caps(t *testing.T, h *Harness) driver.Capabilities {
 	c := h.open(t, namespace(t))
 	return c.Capabilities()
 }
@@ -68,21 +69,21 @@ func testNotSupported(t *testing.T, h *Harness) {
 	cp := c.Capabilities()
 	st := c.Store()
 	if !cp.Store {
-		if _, err := st.Get(ctx, "/x"); !errors.Is(err, registry.ErrNotSupported) {
+		if _, err := st.Get(ctx, "/x"); !errors.Is(err, driver.ErrNotSupported) {
 			t.Errorf("Get on a backend without store = %v, want ErrNotSupported", err)
 		}
 	}
 	if !cp.Sessions {
-		if _, err := c.NewSession(ctx); !errors.Is(err, registry.ErrNotSupported) {
+		if _, err := c.NewSession(ctx); !errors.Is(err, driver.ErrNotSupported) {
 			t.Errorf("NewSession without sessions = %v, want ErrNotSupported", err)
 		}
 	}
 	if cp.Store && !cp.Sequential {
-		if _, err := st.Create(ctx, "/seq/n-", nil, registry.Sequential()); !errors.Is(err, registry.ErrNotSupported) {
+		if _, err := st.Create(ctx, "/seq/n-", nil, registry.Sequential()); !errors.Is(err, driver.ErrNotSupported) {
 			t.Errorf("sequential Create = %v, want ErrNotSupported", err)
 		}
 	}
-	if _, err := st.Get(ctx, "no-slash"); cp.Store && !errors.Is(err, registry.ErrInvalid) {
+	if _, err := st.Get(ctx, "no-slash"); cp.Store && !errors.Is(err, driver.ErrInvalid) {
 		t.Errorf("Get(no-slash) = %v, want ErrInvalid", err)
 	}
 }
@@ -103,24 +104,24 @@ func testCRUD(t *testing.T, h *Harness) {
 			t.Errorf("parent %s: %v", p, err)
 		}
 	}
-	if _, err := st.Create(ctx, "/app/config/db", []byte("again")); !errors.Is(err, registry.ErrExists) {
+	if _, err := st.Create(ctx, "/app/config/db", []byte("again")); !errors.Is(err, driver.ErrExists) {
 		t.Errorf("second Create = %v, want ErrExists", err)
 	}
 	got, err := st.Get(ctx, "/app/config/db")
 	if err != nil || string(got.Value) != "v1" || got.Version != n.Version {
 		t.Fatalf("Get = %+v, %v", got, err)
 	}
-	if _, err := st.Set(ctx, "/app/config/db", []byte("x"), got.Version+1000); !errors.Is(err, registry.ErrVersionConflict) {
+	if _, err := st.Set(ctx, "/app/config/db", []byte("x"), got.Version+1000); !errors.Is(err, driver.ErrVersionConflict) {
 		t.Errorf("Set with wrong version = %v, want ErrVersionConflict", err)
 	}
 	n2, err := st.Set(ctx, "/app/config/db", []byte("v2"), got.Version)
 	if err != nil || n2.Version == got.Version || n2.CreateRevision != n.CreateRevision {
 		t.Fatalf("Set = %+v, %v (version must change, create revision must not)", n2, err)
 	}
-	if _, err := st.Set(ctx, "/app/config/db", []byte("v3"), registry.AnyVersion); err != nil {
+	if _, err := st.Set(ctx, "/app/config/db", []byte("v3"), driver.AnyVersion); err != nil {
 		t.Errorf("unconditional Set: %v", err)
 	}
-	if _, err := st.Set(ctx, "/app/nothing", []byte("x"), registry.AnyVersion); !errors.Is(err, registry.ErrNotFound) {
+	if _, err := st.Set(ctx, "/app/nothing", []byte("x"), driver.AnyVersion); !errors.Is(err, driver.ErrNotFound) {
 		t.Errorf("Set missing = %v, want ErrNotFound", err)
 	}
 	if _, err := st.Create(ctx, "/app/config/cache", nil); err != nil {
@@ -130,7 +131,7 @@ func testCRUD(t *testing.T, h *Harness) {
 	if err != nil || !slices.Equal(kids, []string{"cache", "db"}) {
 		t.Errorf("Children = %v, %v; want [cache db]", kids, err)
 	}
-	if _, err := st.Children(ctx, "/nope"); !errors.Is(err, registry.ErrNotFound) {
+	if _, err := st.Children(ctx, "/nope"); !errors.Is(err, driver.ErrNotFound) {
 		t.Errorf("Children of missing = %v, want ErrNotFound", err)
 	}
 	tree, err := st.Tree(ctx, "/app")
@@ -144,21 +145,21 @@ func testCRUD(t *testing.T, h *Harness) {
 	if !slices.Equal(keys, []string{"/app", "/app/config", "/app/config/cache", "/app/config/db"}) {
 		t.Errorf("Tree keys = %v", keys)
 	}
-	if err := st.Delete(ctx, "/app"); !errors.Is(err, registry.ErrNotEmpty) {
+	if err := st.Delete(ctx, "/app"); !errors.Is(err, driver.ErrNotEmpty) {
 		t.Errorf("Delete non-empty = %v, want ErrNotEmpty", err)
 	}
-	if err := st.Delete(ctx, "/app/config/cache", registry.IfVersion(-12345)); !errors.Is(err, registry.ErrVersionConflict) {
+	if err := st.Delete(ctx, "/app/config/cache", registry.IfVersion(-12345)); !errors.Is(err, driver.ErrVersionConflict) {
 		t.Errorf("Delete with wrong version = %v, want ErrVersionConflict", err)
 	}
 	if err := st.Delete(ctx, "/app", registry.Recursive()); err != nil {
 		t.Fatalf("recursive Delete: %v", err)
 	}
 	for _, k := range keys {
-		if _, err := st.Get(ctx, k); !errors.Is(err, registry.ErrNotFound) {
+		if _, err := st.Get(ctx, k); !errors.Is(err, driver.ErrNotFound) {
 			t.Errorf("after recursive delete, Get(%s) = %v", k, err)
 		}
 	}
-	if err := st.Delete(ctx, "/app"); !errors.Is(err, registry.ErrNotFound) {
+	if err := st.Delete(ctx, "/app"); !errors.Is(err, driver.ErrNotFound) {
 		t.Errorf("Delete missing = %v, want ErrNotFound", err)
 	}
 }
@@ -186,7 +187,7 @@ func testCASRace(t *testing.T, h *Harness) {
 				}
 				v, _ := strconv.Atoi(string(n.Value))
 				_, err = c.Store().Set(ctx, "/counter", []byte(strconv.Itoa(v+1)), n.Version)
-				if errors.Is(err, registry.ErrVersionConflict) {
+				if errors.Is(err, driver.ErrVersionConflict) {
 					continue
 				}
 				if err != nil {
@@ -213,7 +214,7 @@ func testSequential(t *testing.T, h *Harness) {
 	ctx := ctxT(t, 3*h.timeout())
 	const workers, each = 4, 3
 	var mu sync.Mutex
-	var nodes []registry.Node
+	var nodes []driver.Node
 	var wg sync.WaitGroup
 	for range workers {
 		c := h.open(t, ns)
@@ -245,7 +246,7 @@ func testSequential(t *testing.T, h *Harness) {
 		seen[n.Key] = true
 	}
 	// Key order, creation order and CreateRevision order agree.
-	slices.SortFunc(nodes, func(a, b registry.Node) int { return strings.Compare(a.Key, b.Key) })
+	slices.SortFunc(nodes, func(a, b driver.Node) int { return strings.Compare(a.Key, b.Key) })
 	for i := 1; i < len(nodes); i++ {
 		if nodes[i].CreateRevision <= nodes[i-1].CreateRevision {
 			t.Errorf("%s has CreateRevision %d after %s with %d", nodes[i].Key, nodes[i].CreateRevision, nodes[i-1].Key, nodes[i-1].CreateRevision)
@@ -279,9 +280,9 @@ func testEphemeral(t *testing.T, h *Harness) {
 	if err != nil || got.Session != sess.ID() {
 		t.Fatalf("other client Get = %+v, %v", got, err)
 	}
-	var states []registry.SessionState
+	var states []driver.SessionState
 	var smu sync.Mutex
-	stop := sess.Listen(func(s registry.SessionState) { smu.Lock(); states = append(states, s); smu.Unlock() })
+	stop := sess.Listen(func(s driver.SessionState) { smu.Lock(); states = append(states, s); smu.Unlock() })
 	defer stop()
 	if err := sess.Close(ctx); err != nil {
 		t.Fatal(err)
@@ -291,12 +292,12 @@ func testEphemeral(t *testing.T, h *Harness) {
 	default:
 		t.Fatal("Done not closed after Close")
 	}
-	if !errors.Is(sess.Err(), registry.ErrClosed) {
+	if !errors.Is(sess.Err(), driver.ErrClosed) {
 		t.Errorf("Err after Close = %v, want ErrClosed", sess.Err())
 	}
 	h.gone(t, ctx, b, "/members/a", "ephemeral key gone with its session")
 	smu.Lock()
-	if !slices.Contains(states, registry.StateClosed) {
+	if !slices.Contains(states, driver.StateClosed) {
 		t.Errorf("listener saw %v, want closed", states)
 	}
 	smu.Unlock()
@@ -322,8 +323,8 @@ func testStoreSessionLost(t *testing.T, h *Harness) {
 	}
 	lost := make(chan struct{})
 	var once sync.Once
-	stop := sess.Listen(func(s registry.SessionState) {
-		if s == registry.StateLost {
+	stop := sess.Listen(func(s driver.SessionState) {
+		if s == driver.StateLost {
 			once.Do(func() { close(lost) })
 		}
 	})
@@ -337,7 +338,7 @@ func testStoreSessionLost(t *testing.T, h *Harness) {
 	case <-ctx.Done():
 		t.Fatal("session Done not closed after expiry")
 	}
-	if !errors.Is(sess.Err(), registry.ErrSessionLost) {
+	if !errors.Is(sess.Err(), driver.ErrSessionLost) {
 		t.Errorf("Err = %v, want ErrSessionLost", sess.Err())
 	}
 	select {
@@ -372,7 +373,7 @@ func nextChange(t *testing.T, h *Harness, w *registry.TreeWatcher, what string, 
 	}
 }
 
-func keysOf(nodes []registry.Node) []string {
+func keysOf(nodes []driver.Node) []string {
 	var out []string
 	for _, n := range nodes {
 		out = append(out, n.Key)
@@ -407,7 +408,7 @@ func testTreeWatch(t *testing.T, h *Harness) {
 		}
 		return nil
 	})
-	if _, err := a.Store().Set(ctx, "/w/one", []byte("1b"), registry.AnyVersion); err != nil {
+	if _, err := a.Store().Set(ctx, "/w/one", []byte("1b"), driver.AnyVersion); err != nil {
 		t.Fatal(err)
 	}
 	nextChange(t, h, w, "updated", func(tc registry.TreeChange) error {
@@ -432,7 +433,7 @@ func testTreeWatch(t *testing.T, h *Harness) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.Next(ctx); !errors.Is(err, registry.ErrClosed) {
+	if _, err := w.Next(ctx); !errors.Is(err, driver.ErrClosed) {
 		t.Errorf("Next after Close = %v, want ErrClosed", err)
 	}
 }
@@ -459,7 +460,7 @@ func testTreeWatchFault(t *testing.T, h *Harness, fault func() (heal func())) {
 	heal()
 	h.eventually(t, "create after the fault", func() error {
 		_, err := a.Store().Create(ctx, "/f/two", nil)
-		if errors.Is(err, registry.ErrExists) {
+		if errors.Is(err, driver.ErrExists) {
 			return nil
 		}
 		return err
@@ -511,7 +512,7 @@ func testPersistentNode(t *testing.T, h *Harness) {
 	h.ExpireSession(t, a)
 	h.eventually(t, "persistent node re-created under a new session after expiry", present("v1", first.Session))
 
-	if err := b.Store().Delete(ctx, "/pn/member"); err != nil && !errors.Is(err, registry.ErrNotFound) {
+	if err := b.Store().Delete(ctx, "/pn/member"); err != nil && !errors.Is(err, driver.ErrNotFound) {
 		t.Fatal(err)
 	}
 	h.eventually(t, "persistent node re-created after a delete", present("v1", ""))
@@ -529,7 +530,7 @@ func testPersistentNode(t *testing.T, h *Harness) {
 func (h *Harness) gone(t *testing.T, ctx context.Context, c *registry.Client, key, what string) {
 	t.Helper()
 	h.eventually(t, what, func() error {
-		if n, err := c.Store().Get(ctx, key); !errors.Is(err, registry.ErrNotFound) {
+		if n, err := c.Store().Get(ctx, key); !errors.Is(err, driver.ErrNotFound) {
 			return fmt.Errorf("Get(%s) = %+v, %v; want ErrNotFound", key, n, err)
 		}
 		return nil

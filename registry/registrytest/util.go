@@ -11,6 +11,7 @@ import (
 
 	"github.com/regkit/regkit/internal/poll"
 	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 )
 
 var nsCounter atomic.Int64
@@ -62,7 +63,7 @@ func (h *Harness) nextUntil(t testing.TB, w registry.Watcher, what string, ok fu
 	}
 }
 
-func ids(list []registry.Instance) []string {
+func ids(list []driver.Instance) []string {
 	out := make([]string, len(list))
 	for i, in := range list {
 		out[i] = in.ID

@@ -1,4 +1,4 @@
-package etcd_test
+package etcdtest_test
 
 import (
 	"context"
@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/regkit/regkit/internal/testenv"
+	"github.com/regkit/regkit/etcd/embedded/internal/etcdtest"
 	"github.com/regkit/regkit/registry"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -58,7 +58,7 @@ func registerAndList(t *testing.T, c *registry.Client, service string) {
 // user info and WithCredentials log in; no, wrong or too weak credentials are
 // ErrPermission, and a refused first registration fails at once instead of retrying.
 func TestAuth(t *testing.T) {
-	srv := testenv.StartEtcd(t)
+	srv := etcdtest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	admin, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.Endpoint()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
@@ -138,7 +138,7 @@ func TestTLS(t *testing.T) {
 	writePEM(t, filepath.Join(dir, "server-key.pem"), "EC PRIVATE KEY", srvKey)
 	cliCert, cliKey := newLeaf(t, ca, caKey, "regkit-client", x509.ExtKeyUsageClientAuth)
 
-	srv := testenv.StartEtcd(t, testenv.WithEtcdConfig(func(cfg *embed.Config) {
+	srv := etcdtest.Start(t, etcdtest.WithConfig(func(cfg *embed.Config) {
 		for i := range cfg.ListenClientUrls {
 			cfg.ListenClientUrls[i].Scheme = "https"
 		}

@@ -1,11 +1,14 @@
-package etcd_test
+package etcdtest_test
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"testing"
 	"time"
 
-	_ "github.com/regkit/regkit/etcd"
+	"github.com/regkit/regkit/etcd"
+	"github.com/regkit/regkit/etcd/embedded/internal/etcdtest"
 	"github.com/regkit/regkit/internal/testenv"
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/registrytest"
@@ -25,13 +28,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m, leakOpts...) }
 // env is a real embedded etcd, a fault proxy in front of it, and an admin client
 // that talks to the server directly (never through the proxy).
 type env struct {
-	srv   *testenv.Etcd
+	srv   *etcdtest.Server
 	proxy *testenv.Proxy
 	admin *clientv3.Client
 }
 
-func newEnv(t *testing.T, opts ...testenv.EtcdOption) *env {
-	srv := testenv.StartEtcd(t, opts...)
+func newEnv(t *testing.T, opts ...etcdtest.Option) *env {
+	srv := etcdtest.Start(t, opts...)
 	proxy := testenv.NewProxy(t, srv.Endpoint())
 	admin, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.Endpoint()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
@@ -88,3 +91,38 @@ func (e *env) harness() registrytest.Harness {
 func TestRegistryConformance(t *testing.T) { registrytest.RunRegistry(t, newEnv(t).harness()) }
 
 func TestStoreConformance(t *testing.T) { registrytest.RunStore(t, newEnv(t).harness()) }
+
+// New wraps a client the caller holds: its typed options apply, the logger option
+// is honoured, another backend's option is rejected before any I/O, and Close
+// leaves the caller's client open.
+func TestNew(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := etcd.New(e.admin, registry.DriverOption("consul.WithTags", 1)); !errors.Is(err, registry.ErrInvalid) {
+		t.Fatalf("New with another backend's option = %v, want ErrInvalid", err)
+	}
+	if _, err := etcd.New(e.admin, etcd.WithLeaseTTL(time.Second)); !errors.Is(err, registry.ErrInvalid) {
+		t.Fatalf("New with a 1s lease = %v, want ErrInvalid", err)
+	}
+	c, err := etcd.New(e.admin, etcd.WithPrefix("/direct"), etcd.WithLeaseTTL(5*time.Second),
+		registry.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := c.Register(ctx, registry.Instance{Service: "svc", Host: "10.0.0.1", Port: 80})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := e.admin.Get(ctx, "/direct/services/svc/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil || resp.Count != 1 {
+		t.Fatalf("under /direct: %v, %v", resp, err)
+	}
+	_ = reg.Close()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.admin.Get(ctx, "/direct"); err != nil {
+		t.Fatalf("the caller's client was closed: %v", err)
+	}
+}

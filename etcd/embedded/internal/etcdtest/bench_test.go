@@ -1,4 +1,4 @@
-package etcd_test
+package etcdtest_test
 
 import (
 	"context"
@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/regkit/regkit/etcd/embedded/internal/etcdtest"
 	"github.com/regkit/regkit/internal/latency"
-	"github.com/regkit/regkit/internal/testenv"
 	"github.com/regkit/regkit/registry"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -19,7 +19,7 @@ import (
 // the same server in the same run. Each iteration also removes the instance again,
 // outside the measured time. Run with -benchtime=200x for stable percentiles.
 func BenchmarkRegisterToWatch(b *testing.B) {
-	srv := testenv.StartEtcd(b)
+	srv := etcdtest.Start(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 

@@ -1,17 +1,15 @@
-package registry
+package driver
 
 import (
 	"context"
 	"crypto/tls"
 	"log/slog"
 	"net/url"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 )
-
-// This file is the contract between package registry and its backends, in the spirit
-// of database/sql/driver: a backend only translates; re-registration, watch re-arming,
-// re-list and diff, staleness, sharing and validation live in package registry.
-// Users never call these interfaces directly.
 
 // Driver opens connections to one kind of backend. A backend registers its Driver
 // under a URL scheme with Register, usually from its package's init.
@@ -22,14 +20,86 @@ type Driver interface {
 	Open(ctx context.Context, u *url.URL, cfg Config) (Conn, error)
 }
 
-// Config is what the functional options of Open set, for drivers to read.
+var (
+	driversMu sync.RWMutex
+	drivers   = map[string]Driver{}
+)
+
+// Register makes a driver available to registry.Open under a URL scheme ("etcd",
+// "zk", ...). It is meant for a backend's init; it panics if the driver is nil or
+// the scheme is taken, as database/sql.Register does.
+func Register(scheme string, d Driver) {
+	driversMu.Lock()
+	defer driversMu.Unlock()
+	if d == nil {
+		panic("registry/driver: Register driver is nil")
+	}
+	if _, dup := drivers[scheme]; dup {
+		panic("registry/driver: Register called twice for scheme " + scheme)
+	}
+	drivers[scheme] = d
+}
+
+// Lookup returns the driver registered under scheme.
+func Lookup(scheme string) (Driver, bool) {
+	driversMu.RLock()
+	defer driversMu.RUnlock()
+	d, ok := drivers[scheme]
+	return d, ok
+}
+
+// Schemes returns the sorted schemes of the registered drivers.
+func Schemes() []string {
+	driversMu.RLock()
+	defer driversMu.RUnlock()
+	out := make([]string, 0, len(drivers))
+	for s := range drivers {
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Config is what the functional options of registry.Open (and of the backends' New
+// constructors) set, for drivers to read.
 type Config struct {
-	Logger   *slog.Logger // never nil; discards below Warn unless WithLogger was given
+	Logger   *slog.Logger // never nil; discards below Warn unless registry.WithLogger was given
 	TLS      *tls.Config  // nil: plain connections
-	Username string       // from WithCredentials (or the URL's user info)
+	Username string       // from registry.WithCredentials (or the URL's user info)
 	Password string
-	// DriverOptions are backend-specific settings given with WithDriverOption.
-	DriverOptions map[string]any
+	// Options are the backend-specific options, in the order given; a driver reads
+	// its own with ApplyOptions, which rejects those of other backends.
+	Options []Option
+}
+
+// Option is one backend-specific option. A backend package's typed WithX function
+// makes it through registry.DriverOption, so that users pass it to registry.Open or
+// the backend's New like any other registry.Option.
+type Option struct {
+	// Name is how users wrote the option ("consul.WithTags"), for error messages.
+	Name string
+	// Value is the backend's own value; its type (unexported in the backend package)
+	// tells the backends' options apart.
+	Value any
+}
+
+// ApplyOptions calls apply with the Value of each option whose Value is a T, in
+// order. Before applying any, it returns an error matching ErrInvalid naming the
+// first option whose Value is not a T: an option of another backend (backend names
+// the caller in that error, "consul"). A driver calls it before any I/O. The first
+// error apply returns is returned as is.
+func ApplyOptions[T any](backend string, opts []Option, apply func(T) error) error {
+	for _, o := range opts {
+		if _, ok := o.Value.(T); !ok {
+			return &FieldError{Field: "option", Value: o.Name, Reason: "not an option of the " + backend + " backend"}
+		}
+	}
+	for _, o := range opts {
+		if err := apply(o.Value.(T)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Capabilities says what a backend can do, so that callers and the conformance
@@ -89,7 +159,7 @@ type Lease interface {
 
 // Listing is one read of a service.
 type Listing struct {
-	Instances []Instance // any order; registry sorts by ID
+	Instances []Instance // any order; package registry sorts by ID
 	// Revision is the backend's own revision of this read (etcd header revision,
 	// ZooKeeper pzxid, Consul index), or 0 where there is none.
 	Revision uint64
@@ -214,4 +284,9 @@ func (s SessionState) String() string {
 		return "closed"
 	}
 	return "unknown"
+}
+
+// SortNodes sorts nodes by key, the order Tree returns.
+func SortNodes(nodes []Node) {
+	slices.SortFunc(nodes, func(a, b Node) int { return strings.Compare(a.Key, b.Key) })
 }

@@ -1,4 +1,8 @@
-package testenv
+// Package etcdtest starts a real single-member etcd server in-process for the etcd
+// backend's tests (package internal/testenv holds the other servers and the fault
+// proxy). It lives in the etcd/embedded module so that the etcd server and its
+// dependencies stay out of the root module's requirements.
+package etcdtest
 
 import (
 	"fmt"
@@ -10,48 +14,49 @@ import (
 	"testing"
 	"time"
 
+	"github.com/regkit/regkit/internal/testenv"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
 )
 
-// EtcdOption adjusts the embedded etcd configuration before it starts.
-type EtcdOption func(*embed.Config)
+// Option adjusts the embedded etcd configuration before it starts.
+type Option func(*embed.Config)
 
-// WithEtcdConfig lets a test change any field of the embedded etcd configuration.
-func WithEtcdConfig(f func(*embed.Config)) EtcdOption { return EtcdOption(f) }
+// WithConfig lets a test change any field of the embedded etcd configuration.
+func WithConfig(f func(*embed.Config)) Option { return Option(f) }
 
-// Etcd is a real single-member etcd server running in-process (embed).
-type Etcd struct {
+// Server is a real single-member etcd server running in-process (embed).
+type Server struct {
 	clientPort, peerPort int
 	dir                  string
-	opts                 []EtcdOption
+	opts                 []Option
 
 	mu sync.Mutex
 	e  *embed.Etcd
 }
 
-// StartEtcd starts an embedded etcd on free 127.0.0.1 client and peer ports, with
+// Start starts an embedded etcd on free 127.0.0.1 client and peer ports, with
 // its data under t.TempDir(). It is stopped by t.Cleanup.
-func StartEtcd(t testing.TB, opts ...EtcdOption) *Etcd {
+func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	s := &Etcd{
-		clientPort: FreePort(t),
-		peerPort:   FreePort(t),
+	s := &Server{
+		clientPort: testenv.FreePort(t),
+		peerPort:   testenv.FreePort(t),
 		dir:        filepath.Join(t.TempDir(), "etcd"),
 		opts:       opts,
 	}
 	t.Cleanup(s.Stop)
 	if err := s.start(); err != nil {
-		t.Fatalf("testenv: start etcd: %v", err)
+		t.Fatalf("etcdtest: start etcd: %v", err)
 	}
 	return s
 }
 
 // Endpoint is the client address, "127.0.0.1:port".
-func (s *Etcd) Endpoint() string { return fmt.Sprintf("127.0.0.1:%d", s.clientPort) }
+func (s *Server) Endpoint() string { return fmt.Sprintf("127.0.0.1:%d", s.clientPort) }
 
-func (s *Etcd) start() error {
+func (s *Server) start() error {
 	cfg := embed.NewConfig()
 	cfg.Name = "testenv"
 	cfg.Dir = s.dir
@@ -108,7 +113,7 @@ func (s *Etcd) start() error {
 }
 
 // Stop stops the server (a no-op when it is already stopped).
-func (s *Etcd) Stop() {
+func (s *Server) Stop() {
 	s.mu.Lock()
 	e := s.e
 	s.e = nil
@@ -120,15 +125,15 @@ func (s *Etcd) Stop() {
 
 // Restart stops the server and starts it again on the same ports. With fresh, the
 // data dir is wiped first: a server that lost its data.
-func (s *Etcd) Restart(t testing.TB, fresh bool) {
+func (s *Server) Restart(t testing.TB, fresh bool) {
 	t.Helper()
 	s.Stop()
 	if fresh {
 		if err := os.RemoveAll(s.dir); err != nil {
-			t.Fatalf("testenv: wipe etcd data: %v", err)
+			t.Fatalf("etcdtest: wipe etcd data: %v", err)
 		}
 	}
 	if err := s.start(); err != nil {
-		t.Fatalf("testenv: restart etcd: %v", err)
+		t.Fatalf("etcdtest: restart etcd: %v", err)
 	}
 }
