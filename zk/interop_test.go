@@ -48,9 +48,9 @@ func openURL(t testing.TB, rawURL string, opts ...registry.Option) *registry.Cli
 
 func waitInstances(t testing.TB, c *registry.Client, service string, want []registry.Instance) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
 	testenv.Eventually(t, 20*time.Second, "instances of "+service, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
 		got, err := c.Instances(ctx, service)
 		if err != nil {
 			return err
@@ -308,5 +308,98 @@ func TestDubboInterop(t *testing.T) {
 	}
 	if n != 1 {
 		t.Errorf("%d provider nodes for the re-registered instance, want 1", n)
+	}
+}
+
+// One Dubbo interface exported in several versions and groups on one host:port, as
+// Java Dubbo 2.7/3.x writes it (interface-level registration): each provider URL is
+// an instance of its own, with its group and version in Metadata; and a regkit put
+// of the same host, port, group and version never deletes the Java provider's URL
+// (only the URLs its own session wrote).
+func TestDubboVersionsAndGroups(t *testing.T) {
+	e := newEnv(t)
+	ns := "/dubbo-versions"
+	c := openURL(t, "zk://"+e.srv.Addr()+ns+"?layout=dubbo")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const svc = "org.example.GreetService"
+	dir := ns + "/dubbo/" + svc + "/providers"
+	java := func(query string) string {
+		return url.QueryEscape("dubbo://10.0.0.9:20880/" + svc + "?application=greet&interface=" + svc + query +
+			"&methods=greet&side=provider&timestamp=1700000000000")
+	}
+	v1, v2, g1 := java("&version=1.0.0"), java("&version=2.0.0"), java("&group=blue&version=1.0.0")
+	for _, n := range []string{v1, v2, g1} {
+		createRaw(t, e.adm(t), dir+"/"+n, []byte("10.0.0.9"), zk.FlagEphemeral)
+	}
+	javaInst := func(id string, md ...string) registry.Instance {
+		m := map[string]string{"application": "greet", "methods": "greet"}
+		for i := 0; i < len(md); i += 2 {
+			m[md[i]] = md[i+1]
+		}
+		return registry.Instance{ID: id, Service: svc, Host: "10.0.0.9", Port: 20880, Weight: 100, Healthy: true, Metadata: m}
+	}
+	want := []registry.Instance{
+		javaInst("10.0.0.9:20880;group=blue;version=1.0.0", "group", "blue", "version", "1.0.0"),
+		javaInst("10.0.0.9:20880;version=1.0.0", "version", "1.0.0"),
+		javaInst("10.0.0.9:20880;version=2.0.0", "version", "2.0.0"),
+	}
+	waitInstances(t, c, svc, want)
+
+	// regkit registers the same host, port and version as a Java provider (another
+	// process on the same address, or the same ID by mistake): both URLs stay.
+	ours := registry.Instance{ID: "10.0.0.9:20880;version=1.0.0", Service: svc, Host: "10.0.0.9", Port: 20880,
+		Metadata: map[string]string{"version": "1.0.0", "application": "go"}}
+	reg, err := c.Register(ctx, ours)
+	if err != nil {
+		t.Fatal(err)
+	}
+	javaLeft := func(when string) {
+		t.Helper()
+		kids, _, err := e.adm(t).Children(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []string{v1, v2, g1} {
+			if !slices.Contains(kids, n) {
+				t.Errorf("%s: the Java provider URL %s was deleted", when, n)
+			}
+		}
+	}
+	javaLeft("after the put")
+	// Re-put with new metadata: our old URL goes, the Java ones stay.
+	ours.Metadata["methods"] = "greet,bye"
+	if _, err := c.Register(ctx, ours); err != nil {
+		t.Fatal(err)
+	}
+	javaLeft("after the re-put")
+	kids, _, _ := e.adm(t).Children(dir)
+	n := 0
+	for _, k := range kids {
+		if strings.Contains(k, "application%3Dgo") {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d URLs of ours after the re-put, want 1", n)
+	}
+	if err := reg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	javaLeft("after deregistration")
+	waitInstances(t, c, svc, want)
+
+	// A regkit instance with a version and the default ID keeps its ID (regkit.id
+	// says it, the URL's own identity being Host:Port;version=V).
+	def := registry.Instance{Service: svc, Host: "10.0.0.10", Port: 20880, Metadata: map[string]string{"version": "3.0.0"}}
+	reg, err = c.Register(ctx, def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := reg.Instance()
+	got.Healthy = true
+	waitInstances(t, c, svc, append([]registry.Instance{got}, want...))
+	if got.ID != "10.0.0.10:20880" {
+		t.Errorf("default ID = %q", got.ID)
 	}
 }

@@ -276,7 +276,7 @@ func (dubboCodec) encode(in driver.Instance) (string, []byte, error) {
 	if in.Zone != "" {
 		q.Set("zone", in.Zone)
 	}
-	if in.ID != defaultID(in.Host, in.Port) {
+	if in.ID != dubboID(in.Host, in.Port, q.Get("group"), q.Get("version")) {
 		q.Set("regkit.id", in.ID)
 	}
 	u := url.URL{Scheme: scheme, Host: net.JoinHostPort(in.Host, strconv.Itoa(in.Port)), Path: "/" + in.Service, RawQuery: q.Encode()}
@@ -330,12 +330,28 @@ func (dubboCodec) decode(service, name string, _ []byte) (driver.Instance, bool)
 		md["protocol"] = u.Scheme
 	}
 	if in.ID == "" {
-		in.ID = defaultID(in.Host, in.Port)
+		in.ID = dubboID(in.Host, in.Port, md["group"], md["version"])
 	}
 	if len(md) > 0 {
 		in.Metadata = md
 	}
 	return in, true
+}
+
+// dubboID is the ID of a provider URL without regkit.id: "Host:Port" (registry's
+// default ID), then ";group=G" and ";version=V" when the URL has them, so that the
+// providers of one interface in several groups or versions on one host:port are
+// instances of their own.
+func dubboID(host string, port int, group, version string) string {
+	id := defaultID(host, port)
+	clean := strings.NewReplacer("/", "_", "\\", "_", "@", "_")
+	if group != "" {
+		id += ";group=" + clean.Replace(group)
+	}
+	if version != "" {
+		id += ";version=" + clean.Replace(version)
+	}
+	return id
 }
 
 // DubboURL returns the provider URL (decoded) that layout=dubbo writes for inst,

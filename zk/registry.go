@@ -121,7 +121,9 @@ func (c *Conn) ensurePath(ctx context.Context, zc *zkConn, path string) error {
 	return wrap("create parent", path, err)
 }
 
-// deleteSameID deletes the nodes of dir that decode to inst's ID, except keep.
+// deleteSameID deletes the nodes of dir that decode to inst's ID, except keep, and
+// only those of the current session: a node of another session (a Java provider
+// with the same host, port, group and version, another client) is never deleted.
 func (c *Conn) deleteSameID(ctx context.Context, cd codec, inst driver.Instance, keep string) error {
 	dir := cd.dir(inst.Service)
 	kids, err := call(ctx, c, func() ([]string, error) {
@@ -138,10 +140,23 @@ func (c *Conn) deleteSameID(ctx context.Context, cd codec, inst driver.Instance,
 		if k == keep {
 			continue
 		}
-		if got, ok := cd.decode(inst.Service, k, nil); ok && got.ID == inst.ID {
-			if err := c.del(ctx, dir+"/"+k, -1); err != nil && !errors.Is(err, zk.ErrNoNode) {
-				return wrap("delete", dir+"/"+k, err)
-			}
+		if got, ok := cd.decode(inst.Service, k, nil); !ok || got.ID != inst.ID {
+			continue
+		}
+		path := dir + "/" + k
+		st, err := c.exists(ctx, path)
+		if errors.Is(err, zk.ErrNoNode) {
+			continue
+		}
+		if err != nil {
+			return wrap("delete", path, err)
+		}
+		if _, sid, _ := c.zc.status(); sid == 0 || st.EphemeralOwner != sid {
+			c.cfg.log.Debug("zk: keeping a node of the same ID written by another session", "path", path)
+			continue
+		}
+		if err := c.del(ctx, path, st.Version); err != nil && !errors.Is(err, zk.ErrNoNode) && !errors.Is(err, zk.ErrBadVersion) {
+			return wrap("delete", path, err)
 		}
 	}
 	return nil

@@ -94,12 +94,21 @@
 // with the Metadata as further query parameters. Mapping: Metadata <-> query
 // parameters, except weight <-> Weight (Dubbo's default 100 is ours), zone <-> Zone,
 // the URL scheme <-> Metadata "protocol" when it is not "dubbo", and "regkit.id" <->
-// ID when the ID is not the default "Host:Port". Parameters that only restate the
-// layout (interface, side, timestamp, anyhost, category) are dropped on read. A
-// provider with enabled=false or disabled=true is not Healthy. Put of an ID already
-// there creates the new URL node, then deletes the old one (the URL changes with the
-// metadata), so the instance never disappears meanwhile; a list that sees both
-// keeps the one with the greater node name (the later timestamp).
+// ID when the ID is not the URL's own identity. A provider URL's identity, its ID
+// when it has no regkit.id, is "Host:Port" (registry's default ID) followed by
+// ";group=G" and ";version=V" when the URL has them: one interface exported in
+// several groups or versions on one host:port (as Dubbo 2.7 and 3.x register them)
+// is several instances, each with its group and version in Metadata. Two URLs
+// differing only in their protocol on one port are one instance. Parameters that
+// only restate the layout (interface, side, timestamp, anyhost, category) are
+// dropped on read. A provider with enabled=false or disabled=true is not Healthy.
+// Put of an ID already there creates the new URL node, then deletes the old one
+// (the URL changes with the metadata), so the instance never disappears
+// meanwhile; Put and Deregister delete only URL nodes of their own session, never
+// a provider URL another process wrote (a Java provider with the same identity, a
+// previous process's node waiting for its session to expire). A list that sees
+// several URLs of one ID keeps the one with the greater node name (the later
+// timestamp).
 //
 // # Liveness and re-registration
 //
