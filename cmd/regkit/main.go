@@ -117,7 +117,7 @@ Tables by default; -o json for scripts (watch and register: one JSON object a li
 	pf.StringVar(&g.url, "url", "", "registry URL (default: $REGKIT_URL)")
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&g.timeout, "timeout", 10*time.Second,
-		"bound on connecting and on each one-shot command (ls, get, put, rm, tree); 0 means none")
+		"bound on connecting, on each one-shot command (ls, get, put, rm, tree) and on register's first registration; 0 means none")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "log the library's informational messages to stderr")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err} })
 
