@@ -150,3 +150,24 @@ func (c *Conn) monitorConnection(ctx context.Context, lost func()) {
 		}
 	}
 }
+
+var _ registry.Remover = (*Conn)(nil)
+
+// Remove deletes inst's key if it is bound to the live registration lease (a key
+// bound to an earlier lease goes with that lease). Put has returned by then, but
+// etcd may still apply a put it had received before the client gave up on it, if
+// the server ran it after the delete; such a key lives on the shared lease until
+// the Conn closes (the window is the server's scheduling of one request, and the
+// conformance case FailedRegisterLeavesNothing has not seen it).
+func (c *Conn) Remove(ctx context.Context, inst registry.Instance) error {
+	key := c.serviceKey(inst.Service) + inst.ID
+	c.mu.Lock()
+	l := c.reg
+	c.mu.Unlock()
+	if l == nil || l.Err() != nil {
+		return nil
+	}
+	_, err := c.cli.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(key), "=", l.id)).
+		Then(clientv3.OpDelete(key)).Commit()
+	return wrap("remove", key, err)
+}
