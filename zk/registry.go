@@ -25,7 +25,7 @@ func (c *Conn) Put(ctx context.Context, inst registry.Instance) (registry.Lease,
 		if err := ctx.Err(); err != nil {
 			return nil, wrap("put", path, err)
 		}
-		_, err := call(ctx, c, func() (string, error) { return c.zc.zk.Create(path, data, zk.FlagEphemeral, c.cfg.acl) })
+		_, err := mutate(ctx, c, inst, func() (string, error) { return c.zc.zk.Create(path, data, zk.FlagEphemeral, c.cfg.acl) })
 		switch {
 		case err == nil:
 		case errors.Is(err, zk.ErrNoNode):
@@ -42,7 +42,7 @@ func (c *Conn) Put(ctx context.Context, inst registry.Instance) (registry.Lease,
 				return nil, wrap("put", path, err)
 			}
 			if _, sid, _ := c.zc.status(); st.EphemeralOwner == sid && sid != 0 { // ours (a retried create, or a re-put): update
-				if _, err := call(ctx, c, func() (*zk.Stat, error) { return c.zc.zk.Set(path, data, -1) }); err != nil {
+				if _, err := mutate(ctx, c, inst, func() (*zk.Stat, error) { return c.zc.zk.Set(path, data, -1) }); err != nil {
 					if errors.Is(err, zk.ErrNoNode) {
 						continue
 					}
@@ -251,4 +251,143 @@ func dedupeIDs(list []registry.Instance, names []string) []registry.Instance {
 		out, outNames = append(out, in), append(outNames, names[i])
 	}
 	return out
+}
+
+var _ registry.Remover = (*Conn)(nil)
+
+// Remove deletes inst's nodes that the current session owns, once every create and
+// set an abandoned Put of inst left on the connection has been answered: ZooKeeper
+// applies one session's requests in order, so the delete comes after them. A node of
+// an earlier session went with that session.
+func (c *Conn) Remove(ctx context.Context, inst registry.Instance) error {
+	if err := c.puts.wait(ctx, inst); err != nil {
+		return wrap("remove", inst.String(), err)
+	}
+	cd := c.codec()
+	dir := cd.dir(inst.Service)
+	var paths []string
+	if cd.byName() {
+		name, _, err := cd.encode(inst)
+		if err != nil {
+			return nil // never put
+		}
+		paths = []string{dir + "/" + name}
+	} else { // the node name carries the put's time: find the nodes of this ID
+		kids, err := call(ctx, c, func() ([]string, error) {
+			kids, _, err := c.zc.zk.Children(dir)
+			return kids, err
+		})
+		if errors.Is(err, zk.ErrNoNode) {
+			return nil
+		}
+		if err != nil {
+			return wrap("remove: list", dir, err)
+		}
+		for _, k := range kids {
+			if got, ok := cd.decode(inst.Service, k, nil); ok && got.ID == inst.ID {
+				paths = append(paths, dir+"/"+k)
+			}
+		}
+	}
+	_, sid, _ := c.zc.status()
+	for _, p := range paths {
+		st, err := c.exists(ctx, p)
+		if errors.Is(err, zk.ErrNoNode) {
+			continue
+		}
+		if err != nil {
+			return wrap("remove", p, err)
+		}
+		if sid == 0 || st.EphemeralOwner != sid {
+			continue // another session's: not this Conn's to remove
+		}
+		if err := c.del(ctx, p, -1); err != nil && !errors.Is(err, zk.ErrNoNode) {
+			return wrap("remove", p, err)
+		}
+	}
+	return nil
+}
+
+// putCalls counts, per instance, the create and set requests of Puts still running
+// on the connection; their goroutines outlive a Put whose ctx ended.
+type putCalls struct {
+	mu sync.Mutex
+	m  map[string]*pending
+}
+
+type pending struct {
+	n    int
+	idle chan struct{} // closed when n drops to 0
+}
+
+func putKey(inst registry.Instance) string { return inst.Service + "/" + inst.ID }
+
+// begin counts one request of inst and returns the func that ends it.
+func (p *putCalls) begin(inst registry.Instance) func() {
+	k := putKey(inst)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = map[string]*pending{}
+	}
+	e := p.m[k]
+	if e == nil {
+		e = &pending{idle: make(chan struct{})}
+		p.m[k] = e
+	}
+	e.n++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if e.n--; e.n == 0 {
+				close(e.idle)
+				delete(p.m, k)
+			}
+		})
+	}
+}
+
+// wait returns once no request of inst is running, or ctx ends.
+func (p *putCalls) wait(ctx context.Context, inst registry.Instance) error {
+	p.mu.Lock()
+	e := p.m[putKey(inst)]
+	p.mu.Unlock()
+	if e == nil {
+		return nil
+	}
+	select {
+	case <-e.idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// mutate is call for a create or set of inst's node: the request is counted until
+// go-zookeeper answers it, even after ctx ended, so that Remove can wait for it.
+func mutate[T any](ctx context.Context, c *Conn, inst registry.Instance, f func() (T, error)) (T, error) {
+	end := c.puts.begin(inst)
+	type result struct {
+		v   T
+		err error
+	}
+	ch := make(chan result, 1)
+	if !c.spawn(func() {
+		defer end()
+		v, err := f()
+		ch <- result{v, err}
+	}) {
+		end()
+		var zero T
+		return zero, fmt.Errorf("connection closed: %w", registry.ErrClosed)
+	}
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-ctx.Done():
+		var zero T
+		return zero, ctx.Err()
+	}
 }

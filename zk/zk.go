@@ -315,6 +315,7 @@ type Conn struct {
 	life   context.Context
 	cancel context.CancelFunc
 	owned  owned.Group // calls and goroutines owned by the Conn
+	puts   putCalls    // Put requests still running, per instance (for Remove)
 
 	states *stateLog // connection states of the registration connection
 
