@@ -171,6 +171,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/regkit/regkit/internal/inflight"
 	"github.com/regkit/regkit/internal/owned"
 	"github.com/regkit/regkit/registry"
 )
@@ -369,6 +370,8 @@ type Conn struct {
 	life   context.Context
 	cancel context.CancelFunc
 	owned  owned.Group
+
+	puts inflight.Set // registers still running, per service ID (for Remove)
 }
 
 var (

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/regkit/regkit/internal/inflight"
 	"github.com/regkit/regkit/registry"
 )
 
@@ -145,7 +146,16 @@ func (c *Conn) Put(ctx context.Context, inst registry.Instance) (registry.Lease,
 		return nil, err
 	}
 	// Replace the checks too: a changed check set must not leave old checks behind.
-	if err := c.cli.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx)); err != nil {
+	// A register cut off mid-flight could still be run by the agent after Remove's
+	// deregister: when ctx ends first, it runs on until the agent answers, and
+	// Remove waits for it.
+	_, err = inflight.Run(ctx, &c.puts, reg.ID, c.spawn, fmt.Errorf("consul: put %s: %w", inst, registry.ErrClosed),
+		func() (struct{}, error) {
+			rctx, cancel := inflight.Detach(ctx, c.life, inflight.Grace)
+			defer cancel()
+			return struct{}{}, c.cli.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(rctx))
+		})
+	if err != nil {
 		return nil, wrap("register", reg.ID, err)
 	}
 	kctx, cancel := context.WithCancel(c.life)
@@ -247,6 +257,24 @@ func (l *lease) Deregister(ctx context.Context) error {
 		return nil
 	}
 	return wrap("deregister", l.serviceID, err)
+}
+
+var _ registry.Remover = (*Conn)(nil)
+
+// Remove deregisters inst's service from the agent, once the agent has answered
+// every register of it that an abandoned Put left running; a service the agent does
+// not know is not an error.
+func (c *Conn) Remove(ctx context.Context, inst registry.Instance) error {
+	id := c.ServiceID(inst.Service, inst.ID)
+	if err := c.puts.Wait(ctx, id); err != nil {
+		return wrap("remove", id, err)
+	}
+	err := c.cli.Agent().ServiceDeregisterOpts(id, (&api.QueryOptions{}).WithContext(ctx))
+	var se api.StatusError
+	if errors.As(err, &se) && se.Code == http.StatusNotFound {
+		return nil
+	}
+	return wrap("remove", id, err)
 }
 
 // List reads the service's instances through the health endpoint.

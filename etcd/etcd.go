@@ -34,6 +34,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/regkit/regkit/internal/inflight"
+	"github.com/regkit/regkit/internal/owned"
 	"github.com/regkit/regkit/registry"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -118,6 +120,9 @@ type Conn struct {
 	grantMu sync.Mutex
 	mu      sync.Mutex
 	reg     *lease // the shared registration lease, nil until first Put or after loss
+
+	puts   inflight.Set // puts still running, per key (for Remove)
+	writes owned.Group  // their goroutines
 }
 
 var (
@@ -162,6 +167,7 @@ func (c *Conn) Close() error {
 	}
 	c.cancel()
 	c.wg.Wait()
+	c.writes.Wait()
 	if c.ownClient {
 		return c.cli.Close()
 	}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/regkit/regkit/internal/inflight"
 	"github.com/regkit/regkit/registry"
 )
 
@@ -37,7 +38,16 @@ func (c *Conn) Put(ctx context.Context, inst registry.Instance) (registry.Lease,
 	if err != nil {
 		return nil, err
 	}
-	if err := c.register(ctx, api, inst); err != nil {
+	// A register cut off mid-flight could still be run by the server after Remove's
+	// deregister: when ctx ends first, it runs on until the server answers, and
+	// Remove waits for it.
+	_, err = inflight.Run(ctx, &c.puts, putKey(inst), c.spawnWrite, fmt.Errorf("nacos: put %s: %w", inst, registry.ErrClosed),
+		func() (struct{}, error) {
+			rctx, cancel := inflight.Detach(ctx, c.life, inflight.Grace)
+			defer cancel()
+			return struct{}{}, c.register(rctx, api, inst)
+		})
+	if err != nil {
 		return nil, wrap("register "+inst.String(), err)
 	}
 	lctx, cancel := context.WithCancel(c.life)
@@ -178,3 +188,28 @@ func (l *lease) present(ctx context.Context) (bool, error) {
 	}
 	return false, nil
 }
+
+var _ registry.Remover = (*Conn)(nil)
+
+// Remove deregisters inst, once the server has answered every register of it that
+// an abandoned Put left running.
+func (c *Conn) Remove(ctx context.Context, inst registry.Instance) error {
+	if err := c.puts.Wait(ctx, putKey(inst)); err != nil {
+		return wrap("remove "+inst.String(), err)
+	}
+	api, err := c.currentAPI(ctx)
+	if err != nil {
+		return err
+	}
+	if err := c.deregister(ctx, api, inst); err != nil && !isGone(err) {
+		return wrap("remove "+inst.String(), err)
+	}
+	return nil
+}
+
+// putKey names inst in the Conn's set of running registers.
+func putKey(inst registry.Instance) string { return inst.Service + "/" + inst.ID }
+
+// spawnWrite runs f on a goroutine Close waits for, or reports false once the Conn
+// is closing.
+func (c *Conn) spawnWrite(f func()) bool { return c.writes.Go(f) }

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/go-zookeeper/zk"
+	"github.com/regkit/regkit/internal/inflight"
 	"github.com/regkit/regkit/registry"
 )
 
@@ -260,7 +261,7 @@ var _ registry.Remover = (*Conn)(nil)
 // applies one session's requests in order, so the delete comes after them. A node of
 // an earlier session went with that session.
 func (c *Conn) Remove(ctx context.Context, inst registry.Instance) error {
-	if err := c.puts.wait(ctx, inst); err != nil {
+	if err := c.puts.Wait(ctx, putKey(inst)); err != nil {
 		return wrap("remove", inst.String(), err)
 	}
 	cd := c.codec()
@@ -308,86 +309,11 @@ func (c *Conn) Remove(ctx context.Context, inst registry.Instance) error {
 	return nil
 }
 
-// putCalls counts, per instance, the create and set requests of Puts still running
-// on the connection; their goroutines outlive a Put whose ctx ended.
-type putCalls struct {
-	mu sync.Mutex
-	m  map[string]*pending
-}
-
-type pending struct {
-	n    int
-	idle chan struct{} // closed when n drops to 0
-}
-
+// putKey names inst in the Conn's set of running Put requests.
 func putKey(inst registry.Instance) string { return inst.Service + "/" + inst.ID }
-
-// begin counts one request of inst and returns the func that ends it.
-func (p *putCalls) begin(inst registry.Instance) func() {
-	k := putKey(inst)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.m == nil {
-		p.m = map[string]*pending{}
-	}
-	e := p.m[k]
-	if e == nil {
-		e = &pending{idle: make(chan struct{})}
-		p.m[k] = e
-	}
-	e.n++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			p.mu.Lock()
-			defer p.mu.Unlock()
-			if e.n--; e.n == 0 {
-				close(e.idle)
-				delete(p.m, k)
-			}
-		})
-	}
-}
-
-// wait returns once no request of inst is running, or ctx ends.
-func (p *putCalls) wait(ctx context.Context, inst registry.Instance) error {
-	p.mu.Lock()
-	e := p.m[putKey(inst)]
-	p.mu.Unlock()
-	if e == nil {
-		return nil
-	}
-	select {
-	case <-e.idle:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
 
 // mutate is call for a create or set of inst's node: the request is counted until
 // go-zookeeper answers it, even after ctx ended, so that Remove can wait for it.
 func mutate[T any](ctx context.Context, c *Conn, inst registry.Instance, f func() (T, error)) (T, error) {
-	end := c.puts.begin(inst)
-	type result struct {
-		v   T
-		err error
-	}
-	ch := make(chan result, 1)
-	if !c.spawn(func() {
-		defer end()
-		v, err := f()
-		ch <- result{v, err}
-	}) {
-		end()
-		var zero T
-		return zero, fmt.Errorf("connection closed: %w", registry.ErrClosed)
-	}
-	select {
-	case r := <-ch:
-		return r.v, r.err
-	case <-ctx.Done():
-		var zero T
-		return zero, ctx.Err()
-	}
+	return inflight.Run(ctx, &c.puts, putKey(inst), c.spawn, fmt.Errorf("connection closed: %w", registry.ErrClosed), f)
 }

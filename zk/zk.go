@@ -172,6 +172,7 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
+	"github.com/regkit/regkit/internal/inflight"
 	"github.com/regkit/regkit/internal/owned"
 	"github.com/regkit/regkit/registry"
 )
@@ -315,7 +316,8 @@ type Conn struct {
 	life   context.Context
 	cancel context.CancelFunc
 	owned  owned.Group // calls and goroutines owned by the Conn
-	puts   putCalls    // Put requests still running, per instance (for Remove)
+
+	puts inflight.Set // Put requests still running, per instance (for Remove)
 
 	states *stateLog // connection states of the registration connection
 
