@@ -211,15 +211,13 @@ func (l *lease) keep(ctx context.Context) {
 }
 
 // checkGone reports whether an UpdateTTL error says the agent does not know the
-// check (it restarted without its state, or the service was deregistered).
+// check (it restarted without its state, or the service was deregistered): the
+// agent answers 404 "Unknown check ID". Its other refusal, a 500 "does not have
+// associated TTL", only comes from a check being replaced at that moment, so it is
+// retried like any other error; the next update answers 404 if the check is gone.
 func checkGone(err error) bool {
 	var se api.StatusError
-	if errors.As(err, &se) && se.Code == http.StatusNotFound {
-		return true
-	}
-	msg := err.Error()
-	return strings.Contains(msg, "does not have associated TTL") || strings.Contains(msg, "Unknown check") ||
-		strings.Contains(msg, "unknown check")
+	return errors.As(err, &se) && se.Code == http.StatusNotFound
 }
 
 func (l *lease) lose(err error) {

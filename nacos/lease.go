@@ -135,7 +135,7 @@ func (l *lease) keep(ctx context.Context) {
 			if isGone(err) {
 				// The server no longer serves this API (upgraded or replaced behind
 				// the address): register again, with the API probed anew.
-				l.lose(fmt.Errorf("nacos: heartbeat of %s: %v: %w", l.inst, err, registry.ErrSessionLost))
+				l.lose(fmt.Errorf("nacos: heartbeat of %s: %w: %w", l.inst, err, registry.ErrSessionLost))
 				return
 			}
 			if err != nil {
@@ -153,7 +153,7 @@ func (l *lease) keep(ctx context.Context) {
 				return
 			}
 			if isGone(err) {
-				l.lose(fmt.Errorf("nacos: presence check of %s: %v: %w", l.inst, err, registry.ErrSessionLost))
+				l.lose(fmt.Errorf("nacos: presence check of %s: %w: %w", l.inst, err, registry.ErrSessionLost))
 				return
 			}
 			if err == nil {
