@@ -178,6 +178,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/regkit/regkit/internal/inflight"
 	"github.com/regkit/regkit/internal/owned"
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/driver"
@@ -352,6 +353,8 @@ type Conn struct {
 	life   context.Context
 	cancel context.CancelFunc
 	owned  owned.Group
+
+	puts inflight.Set // registers still running, per service ID (for Remove)
 }
 
 var (
@@ -412,10 +415,7 @@ func (c *Conn) probe(ctx context.Context, token bool) error {
 	}
 	if _, _, err := c.cli.ACL().TokenReadSelf(q); err != nil {
 		var se api.StatusError
-		if errors.As(err, &se) && se.Code == http.StatusUnauthorized { // ACLs disabled
-			return nil
-		}
-		if strings.Contains(err.Error(), "ACL support disabled") {
+		if errors.As(err, &se) && se.Code == http.StatusUnauthorized { // 401 "ACL support disabled"
 			return nil
 		}
 		return wrap("check token", "", err)
@@ -449,15 +449,12 @@ func wrap(op, what string, err error) error {
 	return fmt.Errorf("consul: %s: %w: %w", op, driver.ErrUnavailable, err)
 }
 
-// isPermission reports whether err is an ACL refusal.
+// isPermission reports whether err is an ACL refusal: consul/api returns every
+// non-2xx answer as a StatusError, and Consul answers 403 for "Permission denied"
+// and "ACL not found" alike.
 func isPermission(err error) bool {
 	var se api.StatusError
-	if errors.As(err, &se) && se.Code == http.StatusForbidden {
-		return true
-	}
-	msg := err.Error()
-	return strings.Contains(msg, "Permission denied") || strings.Contains(msg, "ACL not found") ||
-		strings.Contains(msg, "response code: 403")
+	return errors.As(err, &se) && se.Code == http.StatusForbidden
 }
 
 // queryOpts returns the options of one read; index > 0 makes it a blocking query.

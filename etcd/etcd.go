@@ -34,6 +34,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/regkit/regkit/internal/inflight"
+	"github.com/regkit/regkit/internal/owned"
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/driver"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -163,6 +165,9 @@ type Conn struct {
 	grantMu sync.Mutex
 	mu      sync.Mutex
 	reg     *lease // the shared registration lease, nil until first Put or after loss
+
+	puts   inflight.Set // puts still running, per key (for Remove)
+	writes owned.Group  // their goroutines
 }
 
 var (
@@ -207,6 +212,7 @@ func (c *Conn) Close() error {
 	}
 	c.cancel()
 	c.wg.Wait()
+	c.writes.Wait()
 	if c.ownClient {
 		return c.cli.Close()
 	}

@@ -96,3 +96,22 @@ func (c *Conn) List(ctx context.Context, service string) (driver.Listing, error)
 func (c *Conn) Watch(ctx context.Context, service string, notify func()) error {
 	return c.watch(ctx, &watch{service: service, notify: notify})
 }
+
+var _ driver.Remover = (*Conn)(nil)
+
+// Remove deletes inst if this connection put it (Put is synchronous: nothing of an
+// earlier Put can land later).
+func (c *Conn) Remove(ctx context.Context, inst driver.Instance) error {
+	s := c.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.check(c); err != nil {
+		return fmt.Errorf("mem: remove %s: %w", inst, err)
+	}
+	if e := s.services[inst.Service][inst.ID]; e != nil && e.lease != nil && e.lease.c == c {
+		delete(s.services[inst.Service], inst.ID)
+		delete(c.leases, e.lease)
+		s.changedLocked(inst.Service, "")
+	}
+	return nil
+}

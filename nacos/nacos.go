@@ -226,6 +226,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/regkit/regkit/internal/inflight"
+	"github.com/regkit/regkit/internal/owned"
 	"github.com/regkit/regkit/registry/driver"
 )
 
@@ -377,6 +379,9 @@ type Conn struct {
 	storeOK bool    // set by Open: the store is offered
 
 	loginMu sync.Mutex // one login at a time
+
+	puts   inflight.Set // registers still running, per instance (for Remove)
+	writes owned.Group  // their goroutines
 }
 
 var _ driver.Conn = (*Conn)(nil)
@@ -428,6 +433,7 @@ func (c *Conn) Capabilities() driver.Capabilities {
 func (c *Conn) Close() error {
 	c.cancel()
 	c.wg.Wait()
+	c.writes.Wait()
 	c.tr.CloseIdleConnections()
 	return nil
 }

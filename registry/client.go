@@ -43,6 +43,7 @@ type Client struct {
 	closed  bool
 	watches map[string]*serviceWatch // shared loops, one per service
 	regs    map[*registration]struct{}
+	claims  map[instKey]*claim // users and removals per instance; see cleanup.go
 	store   *Store
 }
 

@@ -98,7 +98,24 @@
 //
 //   - Register retries the first put until it succeeds or ctx ends, so a service that
 //     starts during a short outage registers by itself; when ctx ends first nothing
-//     is left behind and the error says why.
+//     is left behind and the error says why, wrapping both ctx's error and the last
+//     put's error for errors.Is.
+//   - Nothing is left behind is made true in two halves. The Client undoes a put no
+//     Registration owns (a failed or abandoned first put; a re-put abandoned by
+//     Close) with the driver's Remover, on a goroutine it owns, retried with backoff
+//     for at most 10s (Client.Close waits for it); a Register of the same
+//     instance waits for that removal, and the removal is skipped while another
+//     Register or Registration of the same instance in this Client owns it. The
+//     driver makes the delete come after the put: a put whose ctx ends is not cut
+//     off mid-flight (it could then be applied at any later time, after the delete)
+//     but runs on, on a goroutine the connection owns, until the backend answers
+//     or for 10s more (internal/inflight), and Remove first waits for it; ZooKeeper,
+//     which applies one session's requests in order, only needs the wait. The one
+//     way left to leave an instance behind is a backend that takes longer than that
+//     to answer a put; such an entry then lasts as long as what keeps it (etcd:
+//     the connection's shared lease, until Close; ZooKeeper: the session; Consul:
+//     check TTL plus deregister_after; Nacos: the heartbeat timeout, or forever for
+//     persistent instances). Proved by the suite's FailedRegisterLeavesNothing.
 //   - Registration.Close deregisters (with a 10s timeout); a process that dies
 //     without Close is removed by the backend's own TTL or session expiry.
 //   - Client.Instances answers from a running watch of the same Client when there is

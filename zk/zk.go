@@ -218,6 +218,7 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
+	"github.com/regkit/regkit/internal/inflight"
 	"github.com/regkit/regkit/internal/owned"
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/driver"
@@ -388,6 +389,8 @@ type Conn struct {
 	life   context.Context
 	cancel context.CancelFunc
 	owned  owned.Group // calls and goroutines owned by the Conn
+
+	puts inflight.Set // Put requests still running, per instance (for Remove)
 
 	states *stateLog // connection states of the registration connection
 

@@ -290,3 +290,17 @@ func (s SessionState) String() string {
 func SortNodes(nodes []Node) {
 	slices.SortFunc(nodes, func(a, b Node) int { return strings.Compare(a.Key, b.Key) })
 }
+
+// Remover is an optional part of a Conn, found by type assertion, with which package
+// registry undoes puts that no Registration owns: the first put of a Register that
+// failed or whose ctx ended while the put was in flight, and a re-put a Registration
+// abandoned when it was closed. Remove deletes inst from the backend if this Conn
+// put it there, and returns nil if it is not there. It must not return before every
+// request of an earlier Put of inst that this Conn may still send or have answered
+// is done, so that no such request is applied after the delete; where the protocol
+// cannot promise that (a request the server received but had not yet executed), the
+// driver's documentation says how long such an entry can last. Package registry
+// never calls Put and Remove of the same instance concurrently.
+type Remover interface {
+	Remove(ctx context.Context, inst Instance) error
+}
