@@ -293,13 +293,17 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 		cluster:       p.String("cluster", DefaultCluster),
 		api:           p.OneOf("api", APIAuto, APIAuto, APIV1, APIV3),
 		ephemeral:     p.Bool("ephemeral", true),
-		beatInterval:  p.Duration("beat_interval", 0),
 		presenceCheck: p.Duration("presence_check", DefaultPresenceCheck),
 		pollInterval:  p.Duration("poll_interval", DefaultPollInterval),
 		timeout:       p.Duration("timeout", DefaultTimeout),
 		store:         p.Bool("store", true),
 		username:      cfg.Username,
 		password:      cfg.Password,
+	}
+	if o.ephemeral {
+		o.beatInterval = p.Duration("beat_interval", 0)
+	} else {
+		p.NotWith("persistent instances (ephemeral=false) send no heartbeat", "beat_interval")
 	}
 	qu, qp := p.String("username", ""), p.String("password", "")
 	if err := p.Done(); err != nil {
@@ -420,7 +424,7 @@ func (c *Conn) API() string {
 // 20404/21003, and the presence check), so package registry does not poll their
 // services for the same purpose (GuardsRegistrations).
 func (c *Conn) Capabilities() driver.Capabilities {
-	return driver.Capabilities{Store: c.storeOK, GuardsRegistrations: true}
+	return driver.Capabilities{Store: c.storeOK, GuardsRegistrations: true, Limits: driver.Limits{StoreBytes: MaxValueBytes}}
 }
 
 // Close stops every heartbeat and closes idle connections. It does not delete
@@ -464,7 +468,7 @@ func wrap(op string, err error) error {
 		switch {
 		case he.status == http.StatusForbidden || he.status == http.StatusUnauthorized:
 			return fmt.Errorf("nacos: %s: %w: %w", op, driver.ErrPermission, err)
-		case he.status == http.StatusBadRequest:
+		case he.status == http.StatusBadRequest || he.status == http.StatusRequestEntityTooLarge:
 			return fmt.Errorf("nacos: %s: %w", op, &driver.FieldError{Field: "instance", Value: op, Reason: "server rejected the request: " + he.Error()})
 		}
 	}

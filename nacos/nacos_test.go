@@ -124,7 +124,10 @@ func nsOf(c *registry.Client) string { return c.Conn().(*nacos.Conn).Namespace()
 
 func (e *polarisEnv) harness() registrytest.Harness {
 	return registrytest.Harness{
-		Name:          "nacos/polaris",
+		Name: "nacos/polaris",
+		UnreachableURL: func(t testing.TB) string {
+			return "nacos://" + testenv.ClosedAddr(t) + "?timeout=2s"
+		},
 		NewClient:     e.open,
 		ExpireSession: func(t testing.TB, c *registry.Client) { e.dropAll(t, nsOf(c)) },
 		Restart:       func(t testing.TB) { e.srv.Restart(t) },
@@ -174,6 +177,9 @@ func (e *fakeEnv) harness(name string) registrytest.Harness {
 	return registrytest.Harness{
 		Name:      name,
 		NewClient: e.open,
+		UnreachableURL: func(t testing.TB) string {
+			return "nacos://" + testenv.ClosedAddr(t) + "?timeout=2s"
+		},
 		ExpireSession: func(t testing.TB, c *registry.Client) {
 			if e.srv.DropNamespace(nsOf(c)) == 0 {
 				t.Fatalf("ExpireSession: no instance in namespace %s", nsOf(c))

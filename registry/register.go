@@ -84,6 +84,9 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 	if err := c.checkOpen(); err != nil {
 		return nil, err
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("registry: register %s: %w", inst, err)
+	}
 	lease, err := c.putRetry(ctx, inst, nil)
 	if err != nil {
 		return nil, err
@@ -121,8 +124,7 @@ func (c *Client) putRetry(ctx context.Context, inst Instance, onErr func(error))
 		if err == nil {
 			return lease, nil
 		}
-		if errors.Is(err, ErrInvalid) || errors.Is(err, ErrNotSupported) || errors.Is(err, ErrClosed) ||
-			(onErr == nil && errors.Is(err, ErrPermission)) {
+		if permanent(err) || (onErr == nil && errors.Is(err, ErrPermission)) {
 			return nil, err
 		}
 		if onErr != nil {
@@ -135,6 +137,14 @@ func (c *Client) putRetry(ctx context.Context, inst Instance, onErr func(error))
 			return nil, fmt.Errorf("registry: register %s: %w (last error: %v)", inst, serr, err)
 		}
 	}
+}
+
+// permanent reports whether err is an answer no retry of the same put can change:
+// bad input (including a server refusing it as too large or malformed, which
+// drivers report as ErrInvalid), an unsupported call, a closed connection.
+// ErrPermission is permanent for the first put only (see putRetry).
+func permanent(err error) bool {
+	return errors.Is(err, ErrInvalid) || errors.Is(err, ErrNotSupported) || errors.Is(err, ErrClosed)
 }
 
 // keep waits for the lease to be lost, or for the instance to vanish from the

@@ -242,8 +242,17 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 	}
 	p := driver.NewParams(u)
 	layout := Layout(p.OneOf("layout", string(LayoutRegkit), string(LayoutRegkit), string(LayoutCurator), string(LayoutDubbo)))
-	base := p.String("base", DefaultCuratorBase)
-	group := p.String("group", DefaultDubboGroup)
+	base, group := DefaultCuratorBase, DefaultDubboGroup
+	if layout == LayoutCurator {
+		base = p.String("base", DefaultCuratorBase)
+	} else {
+		p.NotWith("base applies to layout=curator only", "base")
+	}
+	if layout == LayoutDubbo {
+		group = p.String("group", DefaultDubboGroup)
+	} else {
+		p.NotWith("group applies to layout=dubbo only", "group")
+	}
 	st := p.Duration("session_timeout", DefaultSessionTimeout)
 	ct := p.Duration("connect_timeout", DefaultConnectTimeout)
 	defACL := "open"
@@ -362,9 +371,9 @@ func (c *Conn) SessionID() int64 {
 	return id
 }
 
-// Capabilities: everything.
+// Capabilities: everything; the store limit follows MaxPacketBytes.
 func (c *Conn) Capabilities() driver.Capabilities {
-	return driver.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true}
+	return driver.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true, Limits: c.limits()}
 }
 
 // Close closes every session still open, then the registration connection (its
@@ -476,7 +485,8 @@ func wrap(op, path string, err error) error {
 		sentinel = driver.ErrPermission
 	case errors.Is(err, zk.ErrSessionExpired), errors.Is(err, zk.ErrSessionMoved):
 		sentinel = driver.ErrSessionLost
-	case errors.Is(err, zk.ErrBadArguments), errors.Is(err, zk.ErrInvalidPath):
+	case errors.Is(err, zk.ErrBadArguments), errors.Is(err, zk.ErrInvalidPath),
+		errors.Is(err, zk.ErrShortBuffer): // a request over the client's buffer: never sent, never will be
 		sentinel = driver.ErrInvalid
 	case errors.Is(err, driver.ErrSessionLost), errors.Is(err, driver.ErrClosed), errors.Is(err, driver.ErrUnavailable):
 		return fmt.Errorf("zk: %s %s: %w", op, path, err)
