@@ -22,9 +22,14 @@ func (c *Conn) limits() driver.Limits {
 }
 
 // CheckInstance refuses, without I/O, an instance whose node (path and data, as
-// the connection's layout encodes it) would exceed MaxPacketBytes.
+// the connection's layout encodes it; in the curator layout with Spring's payload,
+// the larger of the two a put may write) would exceed MaxPacketBytes.
 func (c *Conn) CheckInstance(inst driver.Instance) error {
 	cd := c.codec()
+	if cc, ok := cd.(curatorCodec); ok {
+		cc.payload = PayloadSpring // the largest a put may choose
+		cd = cc
+	}
 	name, data, err := cd.encode(inst)
 	if err != nil {
 		return &driver.FieldError{Field: "Metadata", Value: inst.String(), Reason: "cannot be encoded in the " + string(c.cfg.layout) + " layout: " + err.Error()}
