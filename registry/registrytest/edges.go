@@ -127,3 +127,66 @@ func testContextErrors(t *testing.T, h *Harness) {
 		t.Errorf("after refused calls: Instances = %v, %v; want none", ids(got), err)
 	}
 }
+
+// testServices: Services lists the services with instances, sorted, and
+// WatchServices follows the set as services appear and go.
+func testServices(t *testing.T, h *Harness) {
+	ns := namespace(t)
+	a, b := h.open(t, ns), h.open(t, ns)
+	ctx := ctxT(t, h.timeout())
+	if _, err := b.Services(ctx); errors.Is(err, driver.ErrNotSupported) {
+		t.Skipf("%s cannot list services: %v", h.Name, err)
+	}
+	w, err := b.WatchServices(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	set := func(want ...string) func() error {
+		return func() error {
+			got, err := b.Services(ctx)
+			if err != nil {
+				return err
+			}
+			if strings.Join(got, ",") != strings.Join(want, ",") {
+				return errors.New("Services = [" + strings.Join(got, ",") + "], want [" + strings.Join(want, ",") + "]")
+			}
+			return nil
+		}
+	}
+	nextSet := func(what string, want ...string) {
+		t.Helper()
+		wctx, cancel := context.WithTimeout(ctx, h.timeout())
+		defer cancel()
+		var last []string
+		for {
+			s, err := w.Next(wctx)
+			if err != nil {
+				t.Fatalf("%s: %s: WatchServices Next: %v (last %v, want %v)", h.Name, what, err, last, want)
+			}
+			if last = s.Services; !s.Stale && strings.Join(last, ",") == strings.Join(want, ",") {
+				return
+			}
+		}
+	}
+	nextSet("empty at first")
+	r1, err := a.Register(ctx, inst("svc-b", "b1", 9001))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Register(ctx, inst("svc-b", "b2", 9002)); err != nil {
+		t.Fatal(err)
+	}
+	r3, err := a.Register(ctx, inst("svc-a", "a1", 9003))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.eventually(t, "both services listed", set("svc-a", "svc-b"))
+	nextSet("both services watched", "svc-a", "svc-b")
+	if err := r3.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = r1.Close()
+	h.eventually(t, "svc-a gone once its last instance left", set("svc-b"))
+	nextSet("svc-a gone from the watch", "svc-b")
+}

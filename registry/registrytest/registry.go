@@ -30,6 +30,7 @@ func RunRegistry(t *testing.T, h Harness) {
 	t.Run("OversizedRefusedBeforeIO", func(t *testing.T) { testOversized(t, &h) })
 	t.Run("ConnectFailureIsUnavailable", func(t *testing.T) { testConnectFailure(t, &h) })
 	t.Run("ContextErrors", func(t *testing.T) { testContextErrors(t, &h) })
+	t.Run("ListAndWatchServices", func(t *testing.T) { testServices(t, &h) })
 }
 
 func inst(service, id string, port int) driver.Instance {
