@@ -7,6 +7,15 @@
 // 2s). User name and password come from the URL's user info or
 // registry.WithCredentials; TLS from registry.WithTLS.
 //
+// Constructors: registry.Open(ctx, "etcd://...", opts...) opens a client of its
+// own; New(cli, opts...) wraps a *clientv3.Client the caller holds and keeps
+// owning (WithPrefix, WithLeaseTTL), doing no I/O.
+//
+// Limits: a put whose key and value exceed MaxRequestBytes (etcd's default
+// --max-request-bytes) is refused before it is sent, as registry.ErrInvalid; a
+// request the server refuses as too large or invalid is ErrInvalid too, never
+// retried.
+//
 // Layout: an instance is the JSON of registry.Instance at
 // <prefix>/services/<service>/<id>, put with the client's registration lease; store
 // key K is <prefix>/kv<K>; the sequence counter of parent P is <prefix>/seq<P>.

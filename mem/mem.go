@@ -5,6 +5,9 @@
 // themselves (there is no network to lose); Conn.ExpireSession and the Server fault
 // hooks (Restart, Cut, Heal) inject the failures real backends have.
 //
+// There is no New: a mem store has no native client; open it by URL. mem declares
+// no size limits, but validates like every backend (Host, UTF-8 metadata).
+//
 //	import _ "github.com/regkit/regkit/mem"
 //	c, err := registry.Open(ctx, "mem://test")
 package mem

@@ -31,6 +31,15 @@
 //   - store: probe for and offer the coordination store; default true (see
 //     Store).
 //
+// # Constructors
+//
+// registry.Open(ctx, "nacos://...", opts...) reads everything from the URL;
+// New(ctx, servers, opts...) takes the server list and typed options
+// (WithNamespace, WithGroup, WithCluster, WithHTTPClient), which also replace the
+// URL's values when given to Open. Nacos has no native Go client here to wrap (this
+// package speaks the HTTP API itself); WithHTTPClient lends it a client's
+// transport.
+//
 // # Versions
 //
 // Nacos 1.x to 3.1 serve the v1 client API (/v1/ns/instance, /instance/list,
@@ -277,6 +286,7 @@ type options struct {
 	username      string
 	password      string
 	store         bool
+	rt            http.RoundTripper // from WithHTTPClient; nil: a transport of the Conn's own
 }
 
 func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn, error) {
@@ -309,8 +319,7 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 	if err := p.Done(); err != nil {
 		return nil, err
 	}
-	// nacos has no options of its own: any is another backend's.
-	if err := driver.ApplyOptions("nacos", cfg.Options, func(struct{}) error { return nil }); err != nil {
+	if err := driver.ApplyOptions("nacos", cfg.Options, func(opt option) error { return opt(&o) }); err != nil {
 		return nil, err
 	}
 	if o.username == "" && qu != "" {
@@ -398,8 +407,12 @@ func newConn(o options, tlsCfg *tls.Config, log *slog.Logger) *Conn {
 	if tlsCfg != nil {
 		tr.TLSClientConfig = tlsCfg.Clone()
 	}
+	var rt http.RoundTripper = tr
+	if o.rt != nil {
+		rt, tr = o.rt, nil
+	}
 	life, cancel := context.WithCancel(context.Background())
-	return &Conn{o: o, tr: tr, hc: &http.Client{Transport: tr, Timeout: o.timeout}, hcLong: &http.Client{Transport: tr}, log: log,
+	return &Conn{o: o, tr: tr, hc: &http.Client{Transport: rt, Timeout: o.timeout}, hcLong: &http.Client{Transport: rt}, log: log,
 		life: life, cancel: cancel, api: o.api, cacheMs: map[string]time.Duration{},
 		watchers: map[string]int{}, listed: map[string]map[string]struct{}{}}
 }
@@ -432,7 +445,9 @@ func (c *Conn) Capabilities() driver.Capabilities {
 func (c *Conn) Close() error {
 	c.cancel()
 	c.wg.Wait()
-	c.tr.CloseIdleConnections()
+	if c.tr != nil {
+		c.tr.CloseIdleConnections()
+	}
 	return nil
 }
 
