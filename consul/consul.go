@@ -383,9 +383,10 @@ func (c *Conn) ServiceName(service string) string {
 // registered.
 func (c *Conn) ServiceID(service, id string) string { return c.ServiceName(service) + "@" + id }
 
-// Capabilities: everything.
+// Capabilities: everything; the store limit is MaxValueBytes.
 func (c *Conn) Capabilities() driver.Capabilities {
-	return driver.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true}
+	return driver.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true,
+		Limits: driver.Limits{StoreBytes: MaxValueBytes}}
 }
 
 // Close stops every keep-alive and session renewal and waits for them. Registrations
@@ -442,8 +443,8 @@ func wrap(op, what string, err error) error {
 		switch se.Code {
 		case http.StatusNotFound:
 			return fmt.Errorf("consul: %s: %w: %w", op, driver.ErrNotFound, err)
-		case http.StatusBadRequest:
-			return fmt.Errorf("consul: %s: %w: %w", op, driver.ErrInvalid, err)
+		case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+			return fmt.Errorf("consul: %s: the agent refused the request: %w: %w", op, driver.ErrInvalid, err)
 		}
 	}
 	return fmt.Errorf("consul: %s: %w: %w", op, driver.ErrUnavailable, err)

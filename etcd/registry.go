@@ -26,18 +26,41 @@ type record struct {
 
 func (c *Conn) serviceKey(service string) string { return c.prefix + "/services/" + service + "/" }
 
+var _ driver.InstanceChecker = (*Conn)(nil)
+
+// encode returns the key and the JSON record of inst.
+func (c *Conn) encode(inst driver.Instance) (string, []byte, error) {
+	data, err := json.Marshal(record{ID: inst.ID, Service: inst.Service, Host: inst.Host, Port: inst.Port,
+		Weight: inst.Weight, Zone: inst.Zone, Metadata: inst.Metadata})
+	if err != nil {
+		return "", nil, fmt.Errorf("etcd: encode %s: %w: %w", inst, driver.ErrInvalid, err)
+	}
+	return c.serviceKey(inst.Service) + inst.ID, data, nil
+}
+
+// CheckInstance refuses, without I/O, an instance whose put would exceed
+// MaxRequestBytes.
+func (c *Conn) CheckInstance(inst driver.Instance) error {
+	key, data, err := c.encode(inst)
+	if err != nil {
+		return err
+	}
+	if n := len(key) + len(data) + requestOverhead; n > MaxRequestBytes {
+		return driver.TooLarge(inst, n, MaxRequestBytes, "etcd's request limit")
+	}
+	return nil
+}
+
 // Put writes the instance under the shared registration lease.
 func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, error) {
+	key, data, err := c.encode(inst)
+	if err != nil {
+		return nil, err
+	}
 	l, err := c.registrationLease(ctx)
 	if err != nil {
 		return nil, err
 	}
-	data, err := json.Marshal(record{ID: inst.ID, Service: inst.Service, Host: inst.Host, Port: inst.Port,
-		Weight: inst.Weight, Zone: inst.Zone, Metadata: inst.Metadata})
-	if err != nil {
-		return nil, fmt.Errorf("etcd: encode %s: %w", inst, err)
-	}
-	key := c.serviceKey(inst.Service) + inst.ID
 	// A put cut off mid-flight could still be applied after Remove's delete: when
 	// ctx ends first, the put runs on until etcd answers, and Remove waits for it.
 	_, err = inflight.Run(ctx, &c.puts, key, c.spawnWrite, fmt.Errorf("etcd: put %s: %w", key, driver.ErrClosed),

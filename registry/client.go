@@ -86,6 +86,9 @@ func (c *Client) Instances(ctx context.Context, service string) ([]Instance, err
 	if err := c.checkOpen(); err != nil {
 		return nil, err
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("registry: instances of %s: %w", service, err)
+	}
 	c.mu.Lock()
 	sw := c.watches[service]
 	if sw != nil && sw.userRefs == 0 {
@@ -206,5 +209,20 @@ func (c *Client) prepare(inst Instance) (Instance, error) {
 			address.EnvPort+" or "+address.EnvDubboPort+" in the environment")
 	}
 	inst = withDefaults(inst)
-	return inst, inst.Validate()
+	if err := inst.Validate(); err != nil {
+		return inst, err
+	}
+	return inst, c.checkLimits(inst)
+}
+
+// checkLimits checks inst against the backend's declared limits and its
+// InstanceChecker, without I/O.
+func (c *Client) checkLimits(inst Instance) error {
+	if err := c.conn.Capabilities().Limits.CheckInstance(inst); err != nil {
+		return err
+	}
+	if ck, ok := c.conn.(driver.InstanceChecker); ok {
+		return ck.CheckInstance(inst)
+	}
+	return nil
 }

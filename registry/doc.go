@@ -45,8 +45,24 @@
 //   - Watchers see every final state but maybe not every intermediate step; a
 //     watcher reading slowly only skips to the newest snapshot, it never stalls the
 //     loop or other watchers.
-//   - Input is validated before anything is written; errors are *FieldError values
-//     naming the field and matching ErrInvalid.
+//   - Input is validated before any I/O; errors are *FieldError values naming the
+//     field and matching ErrInvalid. That covers the URL (hosts, ports 1-65535,
+//     every query parameter: unknown ones, repeated ones and those of another
+//     layout or mode are rejected, fragments too; errors show the redacted URL and
+//     name the parameter), the instance (Host an IP address or DNS name, metadata
+//     valid UTF-8) and the backend's size limits, which each driver declares
+//     (driver.Limits in Capabilities, driver.InstanceChecker for encoded sizes)
+//     instead of discovering them by a refused, retried request. A refusal no
+//     retry can fix (too large, invalid argument) is ErrInvalid on every backend,
+//     and Register never retries it.
+//   - One error vocabulary: a backend that does not answer fails Open with
+//     ErrUnavailable; a cancelled or expired context gives context.Canceled or
+//     context.DeadlineExceeded under errors.Is from Open, Register, Instances,
+//     Services, Watch and WatchServices (a Watch with a done context fails rather
+//     than returning a closed watcher).
+//   - Services lists the services that have at least one instance, and
+//     WatchServices follows that set on the same re-arm/re-list loop as every
+//     watch; backends offer it through driver.ServiceLister.
 //   - Every goroutine has an owner: the Client owns watch loops and registration
 //     keepers, and Close cancels and waits for them; Watcher.Close and the context
 //     given to Watch release a watcher.

@@ -87,6 +87,9 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 	if err := c.checkOpen(); err != nil {
 		return nil, err
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("registry: register %s: %w", inst, err)
+	}
 	if err := c.acquire(ctx, inst); err != nil {
 		return nil, err
 	}
@@ -94,8 +97,7 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 	if err != nil {
 		// A put may have been applied after its ctx ended: remove what no
 		// Registration will own (not after a refusal: nothing was written).
-		refused := errors.Is(err, ErrInvalid) || errors.Is(err, ErrNotSupported) ||
-			errors.Is(err, ErrPermission) || errors.Is(err, ErrClosed)
+		refused := permanent(err) || errors.Is(err, ErrPermission)
 		dctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 		defer cancel()
 		c.release(dctx, inst, !refused)
@@ -135,8 +137,7 @@ func (c *Client) putRetry(ctx context.Context, inst Instance, onErr func(error))
 		if err == nil {
 			return lease, nil
 		}
-		if errors.Is(err, ErrInvalid) || errors.Is(err, ErrNotSupported) || errors.Is(err, ErrClosed) ||
-			(onErr == nil && errors.Is(err, ErrPermission)) {
+		if permanent(err) || (onErr == nil && errors.Is(err, ErrPermission)) {
 			return nil, err
 		}
 		if onErr != nil {
@@ -149,6 +150,14 @@ func (c *Client) putRetry(ctx context.Context, inst Instance, onErr func(error))
 			return nil, fmt.Errorf("registry: register %s: %w (last error: %w)", inst, serr, err)
 		}
 	}
+}
+
+// permanent reports whether err is an answer no retry of the same put can change:
+// bad input (including a server refusing it as too large or malformed, which
+// drivers report as ErrInvalid), an unsupported call, a closed connection.
+// ErrPermission is permanent for the first put only (see putRetry).
+func permanent(err error) bool {
+	return errors.Is(err, ErrInvalid) || errors.Is(err, ErrNotSupported) || errors.Is(err, ErrClosed)
 }
 
 // keep waits for the lease to be lost, or for the instance to vanish from the

@@ -29,6 +29,10 @@ func RunRegistry(t *testing.T, h Harness) {
 	t.Run("WatchSurvivesCut", func(t *testing.T) { testCut(t, &h) })
 	t.Run("CloseReleasesEverything", func(t *testing.T) { testCloseLeaks(t, &h) })
 	t.Run("FailedRegisterLeavesNothing", func(t *testing.T) { testFailedRegister(t, &h) })
+	t.Run("OversizedRefusedBeforeIO", func(t *testing.T) { testOversized(t, &h) })
+	t.Run("ConnectFailureIsUnavailable", func(t *testing.T) { testConnectFailure(t, &h) })
+	t.Run("ContextErrors", func(t *testing.T) { testContextErrors(t, &h) })
+	t.Run("ListAndWatchServices", func(t *testing.T) { testServices(t, &h) })
 }
 
 func inst(service, id string, port int) driver.Instance {
@@ -52,6 +56,10 @@ func testValidation(t *testing.T, h *Harness) {
 		{"negative weight", driver.Instance{Service: "svc", Host: "10.0.0.1", Port: 80, Weight: -5}, "Weight"},
 		{"id with slash", driver.Instance{Service: "svc", ID: "a/b", Host: "10.0.0.1", Port: 80}, "ID"},
 		{"empty metadata key", driver.Instance{Service: "svc", Host: "10.0.0.1", Port: 80, Metadata: map[string]string{"": "x"}}, "Metadata"},
+		{"host neither IP nor DNS name", driver.Instance{Service: "svc", Host: "a..b!", Port: 80}, "Host"},
+		{"bracketed IPv6 host", driver.Instance{Service: "svc", Host: "[::1]", Port: 80}, "Host"},
+		{"metadata value not UTF-8", driver.Instance{Service: "svc", Host: "10.0.0.1", Port: 80, Metadata: map[string]string{"k": "\xff"}}, "Metadata"},
+		{"metadata key not UTF-8", driver.Instance{Service: "svc", Host: "10.0.0.1", Port: 80, Metadata: map[string]string{"\xfe": "v"}}, "Metadata"},
 	}
 	for _, tc := range cases {
 		_, err := c.Register(ctx, tc.in)
