@@ -23,7 +23,12 @@ type record struct {
 	Metadata map[string]string `json:"metadata,omitempty"`
 }
 
-func (c *Conn) serviceKey(service string) string { return c.prefix + "/services/" + service + "/" }
+func (c *Conn) serviceKey(service string) string {
+	if c.layout == LayoutNaming {
+		return c.target(service) + "/"
+	}
+	return c.prefix + "/services/" + service + "/"
+}
 
 // Put writes the instance under the shared registration lease.
 func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, error) {
@@ -33,6 +38,9 @@ func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, err
 	}
 	data, err := json.Marshal(record{ID: inst.ID, Service: inst.Service, Host: inst.Host, Port: inst.Port,
 		Weight: inst.Weight, Zone: inst.Zone, Metadata: inst.Metadata})
+	if c.layout == LayoutNaming {
+		data, err = encodeNaming(inst)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("etcd: encode %s: %w", inst, err)
 	}
@@ -67,6 +75,12 @@ func (c *Conn) List(ctx context.Context, service string) (driver.Listing, error)
 	}
 	out := make([]driver.Instance, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
+		if c.layout == LayoutNaming {
+			if in, ok := c.decodeNaming(service, kv); ok {
+				out = append(out, in)
+			}
+			continue
+		}
 		var r record
 		if err := json.Unmarshal(kv.Value, &r); err != nil {
 			c.log.Warn("etcd: skipping an undecodable instance", "key", string(kv.Key), "err", err)
