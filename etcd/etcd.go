@@ -139,9 +139,14 @@ func (s *settings) apply(opts []driver.Option) error {
 	if err := driver.ApplyOptions("etcd", opts, func(o option) error { return o(s) }); err != nil {
 		return err
 	}
-	if s.prefix = strings.TrimSuffix(s.prefix, "/"); s.prefix == "" {
-		s.prefix = DefaultPrefix
+	if s.prefix == "/" {
+		s.prefix = "" // "/" has always meant the default prefix here
 	}
+	prefix, err := driver.CleanRoot("prefix", s.prefix, DefaultPrefix)
+	if err != nil {
+		return err
+	}
+	s.prefix = prefix
 	if s.ttl < 2*time.Second {
 		return &driver.FieldError{Field: "lease_ttl", Value: s.ttl.String(), Reason: "must be at least 2s"}
 	}
@@ -155,6 +160,7 @@ type Conn struct {
 	prefix    string
 	ttl       time.Duration
 	log       *slog.Logger
+	skipped   *driver.SkipLog // entries under a service that are not instances, logged once
 
 	life   context.Context
 	cancel context.CancelFunc
@@ -172,7 +178,8 @@ var (
 
 func newConn(cli *clientv3.Client, prefix string, ttl time.Duration, log *slog.Logger, own bool) *Conn {
 	life, cancel := context.WithCancel(context.Background())
-	return &Conn{cli: cli, ownClient: own, prefix: prefix, ttl: ttl, log: log, life: life, cancel: cancel}
+	return &Conn{cli: cli, ownClient: own, prefix: prefix, ttl: ttl, log: log, life: life, cancel: cancel,
+		skipped: &driver.SkipLog{Logger: log}}
 }
 
 // Client returns the native client.
