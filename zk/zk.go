@@ -262,22 +262,21 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 		ct = DefaultConnectTimeout
 	}
 	c := config{hosts: hosts, layout: layout, sessionTimeout: st, connectTimeout: ct, protect: protect, log: cfg.Logger}
-	switch {
-	case u.Path == "" && layout == LayoutRegkit:
-		c.chroot = DefaultChroot
-	case u.Path == "" || u.Path == "/":
-		c.chroot = ""
-	default:
-		c.chroot = strings.TrimSuffix(u.Path, "/")
-		if err := driver.ValidKey(c.chroot); err != nil {
-			return nil, &driver.FieldError{Field: "url", Value: u.Path, Reason: "bad chroot: " + err.Error()}
-		}
+	defChroot := ""
+	if layout == LayoutRegkit {
+		defChroot = DefaultChroot
 	}
-	if base = "/" + strings.Trim(base, "/"); base == "/" {
+	if c.chroot, err = driver.CleanRoot("url", u.Path, defChroot); err != nil {
+		return nil, err
+	}
+	if !strings.HasPrefix(base, "/") {
+		base = "/" + base // documented as relative to the chroot; a leading '/' is optional
+	}
+	if base, err = driver.CleanRoot("base", base, ""); err != nil {
+		return nil, err
+	}
+	if base == "" {
 		return nil, &driver.FieldError{Field: "base", Value: base, Reason: "must not be empty"}
-	}
-	if err := driver.ValidKey(base); err != nil {
-		return nil, &driver.FieldError{Field: "base", Value: base, Reason: err.Error()}
 	}
 	if group = strings.Trim(group, "/"); group == "" || strings.Contains(group, "/") {
 		return nil, &driver.FieldError{Field: "group", Value: group, Reason: "must be one path segment"}
@@ -325,6 +324,8 @@ type Conn struct {
 
 	states *stateLog // connection states of the registration connection
 
+	skipped *driver.SkipLog // children of service directories that are not instances
+
 	mu       sync.Mutex
 	sessions map[*session]struct{}
 	closed   bool // Close was called
@@ -337,7 +338,8 @@ var (
 
 func open(ctx context.Context, cfg config) (*Conn, error) {
 	life, cancel := context.WithCancel(context.Background())
-	c := &Conn{cfg: cfg, life: life, cancel: cancel, sessions: map[*session]struct{}{}}
+	c := &Conn{cfg: cfg, life: life, cancel: cancel, sessions: map[*session]struct{}{},
+		skipped: &driver.SkipLog{Logger: cfg.log}}
 	c.states = newStateLog()
 	zc, err := c.dial(ctx, cfg.sessionTimeout, c.states.hook)
 	if err != nil {
@@ -348,6 +350,11 @@ func open(ctx context.Context, cfg config) (*Conn, error) {
 	c.spawn(func() { c.states.monitor(life, cfg.sessionTimeout) })
 	return c, nil
 }
+
+// ServicePath returns the znode whose children are the instances of service in
+// the connection's layout (<chroot>/services/S, <chroot><base>/S or
+// <chroot>/<group>/S/providers).
+func (c *Conn) ServicePath(service string) string { return c.codec().dir(service) }
 
 // Layout returns the registration layout of the connection.
 func (c *Conn) Layout() Layout { return c.cfg.layout }
