@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # install-servers.sh installs the real servers the tests run against, when missing:
 #   - ZooKeeper from Debian's `zookeeper` package (needs Java, which the machine has);
+#   - Apache Curator 5.4 (client, framework, recipes, x-discovery) from Debian's
+#     libcurator-*-java packages, and a JDK (javac): the zk interop tests compile and
+#     run a Curator peer against the test ZooKeeper;
 #   - Consul, built from the Go module proxy (replace directives dropped), cached;
 #   - Polaris (Nacos-compatible v1 API), built from the Go module proxy, cached.
 # etcd needs nothing: the tests embed the real server (go.etcd.io/etcd/server/v3/embed,
@@ -26,6 +29,27 @@ install_zookeeper() {
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq zookeeper >/dev/null
+}
+
+# The Curator peer of the zk interop tests (internal/testenv/curator) is compiled with
+# javac against these jars in /usr/share/java.
+CURATOR_PKGS="libcurator-client-java libcurator-framework-java libcurator-recipes-java libcurator-discovery-java"
+
+install_curator() {
+  local missing=""
+  for p in $CURATOR_PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
+  done
+  command -v javac >/dev/null 2>&1 || missing="$missing default-jdk-headless"
+  if [ -z "$missing" ]; then
+    log "curator: present"
+    return
+  fi
+  log "curator: apt-get install$missing"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 }
 
 # build_from_proxy MODULE VERSION OUTPUT [PACKAGE]
@@ -82,10 +106,11 @@ install_polaris() {
 
 what=${1:-all}
 case "$what" in
-  all) install_zookeeper; install_consul; install_polaris ;;
-  zookeeper) install_zookeeper ;;
+  all) install_zookeeper; install_curator; install_consul; install_polaris ;;
+  zookeeper) install_zookeeper; install_curator ;;
+  curator) install_curator ;;
   consul) install_consul ;;
   polaris) install_polaris ;;
-  *) log "usage: $0 [all|zookeeper|consul|polaris]"; exit 2 ;;
+  *) log "usage: $0 [all|zookeeper|curator|consul|polaris]"; exit 2 ;;
 esac
 log "servers ready in $DIR"

@@ -79,6 +79,8 @@ func TestURLValidation(t *testing.T) {
 	for _, tc := range []struct{ url, field string }{
 		{"zk://127.0.0.1:1/x?bogus=1", "url"},
 		{"zk://127.0.0.1:1/x?layout=eureka", "layout"},
+		{"zk://127.0.0.1:1/x?layout=curator&payload=eureka", "payload"},
+		{"zk://127.0.0.1:1/x?layout=curator&payload=", "payload"},
 		{"zk://127.0.0.1:1/x?session_timeout=10", "session_timeout"},
 		{"zk://127.0.0.1:1/x?session_timeout=100ms", "session_timeout"},
 		{"zk://127.0.0.1:1/x?protect=maybe", "protect"},

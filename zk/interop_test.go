@@ -48,9 +48,9 @@ func openURL(t testing.TB, rawURL string, opts ...registry.Option) *registry.Cli
 
 func waitInstances(t testing.TB, c *registry.Client, service string, want []registry.Instance) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
 	testenv.Eventually(t, 20*time.Second, "instances of "+service, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
 		got, err := c.Instances(ctx, service)
 		if err != nil {
 			return err
@@ -117,7 +117,8 @@ func TestCuratorInterop(t *testing.T) {
 		}
 	}
 
-	// Our registration, read back raw as Curator would parse it.
+	// Our registration, read back raw as Curator would parse it. The service's Java
+	// instances carry payloads of several classes, so payload=auto writes null.
 	reg, err := c.Register(ctx, registry.Instance{Service: "orders", ID: "go-1", Host: "10.1.0.1", Port: 7000, Weight: 9,
 		Zone: "eu-2", Metadata: map[string]string{"version": "v3"}})
 	if err != nil {
@@ -139,30 +140,60 @@ func TestCuratorInterop(t *testing.T) {
 			t.Errorf("Curator field %q missing in %s", k, b)
 		}
 	}
-	var si struct {
+	// Curator's own default (compatible) serialization writes no "enabled": readers
+	// older than Curator 4 fail on an unknown field.
+	if _, ok := raw["enabled"]; ok {
+		t.Errorf(`"enabled" written (Curator < 4 readers fail on it): %s`, b)
+	}
+	if string(raw["payload"]) != "null" {
+		t.Errorf("payload=auto among mixed payload classes wrote payload %s, want null", raw["payload"])
+	}
+	type written struct {
 		Name, ID, Address, ServiceType string
 		Port                           int
 		SSLPort                        *int
 		RegistrationTimeUTC            int64
-		Payload                        struct {
+		Payload                        *struct {
 			Class    string `json:"@class"`
 			Name     string
 			Metadata map[string]string
 		}
 	}
+	var si written
 	if err := json.Unmarshal(b, &si); err != nil {
 		t.Fatal(err)
 	}
 	if si.Name != "orders" || si.ID != "go-1" || si.Address != "10.1.0.1" || si.Port != 7000 || si.SSLPort != nil ||
-		si.ServiceType != "DYNAMIC" || si.RegistrationTimeUTC <= 0 ||
-		si.Payload.Class != "org.springframework.cloud.zookeeper.discovery.ZookeeperInstance" || si.Payload.Name != "orders" ||
-		si.Payload.Metadata["version"] != "v3" || si.Payload.Metadata["weight"] != "9" || si.Payload.Metadata["zone"] != "eu-2" {
+		si.ServiceType != "DYNAMIC" || si.RegistrationTimeUTC <= 0 || si.Payload != nil {
 		t.Errorf("Curator ServiceInstance written = %s", b)
 	}
 	if err := reg.Close(); err != nil {
 		t.Fatal(err)
 	}
 	waitInstances(t, c, "orders", want)
+
+	// payload=spring writes Spring Cloud Zookeeper's ZookeeperInstance, whatever the
+	// service holds.
+	cs := openURL(t, "zk://"+e.srv.Addr()+ns+"?layout=curator&base=/services&payload=spring")
+	reg, err = cs.Register(ctx, registry.Instance{Service: "orders", ID: "go-2", Host: "10.1.0.2", Port: 7000, Weight: 9,
+		Zone: "eu-2", Metadata: map[string]string{"version": "v3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _, err = e.adm(t).Get(dir + "/go-2"); err != nil {
+		t.Fatal(err)
+	}
+	si = written{}
+	if err := json.Unmarshal(b, &si); err != nil {
+		t.Fatal(err)
+	}
+	if si.Payload == nil || si.Payload.Class != "org.springframework.cloud.zookeeper.discovery.ZookeeperInstance" || si.Payload.Name != "orders" ||
+		si.Payload.Metadata["version"] != "v3" || si.Payload.Metadata["weight"] != "9" || si.Payload.Metadata["zone"] != "eu-2" {
+		t.Errorf("payload=spring wrote %s", b)
+	}
+	if err := reg.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Dubbo 2.x provider URLs as Dubbo's ZookeeperRegistry writes them: URL.encode (Java's
@@ -277,5 +308,98 @@ func TestDubboInterop(t *testing.T) {
 	}
 	if n != 1 {
 		t.Errorf("%d provider nodes for the re-registered instance, want 1", n)
+	}
+}
+
+// One Dubbo interface exported in several versions and groups on one host:port, as
+// Java Dubbo 2.7/3.x writes it (interface-level registration): each provider URL is
+// an instance of its own, with its group and version in Metadata; and a regkit put
+// of the same host, port, group and version never deletes the Java provider's URL
+// (only the URLs its own session wrote).
+func TestDubboVersionsAndGroups(t *testing.T) {
+	e := newEnv(t)
+	ns := "/dubbo-versions"
+	c := openURL(t, "zk://"+e.srv.Addr()+ns+"?layout=dubbo")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const svc = "org.example.GreetService"
+	dir := ns + "/dubbo/" + svc + "/providers"
+	java := func(query string) string {
+		return url.QueryEscape("dubbo://10.0.0.9:20880/" + svc + "?application=greet&interface=" + svc + query +
+			"&methods=greet&side=provider&timestamp=1700000000000")
+	}
+	v1, v2, g1 := java("&version=1.0.0"), java("&version=2.0.0"), java("&group=blue&version=1.0.0")
+	for _, n := range []string{v1, v2, g1} {
+		createRaw(t, e.adm(t), dir+"/"+n, []byte("10.0.0.9"), zk.FlagEphemeral)
+	}
+	javaInst := func(id string, md ...string) registry.Instance {
+		m := map[string]string{"application": "greet", "methods": "greet"}
+		for i := 0; i < len(md); i += 2 {
+			m[md[i]] = md[i+1]
+		}
+		return registry.Instance{ID: id, Service: svc, Host: "10.0.0.9", Port: 20880, Weight: 100, Healthy: true, Metadata: m}
+	}
+	want := []registry.Instance{
+		javaInst("10.0.0.9:20880;group=blue;version=1.0.0", "group", "blue", "version", "1.0.0"),
+		javaInst("10.0.0.9:20880;version=1.0.0", "version", "1.0.0"),
+		javaInst("10.0.0.9:20880;version=2.0.0", "version", "2.0.0"),
+	}
+	waitInstances(t, c, svc, want)
+
+	// regkit registers the same host, port and version as a Java provider (another
+	// process on the same address, or the same ID by mistake): both URLs stay.
+	ours := registry.Instance{ID: "10.0.0.9:20880;version=1.0.0", Service: svc, Host: "10.0.0.9", Port: 20880,
+		Metadata: map[string]string{"version": "1.0.0", "application": "go"}}
+	reg, err := c.Register(ctx, ours)
+	if err != nil {
+		t.Fatal(err)
+	}
+	javaLeft := func(when string) {
+		t.Helper()
+		kids, _, err := e.adm(t).Children(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []string{v1, v2, g1} {
+			if !slices.Contains(kids, n) {
+				t.Errorf("%s: the Java provider URL %s was deleted", when, n)
+			}
+		}
+	}
+	javaLeft("after the put")
+	// Re-put with new metadata: our old URL goes, the Java ones stay.
+	ours.Metadata["methods"] = "greet,bye"
+	if _, err := c.Register(ctx, ours); err != nil {
+		t.Fatal(err)
+	}
+	javaLeft("after the re-put")
+	kids, _, _ := e.adm(t).Children(dir)
+	n := 0
+	for _, k := range kids {
+		if strings.Contains(k, "application%3Dgo") {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d URLs of ours after the re-put, want 1", n)
+	}
+	if err := reg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	javaLeft("after deregistration")
+	waitInstances(t, c, svc, want)
+
+	// A regkit instance with a version and the default ID keeps its ID (regkit.id
+	// says it, the URL's own identity being Host:Port;version=V).
+	def := registry.Instance{Service: svc, Host: "10.0.0.10", Port: 20880, Metadata: map[string]string{"version": "3.0.0"}}
+	reg, err = c.Register(ctx, def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := reg.Instance()
+	got.Healthy = true
+	waitInstances(t, c, svc, append([]registry.Instance{got}, want...))
+	if got.ID != "10.0.0.10:20880" {
+		t.Errorf("default ID = %q", got.ID)
 	}
 }

@@ -35,7 +35,7 @@ type codec interface {
 func (c *Conn) codec() codec {
 	switch c.cfg.layout {
 	case LayoutCurator:
-		return curatorCodec{base: c.cfg.base}
+		return curatorCodec{base: c.cfg.base, payload: c.cfg.payload}
 	case LayoutDubbo:
 		return dubboCodec{root: c.cfg.group}
 	}
@@ -94,10 +94,18 @@ func valid(in driver.Instance) (driver.Instance, string) {
 
 // ---- curator ----
 
-type curatorCodec struct{ base string }
+type curatorCodec struct {
+	base string
+	// payload is the policy; encode needs it resolved (PayloadNull or
+	// PayloadSpring): Put resolves PayloadAuto against the service's instances.
+	payload CuratorPayload
+}
 
 // CuratorInstance is Curator x-discovery's ServiceInstance as its
-// JsonInstanceSerializer writes it (fields in Jackson's order).
+// JsonInstanceSerializer writes it (fields in Jackson's order). Enabled is absent
+// (nil) in what Curator writes by default (its compatible serialization mode, for
+// readers older than Curator 4, which fail on unknown fields) and in what regkit
+// writes; absent means enabled.
 type CuratorInstance struct {
 	Name                string          `json:"name"`
 	ID                  string          `json:"id"`
@@ -127,25 +135,71 @@ func (c curatorCodec) dir(service string) string { return c.base + "/" + service
 func (curatorCodec) needsData() bool             { return true }
 func (curatorCodec) byName() bool                { return true }
 
-func (curatorCodec) encode(in driver.Instance) (string, []byte, error) {
-	md := maps.Clone(in.Metadata)
-	if md == nil {
-		md = map[string]string{}
-	}
-	md["weight"] = strconv.Itoa(in.Weight)
-	if in.Zone != "" {
-		md["zone"] = in.Zone
-	}
-	payload, err := json.Marshal(SpringCloudPayload{Class: SpringCloudPayloadClass, ID: in.Service, Name: in.Service, Metadata: md})
-	if err != nil {
-		return "", nil, err
+func (cc curatorCodec) encode(in driver.Instance) (string, []byte, error) {
+	payload := json.RawMessage("null")
+	if cc.payload == PayloadSpring {
+		md := maps.Clone(in.Metadata)
+		if md == nil {
+			md = map[string]string{}
+		}
+		md["weight"] = strconv.Itoa(in.Weight)
+		if in.Zone != "" {
+			md["zone"] = in.Zone
+		}
+		b, err := json.Marshal(SpringCloudPayload{Class: SpringCloudPayloadClass, ID: in.Service, Name: in.Service, Metadata: md})
+		if err != nil {
+			return "", nil, err
+		}
+		payload = b
 	}
 	port := in.Port
-	enabled := true
 	b, err := json.Marshal(CuratorInstance{Name: in.Service, ID: in.ID, Address: in.Host, Port: &port,
 		Payload: payload, RegistrationTimeUTC: time.Now().UnixMilli(), ServiceType: "DYNAMIC",
-		URISpec: json.RawMessage("null"), Enabled: &enabled})
+		URISpec: json.RawMessage("null")})
 	return in.ID, b, err
+}
+
+// payloadClass returns the "@class" of a ServiceInstance's payload: "" for a null
+// or absent payload, "?" for a payload without a class (which no Curator reader
+// can read), ok false for data that is not a ServiceInstance.
+func payloadClass(data []byte) (class string, ok bool) {
+	var ci CuratorInstance
+	if err := json.Unmarshal(data, &ci); err != nil || ci.Address == "" {
+		return "", false
+	}
+	if len(ci.Payload) == 0 || string(ci.Payload) == "null" {
+		return "", true
+	}
+	var typed struct {
+		Class string `json:"@class"`
+	}
+	if json.Unmarshal(ci.Payload, &typed) != nil || typed.Class == "" {
+		return "?", true
+	}
+	return typed.Class, true
+}
+
+// autoPayload resolves PayloadAuto from the data of a service's other instances:
+// Spring's ZookeeperInstance if at least one carries a payload and every payload
+// is a ZookeeperInstance (a Curator reader that reads those reads ours, and one
+// that does not was already failing on them), else null (the only payload every
+// reader reads; any other class's shape is unknown to us, and a payload of the
+// right class but the wrong shape could fail the reader's whole query).
+func autoPayload(others [][]byte) CuratorPayload {
+	spring := false
+	for _, d := range others {
+		switch class, ok := payloadClass(d); {
+		case !ok, class == "":
+		case class == SpringCloudPayloadClass:
+			spring = true
+		default:
+			return PayloadNull
+		}
+	}
+	if spring {
+		return PayloadSpring
+	}
+	return PayloadNull
 }
 
 func (curatorCodec) decode(service, name string, data []byte) (driver.Instance, string) {
@@ -232,7 +286,7 @@ func (dubboCodec) encode(in driver.Instance) (string, []byte, error) {
 	if in.Zone != "" {
 		q.Set("zone", in.Zone)
 	}
-	if in.ID != defaultID(in.Host, in.Port) {
+	if in.ID != dubboID(in.Host, in.Port, q.Get("group"), q.Get("version")) {
 		q.Set("regkit.id", in.ID)
 	}
 	u := url.URL{Scheme: scheme, Host: net.JoinHostPort(in.Host, strconv.Itoa(in.Port)), Path: "/" + in.Service, RawQuery: q.Encode()}
@@ -289,12 +343,28 @@ func (dubboCodec) decode(service, name string, _ []byte) (driver.Instance, strin
 		md["protocol"] = u.Scheme
 	}
 	if in.ID == "" {
-		in.ID = defaultID(in.Host, in.Port)
+		in.ID = dubboID(in.Host, in.Port, md["group"], md["version"])
 	}
 	if len(md) > 0 {
 		in.Metadata = md
 	}
 	return valid(in)
+}
+
+// dubboID is the ID of a provider URL without regkit.id: "Host:Port" (registry's
+// default ID), then ";group=G" and ";version=V" when the URL has them, so that the
+// providers of one interface in several groups or versions on one host:port are
+// instances of their own.
+func dubboID(host string, port int, group, version string) string {
+	id := defaultID(host, port)
+	clean := strings.NewReplacer("/", "_", "\\", "_", "@", "_")
+	if group != "" {
+		id += ";group=" + clean.Replace(group)
+	}
+	if version != "" {
+		id += ";version=" + clean.Replace(version)
+	}
+	return id
 }
 
 // DubboURL returns the provider URL (decoded) that layout=dubbo writes for inst,

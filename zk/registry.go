@@ -15,6 +15,14 @@ import (
 // session is gone.
 func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, error) {
 	cd := c.codec()
+	if cc, ok := cd.(curatorCodec); ok && cc.payload == PayloadAuto {
+		p, err := c.resolveAutoPayload(ctx, cc, inst)
+		if err != nil {
+			return nil, err
+		}
+		cc.payload = p
+		cd = cc
+	}
 	name, data, err := cd.encode(inst)
 	if err != nil {
 		return nil, fmt.Errorf("zk: encode %s: %w: %w", inst, driver.ErrInvalid, err)
@@ -139,7 +147,9 @@ func (c *Conn) ensureServiceDir(ctx context.Context, cd codec, dir string) error
 	}
 }
 
-// deleteSameID deletes the nodes of dir that decode to inst's ID, except keep.
+// deleteSameID deletes the nodes of dir that decode to inst's ID, except keep, and
+// only those of the current session: a node of another session (a Java provider
+// with the same host, port, group and version, another client) is never deleted.
 func (c *Conn) deleteSameID(ctx context.Context, cd codec, inst driver.Instance, keep string) error {
 	dir := cd.dir(inst.Service)
 	kids, err := call(ctx, c, func() ([]string, error) {
@@ -156,10 +166,23 @@ func (c *Conn) deleteSameID(ctx context.Context, cd codec, inst driver.Instance,
 		if k == keep {
 			continue
 		}
-		if got, why := cd.decode(inst.Service, k, nil); why == "" && got.ID == inst.ID {
-			if err := c.del(ctx, dir+"/"+k, -1); err != nil && !errors.Is(err, zk.ErrNoNode) {
-				return wrap("delete", dir+"/"+k, err)
-			}
+		if got, why := cd.decode(inst.Service, k, nil); why != "" || got.ID != inst.ID {
+			continue
+		}
+		path := dir + "/" + k
+		st, err := c.exists(ctx, path)
+		if errors.Is(err, zk.ErrNoNode) {
+			continue
+		}
+		if err != nil {
+			return wrap("delete", path, err)
+		}
+		if _, sid, _ := c.zc.status(); sid == 0 || st.EphemeralOwner != sid {
+			c.cfg.log.Debug("zk: keeping a node of the same ID written by another session", "path", path)
+			continue
+		}
+		if err := c.del(ctx, path, st.Version); err != nil && !errors.Is(err, zk.ErrNoNode) && !errors.Is(err, zk.ErrBadVersion) {
+			return wrap("delete", path, err)
 		}
 	}
 	return nil
@@ -189,12 +212,29 @@ func (r *regLease) Deregister(ctx context.Context) error {
 	return nil
 }
 
-// List reads every instance of service. Children that are not valid instances of
-// the connection's layout under their exact path are skipped (logged once per
-// path).
-func (c *Conn) List(ctx context.Context, service string) (driver.Listing, error) {
-	cd := c.codec()
-	dir := cd.dir(service)
+// resolveAutoPayload reads the service's other instances (every node but inst's
+// own) and resolves payload=auto from their payloads.
+func (c *Conn) resolveAutoPayload(ctx context.Context, cc curatorCodec, inst driver.Instance) (CuratorPayload, error) {
+	dir := cc.dir(inst.Service)
+	kids, datas, _, err := c.readDir(ctx, dir, true)
+	if errors.Is(err, zk.ErrNoNode) {
+		return PayloadNull, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	var others [][]byte
+	for i, k := range kids {
+		if k != inst.ID && datas[i] != nil {
+			others = append(others, datas[i])
+		}
+	}
+	return autoPayload(others), nil
+}
+
+// readDir reads the children of dir and, with data, each child's data (nil for a
+// child deleted meanwhile). A missing dir is zk.ErrNoNode; other errors are wrapped.
+func (c *Conn) readDir(ctx context.Context, dir string, data bool) (kids []string, datas [][]byte, st *zk.Stat, err error) {
 	type res struct {
 		kids []string
 		st   *zk.Stat
@@ -204,13 +244,13 @@ func (c *Conn) List(ctx context.Context, service string) (driver.Listing, error)
 		return res{kids, st}, err
 	})
 	if errors.Is(err, zk.ErrNoNode) {
-		return driver.Listing{}, nil
+		return nil, nil, nil, err
 	}
 	if err != nil {
-		return driver.Listing{}, wrap("list", dir, err)
+		return nil, nil, nil, wrap("list", dir, err)
 	}
-	datas := make([][]byte, len(r.kids))
-	if cd.needsData() && len(r.kids) > 0 {
+	datas = make([][]byte, len(r.kids))
+	if data && len(r.kids) > 0 {
 		// go-zookeeper pipelines requests on its connection: read the children
 		// concurrently, at most 16 at a time.
 		errs := make([]error, len(r.kids))
@@ -231,13 +271,28 @@ func (c *Conn) List(ctx context.Context, service string) (driver.Listing, error)
 		wg.Wait()
 		for i, err := range errs {
 			if err != nil && !errors.Is(err, zk.ErrNoNode) {
-				return driver.Listing{}, wrap("list", dir+"/"+r.kids[i], err)
+				return nil, nil, nil, wrap("list", dir+"/"+r.kids[i], err)
 			}
 		}
 	}
-	out := make([]driver.Instance, 0, len(r.kids))
-	names := make([]string, 0, len(r.kids))
-	for i, k := range r.kids {
+	return r.kids, datas, r.st, nil
+}
+
+// List reads every instance of service. Children that are not instances of the
+// connection's layout are skipped (logged at Debug).
+func (c *Conn) List(ctx context.Context, service string) (driver.Listing, error) {
+	cd := c.codec()
+	dir := cd.dir(service)
+	kids, datas, st, err := c.readDir(ctx, dir, cd.needsData())
+	if errors.Is(err, zk.ErrNoNode) {
+		return driver.Listing{}, nil
+	}
+	if err != nil {
+		return driver.Listing{}, err
+	}
+	out := make([]driver.Instance, 0, len(kids))
+	names := make([]string, 0, len(kids))
+	for i, k := range kids {
 		if cd.needsData() && datas[i] == nil {
 			continue // deleted meanwhile
 		}
@@ -251,7 +306,7 @@ func (c *Conn) List(ctx context.Context, service string) (driver.Listing, error)
 	if !cd.byName() {
 		out = dedupeIDs(out, names)
 	}
-	return driver.Listing{Instances: out, Revision: uint64(r.st.Pzxid)}, nil
+	return driver.Listing{Instances: out, Revision: uint64(st.Pzxid)}, nil
 }
 
 // Watch follows the service directory and every instance's data.

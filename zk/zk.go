@@ -13,6 +13,8 @@
 //     "Layouts" below.
 //   - base (layout=curator only; default "/services"): Curator's
 //     ServiceDiscoveryBuilder basePath, relative to the chroot.
+//   - payload=auto|null|spring (layout=curator only; default auto): the payload of
+//     the ServiceInstance regkit writes; see "Curator payloads".
 //   - group (layout=dubbo only; default "dubbo"): Dubbo's registry group, the root
 //     node of the Dubbo tree, relative to the chroot.
 //   - session_timeout (default 10s): the session timeout asked for the connection
@@ -39,17 +41,51 @@
 // "zone","metadata"} (the same record as the etcd backend).
 //
 // layout=curator: Curator x-discovery's layout <chroot><base>/S/I, an ephemeral znode
-// holding Curator's ServiceInstance JSON as its JsonInstanceSerializer writes it:
-// {"name":S,"id":I,"address":Host,"port":Port,"sslPort":null,"payload":{...},
-// "registrationTimeUTC":ms,"serviceType":"DYNAMIC","uriSpec":null,"enabled":true}.
-// The payload is Spring Cloud Zookeeper's ZookeeperInstance
-// ({"@class":"org.springframework.cloud.zookeeper.discovery.ZookeeperInstance",
-// "id":S,"name":S,"metadata":{...}}), the most common payload in Java fleets.
-// Mapping: Metadata <-> payload.metadata, except "weight" <-> Weight and "zone" <->
-// Zone (the metadata keys Spring Cloud LoadBalancer reads); Healthy <- enabled
-// (absent means true). On read, a payload without a metadata object is tolerated:
-// its string fields become Metadata "payload.<field>", and a string payload becomes
-// Metadata "payload"; a null or zero port uses sslPort as Port.
+// holding Curator's ServiceInstance JSON as its JsonInstanceSerializer writes it in
+// its default (compatible) mode: {"name":S,"id":I,"address":Host,"port":Port,
+// "sslPort":null,"payload":...,"registrationTimeUTC":ms,"serviceType":"DYNAMIC",
+// "uriSpec":null}, without "enabled" (readers older than Curator 4 fail on it; absent
+// means enabled). The payload follows the payload policy ("Curator payloads"). On
+// read: Healthy <- enabled (absent means true); a null or zero port uses sslPort as
+// Port; a payload with a metadata object (Spring's ZookeeperInstance) gives
+// Metadata <- payload.metadata, except "weight" -> Weight and "zone" -> Zone (the
+// keys Spring Cloud LoadBalancer reads); a payload without one has its string fields
+// as Metadata "payload.<field>", and a string payload is Metadata "payload"; a null
+// payload gives the default Weight, no Zone and no Metadata.
+//
+// # Curator payloads
+//
+// Curator reads a ServiceInstance's payload with Jackson's class-typed polymorphism
+// ("@class") and then casts it to the reader's payload class: a reader built as
+// ServiceDiscovery<Void> reads only null payloads, ServiceDiscovery<X> only null and
+// X, ServiceDiscovery<Object> any class on its classpath. One unreadable instance
+// fails the reader's whole queryForInstances (InvalidTypeIdException or
+// ClassCastException), Java instances included, and its ServiceCache leaves it out
+// (a Void reader's cache of a service where regkit wrote Spring's payload stayed
+// empty). So the payload is chosen by policy, at every put (registration and
+// re-registration after a session loss):
+//
+//   - payload=auto (default): Spring Cloud Zookeeper's ZookeeperInstance when the
+//     service's other instances carry payloads and every one of them is a
+//     ZookeeperInstance (a Spring fleet: whoever reads those reads ours, and whoever
+//     does not was failing already), else null: on an empty service, among null
+//     payloads, or beside any other payload class (its shape is unknown to regkit,
+//     and a payload of the right class but the wrong shape would fail the reader's
+//     whole query just the same). Instances written by other regkit processes
+//     count as the service's instances.
+//   - payload=null: always null, the one payload every Curator reader reads.
+//   - payload=spring: always {"@class":"org.springframework.cloud.zookeeper.
+//     discovery.ZookeeperInstance","id":S,"name":S,"metadata":{...}}, for fleets
+//     whose readers all have Spring Cloud Zookeeper's class (a plain Curator reader
+//     without it fails, see above).
+//
+// Where weight, zone and metadata go: with Spring's payload, into payload.metadata
+// (Metadata, plus "weight" = Weight and "zone" = Zone), and they read back whole.
+// With a null payload they are not written at all, and are lost to every reader,
+// regkit included (read back: Weight 100, no Zone, no Metadata): Curator's
+// ServiceInstance has no other field that could carry them (uriSpec is a URI
+// template its readers build URIs from; unknown top-level fields fail readers
+// older than Curator 4). ID, Host and Port are always kept.
 //
 // layout=dubbo: Dubbo 2.x's interface-level layout:
 // <chroot>/<group>/S/providers/<url-encoded URL>, an ephemeral znode with no data,
@@ -58,12 +94,21 @@
 // with the Metadata as further query parameters. Mapping: Metadata <-> query
 // parameters, except weight <-> Weight (Dubbo's default 100 is ours), zone <-> Zone,
 // the URL scheme <-> Metadata "protocol" when it is not "dubbo", and "regkit.id" <->
-// ID when the ID is not the default "Host:Port". Parameters that only restate the
-// layout (interface, side, timestamp, anyhost, category) are dropped on read. A
-// provider with enabled=false or disabled=true is not Healthy. Put of an ID already
-// there creates the new URL node, then deletes the old one (the URL changes with the
-// metadata), so the instance never disappears meanwhile; a list that sees both
-// keeps the one with the greater node name (the later timestamp).
+// ID when the ID is not the URL's own identity. A provider URL's identity, its ID
+// when it has no regkit.id, is "Host:Port" (registry's default ID) followed by
+// ";group=G" and ";version=V" when the URL has them: one interface exported in
+// several groups or versions on one host:port (as Dubbo 2.7 and 3.x register them)
+// is several instances, each with its group and version in Metadata. Two URLs
+// differing only in their protocol on one port are one instance. Parameters that
+// only restate the layout (interface, side, timestamp, anyhost, category) are
+// dropped on read. A provider with enabled=false or disabled=true is not Healthy.
+// Put of an ID already there creates the new URL node, then deletes the old one
+// (the URL changes with the metadata), so the instance never disappears
+// meanwhile; Put and Deregister delete only URL nodes of their own session, never
+// a provider URL another process wrote (a Java provider with the same identity, a
+// previous process's node waiting for its session to expire). A list that sees
+// several URLs of one ID keeps the one with the greater node name (the later
+// timestamp).
 //
 // # Liveness and re-registration
 //
@@ -152,8 +197,8 @@
 //     as go-zookeeper's default provider does); a name with several addresses uses
 //     the dialer's choice.
 //   - Instance IDs are node names; registry's validation already excludes '/'. In
-//     the curator layout, user metadata keys "weight" and "zone" are taken by the
-//     mapping.
+//     the curator layout with Spring's payload, user metadata keys "weight" and
+//     "zone" are taken by the mapping.
 //   - The registration connection's session timeout and a store session's TTL are
 //     asked for; the server may grant another (zoo.cfg min/maxSessionTimeout), and
 //     a session's Lost-on-timeout uses the TTL asked for.
@@ -217,6 +262,25 @@ const (
 	LayoutDubbo   Layout = "dubbo"
 )
 
+// CuratorPayload names the payload policy of layout=curator (the URL's payload
+// parameter): what regkit puts in the payload of the Curator ServiceInstance it
+// writes. See "Curator payloads" in the package doc.
+type CuratorPayload string
+
+// Payload policies.
+const (
+	// PayloadAuto writes Spring Cloud Zookeeper's ZookeeperInstance when the
+	// service's other instances carry payloads and every one of them is a
+	// ZookeeperInstance, else null. The default.
+	PayloadAuto CuratorPayload = "auto"
+	// PayloadNull always writes a null payload, the one every Curator reader can
+	// read.
+	PayloadNull CuratorPayload = "null"
+	// PayloadSpring always writes Spring Cloud Zookeeper's ZookeeperInstance, for
+	// fleets whose Java services all read it.
+	PayloadSpring CuratorPayload = "spring"
+)
+
 // drv is this backend's driver.Driver.
 type drv struct{}
 
@@ -225,6 +289,7 @@ type config struct {
 	chroot         string // "" for none, else "/a/b"
 	layout         Layout
 	base           string // curator base path, absolute (with chroot)
+	payload        CuratorPayload
 	group          string // dubbo root path, absolute (with chroot)
 	sessionTimeout time.Duration
 	connectTimeout time.Duration
@@ -243,6 +308,7 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 	p := driver.NewParams(u)
 	layout := Layout(p.OneOf("layout", string(LayoutRegkit), string(LayoutRegkit), string(LayoutCurator), string(LayoutDubbo)))
 	base := p.String("base", DefaultCuratorBase)
+	payload := CuratorPayload(p.OneOf("payload", string(PayloadAuto), string(PayloadAuto), string(PayloadNull), string(PayloadSpring)))
 	group := p.String("group", DefaultDubboGroup)
 	st := p.Duration("session_timeout", DefaultSessionTimeout)
 	ct := p.Duration("connect_timeout", DefaultConnectTimeout)
@@ -261,7 +327,7 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 	if ct <= 0 {
 		ct = DefaultConnectTimeout
 	}
-	c := config{hosts: hosts, layout: layout, sessionTimeout: st, connectTimeout: ct, protect: protect, log: cfg.Logger}
+	c := config{hosts: hosts, layout: layout, payload: payload, sessionTimeout: st, connectTimeout: ct, protect: protect, log: cfg.Logger}
 	defChroot := ""
 	if layout == LayoutRegkit {
 		defChroot = DefaultChroot

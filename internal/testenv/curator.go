@@ -1,0 +1,424 @@
+//go:build unix
+
+package testenv
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The Curator peer's Java sources: CuratorPeer.java (the command loop) and the
+// payload classes its readers and writers use.
+//
+//go:embed curator
+var curatorSrc embed.FS
+
+// curatorJars is the Curator peer's classpath, from Debian's libcurator-*-java
+// (5.4), zookeeper (3.8), libjackson2-* and libslf4j-java packages. ZooKeeper's
+// client uses NIO by default, so netty and the rest of zookeeper.jar's manifest
+// Class-Path are not needed.
+var curatorJars = []string{
+	"/usr/share/java/curator-x-discovery.jar",
+	"/usr/share/java/curator-recipes.jar",
+	"/usr/share/java/curator-framework.jar",
+	"/usr/share/java/curator-client.jar",
+	"/usr/share/java/zookeeper.jar",
+	"/usr/share/java/zookeeper-jute.jar",
+	"/usr/share/java/guava.jar",
+	"/usr/share/java/jackson-databind.jar",
+	"/usr/share/java/jackson-core.jar",
+	"/usr/share/java/jackson-annotations.jar",
+	"/usr/share/java/slf4j-api.jar",
+	"/usr/share/java/slf4j-simple.jar",
+}
+
+// Payload classes the Curator peer's commands name (CuratorPeer.Payload).
+const (
+	// CuratorVoid is ServiceDiscovery<Void>: reads only null payloads, registers null.
+	CuratorVoid = "Void"
+	// CuratorObject is ServiceDiscovery<Object>: reads any payload whose class is on
+	// the peer's classpath, registers null.
+	CuratorObject = "Object"
+	// CuratorCustom is ServiceDiscovery<com.example.InstanceDetails>, a payload
+	// class of the application's own ({"description"}).
+	CuratorCustom = "Custom"
+	// CuratorSpring is ServiceDiscovery<ZookeeperInstance>, Spring Cloud
+	// Zookeeper's payload class ({"id","name","metadata"}; a stand-in of the same
+	// name and shape, Spring Cloud not being packaged in Debian).
+	CuratorSpring = "Spring"
+)
+
+// CuratorPeerConfig configures StartCuratorPeer.
+type CuratorPeerConfig struct {
+	// Connect is ZooKeeper's connect string ("host:port[,host:port][/chroot]").
+	Connect string
+	// SessionTimeout is the session timeout Curator asks for (default 4s).
+	SessionTimeout time.Duration
+	// BasePath is x-discovery's ServiceDiscoveryBuilder basePath (default "/services").
+	BasePath string
+	// Spring puts (a stand-in of) Spring Cloud Zookeeper's ZookeeperInstance on the
+	// classpath: a Spring Cloud Zookeeper process. Without it the peer is a plain
+	// Curator process, to which that class is unknown (Jackson's
+	// InvalidTypeIdException on reading it), and CuratorSpring cannot be used.
+	Spring bool
+}
+
+// CuratorPeer is a live Apache Curator 5.4 client in a Java process of its own,
+// driven by the test over a line protocol (see CuratorPeer.java): the other side
+// of interop tests, for x-discovery today and Curator's recipes tomorrow (add a
+// command to CuratorPeer.java and, if wanted, a typed helper here). Its methods are
+// safe for concurrent use; requests are answered one at a time.
+type CuratorPeer struct {
+	t       testing.TB
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	logPath string
+
+	reqMu   sync.Mutex  // one request in flight
+	answers chan string // lines that are not events
+	done    chan struct{}
+
+	mu     sync.Mutex
+	events []string
+}
+
+// CuratorError is a command the peer answered with "err": Class is the Java
+// exception's class name (e.g. "com.fasterxml.jackson.databind.exc.InvalidTypeIdException").
+type CuratorError struct {
+	Command string
+	Class   string
+	Message string
+}
+
+func (e *CuratorError) Error() string {
+	return fmt.Sprintf("curator peer: %s: %s: %s", e.Command, e.Class, e.Message)
+}
+
+// CuratorInstance is a ServiceInstance as the peer's readers returned it.
+type CuratorInstance struct {
+	ID           string          `json:"id"`
+	Name         string          `json:"name"`
+	Address      string          `json:"address"`
+	Port         *int            `json:"port"`
+	SSLPort      *int            `json:"sslPort"`
+	Enabled      bool            `json:"enabled"`
+	PayloadClass string          `json:"payloadClass"`
+	Payload      json.RawMessage `json:"payload"`
+}
+
+// StartCuratorPeer compiles the peer (once, cached under the user cache dir by the
+// hash of its sources), starts it against cfg.Connect and waits until its
+// session is established. It is stopped by t.Cleanup. A missing JDK or Curator
+// fails the test: run scripts/install-servers.sh.
+func StartCuratorPeer(t testing.TB, cfg CuratorPeerConfig) *CuratorPeer {
+	t.Helper()
+	if cfg.SessionTimeout == 0 {
+		cfg.SessionTimeout = 4 * time.Second
+	}
+	if cfg.BasePath == "" {
+		cfg.BasePath = "/services"
+	}
+	build := curatorClasses(t)
+	cp := filepath.Join(build, "classes")
+	if cfg.Spring {
+		cp += ":" + filepath.Join(build, "spring")
+	}
+	java, err := javaBin()
+	if err != nil {
+		t.Fatalf("testenv: the Curator peer needs Java (%v): run scripts/install-servers.sh", err)
+	}
+	p := &CuratorPeer{t: t, logPath: filepath.Join(t.TempDir(), "curator-peer.log"),
+		answers: make(chan string, 4), done: make(chan struct{})}
+	logf, err := os.Create(p.logPath)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	defer logf.Close() // the child has its own descriptor
+	p.cmd = exec.Command(java, "-Xms16m", "-Xmx128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto",
+		"-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+		"-cp", cp+":"+strings.Join(curatorJars, ":"),
+		"CuratorPeer", cfg.Connect, strconv.FormatInt(cfg.SessionTimeout.Milliseconds(), 10), cfg.BasePath)
+	p.cmd.Stderr = logf
+	p.cmd.SysProcAttr = sysProcAttr()
+	out, err := p.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("testenv: start the Curator peer: %v", err)
+	}
+	go p.read(out)
+	t.Cleanup(func() {
+		p.Close()
+		if t.Failed() {
+			t.Logf("--- Curator peer log %s ---\n%s", p.logPath, p.logTail())
+		}
+	})
+	select {
+	case line := <-p.answers:
+		if line != "ready" {
+			t.Fatalf("testenv: Curator peer said %q, want ready\n%s", line, p.logTail())
+		}
+	case <-p.done:
+		t.Fatalf("testenv: Curator peer exited before it was ready\n%s", p.logTail())
+	case <-time.After(90 * time.Second):
+		t.Fatalf("testenv: Curator peer not ready after 90s\n%s", p.logTail())
+	}
+	return p
+}
+
+// read dispatches the peer's output lines until it ends, then reaps the process.
+func (p *CuratorPeer) read(out io.Reader) {
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if ev, ok := strings.CutPrefix(line, "event "); ok {
+			p.mu.Lock()
+			p.events = append(p.events, ev)
+			p.mu.Unlock()
+			continue
+		}
+		select {
+		case p.answers <- line:
+		default: // nobody asked: a protocol error the next Do reports as a wrong answer
+		}
+	}
+	_, _ = io.Copy(io.Discard, out)
+	_ = p.cmd.Wait()
+	close(p.done)
+}
+
+// Do sends one command (its tokens must not contain white space) and returns the
+// JSON of its "ok" answer, a *CuratorError for "err", or an error if the peer has
+// exited or did not answer within a minute.
+func (p *CuratorPeer) Do(args ...string) (json.RawMessage, error) {
+	p.reqMu.Lock()
+	defer p.reqMu.Unlock()
+	line := strings.Join(args, " ")
+	select {
+	case <-p.done:
+		return nil, fmt.Errorf("curator peer: %s: the peer has exited", line)
+	default:
+	}
+	if _, err := io.WriteString(p.stdin, line+"\n"); err != nil {
+		return nil, fmt.Errorf("curator peer: %s: %w", line, err)
+	}
+	select {
+	case a := <-p.answers:
+		if v, ok := strings.CutPrefix(a, "ok "); ok {
+			return json.RawMessage(v), nil
+		}
+		if e, ok := strings.CutPrefix(a, "err "); ok {
+			class, msg, _ := strings.Cut(e, ": ")
+			return nil, &CuratorError{Command: line, Class: class, Message: msg}
+		}
+		return nil, fmt.Errorf("curator peer: %s: unexpected answer %q", line, a)
+	case <-p.done:
+		return nil, fmt.Errorf("curator peer: %s: the peer exited\n%s", line, p.logTail())
+	case <-time.After(time.Minute):
+		return nil, fmt.Errorf("curator peer: %s: no answer after a minute", line)
+	}
+}
+
+// Register registers an instance through a ServiceDiscovery of the given payload
+// class (CuratorVoid, ...); kv are "key=value" payload fields (Custom: description;
+// Spring: metadata).
+func (p *CuratorPeer) Register(payload, service, id, host string, port int, kv ...string) error {
+	_, err := p.Do(append([]string{"register", payload, service, id, host, strconv.Itoa(port)}, kv...)...)
+	return err
+}
+
+// Unregister unregisters an instance this peer registered.
+func (p *CuratorPeer) Unregister(id string) error {
+	_, err := p.Do("unregister", id)
+	return err
+}
+
+// List is queryForInstances(service) through a ServiceDiscovery of the given
+// payload class, sorted by ID.
+func (p *CuratorPeer) List(payload, service string) ([]CuratorInstance, error) {
+	b, err := p.Do("list", payload, service)
+	if err != nil {
+		return nil, err
+	}
+	var out []CuratorInstance
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, fmt.Errorf("curator peer: list: %w", err)
+	}
+	return out, nil
+}
+
+// StartCache starts a ServiceCache of service through a ServiceDiscovery of the
+// given payload class.
+func (p *CuratorPeer) StartCache(payload, service string) error {
+	_, err := p.Do("cache", payload, service)
+	return err
+}
+
+// Cached returns what the ServiceCache of (payload, service) holds now, sorted by
+// ID, and how many times its listener's cacheChanged was called.
+func (p *CuratorPeer) Cached(payload, service string) (changes int, instances []CuratorInstance, err error) {
+	b, err := p.Do("cached", payload, service)
+	if err != nil {
+		return 0, nil, err
+	}
+	var r struct {
+		Changes   int               `json:"changes"`
+		Instances []CuratorInstance `json:"instances"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return 0, nil, fmt.Errorf("curator peer: cached: %w", err)
+	}
+	return r.Changes, r.Instances, nil
+}
+
+// Events returns the JSON of every event line the peer has printed so far (e.g.
+// {"event":"connectionState","state":"RECONNECTED"}).
+func (p *CuratorPeer) Events() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.events...)
+}
+
+// Kill SIGKILLs the peer (its session is not closed: its ephemeral nodes stay
+// until the session expires) and waits until it is reaped.
+func (p *CuratorPeer) Kill() {
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+}
+
+// Close asks the peer to close its Curator client (deleting its ephemeral nodes)
+// and exit, killing it after 15s; a no-op once it has exited.
+func (p *CuratorPeer) Close() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_, _ = io.WriteString(p.stdin, "quit\n")
+	_ = p.stdin.Close()
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		p.Kill()
+	}
+}
+
+func (p *CuratorPeer) logTail() string {
+	b, _ := os.ReadFile(p.logPath)
+	const max = 4000
+	if len(b) > max {
+		b = b[len(b)-max:]
+	}
+	return strings.TrimSpace(string(b))
+}
+
+var curatorCompile sync.Mutex
+
+// curatorClasses returns the directory of the compiled peer, compiling it if the
+// cache has no build of these sources: classes/ holds the peer and the custom
+// payload class, spring/ the stand-in of Spring's payload class.
+func curatorClasses(t testing.TB) string {
+	t.Helper()
+	for _, j := range curatorJars {
+		if _, err := os.Stat(j); err != nil {
+			t.Fatalf("testenv: Curator is not installed (%v): run scripts/install-servers.sh", err)
+		}
+	}
+	h := sha256.New()
+	var srcs []string
+	err := fs.WalkDir(curatorSrc, "curator", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := curatorSrc.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00", path, len(b))
+		h.Write(b)
+		srcs = append(srcs, path)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("testenv: Curator peer sources: %v", err)
+	}
+	fmt.Fprintf(h, "%q", curatorJars)
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	root := filepath.Join(cache, "regkit", "curator-peer")
+	dir := filepath.Join(root, hex.EncodeToString(h.Sum(nil))[:16])
+	curatorCompile.Lock()
+	defer curatorCompile.Unlock()
+	const built = "classes/CuratorPeer.class"
+	if _, err := os.Stat(filepath.Join(dir, built)); err == nil {
+		return dir
+	}
+	javac, err := exec.LookPath("javac")
+	if err != nil {
+		t.Fatalf("testenv: the Curator peer needs a JDK (%v): run scripts/install-servers.sh", err)
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	work, err := os.MkdirTemp(root, "build-")
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	defer os.RemoveAll(work)
+	var files []string
+	for _, s := range srcs {
+		b, _ := curatorSrc.ReadFile(s)
+		dst := filepath.Join(work, "src", filepath.FromSlash(s))
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			t.Fatalf("testenv: %v", err)
+		}
+		if err := os.WriteFile(dst, b, 0o644); err != nil {
+			t.Fatalf("testenv: %v", err)
+		}
+		files = append(files, dst)
+	}
+	out := filepath.Join(work, "out")
+	classes := filepath.Join(out, "classes")
+	cmd := exec.Command(javac, append([]string{"-nowarn", "-encoding", "UTF-8", "-d", classes,
+		"-cp", strings.Join(curatorJars, ":")}, files...)...)
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("testenv: compile the Curator peer: %v\n%s", err, msg)
+	}
+	spring := filepath.Join(out, "spring", "org")
+	if err := os.MkdirAll(filepath.Dir(spring), 0o755); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	if err := os.Rename(filepath.Join(classes, "org"), spring); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	// Another test binary may have won the race: its build is as good as ours.
+	if err := os.Rename(out, dir); err != nil && !errors.Is(err, fs.ErrExist) {
+		if _, serr := os.Stat(filepath.Join(dir, built)); serr != nil {
+			t.Fatalf("testenv: %v", err)
+		}
+	}
+	return dir
+}
