@@ -210,6 +210,21 @@ const minQueryInterval = 50 * time.Millisecond
 
 var nsRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
+// checkNamespace checks a namespace (URL path or WithNamespace): one segment of
+// [A-Za-z0-9._-], and not DefaultRoot, whose store would be the
+// store of clients without a namespace.
+func checkNamespace(field, ns string) error {
+	switch {
+	case ns == "":
+		return nil
+	case !nsRE.MatchString(ns):
+		return &driver.FieldError{Field: field, Value: ns, Reason: "the namespace must be one segment of [A-Za-z0-9._-]"}
+	case ns == DefaultRoot:
+		return &driver.FieldError{Field: field, Value: ns, Reason: "the namespace " + DefaultRoot + " is the store root of clients without a namespace"}
+	}
+	return nil
+}
+
 // drv is this backend's driver.Driver.
 type drv struct{}
 
@@ -266,8 +281,8 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 	}
 	s.sessionTTL = clampTTL(s.sessionTTL)
 	if ns := strings.Trim(u.Path, "/"); ns != "" {
-		if !nsRE.MatchString(ns) {
-			return nil, &driver.FieldError{Field: "url", Value: u.Path, Reason: "the path must be one segment of [A-Za-z0-9._-] (the namespace)"}
+		if err := checkNamespace("url", ns); err != nil {
+			return nil, err
 		}
 		s.namespace = ns
 	}
@@ -348,6 +363,8 @@ type Conn struct {
 	tr  *http.Transport // nil when the client was given to New
 	s   settings
 	log *slog.Logger
+	// skipped logs health entries that are not valid instances, once each.
+	skipped *driver.SkipLog
 
 	life   context.Context
 	cancel context.CancelFunc
@@ -361,7 +378,7 @@ var (
 
 func newConn(cli *api.Client, tr *http.Transport, s settings, log *slog.Logger) *Conn {
 	life, cancel := context.WithCancel(context.Background())
-	return &Conn{cli: cli, tr: tr, s: s, log: log, life: life, cancel: cancel}
+	return &Conn{cli: cli, tr: tr, s: s, log: log, life: life, cancel: cancel, skipped: &driver.SkipLog{Logger: log}}
 }
 
 // Client returns the native client.
@@ -373,7 +390,7 @@ func (c *Conn) ServiceName(service string) string {
 	if c.s.namespace == "" {
 		return service
 	}
-	return c.s.namespace + "-" + service
+	return c.s.namespace + "/" + service
 }
 
 // ServiceID returns the Consul service ID under which the instance id of service is
