@@ -316,8 +316,9 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 	if o.contextPath == "" {
 		o.contextPath = DefaultContextPath
 	}
-	if strings.Contains(o.group, "@@") || o.group == "" {
-		return nil, &driver.FieldError{Field: "group", Value: o.group, Reason: "group must be non-empty and must not contain @@"}
+	if strings.Contains(o.group, "@") || o.group == "" {
+		// '@' anywhere would make "<group>@@<service>" ambiguous ("a@" + "b" is "a@@@b").
+		return nil, &driver.FieldError{Field: "group", Value: o.group, Reason: "group must be non-empty and must not contain '@'"}
 	}
 	if o.cluster == "" {
 		return nil, &driver.FieldError{Field: "cluster", Value: o.cluster, Reason: "cluster must be non-empty"}
@@ -356,6 +357,8 @@ type Conn struct {
 	hcLong *http.Client // for long polls: no timeout of its own
 	tr     *http.Transport
 	log    *slog.Logger
+	// skipped logs listed hosts that are not valid instances, once each.
+	skipped *driver.SkipLog
 
 	life   context.Context
 	cancel context.CancelFunc
@@ -395,7 +398,7 @@ func newConn(o options, tlsCfg *tls.Config, log *slog.Logger) *Conn {
 		tr.TLSClientConfig = tlsCfg.Clone()
 	}
 	life, cancel := context.WithCancel(context.Background())
-	return &Conn{o: o, tr: tr, hc: &http.Client{Transport: tr, Timeout: o.timeout}, hcLong: &http.Client{Transport: tr}, log: log,
+	return &Conn{o: o, tr: tr, hc: &http.Client{Transport: tr, Timeout: o.timeout}, hcLong: &http.Client{Transport: tr}, log: log, skipped: &driver.SkipLog{Logger: log},
 		life: life, cancel: cancel, api: o.api, cacheMs: map[string]time.Duration{},
 		watchers: map[string]int{}, listed: map[string]map[string]struct{}{}}
 }
