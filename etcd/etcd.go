@@ -3,13 +3,21 @@
 //	etcd://h1:2379,h2:2379/prefix?dial_timeout=3s&lease_ttl=10s
 //
 // URL: a comma-separated endpoint list (default port 2379), an optional key prefix
-// (default "/regkit"), dial_timeout (default 5s) and lease_ttl (default 10s, at least
+// (default "/regkit", also for "/"; checked by driver.CleanRoot: absolute, no
+// empty, "." or ".." segments, so "/a//b/" is an error naming prefix), dial_timeout (default 5s) and lease_ttl (default 10s, at least
 // 2s). User name and password come from the URL's user info or
 // registry.WithCredentials; TLS from registry.WithTLS.
 //
-// Layout: an instance is the JSON of registry.Instance at
-// <prefix>/services/<service>/<id>, put with the client's registration lease; store
-// key K is <prefix>/kv<K>; the sequence counter of parent P is <prefix>/seq<P>.
+// Layout: an instance is the JSON record {"id","service","host","port","weight",
+// "zone","metadata"} at <prefix>/services/<service>/<id>, put with the client's
+// registration lease; store key K is <prefix>/kv<K>; the sequence counter of parent
+// P is <prefix>/seq<P>. Neither service names nor IDs contain '/', so the mapping is
+// injective, and the registry (services/) and the store (kv/, seq/) never share a
+// key. The key is the truth: List reads only keys of exactly that shape (nested
+// keys are not instances) whose record names the key's service and ID and is a
+// valid Instance; anything else under the service's prefix is skipped and logged
+// once per key (earlier versions took service and ID from the value and listed any
+// JSON, nested keys included).
 //
 // Liveness: all registrations of a connection share one lease kept alive by one
 // keep-alive stream. When the lease is gone (expired during an outage, revoked, or

@@ -5,6 +5,10 @@
 // themselves (there is no network to lose); Conn.ExpireSession and the Server fault
 // hooks (Restart, Cut, Heal) inject the failures real backends have.
 //
+// Layout: instances are kept in a map keyed by service, then instance ID, per NAME,
+// so the mapping is injective by construction and nothing but a validated Put can
+// become an instance; the store is a tree of its own, apart from the registry.
+//
 //	import _ "github.com/regkit/regkit/mem"
 //	c, err := registry.Open(ctx, "mem://test")
 package mem

@@ -12,7 +12,8 @@
 // Query parameters, all optional:
 //
 //   - namespace: the Nacos namespace id (namespaceId / tenant); default "" (public).
-//   - group: the Nacos group of every service; default "DEFAULT_GROUP".
+//   - group: the Nacos group of every service; default "DEFAULT_GROUP"; must not
+//     contain '@'.
 //   - cluster: the Nacos cluster an instance registers into when its Zone is empty;
 //     default "DEFAULT".
 //   - api: which client API to speak, "auto" (default), "v1" or "v3" (see Versions).
@@ -47,7 +48,10 @@
 // # Data layout
 //
 // Service S of a URL with group G is the Nacos service "G@@S" in the URL's
-// namespace. Nacos identifies an instance by ip, port and cluster, not by an id of
+// namespace; '@' occurs in neither G nor S, so the mapping is injective. A listed
+// host that does not make a valid Instance (no ip or port, a regkit.id the registry
+// refuses, a cluster name that is not a valid Zone) is skipped and logged once per
+// ip:port#cluster. Nacos identifies an instance by ip, port and cluster, not by an id of
 // ours, so the instance's registry ID is kept in the metadata key "regkit.id"
 // (instances without it, registered by other clients, read back with ID
 // "host:port"); two IDs with the same host, port and cluster overwrite each other on

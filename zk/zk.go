@@ -5,7 +5,8 @@
 // # URL
 //
 //   - Host list: comma-separated, default port 2181.
-//   - Path: the chroot every path is placed under. An empty path means the layout's
+//   - Path: the chroot every path is placed under (checked by driver.CleanRoot:
+//     absolute, no empty, "." or ".." segments; one trailing '/' ignored). An empty path means the layout's
 //     default chroot: "/regkit" for layout=regkit, "/" (none) for layout=curator and
 //     layout=dubbo, whose point is to meet Java services at their usual paths. "/"
 //     explicitly means no chroot.
@@ -110,6 +111,18 @@
 // several URLs of one ID keeps the one with the greater node name (the later
 // timestamp).
 //
+// Injective, and the path is the truth, in every layout: neither service names nor
+// IDs contain '/', and IDs are never "." or ".." (driver.ValidInstanceID), so each
+// (chroot, service, ID) has its own znode. A child of a service directory is an
+// instance only when its data names the path's service and ID (regkit: "service"
+// and "id"; curator: "name" and "id"; dubbo: an "interface" parameter, when
+// present, equal to the directory's) and makes a valid Instance; anything else
+// (garbage, an empty record, another service's record, a URL without a port) is
+// skipped and logged once per path. Nested znodes are never read. In the regkit and
+// curator layouts the service directory is a container node (ZooKeeper 3.5+; as
+// Curator's creatingParentContainersIfNeeded), which the server removes once its
+// last instance is gone; Dubbo's directories stay persistent, as Dubbo makes them.
+//
 // # Liveness and re-registration
 //
 // One ZooKeeper connection (and so one session) per Conn holds every registration,
@@ -159,7 +172,11 @@
 // # Coordination store
 //
 // Store key K is the znode <chroot>K (key "/" is the chroot itself; with no chroot
-// the server's own "/zookeeper" subtree is hidden and never deleted). Version is the
+// the server's own "/zookeeper" subtree is hidden and never deleted). The store and
+// the registry share the chroot but never a znode: keys inside the connection's
+// registry tree (<chroot>/services, <chroot><base> or <chroot>/<group>) are
+// refused with a FieldError (ErrInvalid) naming the key, Children and Tree of an
+// ancestor hide that tree, and a recursive Delete of an ancestor ("/") leaves it. Version is the
 // data version (Stat.Version), CreateRevision the czxid, Session the owner session
 // id in hex. Missing parents are created as empty persistent znodes. Sequential keys
 // use ZooKeeper's own sequence flag (the 10-digit suffix is the parent's cversion).
