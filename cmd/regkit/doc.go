@@ -1,0 +1,42 @@
+// Command regkit inspects and operates any registry regkit can open (etcd,
+// ZooKeeper, Consul, Nacos, and mem:// for in-process use), and serves the
+// registry over DNS.
+//
+// Install:
+//
+//	go install github.com/regkit/regkit/cmd/regkit@latest
+//
+// The registry URL comes from --url or, when that is not given, from the
+// REGKIT_URL environment variable (etcd://h:2379/prefix, zk://h:2181/chroot,
+// consul://h:8500/ns, nacos://h:8848?namespace=x).
+//
+// Commands:
+//
+//	regkit ls SERVICE                       instances of a service
+//	regkit watch SERVICE                    each change live: added, removed, changed; stale/resynced flags
+//	regkit register SERVICE HOST:PORT       register and hold until SIGINT/SIGTERM, then deregister
+//	regkit get KEY | put KEY [VALUE] | rm [-r] KEY | tree KEY    the coordination store
+//	regkit dns [--all | SERVICE...]         a DNS server (SRV, A, AAAA) answering from a shared cache
+//	regkit version                          build information and the backends compiled in
+//
+// Every command takes --help. Output is a human-readable table by default and
+// JSON with -o json (watch and register print one JSON object per line).
+//
+// `regkit ls` needs a service: the registry API has no way to list services yet
+// (no Client.Services); when it gets one, ls without a service will list them.
+//
+// # Exit status
+//
+//	0  success (for register, watch and dns: stopped by SIGINT or SIGTERM)
+//	1  error: the backend failed, could not be reached in time (--timeout),
+//	   refused the credentials, or cannot do the operation
+//	2  usage: a bad flag, argument or URL; nothing was sent to the backend
+//	3  not found: no such key, nothing under the key (tree), or no instance of
+//	   the service (ls)
+//	4  conflict: the key exists (put --create), its version differs
+//	   (put/rm --version), or it has children (rm without -r)
+//
+// The command links every backend; its dependencies (the CLI library, the DNS
+// library) live in this nested module, github.com/regkit/regkit/cmd/regkit, so
+// that they never reach programs that import regkit's packages.
+package main
