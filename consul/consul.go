@@ -178,6 +178,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/regkit/regkit/internal/inflight"
 	"github.com/regkit/regkit/internal/owned"
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/driver"
@@ -352,6 +353,8 @@ type Conn struct {
 	life   context.Context
 	cancel context.CancelFunc
 	owned  owned.Group
+
+	puts inflight.Set // registers still running, per service ID (for Remove)
 }
 
 var (
@@ -380,9 +383,10 @@ func (c *Conn) ServiceName(service string) string {
 // registered.
 func (c *Conn) ServiceID(service, id string) string { return c.ServiceName(service) + "@" + id }
 
-// Capabilities: everything.
+// Capabilities: everything; the store limit is MaxValueBytes.
 func (c *Conn) Capabilities() driver.Capabilities {
-	return driver.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true}
+	return driver.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true,
+		Limits: driver.Limits{StoreBytes: MaxValueBytes}}
 }
 
 // Close stops every keep-alive and session renewal and waits for them. Registrations
@@ -412,10 +416,7 @@ func (c *Conn) probe(ctx context.Context, token bool) error {
 	}
 	if _, _, err := c.cli.ACL().TokenReadSelf(q); err != nil {
 		var se api.StatusError
-		if errors.As(err, &se) && se.Code == http.StatusUnauthorized { // ACLs disabled
-			return nil
-		}
-		if strings.Contains(err.Error(), "ACL support disabled") {
+		if errors.As(err, &se) && se.Code == http.StatusUnauthorized { // 401 "ACL support disabled"
 			return nil
 		}
 		return wrap("check token", "", err)
@@ -442,22 +443,19 @@ func wrap(op, what string, err error) error {
 		switch se.Code {
 		case http.StatusNotFound:
 			return fmt.Errorf("consul: %s: %w: %w", op, driver.ErrNotFound, err)
-		case http.StatusBadRequest:
-			return fmt.Errorf("consul: %s: %w: %w", op, driver.ErrInvalid, err)
+		case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+			return fmt.Errorf("consul: %s: the agent refused the request: %w: %w", op, driver.ErrInvalid, err)
 		}
 	}
 	return fmt.Errorf("consul: %s: %w: %w", op, driver.ErrUnavailable, err)
 }
 
-// isPermission reports whether err is an ACL refusal.
+// isPermission reports whether err is an ACL refusal: consul/api returns every
+// non-2xx answer as a StatusError, and Consul answers 403 for "Permission denied"
+// and "ACL not found" alike.
 func isPermission(err error) bool {
 	var se api.StatusError
-	if errors.As(err, &se) && se.Code == http.StatusForbidden {
-		return true
-	}
-	msg := err.Error()
-	return strings.Contains(msg, "Permission denied") || strings.Contains(msg, "ACL not found") ||
-		strings.Contains(msg, "response code: 403")
+	return errors.As(err, &se) && se.Code == http.StatusForbidden
 }
 
 // queryOpts returns the options of one read; index > 0 makes it a blocking query.

@@ -113,7 +113,10 @@ func (s *server) forget(t testing.TB) {
 
 func (s *server) harness() registrytest.Harness {
 	return registrytest.Harness{
-		Name:          "consul",
+		Name: "consul",
+		UnreachableURL: func(t testing.TB) string {
+			return "consul://" + testenv.ClosedAddr(t) + "?timeout=2s"
+		},
 		NewClient:     func(t testing.TB, ns string) *registry.Client { return s.open(t, ns, "") },
 		ExpireSession: func(t testing.TB, c *registry.Client) { s.forget(t) },
 		Restart:       func(t testing.TB) { s.srv.Restart(t) },

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/regkit/regkit/internal/inflight"
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/driver"
 )
@@ -30,7 +31,7 @@ func WithChecks(checks Checks) registry.Option {
 			return &driver.FieldError{Field: "consul.WithChecks", Value: nil, Reason: "checks is nil"}
 		}
 		if prev := s.checks; prev != nil {
-			s.checks = func(in registry.Instance) []*api.AgentServiceCheck {
+			s.checks = func(in driver.Instance) []*api.AgentServiceCheck {
 				return append(prev(in), checks(in)...)
 			}
 			return nil
@@ -69,12 +70,12 @@ func WithNamespace(ns string) registry.Option {
 }
 
 // Checks builds the extra checks of one instance being registered.
-type Checks func(inst registry.Instance) []*api.AgentServiceCheck
+type Checks func(inst driver.Instance) []*api.AgentServiceCheck
 
 // HTTPCheck checks http://Host:Port<path> every interval (2xx passing, 429 warning,
 // anything else critical).
 func HTTPCheck(path string, interval time.Duration) Checks {
-	return func(in registry.Instance) []*api.AgentServiceCheck {
+	return func(in driver.Instance) []*api.AgentServiceCheck {
 		return []*api.AgentServiceCheck{{Name: "http " + path, HTTP: "http://" + in.Addr() + path,
 			Interval: interval.String(), Timeout: min(interval, 10*time.Second).String()}}
 	}
@@ -82,7 +83,7 @@ func HTTPCheck(path string, interval time.Duration) Checks {
 
 // TCPCheck checks that Host:Port accepts TCP connections every interval.
 func TCPCheck(interval time.Duration) Checks {
-	return func(in registry.Instance) []*api.AgentServiceCheck {
+	return func(in driver.Instance) []*api.AgentServiceCheck {
 		return []*api.AgentServiceCheck{{Name: "tcp", TCP: in.Addr(),
 			Interval: interval.String(), Timeout: min(interval, 10*time.Second).String()}}
 	}
@@ -91,7 +92,7 @@ func TCPCheck(interval time.Duration) Checks {
 // GRPCCheck runs the standard gRPC health check of service ("" for the whole server)
 // on Host:Port every interval, over plain text unless useTLS.
 func GRPCCheck(service string, useTLS bool, interval time.Duration) Checks {
-	return func(in registry.Instance) []*api.AgentServiceCheck {
+	return func(in driver.Instance) []*api.AgentServiceCheck {
 		target := in.Addr()
 		if service != "" {
 			target += "/" + service
@@ -184,7 +185,16 @@ func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, err
 		return nil, err
 	}
 	// Replace the checks too: a changed check set must not leave old checks behind.
-	if err := c.cli.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx)); err != nil {
+	// A register cut off mid-flight could still be run by the agent after Remove's
+	// deregister: when ctx ends first, it runs on until the agent answers, and
+	// Remove waits for it.
+	_, err = inflight.Run(ctx, &c.puts, reg.ID, c.spawn, fmt.Errorf("consul: put %s: %w", inst, driver.ErrClosed),
+		func() (struct{}, error) {
+			rctx, cancel := inflight.Detach(ctx, c.life, inflight.Grace)
+			defer cancel()
+			return struct{}{}, c.cli.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(rctx))
+		})
+	if err != nil {
 		return nil, wrap("register", reg.ID, err)
 	}
 	kctx, cancel := context.WithCancel(c.life)
@@ -238,15 +248,13 @@ func (l *lease) keep(ctx context.Context) {
 }
 
 // checkGone reports whether an UpdateTTL error says the agent does not know the
-// check (it restarted without its state, or the service was deregistered).
+// check (it restarted without its state, or the service was deregistered): the
+// agent answers 404 "Unknown check ID". Its other refusal, a 500 "does not have
+// associated TTL", only comes from a check being replaced at that moment, so it is
+// retried like any other error; the next update answers 404 if the check is gone.
 func checkGone(err error) bool {
 	var se api.StatusError
-	if errors.As(err, &se) && se.Code == http.StatusNotFound {
-		return true
-	}
-	msg := err.Error()
-	return strings.Contains(msg, "does not have associated TTL") || strings.Contains(msg, "Unknown check") ||
-		strings.Contains(msg, "unknown check")
+	return errors.As(err, &se) && se.Code == http.StatusNotFound
 }
 
 func (l *lease) lose(err error) { l.sig.Lose(err) }
@@ -273,6 +281,24 @@ func (l *lease) Deregister(ctx context.Context) error {
 		return nil
 	}
 	return wrap("deregister", l.serviceID, err)
+}
+
+var _ driver.Remover = (*Conn)(nil)
+
+// Remove deregisters inst's service from the agent, once the agent has answered
+// every register of it that an abandoned Put left running; a service the agent does
+// not know is not an error.
+func (c *Conn) Remove(ctx context.Context, inst driver.Instance) error {
+	id := c.ServiceID(inst.Service, inst.ID)
+	if err := c.puts.Wait(ctx, id); err != nil {
+		return wrap("remove", id, err)
+	}
+	err := c.cli.Agent().ServiceDeregisterOpts(id, (&api.QueryOptions{}).WithContext(ctx))
+	var se api.StatusError
+	if errors.As(err, &se) && se.Code == http.StatusNotFound {
+		return nil
+	}
+	return wrap("remove", id, err)
 }
 
 // List reads the service's instances through the health endpoint.

@@ -100,7 +100,7 @@ func (s *session) renew(ctx context.Context) {
 			return
 		case err != nil:
 			if time.Since(last) >= s.ttl {
-				s.end(fmt.Errorf("consul: session %s: not renewed for %v, Consul may have invalidated it: %w (last error: %v)",
+				s.end(fmt.Errorf("consul: session %s: not renewed for %v, Consul may have invalidated it: %w (last error: %w)",
 					s.id, s.ttl, driver.ErrSessionLost, err), driver.StateLost)
 				return
 			}

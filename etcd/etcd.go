@@ -7,6 +7,15 @@
 // 2s). User name and password come from the URL's user info or
 // registry.WithCredentials; TLS from registry.WithTLS.
 //
+// Constructors: registry.Open(ctx, "etcd://...", opts...) opens a client of its
+// own; New(cli, opts...) wraps a *clientv3.Client the caller holds and keeps
+// owning (WithPrefix, WithLeaseTTL), doing no I/O.
+//
+// Limits: a put whose key and value exceed MaxRequestBytes (etcd's default
+// --max-request-bytes) is refused before it is sent, as registry.ErrInvalid; a
+// request the server refuses as too large or invalid is ErrInvalid too, never
+// retried.
+//
 // Layout: an instance is the JSON of registry.Instance at
 // <prefix>/services/<service>/<id>, put with the client's registration lease; store
 // key K is <prefix>/kv<K>; the sequence counter of parent P is <prefix>/seq<P>.
@@ -34,11 +43,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/regkit/regkit/internal/inflight"
+	"github.com/regkit/regkit/internal/owned"
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/driver"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 func init() { driver.Register("etcd", drv{}) }
@@ -79,14 +92,14 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 	}
 	cli, err := clientv3.New(cc)
 	if err != nil {
-		return nil, wrap("connect", strings.Join(hosts, ","), err)
+		return nil, connectError(hosts, err)
 	}
 	// Check the endpoints answer (and the credentials work) before returning.
 	sctx, cancel := context.WithTimeout(ctx, dial)
 	defer cancel()
 	if _, err := cli.Get(sctx, prefix+"/", clientv3.WithCountOnly()); err != nil {
 		cli.Close()
-		return nil, wrap("connect", strings.Join(hosts, ","), err)
+		return nil, connectError(hosts, err)
 	}
 	return newConn(cli, prefix, ttl, cfg.Logger, true), nil
 }
@@ -163,6 +176,9 @@ type Conn struct {
 	grantMu sync.Mutex
 	mu      sync.Mutex
 	reg     *lease // the shared registration lease, nil until first Put or after loss
+
+	puts   inflight.Set // puts still running, per key (for Remove)
+	writes owned.Group  // their goroutines
 }
 
 var (
@@ -188,9 +204,20 @@ func (c *Conn) RegistrationLease() clientv3.LeaseID {
 	return c.reg.id
 }
 
-// Capabilities: everything.
+// MaxRequestBytes is etcd's default limit on one request (the server's
+// --max-request-bytes, 1.5 MiB). A put whose key, value and request overhead exceed
+// it is refused before it is sent: instances with CheckInstance (through
+// Register), store values with Capabilities.Limits.
+const MaxRequestBytes = 3 << 19
+
+// requestOverhead is what a put request adds to its key and value (lease, header,
+// protobuf framing), with room to spare.
+const requestOverhead = 1 << 10
+
+// Capabilities: everything; the store limit is MaxRequestBytes.
 func (c *Conn) Capabilities() driver.Capabilities {
-	return driver.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true}
+	return driver.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true,
+		Limits: driver.Limits{StoreBytes: MaxRequestBytes - requestOverhead - len(c.prefix) - len("/kv")}}
 }
 
 // Close stops every keep-alive, revokes the registration lease and closes the client
@@ -207,13 +234,31 @@ func (c *Conn) Close() error {
 	}
 	c.cancel()
 	c.wg.Wait()
+	c.writes.Wait()
 	if c.ownClient {
 		return c.cli.Close()
 	}
 	return nil
 }
 
-// wrap turns a client error into one matching the registry sentinels.
+// connectError is the error of a failed Open: ErrUnavailable unless the server
+// refused the credentials, also matching the context's error when the dial timeout
+// or the caller's context ended the wait (a server that does not answer).
+func connectError(hosts []string, err error) error {
+	where := strings.Join(hosts, ",")
+	switch {
+	case isAuthError(err):
+		return fmt.Errorf("etcd: connect %s: %w: %w", where, driver.ErrPermission, err)
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("etcd: connect %s: no answer: %w: %w", where, driver.ErrUnavailable, err)
+	}
+	return wrap("connect", where, err)
+}
+
+// wrap turns a client error into one matching the registry sentinels: a refusal
+// no retry can change (request too large, invalid argument) matches ErrInvalid, an
+// auth refusal ErrPermission, the context's own error stays itself, anything else
+// is ErrUnavailable.
 func wrap(op, key string, err error) error {
 	if err == nil {
 		return nil
@@ -224,7 +269,29 @@ func wrap(op, key string, err error) error {
 	if isAuthError(err) {
 		return fmt.Errorf("etcd: %s %s: %w: %w", op, key, driver.ErrPermission, err)
 	}
+	if isRefusal(err) {
+		return fmt.Errorf("etcd: %s %s: the server refused the request: %w: %w", op, key, driver.ErrInvalid, err)
+	}
 	return fmt.Errorf("etcd: %s %s: %w: %w", op, key, driver.ErrUnavailable, err)
+}
+
+// isRefusal reports whether err is etcd (or gRPC on the client side) refusing the
+// request itself: too large, or an invalid argument.
+func isRefusal(err error) bool {
+	if errors.Is(err, rpctypes.ErrRequestTooLarge) || errors.Is(err, rpctypes.ErrGRPCRequestTooLarge) {
+		return true
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+	switch st.Code() {
+	case codes.InvalidArgument:
+		return true
+	case codes.ResourceExhausted: // also "too many requests", which is retryable
+		return strings.Contains(st.Message(), "larger than max") || strings.Contains(st.Message(), "too large")
+	}
+	return false
 }
 
 // isAuthError reports whether err is etcd refusing the credentials or the user's

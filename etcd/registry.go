@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/regkit/regkit/internal/inflight"
 	"github.com/regkit/regkit/registry/driver"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/connectivity"
@@ -25,19 +26,50 @@ type record struct {
 
 func (c *Conn) serviceKey(service string) string { return c.prefix + "/services/" + service + "/" }
 
+var _ driver.InstanceChecker = (*Conn)(nil)
+
+// encode returns the key and the JSON record of inst.
+func (c *Conn) encode(inst driver.Instance) (string, []byte, error) {
+	data, err := json.Marshal(record{ID: inst.ID, Service: inst.Service, Host: inst.Host, Port: inst.Port,
+		Weight: inst.Weight, Zone: inst.Zone, Metadata: inst.Metadata})
+	if err != nil {
+		return "", nil, fmt.Errorf("etcd: encode %s: %w: %w", inst, driver.ErrInvalid, err)
+	}
+	return c.serviceKey(inst.Service) + inst.ID, data, nil
+}
+
+// CheckInstance refuses, without I/O, an instance whose put would exceed
+// MaxRequestBytes.
+func (c *Conn) CheckInstance(inst driver.Instance) error {
+	key, data, err := c.encode(inst)
+	if err != nil {
+		return err
+	}
+	if n := len(key) + len(data) + requestOverhead; n > MaxRequestBytes {
+		return driver.TooLarge(inst, n, MaxRequestBytes, "etcd's request limit")
+	}
+	return nil
+}
+
 // Put writes the instance under the shared registration lease.
 func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, error) {
+	key, data, err := c.encode(inst)
+	if err != nil {
+		return nil, err
+	}
 	l, err := c.registrationLease(ctx)
 	if err != nil {
 		return nil, err
 	}
-	data, err := json.Marshal(record{ID: inst.ID, Service: inst.Service, Host: inst.Host, Port: inst.Port,
-		Weight: inst.Weight, Zone: inst.Zone, Metadata: inst.Metadata})
+	// A put cut off mid-flight could still be applied after Remove's delete: when
+	// ctx ends first, the put runs on until etcd answers, and Remove waits for it.
+	_, err = inflight.Run(ctx, &c.puts, key, c.spawnWrite, fmt.Errorf("etcd: put %s: %w", key, driver.ErrClosed),
+		func() (*clientv3.PutResponse, error) {
+			pctx, cancel := inflight.Detach(ctx, c.life, inflight.Grace)
+			defer cancel()
+			return c.cli.Put(pctx, key, string(data), clientv3.WithLease(l.id))
+		})
 	if err != nil {
-		return nil, fmt.Errorf("etcd: encode %s: %w", inst, err)
-	}
-	key := c.serviceKey(inst.Service) + inst.ID
-	if _, err := c.cli.Put(ctx, key, string(data), clientv3.WithLease(l.id)); err != nil {
 		l.loseIfGone(err) // the next put grants a new lease
 		return nil, wrap("put", key, err)
 	}
@@ -150,3 +182,28 @@ func (c *Conn) monitorConnection(ctx context.Context, lost func()) {
 		}
 	}
 }
+
+var _ driver.Remover = (*Conn)(nil)
+
+// Remove deletes inst's key if it is bound to the live registration lease (a key
+// bound to an earlier lease goes with that lease), once etcd has answered every put
+// of it that an abandoned Put left running, so that none is applied after the delete.
+func (c *Conn) Remove(ctx context.Context, inst driver.Instance) error {
+	key := c.serviceKey(inst.Service) + inst.ID
+	if err := c.puts.Wait(ctx, key); err != nil {
+		return wrap("remove", key, err)
+	}
+	c.mu.Lock()
+	l := c.reg
+	c.mu.Unlock()
+	if l == nil || l.Err() != nil {
+		return nil
+	}
+	_, err := c.cli.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(key), "=", l.id)).
+		Then(clientv3.OpDelete(key)).Commit()
+	return wrap("remove", key, err)
+}
+
+// spawnWrite runs f on a goroutine Close waits for, or reports false once the Conn
+// is closing.
+func (c *Conn) spawnWrite(f func()) bool { return c.writes.Go(f) }

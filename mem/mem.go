@@ -5,6 +5,9 @@
 // themselves (there is no network to lose); Conn.ExpireSession and the Server fault
 // hooks (Restart, Cut, Heal) inject the failures real backends have.
 //
+// There is no New: a mem store has no native client; open it by URL. mem declares
+// no size limits, but validates like every backend (Host, UTF-8 metadata).
+//
 //	import _ "github.com/regkit/regkit/mem"
 //	c, err := registry.Open(ctx, "mem://test")
 package mem
@@ -44,7 +47,10 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 	if name == "" {
 		return nil, &driver.FieldError{Field: "url", Value: u.String(), Reason: "mem:// needs a name, e.g. mem://test"}
 	}
-	return Lookup(name).connect(), nil
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("mem: open %s: %w", name, err)
+	}
+	return Lookup(name).connect()
 }
 
 var (
@@ -81,6 +87,7 @@ type watch struct {
 	service string // registry watch of a service, or
 	key     string // store watch of a tree
 	tree    bool
+	all     bool // registry watch of every service
 	notify  func()
 	broken  chan error
 }
@@ -98,12 +105,16 @@ func Lookup(name string) *Server {
 	return s
 }
 
-func (s *Server) connect() *Conn {
+// connect opens a Conn; it fails with ErrUnavailable while the server is Cut.
+func (s *Server) connect() (*Conn, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.down {
+		return nil, fmt.Errorf("mem: connect: server cut: %w", driver.ErrUnavailable)
+	}
 	c := &Conn{s: s, leases: map[*lease]struct{}{}, sessions: map[*session]struct{}{}}
 	s.conns[c] = struct{}{}
-	return c
+	return c, nil
 }
 
 // Restart breaks every watch, as a server restart does; data and sessions survive.
@@ -113,7 +124,7 @@ func (s *Server) Restart() {
 	s.breakWatchesLocked(nil, fmt.Errorf("mem: server restarted: %w", driver.ErrUnavailable))
 }
 
-// Cut makes the server unreachable until Heal: calls fail with ErrUnavailable,
+// Cut makes the server unreachable until Heal: calls (and Open) fail with ErrUnavailable,
 // watches break, sessions are suspended (they survive, as within a TTL).
 func (s *Server) Cut() {
 	s.mu.Lock()
@@ -157,7 +168,7 @@ func (s *Server) changedLocked(service, key string) {
 	s.rev++
 	for w := range s.watches {
 		switch {
-		case service != "" && !w.tree && w.service == service:
+		case service != "" && !w.tree && (w.all || w.service == service):
 			w.notify()
 		case key != "" && w.tree && (w.key == "/" || key == w.key || strings.HasPrefix(key, w.key+"/")):
 			w.notify()
@@ -231,6 +242,9 @@ func (c *Conn) Close() error {
 }
 
 func (c *Conn) watch(ctx context.Context, w *watch) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	s := c.s
 	s.mu.Lock()
 	if err := s.check(c); err != nil {

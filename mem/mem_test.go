@@ -2,6 +2,7 @@ package mem_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 
@@ -45,6 +46,12 @@ func harness() registrytest.Harness {
 		Cut: func(t testing.TB) func() {
 			each((*mem.Server).Cut)
 			return func() { each((*mem.Server).Heal) }
+		},
+		UnreachableURL: func(t testing.TB) string {
+			name := "unreachable-" + strings.ReplaceAll(t.Name(), "/", "-")
+			mem.Lookup(name).Cut()
+			t.Cleanup(mem.Lookup(name).Heal)
+			return "mem://" + name
 		},
 	}
 }

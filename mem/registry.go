@@ -85,6 +85,9 @@ func (c *Conn) List(ctx context.Context, service string) (driver.Listing, error)
 	if err := s.check(c); err != nil {
 		return driver.Listing{}, fmt.Errorf("mem: list %s: %w", service, err)
 	}
+	if err := ctx.Err(); err != nil {
+		return driver.Listing{}, fmt.Errorf("mem: list %s: %w", service, err)
+	}
 	out := make([]driver.Instance, 0, len(s.services[service]))
 	for _, e := range s.services[service] {
 		out = append(out, e.inst.Clone())
@@ -95,4 +98,50 @@ func (c *Conn) List(ctx context.Context, service string) (driver.Listing, error)
 // Watch notifies on every change of service until ctx is done or a fault breaks it.
 func (c *Conn) Watch(ctx context.Context, service string, notify func()) error {
 	return c.watch(ctx, &watch{service: service, notify: notify})
+}
+
+var _ driver.Remover = (*Conn)(nil)
+
+// Remove deletes inst if this connection put it (Put is synchronous: nothing of an
+// earlier Put can land later).
+func (c *Conn) Remove(ctx context.Context, inst driver.Instance) error {
+	s := c.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.check(c); err != nil {
+		return fmt.Errorf("mem: remove %s: %w", inst, err)
+	}
+	if e := s.services[inst.Service][inst.ID]; e != nil && e.lease != nil && e.lease.c == c {
+		delete(s.services[inst.Service], inst.ID)
+		delete(c.leases, e.lease)
+		s.changedLocked(inst.Service, "")
+	}
+	return nil
+}
+
+var _ driver.ServiceLister = (*Conn)(nil)
+
+// Services returns the services with at least one instance.
+func (c *Conn) Services(ctx context.Context) ([]string, error) {
+	s := c.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.check(c); err != nil {
+		return nil, fmt.Errorf("mem: services: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("mem: services: %w", err)
+	}
+	out := make([]string, 0, len(s.services))
+	for name, m := range s.services {
+		if len(m) > 0 {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}
+
+// WatchServices notifies on every change of any service.
+func (c *Conn) WatchServices(ctx context.Context, notify func()) error {
+	return c.watch(ctx, &watch{all: true, notify: notify})
 }

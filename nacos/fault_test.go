@@ -162,7 +162,7 @@ func polarisDeletedInstanceComesBack(t *testing.T, e *polarisEnv) {
 func polarisDeleted(t *testing.T, e *polarisEnv, extra, errText string) {
 	ns := newNS(t)
 	ctx := ctxFor(t)
-	a := openURL(t, "nacos://"+e.proxy.Addr()+"?namespace="+ns+"&"+fastParams+extra)
+	a := openURL(t, "nacos://"+e.proxy.Addr()+"?"+withParams("namespace="+ns+"&"+fastParams, extra))
 	defer a.Close()
 	r, err := a.Register(ctx, inst("del", "d1", 7501))
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/regkit/regkit/internal/inflight"
 	"github.com/regkit/regkit/registry/driver"
 )
 
@@ -33,7 +34,16 @@ func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, err
 	if err != nil {
 		return nil, err
 	}
-	if err := c.register(ctx, api, inst); err != nil {
+	// A register cut off mid-flight could still be run by the server after Remove's
+	// deregister: when ctx ends first, it runs on until the server answers, and
+	// Remove waits for it.
+	_, err = inflight.Run(ctx, &c.puts, putKey(inst), c.spawnWrite, fmt.Errorf("nacos: put %s: %w", inst, driver.ErrClosed),
+		func() (struct{}, error) {
+			rctx, cancel := inflight.Detach(ctx, c.life, inflight.Grace)
+			defer cancel()
+			return struct{}{}, c.register(rctx, api, inst)
+		})
+	if err != nil {
 		return nil, wrap("register "+inst.String(), err)
 	}
 	lctx, cancel := context.WithCancel(c.life)
@@ -110,7 +120,7 @@ func (l *lease) keep(ctx context.Context) {
 			if isGone(err) {
 				// The server no longer serves this API (upgraded or replaced behind
 				// the address): register again, with the API probed anew.
-				l.lose(fmt.Errorf("nacos: heartbeat of %s: %v: %w", l.inst, err, driver.ErrSessionLost))
+				l.lose(fmt.Errorf("nacos: heartbeat of %s: %w: %w", l.inst, err, driver.ErrSessionLost))
 				return
 			}
 			if err != nil {
@@ -128,7 +138,7 @@ func (l *lease) keep(ctx context.Context) {
 				return
 			}
 			if isGone(err) {
-				l.lose(fmt.Errorf("nacos: presence check of %s: %v: %w", l.inst, err, driver.ErrSessionLost))
+				l.lose(fmt.Errorf("nacos: presence check of %s: %w: %w", l.inst, err, driver.ErrSessionLost))
 				return
 			}
 			if err == nil {
@@ -163,3 +173,28 @@ func (l *lease) present(ctx context.Context) (bool, error) {
 	}
 	return false, nil
 }
+
+var _ driver.Remover = (*Conn)(nil)
+
+// Remove deregisters inst, once the server has answered every register of it that
+// an abandoned Put left running.
+func (c *Conn) Remove(ctx context.Context, inst driver.Instance) error {
+	if err := c.puts.Wait(ctx, putKey(inst)); err != nil {
+		return wrap("remove "+inst.String(), err)
+	}
+	api, err := c.currentAPI(ctx)
+	if err != nil {
+		return err
+	}
+	if err := c.deregister(ctx, api, inst); err != nil && !isGone(err) {
+		return wrap("remove "+inst.String(), err)
+	}
+	return nil
+}
+
+// putKey names inst in the Conn's set of running registers.
+func putKey(inst driver.Instance) string { return inst.Service + "/" + inst.ID }
+
+// spawnWrite runs f on a goroutine Close waits for, or reports false once the Conn
+// is closing.
+func (c *Conn) spawnWrite(f func()) bool { return c.writes.Go(f) }

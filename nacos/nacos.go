@@ -31,6 +31,15 @@
 //   - store: probe for and offer the coordination store; default true (see
 //     Store).
 //
+// # Constructors
+//
+// registry.Open(ctx, "nacos://...", opts...) reads everything from the URL;
+// New(ctx, servers, opts...) takes the server list and typed options
+// (WithNamespace, WithGroup, WithCluster, WithHTTPClient), which also replace the
+// URL's values when given to Open. Nacos has no native Go client here to wrap (this
+// package speaks the HTTP API itself); WithHTTPClient lends it a client's
+// transport.
+//
 // # Versions
 //
 // Nacos 1.x to 3.1 serve the v1 client API (/v1/ns/instance, /instance/list,
@@ -226,6 +235,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/regkit/regkit/internal/inflight"
+	"github.com/regkit/regkit/internal/owned"
 	"github.com/regkit/regkit/registry/driver"
 )
 
@@ -277,6 +288,7 @@ type options struct {
 	username      string
 	password      string
 	store         bool
+	rt            http.RoundTripper // from WithHTTPClient; nil: a transport of the Conn's own
 }
 
 func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn, error) {
@@ -293,7 +305,6 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 		cluster:       p.String("cluster", DefaultCluster),
 		api:           p.OneOf("api", APIAuto, APIAuto, APIV1, APIV3),
 		ephemeral:     p.Bool("ephemeral", true),
-		beatInterval:  p.Duration("beat_interval", 0),
 		presenceCheck: p.Duration("presence_check", DefaultPresenceCheck),
 		pollInterval:  p.Duration("poll_interval", DefaultPollInterval),
 		timeout:       p.Duration("timeout", DefaultTimeout),
@@ -301,12 +312,16 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 		username:      cfg.Username,
 		password:      cfg.Password,
 	}
+	if o.ephemeral {
+		o.beatInterval = p.Duration("beat_interval", 0)
+	} else {
+		p.NotWith("persistent instances (ephemeral=false) send no heartbeat", "beat_interval")
+	}
 	qu, qp := p.String("username", ""), p.String("password", "")
 	if err := p.Done(); err != nil {
 		return nil, err
 	}
-	// nacos has no options of its own: any is another backend's.
-	if err := driver.ApplyOptions("nacos", cfg.Options, func(struct{}) error { return nil }); err != nil {
+	if err := driver.ApplyOptions("nacos", cfg.Options, func(opt option) error { return opt(&o) }); err != nil {
 		return nil, err
 	}
 	if o.username == "" && qu != "" {
@@ -377,6 +392,9 @@ type Conn struct {
 	storeOK bool    // set by Open: the store is offered
 
 	loginMu sync.Mutex // one login at a time
+
+	puts   inflight.Set // registers still running, per instance (for Remove)
+	writes owned.Group  // their goroutines
 }
 
 var _ driver.Conn = (*Conn)(nil)
@@ -394,8 +412,12 @@ func newConn(o options, tlsCfg *tls.Config, log *slog.Logger) *Conn {
 	if tlsCfg != nil {
 		tr.TLSClientConfig = tlsCfg.Clone()
 	}
+	var rt http.RoundTripper = tr
+	if o.rt != nil {
+		rt, tr = o.rt, nil
+	}
 	life, cancel := context.WithCancel(context.Background())
-	return &Conn{o: o, tr: tr, hc: &http.Client{Transport: tr, Timeout: o.timeout}, hcLong: &http.Client{Transport: tr}, log: log,
+	return &Conn{o: o, tr: tr, hc: &http.Client{Transport: rt, Timeout: o.timeout}, hcLong: &http.Client{Transport: rt}, log: log,
 		life: life, cancel: cancel, api: o.api, cacheMs: map[string]time.Duration{},
 		watchers: map[string]int{}, listed: map[string]map[string]struct{}{}}
 }
@@ -420,7 +442,7 @@ func (c *Conn) API() string {
 // 20404/21003, and the presence check), so package registry does not poll their
 // services for the same purpose (GuardsRegistrations).
 func (c *Conn) Capabilities() driver.Capabilities {
-	return driver.Capabilities{Store: c.storeOK, GuardsRegistrations: true}
+	return driver.Capabilities{Store: c.storeOK, GuardsRegistrations: true, Limits: driver.Limits{StoreBytes: MaxValueBytes}}
 }
 
 // Close stops every heartbeat and closes idle connections. It does not delete
@@ -428,7 +450,10 @@ func (c *Conn) Capabilities() driver.Capabilities {
 func (c *Conn) Close() error {
 	c.cancel()
 	c.wg.Wait()
-	c.tr.CloseIdleConnections()
+	c.writes.Wait()
+	if c.tr != nil {
+		c.tr.CloseIdleConnections()
+	}
 	return nil
 }
 
@@ -464,7 +489,7 @@ func wrap(op string, err error) error {
 		switch {
 		case he.status == http.StatusForbidden || he.status == http.StatusUnauthorized:
 			return fmt.Errorf("nacos: %s: %w: %w", op, driver.ErrPermission, err)
-		case he.status == http.StatusBadRequest:
+		case he.status == http.StatusBadRequest || he.status == http.StatusRequestEntityTooLarge:
 			return fmt.Errorf("nacos: %s: %w", op, &driver.FieldError{Field: "instance", Value: op, Reason: "server rejected the request: " + he.Error()})
 		}
 	}

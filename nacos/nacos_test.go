@@ -46,6 +46,20 @@ func newPolaris(t *testing.T) *polarisEnv {
 	return &polarisEnv{srv: srv, proxy: proxy, hc: &http.Client{Timeout: 5 * time.Second, Transport: tr}}
 }
 
+// withParams returns the query base with the parameters of extra added, those
+// already in base replaced (a URL may give a parameter only once).
+func withParams(base, extra string) string {
+	q, _ := url.ParseQuery(base)
+	x, _ := url.ParseQuery(extra)
+	for k, v := range x {
+		q[k] = v
+	}
+	if q.Get("ephemeral") == "false" {
+		q.Del("beat_interval") // persistent instances send no heartbeat: the URL may not set one
+	}
+	return q.Encode()
+}
+
 func openURL(t testing.TB, u string) *registry.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -124,7 +138,10 @@ func nsOf(c *registry.Client) string { return c.Conn().(*nacos.Conn).Namespace()
 
 func (e *polarisEnv) harness() registrytest.Harness {
 	return registrytest.Harness{
-		Name:          "nacos/polaris",
+		Name: "nacos/polaris",
+		UnreachableURL: func(t testing.TB) string {
+			return "nacos://" + testenv.ClosedAddr(t) + "?timeout=2s"
+		},
 		NewClient:     e.open,
 		ExpireSession: func(t testing.TB, c *registry.Client) { e.dropAll(t, nsOf(c)) },
 		Restart:       func(t testing.TB) { e.srv.Restart(t) },
@@ -163,17 +180,16 @@ func newFake(t *testing.T, extra string, opts ...nacostest.Option) *fakeEnv {
 }
 
 func (e *fakeEnv) open(t testing.TB, ns string) *registry.Client {
-	u := "nacos://" + e.proxy.Addr() + "?namespace=" + ns + "&" + fastParams
-	if e.extra != "" {
-		u += "&" + e.extra
-	}
-	return openURL(t, u)
+	return openURL(t, "nacos://"+e.proxy.Addr()+"?"+withParams("namespace="+ns+"&"+fastParams, e.extra))
 }
 
 func (e *fakeEnv) harness(name string) registrytest.Harness {
 	return registrytest.Harness{
 		Name:      name,
 		NewClient: e.open,
+		UnreachableURL: func(t testing.TB) string {
+			return "nacos://" + testenv.ClosedAddr(t) + "?timeout=2s"
+		},
 		ExpireSession: func(t testing.TB, c *registry.Client) {
 			if e.srv.DropNamespace(nsOf(c)) == 0 {
 				t.Fatalf("ExpireSession: no instance in namespace %s", nsOf(c))

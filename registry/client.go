@@ -43,6 +43,7 @@ type Client struct {
 	closed  bool
 	watches map[string]*serviceWatch // shared loops, one per service
 	regs    map[*registration]struct{}
+	claims  map[instKey]*claim // users and removals per instance; see cleanup.go
 	store   *Store
 }
 
@@ -84,6 +85,9 @@ func (c *Client) Instances(ctx context.Context, service string) ([]Instance, err
 	}
 	if err := c.checkOpen(); err != nil {
 		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("registry: instances of %s: %w", service, err)
 	}
 	c.mu.Lock()
 	sw := c.watches[service]
@@ -205,5 +209,20 @@ func (c *Client) prepare(inst Instance) (Instance, error) {
 			address.EnvPort+" or "+address.EnvDubboPort+" in the environment")
 	}
 	inst = withDefaults(inst)
-	return inst, inst.Validate()
+	if err := inst.Validate(); err != nil {
+		return inst, err
+	}
+	return inst, c.checkLimits(inst)
+}
+
+// checkLimits checks inst against the backend's declared limits and its
+// InstanceChecker, without I/O.
+func (c *Client) checkLimits(inst Instance) error {
+	if err := c.conn.Capabilities().Limits.CheckInstance(inst); err != nil {
+		return err
+	}
+	if ck, ok := c.conn.(driver.InstanceChecker); ok {
+		return ck.CheckInstance(inst)
+	}
+	return nil
 }

@@ -45,8 +45,24 @@
 //   - Watchers see every final state but maybe not every intermediate step; a
 //     watcher reading slowly only skips to the newest snapshot, it never stalls the
 //     loop or other watchers.
-//   - Input is validated before anything is written; errors are *FieldError values
-//     naming the field and matching ErrInvalid.
+//   - Input is validated before any I/O; errors are *FieldError values naming the
+//     field and matching ErrInvalid. That covers the URL (hosts, ports 1-65535,
+//     every query parameter: unknown ones, repeated ones and those of another
+//     layout or mode are rejected, fragments too; errors show the redacted URL and
+//     name the parameter), the instance (Host an IP address or DNS name, metadata
+//     valid UTF-8) and the backend's size limits, which each driver declares
+//     (driver.Limits in Capabilities, driver.InstanceChecker for encoded sizes)
+//     instead of discovering them by a refused, retried request. A refusal no
+//     retry can fix (too large, invalid argument) is ErrInvalid on every backend,
+//     and Register never retries it.
+//   - One error vocabulary: a backend that does not answer fails Open with
+//     ErrUnavailable; a cancelled or expired context gives context.Canceled or
+//     context.DeadlineExceeded under errors.Is from Open, Register, Instances,
+//     Services, Watch and WatchServices (a Watch with a done context fails rather
+//     than returning a closed watcher).
+//   - Services lists the services that have at least one instance, and
+//     WatchServices follows that set on the same re-arm/re-list loop as every
+//     watch; backends offer it through driver.ServiceLister.
 //   - Every goroutine has an owner: the Client owns watch loops and registration
 //     keepers, and Close cancels and waits for them; Watcher.Close and the context
 //     given to Watch release a watcher.
@@ -98,7 +114,24 @@
 //
 //   - Register retries the first put until it succeeds or ctx ends, so a service that
 //     starts during a short outage registers by itself; when ctx ends first nothing
-//     is left behind and the error says why.
+//     is left behind and the error says why, wrapping both ctx's error and the last
+//     put's error for errors.Is.
+//   - Nothing is left behind is made true in two halves. The Client undoes a put no
+//     Registration owns (a failed or abandoned first put; a re-put abandoned by
+//     Close) with the driver's Remover, on a goroutine it owns, retried with backoff
+//     for at most 10s (Client.Close waits for it); a Register of the same
+//     instance waits for that removal, and the removal is skipped while another
+//     Register or Registration of the same instance in this Client owns it. The
+//     driver makes the delete come after the put: a put whose ctx ends is not cut
+//     off mid-flight (it could then be applied at any later time, after the delete)
+//     but runs on, on a goroutine the connection owns, until the backend answers
+//     or for 10s more (internal/inflight), and Remove first waits for it; ZooKeeper,
+//     which applies one session's requests in order, only needs the wait. The one
+//     way left to leave an instance behind is a backend that takes longer than that
+//     to answer a put; such an entry then lasts as long as what keeps it (etcd:
+//     the connection's shared lease, until Close; ZooKeeper: the session; Consul:
+//     check TTL plus deregister_after; Nacos: the heartbeat timeout, or forever for
+//     persistent instances). Proved by the suite's FailedRegisterLeavesNothing.
 //   - Registration.Close deregisters (with a 10s timeout); a process that dies
 //     without Close is removed by the backend's own TTL or session expiry.
 //   - Client.Instances answers from a running watch of the same Client when there is

@@ -49,7 +49,7 @@ func ExampleOpen_errors() {
 	fmt.Println(err)
 	// Output:
 	// registry: invalid url "nosuch://h:1": unknown scheme "nosuch" (forgotten import? registered: [mem])
-	// registry: invalid url "timeout": unknown query parameter
+	// registry: invalid url "mem://x?timeout=3s": unknown query parameter "timeout" (this backend takes none)
 }
 
 func ExampleInstance_Validate() {

@@ -100,7 +100,7 @@ func (p *PersistentNode) WaitForCreate(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		if err := p.Err(); err != nil {
-			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+			return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
 		}
 		return ctx.Err()
 	case <-p.done:

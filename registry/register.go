@@ -66,6 +66,9 @@ type registration struct {
 	changed chan struct{}
 	lease   driver.Lease
 	lastErr error
+	// abandoned: the keeper gave up a re-put when it was stopped; Deregister
+	// removes what that put may still leave.
+	abandoned bool
 
 	stop chan struct{} // closed by Deregister
 	done chan struct{} // closed when the keeper goroutine has ended
@@ -84,8 +87,20 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 	if err := c.checkOpen(); err != nil {
 		return nil, err
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("registry: register %s: %w", inst, err)
+	}
+	if err := c.acquire(ctx, inst); err != nil {
+		return nil, err
+	}
 	lease, err := c.putRetry(ctx, inst, nil)
 	if err != nil {
+		// A put may have been applied after its ctx ended: remove what no
+		// Registration will own (not after a refusal: nothing was written).
+		refused := permanent(err) || errors.Is(err, ErrPermission)
+		dctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		defer cancel()
+		c.release(dctx, inst, !refused)
 		return nil, err
 	}
 	r := &registration{c: c, inst: inst, state: Registered, changed: make(chan struct{}),
@@ -96,6 +111,7 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = lease.Deregister(dctx)
+		c.release(dctx, inst, false)
 		return nil, ErrClosed
 	}
 	c.regs[r] = struct{}{}
@@ -121,20 +137,27 @@ func (c *Client) putRetry(ctx context.Context, inst Instance, onErr func(error))
 		if err == nil {
 			return lease, nil
 		}
-		if errors.Is(err, ErrInvalid) || errors.Is(err, ErrNotSupported) || errors.Is(err, ErrClosed) ||
-			(onErr == nil && errors.Is(err, ErrPermission)) {
+		if permanent(err) || (onErr == nil && errors.Is(err, ErrPermission)) {
 			return nil, err
 		}
 		if onErr != nil {
 			onErr(err)
 		}
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("registry: register %s: %w (last error: %v)", inst, ctx.Err(), err)
+			return nil, fmt.Errorf("registry: register %s: %w (last error: %w)", inst, ctx.Err(), err)
 		}
 		if serr := sleepCtx(ctx, b.NextBackOff()); serr != nil {
-			return nil, fmt.Errorf("registry: register %s: %w (last error: %v)", inst, serr, err)
+			return nil, fmt.Errorf("registry: register %s: %w (last error: %w)", inst, serr, err)
 		}
 	}
+}
+
+// permanent reports whether err is an answer no retry of the same put can change:
+// bad input (including a server refusing it as too large or malformed, which
+// drivers report as ErrInvalid), an unsupported call, a closed connection.
+// ErrPermission is permanent for the first put only (see putRetry).
+func permanent(err error) bool {
+	return errors.Is(err, ErrInvalid) || errors.Is(err, ErrNotSupported) || errors.Is(err, ErrClosed)
 }
 
 // keep waits for the lease to be lost, or for the instance to vanish from the
@@ -169,7 +192,10 @@ func (r *registration) keep() {
 		lease.Abandon()
 		r.set(Reregistering, err)
 		nl, err := r.c.putRetry(ctx, r.inst, func(err error) { r.set(Reregistering, err) })
-		if err != nil { // stopped
+		if err != nil { // stopped; the abandoned put may still be applied
+			r.mu.Lock()
+			r.abandoned = true
+			r.mu.Unlock()
 			return
 		}
 		r.mu.Lock()
@@ -304,9 +330,11 @@ func (r *registration) Deregister(ctx context.Context) error {
 	delete(r.c.regs, r)
 	r.c.mu.Unlock()
 	r.mu.Lock()
-	lease := r.lease
+	lease, abandoned := r.lease, r.abandoned
 	r.mu.Unlock()
-	if err := lease.Deregister(ctx); err != nil && !errors.Is(err, ErrNotFound) {
+	err := lease.Deregister(ctx)
+	r.c.release(ctx, r.inst, abandoned)
+	if err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("registry: deregister %s: %w", r.inst, err)
 	}
 	return nil

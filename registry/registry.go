@@ -128,6 +128,9 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*Client, error) {
 	if !ok {
 		return nil, invalid("url", RedactURL(u), fmt.Sprintf("unknown scheme %q (forgotten import? registered: %v)", u.Scheme, Drivers()))
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("registry: open %s: %w", RedactURL(u), err)
+	}
 	o := buildOptions(opts)
 	if u.User != nil && o.cfg.Username == "" {
 		o.cfg.Username = u.User.Username()

@@ -79,7 +79,7 @@ func TestParams(t *testing.T) {
 	u2, _ := url.Parse("x://h?a=1&zz=2")
 	p = driver.NewParams(u2)
 	p.String("a", "")
-	if err := p.Done(); err == nil || !errors.As(err, &fe) || fe.Value != "zz" {
+	if err := p.Done(); err == nil || !errors.As(err, &fe) || fe.Value != "x://h?a=1&zz=2" || !strings.Contains(fe.Reason, `"zz"`) {
 		t.Errorf("unknown parameter: %v", err)
 	}
 }

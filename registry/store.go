@@ -85,6 +85,9 @@ func (s *Store) Create(ctx context.Context, key string, value []byte, opts ...Cr
 	if key == "/" {
 		return Node{}, invalid("key", key, "cannot create the root")
 	}
+	if err := s.c.conn.Capabilities().Limits.CheckStore(key, value); err != nil {
+		return Node{}, err
+	}
 	var spec driver.CreateSpec
 	for _, o := range opts {
 		o(&spec)
@@ -127,6 +130,9 @@ func (s *Store) Set(ctx context.Context, key string, value []byte, version int64
 		return Node{}, err
 	}
 	if err := driver.ValidKey(key); err != nil {
+		return Node{}, err
+	}
+	if err := s.c.conn.Capabilities().Limits.CheckStore(key, value); err != nil {
 		return Node{}, err
 	}
 	return sc.Set(ctx, key, value, version)

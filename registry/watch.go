@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -119,8 +120,15 @@ func (w *serviceWatch) publish(s Snapshot) {
 }
 
 // Watch starts following service. All watchers of one service in this Client share
-// one backend watch. The Watcher ends when ctx is done or Close is called.
+// one backend watch. The Watcher ends when ctx is done or Close is called. A ctx
+// already done fails Watch with its error.
 func (c *Client) Watch(ctx context.Context, service string) (Watcher, error) {
+	if err := ValidServiceName(service); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("registry: watch %s: %w", service, err)
+	}
 	w, err := c.watch(ctx, service, true)
 	if err != nil {
 		return nil, err // not a nil *watcher in a non-nil interface

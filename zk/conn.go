@@ -259,6 +259,7 @@ func (s *sniffConn) Read(p []byte) (int, error) {
 // session expires), so the gate is open at once on a new session; on the same
 // session with no watch armed go-zookeeper neither reads lastZxid nor sends
 // SetWatches, so the gate also opens gateFallback after the handshake.
+// TestResumedSessionRaceFree fails under -race without the gate.
 
 // gateFallback opens the gate of a connection that re-sends no watches.
 const gateFallback = 100 * time.Millisecond

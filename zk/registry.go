@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/go-zookeeper/zk"
+	"github.com/regkit/regkit/internal/inflight"
 	"github.com/regkit/regkit/registry/driver"
 )
 
@@ -33,7 +34,7 @@ func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, err
 		if err := ctx.Err(); err != nil {
 			return nil, wrap("put", path, err)
 		}
-		_, err := call(ctx, c, func() (string, error) { return c.zc.zk.Create(path, data, zk.FlagEphemeral, c.cfg.acl) })
+		_, err := mutate(ctx, c, inst, func() (string, error) { return c.zc.zk.Create(path, data, zk.FlagEphemeral, c.cfg.acl) })
 		switch {
 		case err == nil:
 		case errors.Is(err, zk.ErrNoNode):
@@ -50,7 +51,7 @@ func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, err
 				return nil, wrap("put", path, err)
 			}
 			if _, sid, _ := c.zc.status(); st.EphemeralOwner == sid && sid != 0 { // ours (a retried create, or a re-put): update
-				if _, err := call(ctx, c, func() (*zk.Stat, error) { return c.zc.zk.Set(path, data, -1) }); err != nil {
+				if _, err := mutate(ctx, c, inst, func() (*zk.Stat, error) { return c.zc.zk.Set(path, data, -1) }); err != nil {
 					if errors.Is(err, zk.ErrNoNode) {
 						continue
 					}
@@ -307,4 +308,68 @@ func dedupeIDs(list []driver.Instance, names []string) []driver.Instance {
 		out, outNames = append(out, in), append(outNames, names[i])
 	}
 	return out
+}
+
+var _ driver.Remover = (*Conn)(nil)
+
+// Remove deletes inst's nodes that the current session owns, once every create and
+// set an abandoned Put of inst left on the connection has been answered: ZooKeeper
+// applies one session's requests in order, so the delete comes after them. A node of
+// an earlier session went with that session.
+func (c *Conn) Remove(ctx context.Context, inst driver.Instance) error {
+	if err := c.puts.Wait(ctx, putKey(inst)); err != nil {
+		return wrap("remove", inst.String(), err)
+	}
+	cd := c.codec()
+	dir := cd.dir(inst.Service)
+	var paths []string
+	if cd.byName() {
+		name, _, err := cd.encode(inst)
+		if err != nil {
+			return nil // never put
+		}
+		paths = []string{dir + "/" + name}
+	} else { // the node name carries the put's time: find the nodes of this ID
+		kids, err := call(ctx, c, func() ([]string, error) {
+			kids, _, err := c.zc.zk.Children(dir)
+			return kids, err
+		})
+		if errors.Is(err, zk.ErrNoNode) {
+			return nil
+		}
+		if err != nil {
+			return wrap("remove: list", dir, err)
+		}
+		for _, k := range kids {
+			if got, ok := cd.decode(inst.Service, k, nil); ok && got.ID == inst.ID {
+				paths = append(paths, dir+"/"+k)
+			}
+		}
+	}
+	_, sid, _ := c.zc.status()
+	for _, p := range paths {
+		st, err := c.exists(ctx, p)
+		if errors.Is(err, zk.ErrNoNode) {
+			continue
+		}
+		if err != nil {
+			return wrap("remove", p, err)
+		}
+		if sid == 0 || st.EphemeralOwner != sid {
+			continue // another session's: not this Conn's to remove
+		}
+		if err := c.del(ctx, p, -1); err != nil && !errors.Is(err, zk.ErrNoNode) {
+			return wrap("remove", p, err)
+		}
+	}
+	return nil
+}
+
+// putKey names inst in the Conn's set of running Put requests.
+func putKey(inst driver.Instance) string { return inst.Service + "/" + inst.ID }
+
+// mutate is call for a create or set of inst's node: the request is counted until
+// go-zookeeper answers it, even after ctx ended, so that Remove can wait for it.
+func mutate[T any](ctx context.Context, c *Conn, inst driver.Instance, f func() (T, error)) (T, error) {
+	return inflight.Run(ctx, &c.puts, putKey(inst), c.spawn, fmt.Errorf("connection closed: %w", driver.ErrClosed), f)
 }

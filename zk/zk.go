@@ -34,6 +34,18 @@
 // WithDialer replaces the TCP dialer; an option of another backend is an error
 // matching registry.ErrInvalid.
 //
+// # Constructors
+//
+// registry.Open(ctx, "zk://...", opts...) reads everything from the URL; New(ctx,
+// servers, opts...) takes the server list and typed options (WithLayout,
+// WithChroot, WithSessionTimeout, WithConnectTimeout, WithDialer), which also
+// replace the URL's values when given to Open. There is no constructor over a
+// *zk.Conn the caller holds: the driver must receive its connection's session
+// events (go-zookeeper hands them only to the channel or callback given at
+// zk.Connect), drive reconnection itself (its host provider, its dialer, no new
+// session after a lost store session) and open one connection per store Session;
+// a connection made elsewhere offers none of that.
+//
 // # Layouts
 //
 // layout=regkit: instance I of service S is the ephemeral znode
@@ -218,6 +230,7 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
+	"github.com/regkit/regkit/internal/inflight"
 	"github.com/regkit/regkit/internal/owned"
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/driver"
@@ -235,18 +248,99 @@ const (
 )
 
 // option is the driver.Option value of this package's options.
-type option func(*config) error
+type option func(*settings) error
+
+// settings are what this package's options set; each replaces the URL's value.
+type settings struct {
+	dialer         Dialer
+	layout         Layout
+	chroot         *string
+	sessionTimeout time.Duration
+	connectTimeout time.Duration
+}
 
 // WithDialer replaces the TCP dialer of every connection the driver opens
 // (registrations and sessions); registry.WithTLS, when given, takes precedence.
 func WithDialer(d Dialer) registry.Option {
-	return registry.DriverOption("zk.WithDialer", option(func(c *config) error {
+	return registry.DriverOption("zk.WithDialer", option(func(s *settings) error {
 		if d == nil {
 			return &driver.FieldError{Field: "zk.WithDialer", Value: nil, Reason: "dialer is nil"}
 		}
-		c.dialer = d
+		s.dialer = d
 		return nil
 	}))
+}
+
+// WithLayout sets the registration layout (default LayoutRegkit; with Open it
+// replaces the URL's layout parameter).
+func WithLayout(l Layout) registry.Option {
+	return registry.DriverOption("zk.WithLayout", option(func(s *settings) error {
+		switch l {
+		case LayoutRegkit, LayoutCurator, LayoutDubbo:
+			s.layout = l
+			return nil
+		}
+		return &driver.FieldError{Field: "zk.WithLayout", Value: string(l), Reason: "want regkit, curator or dubbo"}
+	}))
+}
+
+// WithChroot sets the chroot every path is placed under ("/" for none; default:
+// the layout's, see the package doc; with Open it replaces the URL's path).
+func WithChroot(path string) registry.Option {
+	return registry.DriverOption("zk.WithChroot", option(func(s *settings) error {
+		s.chroot = &path
+		return nil
+	}))
+}
+
+// WithSessionTimeout sets the session timeout asked for the registration
+// connection (default DefaultSessionTimeout, at least 1s; with Open it replaces
+// the URL's session_timeout).
+func WithSessionTimeout(d time.Duration) registry.Option {
+	return registry.DriverOption("zk.WithSessionTimeout", option(func(s *settings) error {
+		s.sessionTimeout = d
+		return nil
+	}))
+}
+
+// WithConnectTimeout sets how long connecting waits for the first session
+// (default DefaultConnectTimeout; with Open it replaces the URL's
+// connect_timeout).
+func WithConnectTimeout(d time.Duration) registry.Option {
+	return registry.DriverOption("zk.WithConnectTimeout", option(func(s *settings) error {
+		s.connectTimeout = d
+		return nil
+	}))
+}
+
+// New connects to the ZooKeeper servers ("host:port", default port 2181) and
+// returns a Client over them, waiting for the first session (at most the connect
+// timeout, or until ctx ends). It takes server addresses rather than a *zk.Conn
+// the caller holds, because the driver must own its connections: it needs the
+// session events of the registration connection (go-zookeeper delivers them only
+// to the channel or callback given at zk.Connect), controls reconnection (its own
+// host provider and dialer, refusing a new session after a store session was
+// lost), and opens one more connection for each store Session, each with a
+// session of its own. Options: registry.WithLogger, WithCredentials (digest
+// auth) and WithTLS, and this package's WithLayout, WithChroot,
+// WithSessionTimeout, WithConnectTimeout and WithDialer; the URL-only settings
+// (acl, base, payload, group, protect) keep their defaults. A bad server address
+// or option is an error matching registry.ErrInvalid, before any I/O.
+func New(ctx context.Context, servers []string, opts ...registry.Option) (*registry.Client, error) {
+	if len(servers) == 0 {
+		return nil, &driver.FieldError{Field: "servers", Value: "", Reason: "no ZooKeeper server given"}
+	}
+	u := &url.URL{Scheme: "zk", Host: strings.Join(servers, ","), Path: "/"}
+	return registry.NewClient(func(cfg driver.Config) (driver.Conn, error) {
+		var s settings
+		if err := driver.ApplyOptions("zk", cfg.Options, func(o option) error { return o(&s) }); err != nil {
+			return nil, err
+		}
+		if s.chroot == nil {
+			u.Path = "" // the layout's default chroot
+		}
+		return drv{}.Open(ctx, u, cfg)
+	}, opts...)
 }
 
 // Dialer dials one ZooKeeper server; it has the shape of go-zookeeper's zk.Dialer.
@@ -305,11 +399,35 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 	if err != nil {
 		return nil, err
 	}
+	var so settings
+	if err := driver.ApplyOptions("zk", cfg.Options, func(o option) error { return o(&so) }); err != nil {
+		return nil, err
+	}
 	p := driver.NewParams(u)
 	layout := Layout(p.OneOf("layout", string(LayoutRegkit), string(LayoutRegkit), string(LayoutCurator), string(LayoutDubbo)))
-	base := p.String("base", DefaultCuratorBase)
-	payload := CuratorPayload(p.OneOf("payload", string(PayloadAuto), string(PayloadAuto), string(PayloadNull), string(PayloadSpring)))
-	group := p.String("group", DefaultDubboGroup)
+	if so.layout != "" {
+		layout = so.layout
+	}
+	path := u.Path
+	if so.chroot != nil {
+		path = *so.chroot
+		if path == "" {
+			path = "/"
+		}
+	}
+	base, group := DefaultCuratorBase, DefaultDubboGroup
+	payload := PayloadAuto
+	if layout == LayoutCurator {
+		base = p.String("base", DefaultCuratorBase)
+		payload = CuratorPayload(p.OneOf("payload", string(PayloadAuto), string(PayloadAuto), string(PayloadNull), string(PayloadSpring)))
+	} else {
+		p.NotWith("base and payload apply to layout=curator only", "base", "payload")
+	}
+	if layout == LayoutDubbo {
+		group = p.String("group", DefaultDubboGroup)
+	} else {
+		p.NotWith("group applies to layout=dubbo only", "group")
+	}
 	st := p.Duration("session_timeout", DefaultSessionTimeout)
 	ct := p.Duration("connect_timeout", DefaultConnectTimeout)
 	defACL := "open"
@@ -321,6 +439,12 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 	if err := p.Done(); err != nil {
 		return nil, err
 	}
+	if so.sessionTimeout != 0 {
+		st = so.sessionTimeout
+	}
+	if so.connectTimeout != 0 {
+		ct = so.connectTimeout
+	}
 	if st < time.Second {
 		return nil, &driver.FieldError{Field: "session_timeout", Value: st.String(), Reason: "must be at least 1s"}
 	}
@@ -329,14 +453,14 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 	}
 	c := config{hosts: hosts, layout: layout, payload: payload, sessionTimeout: st, connectTimeout: ct, protect: protect, log: cfg.Logger}
 	switch {
-	case u.Path == "" && layout == LayoutRegkit:
+	case path == "" && layout == LayoutRegkit:
 		c.chroot = DefaultChroot
-	case u.Path == "" || u.Path == "/":
+	case path == "" || path == "/":
 		c.chroot = ""
 	default:
-		c.chroot = strings.TrimSuffix(u.Path, "/")
+		c.chroot = strings.TrimSuffix(path, "/")
 		if err := driver.ValidKey(c.chroot); err != nil {
-			return nil, &driver.FieldError{Field: "url", Value: u.Path, Reason: "bad chroot: " + err.Error()}
+			return nil, &driver.FieldError{Field: "url", Value: path, Reason: "bad chroot: " + err.Error()}
 		}
 	}
 	if base = "/" + strings.Trim(base, "/"); base == "/" {
@@ -366,8 +490,8 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 		}
 	}
 	c.dialer = net.DialTimeout
-	if err := driver.ApplyOptions("zk", cfg.Options, func(o option) error { return o(&c) }); err != nil {
-		return nil, err
+	if so.dialer != nil {
+		c.dialer = so.dialer
 	}
 	if cfg.TLS != nil {
 		tc := cfg.TLS.Clone()
@@ -388,6 +512,8 @@ type Conn struct {
 	life   context.Context
 	cancel context.CancelFunc
 	owned  owned.Group // calls and goroutines owned by the Conn
+
+	puts inflight.Set // Put requests still running, per instance (for Remove)
 
 	states *stateLog // connection states of the registration connection
 
@@ -428,9 +554,9 @@ func (c *Conn) SessionID() int64 {
 	return id
 }
 
-// Capabilities: everything.
+// Capabilities: everything; the store limit follows MaxPacketBytes.
 func (c *Conn) Capabilities() driver.Capabilities {
-	return driver.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true}
+	return driver.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true, Limits: c.limits()}
 }
 
 // Close closes every session still open, then the registration connection (its
@@ -542,7 +668,8 @@ func wrap(op, path string, err error) error {
 		sentinel = driver.ErrPermission
 	case errors.Is(err, zk.ErrSessionExpired), errors.Is(err, zk.ErrSessionMoved):
 		sentinel = driver.ErrSessionLost
-	case errors.Is(err, zk.ErrBadArguments), errors.Is(err, zk.ErrInvalidPath):
+	case errors.Is(err, zk.ErrBadArguments), errors.Is(err, zk.ErrInvalidPath),
+		errors.Is(err, zk.ErrShortBuffer): // a request over the client's buffer: never sent, never will be
 		sentinel = driver.ErrInvalid
 	case errors.Is(err, driver.ErrSessionLost), errors.Is(err, driver.ErrClosed), errors.Is(err, driver.ErrUnavailable):
 		return fmt.Errorf("zk: %s %s: %w", op, path, err)

@@ -132,8 +132,11 @@ func (e *env) expire(t testing.TB, c *registry.Client) {
 
 func (e *env) harness() registrytest.Harness {
 	return registrytest.Harness{
-		Name:          "zk",
-		NewClient:     e.open,
+		Name:      "zk",
+		NewClient: e.open,
+		UnreachableURL: func(t testing.TB) string {
+			return "zk://" + testenv.ClosedAddr(t) + "/x?connect_timeout=2s"
+		},
 		ExpireSession: e.expire,
 		Restart:       func(t testing.TB) { e.srv.Restart(t) },
 		Cut: func(t testing.TB) func() {

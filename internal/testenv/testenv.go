@@ -71,3 +71,16 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() er
 	t.Helper()
 	poll.Until(t, timeout, what, cond)
 }
+
+// ClosedAddr returns a loopback "127.0.0.1:port" on which nothing listens (a port
+// that was free a moment ago), for connect-failure tests.
+func ClosedAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}

@@ -376,7 +376,7 @@ func (r *Resolver) preferred() ([]netMatcher, error) {
 		}
 		re, err := compileFull(e)
 		if err != nil {
-			return nil, fmt.Errorf("address: preferred network %q: neither a CIDR, an IP nor a valid regular expression: %v", e, err)
+			return nil, fmt.Errorf("address: preferred network %q: neither a CIDR, an IP nor a valid regular expression: %w", e, err)
 		}
 		out = append(out, netMatcher{re: re})
 	}
@@ -408,7 +408,7 @@ func (r *Resolver) ignored() ([]*regexp.Regexp, error) {
 	for _, e := range entries {
 		re, err := compileFull(e)
 		if err != nil {
-			return nil, fmt.Errorf("address: ignored interface %q: invalid regular expression: %v", e, err)
+			return nil, fmt.Errorf("address: ignored interface %q: invalid regular expression: %w", e, err)
 		}
 		out = append(out, re)
 	}

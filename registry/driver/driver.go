@@ -3,6 +3,7 @@ package driver
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"net/url"
 	"slices"
@@ -114,6 +115,85 @@ type Capabilities struct {
 	// package registry does not follow the service for it. Set it where a watch is
 	// costly (polling backends) and the driver checks on its own schedule.
 	GuardsRegistrations bool
+	// Limits are the backend's size limits, which package registry checks before
+	// any I/O (see Limits).
+	Limits Limits
+}
+
+// Limits are the sizes a backend refuses to store. Package registry checks them
+// before sending anything, so that an oversized instance or value fails at once
+// with a *FieldError naming the field (matching ErrInvalid) instead of being sent,
+// refused and retried: a ZooKeeper server drops the whole connection on a packet
+// over its jute.maxbuffer, which looks like an outage. Zero means no limit.
+// Limits that depend on how the driver encodes an instance are checked by the
+// driver's InstanceChecker.
+type Limits struct {
+	MetadataPairs      int // most Metadata entries
+	MetadataKeyBytes   int // longest Metadata key, in bytes
+	MetadataValueBytes int // longest Metadata value, in bytes
+	// StoreBytes is the largest store key plus value, in bytes (Store.Create and
+	// Store.Set).
+	StoreBytes int
+}
+
+// CheckInstance returns a *FieldError naming Metadata and the offending key when
+// inst breaks the metadata limits, or nil.
+func (l Limits) CheckInstance(inst Instance) error {
+	if l.MetadataPairs > 0 && len(inst.Metadata) > l.MetadataPairs {
+		return invalid("Metadata", len(inst.Metadata), fmt.Sprintf("this backend stores at most %d metadata pairs", l.MetadataPairs))
+	}
+	for k, v := range inst.Metadata {
+		if l.MetadataKeyBytes > 0 && len(k) > l.MetadataKeyBytes {
+			return invalid("Metadata", k, fmt.Sprintf("metadata key of %d bytes; this backend stores at most %d", len(k), l.MetadataKeyBytes))
+		}
+		if l.MetadataValueBytes > 0 && len(v) > l.MetadataValueBytes {
+			return invalid("Metadata", k, fmt.Sprintf("value of %d bytes; this backend stores at most %d", len(v), l.MetadataValueBytes))
+		}
+	}
+	return nil
+}
+
+// CheckStore returns a *FieldError naming the value (or the key, when the key
+// alone is too long) when key plus value exceed StoreBytes, or nil.
+func (l Limits) CheckStore(key string, value []byte) error {
+	if l.StoreBytes <= 0 || len(key)+len(value) <= l.StoreBytes {
+		return nil
+	}
+	if len(key) > l.StoreBytes/2 {
+		return invalid("key", key, fmt.Sprintf("key of %d bytes; this backend stores at most %d bytes of key and value", len(key), l.StoreBytes))
+	}
+	return invalid("value", fmt.Sprintf("(%d bytes)", len(value)),
+		fmt.Sprintf("key and value of %d bytes; this backend stores at most %d", len(key)+len(value), l.StoreBytes))
+}
+
+// InstanceChecker is optionally implemented by a Conn whose limits depend on how
+// it encodes an instance (a record's encoded size, a request's size). Package
+// registry calls CheckInstance after Instance.Validate and Limits.CheckInstance and
+// before the first Put, and fails Register with its error without any I/O.
+type InstanceChecker interface {
+	// CheckInstance reports, without I/O, why the backend would refuse inst as
+	// this driver encodes it: a *FieldError naming the field (TooLarge helps), or
+	// nil.
+	CheckInstance(inst Instance) error
+}
+
+// TooLarge is the *FieldError of an instance whose encoded record of size bytes
+// exceeds limit bytes (what names the limit, "ZooKeeper's packet limit"). It names
+// the field that weighs most: the Metadata key with the longest value, or the
+// Metadata as a whole when many small pairs add up.
+func TooLarge(inst Instance, size, limit int, what string) error {
+	reason := fmt.Sprintf("the instance encodes to %d bytes, over %s of %d bytes", size, what, limit)
+	var bigKey string
+	big := -1
+	for k, v := range inst.Metadata {
+		if n := len(k) + len(v); n > big || n == big && k < bigKey {
+			bigKey, big = k, n
+		}
+	}
+	if big > size/2 {
+		return invalid("Metadata", bigKey, reason+"; most of it is this key's value")
+	}
+	return invalid("Metadata", fmt.Sprintf("(%d pairs)", len(inst.Metadata)), reason)
 }
 
 // Conn is one open connection to a backend, safe for concurrent use.
@@ -139,6 +219,18 @@ type Conn interface {
 	// Close releases the connection. Leases still held are abandoned (their
 	// ephemeral entries expire on the backend's own schedule).
 	Close() error
+}
+
+// ServiceLister is optionally implemented by a Conn that can list the services it
+// holds; package registry finds it by type assertion (Client.Services and
+// Client.WatchServices fail with ErrNotSupported without it).
+type ServiceLister interface {
+	// Services returns the names of the services that have at least one
+	// registered instance, healthy or not, in any order (package registry sorts).
+	Services(ctx context.Context) ([]string, error)
+	// WatchServices follows the contract of Conn.Watch for the set of services:
+	// notify once armed and whenever a service may have appeared or gone.
+	WatchServices(ctx context.Context, notify func()) error
 }
 
 // Lease is the keep-alive of one Put.
@@ -289,4 +381,18 @@ func (s SessionState) String() string {
 // SortNodes sorts nodes by key, the order Tree returns.
 func SortNodes(nodes []Node) {
 	slices.SortFunc(nodes, func(a, b Node) int { return strings.Compare(a.Key, b.Key) })
+}
+
+// Remover is an optional part of a Conn, found by type assertion, with which package
+// registry undoes puts that no Registration owns: the first put of a Register that
+// failed or whose ctx ended while the put was in flight, and a re-put a Registration
+// abandoned when it was closed. Remove deletes inst from the backend if this Conn
+// put it there, and returns nil if it is not there. It must not return before every
+// request of an earlier Put of inst that this Conn may still send or have answered
+// is done, so that no such request is applied after the delete; where the protocol
+// cannot promise that (a request the server received but had not yet executed), the
+// driver's documentation says how long such an entry can last. Package registry
+// never calls Put and Remove of the same instance concurrently.
+type Remover interface {
+	Remove(ctx context.Context, inst Instance) error
 }

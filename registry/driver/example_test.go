@@ -28,6 +28,6 @@ func Example() {
 	err := driver.ApplyOptions("demo", opts, func(o option) error { return o(&ttl) })
 	fmt.Println(ttl, errors.Is(err, driver.ErrInvalid), err)
 	// Output:
-	// [h1:6000 h2:7000] 3s registry: invalid url "typo": unknown query parameter
+	// [h1:6000 h2:7000] 3s registry: invalid url "demo://h1,h2:7000/prefix?dial_timeout=3s&typo=1": unknown query parameter "typo" (known: dial_timeout)
 	// 10s true registry: invalid option "other.WithX": not an option of the demo backend
 }

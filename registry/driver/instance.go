@@ -1,12 +1,15 @@
 package driver
 
 import (
+	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // DefaultWeight is the weight given to an instance registered with Weight 0.
@@ -24,7 +27,8 @@ type Instance struct {
 	// (the characters every backend can store in a key), 1 to 255 of them, starting
 	// with a letter or digit.
 	Service string
-	// Host is the address others dial: an IP or a DNS name. At Register,
+	// Host is the address others dial: an IP address (IPv6 without brackets) or a
+	// DNS name. At Register,
 	// REGKIT_REGISTER_HOST or DUBBO_IP_TO_REGISTRY override it, and empty means
 	// "resolve it" from preferred networks and interfaces (see
 	// registry.WithAddressResolver and package registry/address).
@@ -41,7 +45,9 @@ type Instance struct {
 	// Zone is the zone, cluster or datacenter the instance runs in (Nacos cluster,
 	// Consul meta "zone"); empty means unknown.
 	Zone string
-	// Metadata is free-form string key/value data; keys must be non-empty.
+	// Metadata is free-form string key/value data: keys must be non-empty, keys and
+	// values valid UTF-8 (every backend but mem stores text), and the backend's
+	// Limits (Capabilities.Limits) apply.
 	Metadata map[string]string
 	// Healthy is what the backend reports at discovery. Register ignores it: an
 	// instance is registered healthy and the backend's checks decide afterwards.
@@ -76,8 +82,8 @@ func (in Instance) Validate() error {
 	if in.Host == "" {
 		return invalid("Host", in.Host, "host is empty")
 	}
-	if strings.ContainsAny(in.Host, "/ @") || strings.IndexFunc(in.Host, isControl) >= 0 {
-		return invalid("Host", in.Host, "host must be an IP address or DNS name")
+	if err := validHost(in.Host); err != nil {
+		return invalid("Host", in.Host, err.Error())
 	}
 	if in.Port < 1 || in.Port > 65535 {
 		return invalid("Port", in.Port, "port must be in 1-65535")
@@ -88,9 +94,47 @@ func (in Instance) Validate() error {
 	if in.Zone != "" && !nameRE.MatchString(in.Zone) {
 		return invalid("Zone", in.Zone, "zone must be 1-255 of [A-Za-z0-9._:-]")
 	}
-	for k := range in.Metadata {
+	for k, v := range in.Metadata {
 		if k == "" {
 			return invalid("Metadata", k, "metadata key is empty")
+		}
+		if !utf8.ValidString(k) {
+			return invalid("Metadata", k, "metadata key is not valid UTF-8 (backends store text)")
+		}
+		if !utf8.ValidString(v) {
+			return invalid("Metadata", k, "the value of metadata key "+strconv.Quote(k)+" is not valid UTF-8 (backends store text)")
+		}
+	}
+	return nil
+}
+
+// validHost reports why host is neither an IP address (IPv6 without brackets,
+// optionally with a zone) nor a DNS name (dot-separated labels of letters, digits,
+// '-' and '_', each 1 to 63 bytes not starting or ending with '-', at most 253 bytes
+// in all, an optional final dot), or nil.
+func validHost(host string) error {
+	if host == "" {
+		return errors.New("host is empty")
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	if strings.HasPrefix(host, "[") {
+		return errors.New("host must be an IP address or DNS name (IPv6 without brackets)")
+	}
+	name := strings.TrimSuffix(host, ".")
+	if len(name) > 253 || name == "" {
+		return errors.New("host must be an IP address or DNS name (a DNS name has at most 253 bytes)")
+	}
+	for _, label := range strings.Split(name, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return errors.New("host must be an IP address or DNS name (empty, too long or '-'-edged label)")
+		}
+		for i := 0; i < len(label); i++ {
+			b := label[i]
+			if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '-' || b == '_') {
+				return errors.New("host must be an IP address or DNS name (letters, digits, '-', '_' and dots)")
+			}
 		}
 	}
 	return nil

@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"net"
 	"net/url"
 	"slices"
 	"strconv"
@@ -9,16 +10,39 @@ import (
 )
 
 // Params reads a URL's query parameters for a driver and remembers which were read,
-// so that Done can reject the unknown ones with an error naming them.
+// so that Done can reject the unknown ones with an error naming them. Every error
+// it reports is a *FieldError matching ErrInvalid; errors about the URL as a whole
+// carry the URL redacted by RedactURL.
 type Params struct {
+	u    *url.URL
 	q    url.Values
 	used map[string]bool
 	err  error
 }
 
-// NewParams starts reading u's query.
+// NewParams starts reading u's query. A query that does not parse, a parameter
+// given twice and a fragment ("#...") are remembered as the error Done returns.
 func NewParams(u *url.URL) *Params {
-	return &Params{q: u.Query(), used: map[string]bool{}}
+	p := &Params{u: u, used: map[string]bool{}}
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		p.err = invalid("url", RedactURL(u), "malformed query: "+err.Error())
+	}
+	p.q = q
+	names := make([]string, 0, len(q))
+	for k := range q {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		if len(q[k]) > 1 && p.err == nil {
+			p.err = invalid("url", RedactURL(u), "query parameter "+strconv.Quote(k)+" is given more than once")
+		}
+	}
+	if (u.Fragment != "" || u.RawFragment != "" || strings.HasSuffix(u.String(), "#")) && p.err == nil {
+		p.err = invalid("url", RedactURL(u), "a backend URL takes no fragment (\"#...\")")
+	}
+	return p
 }
 
 func (p *Params) get(name string) (string, bool) {
@@ -33,6 +57,25 @@ func (p *Params) get(name string) (string, bool) {
 func (p *Params) fail(name, v, reason string) {
 	if p.err == nil {
 		p.err = invalid(name, v, reason)
+	}
+}
+
+// Has reports whether the URL gives the parameter (it counts as read).
+func (p *Params) Has(name string) bool {
+	_, ok := p.get(name)
+	return ok
+}
+
+// NotWith rejects each of names that the URL gives, as not applying to the
+// configuration the driver read so far: why says which ("applies to layout=curator
+// only"). Done then returns an error naming the parameter and the redacted URL.
+// Drivers call it for the parameters of a layout or mode other than the chosen one,
+// so that they are rejected like unknown ones instead of being silently ignored.
+func (p *Params) NotWith(why string, names ...string) {
+	for _, n := range names {
+		if p.Has(n) && p.err == nil {
+			p.err = invalid("url", RedactURL(p.u), "query parameter "+strconv.Quote(n)+" does not apply here: "+why)
+		}
 	}
 }
 
@@ -101,26 +144,43 @@ func (p *Params) OneOf(name, def string, allowed ...string) string {
 }
 
 // Done returns the first bad value met, or an error naming every parameter that was
-// never read (an unknown parameter), or nil.
+// never read (an unknown parameter) together with the redacted URL and the
+// parameters the driver knows, or nil.
 func (p *Params) Done() error {
 	if p.err != nil {
 		return p.err
 	}
-	var unknown []string
+	var unknown, known []string
 	for k := range p.q {
 		if !p.used[k] {
-			unknown = append(unknown, k)
+			unknown = append(unknown, strconv.Quote(k))
 		}
 	}
-	if len(unknown) > 0 {
-		slices.Sort(unknown)
-		return invalid("url", strings.Join(unknown, ","), "unknown query parameter")
+	if len(unknown) == 0 {
+		return nil
 	}
-	return nil
+	for k := range p.used {
+		known = append(known, k)
+	}
+	slices.Sort(unknown)
+	slices.Sort(known)
+	what := "unknown query parameter "
+	if len(unknown) > 1 {
+		what = "unknown query parameters "
+	}
+	reason := what + strings.Join(unknown, ", ")
+	if len(known) > 0 {
+		reason += " (known: " + strings.Join(known, ", ") + ")"
+	} else {
+		reason += " (this backend takes none)"
+	}
+	return invalid("url", RedactURL(p.u), reason)
 }
 
 // Hosts splits a URL host list "h1:2379,h2:2379" and adds defPort where a host has
-// none. An empty list is an error naming the URL.
+// none. Each host must be an IP address (IPv6 in brackets) or a DNS name, and each
+// port a number in 1-65535, so that a typo fails here instead of dialing until a
+// timeout. Errors are *FieldError values naming the URL (redacted) and the host.
 func Hosts(u *url.URL, defPort int) ([]string, error) {
 	if u.Host == "" {
 		return nil, invalid("url", RedactURL(u), "no host")
@@ -132,6 +192,16 @@ func Hosts(u *url.URL, defPort int) ([]string, error) {
 		}
 		if !strings.Contains(strings.TrimPrefix(strings.TrimSuffix(h, "]"), "["), ":") || strings.HasSuffix(h, "]") {
 			h = h + ":" + strconv.Itoa(defPort)
+		}
+		host, port, err := net.SplitHostPort(h)
+		if err != nil {
+			return nil, invalid("url", RedactURL(u), "bad host "+strconv.Quote(h)+": "+err.Error())
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return nil, invalid("url", RedactURL(u), "host "+strconv.Quote(h)+": port must be a number in 1-65535")
+		}
+		if err := validHost(host); err != nil {
+			return nil, invalid("url", RedactURL(u), "host "+strconv.Quote(h)+": "+err.Error())
 		}
 		out = append(out, h)
 	}

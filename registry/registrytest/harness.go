@@ -33,6 +33,10 @@ type Harness struct {
 	// server (through a fault proxy) until the returned heal is called. Nil: the
 	// cut cases are skipped with a message.
 	Cut func(t testing.TB) (heal func())
+	// UnreachableURL returns a URL of this backend that no server answers (a
+	// closed loopback port), with timeouts short enough for a test. Nil: the
+	// connect-failure case is skipped with a message.
+	UnreachableURL func(t testing.TB) string
 	// Timeout bounds each "eventually" wait (default 30s).
 	Timeout time.Duration
 	// LeakOptions are passed to goleak when checking that closed clients left no

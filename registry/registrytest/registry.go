@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/driver"
@@ -27,6 +28,11 @@ func RunRegistry(t *testing.T, h Harness) {
 	t.Run("WatchSurvivesRestart", func(t *testing.T) { testRestart(t, &h) })
 	t.Run("WatchSurvivesCut", func(t *testing.T) { testCut(t, &h) })
 	t.Run("CloseReleasesEverything", func(t *testing.T) { testCloseLeaks(t, &h) })
+	t.Run("FailedRegisterLeavesNothing", func(t *testing.T) { testFailedRegister(t, &h) })
+	t.Run("OversizedRefusedBeforeIO", func(t *testing.T) { testOversized(t, &h) })
+	t.Run("ConnectFailureIsUnavailable", func(t *testing.T) { testConnectFailure(t, &h) })
+	t.Run("ContextErrors", func(t *testing.T) { testContextErrors(t, &h) })
+	t.Run("ListAndWatchServices", func(t *testing.T) { testServices(t, &h) })
 }
 
 func inst(service, id string, port int) driver.Instance {
@@ -50,6 +56,10 @@ func testValidation(t *testing.T, h *Harness) {
 		{"negative weight", driver.Instance{Service: "svc", Host: "10.0.0.1", Port: 80, Weight: -5}, "Weight"},
 		{"id with slash", driver.Instance{Service: "svc", ID: "a/b", Host: "10.0.0.1", Port: 80}, "ID"},
 		{"empty metadata key", driver.Instance{Service: "svc", Host: "10.0.0.1", Port: 80, Metadata: map[string]string{"": "x"}}, "Metadata"},
+		{"host neither IP nor DNS name", driver.Instance{Service: "svc", Host: "a..b!", Port: 80}, "Host"},
+		{"bracketed IPv6 host", driver.Instance{Service: "svc", Host: "[::1]", Port: 80}, "Host"},
+		{"metadata value not UTF-8", driver.Instance{Service: "svc", Host: "10.0.0.1", Port: 80, Metadata: map[string]string{"k": "\xff"}}, "Metadata"},
+		{"metadata key not UTF-8", driver.Instance{Service: "svc", Host: "10.0.0.1", Port: 80, Metadata: map[string]string{"\xfe": "v"}}, "Metadata"},
 	}
 	for _, tc := range cases {
 		_, err := c.Register(ctx, tc.in)
@@ -483,4 +493,94 @@ func testExternalDelete(t *testing.T, h *Harness) {
 	}
 	defer w2.Close()
 	h.nextUntil(t, w2, "view shows it back", hasIDs(true, "d1"))
+}
+
+// testFailedRegister: Registers whose context ends before or while the first put
+// is in flight (0-1 ms) mostly fail; whatever the server applied for them must not
+// stay behind. Once things settle, every instance on the server belongs to a
+// Registration that Register returned.
+func testFailedRegister(t *testing.T, h *Harness) {
+	ns := namespace(t)
+	a, b := h.open(t, ns), h.open(t, ns)
+	const n, parallel = 300, 8
+	var (
+		mu     sync.Mutex
+		ok     = map[string]bool{}
+		regs   []registry.Registration
+		failed int
+		wg     sync.WaitGroup
+	)
+	// A first registration that succeeds warms the connection (session, shared
+	// lease, service path), so that the tiny deadlines end during the put itself.
+	warm, err := a.Register(ctxT(t, h.timeout()), inst("ghost", "warm", 19999))
+	if err != nil {
+		t.Fatal(err)
+	}
+	regs = append(regs, warm)
+	ok[warm.Instance().ID] = true
+	sem := make(chan struct{}, parallel)
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			// 0, 0.1, ..., 1 ms: before the put, while it is on the wire, after.
+			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i%11)*100*time.Microsecond)
+			defer cancel()
+			r, err := a.Register(ctx, inst("ghost", fmt.Sprintf("g%03d", i), 20000+i))
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				failed++
+				return
+			}
+			regs = append(regs, r)
+			ok[r.Instance().ID] = true
+		}()
+	}
+	wg.Wait()
+	t.Logf("%s: %d of %d Registers failed", h.Name, failed, n)
+	want := make([]string, 0, len(ok))
+	for id := range ok {
+		want = append(want, id)
+	}
+	slices.Sort(want)
+	// Settled: the server's view has equalled the successful registrations for a
+	// while (a put applied late would show up in between).
+	const settle = 2 * time.Second
+	var equalSince time.Time
+	ctx := ctxT(t, 2*h.timeout())
+	h.eventually(t, "only successful registrations on the server", func() error {
+		got, err := b.Conn().List(ctx, "ghost")
+		if err != nil {
+			equalSince = time.Time{}
+			return err
+		}
+		have := ids(got.Instances)
+		slices.Sort(have)
+		if !slices.Equal(have, want) {
+			equalSince = time.Time{}
+			var ghosts []string
+			for _, id := range have {
+				if !ok[id] {
+					ghosts = append(ghosts, id)
+				}
+			}
+			return fmt.Errorf("%d instances on the server, %d registered; %d owned by no Registration: %v",
+				len(have), len(want), len(ghosts), ghosts)
+		}
+		if equalSince.IsZero() {
+			equalSince = time.Now()
+		}
+		if d := time.Since(equalSince); d < settle {
+			return fmt.Errorf("equal for %v only", d)
+		}
+		return nil
+	})
+	for _, r := range regs {
+		if err := r.Close(); err != nil {
+			t.Errorf("Close %s: %v", r.Instance(), err)
+		}
+	}
 }

@@ -75,7 +75,10 @@ func (e *env) revokeAll(t testing.TB) {
 
 func (e *env) harness() registrytest.Harness {
 	return registrytest.Harness{
-		Name:          "etcd",
+		Name: "etcd",
+		UnreachableURL: func(t testing.TB) string {
+			return "etcd://" + testenv.ClosedAddr(t) + "/x?dial_timeout=2s"
+		},
 		NewClient:     e.open,
 		ExpireSession: func(t testing.TB, _ *registry.Client) { e.revokeAll(t) },
 		Restart:       func(t testing.TB) { e.srv.Restart(t, false) },
