@@ -16,11 +16,11 @@ import (
 // accepts is a valid Instance of the service listed.
 func FuzzInstance(f *testing.F) {
 	for _, s := range []string{
-		`{"Node":{"Address":"10.0.0.9"},"Service":{"ID":"orders@a","Service":"orders","Address":"10.0.0.1","Port":80,"Weights":{"Passing":5},"Meta":{"regkit-id":"a","zone":"z1","k":"v"},"Tags":["regkit-meta:{\"x\":\"y\"}"]},"Checks":[{"Status":"passing"}]}`,
+		`{"Node":{"Address":"10.0.0.9"},"Service":{"ID":"orders@a","Service":"orders","Address":"10.0.0.1","Port":80,"Weights":{"Passing":5},"Meta":{"regkit-id":"a","zone":"z1","k":"v"},"Tags":["regkit-meta={\"x\":\"y\"}"]},"Checks":[{"Status":"passing"}]}`,
 		`{"Node":{"Address":"10.0.0.9"},"Service":{"ID":"foreign","Service":"orders","Address":"","Port":0},"Checks":[]}`,
 		`{"Service":{"ID":"orders@a","Service":"orders","Address":"10.0.0.1","Port":70000,"Weights":{"Passing":-4}}}`,
 		`{"Service":{"ID":"x","Service":"orders","Address":"a b/c","Port":1,"Meta":{"regkit-id":"a/b","zone":"bad zone"}}}`,
-		`{"Service":{"ID":"x","Service":"orders","Address":"h","Port":1,"Tags":["regkit-meta:not json","regkit-meta:{\"\":\"empty key\"}","regkit-meta:null","",":::"]}}`,
+		`{"Service":{"ID":"x","Service":"orders","Address":"h","Port":1,"Tags":["regkit-meta=not json","regkit-meta={\"\":\"empty key\"}","regkit-meta=null","",":::"]}}`,
 		`{"Service":{"ID":"x","Service":"orders","Address":"h","Port":1,"Meta":{"":"v"}}}`,
 		`{"Service":null}`,
 		`{}`,
