@@ -1,10 +1,12 @@
 // Package etcd is the etcd backend, scheme "etcd://", over go.etcd.io/etcd/client/v3.
 //
 //	etcd://h1:2379,h2:2379/prefix?dial_timeout=3s&lease_ttl=10s
+//	etcd://h1:2379/prefix?layout=naming&target_prefix=services
 //
 // URL: a comma-separated endpoint list (default port 2379), an optional key prefix
-// (default "/regkit"), dial_timeout (default 5s) and lease_ttl (default 10s, at least
-// 2s). User name and password come from the URL's user info or
+// (default "/regkit"), dial_timeout (default 5s), lease_ttl (default 10s, at least
+// 2s), layout=regkit|naming (default regkit) and target_prefix (layout=naming
+// only). User name and password come from the URL's user info or
 // registry.WithCredentials; TLS from registry.WithTLS.
 //
 // Constructors: registry.Open(ctx, "etcd://...", opts...) opens a client of its
@@ -16,9 +18,45 @@
 // request the server refuses as too large or invalid is ErrInvalid too, never
 // retried.
 //
-// Layout: an instance is the JSON of registry.Instance at
-// <prefix>/services/<service>/<id>, put with the client's registration lease; store
-// key K is <prefix>/kv<K>; the sequence counter of parent P is <prefix>/seq<P>.
+// # Layouts
+//
+// layout=regkit: an instance is the JSON of registry.Instance at
+// <prefix>/services/<service>/<id>, put with the client's registration lease.
+//
+// layout=naming: etcd's own gRPC naming format, as go.etcd.io/etcd/client/v3/
+// naming/endpoints writes it and its resolver (go.etcd.io/etcd/client/v3/naming/
+// resolver) reads it, so that gRPC clients dialing "etcd:///<target>" and services
+// registered with endpoints.Manager meet regkit's. The target of service S is
+// <target_prefix>/S, or S when target_prefix is empty (the default); a gRPC client
+// dials etcd:///<target_prefix>/S (the resolver drops the dial URL's leading '/').
+// target_prefix is used as written (trailing '/' dropped), must have no empty
+// segment or control character, and must not overlap the key prefix. Instance I is
+// the key <target>/I (the ID is the key's last part: registry's default ID
+// "Host:Port" gives etcd's usual <target>/<addr>), put with the registration
+// lease, holding {"Op":0,"Addr":"Host:Port","Metadata":M}. M is null when the
+// instance has the default weight (100), no zone and no metadata, which is byte
+// for byte what endpoints.Manager writes for Endpoint{Addr}; otherwise M is a
+// string holding the JSON {"weight":W,"zone":Z,"metadata":{...}}. It is a string
+// and never an object because the resolver hands Metadata to gRPC as
+// resolver.Address.Metadata, which gRPC compares with ==: a JSON object decodes
+// to a map, and comparing two maps panics in the peer's gRPC client ("comparing
+// uncomparable type map[string]interface {}", gRPC 1.71, on the second update
+// from the resolver). So regkit never writes one; it reads them. On read:
+// ID from the key (Addr when the key ends in '/'), Host and Port from Addr (a key
+// whose Addr has no port is skipped with a warning), Weight 100, no Zone, no
+// Metadata when M is null; M an object, or a string holding one, gives "weight"
+// (a number or numeric string) -> Weight, "zone" -> Zone, "metadata" (an object of
+// strings) -> Metadata, and any other member k -> Metadata[k] (strings as they
+// are, other values as JSON); any other M is kept whole in Metadata
+// "etcd.metadata" (MetaNaming). Every endpoint is Healthy, and the Op field is
+// ignored, as the resolver ignores it. What is lost: gRPC's own balancers use
+// the address alone (Metadata only rides along, and is deprecated in etcd's
+// client, to be removed in 3.7), so gRPC clients through etcd's resolver balance
+// without weight or zone; regkit readers keep everything. endpoints.Manager and the resolver read every key under
+// "<target>/" as an endpoint, so nothing else may be stored there.
+//
+// In both layouts, store key K is <prefix>/kv<K> and the sequence counter of parent
+// P is <prefix>/seq<P>.
 //
 // Liveness: all registrations of a connection share one lease kept alive by one
 // keep-alive stream. When the lease is gone (expired during an outage, revoked, or
@@ -74,14 +112,19 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 	p := driver.NewParams(u)
 	dial := p.Duration("dial_timeout", DefaultDialTimeout)
 	ttl := p.Duration("lease_ttl", DefaultLeaseTTL)
+	layout := Layout(p.OneOf("layout", string(LayoutRegkit), string(LayoutRegkit), string(LayoutNaming)))
+	tp := p.String("target_prefix", "")
 	if err := p.Done(); err != nil {
 		return nil, err
 	}
-	st := settings{prefix: u.Path, ttl: ttl}
+	if u.Query().Has("target_prefix") && layout != LayoutNaming {
+		return nil, &driver.FieldError{Field: "target_prefix", Value: tp, Reason: "only applies to layout=naming"}
+	}
+	st := settings{prefix: u.Path, ttl: ttl, layout: layout, targetPrefix: tp}
 	if err := st.apply(cfg.Options); err != nil {
 		return nil, err
 	}
-	prefix, ttl := st.prefix, st.ttl
+	prefix := st.prefix
 	cc := clientv3.Config{
 		Endpoints: hosts, DialTimeout: dial, Username: cfg.Username, Password: cfg.Password,
 		Logger: zap.NewNop(), Context: context.Background(),
@@ -101,12 +144,12 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 		cli.Close()
 		return nil, connectError(hosts, err)
 	}
-	return newConn(cli, prefix, ttl, cfg.Logger, true), nil
+	return newConn(cli, st, cfg.Logger, true), nil
 }
 
 // New makes a Client over cli, a client the caller already holds and keeps owning:
 // Close of the returned Client does not close cli. Of the options, WithLogger and
-// this package's WithPrefix and WithLeaseTTL apply; TLS and credentials are cli's
+// this package's WithPrefix, WithLeaseTTL and WithNaming apply; TLS and credentials are cli's
 // own. It does no I/O: a bad option is an error matching registry.ErrInvalid.
 func New(cli *clientv3.Client, opts ...registry.Option) (*registry.Client, error) {
 	return registry.NewClient(func(cfg driver.Config) (driver.Conn, error) {
@@ -114,14 +157,17 @@ func New(cli *clientv3.Client, opts ...registry.Option) (*registry.Client, error
 		if err := st.apply(cfg.Options); err != nil {
 			return nil, err
 		}
-		return newConn(cli, st.prefix, st.ttl, cfg.Logger, false), nil
+		return newConn(cli, st, cfg.Logger, false), nil
 	}, opts...)
 }
 
-// settings are what the URL path and lease_ttl, or this package's options, set.
+// settings are what the URL path, lease_ttl, layout and target_prefix, or this
+// package's options, set.
 type settings struct {
-	prefix string
-	ttl    time.Duration
+	prefix       string
+	ttl          time.Duration
+	layout       Layout // "" is LayoutRegkit
+	targetPrefix string // layout=naming: the targets' prefix, "" for none
 }
 
 // option is the driver.Option value of this package's options.
@@ -146,6 +192,17 @@ func WithLeaseTTL(ttl time.Duration) registry.Option {
 	}))
 }
 
+// WithNaming selects layout=naming, etcd's own gRPC naming format, with the given
+// target prefix: the target of service S is targetPrefix+"/"+S, or S when
+// targetPrefix is empty (see the package doc; with Open it replaces the URL's
+// layout and target_prefix).
+func WithNaming(targetPrefix string) registry.Option {
+	return registry.DriverOption("etcd.WithNaming", option(func(s *settings) error {
+		s.layout, s.targetPrefix = LayoutNaming, targetPrefix
+		return nil
+	}))
+}
+
 // apply applies the etcd options among opts (rejecting any other backend's), then
 // defaults and checks the result.
 func (s *settings) apply(opts []driver.Option) error {
@@ -158,6 +215,13 @@ func (s *settings) apply(opts []driver.Option) error {
 	if s.ttl < 2*time.Second {
 		return &driver.FieldError{Field: "lease_ttl", Value: s.ttl.String(), Reason: "must be at least 2s"}
 	}
+	if s.layout == "" {
+		s.layout = LayoutRegkit
+	}
+	if s.layout == LayoutNaming {
+		s.targetPrefix = strings.TrimSuffix(s.targetPrefix, "/")
+		return checkTargetPrefix(s.targetPrefix, s.prefix)
+	}
 	return nil
 }
 
@@ -168,6 +232,9 @@ type Conn struct {
 	prefix    string
 	ttl       time.Duration
 	log       *slog.Logger
+	// layout says how instances are stored; targetPrefix is layout=naming's.
+	layout       Layout
+	targetPrefix string
 
 	life   context.Context
 	cancel context.CancelFunc
@@ -186,10 +253,14 @@ var (
 	_ driver.StoreConn = (*Conn)(nil)
 )
 
-func newConn(cli *clientv3.Client, prefix string, ttl time.Duration, log *slog.Logger, own bool) *Conn {
+func newConn(cli *clientv3.Client, st settings, log *slog.Logger, own bool) *Conn {
 	life, cancel := context.WithCancel(context.Background())
-	return &Conn{cli: cli, ownClient: own, prefix: prefix, ttl: ttl, log: log, life: life, cancel: cancel}
+	return &Conn{cli: cli, ownClient: own, prefix: st.prefix, ttl: st.ttl, layout: st.layout, targetPrefix: st.targetPrefix,
+		log: log, life: life, cancel: cancel}
 }
+
+// Layout returns the registration layout of the connection.
+func (c *Conn) Layout() Layout { return c.layout }
 
 // Client returns the native client.
 func (c *Conn) Client() *clientv3.Client { return c.cli }

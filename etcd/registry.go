@@ -24,7 +24,12 @@ type record struct {
 	Metadata map[string]string `json:"metadata,omitempty"`
 }
 
-func (c *Conn) serviceKey(service string) string { return c.prefix + "/services/" + service + "/" }
+func (c *Conn) serviceKey(service string) string {
+	if c.layout == LayoutNaming {
+		return c.target(service) + "/"
+	}
+	return c.prefix + "/services/" + service + "/"
+}
 
 var _ driver.InstanceChecker = (*Conn)(nil)
 
@@ -32,6 +37,9 @@ var _ driver.InstanceChecker = (*Conn)(nil)
 func (c *Conn) encode(inst driver.Instance) (string, []byte, error) {
 	data, err := json.Marshal(record{ID: inst.ID, Service: inst.Service, Host: inst.Host, Port: inst.Port,
 		Weight: inst.Weight, Zone: inst.Zone, Metadata: inst.Metadata})
+	if c.layout == LayoutNaming {
+		data, err = encodeNaming(inst)
+	}
 	if err != nil {
 		return "", nil, fmt.Errorf("etcd: encode %s: %w: %w", inst, driver.ErrInvalid, err)
 	}
@@ -99,6 +107,12 @@ func (c *Conn) List(ctx context.Context, service string) (driver.Listing, error)
 	}
 	out := make([]driver.Instance, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
+		if c.layout == LayoutNaming {
+			if in, ok := c.decodeNaming(service, kv); ok {
+				out = append(out, in)
+			}
+			continue
+		}
 		var r record
 		if err := json.Unmarshal(kv.Value, &r); err != nil {
 			c.log.Warn("etcd: skipping an undecodable instance", "key", string(kv.Key), "err", err)
