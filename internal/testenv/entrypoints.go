@@ -168,7 +168,10 @@ func RunEntryPoints(t *testing.T, env EntryPointEnv) {
 				_, err := s.Create(ctx, "/hostile/big", make([]byte, 2<<20))
 				return err
 			}), want{field: "value"}},
-			row{"Store.Create cancelled ctx", st(func(_ context.Context, s *registry.Store) error { _, err := s.Create(done, "/hostile/c", nil); return err }), want{sentinel: context.Canceled}},
+			row{"Store.Create cancelled ctx", st(func(_ context.Context, s *registry.Store) error {
+				_, err := s.Create(done, "/hostile/c", nil)
+				return err
+			}), want{sentinel: context.Canceled}},
 			row{"Store.Get cancelled ctx", st(func(_ context.Context, s *registry.Store) error { _, err := s.Get(done, "/hostile/c"); return err }), want{sentinel: context.Canceled}},
 		)
 	}
@@ -231,14 +234,20 @@ func RunEntryPoints(t *testing.T, env EntryPointEnv) {
 	}
 	if env.Store {
 		closed = append(closed,
-			row{"Store.Create after Close", func(ctx context.Context, c *registry.Client) error { _, err := c.Store().Create(ctx, "/x", nil); return err }, want{sentinel: registry.ErrClosed}},
+			row{"Store.Create after Close", func(ctx context.Context, c *registry.Client) error {
+				_, err := c.Store().Create(ctx, "/x", nil)
+				return err
+			}, want{sentinel: registry.ErrClosed}},
 			row{"Store.Get after Close", func(ctx context.Context, c *registry.Client) error { _, err := c.Store().Get(ctx, "/x"); return err }, want{sentinel: registry.ErrClosed}},
 			row{"Store.Set after Close", func(ctx context.Context, c *registry.Client) error {
 				_, err := c.Store().Set(ctx, "/x", nil, registry.AnyVersion)
 				return err
 			}, want{sentinel: registry.ErrClosed}},
 			row{"Store.Delete after Close", func(ctx context.Context, c *registry.Client) error { return c.Store().Delete(ctx, "/x") }, want{sentinel: registry.ErrClosed}},
-			row{"Store.Children after Close", func(ctx context.Context, c *registry.Client) error { _, err := c.Store().Children(ctx, "/"); return err }, want{sentinel: registry.ErrClosed}},
+			row{"Store.Children after Close", func(ctx context.Context, c *registry.Client) error {
+				_, err := c.Store().Children(ctx, "/")
+				return err
+			}, want{sentinel: registry.ErrClosed}},
 			row{"Store.Watch after Close", func(ctx context.Context, c *registry.Client) error {
 				w, err := c.Store().Watch(ctx, "/")
 				if err == nil {
