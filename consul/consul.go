@@ -8,9 +8,10 @@
 // The host is the HTTP address of one Consul agent (default port 8500); a list of
 // hosts is rejected, since Consul clients talk to their local agent. The scheme of the
 // HTTP connection is http, or https when registry.WithTLS is given. The optional path
-// is a single segment of letters, digits, '.', '_' and '-' naming a namespace: it
-// prefixes every Consul service name ("/prod" turns service "orders" into the Consul
-// service "prod-orders") and is the root of the store's keys ("prod/kv/…"). Without a
+// is a single segment of letters, digits, '.', '_' and '-' naming a namespace (not
+// "regkit", the store root of clients without one): it prefixes every Consul
+// service name ("/prod" turns service "orders" into the Consul service
+// "prod/orders") and is the root of the store's keys ("prod/kv/…"). Without a
 // path, service names are used as they are (so that other Consul clients and DNS see
 // "orders") and the store lives under "regkit/". Query parameters, all optional:
 //
@@ -59,17 +60,29 @@
 // # Data layout
 //
 // An instance is an agent service registration: Consul service name
-// "<namespace>-<service>" (or "<service>"), service ID "<consul name>@<instance id>"
-// ('@' cannot occur in either part, so IDs never collide), Address and Port,
+// "<namespace>/<service>" (or "<service>"), service ID "<consul name>@<instance id>".
+// The mapping is injective: '/' occurs in neither a namespace nor a service name,
+// so no two (namespace, service) pairs, and no namespaced and plain name, meet in
+// one Consul service; '@' occurs in neither a name nor an ID. (Until this release
+// the name was "<namespace>-<service>", where namespace "team" with service "a-b"
+// and namespace "team-a" with service "b" were one Consul service; instances
+// registered by an older regkit under a namespace are not seen by this one. Consul
+// accepts '/' in service names; such names are not DNS-resolvable, which
+// "<namespace>-<service>" names with ':' or '.' were not reliably either.) Address and Port,
 // Weights{Passing: Weight, Warning: 1}, tag "regkit" plus WithTags' tags, and Meta:
 // "regkit-id" (the instance ID), "zone" (the Zone, when set) and every Metadata pair
 // Consul can store as meta (key of [A-Za-z0-9_-], at most 128 bytes, not "zone", not
 // starting with "consul-" or "regkit-"; value at most 512 bytes; 60 pairs at most).
 // The other pairs travel as JSON in one tag "regkit-meta=<json>". It carries a TTL
 // check with ID "<service ID>:ttl", registered passing, plus the caller's checks.
-// Discovery also returns instances registered by other Consul clients: ID is their
-// service ID, Weight their passing weight, Metadata their meta without "zone"; their
-// tags are not mapped.
+// Discovery also returns instances registered by other Consul clients (no
+// "regkit" tag): ID is their service ID, Weight their passing weight, Metadata
+// their meta without "zone"; their tags are not mapped. The service ID is the
+// truth: an entry tagged "regkit" is an instance only when its service ID is
+// "<consul name>@<id>" with "regkit-id" meta equal to that id and its
+// "regkit-meta=" tags decode; and any entry must make a valid Instance (a port, an
+// address, an ID registry accepts). Other entries are skipped and logged once per
+// service ID.
 //
 // Store key K is the Consul key "<root>/kv<K>" ("<root>/kv" for "/"); the sequence
 // counter of parent P is "<root>/seq<P>" ("<root>/seq" for "/"). Version is the
@@ -145,9 +158,9 @@
 //
 // # Choices where the issue was silent
 //
-//   - Namespaces are a service-name prefix joined with '-', so "a"+"b-c" and "a-b"+"c"
-//     meet in one Consul service: choose namespaces that do not prefix each other's
-//     service names. Instances registered by other Consul clients are discovered too.
+//   - Namespaces are a service-name prefix joined with '/', which no service name
+//     contains, so namespaces never meet. Instances registered by other Consul
+//     clients are discovered too.
 //   - passing_only (default) narrows the registry contract's "every instance" to the
 //     passing ones, as the issue asks; Snapshot.Healthy then filters nothing.
 //   - Discovery reads are stale by default (the issue asks that a leaderless cluster
@@ -211,6 +224,21 @@ const minQueryInterval = 50 * time.Millisecond
 
 var nsRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
+// checkNamespace checks a namespace (URL path or WithNamespace): one segment of
+// [A-Za-z0-9._-], and not DefaultRoot, whose store would be the
+// store of clients without a namespace.
+func checkNamespace(field, ns string) error {
+	switch {
+	case ns == "":
+		return nil
+	case !nsRE.MatchString(ns):
+		return &driver.FieldError{Field: field, Value: ns, Reason: "the namespace must be one segment of [A-Za-z0-9._-]"}
+	case ns == DefaultRoot:
+		return &driver.FieldError{Field: field, Value: ns, Reason: "the namespace " + DefaultRoot + " is the store root of clients without a namespace"}
+	}
+	return nil
+}
+
 // drv is this backend's driver.Driver.
 type drv struct{}
 
@@ -267,8 +295,8 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 	}
 	s.sessionTTL = clampTTL(s.sessionTTL)
 	if ns := strings.Trim(u.Path, "/"); ns != "" {
-		if !nsRE.MatchString(ns) {
-			return nil, &driver.FieldError{Field: "url", Value: u.Path, Reason: "the path must be one segment of [A-Za-z0-9._-] (the namespace)"}
+		if err := checkNamespace("url", ns); err != nil {
+			return nil, err
 		}
 		s.namespace = ns
 	}
@@ -349,6 +377,8 @@ type Conn struct {
 	tr  *http.Transport // nil when the client was given to New
 	s   settings
 	log *slog.Logger
+	// skipped logs health entries that are not valid instances, once each.
+	skipped *driver.SkipLog
 
 	life   context.Context
 	cancel context.CancelFunc
@@ -364,7 +394,7 @@ var (
 
 func newConn(cli *api.Client, tr *http.Transport, s settings, log *slog.Logger) *Conn {
 	life, cancel := context.WithCancel(context.Background())
-	return &Conn{cli: cli, tr: tr, s: s, log: log, life: life, cancel: cancel}
+	return &Conn{cli: cli, tr: tr, s: s, log: log, life: life, cancel: cancel, skipped: &driver.SkipLog{Logger: log}}
 }
 
 // Client returns the native client.
@@ -376,7 +406,7 @@ func (c *Conn) ServiceName(service string) string {
 	if c.s.namespace == "" {
 		return service
 	}
-	return c.s.namespace + "-" + service
+	return c.s.namespace + "/" + service
 }
 
 // ServiceID returns the Consul service ID under which the instance id of service is

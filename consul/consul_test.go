@@ -3,6 +3,7 @@ package consul_test
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -63,13 +64,22 @@ func startServer(t testing.TB, opts ...testenv.ConsulOption) *server {
 	return &server{srv: srv, proxy: proxy, admin: admin, tr: tr}
 }
 
-// url is the URL of a client of namespace ns dialling through the proxy.
+// url is the URL of a client of namespace ns dialling through the proxy, with the
+// tests' defaults (check_ttl=4s, wait=10s, timeout=10s); extra's parameters
+// ("k=v&k2=v2") replace a default of the same name, since a URL that repeats a
+// parameter is refused.
 func (s *server) url(ns, extra string) string {
-	u := "consul://" + s.proxy.Addr() + "/" + ns + "?check_ttl=4s&wait=10s&timeout=10s"
+	q := url.Values{"check_ttl": {"4s"}, "wait": {"10s"}, "timeout": {"10s"}}
 	if extra != "" {
-		u += "&" + extra
+		x, err := url.ParseQuery(extra)
+		if err != nil {
+			panic("consul test: bad extra query " + extra)
+		}
+		for k, v := range x {
+			q[k] = v
+		}
 	}
-	return u
+	return "consul://" + s.proxy.Addr() + "/" + ns + "?" + q.Encode()
 }
 
 func (s *server) open(t testing.TB, ns, extra string, opts ...registry.Option) *registry.Client {
@@ -124,7 +134,33 @@ func (s *server) harness() registrytest.Harness {
 			s.proxy.Cut()
 			return s.proxy.Heal
 		},
-		Timeout: 30 * time.Second,
+		Timeout:      30 * time.Second,
+		WriteForeign: s.writeForeign,
+	}
+}
+
+// writeForeign registers, on the agent and under the Consul name of service in c's
+// namespace, services that are not valid instances: one without address and port,
+// regkit-tagged ones whose ID or meta contradict each other (one carrying id in its
+// meta under another service ID), and one whose service ID is not "<name>@<id>".
+func (s *server) writeForeign(t testing.TB, c *registry.Client, service, id string) {
+	t.Helper()
+	conn := c.Conn().(*consul.Conn)
+	name := conn.ServiceName(service)
+	for _, reg := range []*api.AgentServiceRegistration{
+		{ID: name + "-no-address", Name: name},
+		{ID: conn.ServiceID(service, "shadow"), Name: name, Address: "10.9.9.9", Port: 9999,
+			Tags: []string{"regkit"}, Meta: map[string]string{"regkit-id": id}},
+		{ID: "elsewhere@" + id, Name: name, Address: "10.9.9.9", Port: 9998,
+			Tags: []string{"regkit"}, Meta: map[string]string{"regkit-id": id}},
+		{ID: conn.ServiceID(service, "no-meta"), Name: name, Address: "10.9.9.9", Port: 9997, Tags: []string{"regkit"}},
+		{ID: conn.ServiceID(service, "bad-meta-tag"), Name: name, Address: "10.9.9.9", Port: 9996,
+			Tags: []string{"regkit", "regkit-meta={not json"}, Meta: map[string]string{"regkit-id": "bad-meta-tag"}},
+	} {
+		if err := s.admin.Agent().ServiceRegister(reg); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.admin.Agent().ServiceDeregister(reg.ID) })
 	}
 }
 

@@ -101,7 +101,7 @@ func (f *faultSetup) recovered(t *testing.T, s *server, ns string) {
 				return fmt.Errorf("%s: %v (%v)", r.Instance().ID, st, r.Err())
 			}
 		}
-		if got := s.agentView(t, ns+"-svc"); !slices.Equal(got, faultIDs) {
+		if got := s.agentView(t, ns+"/svc"); !slices.Equal(got, faultIDs) {
 			return fmt.Errorf("agent has %v passing", got)
 		}
 		return nil
@@ -112,7 +112,7 @@ func (f *faultSetup) recovered(t *testing.T, s *server, ns string) {
 		}
 		return nil
 	})
-	if got := s.agentView(t, ns+"-svc"); !slices.Equal(got, ids(last.Instances)) {
+	if got := s.agentView(t, ns+"/svc"); !slices.Equal(got, ids(last.Instances)) {
 		t.Errorf("agent view %v != watch view %v", got, ids(last.Instances))
 	}
 	select {
@@ -209,7 +209,7 @@ func TestCutLongerThanSessionTTL(t *testing.T) {
 		return nil
 	})
 	testenv.Eventually(t, 30*time.Second, "instances critical on the agent", func() error {
-		if got := s.agentView(t, "cut-svc"); len(got) > 0 {
+		if got := s.agentView(t, "cut/svc"); len(got) > 0 {
 			return fmt.Errorf("still passing: %v", got)
 		}
 		return nil
@@ -245,14 +245,14 @@ func TestDeadProcessDisappears(t *testing.T) {
 	if _, err := c.Conn().Put(ctx, registry.Instance{Service: "svc", ID: "d1", Host: "127.0.0.1", Port: 7500, Weight: 1}); err != nil {
 		t.Fatal(err)
 	}
-	if !mustServices(t, s)["dead-svc@d1"] {
+	if !mustServices(t, s)["dead/svc@d1"] {
 		t.Fatal("not registered")
 	}
 	if err := c.Close(); err != nil { // abandons the lease: nobody passes the check any more
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 2*time.Minute, "agent deregistered the dead instance", func() error {
-		if mustServices(t, s)["dead-svc@d1"] {
+		if mustServices(t, s)["dead/svc@d1"] {
 			return errors.New("still registered")
 		}
 		return nil

@@ -50,11 +50,11 @@ func TestInstanceMapping(t *testing.T) {
 		}
 		return nil
 	})
-	svc, _, err := s.admin.Agent().Service("map-svc@odd id #1?", nil)
+	svc, _, err := s.admin.Agent().Service("map/svc@odd id #1?", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if svc.Service != "map-svc" || svc.Weights.Passing != 7 || svc.Meta["zone"] != "z1" || svc.Meta["version"] != "v1" ||
+	if svc.Service != "map/svc" || svc.Weights.Passing != 7 || svc.Meta["zone"] != "z1" || svc.Meta["version"] != "v1" ||
 		svc.Meta["regkit-id"] != "odd id #1?" || !slices.Contains(svc.Tags, "blue") || !slices.Contains(svc.Tags, "regkit") {
 		t.Errorf("agent service = %+v", svc)
 	}
@@ -65,7 +65,7 @@ func TestInstanceMapping(t *testing.T) {
 	}
 
 	// A service registered by another client, without any regkit marker.
-	if err := s.admin.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "foreign-1", Name: "map-svc",
+	if err := s.admin.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "foreign-1", Name: "map/svc",
 		Address: "10.0.0.9", Port: 80, Meta: map[string]string{"zone": "z9", "k": "v"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -171,6 +171,8 @@ func TestURL(t *testing.T) {
 		{"consul://" + s.proxy.Addr(), []registry.Option{registry.DriverOption("other.WithX", 1)}, "option"},
 		{"consul://" + s.proxy.Addr(), []registry.Option{consul.WithTags("regkit")}, "consul.WithTags"},
 		{"consul://" + s.proxy.Addr(), []registry.Option{consul.WithNamespace("a/b")}, "consul.WithNamespace"},
+		{"consul://" + s.proxy.Addr() + "/regkit", nil, "url"},
+		{"consul://" + s.proxy.Addr(), []registry.Option{consul.WithNamespace("regkit")}, "consul.WithNamespace"},
 	} {
 		_, err := registry.Open(ctx, tc.url, tc.opts...)
 		var fe *registry.FieldError
@@ -214,13 +216,13 @@ func TestDeregisterAfterAbandon(t *testing.T) {
 	}
 	l.Abandon()
 	l.Abandon()
-	if !mustServices(t, s)["ab-svc@a1"] {
+	if !mustServices(t, s)["ab/svc@a1"] {
 		t.Fatal("Abandon must not touch the agent")
 	}
 	if err := l.Deregister(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if mustServices(t, s)["ab-svc@a1"] {
+	if mustServices(t, s)["ab/svc@a1"] {
 		t.Error("still registered after Deregister")
 	}
 	if err := l.Deregister(ctx); err != nil {
@@ -274,4 +276,52 @@ func TestTokenNotInErrors(t *testing.T) {
 			t.Errorf("Open(%s) = %v, want an error without the token", u, err)
 		}
 	}
+}
+
+// TestNamesInjective: the Consul service name and ID of (namespace, service, ID) are
+// one-to-one, with and without a namespace: "<ns>/<service>" cannot be a plain
+// service name ('/' is not allowed in one), so a client without a namespace never
+// meets a namespaced one ("team" + "a-b" used to be the Consul service "team-a-b").
+func TestNamesInjective(t *testing.T) {
+	s := startServer(t)
+	ctx := ctxT(t, time.Minute)
+	plain, team, teamA := s.open(t, "", ""), s.open(t, "team", ""), s.open(t, "team-a", "")
+	defer plain.Close()
+	defer team.Close()
+	defer teamA.Close()
+	for _, reg := range []struct {
+		c   *registry.Client
+		svc string
+		id  string
+	}{{plain, "team-a-b", "p1"}, {team, "a-b", "t1"}, {teamA, "b", "ta1"}} {
+		r, err := reg.c.Register(ctx, registry.Instance{Service: reg.svc, ID: reg.id, Host: "127.0.0.1", Port: 7650})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+	}
+	names := map[string]bool{}
+	for _, n := range []string{plain.Conn().(*consul.Conn).ServiceName("team-a-b"),
+		team.Conn().(*consul.Conn).ServiceName("a-b"), teamA.Conn().(*consul.Conn).ServiceName("b")} {
+		names[n] = true
+	}
+	if len(names) != 3 {
+		t.Fatalf("Consul names collide: %v", names)
+	}
+	testenv.Eventually(t, 10*time.Second, "each client sees only its own", func() error {
+		for _, tc := range []struct {
+			c   *registry.Client
+			svc string
+			id  string
+		}{{plain, "team-a-b", "p1"}, {team, "a-b", "t1"}, {teamA, "b", "ta1"}} {
+			got, err := tc.c.Conn().List(ctx, tc.svc)
+			if err != nil {
+				return err
+			}
+			if g := ids(got.Instances); !slices.Equal(g, []string{tc.id}) {
+				return fmt.Errorf("%s lists %v, want [%s]", tc.svc, g, tc.id)
+			}
+		}
+		return nil
+	})
 }

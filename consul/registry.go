@@ -61,8 +61,8 @@ func WithTags(tags ...string) registry.Option {
 func WithNamespace(ns string) registry.Option {
 	return registry.DriverOption("consul.WithNamespace", option(func(s *settings) error {
 		ns = strings.Trim(ns, "/")
-		if ns != "" && !nsRE.MatchString(ns) {
-			return &driver.FieldError{Field: "consul.WithNamespace", Value: ns, Reason: "must be one segment of [A-Za-z0-9._-]"}
+		if err := checkNamespace("consul.WithNamespace", ns); err != nil {
+			return err
 		}
 		s.namespace = ns
 		return nil
@@ -313,9 +313,16 @@ func (c *Conn) List(ctx context.Context, service string) (driver.Listing, error)
 	}
 	out := make([]driver.Instance, 0, len(entries))
 	for _, e := range entries {
-		if in, ok := c.instance(service, e); ok {
-			out = append(out, in)
+		in, why := c.instance(service, e)
+		if why != "" {
+			id := ""
+			if e.Service != nil {
+				id = e.Service.ID
+			}
+			c.skipped.Skip(c.ServiceName(service)+" "+id, why)
+			continue
 		}
+		out = append(out, in)
 	}
 	l := driver.Listing{Instances: out, Revision: meta.LastIndex, NoLeader: !meta.KnownLeader}
 	if c.s.stale {
@@ -332,11 +339,16 @@ func (c *Conn) where(service string) string {
 	return service + " in datacenter " + c.s.dc
 }
 
-// instance maps a health entry to an Instance.
-func (c *Conn) instance(service string, e *api.ServiceEntry) (driver.Instance, bool) {
+// instance maps a health entry to an Instance. The service ID is the truth: an
+// entry tagged "regkit" is ours only when its service ID is
+// "<consul name>@<id>" and its "regkit-id" meta says the same id, and its
+// "regkit-meta=" tags decode; an entry of another Consul client (no "regkit" tag)
+// is read with its service ID as ID. Either must then be a valid Instance. why
+// (non-empty) says why an entry is skipped.
+func (c *Conn) instance(service string, e *api.ServiceEntry) (driver.Instance, string) {
 	s := e.Service
 	if s == nil {
-		return driver.Instance{}, false
+		return driver.Instance{}, "no service in the health entry"
 	}
 	in := driver.Instance{ID: s.ID, Service: service, Host: s.Address, Port: s.Port, Weight: s.Weights.Passing,
 		Healthy: e.Checks.AggregatedStatus() == api.HealthPassing}
@@ -346,11 +358,18 @@ func (c *Conn) instance(service string, e *api.ServiceEntry) (driver.Instance, b
 	if in.Weight <= 0 {
 		in.Weight = driver.DefaultWeight
 	}
+	ours := slices.Contains(s.Tags, tagRegkit)
+	if ours {
+		id, ok := strings.CutPrefix(s.ID, c.ServiceName(service)+"@")
+		if !ok || s.Meta[metaID] != id {
+			return driver.Instance{}, fmt.Sprintf("a regkit entry whose service ID %q and %s meta %q disagree", s.ID, metaID, s.Meta[metaID])
+		}
+		in.ID = id
+	}
 	md := map[string]string{}
 	for k, v := range s.Meta {
 		switch k {
 		case metaID:
-			in.ID = v
 		case metaZone:
 			in.Zone = v
 		default:
@@ -358,11 +377,10 @@ func (c *Conn) instance(service string, e *api.ServiceEntry) (driver.Instance, b
 		}
 	}
 	for _, t := range s.Tags {
-		if js, ok := strings.CutPrefix(t, tagMetaPrefix); ok {
+		if js, ok := strings.CutPrefix(t, tagMetaPrefix); ok && ours {
 			var extra map[string]string
 			if err := json.Unmarshal([]byte(js), &extra); err != nil {
-				c.log.Warn("consul: skipping undecodable metadata tag", "service", s.Service, "id", s.ID, "err", err)
-				continue
+				return driver.Instance{}, "undecodable metadata tag: " + err.Error()
 			}
 			maps.Copy(md, extra)
 		}
@@ -370,7 +388,10 @@ func (c *Conn) instance(service string, e *api.ServiceEntry) (driver.Instance, b
 	if len(md) > 0 {
 		in.Metadata = md
 	}
-	return in, true
+	if err := in.Validate(); err != nil {
+		return driver.Instance{}, err.Error()
+	}
+	return in, ""
 }
 
 // Watch runs blocking queries on the service's health endpoint.

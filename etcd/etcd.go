@@ -4,8 +4,9 @@
 //	etcd://h1:2379/prefix?layout=naming&target_prefix=services
 //
 // URL: a comma-separated endpoint list (default port 2379), an optional key prefix
-// (default "/regkit"), dial_timeout (default 5s), lease_ttl (default 10s, at least
-// 2s), layout=regkit|naming (default regkit) and target_prefix (layout=naming
+// (default "/regkit", also for "/"; checked by driver.CleanRoot: absolute, no
+// empty, "." or ".." segments, so "/a//b/" is an error naming prefix),
+// dial_timeout (default 5s), lease_ttl (default 10s, at least 2s), layout=regkit|naming (default regkit) and target_prefix (layout=naming
 // only). User name and password come from the URL's user info or
 // registry.WithCredentials; TLS from registry.WithTLS.
 //
@@ -209,9 +210,14 @@ func (s *settings) apply(opts []driver.Option) error {
 	if err := driver.ApplyOptions("etcd", opts, func(o option) error { return o(s) }); err != nil {
 		return err
 	}
-	if s.prefix = strings.TrimSuffix(s.prefix, "/"); s.prefix == "" {
-		s.prefix = DefaultPrefix
+	if s.prefix == "/" {
+		s.prefix = "" // "/" has always meant the default prefix here
 	}
+	prefix, err := driver.CleanRoot("prefix", s.prefix, DefaultPrefix)
+	if err != nil {
+		return err
+	}
+	s.prefix = prefix
 	if s.ttl < 2*time.Second {
 		return &driver.FieldError{Field: "lease_ttl", Value: s.ttl.String(), Reason: "must be at least 2s"}
 	}
@@ -235,6 +241,7 @@ type Conn struct {
 	// layout says how instances are stored; targetPrefix is layout=naming's.
 	layout       Layout
 	targetPrefix string
+	skipped      *driver.SkipLog // entries under a service that are not instances, logged once
 
 	life   context.Context
 	cancel context.CancelFunc
@@ -256,7 +263,7 @@ var (
 func newConn(cli *clientv3.Client, st settings, log *slog.Logger, own bool) *Conn {
 	life, cancel := context.WithCancel(context.Background())
 	return &Conn{cli: cli, ownClient: own, prefix: st.prefix, ttl: st.ttl, layout: st.layout, targetPrefix: st.targetPrefix,
-		log: log, life: life, cancel: cancel}
+		log: log, life: life, cancel: cancel, skipped: &driver.SkipLog{Logger: log}}
 }
 
 // Layout returns the registration layout of the connection.

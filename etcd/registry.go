@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -59,6 +60,10 @@ func (c *Conn) CheckInstance(inst driver.Instance) error {
 	return nil
 }
 
+// InstanceKey returns the etcd key of instance id of service:
+// <prefix>/services/<service>/<id>.
+func (c *Conn) InstanceKey(service, id string) string { return c.serviceKey(service) + id }
+
 // Put writes the instance under the shared registration lease.
 func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, error) {
 	key, data, err := c.encode(inst)
@@ -99,12 +104,39 @@ func (r *regLease) Deregister(ctx context.Context) error {
 	return wrap("delete", r.key, err)
 }
 
-// List reads every instance of service.
+// decodeInstance reads the value of key <prefix>/services/<service>/<id> (id is
+// the rest of the key after the service's prefix). The key is the truth: the
+// instance's service and ID are the key's; a nested key, an undecodable value, a
+// record naming another service or ID, or one that is not a valid Instance is not
+// an instance, and why says so.
+func decodeInstance(service, id string, value []byte) (driver.Instance, string) {
+	if err := driver.ValidInstanceID(id); err != nil {
+		return driver.Instance{}, "the key is not <prefix>/services/<service>/<id>: " + err.Error()
+	}
+	var r record
+	if err := json.Unmarshal(value, &r); err != nil {
+		return driver.Instance{}, "undecodable: " + err.Error()
+	}
+	if r.ID != id || r.Service != service {
+		return driver.Instance{}, fmt.Sprintf("the record names service %q, id %q, not its key's", r.Service, r.ID)
+	}
+	in := driver.Instance{ID: id, Service: service, Host: r.Host, Port: r.Port,
+		Weight: r.Weight, Zone: r.Zone, Metadata: r.Metadata, Healthy: true}
+	if err := in.Validate(); err != nil {
+		return driver.Instance{}, err.Error()
+	}
+	return in, ""
+}
+
+// List reads every instance of service: the keys of the exact shape
+// <prefix>/services/<service>/<id> holding a valid record of that service and ID.
+// Anything else is skipped, and logged once per key.
 func (c *Conn) List(ctx context.Context, service string) (driver.Listing, error) {
 	resp, err := c.cli.Get(ctx, c.serviceKey(service), clientv3.WithPrefix())
 	if err != nil {
 		return driver.Listing{}, wrap("list", service, err)
 	}
+	prefix := c.serviceKey(service)
 	out := make([]driver.Instance, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		if c.layout == LayoutNaming {
@@ -113,13 +145,12 @@ func (c *Conn) List(ctx context.Context, service string) (driver.Listing, error)
 			}
 			continue
 		}
-		var r record
-		if err := json.Unmarshal(kv.Value, &r); err != nil {
-			c.log.Warn("etcd: skipping an undecodable instance", "key", string(kv.Key), "err", err)
+		in, why := decodeInstance(service, strings.TrimPrefix(string(kv.Key), prefix), kv.Value)
+		if why != "" {
+			c.skipped.Skip(string(kv.Key), why)
 			continue
 		}
-		out = append(out, driver.Instance{ID: r.ID, Service: r.Service, Host: r.Host, Port: r.Port,
-			Weight: r.Weight, Zone: r.Zone, Metadata: r.Metadata, Healthy: true})
+		out = append(out, in)
 	}
 	return driver.Listing{Instances: out, Revision: uint64(resp.Header.Revision)}, nil
 }

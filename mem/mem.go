@@ -5,6 +5,10 @@
 // themselves (there is no network to lose); Conn.ExpireSession and the Server fault
 // hooks (Restart, Cut, Heal) inject the failures real backends have.
 //
+// Layout: instances are kept in a map keyed by service, then instance ID, per NAME,
+// so the mapping is injective by construction and nothing but a validated Put can
+// become an instance; the store is a tree of its own, apart from the registry.
+//
 // There is no New: a mem store has no native client; open it by URL. mem declares
 // no size limits, but validates like every backend (Host, UTF-8 metadata).
 //

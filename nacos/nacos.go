@@ -12,7 +12,8 @@
 // Query parameters, all optional:
 //
 //   - namespace: the Nacos namespace id (namespaceId / tenant); default "" (public).
-//   - group: the Nacos group of every service; default "DEFAULT_GROUP".
+//   - group: the Nacos group of every service; default "DEFAULT_GROUP"; must not
+//     contain '@'.
 //   - cluster: the Nacos cluster an instance registers into when its Zone is empty;
 //     default "DEFAULT".
 //   - api: which client API to speak, "auto" (default), "v1" or "v3" (see Versions).
@@ -56,7 +57,10 @@
 // # Data layout
 //
 // Service S of a URL with group G is the Nacos service "G@@S" in the URL's
-// namespace. Nacos identifies an instance by ip, port and cluster, not by an id of
+// namespace; '@' occurs in neither G nor S, so the mapping is injective. A listed
+// host that does not make a valid Instance (no ip or port, a regkit.id the registry
+// refuses, a cluster name that is not a valid Zone) is skipped and logged once per
+// ip:port#cluster. Nacos identifies an instance by ip, port and cluster, not by an id of
 // ours, so the instance's registry ID is kept in the metadata key "regkit.id"
 // (instances without it, registered by other clients, read back with ID
 // "host:port"); two IDs with the same host, port and cluster overwrite each other on
@@ -331,8 +335,9 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 	if o.contextPath == "" {
 		o.contextPath = DefaultContextPath
 	}
-	if strings.Contains(o.group, "@@") || o.group == "" {
-		return nil, &driver.FieldError{Field: "group", Value: o.group, Reason: "group must be non-empty and must not contain @@"}
+	if strings.Contains(o.group, "@") || o.group == "" {
+		// '@' anywhere would make "<group>@@<service>" ambiguous ("a@" + "b" is "a@@@b").
+		return nil, &driver.FieldError{Field: "group", Value: o.group, Reason: "group must be non-empty and must not contain '@'"}
 	}
 	if o.cluster == "" {
 		return nil, &driver.FieldError{Field: "cluster", Value: o.cluster, Reason: "cluster must be non-empty"}
@@ -371,6 +376,8 @@ type Conn struct {
 	hcLong *http.Client // for long polls: no timeout of its own
 	tr     *http.Transport
 	log    *slog.Logger
+	// skipped logs listed hosts that are not valid instances, once each.
+	skipped *driver.SkipLog
 
 	life   context.Context
 	cancel context.CancelFunc
@@ -417,7 +424,7 @@ func newConn(o options, tlsCfg *tls.Config, log *slog.Logger) *Conn {
 		rt, tr = o.rt, nil
 	}
 	life, cancel := context.WithCancel(context.Background())
-	return &Conn{o: o, tr: tr, hc: &http.Client{Transport: rt, Timeout: o.timeout}, hcLong: &http.Client{Transport: rt}, log: log,
+	return &Conn{o: o, tr: tr, hc: &http.Client{Transport: rt, Timeout: o.timeout}, hcLong: &http.Client{Transport: rt}, log: log, skipped: &driver.SkipLog{Logger: log},
 		life: life, cancel: cancel, api: o.api, cacheMs: map[string]time.Duration{},
 		watchers: map[string]int{}, listed: map[string]map[string]struct{}{}}
 }

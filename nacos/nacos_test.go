@@ -200,8 +200,28 @@ func (e *fakeEnv) harness(name string) registrytest.Harness {
 			e.proxy.Cut()
 			return e.proxy.Heal
 		},
-		Timeout:     30 * time.Second,
-		LeakOptions: leakOpts,
+		Timeout:      30 * time.Second,
+		LeakOptions:  leakOpts,
+		WriteForeign: e.writeForeign,
+	}
+}
+
+// writeForeign puts hosts under service that are not valid instances: no ip, port
+// 0, an ID in regkit.id the registry refuses, a cluster name it refuses. (A Nacos
+// instance is keyed by ip, port and cluster; a foreign host carrying a live ID in
+// regkit.id at another address cannot be told from a second owner of the ID.)
+func (e *fakeEnv) writeForeign(t testing.TB, c *registry.Client, service, id string) {
+	ns := nsOf(c)
+	for _, in := range []nacostest.Instance{
+		{IP: "", Port: 9999},
+		{IP: "10.9.9.9", Port: 0},
+		{IP: "10.9.9.9", Port: 9998, Metadata: map[string]string{nacos.MetaID: "a/b"}},
+		{IP: "10.9.9.9", Port: 9997, Metadata: map[string]string{nacos.MetaID: ".."}},
+		{IP: "10.9.9.9", Port: 9996, Cluster: "bad cluster"},
+		{IP: "bad host/x", Port: 9995},
+	} {
+		in.Namespace, in.Service, in.Weight, in.Healthy, in.Enabled, in.Ephemeral = ns, service, 1, true, true, false
+		e.srv.AddInstance(in)
 	}
 }
 

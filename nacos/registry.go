@@ -265,8 +265,9 @@ func (c *Conn) cacheMillis(service string) time.Duration {
 	return c.cacheMs[service]
 }
 
-// convert turns a Nacos host into an Instance (see the package doc, Data layout).
-func convert(service string, h host) driver.Instance {
+// convert turns a Nacos host into an Instance (see the package doc, Data layout),
+// or says why it is not a valid one.
+func convert(service string, h host) (driver.Instance, string) {
 	in := driver.Instance{Service: service, Host: h.IP, Port: h.Port, Healthy: h.Healthy}
 	if h.ClusterName != DefaultCluster {
 		in.Zone = h.ClusterName
@@ -291,13 +292,24 @@ func convert(service string, h host) driver.Instance {
 	if in.ID == "" {
 		in.ID = net.JoinHostPort(h.IP, strconv.Itoa(h.Port))
 	}
-	return in
+	if err := in.Validate(); err != nil {
+		return driver.Instance{}, err.Error()
+	}
+	return in, ""
 }
 
-func toListing(service string, l rawList) driver.Listing {
+// toListing converts a read; hosts that are not valid instances (a missing ip or
+// port, an ID in regkit.id that the registry would refuse, a bad cluster name) are
+// skipped and logged once per ip:port#cluster.
+func (c *Conn) toListing(service string, l rawList) driver.Listing {
 	out := driver.Listing{ProtectThreshold: l.protect, Instances: make([]driver.Instance, 0, len(l.hosts))}
 	for _, h := range l.hosts {
-		out.Instances = append(out.Instances, convert(service, h))
+		in, why := convert(service, h)
+		if why != "" {
+			c.skipped.Skip(c.serviceName(service)+" "+net.JoinHostPort(h.IP, strconv.Itoa(h.Port))+"#"+h.ClusterName, why)
+			continue
+		}
+		out.Instances = append(out.Instances, in)
 	}
 	return out
 }
@@ -309,7 +321,7 @@ func (c *Conn) List(ctx context.Context, service string) (driver.Listing, error)
 	if err != nil {
 		return driver.Listing{}, err
 	}
-	out := toListing(service, l)
+	out := c.toListing(service, l)
 	c.mu.Lock()
 	if set, ok := c.listed[service]; ok {
 		set[fingerprint(out)] = struct{}{}
@@ -385,7 +397,7 @@ func (c *Conn) Watch(ctx context.Context, service string, notify func()) error {
 			}
 			return err
 		}
-		fp := fingerprint(toListing(service, l))
+		fp := fingerprint(c.toListing(service, l))
 		if other := c.listedOtherThan(service, fp); first || fp != last || other {
 			notify()
 		}

@@ -86,6 +86,29 @@
 // DefaultWeight (100). Registered instances are healthy; Healthy on discovered
 // instances is what the backend reports, and Snapshot.Healthy filters on it.
 //
+// # The layout: one name per instance, and the key is the truth
+//
+// Every backend maps (namespace, service, instance ID) to its backend names
+// injectively: two different triples never meet in one etcd key, znode, Consul
+// service name or ID, or Nacos service, whichever characters the parts hold. The
+// separators a backend joins them with cannot occur in the parts: service names are
+// [A-Za-z0-9._:-], instance IDs follow driver.ValidInstanceID on every backend (no
+// '/', '\', '@', no "." or "..", no control characters or code points ZooKeeper
+// refuses), and namespaces are a key prefix, a chroot, one Consul name segment
+// joined with '/' (which plain service names cannot hold) or a Nacos namespace.
+// Each backend's package doc gives its exact layout; the README has the table.
+//
+// Reading back, the name is the truth: the service and ID of a listed instance are
+// those of the key or node it was read from, and an entry that does not decode into
+// a valid Instance under that exact name (garbage, an empty record, a record whose
+// body names another service or ID, a nested key, a foreign entry missing a port)
+// is skipped, logged once per key by driver.SkipLog, never listed and never
+// counted by the registration guard. The coordination store never shares data
+// with the registry: where a backend keeps both in one tree (ZooKeeper's chroot),
+// store keys inside the registry's tree are refused with a FieldError naming the
+// key, and a recursive store delete of "/" leaves registrations alone. URL prefixes
+// and chroots are checked by one rule, driver.CleanRoot.
+//
 // # Coordination store
 //
 // Store is Curator's framework layer: a tree of slash-separated keys with versions

@@ -87,6 +87,13 @@ func TestURLValidation(t *testing.T) {
 		{"zk://127.0.0.1:1/x?layout=dubbo&group=a/b", "group"},
 		{"zk://127.0.0.1:1/a//b", "url"},
 		{"zk:///x", "url"},
+		{"zk://127.0.0.1:1/a//b/", "url"},
+		{"zk://127.0.0.1:1/a/./b", "url"},
+		{"zk://127.0.0.1:1/a/../b", "url"},
+		{"zk://127.0.0.1:1/a%01b", "url"},
+		{"zk://127.0.0.1:1/x?layout=curator&base=/a//b", "base"},
+		{"zk://127.0.0.1:1/x?layout=curator&base=/a/..", "base"},
+		{"zk://127.0.0.1:1/x?layout=curator&base=/", "base"},
 	} {
 		_, err := registry.Open(ctx, tc.url)
 		var fe *registry.FieldError

@@ -20,9 +20,10 @@ type codec interface {
 	dir(service string) string
 	// encode returns the instance's node name and data.
 	encode(inst driver.Instance) (name string, data []byte, err error)
-	// decode reads one child of dir; ok is false for a child that is not an
-	// instance of this layout.
-	decode(service, name string, data []byte) (inst driver.Instance, ok bool)
+	// decode reads one child of dir. The node's name and directory are the
+	// truth: a child whose data names another service or ID, or that does not
+	// make a valid Instance, is not an instance, and why (non-empty) says so.
+	decode(service, name string, data []byte) (inst driver.Instance, why string)
 	// needsData says whether decode reads the node's data (dubbo encodes
 	// everything in the name).
 	needsData() bool
@@ -71,16 +72,24 @@ func (regkitCodec) encode(in driver.Instance) (string, []byte, error) {
 	return in.ID, b, err
 }
 
-func (regkitCodec) decode(service, name string, data []byte) (driver.Instance, bool) {
+func (regkitCodec) decode(service, name string, data []byte) (driver.Instance, string) {
 	var r record
-	if err := json.Unmarshal(data, &r); err != nil || r.Host == "" {
-		return driver.Instance{}, false
+	if err := json.Unmarshal(data, &r); err != nil {
+		return driver.Instance{}, "undecodable: " + err.Error()
 	}
-	if r.ID == "" {
-		r.ID = name
+	if r.ID != name || r.Service != service {
+		return driver.Instance{}, fmt.Sprintf("the record names service %q, id %q, not its path's", r.Service, r.ID)
 	}
-	return driver.Instance{ID: r.ID, Service: service, Host: r.Host, Port: r.Port, Weight: r.Weight,
-		Zone: r.Zone, Metadata: r.Metadata, Healthy: true}, true
+	return valid(driver.Instance{ID: name, Service: service, Host: r.Host, Port: r.Port, Weight: r.Weight,
+		Zone: r.Zone, Metadata: r.Metadata, Healthy: true})
+}
+
+// valid returns in, or why it is not a valid Instance.
+func valid(in driver.Instance) (driver.Instance, string) {
+	if err := in.Validate(); err != nil {
+		return driver.Instance{}, err.Error()
+	}
+	return in, ""
 }
 
 // ---- curator ----
@@ -193,15 +202,16 @@ func autoPayload(others [][]byte) CuratorPayload {
 	return PayloadNull
 }
 
-func (curatorCodec) decode(service, name string, data []byte) (driver.Instance, bool) {
+func (curatorCodec) decode(service, name string, data []byte) (driver.Instance, string) {
 	var ci CuratorInstance
-	if err := json.Unmarshal(data, &ci); err != nil || ci.Address == "" {
-		return driver.Instance{}, false
+	if err := json.Unmarshal(data, &ci); err != nil {
+		return driver.Instance{}, "undecodable: " + err.Error()
 	}
-	in := driver.Instance{ID: ci.ID, Service: service, Host: ci.Address, Healthy: ci.Enabled == nil || *ci.Enabled}
-	if in.ID == "" {
-		in.ID = name
+	// Curator writes <base>/<name>/<id>: the node is named after the id.
+	if ci.ID != name || ci.Name != service {
+		return driver.Instance{}, fmt.Sprintf("the ServiceInstance names service %q, id %q, not its path's", ci.Name, ci.ID)
 	}
+	in := driver.Instance{ID: name, Service: service, Host: ci.Address, Healthy: ci.Enabled == nil || *ci.Enabled}
 	switch {
 	case ci.Port != nil && *ci.Port > 0:
 		in.Port = *ci.Port
@@ -244,7 +254,7 @@ func (curatorCodec) decode(service, name string, data []byte) (driver.Instance, 
 	if len(md) > 0 {
 		in.Metadata = md
 	}
-	return in, true
+	return valid(in)
 }
 
 // ---- dubbo ----
@@ -283,18 +293,21 @@ func (dubboCodec) encode(in driver.Instance) (string, []byte, error) {
 	return url.QueryEscape(u.String()), nil, nil
 }
 
-func (dubboCodec) decode(service, name string, _ []byte) (driver.Instance, bool) {
+func (dubboCodec) decode(service, name string, _ []byte) (driver.Instance, string) {
 	raw, err := url.QueryUnescape(name)
 	if err != nil {
-		return driver.Instance{}, false
+		return driver.Instance{}, "not a url-encoded provider URL: " + err.Error()
 	}
 	u, err := url.Parse(raw)
 	if err != nil || u.Hostname() == "" {
-		return driver.Instance{}, false
+		return driver.Instance{}, "not a provider URL with a host"
 	}
 	port, err := strconv.Atoi(u.Port())
 	if err != nil {
-		return driver.Instance{}, false
+		return driver.Instance{}, "the provider URL has no port"
+	}
+	if itf := u.Query().Get("interface"); itf != "" && itf != service {
+		return driver.Instance{}, fmt.Sprintf("the provider URL is of interface %q", itf)
 	}
 	in := driver.Instance{Service: service, Host: u.Hostname(), Port: port, Weight: driver.DefaultWeight, Healthy: true}
 	md := map[string]string{}
@@ -335,7 +348,7 @@ func (dubboCodec) decode(service, name string, _ []byte) (driver.Instance, bool)
 	if len(md) > 0 {
 		in.Metadata = md
 	}
-	return in, true
+	return valid(in)
 }
 
 // dubboID is the ID of a provider URL without regkit.id: "Host:Port" (registry's

@@ -38,7 +38,7 @@ func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, err
 		switch {
 		case err == nil:
 		case errors.Is(err, zk.ErrNoNode):
-			if err := c.ensurePath(ctx, c.zc, dir); err != nil {
+			if err := c.ensureServiceDir(ctx, cd, dir); err != nil {
 				return nil, err
 			}
 			continue
@@ -122,6 +122,32 @@ func (c *Conn) ensurePath(ctx context.Context, zc *zkConn, path string) error {
 	return wrap("create parent", path, err)
 }
 
+// ensureServiceDir creates a service's directory and its missing ancestors. In the
+// regkit and curator layouts the directory is a container node (ZooKeeper 3.5+),
+// which the server deletes once its last instance is gone, as Curator's
+// creatingParentContainersIfNeeded does; the ancestors, and Dubbo's directories
+// (Dubbo creates them persistent), are persistent. A container deleted between
+// this and the instance's create makes that create fail with NoNode, and Put
+// comes back here.
+func (c *Conn) ensureServiceDir(ctx context.Context, cd codec, dir string) error {
+	if !cd.byName() {
+		return c.ensurePath(ctx, c.zc, dir)
+	}
+	for attempt := 0; ; attempt++ {
+		_, err := call(ctx, c, func() (string, error) { return c.zc.zk.CreateContainer(dir, nil, zk.FlagContainer, c.cfg.acl) })
+		switch {
+		case err == nil, errors.Is(err, zk.ErrNodeExists):
+			return nil
+		case errors.Is(err, zk.ErrNoNode) && attempt < 5:
+			if err := c.ensurePath(ctx, c.zc, driver.ParentKey(dir)); err != nil {
+				return err
+			}
+			continue
+		}
+		return wrap("create container", dir, err)
+	}
+}
+
 // deleteSameID deletes the nodes of dir that decode to inst's ID, except keep, and
 // only those of the current session: a node of another session (a Java provider
 // with the same host, port, group and version, another client) is never deleted.
@@ -141,7 +167,7 @@ func (c *Conn) deleteSameID(ctx context.Context, cd codec, inst driver.Instance,
 		if k == keep {
 			continue
 		}
-		if got, ok := cd.decode(inst.Service, k, nil); !ok || got.ID != inst.ID {
+		if got, why := cd.decode(inst.Service, k, nil); why != "" || got.ID != inst.ID {
 			continue
 		}
 		path := dir + "/" + k
@@ -271,9 +297,9 @@ func (c *Conn) List(ctx context.Context, service string) (driver.Listing, error)
 		if cd.needsData() && datas[i] == nil {
 			continue // deleted meanwhile
 		}
-		in, ok := cd.decode(service, k, datas[i])
-		if !ok {
-			c.cfg.log.Debug("zk: skipping a node that is not an instance", "path", dir+"/"+k)
+		in, why := cd.decode(service, k, datas[i])
+		if why != "" {
+			c.skipped.Skip(dir+"/"+k, why)
 			continue
 		}
 		out, names = append(out, in), append(names, k)
@@ -341,7 +367,7 @@ func (c *Conn) Remove(ctx context.Context, inst driver.Instance) error {
 			return wrap("remove: list", dir, err)
 		}
 		for _, k := range kids {
-			if got, ok := cd.decode(inst.Service, k, nil); ok && got.ID == inst.ID {
+			if got, why := cd.decode(inst.Service, k, nil); why == "" && got.ID == inst.ID {
 				paths = append(paths, dir+"/"+k)
 			}
 		}

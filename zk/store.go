@@ -57,9 +57,38 @@ func (c *Conn) node(path string, value []byte, st *zk.Stat) driver.Node {
 		CreateRevision: st.Czxid, Session: hexID(st.EphemeralOwner)}
 }
 
-// hidden reports whether an absolute path is the server's own subtree, which the
-// store never shows nor deletes.
-func hidden(abs string) bool { return abs == "/zookeeper" || strings.HasPrefix(abs, "/zookeeper/") }
+// hidden reports whether an absolute path is the server's own subtree or the
+// connection's registry tree, which the store never shows nor deletes.
+func (c *Conn) hidden(abs string) bool {
+	return under(abs, "/zookeeper") || under(abs, c.registryRoot())
+}
+
+// under reports whether abs is root or a descendant of it.
+func under(abs, root string) bool { return abs == root || strings.HasPrefix(abs, root+"/") }
+
+// registryRoot is the znode under which the connection's layout keeps instances:
+// <chroot>/services, <chroot><base> or <chroot>/<group>.
+func (c *Conn) registryRoot() string {
+	switch c.cfg.layout {
+	case LayoutCurator:
+		return c.cfg.base
+	case LayoutDubbo:
+		return c.cfg.group
+	}
+	return c.cfg.chroot + "/services"
+}
+
+// storePath maps a store key to its znode, refusing keys inside the registry's
+// tree: the store and the registry never share znodes, so store data is never
+// read as an instance and a store delete never removes a registration.
+func (c *Conn) storePath(key string) (string, error) {
+	path := c.path(key)
+	if key != "/" && under(path, c.registryRoot()) {
+		return "", &driver.FieldError{Field: "key", Value: key, Reason: "inside the registry's tree " + c.registryRoot() +
+			" (the store and the registry never share znodes; choose another key)"}
+	}
+	return path, nil
+}
 
 // Create writes a new key (see StoreConn). Ephemeral keys are created through the
 // session's own connection; ephemeral sequential keys are protected (see the
@@ -82,7 +111,10 @@ func (c *Conn) Create(ctx context.Context, key string, value []byte, spec driver
 	if spec.Sequential {
 		flags |= zk.FlagSequence
 	}
-	path := c.path(key)
+	path, err := c.storePath(key)
+	if err != nil {
+		return driver.Node{}, err
+	}
 	parent := driver.ParentKey(path)
 	var guid string
 	if sess != nil && spec.Sequential && c.cfg.protect {
@@ -199,7 +231,10 @@ func (c *Conn) readCreated(ctx context.Context, zc *zkConn, path string, value [
 
 // Get reads one key.
 func (c *Conn) Get(ctx context.Context, key string) (driver.Node, error) {
-	path := c.path(key)
+	path, err := c.storePath(key)
+	if err != nil {
+		return driver.Node{}, err
+	}
 	type res struct {
 		b  []byte
 		st *zk.Stat
@@ -226,7 +261,10 @@ func version32(v int64) (int32, bool) {
 
 // Set writes the value if the data version matches.
 func (c *Conn) Set(ctx context.Context, key string, value []byte, version int64) (driver.Node, error) {
-	path := c.path(key)
+	path, err := c.storePath(key)
+	if err != nil {
+		return driver.Node{}, err
+	}
 	v, ok := version32(version)
 	if !ok {
 		if _, err := c.exists(ctx, path); err != nil {
@@ -244,7 +282,10 @@ func (c *Conn) Set(ctx context.Context, key string, value []byte, version int64)
 // Delete removes a key; recursive deletes children first, tolerating concurrent
 // deletes.
 func (c *Conn) Delete(ctx context.Context, key string, version int64, recursive bool) error {
-	path := c.path(key)
+	path, err := c.storePath(key)
+	if err != nil {
+		return err
+	}
 	v, ok := version32(version)
 	if !recursive {
 		if !ok {
@@ -296,7 +337,7 @@ func (c *Conn) deleteChildren(ctx context.Context, path string) error {
 	}
 	for _, k := range kids {
 		cp := driver.JoinKey(path, k)
-		if hidden(cp) {
+		if c.hidden(cp) {
 			continue
 		}
 		for attempt := 0; ; attempt++ {
@@ -318,7 +359,10 @@ func (c *Conn) deleteChildren(ctx context.Context, path string) error {
 
 // Children lists the direct children's names, sorted.
 func (c *Conn) Children(ctx context.Context, key string) ([]string, error) {
-	path := c.path(key)
+	path, err := c.storePath(key)
+	if err != nil {
+		return nil, err
+	}
 	kids, err := call(ctx, c, func() ([]string, error) {
 		kids, _, err := c.zc.zk.Children(path)
 		return kids, err
@@ -331,7 +375,7 @@ func (c *Conn) Children(ctx context.Context, key string) ([]string, error) {
 	}
 	out := make([]string, 0, len(kids))
 	for _, k := range kids {
-		if !hidden(driver.JoinKey(path, k)) {
+		if !c.hidden(driver.JoinKey(path, k)) {
 			out = append(out, k)
 		}
 	}
@@ -341,8 +385,12 @@ func (c *Conn) Children(ctx context.Context, key string) ([]string, error) {
 
 // Tree reads the key and its descendants, node by node.
 func (c *Conn) Tree(ctx context.Context, key string) ([]driver.Node, error) {
+	path, err := c.storePath(key)
+	if err != nil {
+		return nil, err
+	}
 	var out []driver.Node
-	if err := c.tree(ctx, c.path(key), &out); err != nil {
+	if err := c.tree(ctx, path, &out); err != nil {
 		return nil, wrap("tree", key, err)
 	}
 	driver.SortNodes(out)
@@ -372,7 +420,7 @@ func (c *Conn) tree(ctx context.Context, path string, out *[]driver.Node) error 
 	*out = append(*out, c.node(path, r.b, r.st))
 	for _, k := range r.kids {
 		cp := driver.JoinKey(path, k)
-		if hidden(cp) {
+		if c.hidden(cp) {
 			continue
 		}
 		if err := c.tree(ctx, cp, out); err != nil {
@@ -384,7 +432,11 @@ func (c *Conn) tree(ctx context.Context, path string, out *[]driver.Node) error 
 
 // WatchTree follows the key and all its descendants.
 func (c *Conn) WatchTree(ctx context.Context, key string, notify func()) error {
-	return c.watchTree(ctx, c.path(key), -1, notify)
+	path, err := c.storePath(key)
+	if err != nil {
+		return err
+	}
+	return c.watchTree(ctx, path, -1, notify)
 }
 
 // SessionIDString formats a ZooKeeper session id as Node.Session and

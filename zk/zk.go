@@ -5,7 +5,8 @@
 // # URL
 //
 //   - Host list: comma-separated, default port 2181.
-//   - Path: the chroot every path is placed under. An empty path means the layout's
+//   - Path: the chroot every path is placed under (checked by driver.CleanRoot:
+//     absolute, no empty, "." or ".." segments; one trailing '/' ignored). An empty path means the layout's
 //     default chroot: "/regkit" for layout=regkit, "/" (none) for layout=curator and
 //     layout=dubbo, whose point is to meet Java services at their usual paths. "/"
 //     explicitly means no chroot.
@@ -122,6 +123,18 @@
 // several URLs of one ID keeps the one with the greater node name (the later
 // timestamp).
 //
+// Injective, and the path is the truth, in every layout: neither service names nor
+// IDs contain '/', and IDs are never "." or ".." (driver.ValidInstanceID), so each
+// (chroot, service, ID) has its own znode. A child of a service directory is an
+// instance only when its data names the path's service and ID (regkit: "service"
+// and "id"; curator: "name" and "id"; dubbo: an "interface" parameter, when
+// present, equal to the directory's) and makes a valid Instance; anything else
+// (garbage, an empty record, another service's record, a URL without a port) is
+// skipped and logged once per path. Nested znodes are never read. In the regkit and
+// curator layouts the service directory is a container node (ZooKeeper 3.5+; as
+// Curator's creatingParentContainersIfNeeded), which the server removes once its
+// last instance is gone; Dubbo's directories stay persistent, as Dubbo makes them.
+//
 // # Liveness and re-registration
 //
 // One ZooKeeper connection (and so one session) per Conn holds every registration,
@@ -171,7 +184,11 @@
 // # Coordination store
 //
 // Store key K is the znode <chroot>K (key "/" is the chroot itself; with no chroot
-// the server's own "/zookeeper" subtree is hidden and never deleted). Version is the
+// the server's own "/zookeeper" subtree is hidden and never deleted). The store and
+// the registry share the chroot but never a znode: keys inside the connection's
+// registry tree (<chroot>/services, <chroot><base> or <chroot>/<group>) are
+// refused with a FieldError (ErrInvalid) naming the key, Children and Tree of an
+// ancestor hide that tree, and a recursive Delete of an ancestor ("/") leaves it. Version is the
 // data version (Stat.Version), CreateRevision the czxid, Session the owner session
 // id in hex. Missing parents are created as empty persistent znodes. Sequential keys
 // use ZooKeeper's own sequence flag (the 10-digit suffix is the parent's cversion).
@@ -452,22 +469,21 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 		ct = DefaultConnectTimeout
 	}
 	c := config{hosts: hosts, layout: layout, payload: payload, sessionTimeout: st, connectTimeout: ct, protect: protect, log: cfg.Logger}
-	switch {
-	case path == "" && layout == LayoutRegkit:
-		c.chroot = DefaultChroot
-	case path == "" || path == "/":
-		c.chroot = ""
-	default:
-		c.chroot = strings.TrimSuffix(path, "/")
-		if err := driver.ValidKey(c.chroot); err != nil {
-			return nil, &driver.FieldError{Field: "url", Value: path, Reason: "bad chroot: " + err.Error()}
-		}
+	defChroot := ""
+	if layout == LayoutRegkit {
+		defChroot = DefaultChroot
 	}
-	if base = "/" + strings.Trim(base, "/"); base == "/" {
+	if c.chroot, err = driver.CleanRoot("url", path, defChroot); err != nil {
+		return nil, err
+	}
+	if !strings.HasPrefix(base, "/") {
+		base = "/" + base // documented as relative to the chroot; a leading '/' is optional
+	}
+	if base, err = driver.CleanRoot("base", base, ""); err != nil {
+		return nil, err
+	}
+	if base == "" {
 		return nil, &driver.FieldError{Field: "base", Value: base, Reason: "must not be empty"}
-	}
-	if err := driver.ValidKey(base); err != nil {
-		return nil, &driver.FieldError{Field: "base", Value: base, Reason: err.Error()}
 	}
 	if group = strings.Trim(group, "/"); group == "" || strings.Contains(group, "/") {
 		return nil, &driver.FieldError{Field: "group", Value: group, Reason: "must be one path segment"}
@@ -517,6 +533,8 @@ type Conn struct {
 
 	states *stateLog // connection states of the registration connection
 
+	skipped *driver.SkipLog // children of service directories that are not instances
+
 	mu       sync.Mutex
 	sessions map[*session]struct{}
 	closed   bool // Close was called
@@ -529,7 +547,8 @@ var (
 
 func open(ctx context.Context, cfg config) (*Conn, error) {
 	life, cancel := context.WithCancel(context.Background())
-	c := &Conn{cfg: cfg, life: life, cancel: cancel, sessions: map[*session]struct{}{}}
+	c := &Conn{cfg: cfg, life: life, cancel: cancel, sessions: map[*session]struct{}{},
+		skipped: &driver.SkipLog{Logger: cfg.log}}
 	c.states = newStateLog()
 	zc, err := c.dial(ctx, cfg.sessionTimeout, c.states.hook)
 	if err != nil {
@@ -540,6 +559,11 @@ func open(ctx context.Context, cfg config) (*Conn, error) {
 	c.spawn(func() { c.states.monitor(life, cfg.sessionTimeout) })
 	return c, nil
 }
+
+// ServicePath returns the znode whose children are the instances of service in
+// the connection's layout (<chroot>/services/S, <chroot><base>/S or
+// <chroot>/<group>/S/providers).
+func (c *Conn) ServicePath(service string) string { return c.codec().dir(service) }
 
 // Layout returns the registration layout of the connection.
 func (c *Conn) Layout() Layout { return c.cfg.layout }

@@ -5,7 +5,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"maps"
 	"net"
+	"net/url"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -143,8 +147,55 @@ func (e *env) harness() registrytest.Harness {
 			e.proxy.Cut()
 			return e.proxy.Heal
 		},
-		Timeout:     30 * time.Second,
-		LeakOptions: leakOpts,
+		Timeout:      30 * time.Second,
+		LeakOptions:  leakOpts,
+		WriteForeign: e.writeForeign,
+	}
+}
+
+// writeForeign writes znodes under service's directory that are not instances of
+// the client's layout (see registrytest.Harness.WriteForeign), on a raw connection.
+func (e *env) writeForeign(t testing.TB, c *registry.Client, service, id string) {
+	t.Helper()
+	conn := c.Conn().(*rzk.Conn)
+	dir := conn.ServicePath(service)
+	nodes := map[string]string{}
+	switch conn.Layout() {
+	case rzk.LayoutCurator:
+		rec := func(id, svc string) string {
+			return `{"name":"` + svc + `","id":"` + id + `","address":"10.9.9.9","port":9999,"sslPort":null,"payload":null}`
+		}
+		nodes = map[string]string{"garbage": "not json", "empty": "{}", "null": "null",
+			"other": rec("other", "elsewhere"), "shadow-of-" + id: rec(id, service),
+			"no-port": `{"name":"` + service + `","id":"no-port","address":"10.9.9.9"}`,
+			"nested":  "", "nested/deeper": rec("deeper", service)}
+	case rzk.LayoutDubbo:
+		enc := func(u string) string { return strings.ReplaceAll(url.QueryEscape(u), "/", "%2F") }
+		nodes = map[string]string{"garbage": "", "%zz": "",
+			enc("dubbo://10.9.9.9:9999/elsewhere?interface=elsewhere"):     "",
+			enc("dubbo://10.9.9.9/" + service + "?interface=" + service):   "",
+			enc("dubbo://10.9.9.9:0/" + service + "?interface=" + service): "",
+			enc("dubbo://10.9.9.9:9999/" + service + "?regkit.id=a%2Fb"):   ""}
+	default:
+		rec := func(id, svc string) string {
+			return `{"id":"` + id + `","service":"` + svc + `","host":"10.9.9.9","port":9999,"weight":100}`
+		}
+		nodes = map[string]string{"garbage": "not json", "empty": "{}", "null": "null",
+			"other": rec("other", "elsewhere"), "shadow-of-" + id: rec(id, service),
+			"no-port": `{"id":"no-port","service":"` + service + `","host":"10.9.9.9"}`,
+			"nested":  "", "nested/deeper": rec("deeper", service)}
+	}
+	keys := slices.Sorted(maps.Keys(nodes)) // parents first
+	err := e.rawDo(func(zc *zk.Conn) error {
+		for _, k := range keys {
+			if _, err := zc.Create(dir+"/"+k, []byte(nodes[k]), 0, zk.WorldACL(zk.PermAll)); err != nil {
+				return fmt.Errorf("create %s/%s: %w", dir, k, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 

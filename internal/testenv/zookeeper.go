@@ -35,7 +35,7 @@ type ZooKeeper struct {
 }
 
 // StartZooKeeper starts a standalone ZooKeeper (tickTime 500ms, so sessions may be
-// as short as 1s) on a free 127.0.0.1 port with its data under t.TempDir(). It is
+// as short as 1s; empty container nodes deleted within about a second) on a free 127.0.0.1 port with its data under t.TempDir(). It is
 // stopped by t.Cleanup.
 func StartZooKeeper(t testing.TB) *ZooKeeper {
 	t.Helper()
@@ -132,6 +132,9 @@ func (z *ZooKeeper) tryStart(t testing.TB) error {
 		"-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto",
 		"-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
 		"-Dzookeeper.jmx.log4j.disable=true",
+		// Empty container nodes go within a second (default: a minute), so tests
+		// can wait for them.
+		"-Dznode.container.checkIntervalMs=1000",
 		"-cp", cp,
 		"org.apache.zookeeper.server.ZooKeeperServerMain",
 		filepath.Join(z.dir, "zoo.cfg"),

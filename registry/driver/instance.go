@@ -21,7 +21,8 @@ const DefaultWeight = 100
 // Metadata maps, as read-only (use Clone to modify one).
 type Instance struct {
 	// ID identifies the instance within its service. Empty at Register means
-	// "Host:Port", so a restarted process replaces its own old entry.
+	// "Host:Port", so a restarted process replaces its own old entry. See
+	// ValidInstanceID for the characters allowed (one rule on every backend).
 	ID string
 	// Service is the logical service name: letters, digits, '.', '_', '-' and ':'
 	// (the characters every backend can store in a key), 1 to 255 of them, starting
@@ -73,11 +74,8 @@ func (in Instance) Validate() error {
 	if err := ValidServiceName(in.Service); err != nil {
 		return err
 	}
-	if in.ID == "" {
-		return invalid("ID", in.ID, "instance id is empty")
-	}
-	if len(in.ID) > 255 || strings.ContainsAny(in.ID, "/\\@\x00") || strings.IndexFunc(in.ID, isControl) >= 0 {
-		return invalid("ID", in.ID, "instance id must be at most 255 characters without '/', '\\', '@' or control characters")
+	if err := ValidInstanceID(in.ID); err != nil {
+		return err
 	}
 	if in.Host == "" {
 		return invalid("Host", in.Host, "host is empty")

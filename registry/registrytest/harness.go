@@ -37,6 +37,16 @@ type Harness struct {
 	// closed loopback port), with timeouts short enough for a test. Nil: the
 	// connect-failure case is skipped with a message.
 	UnreachableURL func(t testing.TB) string
+	// WriteForeign writes, straight on the server and in the namespace of client c,
+	// entries under service that are not valid instances of this layout, every
+	// kind the backend can hold: undecodable bytes, a decodable but empty record,
+	// a record whose body names another service, a record at a nested key, and a
+	// record whose body carries instance ID id at a key of another ID (skip what
+	// the backend's data model cannot express). The suite checks that none is
+	// listed, none breaks a watch, and the registration guard still puts back a
+	// deleted instance id whose ID a foreign record carries. Nil: those cases are
+	// skipped with a message.
+	WriteForeign func(t testing.TB, c *registry.Client, service, id string)
 	// Timeout bounds each "eventually" wait (default 30s).
 	Timeout time.Duration
 	// LeakOptions are passed to goleak when checking that closed clients left no

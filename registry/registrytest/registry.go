@@ -25,6 +25,8 @@ func RunRegistry(t *testing.T, h Harness) {
 	t.Run("ConcurrentRegistrations", func(t *testing.T) { testConcurrent(t, &h) })
 	t.Run("ReregisterAfterSessionLoss", func(t *testing.T) { testSessionLoss(t, &h) })
 	t.Run("ReregisterAfterExternalDelete", func(t *testing.T) { testExternalDelete(t, &h) })
+	t.Run("NamespacesAreIsolated", func(t *testing.T) { testNamespacesIsolated(t, &h) })
+	t.Run("ForeignDataIgnored", func(t *testing.T) { testForeignData(t, &h) })
 	t.Run("WatchSurvivesRestart", func(t *testing.T) { testRestart(t, &h) })
 	t.Run("WatchSurvivesCut", func(t *testing.T) { testCut(t, &h) })
 	t.Run("CloseReleasesEverything", func(t *testing.T) { testCloseLeaks(t, &h) })
@@ -55,6 +57,12 @@ func testValidation(t *testing.T, h *Harness) {
 		{"negative port", driver.Instance{Service: "svc", Host: "10.0.0.1", Port: -1}, "Port"},
 		{"negative weight", driver.Instance{Service: "svc", Host: "10.0.0.1", Port: 80, Weight: -5}, "Weight"},
 		{"id with slash", driver.Instance{Service: "svc", ID: "a/b", Host: "10.0.0.1", Port: 80}, "ID"},
+		{"id .", driver.Instance{Service: "svc", ID: ".", Host: "10.0.0.1", Port: 80}, "ID"},
+		{"id ..", driver.Instance{Service: "svc", ID: "..", Host: "10.0.0.1", Port: 80}, "ID"},
+		{"id with @", driver.Instance{Service: "svc", ID: "a@b", Host: "10.0.0.1", Port: 80}, "ID"},
+		{"id with C1 control", driver.Instance{Service: "svc", ID: "a\u0085b", Host: "10.0.0.1", Port: 80}, "ID"},
+		{"id with private use", driver.Instance{Service: "svc", ID: "a\ue000b", Host: "10.0.0.1", Port: 80}, "ID"},
+		{"id not UTF-8", driver.Instance{Service: "svc", ID: "a\xffb", Host: "10.0.0.1", Port: 80}, "ID"},
 		{"empty metadata key", driver.Instance{Service: "svc", Host: "10.0.0.1", Port: 80, Metadata: map[string]string{"": "x"}}, "Metadata"},
 		{"host neither IP nor DNS name", driver.Instance{Service: "svc", Host: "a..b!", Port: 80}, "Host"},
 		{"bracketed IPv6 host", driver.Instance{Service: "svc", Host: "[::1]", Port: 80}, "Host"},
@@ -583,4 +591,139 @@ func testFailedRegister(t *testing.T, h *Harness) {
 			t.Errorf("Close %s: %v", r.Instance(), err)
 		}
 	}
+}
+
+// testNamespacesIsolated: names that only differ in where a separator falls (a
+// namespace "n" with service "a-b", a namespace "n-a" with service "b"; IDs with the
+// characters backends join names with) map to different backend names: each
+// namespace sees exactly its own instances and deregistering one leaves the other.
+func testNamespacesIsolated(t *testing.T, h *Harness) {
+	ns := namespace(t)
+	n1, n2 := h.open(t, ns), h.open(t, ns+"-a")
+	ctx := ctxT(t, 2*h.timeout())
+	r1, err := n1.Register(ctx, inst("a-b", "x-1:2.3", 7501))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := n2.Register(ctx, inst("b", "y-1:2.3", 7502))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r3, err := n1.Register(ctx, inst("a", "b-x-1:2.3", 7503)) // n1/a + "b-x..." vs n1/a-b + "x..."
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r3.Close()
+	check := func(c *registry.Client, svc string, want ...string) error {
+		got, err := c.Conn().List(ctx, svc)
+		if err != nil {
+			return err
+		}
+		g := ids(got.Instances)
+		slices.Sort(g)
+		if !slices.Equal(g, want) {
+			return fmt.Errorf("%s lists %v, want %v", svc, g, want)
+		}
+		for _, in := range got.Instances {
+			if in.Service != svc {
+				return fmt.Errorf("%s lists an instance of service %q", svc, in.Service)
+			}
+		}
+		return nil
+	}
+	h.eventually(t, "each namespace sees only its own instances", func() error {
+		if err := check(n1, "a-b", "x-1:2.3"); err != nil {
+			return fmt.Errorf("namespace %s: %w", ns, err)
+		}
+		if err := check(n2, "b", "y-1:2.3"); err != nil {
+			return fmt.Errorf("namespace %s-a: %w", ns, err)
+		}
+		if err := check(n1, "a", "b-x-1:2.3"); err != nil {
+			return fmt.Errorf("namespace %s: %w", ns, err)
+		}
+		return nil
+	})
+	if err := r1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually(t, "deregistering in one namespace leaves the other", func() error {
+		if err := check(n1, "a-b"); err != nil {
+			return err
+		}
+		return check(n2, "b", "y-1:2.3")
+	})
+	if r2.State() != registry.Registered {
+		t.Errorf("the other namespace's registration is %v (%v)", r2.State(), r2.Err())
+	}
+	_ = r2.Close()
+}
+
+// testForeignData: entries under a service that are not valid instances of the
+// backend's layout (garbage, empty records, records naming another service or
+// another ID, nested keys) are never listed, never break a watch, and a foreign
+// record carrying a live instance's ID does not hide that instance's deletion
+// from the registration guard.
+func testForeignData(t *testing.T, h *Harness) {
+	if h.WriteForeign == nil {
+		t.Skipf("%s: no WriteForeign hook", h.Name)
+	}
+	ns := namespace(t)
+	a, b, c := h.open(t, ns), h.open(t, ns), h.open(t, ns)
+	ctx := ctxT(t, 4*h.timeout())
+	r, err := a.Register(ctx, inst("fsvc", "f1", 7601))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	w, err := c.Watch(ctx, "fsvc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	h.nextUntil(t, w, "registered", hasIDs(true, "f1"))
+	h.WriteForeign(t, c, "fsvc", "f1")
+	// A change after the foreign writes: the watch still works and shows only ours.
+	r2, err := a.Register(ctx, inst("fsvc", "f2", 7602))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	h.nextUntil(t, w, "foreign entries never listed", hasIDs(true, "f1", "f2"))
+	got, err := c.Conn().List(ctx, "fsvc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := ids(got.Instances); !slices.Equal(sorted(g), []string{"f1", "f2"}) {
+		t.Fatalf("List = %v, want [f1 f2]", g)
+	}
+	for _, in := range got.Instances {
+		if err := in.Validate(); err != nil || in.Service != "fsvc" {
+			t.Errorf("listed %+v: %v", in, err)
+		}
+	}
+	// Someone deletes f1 (a second registration of the ID deregisters); the
+	// foreign record carrying ID f1 must not make the guard believe it is there.
+	rb, err := b.Register(ctx, inst("fsvc", "f1", 7601))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rb.Deregister(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually(t, "f1 put back although a foreign record carries its ID", func() error {
+		got, err := c.Conn().List(ctx, "fsvc")
+		if err != nil {
+			return err
+		}
+		if g := sorted(ids(got.Instances)); !slices.Equal(g, []string{"f1", "f2"}) {
+			return fmt.Errorf("server has %v (registration %v, %v)", g, r.State(), r.Err())
+		}
+		return nil
+	})
+}
+
+func sorted(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
 }

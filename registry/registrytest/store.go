@@ -27,6 +27,7 @@ func RunStore(t *testing.T, h Harness) {
 	t.Run("EphemeralAndSessions", func(t *testing.T) { need(t, &h, "ephemeral"); testEphemeral(t, &h) })
 	t.Run("SessionLost", func(t *testing.T) { need(t, &h, "ephemeral"); testStoreSessionLost(t, &h) })
 	t.Run("PersistentNode", func(t *testing.T) { need(t, &h, "ephemeral"); testPersistentNode(t, &h) })
+	t.Run("StoreApartFromRegistry", func(t *testing.T) { needStore(t, &h); testStoreApart(t, &h) })
 	t.Run("TreeWatch", func(t *testing.T) { needStore(t, &h); testTreeWatch(t, &h) })
 	t.Run("TreeWatchSurvivesRestart", func(t *testing.T) {
 		needStore(t, &h)
@@ -535,4 +536,60 @@ func (h *Harness) gone(t *testing.T, ctx context.Context, c *registry.Client, ke
 		}
 		return nil
 	})
+}
+
+// testStoreApart: the store and the registry never share data. Store writes under
+// every path a layout keeps instances at either succeed without showing up as
+// instances, or are refused with ErrInvalid; a recursive delete of the store's
+// root leaves registrations alone.
+func testStoreApart(t *testing.T, h *Harness) {
+	ns := namespace(t)
+	c := h.open(t, ns)
+	ctx := ctxT(t, 2*h.timeout())
+	r, err := c.Register(ctx, inst("ssvc", "live", 7701))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	body := []byte(`{"id":"ghost","service":"ssvc","host":"10.0.0.9","port":7702,"weight":100,` +
+		`"name":"ssvc","address":"10.0.0.9","enabled":true}`)
+	keys := []string{
+		"/services/ssvc/ghost", "/services/ssvc/config", "/regkit/services/ssvc/ghost",
+		"/ssvc/ghost", "/dubbo/ssvc/providers/" + strings.ReplaceAll("dubbo://10.0.0.9:7702/ssvc?interface=ssvc", "/", "%2F"),
+		"/kv/services/ssvc/ghost", "/services/ssvc",
+	}
+	st := c.Store()
+	for _, k := range keys {
+		_, err := st.Create(ctx, k, body)
+		var fe *registry.FieldError
+		switch {
+		case err == nil:
+		case errors.Is(err, registry.ErrExists):
+		case errors.Is(err, registry.ErrInvalid) && errors.As(err, &fe) && strings.Contains(err.Error(), "ssvc"):
+		default:
+			t.Errorf("Create(%s) = %v, want success or a FieldError naming the key", k, err)
+		}
+	}
+	got, err := c.Conn().List(ctx, "ssvc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := ids(got.Instances); !slices.Equal(g, []string{"live"}) {
+		t.Errorf("after store writes, ssvc lists %v, want [live]", g)
+	}
+	if err := st.Delete(ctx, "/", registry.Recursive()); err != nil && !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("Delete(/, Recursive) = %v", err)
+	}
+	// Read at once: the registration guard would put a deleted instance back a
+	// moment later, which must not be what keeps it listed.
+	got, err = c.Conn().List(ctx, "ssvc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := ids(got.Instances); !slices.Equal(g, []string{"live"}) {
+		t.Errorf("right after the store's recursive delete of /, ssvc lists %v, want [live]", g)
+	}
+	if r.State() != registry.Registered {
+		t.Errorf("registration %v after the store's delete (%v)", r.State(), r.Err())
+	}
 }

@@ -86,8 +86,37 @@ func (e *env) harness() registrytest.Harness {
 			e.proxy.Cut()
 			return e.proxy.Heal
 		},
-		Timeout:     30 * time.Second,
-		LeakOptions: leakOpts,
+		Timeout:      30 * time.Second,
+		LeakOptions:  leakOpts,
+		WriteForeign: e.writeForeign,
+	}
+}
+
+// writeForeign writes entries under service that are not instances: garbage, an
+// empty object, a record of another service, a nested key, and a record carrying
+// id under another key.
+func (e *env) writeForeign(t testing.TB, c *registry.Client, service, id string) {
+	t.Helper()
+	conn := c.Conn().(*etcd.Conn)
+	rec := func(id, svc string) string {
+		return `{"id":"` + id + `","service":"` + svc + `","host":"10.9.9.9","port":9999,"weight":100}`
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for k, v := range map[string]string{
+		conn.InstanceKey(service, "garbage"):         "not json",
+		conn.InstanceKey(service, "empty"):           "{}",
+		conn.InstanceKey(service, "other"):           rec("other", "elsewhere"),
+		conn.InstanceKey(service, "nested/deeper"):   rec("deeper", service),
+		conn.InstanceKey(service, "shadow-of-"+id):   rec(id, service),
+		conn.InstanceKey(service, "null"):            "null",
+		conn.InstanceKey(service, "no-port"):         `{"id":"no-port","service":"` + service + `","host":"10.9.9.9"}`,
+		conn.InstanceKey(service, "") + "/x":         rec("x", service),
+		conn.InstanceKey(service+"-more", "sibling"): rec("sibling", service+"-more"),
+	} {
+		if _, err := e.admin.Put(ctx, k, v); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
