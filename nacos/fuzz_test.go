@@ -29,16 +29,16 @@ func FuzzConvert(f *testing.F) {
 		if json.Unmarshal(data, &l) != nil {
 			return
 		}
-		listing := toListing("orders", rawList{hosts: l.Hosts})
-		if panicsOnly {
-			return
-		}
-		for _, in := range listing.Instances {
+		for _, h := range l.Hosts {
+			in, why := convert("orders", h)
+			if why != "" || panicsOnly {
+				continue
+			}
 			if err := in.Validate(); err != nil {
-				t.Fatalf("toListing(%s) listed an invalid instance %+v: %v", data, in, err)
+				t.Fatalf("convert(%s) accepted an invalid instance %+v: %v", data, in, err)
 			}
 			if in.Service != "orders" {
-				t.Fatalf("toListing(%s) gave service %q", data, in.Service)
+				t.Fatalf("convert(%s) gave service %q", data, in.Service)
 			}
 		}
 	})
