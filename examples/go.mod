@@ -3,6 +3,7 @@ module github.com/regkit/regkit/examples
 go 1.24.0
 
 require (
+	github.com/go-zookeeper/zk v1.0.4
 	github.com/regkit/regkit v0.0.0-00010101000000-000000000000
 	github.com/regkit/regkit/etcd/embedded v0.0.0-00010101000000-000000000000
 	google.golang.org/grpc v1.71.1
@@ -20,7 +21,6 @@ require (
 	github.com/fatih/color v1.16.0 // indirect
 	github.com/go-logr/logr v1.4.2 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
-	github.com/go-zookeeper/zk v1.0.4 // indirect
 	github.com/gogo/protobuf v1.3.2 // indirect
 	github.com/golang-jwt/jwt/v5 v5.2.2 // indirect
 	github.com/golang/protobuf v1.5.4 // indirect
