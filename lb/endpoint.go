@@ -43,8 +43,18 @@ type epState struct {
 type Result struct {
 	// Endpoint is the picked endpoint.
 	Endpoint *Endpoint
-	counted  bool
+	counted  count
 }
+
+// count says what Pick counted for a Result: nothing, the endpoint's calls in
+// flight, or those and the Pool's total (ConsistentHash's bound).
+type count uint8
+
+const (
+	countNone count = iota
+	countEndpoint
+	countTotal
+)
 
 // Done reports the outcome of the call made on r.Endpoint: err nil for success,
 // non-nil for a failure that says something about the instance (a refused
@@ -57,7 +67,10 @@ func (r Result) Done(err error) {
 		return
 	}
 	st := e.st
-	if r.counted {
+	switch r.counted {
+	case countEndpoint:
+		st.inflight.Add(-1)
+	case countTotal:
 		st.inflight.Add(-1)
 		st.pool.inflight.Add(-1)
 	}

@@ -88,15 +88,15 @@ func (roundRobin) Build(info BuildInfo) Picker {
 	if len(info.Ready) == 0 {
 		return errPicker{}
 	}
-	p := &rrPicker{eps: info.Ready, n: uint64(len(info.Ready))}
-	p.next.Store(seed())
+	p := &rrPicker{eps: info.Ready, n: uint32(len(info.Ready))}
+	p.next.Store(uint32(seed()))
 	return p
 }
 
 type rrPicker struct {
 	eps  []*Endpoint
-	n    uint64
-	next atomic.Uint64
+	n    uint32
+	next atomic.Uint32 // 32 bits: a 32-bit modulo is cheaper, and wrapping only shifts the turn
 }
 
 func (p *rrPicker) Pick(PickInfo) (*Endpoint, error) {
@@ -169,8 +169,8 @@ func (weightedRoundRobin) Build(info BuildInfo) Picker {
 		cur[best] -= total
 		sched = append(sched, int32(best))
 	}
-	p := &wrrPicker{eps: eps, sched: sched, n: uint64(len(sched))}
-	p.next.Store(seed())
+	p := &wrrPicker{eps: eps, sched: sched, n: uint32(len(sched))}
+	p.next.Store(uint32(seed()))
 	return p
 }
 
@@ -184,8 +184,8 @@ func gcd(a, b int64) int64 {
 type wrrPicker struct {
 	eps   []*Endpoint
 	sched []int32
-	n     uint64
-	next  atomic.Uint64
+	n     uint32
+	next  atomic.Uint32
 }
 
 func (p *wrrPicker) Pick(PickInfo) (*Endpoint, error) {
@@ -321,7 +321,7 @@ func (c consistentHash) Build(info BuildInfo) Picker {
 	for i, pt := range pts {
 		p.hashes[i], p.owner[i] = pt.h, pt.i
 	}
-	p.next.Store(seed())
+	p.next.Store(uint32(seed()))
 	return p
 }
 
@@ -330,13 +330,13 @@ type chPicker struct {
 	hashes []uint64
 	owner  []int32
 	c      float64
-	next   atomic.Uint64
+	next   atomic.Uint32
 }
 
 func (p *chPicker) Pick(info PickInfo) (*Endpoint, error) {
 	n := len(p.eps)
 	if info.Key == "" {
-		return p.eps[p.next.Add(1)%uint64(n)], nil
+		return p.eps[p.next.Add(1)%uint32(n)], nil
 	}
 	h := mix(hashString(info.Key))
 	i, _ := slices.BinarySearch(p.hashes, h)
@@ -418,8 +418,24 @@ func (z zoneAware) Build(info BuildInfo) Picker {
 	return z.inner.Build(BuildInfo{Ready: localReady, All: local})
 }
 
-// isLoadAware reports whether p's pickers read in-flight counts.
-func isLoadAware(p Policy) bool {
-	la, ok := p.(LoadAware)
-	return ok && la.LoadAware()
+// counting says what Pool.Pick counts for p's pickers.
+func counting(p Policy) count {
+	if la, ok := p.(LoadAware); !ok || !la.LoadAware() {
+		return countNone
+	}
+	if needsTotal(p) {
+		return countTotal
+	}
+	return countEndpoint
+}
+
+// needsTotal: the policy's pickers read the Pool's total in flight.
+func needsTotal(p Policy) bool {
+	switch p := p.(type) {
+	case consistentHash:
+		return true
+	case zoneAware:
+		return needsTotal(p.inner)
+	}
+	return false
 }

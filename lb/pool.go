@@ -133,7 +133,7 @@ func buildOptions(opts []Option) (options, error) {
 // SubConns); Balancer feeds one from a registry watch.
 type Pool struct {
 	policy   Policy
-	counted  bool
+	counted  count
 	ej       Ejection
 	log      *slog.Logger
 	clock    clock
@@ -166,7 +166,7 @@ func NewPool(policy Policy, opts ...Option) (*Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Pool{policy: policy, counted: isLoadAware(policy), ej: o.ej, log: o.log, clock: o.clock, states: map[string]*epState{}}
+	p := &Pool{policy: policy, counted: counting(policy), ej: o.ej, log: o.log, clock: o.clock, states: map[string]*epState{}}
 	p.cur.Store(&built{picker: errPicker{}})
 	return p, nil
 }
@@ -181,7 +181,10 @@ func (p *Pool) Pick(info PickInfo) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	if p.counted {
+	switch p.counted {
+	case countEndpoint:
+		e.st.inflight.Add(1)
+	case countTotal:
 		e.st.inflight.Add(1)
 		p.inflight.Add(1)
 	}
