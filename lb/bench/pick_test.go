@@ -36,11 +36,11 @@ func (f *fakeCC) NewSubConn(addrs []resolver.Address, o balancer.NewSubConnOptio
 	f.scs = append(f.scs, sc)
 	return sc, nil
 }
-func (f *fakeCC) UpdateState(s balancer.State)               { f.picker, f.state = s.Picker, s.ConnectivityState }
-func (f *fakeCC) ResolveNow(resolver.ResolveNowOptions)      {}
-func (f *fakeCC) Target() string                             { return "bench" }
-func (f *fakeCC) MetricsRecorder() estats.MetricsRecorder    { return noMetrics{} }
-func (f *fakeCC) RemoveSubConn(balancer.SubConn)             {}
+func (f *fakeCC) UpdateState(s balancer.State)                         { f.picker, f.state = s.Picker, s.ConnectivityState }
+func (f *fakeCC) ResolveNow(resolver.ResolveNowOptions)                {}
+func (f *fakeCC) Target() string                                       { return "bench" }
+func (f *fakeCC) MetricsRecorder() estats.MetricsRecorder              { return noMetrics{} }
+func (f *fakeCC) RemoveSubConn(balancer.SubConn)                       {}
 func (f *fakeCC) UpdateAddresses(balancer.SubConn, []resolver.Address) {}
 
 type fakeSC struct {
