@@ -28,4 +28,8 @@ if grep -q 'go.etcd.io/etcd/server' go.mod; then
   exit 1
 fi
 go vet "${pkgs[@]}"
+# lb/bench compares lb's pickers with grpc-go's and go-kit's; it is a module outside
+# go.work so that go-kit's requirements never enter the workspace's build list.
+(cd lb/bench && GOWORK=off go mod tidy -diff && GOWORK=off go vet ./... && GOWORK=off go test -count=1 -run '^$' -bench Pick -benchtime 100x ./...) \
+  || { echo "lb/bench: not tidy, or does not build" >&2; exit 1; }
 go test -race -count=1 -timeout 15m "$@" "${pkgs[@]}"
