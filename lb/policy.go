@@ -67,6 +67,7 @@ type Policy interface {
 // LoadAware is implemented by policies whose pickers read Endpoint.InFlight; for
 // them Pool.Pick counts a call in flight until Result.Done.
 type LoadAware interface {
+	// LoadAware reports whether the policy's pickers read calls in flight.
 	LoadAware() bool
 }
 
