@@ -127,9 +127,12 @@ func regkitPool(tb testing.TB, p lb.Policy) *lb.Pool {
 	return pool
 }
 
-// BenchmarkPick runs every picker in each round of -count, so they are measured
-// interleaved under the same machine conditions. regkit's numbers include
-// Result.Done (the outcome report gRPC's Done callback would make).
+// BenchmarkPick runs every picker once per invocation, one after the other; run
+// the test binary several times (see BENCHMARKS.md) so that the pickers are
+// measured interleaved, round after round, under the same machine conditions.
+// regkit_* include Result.Done (the outcome report feeding ejection and the
+// in-flight counts); regkit_round_robin_pick_only is Pick alone, as grpc-go's
+// and go-kit's are measured.
 func BenchmarkPick(b *testing.B) {
 	gp := grpcRoundRobin(b)
 	kb := gokitRoundRobin()
@@ -173,6 +176,12 @@ func BenchmarkPick(b *testing.B) {
 		})
 		run("gokit_round_robin", func() {
 			if _, err := kb.Endpoint(); err != nil {
+				panic(err)
+			}
+		})
+		rr := pools[0].p
+		run("regkit_round_robin_pick_only", func() {
+			if _, err := rr.Pick(lb.PickInfo{}); err != nil {
 				panic(err)
 			}
 		})
