@@ -180,6 +180,7 @@ package consul
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -385,6 +386,9 @@ type Conn struct {
 	owned  owned.Group
 
 	puts inflight.Set // registers still running, per service ID (for Remove)
+	// owner tells this Conn's registrations apart from every other client's (tag
+	// "regkit-owner=<owner>"): random, fixed for the Conn's life.
+	owner string
 }
 
 var (
@@ -394,7 +398,8 @@ var (
 
 func newConn(cli *api.Client, tr *http.Transport, s settings, log *slog.Logger) *Conn {
 	life, cancel := context.WithCancel(context.Background())
-	return &Conn{cli: cli, tr: tr, s: s, log: log, life: life, cancel: cancel, skipped: &driver.SkipLog{Logger: log}}
+	return &Conn{cli: cli, tr: tr, s: s, log: log, life: life, cancel: cancel, skipped: &driver.SkipLog{Logger: log},
+		owner: rand.Text()}
 }
 
 // Client returns the native client.

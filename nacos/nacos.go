@@ -224,6 +224,7 @@
 package nacos
 
 import (
+	"crypto/rand"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -270,6 +271,9 @@ const (
 const (
 	MetaID     = "regkit.id"
 	MetaWeight = "regkit.weight"
+	// MetaOwner tells one Conn's registrations apart from every other client's:
+	// a random token fixed for the Conn's life (see the package doc, Ownership).
+	MetaOwner = "regkit.owner"
 )
 
 // drv is this backend's driver.Driver.
@@ -401,6 +405,7 @@ type Conn struct {
 	loginMu sync.Mutex // one login at a time
 
 	puts   inflight.Set // registers still running, per instance (for Remove)
+	owner  string       // this Conn's MetaOwner token
 	writes owned.Group  // their goroutines
 }
 
@@ -424,7 +429,7 @@ func newConn(o options, tlsCfg *tls.Config, log *slog.Logger) *Conn {
 		rt, tr = o.rt, nil
 	}
 	life, cancel := context.WithCancel(context.Background())
-	return &Conn{o: o, tr: tr, hc: &http.Client{Transport: rt, Timeout: o.timeout}, hcLong: &http.Client{Transport: rt}, log: log, skipped: &driver.SkipLog{Logger: log},
+	return &Conn{owner: rand.Text(), o: o, tr: tr, hc: &http.Client{Transport: rt, Timeout: o.timeout}, hcLong: &http.Client{Transport: rt}, log: log, skipped: &driver.SkipLog{Logger: log},
 		life: life, cancel: cancel, api: o.api, cacheMs: map[string]time.Duration{},
 		watchers: map[string]int{}, listed: map[string]map[string]struct{}{}}
 }
