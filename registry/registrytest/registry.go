@@ -25,6 +25,7 @@ func RunRegistry(t *testing.T, h Harness) {
 	t.Run("ConcurrentRegistrations", func(t *testing.T) { testConcurrent(t, &h) })
 	t.Run("ReregisterAfterSessionLoss", func(t *testing.T) { testSessionLoss(t, &h) })
 	t.Run("ReregisterAfterExternalDelete", func(t *testing.T) { testExternalDelete(t, &h) })
+	t.Run("OneOwnerPerID", func(t *testing.T) { testOneOwner(t, &h) })
 	t.Run("NamespacesAreIsolated", func(t *testing.T) { testNamespacesIsolated(t, &h) })
 	t.Run("ForeignDataIgnored", func(t *testing.T) { testForeignData(t, &h) })
 	t.Run("WatchSurvivesRestart", func(t *testing.T) { testRestart(t, &h) })
