@@ -121,6 +121,20 @@ func (s *Server) connect() (*Conn, error) {
 	return c, nil
 }
 
+// DeleteInstance deletes instance id of service as an operator would, whoever
+// registered it; its Lease is not told (a registry guard notices the absence). It
+// reports whether there was such an instance.
+func (s *Server) DeleteInstance(service, id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.services[service][id]; !ok {
+		return false
+	}
+	delete(s.services[service], id)
+	s.changedLocked(service, "")
+	return true
+}
+
 // Restart breaks every watch, as a server restart does; data and sessions survive.
 func (s *Server) Restart() {
 	s.mu.Lock()

@@ -97,7 +97,7 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 	if err != nil {
 		// A put may have been applied after its ctx ended: remove what no
 		// Registration will own (not after a refusal: nothing was written).
-		refused := permanent(err) || errors.Is(err, ErrPermission)
+		refused := permanent(err) || errors.Is(err, ErrPermission) || errors.Is(err, ErrExists)
 		dctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 		defer cancel()
 		c.release(dctx, inst, !refused)
@@ -137,7 +137,7 @@ func (c *Client) putRetry(ctx context.Context, inst Instance, onErr func(error))
 		if err == nil {
 			return lease, nil
 		}
-		if permanent(err) || (onErr == nil && errors.Is(err, ErrPermission)) {
+		if permanent(err) || (onErr == nil && (errors.Is(err, ErrPermission) || errors.Is(err, ErrExists))) {
 			return nil, err
 		}
 		if onErr != nil {
