@@ -142,9 +142,18 @@ func (l *lease) keep(ctx context.Context) {
 			beatT.Reset(beatEvery)
 		case <-checkC:
 			rctx, cancel := context.WithTimeout(ctx, c.o.timeout)
-			present, err := l.present(rctx)
+			present, rival, err := l.present(rctx)
 			cancel()
 			if ctx.Err() != nil {
+				return
+			}
+			if err == nil && rival != "" {
+				// Two owners raced past Put's check; the one listings show keeps
+				// the ID, and this one steps back (removing its entry) and reports it.
+				rctx, cancel := context.WithTimeout(ctx, c.o.timeout)
+				_ = c.deregister(rctx, l.api, l.inst)
+				cancel()
+				l.lose(fmt.Errorf("nacos: %s: the instance ID is held by another owner (%s): %w", l.inst, rival, driver.ErrExists))
 				return
 			}
 			if isGone(err) {
@@ -169,22 +178,31 @@ func (l *lease) grace() time.Duration {
 	return max(2*time.Second, 2*l.c.cacheMillis(l.inst.Service))
 }
 
-// present reports whether the server lists the instance's host:port.
-func (l *lease) present(ctx context.Context) (bool, error) {
+// present reports whether the server lists the instance's host:port as ours, and
+// names the rival when the entry listings show for the instance's ID (see
+// toListing) is another owner's.
+func (l *lease) present(ctx context.Context) (bool, string, error) {
 	raw, err := l.c.listRaw(ctx, l.api, l.inst.Service)
 	if err != nil {
-		return false, err
+		return false, "", err
 	}
 	want := net.JoinHostPort(l.inst.Host, strconv.Itoa(l.inst.Port))
+	present := false
 	for _, h := range raw.hosts {
 		if net.JoinHostPort(h.IP, strconv.Itoa(h.Port)) == want {
 			// Listed, but written by another client since (the same ip:port is
 			// the same Nacos instance): ours is gone.
 			o := h.Metadata[MetaOwner]
-			return o == "" || o == l.c.owner, nil
+			present = o == "" || o == l.c.owner
 		}
 	}
-	return false, nil
+	rival := ""
+	for _, in := range l.c.toListing(l.inst.Service, raw).Instances {
+		if in.ID == l.inst.ID && in.Addr() != l.inst.Addr() {
+			rival = "at " + in.Addr()
+		}
+	}
+	return present, rival, nil
 }
 
 // claim fails with ErrExists when a live instance of another owner carries inst's

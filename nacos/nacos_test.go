@@ -158,7 +158,13 @@ func deleteInstance(t testing.TB, base string, c *registry.Client, service, id s
 		conn := c.Conn().(*nacos.Conn)
 		q := url.Values{"namespaceId": {conn.Namespace()}, "serviceName": {conn.Group() + "@@" + service},
 			"ip": {in.Host}, "port": {fmt.Sprint(in.Port)}, "clusterName": {cluster}, "ephemeral": {"true"}}
-		req, err := http.NewRequestWithContext(ctx, http.MethodDelete, base+"/nacos/v1/ns/instance?"+q.Encode(), nil)
+		path := "/nacos/v1/ns/instance"
+		if conn.API() == nacos.APIV3 {
+			path = "/nacos/v3/client/ns/instance"
+			q.Set("serviceName", service)
+			q.Set("groupName", conn.Group())
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodDelete, base+path+"?"+q.Encode(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
