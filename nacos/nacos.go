@@ -224,8 +224,8 @@
 package nacos
 
 import (
-	"crypto/rand"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
