@@ -107,7 +107,7 @@ func testOneOwner(t *testing.T, h *Harness) {
 	}()
 	var ra2 registry.Registration
 	for attempt := 0; ra2 == nil; attempt++ {
-		if attempt == 10 {
+		if attempt == 100 {
 			close(stop)
 			t.Fatalf("b's re-put won the race for the ID %d times in a row", attempt)
 		}
