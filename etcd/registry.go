@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -90,9 +91,29 @@ func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, err
 		l.loseIfGone(err) // the next put grants a new lease
 		return nil, wrap("put", key, err)
 	}
-	if owner, ok := putOwner(resp); !ok {
+	owner, ok := putOwner(resp)
+	if !ok && owner != 0 && c.isPast(owner) {
+		// Bound to a lease this Conn gave up on but etcd still holds: ours.
+		resp, err = inflight.Run(ctx, &c.puts, key, c.spawnWrite, fmt.Errorf("etcd: put %s: %w", key, driver.ErrClosed),
+			func() (*clientv3.TxnResponse, error) {
+				pctx, cancel := inflight.Detach(ctx, c.life, inflight.Grace)
+				defer cancel()
+				return c.cli.Txn(pctx).If(clientv3.Compare(clientv3.LeaseValue(key), "=", owner)).
+					Then(clientv3.OpPut(key, string(data), clientv3.WithLease(l.id))).Commit()
+			})
+		if err != nil {
+			l.loseIfGone(err)
+			return nil, wrap("put", key, err)
+		}
+		ok = resp.Succeeded
+	}
+	if !ok {
+		held := "no lease"
+		if owner != 0 {
+			held = "lease " + strconv.FormatInt(int64(owner), 16)
+		}
 		return nil, fmt.Errorf("etcd: put %s: the instance ID is held by another owner (%s, ours is lease %s): %w",
-			key, owner, l.ID(), driver.ErrExists)
+			key, held, l.ID(), driver.ErrExists)
 	}
 	return &regLease{c: c, l: l, key: key}, nil
 }
@@ -100,7 +121,9 @@ func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, err
 // ownedPut puts value at key bound to lease id if the key is absent or already
 // bound to id (a re-put or an update of our own entry), in one transaction: an
 // entry bound to another lease (another client's), or written without a lease by
-// another program, is left alone. The answer says which (see putOwner).
+// another program, is left alone. The answer says which (see putOwner). A key
+// bound to a lease this Conn gave up on while etcd kept it (Conn.past) is put
+// again by Put with a second transaction conditioned on that lease.
 func (c *Conn) ownedPut(ctx context.Context, key, value string, id clientv3.LeaseID) (*clientv3.TxnResponse, error) {
 	put := clientv3.OpPut(key, value, clientv3.WithLease(id))
 	return c.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
@@ -109,23 +132,29 @@ func (c *Conn) ownedPut(ctx context.Context, key, value string, id clientv3.Leas
 			[]clientv3.Op{put}, []clientv3.Op{clientv3.OpGet(key)})).Commit()
 }
 
-// putOwner reads ownedPut's answer: ok when the put was applied, else who holds
-// the key ("lease 1a2b", or "no lease" for a key written without one).
-func putOwner(resp *clientv3.TxnResponse) (owner string, ok bool) {
+// putOwner reads ownedPut's answer: ok when the put was applied, else the lease
+// the key is bound to (0: written without one; or absent again by now).
+func putOwner(resp *clientv3.TxnResponse) (owner clientv3.LeaseID, ok bool) {
 	if resp.Succeeded {
-		return "", true
+		return 0, true
 	}
 	inner := resp.Responses[0].GetResponseTxn()
 	if inner.GetSucceeded() {
-		return "", true
+		return 0, true
 	}
-	owner = "no lease"
 	if rs := inner.GetResponses(); len(rs) > 0 {
-		if kvs := rs[0].GetResponseRange().GetKvs(); len(kvs) > 0 && kvs[0].Lease != 0 {
-			owner = "lease " + strconv.FormatInt(kvs[0].Lease, 16)
+		if kvs := rs[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
+			return clientv3.LeaseID(kvs[0].Lease), false
 		}
 	}
-	return owner, false
+	return 0, false
+}
+
+// isPast reports whether id is a registration lease this Conn gave up on.
+func (c *Conn) isPast(id clientv3.LeaseID) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Contains(c.past, id)
 }
 
 type regLease struct {
