@@ -467,7 +467,19 @@ func testTreeWatchFault(t *testing.T, h *Harness, fault func() (heal func())) {
 		}
 		return err
 	})
+	// If the fault showed as a gap (a Stale change), the first fresh change after
+	// it must be Resynced.
+	var sawStale, checked bool
 	nextChange(t, h, w, "change after the fault", func(tc registry.TreeChange) error {
+		switch {
+		case tc.Stale:
+			sawStale = true
+		case sawStale && !checked:
+			checked = true
+			if !tc.Resynced {
+				t.Errorf("first fresh change after the fault's gap is not Resynced: %+v", tc)
+			}
+		}
 		if !slices.Equal(keysOf(tc.Nodes), []string{"/f", "/f/one", "/f/two"}) || tc.Stale {
 			return fmt.Errorf("nodes %v stale=%v", keysOf(tc.Nodes), tc.Stale)
 		}
