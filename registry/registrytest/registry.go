@@ -431,11 +431,34 @@ func testCloseLeaks(t *testing.T, h *Harness) {
 	if _, err := w.Next(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// A watcher released by its context only, and one by its Close, end their
+	// service's loop before the Client closes.
+	running := len(registryGoroutines())
 	wctx, wcancel := context.WithCancel(ctx)
-	if _, err := c.Watch(wctx, "other"); err != nil { // released by its context only
+	wo, err := c.Watch(wctx, "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wo.Next(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wc, err := c.Watch(ctx, "closed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wc.Next(ctx); err != nil {
 		t.Fatal(err)
 	}
 	wcancel()
+	if err := wc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually(t, "watch loops released by a watch context and a Watcher.Close end", func() error {
+		if n := len(registryGoroutines()); n > running {
+			return fmt.Errorf("%d goroutines of package registry, %d before the two watches", n, running)
+		}
+		return nil
+	})
 	// Every kind of goroutine the Client owns: a tree watch, a persistent node
 	// (with its session), a session of the caller's, where the backend has them.
 	if cp := c.Capabilities(); cp.Store {
