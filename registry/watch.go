@@ -92,8 +92,9 @@ type Watcher interface {
 	// It returns ctx's error, or ErrClosed once the Watcher or its Client is closed
 	// or the Watch context is done. The snapshot is the caller's own copy.
 	Next(ctx context.Context) (Snapshot, error)
-	// Close stops the watcher and waits for its goroutine; a Next in progress
-	// returns ErrClosed. Idempotent; it always returns nil.
+	// Close stops the watcher and waits for its goroutine, and for the service's
+	// shared loop when it was the loop's last watcher; a Next in progress returns
+	// ErrClosed. Idempotent; it always returns nil.
 	Close() error
 }
 
@@ -206,6 +207,7 @@ type watcher struct {
 	once    sync.Once
 	lastSeq uint64
 	user    bool       // opened by Watch: snapshots are copied for the caller
+	last    bool       // released the shared loop's last reference (set before done)
 	mu      sync.Mutex // serialises Next
 }
 
@@ -222,6 +224,7 @@ func (w *watcher) release() {
 				delete(c.watches, w.sw.service)
 			}
 			w.sw.cancel()
+			w.last = true
 		}
 		c.mu.Unlock()
 	})
@@ -264,6 +267,9 @@ func (w *watcher) Next(ctx context.Context) (Snapshot, error) {
 func (w *watcher) Close() error {
 	w.cancel()
 	<-w.done
+	if w.last {
+		<-w.sw.done // the last watcher of a service waits for its loop too
+	}
 	return nil
 }
 

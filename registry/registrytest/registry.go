@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -161,6 +162,9 @@ func testWatchChanges(t *testing.T, h *Harness) {
 		t.Fatal(err)
 	}
 	defer w2.Close()
+	if _, err := w2.Next(ctx); err != nil {
+		t.Fatal(err)
+	}
 
 	r1, err := a.Register(ctx, inst("pay", "p1", 9001))
 	if err != nil {
@@ -189,12 +193,10 @@ func testWatchChanges(t *testing.T, h *Harness) {
 		t.Fatal(err)
 	}
 	last := h.nextUntil(t, w, "remove p2", hasIDs(false, "p1"))
-	h.nextUntil(t, w2, "second watcher converges", func(s registry.Snapshot) error {
-		if s.Seq != last.Seq || !slices.Equal(ids(s.Instances), []string{"p1"}) {
-			return fmt.Errorf("got seq %d %v, want seq %d [p1]", s.Seq, ids(s.Instances), last.Seq)
-		}
-		return nil
-	})
+	// A watcher that read nothing meanwhile skips to the newest snapshot at once.
+	if s, err := w2.Next(ctx); err != nil || s.Seq < last.Seq || !slices.Equal(ids(s.Instances), []string{"p1"}) {
+		t.Errorf("slow watcher's next read: seq %d %v (%v), want the newest, seq >= %d [p1]", s.Seq, ids(s.Instances), err, last.Seq)
+	}
 	// The final view equals what a fresh client reads from the server.
 	fresh := h.open(t, ns)
 	got, err := fresh.Instances(ctx, "pay")
@@ -235,6 +237,9 @@ func testConcurrent(t *testing.T, h *Harness) {
 	h.nextUntil(t, w, "all concurrent registrations seen", func(s registry.Snapshot) error {
 		if len(s.Instances) != n {
 			return fmt.Errorf("%d instances", len(s.Instances))
+		}
+		if !slices.IsSortedFunc(s.Instances, func(a, b registry.Instance) int { return strings.Compare(a.ID, b.ID) }) {
+			t.Errorf("snapshot not sorted by ID: %v", ids(s.Instances))
 		}
 		return nil
 	})
@@ -378,6 +383,13 @@ func testCut(t *testing.T, h *Harness) {
 		}
 		return nil
 	})
+	// slow reads nothing from before the cut until the end.
+	slow, err := b.Watch(ctx, "cut")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	h.nextUntil(t, slow, "slow watcher before cut", hasIDs(true, "c1"))
 	heal := h.Cut(t)
 	healed := false
 	defer func() {
@@ -411,6 +423,12 @@ func testCut(t *testing.T, h *Harness) {
 		t.Fatal(err)
 	}
 	h.nextUntil(t, w, "caught up after heal", hasIDs(true, "c1", "c2"))
+	// A watcher that slept through the gap, the re-list and later changes still
+	// learns that there was a gap.
+	s, err := slow.Next(ctx)
+	if err != nil || s.Stale || !s.Resynced {
+		t.Errorf("slow watcher's first read after the cut: %+v, %v; want fresh and Resynced", s, err)
+	}
 }
 
 func testCloseLeaks(t *testing.T, h *Harness) {
@@ -431,9 +449,11 @@ func testCloseLeaks(t *testing.T, h *Harness) {
 	if _, err := w.Next(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// A watcher released by its context only, and one by its Close, end their
-	// service's loop before the Client closes.
-	running := len(registryGoroutines())
+	// A watcher released by its context only ends its service's loop before the
+	// Client closes. (Goroutines are told apart by who started them: the
+	// registration's keeper starts its guard's on its own schedule.)
+	me := currentGoroutine()
+	pre := registryGoroutines()
 	wctx, wcancel := context.WithCancel(ctx)
 	wo, err := c.Watch(wctx, "other")
 	if err != nil {
@@ -442,6 +462,19 @@ func testCloseLeaks(t *testing.T, h *Harness) {
 	if _, err := wo.Next(ctx); err != nil {
 		t.Fatal(err)
 	}
+	wcancel()
+	h.eventually(t, "the watch loop released by its watch context ends", func() error {
+		for id, g := range startedBy(liveRegistryGoroutines(), me) {
+			if _, ok := pre[id]; !ok {
+				return fmt.Errorf("still running:\n%s", g)
+			}
+		}
+		return nil
+	})
+	// Watcher.Close, like every Close, returns once the goroutines it owns have
+	// ended: the watcher's own and, as it was the last watcher of its service, the
+	// loop (which joins its driver watch before it ends).
+	pre = registryGoroutines()
 	wc, err := c.Watch(ctx, "closed")
 	if err != nil {
 		t.Fatal(err)
@@ -449,16 +482,14 @@ func testCloseLeaks(t *testing.T, h *Harness) {
 	if _, err := wc.Next(ctx); err != nil {
 		t.Fatal(err)
 	}
-	wcancel()
 	if err := wc.Close(); err != nil {
 		t.Fatal(err)
 	}
-	h.eventually(t, "watch loops released by a watch context and a Watcher.Close end", func() error {
-		if n := len(registryGoroutines()); n > running {
-			return fmt.Errorf("%d goroutines of package registry, %d before the two watches", n, running)
+	for id, g := range startedBy(liveRegistryGoroutines(), me) {
+		if _, ok := pre[id]; !ok {
+			t.Errorf("%s: a goroutine still runs after Watcher.Close returned:\n%s", h.Name, g)
 		}
-		return nil
-	})
+	}
 	// Every kind of goroutine the Client owns: a tree watch, a persistent node
 	// (with its session), a session of the caller's, where the backend has them.
 	if cp := c.Capabilities(); cp.Store {
@@ -488,7 +519,7 @@ func testCloseLeaks(t *testing.T, h *Harness) {
 	// Close returns only once every goroutine it owns has ended: checked at once,
 	// without the retries of goleak below (which would also pass a Close that
 	// merely cancels and lets its goroutines end a moment later).
-	for id, stack := range registryGoroutines() {
+	for id, stack := range liveRegistryGoroutines() {
 		if _, ok := before[id]; !ok {
 			t.Errorf("%s: a goroutine package registry started still runs after Close returned:\n%s", h.Name, stack)
 		}
