@@ -7,7 +7,7 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/regkit/regkit/registry/internal/broadcast"
+	"github.com/regkit/regkit/internal/broadcast"
 )
 
 // RegistrationState is where a Registration stands.

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/regkit/regkit/registry/internal/broadcast"
+	"github.com/regkit/regkit/internal/broadcast"
 )
 
 // Store is the backend-neutral coordination store (Curator's framework layer): a tree

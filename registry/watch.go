@@ -9,7 +9,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
-	"github.com/regkit/regkit/registry/internal/broadcast"
+	"github.com/regkit/regkit/internal/broadcast"
 )
 
 // Snapshot is one complete view of a service. Every snapshot returned by
