@@ -167,15 +167,14 @@ func (p *PersistentNode) run(ctx context.Context, sc StoreConn) {
 	defer wg.Wait()
 	defer w.Close() // before wg.Wait: ends Next
 	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	p.s.c.goTracked(func() {
 		for {
 			if _, err := w.Next(ctx); err != nil {
 				return
 			}
 			p.poke()
 		}
-	}()
+	}, wg.Done)
 
 	recheck := p.s.c.clock.NewTicker(persistentRecheck)
 	defer recheck.Stop()

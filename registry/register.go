@@ -116,10 +116,7 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 	c.regs[r] = struct{}{}
 	c.wg.Add(1)
 	c.mu.Unlock()
-	go func() {
-		defer c.wg.Done()
-		r.keep(kctx)
-	}()
+	c.goTracked(func() { r.keep(kctx) }, c.wg.Done)
 	return r, nil
 }
 
@@ -203,8 +200,7 @@ func (r *registration) guard(ctx context.Context) (<-chan struct{}, func()) {
 		return vanished, func() {}
 	}
 	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	r.c.goTracked(func() {
 		// The first put succeeded before the guard started: the instance counts as
 		// seen, or a delete that comes before the guard's first read would go
 		// unnoticed.
@@ -229,7 +225,7 @@ func (r *registration) guard(ctx context.Context) (<-chan struct{}, func()) {
 				}
 			}
 		}
-	}()
+	}, func() { close(done) })
 	return vanished, func() {
 		w.Close()
 		<-done

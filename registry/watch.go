@@ -170,11 +170,7 @@ func (c *Client) watch(ctx context.Context, service string, user bool) (*watcher
 		sw = &serviceWatch{c: c, service: service, cancel: cancel, done: make(chan struct{})}
 		c.watches[service] = sw
 		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			defer close(sw.done)
-			sw.run(lctx)
-		}()
+		c.goTracked(func() { sw.run(lctx) }, func() { close(sw.done) }, c.wg.Done)
 	}
 	sw.refs++
 	if user {
@@ -187,15 +183,13 @@ func (c *Client) watch(ctx context.Context, service string, user bool) (*watcher
 	// Release the shared loop when the watch context ends, even if Close is never
 	// called; the goroutine is owned by the Client and Close waits for it.
 	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		defer close(w.done)
+	c.goTracked(func() {
 		select {
 		case <-wctx.Done():
 		case <-c.life.Done():
 		}
 		w.release()
-	}()
+	}, func() { close(w.done) }, c.wg.Done)
 	return w, nil
 }
 
@@ -329,8 +323,7 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 		done := make(chan struct{})
 		watchCancel, watchDone = cancel, done
 		watchB.Up()
-		go func() { // joined through watchDone by stopWatch
-			defer close(done)
+		c.goTracked(func() { // joined through watchDone by stopWatch
 			err := watch(wctx, notify)
 			if wctx.Err() == nil {
 				if err == nil {
@@ -341,7 +334,7 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 				default:
 				}
 			}
-		}()
+		}, func() { close(done) })
 	}
 	stopWatch := func() {
 		if watchCancel != nil {

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/internal/hooks"
 	"go.uber.org/goleak"
 )
 
@@ -436,7 +437,6 @@ func testCloseLeaks(t *testing.T, h *Harness) {
 	ns := namespace(t)
 	ctx, cancel := context.WithTimeout(context.Background(), h.timeout())
 	defer cancel()
-	before := registryGoroutines()
 	c := h.NewClient(t, ns)
 	r, err := c.Register(ctx, inst("leak", "k1", 7301))
 	if err != nil {
@@ -449,13 +449,14 @@ func testCloseLeaks(t *testing.T, h *Harness) {
 	if _, err := w.Next(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// A watcher released by its context only ends its service's loop before the
-	// Client closes. (Goroutines are told apart by who started them: the
-	// registration's keeper starts its guard's on its own schedule.)
-	me := currentGoroutine()
-	pre := registryGoroutines()
+	// On a client of their own, so that nothing else runs there: a watcher
+	// released by its context only ends its service's loop (and every goroutine of
+	// its own) without a Close; Watcher.Close, like every Close, returns only once
+	// they have ended (the watcher's own and, as it was the last watcher of its
+	// service, the loop and its driver watch).
+	wc := h.open(t, ns)
 	wctx, wcancel := context.WithCancel(ctx)
-	wo, err := c.Watch(wctx, "other")
+	wo, err := wc.Watch(wctx, "other")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -463,32 +464,24 @@ func testCloseLeaks(t *testing.T, h *Harness) {
 		t.Fatal(err)
 	}
 	wcancel()
-	h.eventually(t, "the watch loop released by its watch context ends", func() error {
-		for id, g := range startedBy(liveRegistryGoroutines(), me) {
-			if _, ok := pre[id]; !ok {
-				return fmt.Errorf("still running:\n%s", g)
-			}
+	h.eventually(t, "the watch released by its watch context ends its goroutines", func() error {
+		if n := hooks.Live(wc); n != 0 {
+			return fmt.Errorf("%d goroutines of the client still run", n)
 		}
 		return nil
 	})
-	// Watcher.Close, like every Close, returns once the goroutines it owns have
-	// ended: the watcher's own and, as it was the last watcher of its service, the
-	// loop (which joins its driver watch before it ends).
-	pre = registryGoroutines()
-	wc, err := c.Watch(ctx, "closed")
+	w2, err := wc.Watch(ctx, "closed")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := wc.Next(ctx); err != nil {
+	if _, err := w2.Next(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := wc.Close(); err != nil {
+	if err := w2.Close(); err != nil {
 		t.Fatal(err)
 	}
-	for id, g := range startedBy(liveRegistryGoroutines(), me) {
-		if _, ok := pre[id]; !ok {
-			t.Errorf("%s: a goroutine still runs after Watcher.Close returned:\n%s", h.Name, g)
-		}
+	if n := hooks.Live(wc); n != 0 {
+		t.Errorf("%s: %d goroutines of the watcher still run after Watcher.Close returned", h.Name, n)
 	}
 	// Every kind of goroutine the Client owns: a tree watch, a persistent node
 	// (with its session), a session of the caller's, where the backend has them.
@@ -518,11 +511,11 @@ func testCloseLeaks(t *testing.T, h *Harness) {
 	}
 	// Close returns only once every goroutine it owns has ended: checked at once,
 	// without the retries of goleak below (which would also pass a Close that
-	// merely cancels and lets its goroutines end a moment later).
-	for id, stack := range liveRegistryGoroutines() {
-		if _, ok := before[id]; !ok {
-			t.Errorf("%s: a goroutine package registry started still runs after Close returned:\n%s", h.Name, stack)
-		}
+	// merely cancels and lets its goroutines end a moment later), by the Client's
+	// own count of the goroutines it started (every goroutine of package registry
+	// is started through it).
+	if n := hooks.Live(c); n != 0 {
+		t.Errorf("%s: %d goroutines of the Client still run after Close returned", h.Name, n)
 	}
 	if _, err := w.Next(ctx); !errors.Is(err, registry.ErrClosed) {
 		t.Errorf("Next after Close = %v, want ErrClosed", err)

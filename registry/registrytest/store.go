@@ -480,7 +480,7 @@ func testTreeWatchFault(t *testing.T, h *Harness, waitStale bool, fault func() (
 	})
 	// If the fault showed as a gap (a Stale change), the first fresh change after
 	// it must be Resynced.
-	var sawStale, checked bool
+	sawStale, checked := waitStale, false
 	nextChange(t, h, w, "change after the fault", func(tc registry.TreeChange) error {
 		switch {
 		case tc.Stale:

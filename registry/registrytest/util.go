@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
-	"runtime"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -81,75 +79,4 @@ func hasIDs(fresh bool, want ...string) func(registry.Snapshot) error {
 		}
 		return nil
 	}
-}
-
-// registryGoroutines returns the stacks of the goroutines that package registry
-// started (its "created by" frame is in package registry), by goroutine header.
-// Drivers' and SDKs' own goroutines are not included: goleak checks those, with
-// retries, since SDKs may end theirs a moment after Close.
-func registryGoroutines() map[string]string { return goroutines(false) }
-
-// liveRegistryGoroutines is registryGoroutines without those past their owner's
-// join point (see exiting), for checks made right after a Close.
-func liveRegistryGoroutines() map[string]string { return goroutines(true) }
-
-func goroutines(live bool) map[string]string {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	out := map[string]string{}
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		header, _, _ := strings.Cut(g, "\n")
-		id, state, _ := strings.Cut(header, " [")
-		if !strings.Contains(g, "\ncreated by github.com/regkit/regkit/registry.") || (live && exiting(g, state)) {
-			continue
-		}
-		out[id] = g
-	}
-	return out
-}
-
-// exiting reports whether a goroutine is past its owner's join point: running its
-// last deferred calls (a WaitGroup's Done, closing its done channel) in its entry
-// function, with nothing left to block on; its owner may already have returned.
-// (A goroutine that has not started yet looks the same, which is why only checks
-// after a Close, when no owner starts any, leave these out.)
-func exiting(g, state string) bool {
-	if !strings.HasPrefix(state, "runnable") && !strings.HasPrefix(state, "running") {
-		return false
-	}
-	frames := 0
-	for _, line := range strings.Split(g, "\n")[1:] {
-		if line != "" && !strings.HasPrefix(line, "\t") && !strings.HasPrefix(line, "created by ") {
-			frames++
-		}
-	}
-	return frames <= 1
-}
-
-// startedBy returns those of gs that the goroutine with header id ("goroutine 7")
-// started.
-func startedBy(gs map[string]string, id string) map[string]string {
-	n := strings.TrimPrefix(id, "goroutine ")
-	out := map[string]string{}
-	for k, g := range gs {
-		if strings.Contains(g, " in goroutine "+n+"\n") {
-			out[k] = g
-		}
-	}
-	return out
-}
-
-// currentGoroutine returns the calling goroutine's header id ("goroutine 7").
-func currentGoroutine() string {
-	buf := make([]byte, 64)
-	buf = buf[:runtime.Stack(buf, false)]
-	id, _, _ := strings.Cut(string(buf), " [")
-	return id
 }
