@@ -217,6 +217,7 @@ func (c *Client) goTracked(f func(), joins ...func()) {
 		}()
 		defer c.live.Add(-1)
 		f()
+		hooks.Delay()
 	}()
 }
 

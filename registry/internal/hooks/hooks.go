@@ -3,8 +3,28 @@
 // Package registry sets the hooks in its init.
 package hooks
 
+import (
+	"sync/atomic"
+	"time"
+)
+
 // Live returns how many goroutines the *registry.Client c owns that have not
 // finished yet. Each one is counted from before it starts until after every other
 // deferred call of its body, including the one that lets its owner's wait
 // return: when a Close that waits for it has returned, it no longer counts.
 var Live func(c any) int64
+
+// ExitDelay, when set (nanoseconds), makes every goroutine of a Client wait that
+// long after its work is done and before it is uncounted and joined. A Close that
+// waits for its goroutines then still sees none of them counted when it returns;
+// one that forgets a join returns while the forgotten goroutine still counts,
+// however quickly it would otherwise have ended. Zero (the default) costs one
+// atomic load per goroutine.
+var ExitDelay atomic.Int64
+
+// Delay waits ExitDelay.
+func Delay() {
+	if d := ExitDelay.Load(); d > 0 {
+		time.Sleep(time.Duration(d))
+	}
+}
