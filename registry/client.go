@@ -192,15 +192,16 @@ func (o *closeOnce) do(f func() error) error {
 // (Registration.Close, Session.Close, PersistentNode.Close).
 const closeTimeout = 10 * time.Second
 
-// goOwned starts f on a goroutine that Close waits for.
-func (c *Client) goOwned(f func()) bool {
+// goOwned starts f on a goroutine that Close waits for; joins (closing the
+// handle's done channel) run after f, before the Client's own join.
+func (c *Client) goOwned(f func(), joins ...func()) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return false
 	}
 	c.wg.Add(1)
-	c.goTracked(f, c.wg.Done)
+	c.goTracked(f, append(joins, c.wg.Done)...)
 	return true
 }
 

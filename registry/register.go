@@ -116,7 +116,7 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 	c.regs[r] = struct{}{}
 	c.wg.Add(1)
 	c.mu.Unlock()
-	c.goTracked(func() { r.keep(kctx) }, c.wg.Done)
+	c.goTracked(func() { r.keep(kctx) }, func() { close(r.done) }, c.wg.Done)
 	return r, nil
 }
 
@@ -152,7 +152,6 @@ func (c *Client) putRetry(ctx context.Context, inst Instance, onErr func(error))
 // keep waits for the lease to be lost, or for the instance to vanish from the
 // backend while the lease lives, and puts the instance again, forever.
 func (r *registration) keep(ctx context.Context) {
-	defer close(r.done)
 	vanished, stopGuard := r.guard(ctx)
 	defer stopGuard()
 	for {

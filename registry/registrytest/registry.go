@@ -488,6 +488,47 @@ func testCloseLeaks(t *testing.T, h *Harness) {
 	if n := hooks.Live(wc); n != 0 {
 		t.Errorf("%s: %d goroutines of the watcher still run after Watcher.Close returned", h.Name, n)
 	}
+	// The same for every other handle, each alone on the client.
+	settled := func(what string) {
+		t.Helper()
+		if n := hooks.Live(wc); n != 0 {
+			t.Errorf("%s: %d goroutines still run after %s returned", h.Name, n, what)
+		}
+	}
+	r2, err := wc.Register(ctx, inst("alone", "a1", 7303))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	settled("Registration.Close")
+	if cp := wc.Capabilities(); cp.Store {
+		tw, err := wc.Store().Watch(ctx, "/alone")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Next(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := tw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		settled("TreeWatcher.Close")
+		if cp.Ephemeral && cp.Sessions {
+			p, err := wc.Store().NewPersistentNode("/alone/node", []byte("x"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := p.WaitForCreate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Close(); err != nil {
+				t.Fatal(err)
+			}
+			settled("PersistentNode.Close")
+		}
+	}
 	// Every kind of goroutine the Client owns: a tree watch, a persistent node
 	// (with its session), a session of the caller's, where the backend has them.
 	if cp := c.Capabilities(); cp.Store {
