@@ -378,9 +378,8 @@ func TestDubboVersionsAndGroups(t *testing.T) {
 	}
 	javaLeft("after the put")
 	// Re-put with new metadata: our old URL goes, the Java ones stay.
-	up := reg.Instance()
-	up.Metadata["methods"] = "greet,bye"
-	if _, err := c.Conn().Put(ctx, up); err != nil { // the re-put a Registration does
+	ours.Metadata["methods"] = "greet,bye"
+	if err := reg.Update(ctx, ours); err != nil {
 		t.Fatal(err)
 	}
 	javaLeft("after the re-put")

@@ -168,3 +168,92 @@ func testOneOwner(t *testing.T, h *Harness) {
 	}
 	h.nextUntil(t, w, "the ID is free", hasIDs(true))
 }
+
+// testUpdate: Update changes a live instance in place: a watcher never sees it
+// missing while Update runs n times, sees the final data, and the re-put after a
+// session loss carries the updated data. A changed ID or Service is a FieldError.
+func testUpdate(t *testing.T, h *Harness) {
+	if h.ExpireSession == nil {
+		t.Fatalf("%s: Harness.ExpireSession is nil", h.Name)
+	}
+	ns := namespace(t)
+	a, c := h.open(t, ns), h.open(t, ns)
+	ctx := ctxT(t, 4*h.timeout())
+	in := inst("upd", "u1", 7801)
+	in.Metadata["n"] = "0"
+	r, err := a.Register(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	w, err := c.Watch(ctx, "upd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	h.nextUntil(t, w, "registered", hasIDs(true, "u1"))
+
+	for _, bad := range []struct {
+		field string
+		in    driver.Instance
+	}{{"ID", inst("upd", "u2", 7801)}, {"Service", inst("other", "u1", 7801)}} {
+		var fe *driver.FieldError
+		if err := r.Update(ctx, bad.in); !errors.As(err, &fe) || fe.Field != bad.field {
+			t.Errorf("Update with another %s = %v, want a FieldError naming it", bad.field, err)
+		}
+	}
+
+	// Every snapshot while Update runs has the instance.
+	const n = 10
+	done := make(chan error, 1)
+	go func() {
+		for i := 1; i <= n; i++ {
+			up := inst("upd", "u1", 7801)
+			up.Metadata["n"] = fmt.Sprint(i)
+			up.Weight = 10 + i
+			if err := r.Update(ctx, up); err != nil {
+				done <- fmt.Errorf("Update %d: %w", i, err)
+				return
+			}
+		}
+		done <- nil
+	}()
+	last := fmt.Sprint(n)
+	h.nextUntil(t, w, "final data, never a gap", func(s registry.Snapshot) error {
+		if len(s.Instances) != 1 || s.Instances[0].ID != "u1" {
+			t.Fatalf("a snapshot during Update lacks u1: %v (stale=%v)", ids(s.Instances), s.Stale)
+		}
+		if g := s.Instances[0]; g.Metadata["n"] != last || g.Weight != 10+n {
+			return fmt.Errorf("n=%s weight=%d", g.Metadata["n"], g.Weight)
+		}
+		return nil
+	})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Instance(); got.Metadata["n"] != last {
+		t.Errorf("Instance() after Update = %+v", got)
+	}
+
+	// The re-put after a session loss carries the updated data.
+	changed := r.Changed()
+	h.ExpireSession(t, a)
+	select {
+	case <-changed:
+	case <-ctx.Done():
+		t.Fatalf("the registration never noticed the session loss (state %v)", r.State())
+	}
+	h.eventually(t, "re-put with the updated data", func() error {
+		if st := r.State(); st != registry.Registered {
+			return fmt.Errorf("state %v (%v)", st, r.Err())
+		}
+		got, err := c.Conn().List(ctx, "upd")
+		if err != nil {
+			return err
+		}
+		if len(got.Instances) != 1 || got.Instances[0].Metadata["n"] != last {
+			return fmt.Errorf("server has %+v", got.Instances)
+		}
+		return nil
+	})
+}

@@ -28,6 +28,7 @@ func RunRegistry(t *testing.T, h Harness) {
 	t.Run("ReregisterAfterSessionLoss", func(t *testing.T) { testSessionLoss(t, &h) })
 	t.Run("ReregisterAfterExternalDelete", func(t *testing.T) { testExternalDelete(t, &h) })
 	t.Run("OneOwnerPerID", func(t *testing.T) { testOneOwner(t, &h) })
+	t.Run("UpdateInPlace", func(t *testing.T) { testUpdate(t, &h) })
 	t.Run("NamespacesAreIsolated", func(t *testing.T) { testNamespacesIsolated(t, &h) })
 	t.Run("ForeignDataIgnored", func(t *testing.T) { testForeignData(t, &h) })
 	t.Run("WatchSurvivesRestart", func(t *testing.T) { testRestart(t, &h) })
@@ -192,11 +193,17 @@ func testWatchChanges(t *testing.T, h *Harness) {
 		t.Fatal(err)
 	}
 	h.nextUntil(t, w, "add p1", hasIDs(false, "p1"))
-	// Update: register the same ID again with other metadata.
+	// Update: the same ID with other metadata. A second Register of it from the
+	// same Client is refused before any I/O.
 	up := inst("pay", "p1", 9001)
 	up.Metadata["version"] = "v2"
-	r1b, err := a.Register(ctx, up)
-	if err != nil {
+	if r, err := a.Register(ctx, up); !errors.Is(err, driver.ErrExists) {
+		if r != nil {
+			_ = r.Close()
+		}
+		t.Fatalf("second Register of p1 from the same Client = %v, want ErrExists", err)
+	}
+	if err := r1.Update(ctx, up); err != nil {
 		t.Fatal(err)
 	}
 	h.nextUntil(t, w, "update p1", func(s registry.Snapshot) error {
@@ -224,8 +231,6 @@ func testWatchChanges(t *testing.T, h *Harness) {
 	if err != nil || !slices.EqualFunc(got, last.Instances, driver.Instance.Equal) {
 		t.Fatalf("server view %+v (%v) != watch view %+v", got, err, last.Instances)
 	}
-	_ = r1
-	_ = r1b
 }
 
 func testConcurrent(t *testing.T, h *Harness) {
