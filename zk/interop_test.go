@@ -290,10 +290,10 @@ func TestDubboInterop(t *testing.T) {
 	if err != nil || st.EphemeralOwner == 0 {
 		t.Errorf("our provider node: ephemeral owner %v, %v", st, err)
 	}
-	// Re-registering with new metadata replaces the URL node (the name changes).
+	// Updating the metadata replaces the URL node (the name changes).
 	up := reg.Instance()
 	up.Metadata["methods"] = "sayHello,bye"
-	if _, err := c.Register(ctx, up); err != nil {
+	if err := reg.Update(ctx, up); err != nil {
 		t.Fatal(err)
 	}
 	kids, _, _ = e.adm(t).Children(dir)
