@@ -134,6 +134,7 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 	c.wg.Add(1)
 	c.mu.Unlock()
 	c.goTracked(func() { r.keep(kctx) }, func() { close(r.done) }, c.wg.Done)
+	c.registrationState(inst, 0, Registered)
 	return r, nil
 }
 
@@ -150,6 +151,7 @@ func (c *Client) putRetry(ctx context.Context, inst Instance, onErr func(error))
 		if err == nil {
 			return lease, nil
 		}
+		c.requestError(ctx, "put", err)
 		if permanent(err) || (onErr == nil && errors.Is(err, ErrPermission)) {
 			return nil, err
 		}
@@ -290,6 +292,7 @@ func (r *registration) set(s RegistrationState, err error) {
 		r.lastErr = err
 	}
 	if r.state != s {
+		r.c.registrationState(r.inst, r.state, s)
 		r.state = s
 		r.changed.Notify()
 	}
@@ -332,6 +335,7 @@ func (r *registration) Deregister(ctx context.Context) error {
 // instead of closing the connection under it.
 func (r *registration) deregister(ctx context.Context) error {
 	r.mu.Lock()
+	r.c.registrationState(r.inst, r.state, Deregistered)
 	r.state = Deregistered
 	r.changed.Notify()
 	r.mu.Unlock()
@@ -346,6 +350,7 @@ func (r *registration) deregister(ctx context.Context) error {
 	lease, abandoned := r.lease, r.abandoned
 	r.mu.Unlock()
 	err := lease.Deregister(ctx)
+	r.c.requestError(ctx, "deregister", err)
 	r.c.release(ctx, r.inst, abandoned)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("registry: deregister %s: %w", r.inst, err)

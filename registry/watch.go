@@ -106,6 +106,7 @@ type serviceWatch struct {
 	service string
 	cancel  context.CancelFunc
 	done    chan struct{}
+	started time.Time // on the Client's clock, for the staleness gauge
 
 	refs     int // watchers, under c.mu
 	userRefs int // of which opened by Watch (not by a registration's guard), under c.mu
@@ -176,7 +177,7 @@ func (c *Client) watch(ctx context.Context, service string, user bool) (*watcher
 	sw := c.watches[service]
 	if sw == nil {
 		lctx, cancel := context.WithCancel(c.life)
-		sw = &serviceWatch{c: c, service: service, cancel: cancel, done: make(chan struct{})}
+		sw = &serviceWatch{c: c, service: service, cancel: cancel, done: make(chan struct{}), started: c.clock.Now()}
 		c.watches[service] = sw
 		c.wg.Add(1)
 		c.goTracked(func() { sw.run(lctx) }, func() { close(sw.done) }, c.wg.Done)
@@ -292,6 +293,9 @@ func (w *serviceWatch) run(ctx context.Context) {
 			s := Snapshot{Service: w.service, Instances: l.Instances, Revision: l.Revision,
 				LastGood: lastGood, Resynced: gap && prev != nil, ReplicaLag: l.ReplicaLag,
 				NoLeader: l.NoLeader, ProtectThreshold: l.ProtectThreshold, clock: w.c.clock}
+			if s.Resynced {
+				w.c.watchResynced(w.service)
+			}
 			if prev != nil && !prev.Stale && !s.Resynced && sameView(prev, &s) {
 				return nil
 			}
@@ -362,6 +366,7 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 		case <-ctx.Done():
 			return
 		case err := <-watchErr:
+			c.requestError(ctx, "watch", err)
 			delay, first := watchB.Fail()
 			if first {
 				c.log.warn("registry: watch broke, re-arming (further failures in a row are not logged)",
@@ -385,9 +390,14 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 			if ctx.Err() != nil {
 				return
 			}
+			c.requestError(ctx, "list", err)
 			gap = true
 			fail(err)
-			delay, _ := listB.Fail()
+			delay, first := listB.Fail()
+			if first {
+				c.log.warn("registry: read failed, serving the last good view marked stale (further failures in a row are not logged)",
+					"watch", what, "err", err)
+			}
 			if c.sleep(ctx, delay) != nil {
 				return
 			}
