@@ -315,7 +315,8 @@ func (w *serviceWatch) run(ctx context.Context) {
 // again from the minimum only once the watch, or the reads, stayed up for the
 // backoff's maximum (see retry.Backoff): a watch that breaks right after every
 // re-arm (a proxy that ends long-lived streams) is retried ever more slowly, not at
-// the minimum forever. A broken watch is logged once per streak of failures.
+// the minimum forever. A streak of failures (broken watches, failed re-lists) is
+// logged once, until a re-list has answered for the backoff's maximum again.
 func (c *Client) relistLoop(ctx context.Context, what string,
 	watch func(ctx context.Context, notify func()) error,
 	list func(ctx context.Context, gap bool) error,
@@ -331,6 +332,11 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 	var watchCancel context.CancelFunc
 	var watchDone chan struct{}
 	watchB, listB := c.newRetry(), c.newRetry()
+	// logB only decides what is logged: the first failure, of either kind, after
+	// the loop worked (a re-list answered) for the stable period. Per kind, the
+	// re-list's backoff sleeps of an outage outlast the watch's stable period, and
+	// every re-arm would start a new streak.
+	logB := c.newRetry()
 	startWatch := func() {
 		wctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
@@ -367,8 +373,8 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 			return
 		case err := <-watchErr:
 			c.requestError(ctx, "watch", err)
-			delay, first := watchB.Fail()
-			if first {
+			delay, _ := watchB.Fail()
+			if _, first := logB.Fail(); first {
 				c.log.warn("registry: watch broke, re-arming (further failures in a row are not logged)",
 					"watch", what, "err", err)
 			}
@@ -393,8 +399,8 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 			c.requestError(ctx, "list", err)
 			gap = true
 			fail(err)
-			delay, first := listB.Fail()
-			if first {
+			delay, _ := listB.Fail()
+			if _, first := logB.Fail(); first {
 				c.log.warn("registry: read failed, serving the last good view marked stale (further failures in a row are not logged)",
 					"watch", what, "err", err)
 			}
@@ -406,6 +412,7 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 		}
 		gap = false
 		listB.Up()
+		logB.Up()
 	}
 }
 
