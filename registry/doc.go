@@ -184,7 +184,10 @@
 //	                                                                             conflict, other
 //
 // Attributes hold service names and the fixed words above, never a URL, a host,
-// an instance ID or a credential. A request that failed because its context ended
+// an instance ID or a credential. Request errors are those of registrations
+// (put, deregister), of Instances and of every watch loop, service and store
+// tree watches alike (watch, list), and of NewSession; the coordination store's
+// calls return their errors to the caller uncounted. A request that failed because its context ended
 // (the caller's deadline, Close) or on a closed handle is not counted; a request
 // timeout (WithRequestTimeout) is kind unavailable; ErrNotSupported counts as
 // invalid, ErrSessionLost as other. An alert on an outage the cache hides:
