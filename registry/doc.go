@@ -195,6 +195,55 @@
 // Store.NewPersistentNode, Curator's PersistentNode. Backends that cannot offer
 // a part say so: the call fails with ErrNotSupported, never a silent no-op.
 //
+// # Metrics and logs
+//
+// A cache that keeps answering during an outage also hides it; the metrics show
+// it. They are recorded through OpenTelemetry's metric API with the
+// MeterProvider given to WithMeterProvider (registry/cache: cache.WithMeterProvider),
+// a no-op one by default; the library never imports the SDK. Meter
+// "github.com/regkit/regkit/registry" (the cache's: ".../registry/cache"):
+//
+//	name                                 kind    unit             attributes     meaning
+//	regkit.registration.state_changes    Counter {change}         service, state a Registration entered state: registered
+//	                                                                             (the first put too), re-registering or
+//	                                                                             deregistered
+//	regkit.registration.reregistrations  Counter {reregistration} service        an instance the backend dropped was put
+//	                                                                             back
+//	regkit.watch.resyncs                 Counter {resync}         service        a watch re-listed its service after a
+//	                                                                             gap (a broken watch, a failed read)
+//	regkit.watch.staleness               Gauge   s                service        per live service watch, observed:
+//	                                                                             seconds since the last good read while
+//	                                                                             its view is stale (before the first
+//	                                                                             read: since the watch started); 0 while
+//	                                                                             fresh
+//	regkit.cache.stale_lookups           Counter {lookup}         service        Cache.Lookup (or Instances) answered
+//	                                                                             with a Stale snapshot, the last good one
+//	                                                                             or a snapshot file's
+//	regkit.session.state_changes         Counter {change}         state          a Session entered state: suspended,
+//	                                                                             reconnected, lost or closed
+//	regkit.request.errors                Counter {error}          op, kind       a backend request the library made
+//	                                                                             failed; op: put, list, watch,
+//	                                                                             deregister, session; kind: unavailable,
+//	                                                                             permission, invalid, not_found,
+//	                                                                             conflict, other
+//
+// Attributes hold service names and the fixed words above, never a URL, a host,
+// an instance ID or a credential. Request errors are those of registrations
+// (put, deregister), of Instances and of every watch loop, service and store
+// tree watches alike (watch, list), and of NewSession; the coordination store's
+// calls return their errors to the caller uncounted. A request that failed because its context ended
+// (the caller's deadline, Close) or on a closed handle is not counted; a request
+// timeout (WithRequestTimeout) is kind unavailable; ErrNotSupported counts as
+// invalid, ErrSessionLost as other. An alert on an outage the cache hides:
+// regkit.watch.staleness above a few seconds, or regkit.cache.stale_lookups
+// growing.
+//
+// Logs go to the WithLogger slog.Logger. Each state change is logged once at
+// Warn, never per retry: a registration lost and restored, a session's change
+// (except its owner's Close), and a watch loop's failure streak (a broken watch
+// or a failed re-list, whichever comes first), logged again only after the loop
+// has worked for the retry backoff's maximum.
+//
 // # Writing a backend
 //
 // The contract a backend implements (Driver, Conn, Lease, StoreConn, SessionConn)

@@ -154,6 +154,7 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 	c.wg.Add(1)
 	c.mu.Unlock()
 	c.goTracked(func() { r.keep(kctx) }, func() { close(r.done) }, c.wg.Done)
+	c.registrationState(inst, 0, Registered)
 	return r, nil
 }
 
@@ -177,6 +178,7 @@ func (c *Client) putRetryLatest(ctx context.Context, latest func() Instance, onE
 		if err == nil {
 			return lease, nil
 		}
+		c.requestError(ctx, "put", err)
 		if permanent(err) || (onErr == nil && (errors.Is(err, ErrPermission) || errors.Is(err, ErrExists))) {
 			return nil, err
 		}
@@ -433,6 +435,7 @@ func (r *registration) set(s RegistrationState, err error) {
 		r.lastErr = err
 	}
 	if r.state != s {
+		r.c.registrationState(r.inst, r.state, s)
 		r.state = s
 		r.changed.Notify()
 	}
@@ -479,6 +482,7 @@ func (r *registration) Deregister(ctx context.Context) error {
 // instead of closing the connection under it.
 func (r *registration) deregister(ctx context.Context) error {
 	r.mu.Lock()
+	r.c.registrationState(r.inst, r.state, Deregistered)
 	r.state = Deregistered
 	r.changed.Notify()
 	r.mu.Unlock()
@@ -494,6 +498,7 @@ func (r *registration) deregister(ctx context.Context) error {
 	r.mu.Unlock()
 	inst := r.Instance()
 	err := lease.Deregister(ctx)
+	r.c.requestError(ctx, "deregister", err)
 	r.c.release(ctx, inst, abandoned)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("registry: deregister %s: %w", inst, err)
