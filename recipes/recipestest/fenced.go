@@ -49,7 +49,10 @@ type Section struct {
 	Start  time.Time `json:"start"` // the acquisition returned
 	End    time.Time `json:"end"`   // the last write returned
 	Writes []Write   `json:"writes"`
-	Fault  string    `json:"fault,omitempty"` // injected during the section
+	// Fault is the fault the holder injected in the middle of the section, if
+	// any (the safety tests inject faults only there, so a holder can lose its
+	// hold only in a section with a fault).
+	Fault string `json:"fault,omitempty"`
 	// Ended is when the hold's context was cancelled (zero if it was not by the
 	// time the holder released); Cause says why.
 	Ended time.Time `json:"ended"`
@@ -81,15 +84,16 @@ type Report struct {
 // the violations (none: nil) and counts:
 //   - accepted sections (every write accepted) never interleave on the
 //     resource's clock, and their tokens strictly increase in that order;
-//   - a section with a rejected write belongs to a holder whose hold ended by a
-//     loss (session lost or suspended), never one that still believed it held
-//     when it released: a rejected write means another holder with a higher
-//     token wrote in between, which a working lock allows only after the first
-//     one's session was lost;
-//   - a section that overlapped, in real time, a later holder's section belongs to
-//     a holder whose hold ended by a loss, and either it was told before the later
-//     section began, or every write it made after the later holder's first write
-//     was rejected by the resource.
+//   - a section with a rejected write is one during which a fault was injected
+//     and whose hold ended by a loss (session lost or suspended), never one whose
+//     holder still believed it held when it released: a rejected write means
+//     another holder with a higher token wrote in between, which a working lock
+//     allows only after the first one's session was lost (faults are injected
+//     only by a holder in the middle of its section, see Section.Fault);
+//   - a section that overlapped, in real time, a later holder's section is one
+//     with a fault and a hold that ended by a loss, and either its holder was
+//     told before the later section began, or every write it made after the later
+//     holder's first write was rejected by the resource.
 func CheckHistory(h []Section) ([]string, Report) {
 	var v []string
 	rep := Report{Sections: len(h)}
@@ -104,9 +108,9 @@ func CheckHistory(h []Section) ([]string, Report) {
 		}
 		if s.rejected() {
 			rep.Fenced++
-			if !s.Lost {
-				v = append(v, fmt.Sprintf("%s token %d: the resource rejected a write, yet the hold was not lost (cause %q): two holders at once",
-					s.Holder, s.Token, s.Cause))
+			if !s.Lost || s.Fault == "" {
+				v = append(v, fmt.Sprintf("%s token %d: the resource rejected a write, yet no fault was injected in the section or the hold was not lost (fault %q, cause %q): two holders at once",
+					s.Holder, s.Token, s.Fault, s.Cause))
 			}
 		}
 	}
@@ -135,9 +139,9 @@ func CheckHistory(h []Section) ([]string, Report) {
 				continue
 			}
 			rep.Overlaps++
-			if !a.Lost {
-				v = append(v, fmt.Sprintf("%s token %d overlapped %s token %d (began %v before it ended), yet its hold was not lost (cause %q)",
-					a.Holder, a.Token, b.Holder, b.Token, a.End.Sub(b.Start), a.Cause))
+			if !a.Lost || a.Fault == "" {
+				v = append(v, fmt.Sprintf("%s token %d overlapped %s token %d (began %v before it ended), yet no fault was injected in the section or its hold was not lost (fault %q, cause %q)",
+					a.Holder, a.Token, b.Holder, b.Token, a.End.Sub(b.Start), a.Fault, a.Cause))
 				continue
 			}
 			if !a.Ended.IsZero() && !a.Ended.After(b.Start) {
