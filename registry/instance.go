@@ -14,8 +14,9 @@ const DefaultWeight = 100
 
 // Instance is one running copy of a service, as registered and as discovered.
 //
-// Instances returned by discovery are shared between watchers: treat them, and their
-// Metadata maps, as read-only (use Clone to modify one).
+// Instances returned by Client.Instances and Watcher.Next are the caller's own
+// copies; package registry/cache's Lookup shares its snapshots between callers
+// (see there). Clone copies an instance and its Metadata.
 type Instance struct {
 	// ID identifies the instance within its service. Empty at Register means
 	// "Host:Port", so a restarted process replaces its own old entry.

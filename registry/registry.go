@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/regkit/regkit/registry/address"
 )
 
@@ -56,6 +58,7 @@ type options struct {
 	backoffMin time.Duration
 	backoffMax time.Duration
 	reqTimeout time.Duration
+	clock      clockwork.Clock
 }
 
 // WithLogger sets the logger (default: warnings and errors to standard error).
@@ -96,6 +99,14 @@ func WithRetryBackoff(min, max time.Duration) Option {
 // dead connection turns into a stale view and a retry (default 10s).
 func WithRequestTimeout(d time.Duration) Option { return func(o *options) { o.reqTimeout = d } }
 
+// WithClock sets the clock the Client's timers run on (default: the real clock):
+// backoff sleeps of every retry loop, the staleness of snapshots (Snapshot.LastGood
+// and Age), the confirmation delay of a registration's guard and a PersistentNode's
+// periodic recheck. It exists for tests, which pass a clockwork.FakeClock and
+// advance it instead of waiting; production code has no reason to set it. Request
+// timeouts (WithRequestTimeout) stay on the real clock, as contexts do.
+func WithClock(c clockwork.Clock) Option { return func(o *options) { o.clock = c } }
+
 // AddressResolver fills the host and port to advertise when an Instance has none.
 // Package registry/address provides the standard one.
 type AddressResolver interface {
@@ -114,6 +125,9 @@ func buildOptions(opts []Option) options {
 	}
 	if o.resolver == nil {
 		o.resolver = address.Default()
+	}
+	if o.clock == nil {
+		o.clock = clockwork.NewRealClock()
 	}
 	if o.reqTimeout <= 0 {
 		o.reqTimeout = 10 * time.Second

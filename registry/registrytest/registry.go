@@ -326,7 +326,21 @@ func testRestart(t *testing.T, h *Harness) {
 		_, err := a.Register(ctx, inst("rs", "r2", 7102))
 		return err
 	})
-	last := h.nextUntil(t, w, "watch after restart", hasIDs(true, "r1", "r2"))
+	// If the restart showed as a gap (a Stale snapshot), the first fresh snapshot
+	// after it must be Resynced.
+	var sawStale, checked bool
+	last := h.nextUntil(t, w, "watch after restart", func(s registry.Snapshot) error {
+		switch {
+		case s.Stale:
+			sawStale = true
+		case sawStale && !checked:
+			checked = true
+			if !s.Resynced {
+				t.Errorf("first fresh snapshot after the restart's gap is not Resynced: %+v", s)
+			}
+		}
+		return hasIDs(true, "r1", "r2")(s)
+	})
 	fresh := h.open(t, ns)
 	h.eventually(t, "server view equals watch view", func() error {
 		got, err := fresh.Instances(ctx, "rs")
@@ -382,6 +396,17 @@ func testCut(t *testing.T, h *Harness) {
 	}
 	heal()
 	healed = true
+	// The first fresh snapshot after the gap was re-listed and says so (also to
+	// a watcher that read too slowly to see the re-listed one itself).
+	back := h.nextUntil(t, w, "fresh after heal", func(s registry.Snapshot) error {
+		if s.Stale {
+			return fmt.Errorf("still stale")
+		}
+		return nil
+	})
+	if !back.Resynced {
+		t.Errorf("first fresh snapshot after the cut is not Resynced: %+v", back)
+	}
 	if _, err := a.Register(ctx, inst("cut", "c2", 7202)); err != nil {
 		t.Fatal(err)
 	}
@@ -393,6 +418,7 @@ func testCloseLeaks(t *testing.T, h *Harness) {
 	ns := namespace(t)
 	ctx, cancel := context.WithTimeout(context.Background(), h.timeout())
 	defer cancel()
+	before := registryGoroutines()
 	c := h.NewClient(t, ns)
 	r, err := c.Register(ctx, inst("leak", "k1", 7301))
 	if err != nil {
@@ -405,13 +431,67 @@ func testCloseLeaks(t *testing.T, h *Harness) {
 	if _, err := w.Next(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// A watcher released by its context only, and one by its Close, end their
+	// service's loop before the Client closes.
+	running := len(registryGoroutines())
 	wctx, wcancel := context.WithCancel(ctx)
-	if _, err := c.Watch(wctx, "other"); err != nil { // released by its context only
+	wo, err := c.Watch(wctx, "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wo.Next(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wc, err := c.Watch(ctx, "closed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wc.Next(ctx); err != nil {
 		t.Fatal(err)
 	}
 	wcancel()
+	if err := wc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually(t, "watch loops released by a watch context and a Watcher.Close end", func() error {
+		if n := len(registryGoroutines()); n > running {
+			return fmt.Errorf("%d goroutines of package registry, %d before the two watches", n, running)
+		}
+		return nil
+	})
+	// Every kind of goroutine the Client owns: a tree watch, a persistent node
+	// (with its session), a session of the caller's, where the backend has them.
+	if cp := c.Capabilities(); cp.Store {
+		tw, err := c.Store().Watch(ctx, "/leak")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Next(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if cp.Ephemeral && cp.Sessions {
+			p, err := c.Store().NewPersistentNode("/leak/node", []byte("x"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := p.WaitForCreate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.NewSession(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	if err := c.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
+	}
+	// Close returns only once every goroutine it owns has ended: checked at once,
+	// without the retries of goleak below (which would also pass a Close that
+	// merely cancels and lets its goroutines end a moment later).
+	for id, stack := range registryGoroutines() {
+		if _, ok := before[id]; !ok {
+			t.Errorf("%s: a goroutine package registry started still runs after Close returned:\n%s", h.Name, stack)
+		}
 	}
 	if _, err := w.Next(ctx); !errors.Is(err, registry.ErrClosed) {
 		t.Errorf("Next after Close = %v, want ErrClosed", err)
