@@ -98,6 +98,8 @@
 // Mutex and Election take a Session you own, as etcd's concurrency package does:
 // when it is lost they fail and you open a new one. Latch and Selector own their
 // sessions, as Curator's recipes own their connection state, and open a new one
-// after a loss. A Session is learnt about through its Done, Err and State; one
-// unexported helper subscribes to its state changes.
+// after a loss. Recipes learn about a Session through its Done, Err, State and
+// Changed: a change seen from a sure state (Connected, Reconnected) means the
+// session was unsure at some moment since, which ends a Hold under
+// SuspendedIsLost even if the session reads Reconnected again.
 package recipes

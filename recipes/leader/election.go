@@ -256,7 +256,7 @@ func leaderFrom(n registry.Node) Leader {
 // Observer follows an election's leader (etcd's Election.Observe, as a Next loop
 // that says why it stopped instead of a channel that just closes).
 type Observer struct {
-	w    *registry.TreeWatcher
+	w    registry.TreeWatcher
 	key  string
 	mu   sync.Mutex
 	last *Leader

@@ -71,9 +71,7 @@ func (p *participant) run(ctx context.Context, lead func(ctx context.Context, te
 	var sess *registry.Session
 	closeSess := func() {
 		if sess != nil {
-			cctx, cancel := context.WithTimeout(context.Background(), p.opts.RequestTimeout)
-			_ = sess.Close(cctx) // deletes our node, if any
-			cancel()
+			_ = sess.Close() // deletes our node, if any
 			sess = nil
 		}
 	}

@@ -149,7 +149,7 @@ func (s *suite) testObserve(t *testing.T) {
 	if err := <-got; err != nil {
 		t.Fatal(err)
 	}
-	if err := bs.Close(ctx); err != nil { // leader's session ends: no leader
+	if err := bs.Close(); err != nil { // leader's session ends: no leader
 		t.Fatal(err)
 	}
 	next("")

@@ -95,9 +95,7 @@ func (s *suite) renew(ctx context.Context, h *holder) error {
 		return nil
 	}
 	if h.sess != nil {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_ = h.sess.Close(cctx)
-		cancel()
+		_ = h.sess.Close()
 		h.sess = nil
 	}
 	for {
