@@ -49,9 +49,10 @@ var ErrLocked = errors.New("lock: held by another holder")
 // The Mutex reads Options.Policy and Options.Value (the node's value: the holder's
 // identity), RequestTimeout and the retry backoff.
 type Mutex struct {
-	q    *queue.Queue
-	s    *registry.Session
-	opts recipes.Options
+	q     *queue.Queue
+	s     *registry.Session
+	opts  recipes.Options
+	block queue.Blocker
 
 	sem chan struct{} // serialises Lock, TryLock and Unlock
 
@@ -76,13 +77,17 @@ func NewMutex(c *registry.Client, s *registry.Session, key string, opts ...recip
 	if err := queue.ValidDir(key); err != nil {
 		return nil, err
 	}
-	o := recipes.Apply(opts)
+	return newMutex(c, s, key, "lock-", nil, queue.Predecessor, recipes.Apply(opts)), nil
+}
+
+func newMutex(c *registry.Client, s *registry.Session, key, prefix string, others []string, block queue.Blocker, o recipes.Options) *Mutex {
 	return &Mutex{
-		q:    &queue.Queue{St: c.Store(), Sess: s, Dir: key, Prefix: "lock-", Opts: o},
-		s:    s,
-		opts: o,
-		sem:  make(chan struct{}, 1),
-	}, nil
+		q:     &queue.Queue{St: c.Store(), Sess: s, Dir: key, Prefix: prefix, Others: others, Opts: o},
+		s:     s,
+		opts:  o,
+		block: block,
+		sem:   make(chan struct{}, 1),
+	}
 }
 
 // Key returns the lock's key (the parent of the waiters' nodes).
@@ -164,14 +169,14 @@ func (m *Mutex) lock(ctx context.Context, try bool) (*recipes.Hold, error) {
 func (m *Mutex) await(ctx context.Context, e queue.Entry, try bool) (*recipes.Hold, func(error), error) {
 	for {
 		if try {
-			i, _, err := m.q.Position(ctx, e)
+			pred, err := m.q.Blocked(ctx, e, m.block)
 			if err != nil {
 				return nil, nil, err
 			}
-			if i > 0 {
+			if pred != "" {
 				return nil, nil, ErrLocked
 			}
-		} else if err := m.q.WaitFirst(ctx, e); err != nil {
+		} else if err := m.q.Wait(ctx, e, m.block); err != nil {
 			return nil, nil, err
 		}
 		if err := recipes.Usable(ctx, m.s, m.opts.Policy); err != nil {

@@ -68,6 +68,8 @@ func Run(t *testing.T, h registrytest.Harness, cfg Config) {
 	t.Run("Mutex/WaiterSessionLost", s.testMutexWaiterLost)
 	t.Run("Mutex/SuspendedPolicies", s.testMutexSuspended)
 	t.Run("Mutex/FencedSafety", s.testMutexSafety)
+	t.Run("RWMutex", s.testRWMutex)
+	t.Run("Semaphore", s.testSemaphore)
 	t.Run("Leader/Election", s.testElection)
 	t.Run("Leader/ObserveAndResign", s.testObserve)
 	t.Run("Leader/Latch", s.testLatch)

@@ -302,41 +302,107 @@ func (q *Queue) List(ctx context.Context) ([]string, error) {
 // lives (someone deleted it).
 var ErrVanished = errors.New("recipes: participant node deleted")
 
-// Position returns e's place in the queue (0: first) and its predecessor's name.
-func (q *Queue) Position(ctx context.Context, e Entry) (int, string, error) {
+// Blocker picks, from the participants in order and e's index i among them, the
+// participant e must wait for to go, or "" when e may proceed.
+type Blocker func(names []string, i int) string
+
+// Predecessor is the Blocker of a mutex: e waits for the participant just ahead.
+func Predecessor(names []string, i int) string {
+	if i == 0 {
+		return ""
+	}
+	return names[i-1]
+}
+
+// LastAhead returns the Blocker that waits for the nearest participant ahead
+// whose name has prefix before its sequence number (a reader waits for the last
+// writer ahead of it).
+func LastAhead(prefix string) Blocker {
+	return func(names []string, i int) string {
+		for j := i - 1; j >= 0; j-- {
+			if n := names[j]; strings.HasSuffix(n[:len(n)-10], prefix) {
+				return n
+			}
+		}
+		return ""
+	}
+}
+
+// Place returns the participants in order and e's index among them.
+func (q *Queue) Place(ctx context.Context, e Entry) ([]string, int, error) {
 	names, err := q.List(ctx)
 	if err != nil {
-		return 0, "", err
+		return nil, 0, err
 	}
 	i := slices.Index(names, e.Name)
 	if i < 0 {
 		if err := q.sessErr(); err != nil {
-			return 0, "", err
+			return nil, 0, err
 		}
-		return 0, "", fmt.Errorf("recipes: %s: %w", q.Key(e), ErrVanished)
+		return nil, 0, fmt.Errorf("recipes: %s: %w", q.Key(e), ErrVanished)
 	}
-	if i == 0 {
-		return 0, "", nil
-	}
-	return i, names[i-1], nil
+	return names, i, nil
 }
 
-// WaitFirst waits until e is first in the queue. It returns the session's error
-// (wrapping registry.ErrSessionLost or ErrClosed) as soon as the session ends,
-// ctx's error when ctx ends, ErrVanished if e's node was deleted.
-func (q *Queue) WaitFirst(ctx context.Context, e Entry) error {
+// Blocked returns whom e waits for now ("" for no one).
+func (q *Queue) Blocked(ctx context.Context, e Entry, b Blocker) (string, error) {
+	names, i, err := q.Place(ctx, e)
+	if err != nil {
+		return "", err
+	}
+	return b(names, i), nil
+}
+
+// WaitFirst waits until e is first in the queue; see Wait.
+func (q *Queue) WaitFirst(ctx context.Context, e Entry) error { return q.Wait(ctx, e, Predecessor) }
+
+// Wait waits until b says e may proceed, watching only the participant b names.
+// It returns the session's error (wrapping registry.ErrSessionLost or ErrClosed)
+// as soon as the session ends, ctx's error when ctx ends, ErrVanished if e's node
+// was deleted.
+func (q *Queue) Wait(ctx context.Context, e Entry, b Blocker) error {
 	wctx, cancel := q.SessionContext(ctx)
 	defer cancel()
 	for {
-		i, pred, err := q.Position(wctx, e)
+		pred, err := q.Blocked(wctx, e, b)
 		if err != nil {
 			return q.why(ctx, err)
 		}
-		if i == 0 {
+		if pred == "" {
 			return nil
 		}
 		if err := q.WaitGone(wctx, registry.JoinKey(q.Dir, pred)); err != nil {
 			return q.why(ctx, err)
+		}
+	}
+}
+
+// WaitChange waits until the participants differ from names (a fresh view says
+// so), the session ends or ctx ends.
+func (q *Queue) WaitChange(ctx context.Context, names []string) error {
+	wctx, cancel := q.SessionContext(ctx)
+	defer cancel()
+	w, err := q.St.Watch(wctx, q.Dir)
+	if err != nil {
+		return q.why(ctx, err)
+	}
+	defer w.Close()
+	for {
+		tc, err := w.Next(wctx)
+		if err != nil {
+			return q.why(ctx, err)
+		}
+		if tc.Stale {
+			continue
+		}
+		var now []string
+		for _, n := range tc.Nodes {
+			if registry.ParentKey(n.Key) == q.Dir {
+				now = append(now, n.Key[strings.LastIndexByte(n.Key, '/')+1:])
+			}
+		}
+		if !slices.Equal(Participants(now, append([]string{q.Prefix}, q.Others...)...), names) {
+			return nil
 		}
 	}
 }
