@@ -2,13 +2,20 @@
 // guarantee. The recipes themselves live in sub-packages, each written once over
 // registry.Store and registry.Session so it runs unchanged on every backend with
 // sessions (mem, etcd, ZooKeeper, Consul); on Nacos, which has none, every
-// constructor fails with an error matching registry.ErrNotSupported.
+// constructor of a recipe that needs sessions fails with an error matching
+// registry.ErrNotSupported.
 //
 //   - lock.Mutex: Curator's InterProcessMutex / etcd's concurrency.Mutex, fair
-//     and re-entrant.
+//     and re-entrant; lock.RWMutex (InterProcessReadWriteLock, writers not
+//     starved); lock.Semaphore (InterProcessSemaphoreV2, n leases).
 //   - leader.Election (etcd's Election: Campaign, Resign, Proclaim, Leader,
 //     Observe), leader.Latch (Curator's LeaderLatch), leader.Selector (Curator's
 //     LeaderSelector), leader.Observe and leader.LeaderOf.
+//   - barrier.Barrier and barrier.Double (DistributedBarrier,
+//     DistributedDoubleBarrier); counter.Count (SharedCount,
+//     DistributedAtomicLong); group.Member (GroupMember) with group.Members and
+//     group.Watch. Barrier and Count need only the store, so they also run on
+//     Nacos where its config store is offered.
 //
 // # Holds and fencing tokens
 //

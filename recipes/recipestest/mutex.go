@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/regkit/regkit/recipes"
+	"github.com/regkit/regkit/recipes/barrier"
+	"github.com/regkit/regkit/recipes/group"
 	"github.com/regkit/regkit/recipes/leader"
 	"github.com/regkit/regkit/recipes/lock"
 	"github.com/regkit/regkit/registry"
@@ -34,6 +36,18 @@ func (s *suite) testNotSupported(t *testing.T) {
 	}
 	if _, err := leader.NewSelector(c, "/e", func(context.Context, *recipes.Hold) error { return nil }); !errors.Is(err, registry.ErrNotSupported) {
 		t.Errorf("NewSelector = %v, want ErrNotSupported", err)
+	}
+	if _, err := lock.NewRWMutex(c, nil, "/l"); !errors.Is(err, registry.ErrNotSupported) {
+		t.Errorf("NewRWMutex = %v, want ErrNotSupported", err)
+	}
+	if _, err := lock.NewSemaphore(c, nil, "/l", 2); !errors.Is(err, registry.ErrNotSupported) {
+		t.Errorf("NewSemaphore = %v, want ErrNotSupported", err)
+	}
+	if _, err := barrier.NewDouble(c, nil, "/b", 2); !errors.Is(err, registry.ErrNotSupported) {
+		t.Errorf("NewDouble = %v, want ErrNotSupported", err)
+	}
+	if _, err := group.NewMember(c, "/g", "m", nil); !errors.Is(err, registry.ErrNotSupported) {
+		t.Errorf("NewMember = %v, want ErrNotSupported", err)
 	}
 	if _, err := c.NewSession(ctx); !errors.Is(err, registry.ErrNotSupported) {
 		t.Errorf("NewSession = %v, want ErrNotSupported", err)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/regkit/regkit/internal/poll"
+	"github.com/regkit/regkit/recipes"
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/registrytest"
 )
@@ -56,6 +57,10 @@ func Run(t *testing.T, h registrytest.Harness, cfg Config) {
 		}
 	}
 	t.Run("NotSupportedIsExplicit", s.testNotSupported)
+	if s.open(t, namespace(t)).Capabilities().Store {
+		t.Run("Count", s.testCount)
+		t.Run("Barrier", s.testBarrier)
+	}
 	if !s.supported(t) {
 		return
 	}
@@ -70,6 +75,8 @@ func Run(t *testing.T, h registrytest.Harness, cfg Config) {
 	t.Run("Mutex/FencedSafety", s.testMutexSafety)
 	t.Run("RWMutex", s.testRWMutex)
 	t.Run("Semaphore", s.testSemaphore)
+	t.Run("DoubleBarrier", s.testDoubleBarrier)
+	t.Run("Group", s.testGroup)
 	t.Run("Leader/Election", s.testElection)
 	t.Run("Leader/ObserveAndResign", s.testObserve)
 	t.Run("Leader/Latch", s.testLatch)
@@ -156,3 +163,5 @@ func lockNodes(ctx context.Context, c *registry.Client, key string) ([]string, e
 	}
 	return names, err
 }
+
+func recipesTTL(s *suite) recipes.Option { return recipes.WithSessionTTL(s.cfg.SessionTTL) }
