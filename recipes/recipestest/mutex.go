@@ -462,8 +462,8 @@ type lockMutex struct {
 	sess *registry.Session
 }
 
-func newLockMutex(h *holder, key string) *lockMutex {
-	m, err := lock.NewMutex(h.c, h.sess, key)
+func newLockMutex(h *holder, key string, opts ...recipes.Option) *lockMutex {
+	m, err := lock.NewMutex(h.c, h.sess, key, opts...)
 	if err != nil {
 		panic(err) // NewMutex only fails for bad input or an unsupported backend
 	}

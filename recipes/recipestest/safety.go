@@ -168,7 +168,15 @@ func (s *suite) section(hd *recipes.Hold, who string, res *Resource, f *faults, 
 
 // testMutexSafety: at least three clients on separate connections contend for one
 // mutex for many rounds while faults are injected mid-section; see CheckHistory.
-func (s *suite) testMutexSafety(t *testing.T) {
+func (s *suite) testMutexSafety(t *testing.T) { s.mutexSafety(t, recipes.SuspendedIsLost, s.cfg.Rounds) }
+
+// testMutexSafetyLostOnly: the same under the LostOnly policy, a third of the
+// rounds.
+func (s *suite) testMutexSafetyLostOnly(t *testing.T) {
+	s.mutexSafety(t, recipes.LostOnly, max(s.cfg.Rounds/3, 30))
+}
+
+func (s *suite) mutexSafety(t *testing.T, p recipes.Policy, rounds int) {
 	ns := namespace(t)
 	ctx := s.ctx(t, 20)
 	if *soak {
@@ -182,7 +190,7 @@ func (s *suite) testMutexSafety(t *testing.T) {
 	f := &faults{s: s, t: t}
 	defer f.wg.Wait()
 	var round atomic.Int64
-	total := int64(s.cfg.Rounds)
+	total := int64(rounds)
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
 	for i := range workers {
@@ -201,7 +209,7 @@ func (s *suite) testMutexSafety(t *testing.T) {
 					return
 				}
 				if m == nil || m.sess != h.sess {
-					m = newLockMutex(h, "/fenced/lock")
+					m = newLockMutex(h, "/fenced/lock", recipes.WithPolicy(p))
 				}
 				lctx, cancel := context.WithTimeout(ctx, 2*s.timeout())
 				hd, err := m.m.Lock(lctx)
@@ -229,5 +237,5 @@ func (s *suite) testMutexSafety(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	hist.check(t, s.h.Name+" mutex")
+	hist.check(t, fmt.Sprintf("%s mutex (%v)", s.h.Name, p))
 }

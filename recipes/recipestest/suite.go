@@ -73,6 +73,7 @@ func Run(t *testing.T, h registrytest.Harness, cfg Config) {
 	t.Run("Mutex/WaiterSessionLost", s.testMutexWaiterLost)
 	t.Run("Mutex/SuspendedPolicies", s.testMutexSuspended)
 	t.Run("Mutex/FencedSafety", s.testMutexSafety)
+	t.Run("Mutex/FencedSafetyLostOnly", s.testMutexSafetyLostOnly)
 	t.Run("RWMutex", s.testRWMutex)
 	t.Run("Semaphore", s.testSemaphore)
 	t.Run("DoubleBarrier", s.testDoubleBarrier)
