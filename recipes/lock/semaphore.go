@@ -92,19 +92,24 @@ func (m *Semaphore) acquire(ctx context.Context, try bool) (*recipes.Hold, error
 		_ = m.turn.Unlock(uctx) // if it fails, the next Acquire or the session's end removes it
 		cancel()
 	}()
-	e, err := m.leases.Enqueue(ctx, m.opts.Value)
-	if err != nil {
-		return nil, fmt.Errorf("semaphore: %s: %w", m.leases.Dir, err)
+	for {
+		e, err := m.leases.Enqueue(ctx, m.opts.Value)
+		if err != nil {
+			return nil, fmt.Errorf("semaphore: %s: %w", m.leases.Dir, err)
+		}
+		h, release, err := m.await(ctx, e, try)
+		if errors.Is(err, queue.ErrVanished) {
+			continue // someone deleted our lease node: take another
+		}
+		if err != nil {
+			_ = m.leases.Remove(ctx, e)
+			return nil, fmt.Errorf("semaphore: %s: %w", m.leases.Dir, err)
+		}
+		m.mu.Lock()
+		m.held[h] = lease{e: e, release: release}
+		m.mu.Unlock()
+		return h, nil
 	}
-	h, release, err := m.await(ctx, e, try)
-	if err != nil {
-		_ = m.leases.Remove(ctx, e)
-		return nil, fmt.Errorf("semaphore: %s: %w", m.leases.Dir, err)
-	}
-	m.mu.Lock()
-	m.held[h] = lease{e: e, release: release}
-	m.mu.Unlock()
-	return h, nil
 }
 
 func (m *Semaphore) await(ctx context.Context, e queue.Entry, try bool) (*recipes.Hold, func(error), error) {
