@@ -36,19 +36,19 @@ func (r *Resource) Write(token int64) (seq int64, ok bool) {
 
 // Write is one write of a section.
 type Write struct {
-	Seq int64     `json:"seq"`
-	OK  bool      `json:"ok"`
-	At  time.Time `json:"at"`
+	Seq int64     `json:"seq"` // place on the resource's clock
+	OK  bool      `json:"ok"`  // accepted
+	At  time.Time `json:"at"`  // when the answer came
 }
 
 // Section is one critical section (a lock acquisition, a term of leadership) as
 // its holder lived it.
 type Section struct {
-	Holder string    `json:"holder"`
-	Token  int64     `json:"token"`
-	Start  time.Time `json:"start"` // the acquisition returned
-	End    time.Time `json:"end"`   // the last write returned
-	Writes []Write   `json:"writes"`
+	Holder string    `json:"holder"` // which client
+	Token  int64     `json:"token"`  // the Hold's fencing token
+	Start  time.Time `json:"start"`  // the acquisition returned
+	End    time.Time `json:"end"`    // the last write returned
+	Writes []Write   `json:"writes"` // in order
 	// Fault is the fault the holder injected in the middle of the section, if
 	// any (the safety tests inject faults only there, so a holder can lose its
 	// hold only in a section with a fault).
@@ -71,13 +71,16 @@ func (s *Section) accepted() bool {
 
 // Report counts what a history shows.
 type Report struct {
+	// Sections in the history; Accepted: every write accepted; Fenced: some
+	// write rejected.
 	Sections, Accepted, Fenced int
 	// Overlaps: sections that overlapped the next holder's in real time (their
 	// holder's lock was lost before it noticed or released). TimelyEnds: of
 	// those, how many holders were told (context cancelled) before the next
 	// holder's section began.
 	Overlaps, TimelyEnds int
-	Faults               int
+	// Faults: sections during which a fault was injected.
+	Faults int
 }
 
 // CheckHistory checks a history of sections on one fenced resource and returns
