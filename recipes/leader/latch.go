@@ -69,6 +69,7 @@ func (p *participant) setErr(err error) {
 
 func (p *participant) run(ctx context.Context, lead func(ctx context.Context, term *recipes.Hold) bool) {
 	var sess *registry.Session
+	var e *Election // one per session
 	closeSess := func() {
 		if sess != nil {
 			_ = sess.Close() // deletes our node, if any
@@ -97,10 +98,12 @@ func (p *participant) run(ctx context.Context, lead func(ctx context.Context, te
 			}
 			sess = s
 		}
-		e, err := newElection(p.c, sess, p.key, p.prefix, p.opts)
-		if err != nil {
-			p.setErr(err)
-			return
+		if e == nil || e.s != sess {
+			var err error
+			if e, err = newElection(p.c, sess, p.key, p.prefix, p.opts); err != nil {
+				p.setErr(err)
+				return
+			}
 		}
 		term, err := e.Campaign(ctx, nil)
 		if err != nil {

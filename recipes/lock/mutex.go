@@ -61,7 +61,6 @@ type Mutex struct {
 	hold    *recipes.Hold
 	release func(error)
 	count   int
-	stale   []queue.Entry // released nodes whose delete failed, to delete again
 }
 
 // NewMutex returns a Mutex on key bound to session s of client c. It fails with
@@ -138,7 +137,6 @@ func (m *Mutex) lock(ctx context.Context, try bool) (*recipes.Hold, error) {
 		return m.hold, nil
 	}
 	m.mu.Unlock()
-	m.removeStale(ctx)
 	for {
 		if err := m.s.Err(); err != nil {
 			return nil, fmt.Errorf("lock: %s: %w", m.q.Dir, err)
@@ -152,9 +150,7 @@ func (m *Mutex) lock(ctx context.Context, try bool) (*recipes.Hold, error) {
 			continue // someone deleted our node: queue again
 		}
 		if err != nil {
-			if rerr := m.q.Remove(ctx, e); rerr != nil {
-				m.addStale(e)
-			}
+			_ = m.q.Remove(ctx, e) // on failure the node is litter for the next call
 			return nil, fmt.Errorf("lock: %s: %w", m.q.Dir, err)
 		}
 		m.mu.Lock()
@@ -199,8 +195,9 @@ func (m *Mutex) await(ctx context.Context, e queue.Entry, try bool) (*recipes.Ho
 // retrying with jitter until ctx ends. It is idempotent: Unlock of a Mutex that
 // does not hold returns nil, and so does Unlock after the session ended (the node
 // went with it). If ctx ends before the node could be deleted, Unlock returns the
-// error and the node stays until the next Lock, TryLock or Unlock of this Mutex
-// deletes it, or the session ends; meanwhile no one else can acquire.
+// error and the node stays until the next call of any recipe on the same session
+// (this Mutex's Lock, TryLock or Unlock among them) deletes it, or the session
+// ends; meanwhile no one else can acquire.
 func (m *Mutex) Unlock(ctx context.Context) error {
 	if err := m.acquireSem(ctx); err != nil {
 		return err
@@ -209,7 +206,8 @@ func (m *Mutex) Unlock(ctx context.Context) error {
 	m.mu.Lock()
 	if m.count == 0 {
 		m.mu.Unlock()
-		return m.removeStale(ctx)
+		m.q.Cleanup(ctx)
+		return nil
 	}
 	m.count--
 	if m.count > 0 {
@@ -221,7 +219,6 @@ func (m *Mutex) Unlock(ctx context.Context) error {
 	m.mu.Unlock()
 	release(recipes.ErrReleased)
 	if err := m.q.Remove(ctx, e); err != nil {
-		m.addStale(e)
 		return fmt.Errorf("lock: %s: unlock: %w", m.q.Dir, err)
 	}
 	return nil
@@ -232,28 +229,4 @@ func (m *Mutex) Hold() *recipes.Hold {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.hold
-}
-
-func (m *Mutex) addStale(e queue.Entry) {
-	m.mu.Lock()
-	m.stale = append(m.stale, e)
-	m.mu.Unlock()
-}
-
-// removeStale deletes nodes whose release failed earlier.
-func (m *Mutex) removeStale(ctx context.Context) error {
-	m.mu.Lock()
-	stale := m.stale
-	m.stale = nil
-	m.mu.Unlock()
-	var firstErr error
-	for _, e := range stale {
-		if err := m.q.Remove(ctx, e); err != nil {
-			m.addStale(e)
-			if firstErr == nil {
-				firstErr = fmt.Errorf("lock: %s: unlock: %w", m.q.Dir, err)
-			}
-		}
-	}
-	return firstErr
 }

@@ -344,8 +344,8 @@ func (s *suite) testLeaderSafety(t *testing.T) {
 	ns := namespace(t)
 	ctx := s.ctx(t, 20)
 	res := &Resource{}
-	hist := &history{}
-	f := &faults{s: s, t: t}
+	hist := &history{reach: s.reach()}
+	f := &faults{s: s, t: t, hist: hist}
 	defer f.wg.Wait()
 	var round atomic.Int64
 	total := int64(s.cfg.Rounds / 2)
@@ -373,7 +373,7 @@ func (s *suite) testLeaderSafety(t *testing.T) {
 	select {
 	case <-enough:
 	case <-ctx.Done():
-		t.Errorf("%s: only %d of %d terms before the deadline", s.h.Name, round.Load(), total)
+		t.Errorf("%s: only %d of %d terms before the deadline; goroutines dumped to %s", s.h.Name, round.Load(), total, dumpGoroutines(t))
 	}
 	for _, sel := range sels {
 		cctx, cancel := context.WithTimeout(context.Background(), s.timeout())

@@ -20,6 +20,10 @@ type faults struct {
 	s     *suite
 	t     *testing.T
 	busy  atomic.Bool
+	// waiting counts holders waiting to learn whether their hold ended; no fault
+	// starts meanwhile (see CheckHistory).
+	waiting atomic.Int32
+	hist    *history
 	n     atomic.Int64
 	longs atomic.Int64
 	wg    sync.WaitGroup
@@ -50,10 +54,15 @@ func (f *faults) kinds() []string {
 // returns its name ("" for none). A cut heals by itself after a while.
 func (f *faults) inject(c *registry.Client) string {
 	kinds := f.kinds()
-	if len(kinds) == 0 || !f.busy.CompareAndSwap(false, true) {
+	if len(kinds) == 0 || f.waiting.Load() > 0 || !f.busy.CompareAndSwap(false, true) {
+		return ""
+	}
+	if f.waiting.Load() > 0 {
+		f.busy.Store(false)
 		return ""
 	}
 	kind := kinds[int(f.n.Add(1)-1)%len(kinds)]
+	f.hist.fault(kind, time.Now())
 	if kind == "longcut" && f.longs.Add(1) > 2 {
 		kind = "cut" // at most two long cuts per run
 	}
@@ -113,6 +122,13 @@ func (s *suite) renew(ctx context.Context, h *holder) error {
 	}
 }
 
+// reach is how long after a fault a holder may still acquire with a session the
+// fault killed, before its client notices (see CheckHistory): a third of the
+// effective TTL (etcd's keep-alive and Consul's renewal period) plus slack.
+func (s *suite) reach() time.Duration {
+	return max(s.cfg.SessionTTL, 10*time.Second)/3 + 2*time.Second
+}
+
 // endWait bounds how long a holder waits for its hold to end after it saw a
 // rejected write or injected a session expiry: the driver must notice by then.
 func (s *suite) endWait() time.Duration {
@@ -140,6 +156,9 @@ func (s *suite) section(hd *recipes.Hold, who string, res *Resource, f *faults, 
 		if w == 1 && fault {
 			sec.Fault = f.inject(c)
 			if sec.Fault != "" {
+				f.t.Logf("%s: %s token %d: fault %s", time.Now().Format("15:04:05.000"), who, hd.Token(), sec.Fault)
+			}
+			if sec.Fault != "" {
 				// Give the others time to take over before our next write.
 				time.Sleep(time.Duration(rand.IntN(300)) * time.Millisecond)
 				continue
@@ -150,11 +169,14 @@ func (s *suite) section(hd *recipes.Hold, who string, res *Resource, f *faults, 
 	sec.End = time.Now()
 	if sec.rejected() || sec.Fault == "expire" {
 		// Our write was refused (someone with a higher token wrote), or our
-		// session was expired: the hold must end, and soon.
+		// session was expired: the hold must end, and soon. No fault starts
+		// meanwhile, so it is ended by what came before, if anything.
+		f.waiting.Add(1)
 		select {
 		case <-hd.Done():
 		case <-time.After(s.endWait()):
 		}
+		f.waiting.Add(-1)
 	}
 	if err := hd.Err(); err != nil {
 		sec.Cause = err.Error()
@@ -168,7 +190,9 @@ func (s *suite) section(hd *recipes.Hold, who string, res *Resource, f *faults, 
 
 // testMutexSafety: at least three clients on separate connections contend for one
 // mutex for many rounds while faults are injected mid-section; see CheckHistory.
-func (s *suite) testMutexSafety(t *testing.T) { s.mutexSafety(t, recipes.SuspendedIsLost, s.cfg.Rounds) }
+func (s *suite) testMutexSafety(t *testing.T) {
+	s.mutexSafety(t, recipes.SuspendedIsLost, s.cfg.Rounds)
+}
 
 // testMutexSafetyLostOnly: the same under the LostOnly policy, a third of the
 // rounds.
@@ -186,8 +210,8 @@ func (s *suite) mutexSafety(t *testing.T, p recipes.Policy, rounds int) {
 	}
 	const workers = 3
 	res := &Resource{}
-	hist := &history{}
-	f := &faults{s: s, t: t}
+	hist := &history{reach: s.reach()}
+	f := &faults{s: s, t: t, hist: hist}
 	defer f.wg.Wait()
 	var round atomic.Int64
 	total := int64(rounds)
@@ -216,7 +240,8 @@ func (s *suite) mutexSafety(t *testing.T, p recipes.Policy, rounds int) {
 				cancel()
 				if err != nil {
 					if ctx.Err() != nil {
-						errs <- fmt.Errorf("%s: Lock: %w", h.name, err)
+						errs <- fmt.Errorf("%s: Lock: %w (after %d of %d rounds; goroutines dumped to %s)",
+							h.name, err, round.Load(), total, dumpGoroutines(t))
 						return
 					}
 					continue // session lost, cut: try again

@@ -56,9 +56,49 @@ type Queue struct {
 	// observer's view of a Selector's and a Latch's nodes).
 	Others []string
 	Opts   recipes.Options
+}
 
-	mu      sync.Mutex
-	orphans []string // GUIDs of creates whose outcome is unknown, to delete
+// litter is what a session's recipes still have to delete: nodes of creates
+// whose outcome was unknown (found by GUID) and nodes whose delete failed. It is
+// kept per session, not per recipe object, so that whichever recipe next uses the
+// session cleans up after one that gave up or was dropped; a session's end
+// deletes it all anyway.
+var litter = struct {
+	sync.Mutex
+	m map[*registry.Session][]trash
+}{m: map[*registry.Session][]trash{}}
+
+type trash struct {
+	dir  string
+	guid string // a create's GUID; "" when name is known
+	name string
+}
+
+func (q *Queue) drop(t trash) {
+	if q.Sess == nil {
+		return
+	}
+	litter.Lock()
+	defer litter.Unlock()
+	for s := range litter.m {
+		if s.Err() != nil {
+			delete(litter.m, s)
+		}
+	}
+	if q.Sess.Err() == nil {
+		litter.m[q.Sess] = append(litter.m[q.Sess], t)
+	}
+}
+
+func (q *Queue) takeLitter() []trash {
+	if q.Sess == nil {
+		return nil
+	}
+	litter.Lock()
+	defer litter.Unlock()
+	l := litter.m[q.Sess]
+	delete(litter.m, q.Sess)
+	return l
 }
 
 // Entry is a participant's node.
@@ -193,9 +233,7 @@ func (q *Queue) Enqueue(ctx context.Context, value []byte) (Entry, error) {
 	cancel()
 	if err != nil {
 		if !permanent(err) {
-			q.mu.Lock()
-			q.orphans = append(q.orphans, guid)
-			q.mu.Unlock()
+			q.drop(trash{dir: q.Dir, guid: guid})
 			q.Cleanup(ctx)
 		}
 		return Entry{}, err
@@ -219,44 +257,50 @@ func (q *Queue) Enqueue(ctx context.Context, value []byte) (Entry, error) {
 	return e, nil
 }
 
-// Cleanup deletes the nodes of creates whose outcome was unknown. It tries once,
-// for at most a request timeout, and keeps what it could not delete for the next
-// call; a session's end deletes them anyway.
-func (q *Queue) Cleanup(ctx context.Context) {
-	q.mu.Lock()
-	guids := q.orphans
-	q.orphans = nil
-	q.mu.Unlock()
-	if len(guids) == 0 || q.sessErr() != nil {
-		return
+// Cleanup deletes the nodes the session's recipes left behind (see litter):
+// creates whose outcome was unknown and deletes that failed. It tries each once,
+// for at most a request timeout, keeps what it could not delete for the next
+// call, and reports whether it deleted anything.
+func (q *Queue) Cleanup(ctx context.Context) bool {
+	l := q.takeLitter()
+	if len(l) == 0 || q.sessErr() != nil {
+		return false
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), q.Opts.RequestTimeout)
 	defer cancel()
-	names, err := q.St.Children(rctx, q.Dir)
-	if err != nil && !errors.Is(err, registry.ErrNotFound) {
-		q.keep(guids)
-		return
+	deleted := false
+	del := func(key string) bool {
+		err := q.St.Delete(rctx, key)
+		if err == nil {
+			deleted = true
+		}
+		return err == nil || errors.Is(err, registry.ErrNotFound)
 	}
-	var left []string
-	for _, g := range guids {
+	children := map[string][]string{}
+	for _, t := range l {
+		if t.guid == "" {
+			if !del(registry.JoinKey(t.dir, t.name)) {
+				q.drop(t)
+			}
+			continue
+		}
+		names, ok := children[t.dir]
+		if !ok {
+			var err error
+			names, err = q.St.Children(rctx, t.dir)
+			if err != nil && !errors.Is(err, registry.ErrNotFound) {
+				q.drop(t)
+				continue
+			}
+			children[t.dir] = names
+		}
 		for _, n := range names {
-			if strings.Contains(n, g) {
-				if err := q.St.Delete(rctx, registry.JoinKey(q.Dir, n)); err != nil && !errors.Is(err, registry.ErrNotFound) {
-					left = append(left, g)
-				}
+			if strings.Contains(n, t.guid) && !del(registry.JoinKey(t.dir, n)) {
+				q.drop(t)
 			}
 		}
 	}
-	q.keep(left)
-}
-
-func (q *Queue) keep(guids []string) {
-	if len(guids) == 0 {
-		return
-	}
-	q.mu.Lock()
-	q.orphans = append(q.orphans, guids...)
-	q.mu.Unlock()
+	return deleted
 }
 
 // Remove deletes the entry's node, retrying with jitter until it is gone, the
@@ -277,6 +321,9 @@ func (q *Queue) Remove(ctx context.Context, e Entry) error {
 	})
 	if err != nil && q.sessErr() != nil {
 		return nil // gone with the session
+	}
+	if err != nil {
+		q.drop(trash{dir: q.Dir, name: e.Name}) // whoever uses the session next deletes it
 	}
 	return err
 }
@@ -370,6 +417,9 @@ func (q *Queue) Wait(ctx context.Context, e Entry, b Blocker) error {
 		}
 		if pred == "" {
 			return nil
+		}
+		if q.Cleanup(wctx) {
+			continue // we may have been waiting behind our own litter
 		}
 		if err := q.WaitGone(wctx, registry.JoinKey(q.Dir, pred)); err != nil {
 			return q.why(ctx, err)
