@@ -13,7 +13,7 @@ func TestCheckHistory(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		h      []Section
-		faults []int // start times, ms
+		faults []int  // start times, ms
 		want   string // substring of a violation; "" for none
 	}{
 		{"clean handover", []Section{

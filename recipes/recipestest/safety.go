@@ -17,16 +17,16 @@ import (
 // faults injects the harness's faults one at a time, on request of a holder in
 // the middle of its section.
 type faults struct {
-	s     *suite
-	t     *testing.T
-	busy  atomic.Bool
+	s    *suite
+	t    *testing.T
+	busy atomic.Bool
 	// waiting counts holders waiting to learn whether their hold ended; no fault
 	// starts meanwhile (see CheckHistory).
 	waiting atomic.Int32
 	hist    *history
-	n     atomic.Int64
-	longs atomic.Int64
-	wg    sync.WaitGroup
+	n       atomic.Int64
+	longs   atomic.Int64
+	wg      sync.WaitGroup
 }
 
 // kinds lists the faults the harness offers, in the order they are cycled.
