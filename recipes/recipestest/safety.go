@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -217,8 +218,10 @@ func (s *suite) mutexSafety(t *testing.T, p recipes.Policy, rounds int) {
 	total := int64(rounds)
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
+	holders := make([]*holder, workers)
 	for i := range workers {
 		h := &holder{name: fmt.Sprintf("client%d", i), c: s.open(t, ns)}
+		holders[i] = h
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -240,8 +243,8 @@ func (s *suite) mutexSafety(t *testing.T, p recipes.Policy, rounds int) {
 				cancel()
 				if err != nil {
 					if ctx.Err() != nil {
-						errs <- fmt.Errorf("%s: Lock: %w (after %d of %d rounds; goroutines dumped to %s)",
-							h.name, err, round.Load(), total, dumpGoroutines(t))
+						errs <- fmt.Errorf("%s: Lock: %w (after %d of %d rounds; goroutines dumped to %s; lock nodes: %s; holders' sessions: %s)",
+							h.name, err, round.Load(), total, dumpGoroutines(t), s.treeOf(t, ns, "/fenced/lock"), sessionsOf(holders))
 						return
 					}
 					continue // session lost, cut: try again
@@ -263,4 +266,32 @@ func (s *suite) mutexSafety(t *testing.T, p recipes.Policy, rounds int) {
 		t.Error(err)
 	}
 	hist.check(t, fmt.Sprintf("%s mutex (%v)", s.h.Name, p))
+}
+
+// treeOf describes the nodes under key, for a failure message.
+func (s *suite) treeOf(t *testing.T, ns, key string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := s.h.NewClient(t, ns)
+	defer c.Close()
+	nodes, err := c.Store().Tree(ctx, key)
+	if err != nil {
+		return err.Error()
+	}
+	var b strings.Builder
+	for _, n := range nodes {
+		fmt.Fprintf(&b, "[%s rev %d session %q] ", n.Key, n.CreateRevision, n.Session)
+	}
+	return b.String()
+}
+
+// sessionsOf lists the holders' current sessions (racy: for failure messages).
+func sessionsOf(hs []*holder) string {
+	var out []string
+	for _, h := range hs {
+		if h != nil && h.sess != nil {
+			out = append(out, fmt.Sprintf("%s=%s(%v)", h.name, h.sess.ID(), h.sess.State()))
+		}
+	}
+	return strings.Join(out, " ")
 }
