@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/jonboulle/clockwork"
 
+	"github.com/regkit/regkit/registry/internal/hooks"
 	"github.com/regkit/regkit/registry/internal/retry"
 )
 
@@ -37,6 +39,7 @@ type Client struct {
 	life   context.Context // cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // goroutines the Client owns
+	live   atomic.Int64   // of which not finished yet (see hooks.Live)
 	ops    sync.WaitGroup // calls in flight that use conn (Register, NewSession)
 	closer closeOnce
 
@@ -189,20 +192,37 @@ func (o *closeOnce) do(f func() error) error {
 // (Registration.Close, Session.Close, PersistentNode.Close).
 const closeTimeout = 10 * time.Second
 
-// goOwned starts f on a goroutine that Close waits for.
-func (c *Client) goOwned(f func()) bool {
+// goOwned starts f on a goroutine that Close waits for; joins (closing the
+// handle's done channel) run after f, before the Client's own join.
+func (c *Client) goOwned(f func(), joins ...func()) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return false
 	}
 	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		f()
-	}()
+	c.goTracked(f, append(joins, c.wg.Done)...)
 	return true
 }
+
+// goTracked runs f on a new goroutine counted in c.live until f has returned,
+// then calls joins in order (a WaitGroup's Done, closing a done channel): whoever
+// waits on a join sees the goroutine uncounted already.
+func (c *Client) goTracked(f func(), joins ...func()) {
+	c.live.Add(1)
+	go func() {
+		defer func() {
+			for _, j := range joins {
+				j()
+			}
+		}()
+		defer c.live.Add(-1)
+		f()
+		hooks.Delay()
+	}()
+}
+
+func init() { hooks.Live = func(c any) int64 { return c.(*Client).live.Load() } }
 
 // newBackoff returns the jittered exponential backoff that never gives up.
 func (c *Client) newBackoff() *backoff.ExponentialBackOff {

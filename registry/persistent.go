@@ -63,11 +63,10 @@ func (s *Store) NewPersistentNode(key string, value []byte, opts ...SessionOptio
 	p := &PersistentNode{s: s, key: key, opts: opts, value: bytes.Clone(value),
 		created: make(chan struct{}), nudge: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
 	if !s.c.goOwned(func() {
-		defer close(p.done)
 		stop := context.AfterFunc(s.c.life, cancel)
 		defer stop()
 		p.run(ctx, sc)
-	}) {
+	}, func() { close(p.done) }) {
 		cancel()
 		return nil, ErrClosed
 	}
@@ -167,15 +166,14 @@ func (p *PersistentNode) run(ctx context.Context, sc StoreConn) {
 	defer wg.Wait()
 	defer w.Close() // before wg.Wait: ends Next
 	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	p.s.c.goTracked(func() {
 		for {
 			if _, err := w.Next(ctx); err != nil {
 				return
 			}
 			p.poke()
 		}
-	}()
+	}, wg.Done)
 
 	recheck := p.s.c.clock.NewTicker(persistentRecheck)
 	defer recheck.Stop()

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/regkit/regkit/registry/internal/broadcast"
+	"github.com/regkit/regkit/internal/broadcast"
 )
 
 // RegistrationState is where a Registration stands.
@@ -116,10 +116,7 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 	c.regs[r] = struct{}{}
 	c.wg.Add(1)
 	c.mu.Unlock()
-	go func() {
-		defer c.wg.Done()
-		r.keep(kctx)
-	}()
+	c.goTracked(func() { r.keep(kctx) }, func() { close(r.done) }, c.wg.Done)
 	return r, nil
 }
 
@@ -155,7 +152,6 @@ func (c *Client) putRetry(ctx context.Context, inst Instance, onErr func(error))
 // keep waits for the lease to be lost, or for the instance to vanish from the
 // backend while the lease lives, and puts the instance again, forever.
 func (r *registration) keep(ctx context.Context) {
-	defer close(r.done)
 	vanished, stopGuard := r.guard(ctx)
 	defer stopGuard()
 	for {
@@ -203,8 +199,7 @@ func (r *registration) guard(ctx context.Context) (<-chan struct{}, func()) {
 		return vanished, func() {}
 	}
 	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	r.c.goTracked(func() {
 		// The first put succeeded before the guard started: the instance counts as
 		// seen, or a delete that comes before the guard's first read would go
 		// unnoticed.
@@ -229,7 +224,7 @@ func (r *registration) guard(ctx context.Context) (<-chan struct{}, func()) {
 				}
 			}
 		}
-	}()
+	}, func() { close(done) })
 	return vanished, func() {
 		w.Close()
 		<-done

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/regkit/regkit/registry/internal/broadcast"
+	"github.com/regkit/regkit/internal/broadcast"
 )
 
 // Session is a liveness the store's ephemeral keys are bound to (an etcd lease, a

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/regkit/regkit/registry/internal/broadcast"
+	"github.com/regkit/regkit/internal/broadcast"
 )
 
 // Store is the backend-neutral coordination store (Curator's framework layer): a tree
@@ -254,7 +254,6 @@ func (s *Store) Watch(ctx context.Context, key string) (TreeWatcher, error) {
 	wctx, cancel := context.WithCancel(ctx)
 	w := &treeWatcher{cancel: cancel, done: make(chan struct{})}
 	ok := s.c.goOwned(func() {
-		defer close(w.done)
 		stop := context.AfterFunc(s.c.life, cancel)
 		defer stop()
 		var prev []Node
@@ -279,7 +278,7 @@ func (s *Store) Watch(ctx context.Context, key string) (TreeWatcher, error) {
 					w.publish(&TreeChange{Nodes: prev, Stale: true, Err: err})
 				}
 			})
-	})
+	}, func() { close(w.done) })
 	if !ok {
 		cancel()
 		return nil, ErrClosed

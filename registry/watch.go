@@ -9,7 +9,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
-	"github.com/regkit/regkit/registry/internal/broadcast"
+	"github.com/regkit/regkit/internal/broadcast"
 )
 
 // Snapshot is one complete view of a service. Every snapshot returned by
@@ -92,8 +92,9 @@ type Watcher interface {
 	// It returns ctx's error, or ErrClosed once the Watcher or its Client is closed
 	// or the Watch context is done. The snapshot is the caller's own copy.
 	Next(ctx context.Context) (Snapshot, error)
-	// Close stops the watcher and waits for its goroutine; a Next in progress
-	// returns ErrClosed. Idempotent; it always returns nil.
+	// Close stops the watcher and waits for its goroutine, and for the service's
+	// shared loop when it was the loop's last watcher; a Next in progress returns
+	// ErrClosed. Idempotent; it always returns nil.
 	Close() error
 }
 
@@ -169,11 +170,7 @@ func (c *Client) watch(ctx context.Context, service string, user bool) (*watcher
 		sw = &serviceWatch{c: c, service: service, cancel: cancel, done: make(chan struct{})}
 		c.watches[service] = sw
 		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			defer close(sw.done)
-			sw.run(lctx)
-		}()
+		c.goTracked(func() { sw.run(lctx) }, func() { close(sw.done) }, c.wg.Done)
 	}
 	sw.refs++
 	if user {
@@ -186,15 +183,13 @@ func (c *Client) watch(ctx context.Context, service string, user bool) (*watcher
 	// Release the shared loop when the watch context ends, even if Close is never
 	// called; the goroutine is owned by the Client and Close waits for it.
 	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		defer close(w.done)
+	c.goTracked(func() {
 		select {
 		case <-wctx.Done():
 		case <-c.life.Done():
 		}
 		w.release()
-	}()
+	}, func() { close(w.done) }, c.wg.Done)
 	return w, nil
 }
 
@@ -206,6 +201,7 @@ type watcher struct {
 	once    sync.Once
 	lastSeq uint64
 	user    bool       // opened by Watch: snapshots are copied for the caller
+	last    bool       // released the shared loop's last reference (set before done)
 	mu      sync.Mutex // serialises Next
 }
 
@@ -222,6 +218,7 @@ func (w *watcher) release() {
 				delete(c.watches, w.sw.service)
 			}
 			w.sw.cancel()
+			w.last = true
 		}
 		c.mu.Unlock()
 	})
@@ -264,6 +261,9 @@ func (w *watcher) Next(ctx context.Context) (Snapshot, error) {
 func (w *watcher) Close() error {
 	w.cancel()
 	<-w.done
+	if w.last {
+		<-w.sw.done // the last watcher of a service waits for its loop too
+	}
 	return nil
 }
 
@@ -323,8 +323,7 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 		done := make(chan struct{})
 		watchCancel, watchDone = cancel, done
 		watchB.Up()
-		go func() { // joined through watchDone by stopWatch
-			defer close(done)
+		c.goTracked(func() { // joined through watchDone by stopWatch
 			err := watch(wctx, notify)
 			if wctx.Err() == nil {
 				if err == nil {
@@ -335,7 +334,7 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 				default:
 				}
 			}
-		}()
+		}, func() { close(done) })
 	}
 	stopWatch := func() {
 		if watchCancel != nil {

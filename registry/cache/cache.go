@@ -39,8 +39,8 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
+	"github.com/regkit/regkit/internal/broadcast"
 	"github.com/regkit/regkit/registry"
-	"github.com/regkit/regkit/registry/internal/broadcast"
 )
 
 // DefaultStartupWait is how long a first lookup waits for the backend before a

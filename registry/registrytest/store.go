@@ -32,14 +32,14 @@ func RunStore(t *testing.T, h Harness) {
 		if h.Restart == nil {
 			t.Skipf("%s: no Restart hook", h.Name)
 		}
-		testTreeWatchFault(t, &h, func() func() { h.Restart(t); return func() {} })
+		testTreeWatchFault(t, &h, false, func() func() { h.Restart(t); return func() {} })
 	})
 	t.Run("TreeWatchSurvivesCut", func(t *testing.T) {
 		needStore(t, &h)
 		if h.Cut == nil {
 			t.Skipf("%s: no Cut hook", h.Name)
 		}
-		testTreeWatchFault(t, &h, func() func() { return h.Cut(t) })
+		testTreeWatchFault(t, &h, true, func() func() { return h.Cut(t) })
 	})
 }
 
@@ -440,7 +440,10 @@ func testTreeWatch(t *testing.T, h *Harness) {
 	}
 }
 
-func testTreeWatchFault(t *testing.T, h *Harness, fault func() (heal func())) {
+// testTreeWatchFault: a tree watch catches up after fault; with waitStale it
+// first shows the fault as Stale (a cut), and the first fresh change after it
+// must be Resynced.
+func testTreeWatchFault(t *testing.T, h *Harness, waitStale bool, fault func() (heal func())) {
 	ns := namespace(t)
 	ctx := ctxT(t, 4*h.timeout())
 	a, b := h.open(t, ns), h.open(t, ns)
@@ -459,6 +462,14 @@ func testTreeWatchFault(t *testing.T, h *Harness, fault func() (heal func())) {
 		return nil
 	})
 	heal := fault()
+	if waitStale {
+		nextChange(t, h, w, "stale during the fault", func(tc registry.TreeChange) error {
+			if !tc.Stale {
+				return fmt.Errorf("not stale: %v", keysOf(tc.Nodes))
+			}
+			return nil
+		})
+	}
 	heal()
 	h.eventually(t, "create after the fault", func() error {
 		_, err := a.Store().Create(ctx, "/f/two", nil)
@@ -469,7 +480,7 @@ func testTreeWatchFault(t *testing.T, h *Harness, fault func() (heal func())) {
 	})
 	// If the fault showed as a gap (a Stale change), the first fresh change after
 	// it must be Resynced.
-	var sawStale, checked bool
+	sawStale, checked := waitStale, false
 	nextChange(t, h, w, "change after the fault", func(tc registry.TreeChange) error {
 		switch {
 		case tc.Stale:

@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
-	"runtime"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -81,29 +79,4 @@ func hasIDs(fresh bool, want ...string) func(registry.Snapshot) error {
 		}
 		return nil
 	}
-}
-
-// registryGoroutines returns the stacks of the running goroutines that package
-// registry started (its "created by" frame is in package registry), by goroutine
-// header. Drivers' and SDKs' own goroutines are not included: goleak checks those,
-// with retries, since SDKs may end theirs a moment after Close.
-func registryGoroutines() map[string]string {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	out := map[string]string{}
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		header, _, _ := strings.Cut(g, "\n")
-		id, _, _ := strings.Cut(header, " [")
-		if strings.Contains(g, "\ncreated by github.com/regkit/regkit/registry.") {
-			out[id] = g
-		}
-	}
-	return out
 }

@@ -3,7 +3,7 @@ package broadcast_test
 import (
 	"testing"
 
-	"github.com/regkit/regkit/registry/internal/broadcast"
+	"github.com/regkit/regkit/internal/broadcast"
 )
 
 func TestSignal(t *testing.T) {
