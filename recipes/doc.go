@@ -94,7 +94,10 @@
 // release wakes one waiter. A wait whose context ends deletes its node before it
 // returns; the node's create is never abandoned half-way, and a create whose
 // answer was lost is found again by the GUID in its name ("_c_<guid>-lock-",
-// Curator's protected naming) and deleted. A waiter whose session ends stops
+// Curator's protected naming) and deleted. What could not be deleted at once (the
+// server unreachable) is remembered with the session and deleted by the next
+// recipe call on that session, including any wait, so no waiter queues behind a
+// forgotten node of a live session for longer than that. A waiter whose session ends stops
 // waiting at once with the session's error. Store calls that fail for a reason a
 // retry may cure are retried with jittered exponential backoff (WithRetryBackoff)
 // for as long as the caller's context allows; each call is bounded by
