@@ -97,11 +97,11 @@
 // Curator's protected naming) and deleted. What could not be deleted at once (the
 // server unreachable) is remembered with the session and deleted by the next
 // recipe call on that session, including any wait, so no waiter queues behind a
-// forgotten node of a live session for longer than that. A waiter whose session ends stops
-// waiting at once with the session's error. Store calls that fail for a reason a
-// retry may cure are retried with jittered exponential backoff (WithRetryBackoff)
-// for as long as the caller's context allows; each call is bounded by
-// WithRequestTimeout.
+// forgotten node of a live session for longer than that. A waiter whose session
+// ends stops waiting at once with the session's error. Store calls that fail for a
+// reason a retry may cure are retried with jittered exponential backoff
+// (WithRetryBackoff) for as long as the caller's context allows; each call is
+// bounded by WithRequestTimeout.
 //
 // # Sessions
 //
