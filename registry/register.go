@@ -108,7 +108,7 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 		// A put may have been applied after its ctx ended: remove what no
 		// Registration will own (not after a refusal: nothing was written).
 		refused := permanent(err) || errors.Is(err, ErrPermission)
-		dctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		dctx, cancel := c.closingTimeout(cleanupTimeout)
 		defer cancel()
 		c.release(dctx, inst, !refused)
 		if c.life.Err() != nil && ctx.Err() == nil {
@@ -124,7 +124,7 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 		kcancel()
 		// The Client's Close waits for this call (an op) before closing the
 		// connection, so the delete still reaches the backend.
-		dctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		dctx, cancel := c.closingTimeout(closeTimeout)
 		defer cancel()
 		_ = lease.Deregister(dctx)
 		c.release(dctx, inst, false)
@@ -327,10 +327,14 @@ func (r *registration) Deregister(ctx context.Context) error {
 	return err
 }
 
-// deregister stops the keeper and deletes the instance. r stays in the Client's
-// set until the delete is done, so that a concurrent Client.Close waits for it
-// instead of closing the connection under it.
+// deregister stops the keeper and deletes the instance, retrying with backoff
+// while the backend does not answer, until ctx ends or the Client's Shutdown
+// gives up. r stays in the Client's set until the delete is done, so that a
+// concurrent Client.Close waits for it instead of closing the connection under
+// it.
 func (r *registration) deregister(ctx context.Context) error {
+	ctx, cancel := r.c.closingCtx(ctx)
+	defer cancel()
 	r.mu.Lock()
 	r.state = Deregistered
 	r.changed.Notify()
@@ -345,12 +349,35 @@ func (r *registration) deregister(ctx context.Context) error {
 	r.mu.Lock()
 	lease, abandoned := r.lease, r.abandoned
 	r.mu.Unlock()
-	err := lease.Deregister(ctx)
+	err := r.c.deleteRetry(ctx, lease)
 	r.c.release(ctx, r.inst, abandoned)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	if err != nil {
 		return fmt.Errorf("registry: deregister %s: %w", r.inst, err)
 	}
 	return nil
+}
+
+// deleteRetry calls lease.Deregister until it succeeds (or finds nothing to
+// delete), fails for good, or ctx ends, with backoff on the Client's clock.
+func (c *Client) deleteRetry(ctx context.Context, lease driver.Lease) error {
+	b := c.newBackoff()
+	for {
+		dctx, cancel := context.WithTimeout(ctx, c.opt.reqTimeout)
+		err := lease.Deregister(dctx)
+		cancel()
+		if err == nil || errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if permanent(err) || errors.Is(err, ErrPermission) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
+		}
+		if serr := c.sleep(ctx, b.NextBackOff()); serr != nil {
+			return fmt.Errorf("%w (last error: %w)", serr, err)
+		}
+	}
 }
 
 // Close is Deregister with a 10-second timeout. Concurrent and later calls wait
