@@ -134,6 +134,10 @@ func (s *server) harness() registrytest.Harness {
 			s.proxy.Cut()
 			return s.proxy.Heal
 		},
+		Blackhole: func(t testing.TB) func() {
+			s.proxy.Blackhole()
+			return s.proxy.Heal
+		},
 		Timeout:      30 * time.Second,
 		WriteForeign: s.writeForeign,
 	}

@@ -226,7 +226,11 @@ func (c *Client) shutdown(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	if err := c.conn.Close(); err != nil {
+	closeConn := c.conn.Close
+	if cc, ok := c.conn.(driver.ContextCloser); ok {
+		closeConn = func() error { return cc.CloseContext(ctx) }
+	}
+	if err := closeConn(); err != nil {
 		errs = append(errs, err)
 	}
 	if len(left) > 0 && ctx.Err() != nil {

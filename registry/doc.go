@@ -90,6 +90,36 @@
 // handle return ErrClosed (a blocked Watcher.Next or TreeWatcher.Next too).
 // Registration.Deregister(ctx) is the graceful form with the caller's deadline;
 // the Client's Close closes everything it handed out that is still open.
+// Registration.Close and Client.Close may come in either order, each any number
+// of times: a registration closed first is no longer the Client's, and one the
+// Client closed returns the Client's result for it.
+//
+// Client.Shutdown(ctx) is the Client's graceful form, built for a grace period:
+// it deregisters every registration concurrently (each retrying with backoff
+// while the backend does not answer), closes sessions and stops watches, all
+// under ctx's one deadline. When ctx ends first it gives up what remains (those
+// instances are left to the backend's own expiry), still stops every goroutine
+// and closes the connection, and returns an error wrapping ctx.Err() that names
+// the instances not deregistered. Client.Close is Shutdown with
+// DefaultShutdownTimeout (10s in total, whatever the number of registrations,
+// well inside Kubernetes' default 30s). Drivers whose connection Close talks to
+// the backend (etcd's lease revoke, ZooKeeper's session closes) bound that by the
+// same ctx (driver.ContextCloser).
+//
+// The shutdown sequence of a server, on SIGTERM:
+//
+//  1. Deregister: Shutdown (or each Registration's Deregister), so that no new
+//     caller picks this instance.
+//  2. Let callers notice: keep serving for the propagation delay of the
+//     callers' watches (one watch round-trip for etcd and ZooKeeper; Consul
+//     blocking queries and Nacos pushes or polls take longer, up to a poll
+//     interval) plus their balancers' refresh; a few seconds is typical.
+//  3. Drain: stop accepting, finish the requests in flight
+//     (http.Server.Shutdown, grpc.Server.GracefulStop).
+//  4. Stop: exit. Budget the three steps inside the grace period
+//     (terminationGracePeriodSeconds, 30s by default).
+//
+// Example (Client.Shutdown) shows it.
 //
 // # Instances and addresses
 //
@@ -183,8 +213,12 @@
 //     the connection's shared lease, until Close; ZooKeeper: the session; Consul:
 //     check TTL plus deregister_after; Nacos: the heartbeat timeout, or forever for
 //     persistent instances). Proved by the suite's FailedRegisterLeavesNothing.
-//   - Registration.Close deregisters (with a 10s timeout); a process that dies
-//     without Close is removed by the backend's own TTL or session expiry.
+//   - Registration.Close deregisters (with a 10s timeout, retrying while the
+//     backend does not answer); a process that dies without Close is removed by
+//     the backend's own TTL or session expiry. Client.Close deregisters its
+//     registrations concurrently under one 10s budget (Shutdown takes the
+//     caller's), not one after another with 10s each: during an outage three
+//     registrations used to take 30s, past a Kubernetes grace period.
 //   - Client.Instances answers from a running watch of the same Client when there is
 //     one and it is not stale, else reads the backend; package registry/cache adds a
 //     lock-free lookup, snapshot files and a protect threshold on top.

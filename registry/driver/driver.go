@@ -221,6 +221,17 @@ type Conn interface {
 	Close() error
 }
 
+// ContextCloser is optionally implemented by a Conn whose Close makes backend
+// calls (etcd revokes its registration lease, ZooKeeper closes its sessions).
+// Client.Shutdown calls CloseContext with its ctx instead of Close, so those
+// calls end with the caller's deadline: once ctx is done, CloseContext skips or
+// abandons them and only releases local resources (goroutines, sockets), still
+// waiting for every goroutine of the connection. Close must equal CloseContext
+// with the driver's own default bound.
+type ContextCloser interface {
+	CloseContext(ctx context.Context) error
+}
+
 // ServiceLister is optionally implemented by a Conn that can list the services it
 // holds; package registry finds it by type assertion (Client.Services and
 // Client.WatchServices fail with ErrNotSupported without it).

@@ -33,6 +33,11 @@ type Harness struct {
 	// server (through a fault proxy) until the returned heal is called. Nil: the
 	// cut cases are skipped with a message.
 	Cut func(t testing.TB) (heal func())
+	// Blackhole is Cut where the server never answers (packets dropped, calls
+	// hang until their context ends) instead of refusing: the outage a shutdown
+	// meets when a backend's host is gone. Nil: the cases that use it run with
+	// Cut instead.
+	Blackhole func(t testing.TB) (heal func())
 	// UnreachableURL returns a URL of this backend that no server answers (a
 	// closed loopback port), with timeouts short enough for a test. Nil: the
 	// connect-failure case is skipped with a message.

@@ -37,6 +37,7 @@ func RunRegistry(t *testing.T, h Harness) {
 	t.Run("ConnectFailureIsUnavailable", func(t *testing.T) { testConnectFailure(t, &h) })
 	t.Run("ContextErrors", func(t *testing.T) { testContextErrors(t, &h) })
 	t.Run("ListAndWatchServices", func(t *testing.T) { testServices(t, &h) })
+	t.Run("ShutdownKeepsItsDeadline", func(t *testing.T) { testShutdownDeadline(t, &h) })
 }
 
 func inst(service, id string, port int) driver.Instance {
