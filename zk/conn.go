@@ -26,7 +26,7 @@ type zkConn struct {
 	// never silently starts a new one (store sessions are terminal).
 	refuse atomic.Bool
 	hook   func(*zkConn, zk.State, int64) // called after every session-state change, outside mu
-	nc     atomic.Pointer[net.Conn]        // the socket dialed last (see abort)
+	nc     atomic.Pointer[net.Conn]       // the socket dialed last (see abort)
 
 	mu      sync.Mutex
 	state   zk.State
