@@ -23,7 +23,9 @@ import (
 
 // Registrar registers instances.
 type Registrar interface {
-	Register(ctx context.Context, inst Instance) (Registration, error)
+	// Register puts inst on the backend and keeps it there; opts add a local
+	// health check (WithHealthCheck). See Client.Register.
+	Register(ctx context.Context, inst Instance, opts ...RegisterOption) (Registration, error)
 }
 
 // Discovery finds instances.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/regkit/regkit/internal/broadcast"
 	"github.com/regkit/regkit/registry/driver"
@@ -23,6 +24,10 @@ const (
 	Reregistering
 	// Deregistered: Close or Deregister was called. Terminal.
 	Deregistered
+	// Withdrawn: the registration's health check fails and its policy is
+	// Withdraw (or the backend cannot mark it unhealthy): the instance is off
+	// the backend until the check passes, then Registered again.
+	Withdrawn
 )
 
 // String returns the state's name.
@@ -34,6 +39,8 @@ func (s RegistrationState) String() string {
 		return "re-registering"
 	case Deregistered:
 		return "deregistered"
+	case Withdrawn:
+		return "withdrawn"
 	}
 	return "unknown"
 }
@@ -49,8 +56,13 @@ type Registration interface {
 	// Changed returns a channel closed at the next state change after the call.
 	// Take it before reading State, so that no change falls between the two.
 	Changed() <-chan struct{}
-	// Err returns the last error met while re-registering, or nil.
+	// Err returns the last error met while re-registering or applying a health
+	// verdict, or nil.
 	Err() error
+	// Healthy reports the verdict of the registration's health check as applied
+	// on the backend (see WithHealthCheck): false while the instance is marked
+	// unhealthy or withdrawn. Always true without a check.
+	Healthy() bool
 	// Deregister removes the instance from the backend and stops keeping it alive,
 	// waiting for its goroutines. Calls after the first wait for it to finish and
 	// return ErrClosed.
@@ -64,8 +76,10 @@ type Registration interface {
 type registration struct {
 	c    *Client
 	inst Instance
+	spec registerSpec // read-only, but policy, which only the keeper uses
 
 	mu      sync.Mutex
+	healthy bool
 	state   RegistrationState
 	changed broadcast.Signal
 	lease   driver.Lease
@@ -85,8 +99,15 @@ type registration struct {
 // From then on the Registration keeps it there (see Registration). When ctx ends
 // before the first put succeeded, nothing is left behind. A Register in flight
 // when the Client closes returns ErrClosed, and the Client's Close waits for it.
-func (c *Client) Register(ctx context.Context, inst Instance) (Registration, error) {
-	inst, err := c.prepare(inst)
+//
+// opts add a local health check (WithHealthCheck); a bad option fails Register
+// with a *FieldError before any I/O.
+func (c *Client) Register(ctx context.Context, inst Instance, opts ...RegisterOption) (Registration, error) {
+	spec, err := buildRegisterSpec(opts)
+	if err != nil {
+		return nil, err
+	}
+	inst, err = c.prepare(inst)
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +138,7 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 		return nil, err
 	}
 	kctx, kcancel := context.WithCancel(c.life)
-	r := &registration{c: c, inst: inst, state: Registered, lease: lease, cancel: kcancel, done: make(chan struct{})}
+	r := &registration{c: c, inst: inst, spec: spec, healthy: true, state: Registered, lease: lease, cancel: kcancel, done: make(chan struct{})}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -174,37 +195,84 @@ func permanent(err error) bool {
 }
 
 // keep waits for the lease to be lost, or for the instance to vanish from the
-// backend while the lease lives, and puts the instance again, forever.
+// backend while the lease lives, and puts the instance again, forever. With a
+// health check it also applies the check's verdicts (marking the instance
+// unhealthy, or withdrawing it), retrying with backoff while the backend does
+// not answer.
 func (r *registration) keep(ctx context.Context) {
 	vanished, stopGuard := r.guard(ctx)
 	defer stopGuard()
+	var verdicts chan bool
+	if r.spec.check != nil {
+		verdicts = make(chan bool, 1)
+		checked := make(chan struct{})
+		r.c.goTracked(func() { r.runCheck(ctx, verdicts) }, func() { close(checked) })
+		defer func() { <-checked }() // keep only returns once ctx is done
+	}
+	want, applied := true, true // the check's verdict, and what the backend shows
+	var retry <-chan time.Time
+	hb := r.c.newBackoff()
 	for {
 		r.mu.Lock()
 		lease := r.lease
 		r.mu.Unlock()
+		var lost <-chan struct{}
+		if lease != nil { // nil while withdrawn
+			lost = lease.Lost()
+		}
 		var err error
 		select {
 		case <-ctx.Done():
 			return
-		case <-lease.Lost():
+		case want = <-verdicts:
+			hb.Reset()
+		case <-retry:
+		case <-lost:
 			err = lease.Err()
 		case <-vanished:
-			err = fmt.Errorf("registry: %s was deleted from the backend by someone else while its lease lived: %w", r.inst, ErrNotFound)
+			if lease != nil {
+				err = fmt.Errorf("registry: %s was deleted from the backend by someone else while its lease lived: %w", r.inst, ErrNotFound)
+			}
 		}
-		r.c.log.warn("registry: registration lost, registering again", "instance", r.inst.String(), "err", err)
-		lease.Abandon()
-		r.set(Reregistering, err)
-		nl, err := r.c.putRetry(ctx, r.inst, func(err error) { r.set(Reregistering, err) })
-		if err != nil { // stopped; the abandoned put may still be applied
+		retry = nil
+		if err != nil {
+			r.c.log.warn("registry: registration lost, registering again", "instance", r.inst.String(), "err", err)
+			lease.Abandon()
+			r.set(Reregistering, err)
+			nl, err := r.c.putRetry(ctx, r.inst, func(err error) { r.set(Reregistering, err) })
+			if err != nil { // stopped; the abandoned put may still be applied
+				r.mu.Lock()
+				r.abandoned = true
+				r.mu.Unlock()
+				return
+			}
 			r.mu.Lock()
-			r.abandoned = true
+			r.lease = nl
 			r.mu.Unlock()
-			return
+			r.set(Registered, nil)
+			applied = true // a fresh put is healthy
+		}
+		if want == applied {
+			continue
 		}
 		r.mu.Lock()
-		r.lease = nl
+		lease = r.lease
 		r.mu.Unlock()
-		r.set(Registered, nil)
+		nl, herr := r.applyHealth(ctx, lease, want)
+		r.mu.Lock()
+		r.lease = nl
+		if herr != nil {
+			r.lastErr = herr
+		}
+		r.mu.Unlock()
+		if herr != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			retry = r.c.clock.After(hb.NextBackOff())
+			continue
+		}
+		applied = want
 	}
 }
 
@@ -309,6 +377,12 @@ func (r *registration) Changed() <-chan struct{} {
 	return r.changed.C()
 }
 
+func (r *registration) Healthy() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.healthy
+}
+
 func (r *registration) Err() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -349,7 +423,10 @@ func (r *registration) deregister(ctx context.Context) error {
 	r.mu.Lock()
 	lease, abandoned := r.lease, r.abandoned
 	r.mu.Unlock()
-	err := r.c.deleteRetry(ctx, lease)
+	var err error
+	if lease != nil { // nil: withdrawn by its health check, nothing left to delete
+		err = r.c.deleteRetry(ctx, lease)
+	}
 	r.c.release(ctx, r.inst, abandoned)
 	if err != nil {
 		return fmt.Errorf("registry: deregister %s: %w", r.inst, err)

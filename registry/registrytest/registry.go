@@ -38,6 +38,8 @@ func RunRegistry(t *testing.T, h Harness) {
 	t.Run("ContextErrors", func(t *testing.T) { testContextErrors(t, &h) })
 	t.Run("ListAndWatchServices", func(t *testing.T) { testServices(t, &h) })
 	t.Run("ShutdownKeepsItsDeadline", func(t *testing.T) { testShutdownDeadline(t, &h) })
+	t.Run("HealthCheckMarksUnhealthy", func(t *testing.T) { testHealthMark(t, &h) })
+	t.Run("HealthCheckWithdraws", func(t *testing.T) { testHealthWithdraw(t, &h) })
 }
 
 func inst(service, id string, port int) driver.Instance {
