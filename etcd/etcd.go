@@ -304,6 +304,7 @@ const requestOverhead = 1 << 10
 // Capabilities: everything; the store limit is MaxRequestBytes.
 func (c *Conn) Capabilities() driver.Capabilities {
 	return driver.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true,
+		Health: c.layout != LayoutNaming, // gRPC's naming endpoints have no health
 		Limits: driver.Limits{StoreBytes: MaxRequestBytes - requestOverhead - len(c.prefix) - len("/kv")}}
 }
 

@@ -76,7 +76,9 @@ func WithHealthFailures(n int) RegisterOption { return func(s *registerSpec) { s
 
 // WithHealthTimeout bounds each run of the health check (default: the interval,
 // at most 10s). It only matters with WithHealthCheck.
-func WithHealthTimeout(d time.Duration) RegisterOption { return func(s *registerSpec) { s.timeout = d } }
+func WithHealthTimeout(d time.Duration) RegisterOption {
+	return func(s *registerSpec) { s.timeout = d }
+}
 
 func buildRegisterSpec(opts []RegisterOption) (registerSpec, error) {
 	var s registerSpec

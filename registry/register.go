@@ -267,6 +267,11 @@ func (r *registration) keep(ctx context.Context) {
 		r.mu.Unlock()
 		if herr != nil {
 			if ctx.Err() != nil {
+				// A write cut off mid-flight may still land: Deregister
+				// removes what it may leave (see release).
+				r.mu.Lock()
+				r.abandoned = true
+				r.mu.Unlock()
 				return
 			}
 			retry = r.c.clock.After(hb.NextBackOff())

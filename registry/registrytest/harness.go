@@ -52,6 +52,11 @@ type Harness struct {
 	// deleted instance id whose ID a foreign record carries. Nil: those cases are
 	// skipped with a message.
 	WriteForeign func(t testing.TB, c *registry.Client, service, id string)
+	// HidesUnhealthy: the clients NewClient opens list only healthy instances
+	// (Consul's default passing_only), so an instance marked unhealthy leaves
+	// their views instead of showing Healthy false; the health case expects
+	// that and says so.
+	HidesUnhealthy bool
 	// Timeout bounds each "eventually" wait (default 30s).
 	Timeout time.Duration
 	// LeakOptions are passed to goleak when checking that closed clients left no

@@ -76,7 +76,10 @@ func testHealthMark(t *testing.T, h *Harness) {
 	defer w.Close()
 	h.nextUntil(t, w, "registered healthy", health("h1", true))
 	ok.Store(false)
-	if !a.Capabilities().Health {
+	if a.Capabilities().Health && h.HidesUnhealthy {
+		h.nextUntil(t, w, "marked unhealthy, hidden by the listing", hasIDs(true))
+		t.Logf("%s: this client lists only healthy instances; the unhealthy instance left the view", h.Name)
+	} else if !a.Capabilities().Health {
 		h.nextUntil(t, w, "withdrawn (no native health)", hasIDs(true))
 		t.Logf("%s: cannot mark an instance unhealthy in place (Capabilities.Health false); MarkUnhealthy withdrew it", h.Name)
 	} else {
