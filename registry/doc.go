@@ -140,6 +140,34 @@
 // DefaultWeight (100). Registered instances are healthy; Healthy on discovered
 // instances is what the backend reports, and Snapshot.Healthy filters on it.
 //
+// # Local health
+//
+// Without a health check, Healthy is true for every live registration on etcd,
+// ZooKeeper and mem (nothing else writes it); Consul's and Nacos's own checks
+// (TTL, heartbeats, consul.WithChecks) decide there. A process that is alive but
+// broken ties a check to its registration: Register(ctx, inst,
+// WithHealthCheck(check, interval, policy)). The check runs on a goroutine the
+// Registration owns, on the Client's clock, each run bounded by a timeout; after
+// WithHealthFailures consecutive failures (1 by default) the Registration acts
+// as policy says, and the first passing run undoes it:
+//
+//   - MarkUnhealthy (default): the instance stays listed, unhealthy, through the
+//     lease's driver.HealthSetter. mem sets the flag; etcd rewrites the record
+//     with "healthy": false under the same lease (readers that predate the
+//     field see it healthy); Consul reports the registration's TTL check
+//     critical on every keep-alive, so its health endpoint, DNS and ?passing
+//     queries drop it (a client with passing_only, the default, lists it no
+//     more; with passing_only=false it lists it with Healthy false). Where the
+//     layout cannot express health (Capabilities.Health false: etcd's naming
+//     layout, ZooKeeper's three layouts and Nacos for now) the instance is
+//     withdrawn instead, logged once.
+//   - Withdraw: the instance is deregistered while the check fails and put back
+//     once it passes; State says Withdrawn meanwhile.
+//
+// Registration.Healthy says which verdict is applied. A verdict the backend
+// refuses (an outage) is retried with backoff; a re-registration after a lost
+// lease is healthy at first and the verdict is applied again at once.
+//
 // # The layout: one name per instance, and the key is the truth
 //
 // Every backend maps (namespace, service, instance ID) to its backend names
