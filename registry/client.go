@@ -43,6 +43,7 @@ type Client struct {
 	opt   options
 	log   logger
 	clock clockwork.Clock
+	met   *metrics // see metrics.go
 
 	life   context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -80,6 +81,7 @@ func newClient(conn driver.Conn, o options) *Client {
 		sessions: map[*Session]struct{}{},
 	}
 	c.store = &Store{c: c}
+	c.met = newMetrics(c, o.meter)
 	return c
 }
 
@@ -121,6 +123,7 @@ func (c *Client) Instances(ctx context.Context, service string) ([]Instance, err
 	}
 	l, err := c.conn.List(ctx, service)
 	if err != nil {
+		c.requestError(ctx, "list", err)
 		return nil, err
 	}
 	driver.SortInstances(l.Instances)
@@ -200,7 +203,7 @@ func (c *Client) shutdown(ctx context.Context) error {
 	var left []string
 	for i, err := range errs {
 		if err != nil && !errors.Is(err, ErrClosed) {
-			left = append(left, regs[i].inst.String())
+			left = append(left, regs[i].Instance().String())
 		} else {
 			errs[i] = nil
 		}
@@ -235,6 +238,7 @@ func (c *Client) shutdown(ctx context.Context) error {
 	if err := closeConn(); err != nil {
 		errs = append(errs, err)
 	}
+	c.met.close()
 	if len(left) > 0 && ctx.Err() != nil {
 		slices.Sort(left)
 		errs = append([]error{fmt.Errorf("registry: shutdown: %w: not deregistered, left to the backend's expiry: %s",

@@ -128,7 +128,7 @@ func (r *registration) runCheck(ctx context.Context, verdicts chan bool) {
 		if v := fails < r.spec.failures; v != healthy {
 			healthy = v
 			if !v {
-				r.c.log.warn("registry: health check failing", "instance", r.inst.String(), "err", err)
+				r.c.log.warn("registry: health check failing", "instance", r.Instance().String(), "err", err)
 			}
 			select {
 			case <-verdicts:
@@ -161,7 +161,7 @@ func (r *registration) applyHealth(ctx context.Context, lease driver.Lease, heal
 			}
 		}
 		r.c.log.warn("registry: this backend cannot mark an instance unhealthy; withdrawing it while its health check fails instead",
-			"instance", r.inst.String(), "err", err)
+			"instance", r.Instance().String(), "err", err)
 		r.spec.policy = Withdraw
 	}
 	if !healthy {
@@ -171,8 +171,9 @@ func (r *registration) applyHealth(ctx context.Context, lease driver.Lease, heal
 		dctx, cancel := context.WithTimeout(ctx, r.c.opt.reqTimeout)
 		err := lease.Deregister(dctx)
 		cancel()
+		r.c.requestError(ctx, "deregister", err)
 		if err != nil && !errors.Is(err, ErrNotFound) {
-			return lease, fmt.Errorf("registry: withdraw %s: %w", r.inst, err)
+			return lease, fmt.Errorf("registry: withdraw %s: %w", r.Instance(), err)
 		}
 		r.setHealthy(false, Withdrawn)
 		return nil, nil
@@ -181,12 +182,20 @@ func (r *registration) applyHealth(ctx context.Context, lease driver.Lease, heal
 		r.setHealthy(true, Registered)
 		return lease, nil
 	}
+	// Put back with the data of the last Update (recorded while withdrawn).
+	r.mu.Lock()
+	inst, gen := r.inst, r.gen
+	r.mu.Unlock()
 	pctx, cancel := context.WithTimeout(ctx, r.c.opt.reqTimeout)
-	nl, err := r.c.conn.Put(pctx, r.inst)
+	nl, err := r.c.conn.Put(pctx, inst)
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("registry: put %s back after its health check passed: %w", r.inst, err)
+		r.c.requestError(ctx, "put", err)
+		return nil, fmt.Errorf("registry: put %s back after its health check passed: %w", inst, err)
 	}
+	r.mu.Lock()
+	r.putGen = gen
+	r.mu.Unlock()
 	r.setHealthy(true, Registered)
 	return nl, nil
 }

@@ -63,6 +63,18 @@ type Registration interface {
 	// on the backend (see WithHealthCheck): false while the instance is marked
 	// unhealthy or withdrawn. Always true without a check.
 	Healthy() bool
+	// Update changes the registered instance in place: weight, metadata, zone,
+	// address. inst must have the registered Service and ID (an empty ID is
+	// "Host:Port" as in Register), else a FieldError naming the field; the rest is
+	// validated and defaulted as by Register (address resolver, size limits),
+	// before any I/O. Watchers see the old data, then the new, never the instance
+	// missing. While Reregistering, Update only records the data, which the re-put
+	// carries; while Withdrawn (see WithHealthCheck), likewise the put when the
+	// check passes; every later re-put carries the latest data too. An instance
+	// marked unhealthy stays marked unhealthy through Update. Instance returns
+	// the updated instance once Update returned nil. Update after Deregister
+	// returns ErrClosed.
+	Update(ctx context.Context, inst Instance) error
 	// Deregister removes the instance from the backend and stops keeping it alive,
 	// waiting for its goroutines. Calls after the first wait for it to finish and
 	// return ErrClosed.
@@ -74,7 +86,10 @@ type Registration interface {
 }
 
 type registration struct {
-	c    *Client
+	c           *Client
+	service, id string // of inst, which Update never changes
+
+	// inst is the instance as last registered or updated (under mu).
 	inst Instance
 	spec registerSpec // read-only, but policy, which only the keeper uses
 
@@ -87,6 +102,12 @@ type registration struct {
 	// abandoned: the keeper gave up a re-put when it was stopped; Deregister
 	// removes what that put may still leave.
 	abandoned bool
+
+	// gen counts Updates; putGen is the gen of the data on the backend. Every
+	// write of the instance is made by the keeper (Update sends it the write), so
+	// the driver never puts one instance twice at once.
+	gen, putGen int
+	updates     chan update
 
 	cancel context.CancelFunc // stops the keeper
 	done   chan struct{}      // closed when the keeper goroutine has ended
@@ -128,7 +149,7 @@ func (c *Client) Register(ctx context.Context, inst Instance, opts ...RegisterOp
 	if err != nil {
 		// A put may have been applied after its ctx ended: remove what no
 		// Registration will own (not after a refusal: nothing was written).
-		refused := permanent(err) || errors.Is(err, ErrPermission)
+		refused := permanent(err) || errors.Is(err, ErrPermission) || errors.Is(err, ErrExists)
 		dctx, cancel := c.closingTimeout(cleanupTimeout)
 		defer cancel()
 		c.release(dctx, inst, !refused)
@@ -138,7 +159,8 @@ func (c *Client) Register(ctx context.Context, inst Instance, opts ...RegisterOp
 		return nil, err
 	}
 	kctx, kcancel := context.WithCancel(c.life)
-	r := &registration{c: c, inst: inst, spec: spec, healthy: true, state: Registered, lease: lease, cancel: kcancel, done: make(chan struct{})}
+	r := &registration{c: c, service: inst.Service, id: inst.ID, inst: inst, spec: spec, healthy: true, state: Registered, lease: lease,
+		cancel: kcancel, done: make(chan struct{}), updates: make(chan update)}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -155,6 +177,7 @@ func (c *Client) Register(ctx context.Context, inst Instance, opts ...RegisterOp
 	c.wg.Add(1)
 	c.mu.Unlock()
 	c.goTracked(func() { r.keep(kctx) }, func() { close(r.done) }, c.wg.Done)
+	c.registrationState(inst, 0, Registered)
 	return r, nil
 }
 
@@ -163,15 +186,23 @@ func (c *Client) Register(ctx context.Context, inst Instance, opts ...RegisterOp
 // (onErr nil), where the caller is there to fix it. A re-put after a lost lease
 // retries permission errors too, reporting them: credentials may be rotated back.
 func (c *Client) putRetry(ctx context.Context, inst Instance, onErr func(error)) (driver.Lease, error) {
+	return c.putRetryLatest(ctx, func() Instance { return inst }, onErr)
+}
+
+// putRetryLatest is putRetry putting latest() on every attempt, so that a re-put
+// carries the data of the last Update.
+func (c *Client) putRetryLatest(ctx context.Context, latest func() Instance, onErr func(error)) (driver.Lease, error) {
 	b := c.newBackoff()
 	for {
+		inst := latest()
 		pctx, cancel := context.WithTimeout(ctx, c.opt.reqTimeout)
 		lease, err := c.conn.Put(pctx, inst)
 		cancel()
 		if err == nil {
 			return lease, nil
 		}
-		if permanent(err) || (onErr == nil && errors.Is(err, ErrPermission)) {
+		c.requestError(ctx, "put", err)
+		if permanent(err) || (onErr == nil && (errors.Is(err, ErrPermission) || errors.Is(err, ErrExists))) {
 			return nil, err
 		}
 		if onErr != nil {
@@ -195,10 +226,14 @@ func permanent(err error) bool {
 }
 
 // keep waits for the lease to be lost, or for the instance to vanish from the
-// backend while the lease lives, and puts the instance again, forever. With a
-// health check it also applies the check's verdicts (marking the instance
-// unhealthy, or withdrawing it), retrying with backoff while the backend does
-// not answer.
+// backend while the lease lives, and puts the instance again, forever, with the
+// data of the last Update. It makes every write of the instance: Updates (sent
+// through r.updates), re-puts, and, with a health check, the check's verdicts
+// (marking the instance unhealthy, or withdrawing it), retrying with backoff
+// while the backend does not answer. The verdict outlives the writes: a re-put
+// after a loss, or an Update, of an instance marked unhealthy marks it unhealthy
+// again; an Update while withdrawn only records the data, which the put that
+// ends the withdrawal carries.
 func (r *registration) keep(ctx context.Context) {
 	vanished, stopGuard := r.guard(ctx)
 	defer stopGuard()
@@ -209,13 +244,46 @@ func (r *registration) keep(ctx context.Context) {
 		r.c.goTracked(func() { r.runCheck(ctx, verdicts) }, func() { close(checked) })
 		defer func() { <-checked }() // keep only returns once ctx is done
 	}
-	want, applied := true, true // the check's verdict, and what the backend shows
-	var retry <-chan time.Time
+	// want is the check's verdict, applied what the backend shows (false: marked
+	// unhealthy, or withdrawn with r.lease nil); resync: a write since may have
+	// reset the backend's health, so the verdict is applied again.
+	want, applied, resync := true, true, false
+	var retry <-chan time.Time // a failed write is tried again
 	hb := r.c.newBackoff()
 	for {
 		r.mu.Lock()
-		lease := r.lease
+		lease, inst, gen, stale := r.lease, r.inst, r.gen, r.gen != r.putGen
 		r.mu.Unlock()
+		// An Update came while re-registering, after the re-put read the data (not
+		// while withdrawn: the put back carries it).
+		if stale && lease != nil && retry == nil {
+			if err := r.apply(ctx, lease, inst, gen, applied); err != nil {
+				if ctx.Err() != nil {
+					r.markAbandoned()
+					return
+				}
+				r.set(Reregistering, err)
+				retry = r.c.clock.After(hb.NextBackOff())
+			} else {
+				r.set(Registered, nil)
+				resync = resync || !applied
+			}
+			continue
+		}
+		if retry == nil && (want != applied || resync) {
+			if !r.applyVerdict(ctx, lease, want) {
+				if ctx.Err() != nil {
+					// A write cut off mid-flight may still land: Deregister
+					// removes what it may leave (see release).
+					r.markAbandoned()
+					return
+				}
+				retry = r.c.clock.After(hb.NextBackOff())
+				continue
+			}
+			applied, resync = want, false
+			continue
+		}
 		var lost <-chan struct{}
 		if lease != nil { // nil while withdrawn
 			lost = lease.Lost()
@@ -226,75 +294,208 @@ func (r *registration) keep(ctx context.Context) {
 			return
 		case want = <-verdicts:
 			hb.Reset()
+			retry = nil
 		case <-retry:
+			retry = nil
+		case u := <-r.updates:
+			if lease == nil { // withdrawn since Update looked: recorded, the put back carries it
+				u.reply <- nil
+				continue
+			}
+			err := r.apply(ctx, lease, u.inst, u.gen, applied)
+			u.reply <- err
+			if err == nil && !applied {
+				resync = true // keep it marked unhealthy
+			}
+			continue
 		case <-lost:
 			err = lease.Err()
 		case <-vanished:
-			if lease != nil {
-				err = fmt.Errorf("registry: %s was deleted from the backend by someone else while its lease lived: %w", r.inst, ErrNotFound)
+			if lease == nil {
+				continue
 			}
+			err = fmt.Errorf("registry: %s was deleted from the backend by someone else while its lease lived: %w", r.Instance(), ErrNotFound)
 		}
+		if err == nil {
+			continue
+		}
+		r.c.log.warn("registry: registration lost, registering again", "instance", r.Instance().String(), "err", err)
+		lease.Abandon()
 		retry = nil
-		if err != nil {
-			r.c.log.warn("registry: registration lost, registering again", "instance", r.inst.String(), "err", err)
-			lease.Abandon()
-			r.set(Reregistering, err)
-			nl, err := r.c.putRetry(ctx, r.inst, func(err error) { r.set(Reregistering, err) })
-			if err != nil { // stopped; the abandoned put may still be applied
-				r.mu.Lock()
-				r.abandoned = true
-				r.mu.Unlock()
-				return
-			}
+		if !want && r.spec.policy == Withdraw {
+			// The check fails and the policy withdraws: stay off the backend; the
+			// put when the check passes carries the latest data.
 			r.mu.Lock()
-			r.lease = nl
+			r.lease = nil
 			r.mu.Unlock()
-			r.set(Registered, nil)
-			applied = true // a fresh put is healthy
-		}
-		if want == applied {
+			r.setHealthy(false, Withdrawn)
+			applied, resync = false, false
 			continue
 		}
-		r.mu.Lock()
-		lease = r.lease
-		r.mu.Unlock()
-		nl, herr := r.applyHealth(ctx, lease, want)
-		r.mu.Lock()
-		r.lease = nl
-		if herr != nil {
-			r.lastErr = herr
+		r.set(Reregistering, err)
+		var put int // the gen of the data the successful put carried
+		nl, err := r.c.putRetryLatest(ctx, func() Instance {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			put = r.gen
+			return r.inst
+		}, func(err error) { r.set(Reregistering, err) })
+		if err != nil { // stopped; the abandoned put may still be applied
+			r.markAbandoned()
+			return
 		}
+		r.mu.Lock()
+		r.lease, r.putGen = nl, put
 		r.mu.Unlock()
-		if herr != nil {
-			if ctx.Err() != nil {
-				// A write cut off mid-flight may still land: Deregister
-				// removes what it may leave (see release).
-				r.mu.Lock()
-				r.abandoned = true
-				r.mu.Unlock()
-				return
-			}
-			retry = r.c.clock.After(hb.NextBackOff())
-			continue
-		}
-		applied = want
+		r.set(Registered, nil)
+		// A fresh put is healthy: an instance marked unhealthy is marked again
+		// (the loop applies want).
+		applied, resync = true, false
 	}
+}
+
+// applyVerdict applies the check's verdict healthy to the backend with lease
+// (nil while withdrawn) and records the lease to keep. It reports whether that
+// worked; the error is kept for Err.
+func (r *registration) applyVerdict(ctx context.Context, lease driver.Lease, healthy bool) bool {
+	nl, err := r.applyHealth(ctx, lease, healthy)
+	r.mu.Lock()
+	r.lease = nl
+	if err != nil {
+		r.lastErr = err
+	}
+	r.mu.Unlock()
+	return err == nil
+}
+
+// markAbandoned records that the keeper stopped with a write in flight, which
+// may still land: Deregister removes what it may leave (see release).
+func (r *registration) markAbandoned() {
+	r.mu.Lock()
+	r.abandoned = true
+	r.mu.Unlock()
+}
+
+// update is one Update's write, made by the keeper.
+type update struct {
+	inst  Instance
+	gen   int
+	reply chan error
+}
+
+// apply writes inst (of gen) in place over lease and records the lease that keeps
+// it. healthy is what the backend shows of the instance: an instance marked
+// unhealthy is written with Healthy false, which a backend that stores the flag
+// keeps (the keeper marks it unhealthy again through the lease anyway, since a
+// write may reset the backend's own health state).
+func (r *registration) apply(ctx context.Context, lease driver.Lease, inst Instance, gen int, healthy bool) error {
+	if !healthy {
+		inst = inst.Clone()
+		inst.Healthy = false
+	}
+	nl, err := r.c.write(ctx, lease, inst)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.lease, r.putGen = nl, gen
+	r.mu.Unlock()
+	return nil
+}
+
+// write changes the instance lease keeps in place (driver.Updater, else Put on
+// the same Conn, abandoning lease for the one Put returns).
+func (c *Client) write(ctx context.Context, lease driver.Lease, inst Instance) (driver.Lease, error) {
+	wctx, cancel := context.WithTimeout(ctx, c.opt.reqTimeout)
+	defer cancel()
+	var nl driver.Lease
+	var err error
+	if u, ok := c.conn.(driver.Updater); ok {
+		nl, err = u.Update(wctx, lease, inst)
+	} else if nl, err = c.conn.Put(wctx, inst); err == nil && nl != lease {
+		lease.Abandon()
+	}
+	if err != nil {
+		c.requestError(ctx, "put", err)
+		return nil, err
+	}
+	return nl, nil
+}
+
+func (r *registration) Update(ctx context.Context, inst Instance) error {
+	cur := r.Instance()
+	if inst.Service != cur.Service {
+		return invalid("Service", inst.Service, "Update keeps the registered service "+cur.Service)
+	}
+	inst, err := r.c.prepare(inst)
+	if err != nil {
+		return err
+	}
+	if inst.ID != cur.ID {
+		return invalid("ID", inst.ID, "Update keeps the registered ID "+cur.ID)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("registry: update %s: %w", inst, err)
+	}
+	r.mu.Lock()
+	if r.state == Deregistered {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	old, oldGen := r.inst, r.gen
+	r.gen++
+	r.inst = inst
+	st, changed, gen := r.state, r.changed.C(), r.gen
+	r.mu.Unlock()
+	revert := func() {
+		r.mu.Lock()
+		if r.gen == gen { // no later Update
+			r.inst, r.gen = old, oldGen
+		}
+		r.mu.Unlock()
+	}
+	for st == Registered {
+		reply := make(chan error, 1)
+		select {
+		case r.updates <- update{inst: inst, gen: gen, reply: reply}:
+			if err := <-reply; err != nil {
+				revert()
+				return fmt.Errorf("registry: update %s: %w", inst, err)
+			}
+			return nil
+		case <-changed:
+			r.mu.Lock()
+			st, changed = r.state, r.changed.C()
+			r.mu.Unlock()
+		case <-r.done:
+			return ErrClosed
+		case <-ctx.Done():
+			revert()
+			return fmt.Errorf("registry: update %s: %w", inst, ctx.Err())
+		}
+	}
+	if st == Deregistered {
+		return ErrClosed
+	}
+	// Re-registering: the re-put, or the keeper right after it, carries it.
+	// Withdrawn: the put when the health check passes carries it.
+	return nil
 }
 
 // guard follows the instance's service through the client's shared watch and
 // signals when the instance, once seen on the backend, is gone from a fresh view
-// although its lease was not reported lost: someone deleted it (an operator, or a
-// second process registering the same ID and deregistering on its way out).
+// although its lease was not reported lost: someone deleted it (an operator).
 // After the guard itself re-put the instance, absence is only acted on once the
 // view has shown it again, so a view that lags behind puts cannot cause a put loop;
-// a spurious re-put is harmless, since Put replaces. Drivers that check by
+// a spurious re-put is harmless, since Put replaces what this Client owns (and
+// fails with ErrExists, reported, when another owner took the ID). Drivers that check by
 // themselves (Capabilities.GuardsRegistrations) are not followed.
 func (r *registration) guard(ctx context.Context) (<-chan struct{}, func()) {
 	vanished := make(chan struct{}, 1)
 	if r.c.conn.Capabilities().GuardsRegistrations {
 		return vanished, func() {}
 	}
-	w, err := r.c.watch(ctx, r.inst.Service, false)
+	w, err := r.c.watch(ctx, r.service, false)
 	if err != nil {
 		return vanished, func() {}
 	}
@@ -312,7 +513,7 @@ func (r *registration) guard(ctx context.Context) (<-chan struct{}, func()) {
 			if s.Stale {
 				continue
 			}
-			present := hasID(s.Instances, r.inst.ID)
+			present := hasID(s.Instances, r.id)
 			switch {
 			case present:
 				seen = true
@@ -341,11 +542,11 @@ func (r *registration) goneForSure(ctx context.Context) bool {
 	}
 	lctx, cancel := context.WithTimeout(ctx, r.c.opt.reqTimeout)
 	defer cancel()
-	l, err := r.c.conn.List(lctx, r.inst.Service)
+	l, err := r.c.conn.List(lctx, r.service)
 	if err != nil {
 		return false // the watch reports again when the backend answers
 	}
-	return !hasID(l.Instances, r.inst.ID)
+	return !hasID(l.Instances, r.id)
 }
 
 // hasID reports whether list has an instance with this ID.
@@ -363,12 +564,17 @@ func (r *registration) set(s RegistrationState, err error) {
 		r.lastErr = err
 	}
 	if r.state != s {
+		r.c.registrationState(r.inst, r.state, s)
 		r.state = s
 		r.changed.Notify()
 	}
 }
 
-func (r *registration) Instance() Instance { return r.inst.Clone() }
+func (r *registration) Instance() Instance {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.inst.Clone()
+}
 
 func (r *registration) State() RegistrationState {
 	r.mu.Lock()
@@ -415,6 +621,7 @@ func (r *registration) deregister(ctx context.Context) error {
 	ctx, cancel := r.c.closingCtx(ctx)
 	defer cancel()
 	r.mu.Lock()
+	r.c.registrationState(r.inst, r.state, Deregistered)
 	r.state = Deregistered
 	r.changed.Notify()
 	r.mu.Unlock()
@@ -428,13 +635,14 @@ func (r *registration) deregister(ctx context.Context) error {
 	r.mu.Lock()
 	lease, abandoned := r.lease, r.abandoned
 	r.mu.Unlock()
+	inst := r.Instance()
 	var err error
 	if lease != nil { // nil: withdrawn by its health check, nothing left to delete
 		err = r.c.deleteRetry(ctx, lease)
 	}
-	r.c.release(ctx, r.inst, abandoned)
+	r.c.release(ctx, inst, abandoned)
 	if err != nil {
-		return fmt.Errorf("registry: deregister %s: %w", r.inst, err)
+		return fmt.Errorf("registry: deregister %s: %w", inst, err)
 	}
 	return nil
 }
@@ -447,6 +655,7 @@ func (c *Client) deleteRetry(ctx context.Context, lease driver.Lease) error {
 		dctx, cancel := context.WithTimeout(ctx, c.opt.reqTimeout)
 		err := lease.Deregister(dctx)
 		cancel()
+		c.requestError(ctx, "deregister", err)
 		if err == nil || errors.Is(err, ErrNotFound) {
 			return nil
 		}
