@@ -168,7 +168,13 @@
 //
 // Registration.Healthy says which verdict is applied. A verdict the backend
 // refuses (an outage) is retried with backoff; a re-registration after a lost
-// lease is healthy at first and the verdict is applied again at once.
+// lease is healthy at first and the verdict is applied again at once (while
+// the check fails under Withdraw, a lost lease is not re-put at all). The
+// verdict outlives Registration.Update: an instance marked unhealthy is
+// written with the new data and marked unhealthy again (etcd and Consul show
+// the new record healthy for a moment in between), and an Update while
+// Withdrawn only records the data, which the put when the check passes
+// carries.
 //
 // # The layout: one name per instance, and the key is the truth
 //

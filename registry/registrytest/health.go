@@ -163,3 +163,112 @@ func testHealthWithdraw(t *testing.T, h *Harness) {
 	defer r2.Close()
 	h.nextUntil(t, w, "only the new instance", hasIDs(true, "w2"))
 }
+
+// version accepts a snapshot where instance id is listed with metadata version
+// v and Healthy equal to healthy.
+func version(id, v string, healthy bool) func(registry.Snapshot) error {
+	check := health(id, healthy)
+	return func(s registry.Snapshot) error {
+		if err := check(s); err != nil {
+			return err
+		}
+		for _, in := range s.Instances {
+			if in.ID == id && in.Metadata["version"] != v {
+				return fmt.Errorf("version %q, want %q", in.Metadata["version"], v)
+			}
+		}
+		return nil
+	}
+}
+
+// testHealthUpdate: Registration.Update of an instance marked unhealthy
+// (MarkUnhealthy) keeps it unhealthy with the new data; an Update while
+// Withdrawn only records the data, which the put back carries once the check
+// passes.
+func testHealthUpdate(t *testing.T, h *Harness) {
+	ns := namespace(t)
+	ctx := ctxT(t, 4*h.timeout())
+	a, b := h.open(t, ns), h.open(t, ns)
+	w, err := b.Watch(ctx, "healthupd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+
+	var ok atomic.Bool
+	ok.Store(true)
+	in := inst("healthupd", "u1", 7504)
+	r, err := a.Register(ctx, in, registry.WithHealthCheck(switchCheck(&ok), healthInterval, registry.MarkUnhealthy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.nextUntil(t, w, "registered healthy", version("u1", "v1", true))
+	if !a.Capabilities().Health || h.HidesUnhealthy {
+		t.Logf("%s: no unhealthy instance to see in the listing (Capabilities.Health %v, HidesUnhealthy %v); the mark part is skipped",
+			h.Name, a.Capabilities().Health, h.HidesUnhealthy)
+	} else {
+		ok.Store(false)
+		h.nextUntil(t, w, "marked unhealthy", version("u1", "v1", false))
+		h.eventually(t, "Registration.Healthy false", func() error {
+			if r.Healthy() {
+				return fmt.Errorf("Healthy true")
+			}
+			return nil
+		})
+		in.Metadata = map[string]string{"version": "v2", "id": "u1"}
+		if err := r.Update(ctx, in); err != nil {
+			t.Fatalf("Update while marked unhealthy: %v", err)
+		}
+		h.nextUntil(t, w, "updated, still unhealthy", version("u1", "v2", false))
+		// It stays unhealthy: no later write restores it while the check fails.
+		time.Sleep(5 * healthInterval)
+		list, err := b.Instances(ctx, "healthupd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := version("u1", "v2", false)(registry.Snapshot{Instances: list}); err != nil {
+			t.Fatalf("after the Update: %v", err)
+		}
+		if r.Healthy() || r.State() != registry.Registered {
+			t.Fatalf("after the Update: Healthy %v, state %v", r.Healthy(), r.State())
+		}
+		ok.Store(true)
+		h.nextUntil(t, w, "healthy again with the new data", version("u1", "v2", true))
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h.nextUntil(t, w, "deregistered", hasIDs(true))
+
+	ok.Store(true)
+	in = inst("healthupd", "u2", 7505)
+	r, err = a.Register(ctx, in, registry.WithHealthCheck(switchCheck(&ok), healthInterval, registry.Withdraw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	h.nextUntil(t, w, "registered", version("u2", "v1", true))
+	ok.Store(false)
+	h.nextUntil(t, w, "withdrawn", hasIDs(true))
+	h.eventually(t, "Registration Withdrawn", func() error {
+		if r.State() != registry.Withdrawn {
+			return fmt.Errorf("state %v", r.State())
+		}
+		return nil
+	})
+	in.Metadata = map[string]string{"version": "v3", "id": "u2"}
+	if err := r.Update(ctx, in); err != nil {
+		t.Fatalf("Update while withdrawn: %v", err)
+	}
+	if got := r.Instance().Metadata["version"]; got != "v3" || r.State() != registry.Withdrawn {
+		t.Fatalf("after the Update while withdrawn: version %q, state %v; want v3, withdrawn", got, r.State())
+	}
+	ok.Store(true)
+	h.nextUntil(t, w, "put back with the updated data", version("u2", "v3", true))
+	h.eventually(t, "Registration Registered", func() error {
+		if r.State() != registry.Registered || !r.Healthy() {
+			return fmt.Errorf("state %v, Healthy %v", r.State(), r.Healthy())
+		}
+		return nil
+	})
+}

@@ -42,6 +42,7 @@ func RunRegistry(t *testing.T, h Harness) {
 	t.Run("ShutdownKeepsItsDeadline", func(t *testing.T) { testShutdownDeadline(t, &h) })
 	t.Run("HealthCheckMarksUnhealthy", func(t *testing.T) { testHealthMark(t, &h) })
 	t.Run("HealthCheckWithdraws", func(t *testing.T) { testHealthWithdraw(t, &h) })
+	t.Run("HealthCheckSurvivesUpdate", func(t *testing.T) { testHealthUpdate(t, &h) })
 }
 
 func inst(service, id string, port int) driver.Instance {
