@@ -171,8 +171,9 @@
 // lease is healthy at first and the verdict is applied again at once (while
 // the check fails under Withdraw, a lost lease is not re-put at all). The
 // verdict outlives Registration.Update: an instance marked unhealthy is
-// written with the new data and marked unhealthy again (etcd and Consul show
-// the new record healthy for a moment in between), and an Update while
+// written with the new data and marked unhealthy again (where the record
+// holds no health flag, a reader may see it healthy for a moment in between),
+// and an Update while
 // Withdrawn only records the data, which the put when the check passes
 // carries.
 //
