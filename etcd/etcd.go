@@ -318,19 +318,34 @@ const requestOverhead = 1 << 10
 // Capabilities: everything; the store limit is MaxRequestBytes.
 func (c *Conn) Capabilities() driver.Capabilities {
 	return driver.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true,
+		Health: c.layout != LayoutNaming, // gRPC's naming endpoints have no health
 		Limits: driver.Limits{StoreBytes: MaxRequestBytes - requestOverhead - len(c.prefix) - len("/kv")}}
 }
 
 // Close stops every keep-alive, revokes the registration lease and closes the client
 // (if the driver opened it).
 func (c *Conn) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), closeRevokeTimeout)
+	defer cancel()
+	return c.CloseContext(ctx)
+}
+
+// closeRevokeTimeout bounds Close's revoke of the registration lease.
+const closeRevokeTimeout = 3 * time.Second
+
+var _ driver.ContextCloser = (*Conn)(nil)
+
+// CloseContext is Close with the revoke of the registration lease bounded by
+// ctx (and by 3s); with ctx done it skips the revoke, leaving what the lease
+// still holds to its TTL.
+func (c *Conn) CloseContext(ctx context.Context) error {
 	c.mu.Lock()
 	reg := c.reg
 	c.reg = nil
 	c.mu.Unlock()
-	if reg != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		_, _ = c.cli.Revoke(ctx, reg.id)
+	if reg != nil && ctx.Err() == nil {
+		rctx, cancel := context.WithTimeout(ctx, closeRevokeTimeout)
+		_, _ = c.cli.Revoke(rctx, reg.id)
 		cancel()
 	}
 	c.cancel()

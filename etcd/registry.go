@@ -25,6 +25,10 @@ type record struct {
 	Weight   int               `json:"weight"`
 	Zone     string            `json:"zone,omitempty"`
 	Metadata map[string]string `json:"metadata,omitempty"`
+	// Healthy is false while a registration's health check fails
+	// (registry.MarkUnhealthy); absent means healthy, so records written before
+	// it existed, and by other writers, read as healthy.
+	Healthy *bool `json:"healthy,omitempty"`
 }
 
 func (c *Conn) serviceKey(service string) string {
@@ -115,7 +119,7 @@ func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, err
 		return nil, fmt.Errorf("etcd: put %s: the instance ID is held by another owner (%s, ours is lease %s): %w",
 			key, held, l.ID(), driver.ErrExists)
 	}
-	return &regLease{c: c, l: l, key: key}, nil
+	return &regLease{c: c, l: l, key: key, inst: inst}, nil
 }
 
 // ownedPut puts value at key bound to lease id if the key is absent or already
@@ -158,9 +162,44 @@ func (c *Conn) isPast(id clientv3.LeaseID) bool {
 }
 
 type regLease struct {
-	c   *Conn
-	l   *lease
-	key string
+	c    *Conn
+	l    *lease
+	key  string
+	inst driver.Instance
+}
+
+var _ driver.HealthSetter = (*regLease)(nil)
+
+// SetHealthy rewrites the instance's record with "healthy": false (or without
+// the field, for healthy) under the same lease. The naming layout has no health
+// field: ErrNotSupported.
+func (r *regLease) SetHealthy(ctx context.Context, healthy bool) error {
+	if r.c.layout == LayoutNaming {
+		return fmt.Errorf("etcd: set health of %s: the naming layout has no health field: %w", r.key, driver.ErrNotSupported)
+	}
+	rec := record{ID: r.inst.ID, Service: r.inst.Service, Host: r.inst.Host, Port: r.inst.Port,
+		Weight: r.inst.Weight, Zone: r.inst.Zone, Metadata: r.inst.Metadata}
+	if !healthy {
+		rec.Healthy = &healthy
+	}
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("etcd: encode %s: %w: %w", r.inst, driver.ErrInvalid, err)
+	}
+	// Like Put's: a write cut off mid-flight runs on, and Remove waits for it.
+	_, err = inflight.Run(ctx, &r.c.puts, r.key, r.c.spawnWrite, fmt.Errorf("etcd: set health of %s: %w", r.key, driver.ErrClosed),
+		func() (*clientv3.PutResponse, error) {
+			pctx, cancel := inflight.Detach(ctx, r.c.life, inflight.Grace)
+			defer cancel()
+			return r.c.cli.Put(pctx, r.key, string(data), clientv3.WithLease(r.l.id))
+		})
+	if err != nil {
+		if lost := r.l.loseIfGone(err); lost != nil {
+			return lost
+		}
+		return wrap("set health of", r.key, err)
+	}
+	return nil
 }
 
 func (r *regLease) Lost() <-chan struct{} { return r.l.Done() }
@@ -204,7 +243,7 @@ func decodeInstance(service, id string, value []byte) (driver.Instance, string) 
 		return driver.Instance{}, fmt.Sprintf("the record names service %q, id %q, not its key's", r.Service, r.ID)
 	}
 	in := driver.Instance{ID: id, Service: service, Host: r.Host, Port: r.Port,
-		Weight: r.Weight, Zone: r.Zone, Metadata: r.Metadata, Healthy: true}
+		Weight: r.Weight, Zone: r.Zone, Metadata: r.Metadata, Healthy: r.Healthy == nil || *r.Healthy}
 	if err := in.Validate(); err != nil {
 		return driver.Instance{}, err.Error()
 	}

@@ -92,6 +92,36 @@
 // handle return ErrClosed (a blocked Watcher.Next or TreeWatcher.Next too).
 // Registration.Deregister(ctx) is the graceful form with the caller's deadline;
 // the Client's Close closes everything it handed out that is still open.
+// Registration.Close and Client.Close may come in either order, each any number
+// of times: a registration closed first is no longer the Client's, and one the
+// Client closed returns the Client's result for it.
+//
+// Client.Shutdown(ctx) is the Client's graceful form, built for a grace period:
+// it deregisters every registration concurrently (each retrying with backoff
+// while the backend does not answer), closes sessions and stops watches, all
+// under ctx's one deadline. When ctx ends first it gives up what remains (those
+// instances are left to the backend's own expiry), still stops every goroutine
+// and closes the connection, and returns an error wrapping ctx.Err() that names
+// the instances not deregistered. Client.Close is Shutdown with
+// DefaultShutdownTimeout (10s in total, whatever the number of registrations,
+// well inside Kubernetes' default 30s). Drivers whose connection Close talks to
+// the backend (etcd's lease revoke, ZooKeeper's session closes) bound that by the
+// same ctx (driver.ContextCloser).
+//
+// The shutdown sequence of a server, on SIGTERM:
+//
+//  1. Deregister: Shutdown (or each Registration's Deregister), so that no new
+//     caller picks this instance.
+//  2. Let callers notice: keep serving for the propagation delay of the
+//     callers' watches (one watch round-trip for etcd and ZooKeeper; Consul
+//     blocking queries and Nacos pushes or polls take longer, up to a poll
+//     interval) plus their balancers' refresh; a few seconds is typical.
+//  3. Drain: stop accepting, finish the requests in flight
+//     (http.Server.Shutdown, grpc.Server.GracefulStop).
+//  4. Stop: exit. Budget the three steps inside the grace period
+//     (terminationGracePeriodSeconds, 30s by default).
+//
+// Example (Client.Shutdown) shows it.
 //
 // # Instances and addresses
 //
@@ -111,6 +141,41 @@
 // An empty ID becomes "Host:Port" of the advertised address; Weight 0 becomes
 // DefaultWeight (100). Registered instances are healthy; Healthy on discovered
 // instances is what the backend reports, and Snapshot.Healthy filters on it.
+//
+// # Local health
+//
+// Without a health check, Healthy is true for every live registration on etcd,
+// ZooKeeper and mem (nothing else writes it); Consul's and Nacos's own checks
+// (TTL, heartbeats, consul.WithChecks) decide there. A process that is alive but
+// broken ties a check to its registration: Register(ctx, inst,
+// WithHealthCheck(check, interval, policy)). The check runs on a goroutine the
+// Registration owns, on the Client's clock, each run bounded by a timeout; after
+// WithHealthFailures consecutive failures (1 by default) the Registration acts
+// as policy says, and the first passing run undoes it:
+//
+//   - MarkUnhealthy (default): the instance stays listed, unhealthy, through the
+//     lease's driver.HealthSetter. mem sets the flag; etcd rewrites the record
+//     with "healthy": false under the same lease (readers that predate the
+//     field see it healthy); Consul reports the registration's TTL check
+//     critical on every keep-alive, so its health endpoint, DNS and ?passing
+//     queries drop it (a client with passing_only, the default, lists it no
+//     more; with passing_only=false it lists it with Healthy false). Where the
+//     layout cannot express health (Capabilities.Health false: etcd's naming
+//     layout, ZooKeeper's three layouts and Nacos for now) the instance is
+//     withdrawn instead, logged once.
+//   - Withdraw: the instance is deregistered while the check fails and put back
+//     once it passes; State says Withdrawn meanwhile.
+//
+// Registration.Healthy says which verdict is applied. A verdict the backend
+// refuses (an outage) is retried with backoff; a re-registration after a lost
+// lease is healthy at first and the verdict is applied again at once (while
+// the check fails under Withdraw, a lost lease is not re-put at all). The
+// verdict outlives Registration.Update: an instance marked unhealthy is
+// written with the new data and marked unhealthy again (where the record
+// holds no health flag, a reader may see it healthy for a moment in between),
+// and an Update while
+// Withdrawn only records the data, which the put when the check passes
+// carries.
 //
 // # The layout: one name per instance, and the key is the truth
 //
@@ -276,8 +341,12 @@
 //     the connection's shared lease, until Close; ZooKeeper: the session; Consul:
 //     check TTL plus deregister_after; Nacos: the heartbeat timeout, or forever for
 //     persistent instances). Proved by the suite's FailedRegisterLeavesNothing.
-//   - Registration.Close deregisters (with a 10s timeout); a process that dies
-//     without Close is removed by the backend's own TTL or session expiry.
+//   - Registration.Close deregisters (with a 10s timeout, retrying while the
+//     backend does not answer); a process that dies without Close is removed by
+//     the backend's own TTL or session expiry. Client.Close deregisters its
+//     registrations concurrently under one 10s budget (Shutdown takes the
+//     caller's), not one after another with 10s each: during an outage three
+//     registrations used to take 30s, past a Kubernetes grace period.
 //   - Client.Instances answers from a running watch of the same Client when there is
 //     one and it is not stale, else reads the backend; package registry/cache adds a
 //     lock-free lookup, snapshot files and a protect threshold on top.

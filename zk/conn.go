@@ -26,6 +26,7 @@ type zkConn struct {
 	// never silently starts a new one (store sessions are terminal).
 	refuse atomic.Bool
 	hook   func(*zkConn, zk.State, int64) // called after every session-state change, outside mu
+	nc     atomic.Pointer[net.Conn]       // the socket dialed last (see abort)
 
 	mu      sync.Mutex
 	state   zk.State
@@ -64,8 +65,10 @@ func (c *Conn) dial(ctx context.Context, timeout time.Duration, hook func(*zkCon
 		if err != nil {
 			return nil, err
 		}
-		return &sniffConn{Conn: nc, on: zc.sniffed, handshake: timeout / time.Duration(len(c.cfg.hosts)),
-			gate: make(chan struct{}), prevSID: zc.lastSession()}, nil
+		sc := net.Conn(&sniffConn{Conn: nc, on: zc.sniffed, handshake: timeout / time.Duration(len(c.cfg.hosts)),
+			gate: make(chan struct{}), prevSID: zc.lastSession()})
+		zc.nc.Store(&sc)
+		return sc, nil
 	}
 	conn, events, err := zk.Connect(c.cfg.hosts, timeout, zk.WithDialer(dialer), zk.WithHostProvider(&hostProvider{}),
 		zk.WithLogger(slogPrinter{c.cfg.log}), zk.WithLogInfo(false), zk.WithEventCallback(zc.onEvent))
@@ -179,6 +182,17 @@ func (zc *zkConn) epochFor(id int64) *epoch {
 
 // close closes the connection (ending its session on the server when connected)
 // and waits until go-zookeeper's goroutines have ended.
+// abort makes a close that is under way stop waiting for the server: it closes
+// the socket (go-zookeeper waits a second for its close request, then for its
+// receive loop, which a server that does not answer holds for a read timeout)
+// and refuses to dial again.
+func (zc *zkConn) abort() {
+	zc.refuse.Store(true)
+	if p := zc.nc.Load(); p != nil {
+		_ = (*p).Close()
+	}
+}
+
 func (zc *zkConn) close() {
 	zc.zk.Close()
 	for range zc.events { // drained until the client's loop ends and closes it

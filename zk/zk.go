@@ -603,6 +603,17 @@ func (c *Conn) Capabilities() driver.Capabilities {
 // session ends on the server, deleting its ephemeral nodes), and waits for every
 // goroutine of the connection.
 func (c *Conn) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	return c.CloseContext(ctx)
+}
+
+var _ driver.ContextCloser = (*Conn)(nil)
+
+// CloseContext is Close with the session closes bounded by ctx (and by 3s
+// each); with ctx done they are skipped and the sessions' ephemeral nodes are
+// left to their session timeout.
+func (c *Conn) CloseContext(ctx context.Context) error {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -615,12 +626,23 @@ func (c *Conn) Close() error {
 	}
 	c.mu.Unlock()
 	for _, s := range ss {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		_ = s.Close(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		_ = s.Close(sctx)
 		cancel()
 	}
 	c.cancel()
+	aborted := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { // ctx done: stop waiting for the server
+		c.zc.abort()
+		close(aborted)
+	})
 	c.zc.close()
+	if !stop() {
+		<-aborted
+	}
 	c.owned.Wait()
 	return nil
 }

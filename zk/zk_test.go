@@ -147,6 +147,10 @@ func (e *env) harness() registrytest.Harness {
 			e.proxy.Cut()
 			return e.proxy.Heal
 		},
+		Blackhole: func(t testing.TB) func() {
+			e.proxy.Blackhole()
+			return e.proxy.Heal
+		},
 		Timeout:        30 * time.Second,
 		LeakOptions:    leakOpts,
 		WriteForeign:   e.writeForeign,

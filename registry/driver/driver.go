@@ -115,6 +115,10 @@ type Capabilities struct {
 	// package registry does not follow the service for it. Set it where a watch is
 	// costly (polling backends) and the driver checks on its own schedule.
 	GuardsRegistrations bool
+	// Health: the leases this Conn's Put returns implement HealthSetter, so a
+	// registration's local health check marks the instance unhealthy in place
+	// (registry.MarkUnhealthy); without it the instance is withdrawn instead.
+	Health bool
 	// Limits are the backend's size limits, which package registry checks before
 	// any I/O (see Limits).
 	Limits Limits
@@ -224,6 +228,17 @@ type Conn interface {
 	Close() error
 }
 
+// ContextCloser is optionally implemented by a Conn whose Close makes backend
+// calls (etcd revokes its registration lease, ZooKeeper closes its sessions).
+// Client.Shutdown calls CloseContext with its ctx instead of Close, so those
+// calls end with the caller's deadline: once ctx is done, CloseContext skips or
+// abandons them and only releases local resources (goroutines, sockets), still
+// waiting for every goroutine of the connection. Close must equal CloseContext
+// with the driver's own default bound.
+type ContextCloser interface {
+	CloseContext(ctx context.Context) error
+}
+
 // ServiceLister is optionally implemented by a Conn that can list the services it
 // holds; package registry finds it by type assertion (Client.Services and
 // Client.WatchServices fail with ErrNotSupported without it).
@@ -250,6 +265,21 @@ type Lease interface {
 	Deregister(ctx context.Context) error
 	// Abandon stops the keep-alive without touching the backend. Idempotent.
 	Abandon()
+}
+
+// HealthSetter is optionally implemented by a Lease whose backend can show the
+// instance as unhealthy while it stays registered; package registry finds it by
+// type assertion when a registration's local health check changes its verdict
+// (and the driver declares Capabilities.Health). It is on the Lease, not the
+// Conn, because the keep-alive must carry the verdict on (Consul passes its TTL
+// check with the status, a record rewrite keeps the lease).
+type HealthSetter interface {
+	// SetHealthy makes List report the instance with Healthy equal to healthy,
+	// in the backend's native way, until the next SetHealthy or until the lease
+	// is lost (a new Put is healthy again). It returns an error matching
+	// ErrNotSupported where this lease's layout cannot express health, and the
+	// usual errors (ErrUnavailable, ctx's) otherwise.
+	SetHealthy(ctx context.Context, healthy bool) error
 }
 
 // Listing is one read of a service.
