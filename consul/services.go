@@ -28,7 +28,7 @@ func (c *Conn) serviceNames(m map[string][]string) []string {
 	for name := range m {
 		if c.s.namespace != "" {
 			var ok bool
-			if name, ok = strings.CutPrefix(name, c.s.namespace+"-"); !ok {
+			if name, ok = strings.CutPrefix(name, c.ServiceName("")); !ok {
 				continue
 			}
 		} else if name == "consul" {

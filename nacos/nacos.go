@@ -609,6 +609,16 @@ func (c *Conn) sendTo(ctx context.Context, host, method, path string, form url.V
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
+		// The client's error shows the request URL, whose query carries the
+		// access token: mask it (errors end up in logs).
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			if pu, perr := url.Parse(ue.URL); perr == nil {
+				ue.URL = driver.RedactURL(pu)
+			} else {
+				ue.URL = "(redacted)"
+			}
+		}
 		return nil, err
 	}
 	defer resp.Body.Close()

@@ -300,15 +300,26 @@ func convert(service string, h host) (driver.Instance, string) {
 
 // toListing converts a read; hosts that are not valid instances (a missing ip or
 // port, an ID in regkit.id that the registry would refuse, a bad cluster name) are
-// skipped and logged once per ip:port#cluster.
+// skipped and logged once per ip:port#cluster. Of several hosts whose regkit.id
+// names one ID (another client's entry claiming it), the one with the least
+// ip:port#cluster is the instance, so that a listing has each ID once and every
+// reader picks the same one; the others are skipped.
 func (c *Conn) toListing(service string, l rawList) driver.Listing {
 	out := driver.Listing{ProtectThreshold: l.protect, Instances: make([]driver.Instance, 0, len(l.hosts))}
-	for _, h := range l.hosts {
+	key := func(h host) string { return net.JoinHostPort(h.IP, strconv.Itoa(h.Port)) + "#" + h.ClusterName }
+	hosts := slices.Clone(l.hosts)
+	slices.SortStableFunc(hosts, func(a, b host) int { return strings.Compare(key(a), key(b)) })
+	seen := make(map[string]bool, len(hosts))
+	for _, h := range hosts {
 		in, why := convert(service, h)
+		if why == "" && seen[in.ID] {
+			why = fmt.Sprintf("another entry of the service has instance id %q", in.ID)
+		}
 		if why != "" {
-			c.skipped.Skip(c.serviceName(service)+" "+net.JoinHostPort(h.IP, strconv.Itoa(h.Port))+"#"+h.ClusterName, why)
+			c.skipped.Skip(c.serviceName(service)+" "+key(h), why)
 			continue
 		}
+		seen[in.ID] = true
 		out.Instances = append(out.Instances, in)
 	}
 	return out

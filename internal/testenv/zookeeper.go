@@ -27,6 +27,9 @@ var zkJars = []string{
 type ZooKeeper struct {
 	port int
 	dir  string
+	// tls, when set, adds a secure client port (see StartZooKeeperTLS).
+	tls        *ZooKeeperTLS
+	securePort int
 
 	proc procSlot
 }
@@ -44,10 +47,17 @@ func StartZooKeeper(t testing.TB) *ZooKeeper {
 	if _, err := javaBin(); err != nil {
 		t.Fatalf("testenv: ZooKeeper needs Java (%v): run scripts/install-servers.sh", err)
 	}
-	z := &ZooKeeper{dir: t.TempDir()}
+	return startZooKeeper(t, &ZooKeeper{dir: t.TempDir()})
+}
+
+func startZooKeeper(t testing.TB, z *ZooKeeper) *ZooKeeper {
+	t.Helper()
 	t.Cleanup(z.Stop)
 	for attempt := 1; ; attempt++ {
 		z.port = FreePort(t)
+		if z.tls != nil {
+			z.securePort = FreePort(t)
+		}
 		err := z.writeConfig()
 		if err == nil {
 			err = z.tryStart(t)
@@ -73,6 +83,13 @@ maxClientCnxns=0
 admin.enableServer=false
 4lw.commands.whitelist=*
 `, filepath.Join(z.dir, "data"), z.port)
+	if z.tls != nil {
+		extra, err := z.tlsConfig()
+		if err != nil {
+			return err
+		}
+		cfg += extra
+	}
 	if err := os.WriteFile(filepath.Join(z.dir, "zoo.cfg"), []byte(cfg), 0o644); err != nil {
 		return fmt.Errorf("write zoo.cfg: %w", err)
 	}
@@ -100,7 +117,11 @@ func (z *ZooKeeper) tryStart(t testing.TB) error {
 	t.Helper()
 	java, _ := javaBin()
 	cp := ""
-	for i, j := range zkJars {
+	jars := zkJars
+	if z.tls != nil {
+		jars = append(append([]string(nil), zkJars...), zkTLSJars...)
+	}
+	for i, j := range jars {
 		if i > 0 {
 			cp += ":"
 		}

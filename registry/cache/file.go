@@ -70,7 +70,24 @@ func (c *Cache) loadFile(service string) (*registry.Snapshot, error) {
 	if f.Service != service {
 		return nil, fmt.Errorf("%s: holds service %q", c.filePath(service), f.Service)
 	}
-	driver.SortInstances(f.Instances)
-	return &registry.Snapshot{Service: service, Instances: f.Instances, Revision: f.Revision,
+	// The file may have been edited or written by another version: serve only
+	// valid instances of this service, one per ID.
+	insts := make([]driver.Instance, 0, len(f.Instances))
+	seen := make(map[string]bool, len(f.Instances))
+	skipped := 0
+	for _, in := range f.Instances {
+		if in.Service != service || in.Validate() != nil || seen[in.ID] {
+			skipped++
+			continue
+		}
+		seen[in.ID] = true
+		insts = append(insts, in)
+	}
+	if skipped > 0 && c.log != nil {
+		c.log.Warn("cache: snapshot file holds entries that are not valid instances of its service; skipped",
+			"file", c.filePath(service), "skipped", skipped)
+	}
+	driver.SortInstances(insts)
+	return &registry.Snapshot{Service: service, Instances: insts, Revision: f.Revision,
 		Stale: true, Err: errNoAnswer, LastGood: f.Saved}, nil
 }
