@@ -126,6 +126,15 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 		return nil, err
 	}
 	prefix := st.prefix
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	// clientv3.New dials, and with credentials authenticates, on a context of its
+	// own bounded by DialTimeout: bound that by ctx's deadline too, so Open never
+	// outlives its ctx by a whole dial_timeout.
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < dial {
+		dial = max(time.Until(d), time.Millisecond)
+	}
 	cc := clientv3.Config{
 		Endpoints: hosts, DialTimeout: dial, Username: cfg.Username, Password: cfg.Password,
 		Logger: zap.NewNop(), Context: context.Background(),

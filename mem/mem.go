@@ -42,14 +42,14 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 		return nil, err
 	}
 	if u.Path != "" && u.Path != "/" {
-		return nil, &driver.FieldError{Field: "url", Value: u.String(), Reason: "mem:// takes a name as host and no path"}
+		return nil, &driver.FieldError{Field: "url", Value: driver.RedactURL(u), Reason: "mem:// takes a name as host and no path"}
 	}
 	name := u.Host
 	if name == "" {
 		name = u.Opaque
 	}
 	if name == "" {
-		return nil, &driver.FieldError{Field: "url", Value: u.String(), Reason: "mem:// needs a name, e.g. mem://test"}
+		return nil, &driver.FieldError{Field: "url", Value: driver.RedactURL(u), Reason: "mem:// needs a name, e.g. mem://test"}
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("mem: open %s: %w", name, err)
@@ -224,8 +224,14 @@ func (c *Conn) ExpireSession() {
 
 // Capabilities: everything.
 func (c *Conn) Capabilities() driver.Capabilities {
-	return driver.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true}
+	return driver.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true,
+		Limits: driver.Limits{StoreBytes: MaxValueBytes}}
 }
+
+// MaxValueBytes is the largest store key plus value mem accepts (512 KiB): the
+// smallest limit of the real backends (Consul's KV and Nacos's config), so that
+// tests on mem refuse what production would.
+const MaxValueBytes = 512 << 10
 
 // Close abandons this connection's leases and closes its sessions (their ephemeral
 // keys go, as a real session close does).

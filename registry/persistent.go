@@ -49,7 +49,7 @@ const persistentRecheck = 5 * time.Second
 // WaitForCreate to wait for the first create. The key's parents are created as
 // empty persistent keys. opts configure the node's sessions (WithTTL).
 func (s *Store) NewPersistentNode(key string, value []byte, opts ...SessionOption) (*PersistentNode, error) {
-	sc, err := s.conn()
+	sc, err := s.conn(context.Background())
 	if err != nil {
 		return nil, err
 	}

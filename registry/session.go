@@ -37,6 +37,9 @@ func (c *Client) NewSession(ctx context.Context, opts ...SessionOption) (*Sessio
 	if err := c.checkOpen(); err != nil {
 		return nil, err
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("registry: new session: %w", err)
+	}
 	sc, ok := c.conn.(driver.StoreConn)
 	if !ok || !c.conn.Capabilities().Sessions {
 		return nil, fmt.Errorf("registry: sessions: %w", ErrNotSupported)

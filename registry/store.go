@@ -39,9 +39,14 @@ const (
 // Store returns the client's coordination store.
 func (c *Client) Store() *Store { return c.store }
 
-func (s *Store) conn() (driver.StoreConn, error) {
+// conn returns the store connection, after the checks every Store call makes
+// before any I/O: the Client is open, ctx is not done, the backend has a store.
+func (s *Store) conn(ctx context.Context) (driver.StoreConn, error) {
 	if err := s.c.checkOpen(); err != nil {
 		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("registry: store: %w", err)
 	}
 	sc, ok := s.c.conn.(driver.StoreConn)
 	if !ok || !s.c.conn.Capabilities().Store {
@@ -75,7 +80,7 @@ func Sequential() CreateOption { return func(cs *createSpec) { cs.Sequential = t
 // Create writes a new key, creating missing parents as empty persistent keys. An
 // existing key is ErrExists.
 func (s *Store) Create(ctx context.Context, key string, value []byte, opts ...CreateOption) (Node, error) {
-	sc, err := s.conn()
+	sc, err := s.conn(ctx)
 	if err != nil {
 		return Node{}, err
 	}
@@ -111,7 +116,7 @@ func (s *Store) Create(ctx context.Context, key string, value []byte, opts ...Cr
 
 // Get reads a key; ErrNotFound if absent.
 func (s *Store) Get(ctx context.Context, key string) (Node, error) {
-	sc, err := s.conn()
+	sc, err := s.conn(ctx)
 	if err != nil {
 		return Node{}, err
 	}
@@ -125,7 +130,7 @@ func (s *Store) Get(ctx context.Context, key string) (Node, error) {
 // AnyVersion to write unconditionally); otherwise ErrVersionConflict. A missing key
 // is ErrNotFound.
 func (s *Store) Set(ctx context.Context, key string, value []byte, version int64) (Node, error) {
-	sc, err := s.conn()
+	sc, err := s.conn(ctx)
 	if err != nil {
 		return Node{}, err
 	}
@@ -155,7 +160,7 @@ func IfVersion(v int64) DeleteOption { return func(d *deleteSpec) { d.version = 
 // Delete removes a key. Without Recursive a key with children is ErrNotEmpty; a
 // missing key is ErrNotFound.
 func (s *Store) Delete(ctx context.Context, key string, opts ...DeleteOption) error {
-	sc, err := s.conn()
+	sc, err := s.conn(ctx)
 	if err != nil {
 		return err
 	}
@@ -174,7 +179,7 @@ func (s *Store) Delete(ctx context.Context, key string, opts ...DeleteOption) er
 
 // Children returns the sorted names of the key's direct children.
 func (s *Store) Children(ctx context.Context, key string) ([]string, error) {
-	sc, err := s.conn()
+	sc, err := s.conn(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +191,7 @@ func (s *Store) Children(ctx context.Context, key string) ([]string, error) {
 
 // Tree returns the key (if present) and all its descendants, sorted by key.
 func (s *Store) Tree(ctx context.Context, key string) ([]Node, error) {
-	sc, err := s.conn()
+	sc, err := s.conn(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -260,7 +265,7 @@ type TreeWatcher struct {
 
 // Watch starts following key and all its descendants until ctx is done or Close.
 func (s *Store) Watch(ctx context.Context, key string) (*TreeWatcher, error) {
-	sc, err := s.conn()
+	sc, err := s.conn(ctx)
 	if err != nil {
 		return nil, err
 	}

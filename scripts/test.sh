@@ -38,7 +38,7 @@ go test -race -count=1 -timeout 15m "$@" "${pkgs[@]}"
 fuzztime=${REGKIT_FUZZTIME:-8s}
 if [ "$fuzztime" != "0" ]; then
   fuzz_targets=(
-    ./registry:FuzzParseURL ./registry:FuzzOpen
+    ./internal/urltest:FuzzParseURL ./internal/urltest:FuzzOpen
     ./registry/driver:FuzzParams ./registry/driver:FuzzHosts ./registry/driver:FuzzValidKey
     ./zk:FuzzRegkitDecode ./zk:FuzzCuratorDecode ./zk:FuzzDubboDecode
     ./consul:FuzzInstance ./nacos:FuzzConvert ./registry/cache:FuzzLoadFile

@@ -92,7 +92,9 @@ func (in Instance) Validate() error {
 	if in.Zone != "" && !nameRE.MatchString(in.Zone) {
 		return invalid("Zone", in.Zone, "zone must be 1-255 of [A-Za-z0-9._:-]")
 	}
+	size := 0
 	for k, v := range in.Metadata {
+		size += len(k) + len(v)
 		if k == "" {
 			return invalid("Metadata", k, "metadata key is empty")
 		}
@@ -103,8 +105,19 @@ func (in Instance) Validate() error {
 			return invalid("Metadata", k, "the value of metadata key "+strconv.Quote(k)+" is not valid UTF-8 (backends store text)")
 		}
 	}
+	if size > MaxMetadataBytes {
+		return invalid("Metadata", fmt.Sprintf("%d bytes", size), fmt.Sprintf("metadata keys and values exceed %d bytes in total", MaxMetadataBytes))
+	}
 	return nil
 }
+
+// MaxMetadataBytes bounds the total length of an instance's metadata keys and
+// values (256 KiB). It is one rule for every backend, the mem one included, below
+// what the smallest of them can store in one registration (Consul's 512 KiB),
+// so that a test on mem refuses what production would; backends may refuse less
+// (ZooKeeper's 1 MiB packet applies to the whole encoded node; see each
+// driver's CheckInstance).
+const MaxMetadataBytes = 256 << 10
 
 // validHost reports why host is neither an IP address (IPv6 without brackets,
 // optionally with a zone) nor a DNS name (dot-separated labels of letters, digits,

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Params reads a URL's query parameters for a driver and remembers which were read,
@@ -209,8 +210,8 @@ func Hosts(u *url.URL, defPort int) ([]string, error) {
 }
 
 // ValidKey reports why key cannot be a store key, or nil. A key is "/" or a
-// slash-separated absolute path without empty, "." or ".." segments, trailing slash
-// or control characters.
+// slash-separated absolute path of valid UTF-8 without empty, "." or ".." segments,
+// trailing slash or control characters.
 func ValidKey(key string) error {
 	if key == "/" {
 		return nil
@@ -222,6 +223,9 @@ func ValidKey(key string) error {
 		if seg == "" || seg == "." || seg == ".." {
 			return invalid("key", key, "key has an empty, '.' or '..' segment")
 		}
+	}
+	if !utf8.ValidString(key) {
+		return invalid("key", key, "key is not valid UTF-8 (backends store text)")
 	}
 	if strings.IndexFunc(key, isControl) >= 0 {
 		return invalid("key", key, "key has control characters")

@@ -1,4 +1,4 @@
-package registry_test
+package urltest_test
 
 import (
 	"context"
