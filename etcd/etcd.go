@@ -80,6 +80,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/regkit/regkit/internal/inflight"
@@ -143,9 +144,20 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 	if cfg.TLS != nil {
 		cc.TLS = cfg.TLS.Clone()
 	}
+	// registry.WithLazyConnect: dial in the background (no DialTimeout: gRPC
+	// connects on its own, and calls wait for it within their ctx) and skip the
+	// check. With credentials the client authenticates inside clientv3.New, so
+	// Open still waits for the server then.
+	lazy := cfg.Lazy && cfg.Username == ""
+	if lazy {
+		cc.DialTimeout = 0
+	}
 	cli, err := clientv3.New(cc)
 	if err != nil {
 		return nil, connectError(hosts, err)
+	}
+	if lazy {
+		return newConn(cli, st, cfg.Logger, true), nil
 	}
 	// Check the endpoints answer (and the credentials work) before returning.
 	sctx, cancel := context.WithTimeout(ctx, dial)
@@ -251,6 +263,7 @@ type Conn struct {
 	layout       Layout
 	targetPrefix string
 	skipped      *driver.SkipLog // entries under a service that are not instances, logged once
+	health       atomic.Pointer[healthState] // the last probe's outcome (see Health)
 
 	life   context.Context
 	cancel context.CancelFunc

@@ -203,10 +203,25 @@ func (c *Conn) watchPrefix(ctx context.Context, prefix string, notify func()) er
 	return fmt.Errorf("etcd: watch %s closed: %w", prefix, driver.ErrUnavailable)
 }
 
-// monitorConnection calls lost once the client's connection has been down for two
-// checks in a row, a second apart; it returns then or when ctx is done.
+// ProbeInterval is how often a watch checks that its member still has a leader
+// (and that the connection answers), and how long it waits for the answer. Two
+// failed checks in a row break every watch of the connection, so a watcher's view
+// is marked stale at most StaleBound after the cluster stops serving reads.
+const ProbeInterval = time.Second
+
+// StaleBound is the longest a watcher's view goes unmarked after the member it
+// reads from stops answering or loses its leader: the member's own election
+// timeout to notice (1s by default) plus two probes.
+const StaleBound = 4 * ProbeInterval
+
+// monitorConnection calls lost once the connection has failed two checks in a
+// row, ProbeInterval apart: the gRPC connection is down, or a serializable
+// count-only read that requires a leader fails or does not answer within
+// ProbeInterval (a member without a leader refuses it at once; a silent
+// partition lets it time out long before gRPC's keep-alive notices). It returns
+// then or when ctx is done.
 func (c *Conn) monitorConnection(ctx context.Context, lost func()) {
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(ProbeInterval)
 	defer tick.Stop()
 	bad := 0
 	for {
@@ -215,17 +230,54 @@ func (c *Conn) monitorConnection(ctx context.Context, lost func()) {
 			return
 		case <-tick.C:
 		}
-		switch c.cli.ActiveConnection().GetState() {
+		var err error
+		switch st := c.cli.ActiveConnection().GetState(); st {
 		case connectivity.TransientFailure, connectivity.Connecting, connectivity.Idle, connectivity.Shutdown:
-			bad++
+			err = fmt.Errorf("connection %v", st)
 		default:
-			bad = 0
+			pctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), ProbeInterval)
+			_, err = c.cli.Get(pctx, c.prefix+"/", clientv3.WithCountOnly(), clientv3.WithSerializable())
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
 		}
-		if bad >= 2 {
+		c.setHealth(err)
+		if err == nil {
+			bad = 0
+			continue
+		}
+		if bad++; bad >= 2 {
 			lost()
 			return
 		}
 	}
+}
+
+// setHealth records the last probe's outcome for Health.
+func (c *Conn) setHealth(err error) {
+	if err != nil {
+		err = fmt.Errorf("etcd: %w: %w", driver.ErrUnavailable, err)
+	}
+	c.health.Store(&healthState{err: err})
+}
+
+type healthState struct{ err error }
+
+var _ driver.Health = (*Conn)(nil)
+
+// Health reports whether the client's connection is up and, while a watch runs
+// (which probes every ProbeInterval), whether its last probe found a member with
+// a leader: nil, or an error matching registry.ErrUnavailable.
+func (c *Conn) Health() error {
+	switch st := c.cli.ActiveConnection().GetState(); st {
+	case connectivity.TransientFailure, connectivity.Connecting, connectivity.Shutdown:
+		return fmt.Errorf("etcd: connection %v: %w", st, driver.ErrUnavailable)
+	}
+	if h := c.health.Load(); h != nil {
+		return h.err
+	}
+	return nil
 }
 
 var _ driver.Remover = (*Conn)(nil)

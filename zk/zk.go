@@ -407,6 +407,7 @@ type config struct {
 	acl            []zk.ACL
 	auth           []byte // digest "user:pass" or nil
 	protect        bool
+	lazy           bool // registry.WithLazyConnect: open does not wait for a session
 	dialer         Dialer
 	log            *slog.Logger
 }
@@ -468,7 +469,7 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 	if ct <= 0 {
 		ct = DefaultConnectTimeout
 	}
-	c := config{hosts: hosts, layout: layout, payload: payload, sessionTimeout: st, connectTimeout: ct, protect: protect, log: cfg.Logger}
+	c := config{hosts: hosts, layout: layout, payload: payload, sessionTimeout: st, connectTimeout: ct, protect: protect, log: cfg.Logger, lazy: cfg.Lazy}
 	defChroot := ""
 	if layout == LayoutRegkit {
 		defChroot = DefaultChroot
@@ -535,6 +536,11 @@ type Conn struct {
 
 	skipped *driver.SkipLog // children of service directories that are not instances
 
+	// authed is closed once a lazily opened connection has sent its digest
+	// credentials (nil otherwise); authErr is set before if they were refused.
+	authed  chan struct{}
+	authErr error
+
 	mu       sync.Mutex
 	sessions map[*session]struct{}
 	closed   bool // Close was called
@@ -543,14 +549,24 @@ type Conn struct {
 var (
 	_ driver.Conn      = (*Conn)(nil)
 	_ driver.StoreConn = (*Conn)(nil)
+	_ driver.Health    = (*Conn)(nil)
 )
+
+// Health reports whether the registration connection has a session and is
+// connected: nil, or an error matching registry.ErrUnavailable naming the state.
+func (c *Conn) Health() error {
+	if st, _, _ := c.zc.status(); st != zk.StateHasSession {
+		return fmt.Errorf("zk: %s: connection state %v: %w", strings.Join(c.cfg.hosts, ","), st, driver.ErrUnavailable)
+	}
+	return nil
+}
 
 func open(ctx context.Context, cfg config) (*Conn, error) {
 	life, cancel := context.WithCancel(context.Background())
 	c := &Conn{cfg: cfg, life: life, cancel: cancel, sessions: map[*session]struct{}{},
 		skipped: &driver.SkipLog{Logger: cfg.log}}
 	c.states = newStateLog()
-	zc, err := c.dial(ctx, cfg.sessionTimeout, c.states.hook)
+	zc, err := c.dial(ctx, cfg.sessionTimeout, c.states.hook, !cfg.lazy)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -641,6 +657,18 @@ func call[T any](ctx context.Context, c *Conn, f func() (T, error)) (T, error) {
 	type result struct {
 		v   T
 		err error
+	}
+	if c.authed != nil { // lazy connection with credentials: send them first
+		select {
+		case <-c.authed:
+			if c.authErr != nil {
+				var zero T
+				return zero, c.authErr
+			}
+		case <-ctx.Done():
+			var zero T
+			return zero, ctx.Err()
+		}
 	}
 	ch := make(chan result, 1)
 	if !c.spawn(func() {

@@ -173,6 +173,16 @@ func (z *ZooKeeperEnsemble) Addrs() []string {
 	return out
 }
 
+// DirectAddrs are the members' own client addresses, bypassing the proxies (for
+// admin reads that must not count as the client's traffic).
+func (z *ZooKeeperEnsemble) DirectAddrs() []string {
+	out := make([]string, len(z.members))
+	for i, m := range z.members {
+		out[i] = fmt.Sprintf("127.0.0.1:%d", m.client)
+	}
+	return out
+}
+
 // ClientProxy is member i's client proxy (Cut, Blackhole, counters).
 func (z *ZooKeeperEnsemble) ClientProxy(i int) *Proxy { return z.members[i].clientP }
 
