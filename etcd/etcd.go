@@ -262,7 +262,7 @@ type Conn struct {
 	// layout says how instances are stored; targetPrefix is layout=naming's.
 	layout       Layout
 	targetPrefix string
-	skipped      *driver.SkipLog // entries under a service that are not instances, logged once
+	skipped      *driver.SkipLog             // entries under a service that are not instances, logged once
 	health       atomic.Pointer[healthState] // the last probe's outcome (see Health)
 
 	life   context.Context

@@ -66,8 +66,8 @@ type Scenario struct {
 	Name string
 	// Fault injects the fault; Restore ends it. Hold is how long the fault lasts
 	// (a fault duration, not a wait for a condition).
-	Fault   func(t testing.TB, tg *Target) (restore func(t testing.TB))
-	Hold    func(tg *Target) time.Duration
+	Fault func(t testing.TB, tg *Target) (restore func(t testing.TB))
+	Hold  func(tg *Target) time.Duration
 	// Unreachable: during the fault no member answers the client, so every lookup
 	// later than StaleBound into it must be marked stale, and a process started
 	// then must answer from its snapshot file.
