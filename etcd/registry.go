@@ -131,9 +131,19 @@ func decodeInstance(service, id string, value []byte) (driver.Instance, string) 
 // List reads every instance of service: the keys of the exact shape
 // <prefix>/services/<service>/<id> holding a valid record of that service and ID.
 // Anything else is skipped, and logged once per key.
+//
+// The read requires a leader, so a member without one refuses it at once, and one
+// attempt lasts at most ListTimeout: a linearizable read stuck in a cluster that
+// lost its quorum fails as registry.ErrUnavailable (the watch loop then marks the
+// view stale) instead of holding the loop for the caller's whole timeout.
 func (c *Conn) List(ctx context.Context, service string) (driver.Listing, error) {
-	resp, err := c.cli.Get(ctx, c.serviceKey(service), clientv3.WithPrefix())
+	lctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), ListTimeout)
+	resp, err := c.cli.Get(lctx, c.serviceKey(service), clientv3.WithPrefix())
+	cancel()
 	if err != nil {
+		if ctx.Err() == nil && lctx.Err() != nil {
+			return driver.Listing{}, fmt.Errorf("etcd: list %s: no answer within %v: %w: %w", service, ListTimeout, driver.ErrUnavailable, err)
+		}
 		return driver.Listing{}, wrap("list", service, err)
 	}
 	prefix := c.serviceKey(service)
@@ -181,7 +191,21 @@ func (c *Conn) watchPrefix(ctx context.Context, prefix string, notify func()) er
 		})
 	}()
 	ch := c.cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
-	for resp := range ch {
+	for {
+		var resp clientv3.WatchResponse
+		var ok bool
+		select {
+		case resp, ok = <-ch:
+		case <-wctx.Done():
+			// The client closes ch only once its shared watch stream runs again,
+			// which it keeps retrying while the member has no leader: do not wait
+			// for it, or the view would not be marked stale before the cluster
+			// recovers (ch is the client's; it closes it when it can).
+			ok = false
+		}
+		if !ok {
+			break
+		}
 		if resp.CompactRevision != 0 {
 			// Resumed below the compaction point: the events in between are gone.
 			// Returning makes package registry re-list, diff and mark the view resynced.
@@ -209,10 +233,14 @@ func (c *Conn) watchPrefix(ctx context.Context, prefix string, notify func()) er
 // is marked stale at most StaleBound after the cluster stops serving reads.
 const ProbeInterval = time.Second
 
+// ListTimeout bounds one List attempt (see List).
+const ListTimeout = 3 * time.Second
+
 // StaleBound is the longest a watcher's view goes unmarked after the member it
-// reads from stops answering or loses its leader: the member's own election
-// timeout to notice (1s by default) plus two probes.
-const StaleBound = 4 * ProbeInterval
+// reads from stops answering or loses its leader: a list in flight gives up after
+// ListTimeout, a broken watch is noticed within two probes plus the member's own
+// election timeout (1s by default), and the loop publishes the stale view at once.
+const StaleBound = 5 * time.Second
 
 // monitorConnection calls lost once the connection has failed two checks in a
 // row, ProbeInterval apart: the gRPC connection is down, or a serializable

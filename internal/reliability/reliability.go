@@ -201,6 +201,9 @@ func Run(t *testing.T, tg *Target, sc Scenario, run int) Result {
 		r.SnapshotStart = startDuringOutage(tg, ns, dir)
 	}
 	<-holdTimer.C
+	if err := wc.Health(); err != nil {
+		r.Note = "health at the end of the fault: " + err.Error()
+	}
 	if sc.LeaderGone {
 		c1, b1 := proxyTotals(tg)
 		r.OutageConns, r.OutageBytes = c1-conns0, b1-bytes0
