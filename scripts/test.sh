@@ -29,6 +29,10 @@ if grep -q 'go.etcd.io/etcd/server' go.mod; then
   exit 1
 fi
 go vet "${pkgs[@]}"
+# lb/bench compares lb's pickers with grpc-go's and go-kit's; it is a module outside
+# go.work so that go-kit's requirements never enter the workspace's build list.
+(cd lb/bench && GOWORK=off go mod tidy -diff && GOWORK=off go vet ./... && GOWORK=off go test -count=1 -run '^$' -bench Pick -benchtime 100x ./...) \
+  || { echo "lb/bench: not tidy, or does not build" >&2; exit 1; }
 go test -race -count=1 -timeout 15m "$@" "${pkgs[@]}"
 # A short, bounded run of every fuzz target after the unit tests (issue 19), one
 # target at a time (go test -fuzz takes one target per package per run). Their seed

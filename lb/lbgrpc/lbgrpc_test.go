@@ -1,0 +1,363 @@
+package lbgrpc_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/resolver"
+
+	"github.com/regkit/regkit/internal/poll"
+	"github.com/regkit/regkit/lb/lbgrpc"
+	_ "github.com/regkit/regkit/mem"
+	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/cache"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+type env struct {
+	c    *registry.Client
+	view *cache.Cache
+	b    *lbgrpc.Builder
+}
+
+func newEnv(t *testing.T, name string, opts ...lbgrpc.Option) *env {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := registry.Open(ctx, "mem://"+name, registry.WithLogger(quietLog))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	view, err := cache.New(c, cache.WithLogger(quietLog))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { view.Close() })
+	return &env{c: c, view: view, b: lbgrpc.NewBuilder(view, append([]lbgrpc.Option{lbgrpc.WithLogger(quietLog)}, opts...)...)}
+}
+
+// server is a gRPC health server that says its name in a response header.
+type server struct {
+	name    string
+	serving *lbgrpc.Serving
+}
+
+func startServer(t *testing.T, e *env, name string, weight int, zone string, opts ...lbgrpc.ServeOption) *server {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		grpc.SetHeader(ctx, metadata.Pairs("server", name))
+		return h(ctx, req)
+	}))
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	s, err := lbgrpc.Serve(ctx, e.c, srv, lis, registry.Instance{Service: "greeter", ID: name, Host: "127.0.0.1",
+		Weight: weight, Zone: zone, Metadata: map[string]string{"name": name}}, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop() })
+	return &server{name: name, serving: s}
+}
+
+func dial(t *testing.T, e *env, serviceConfig string) *grpc.ClientConn {
+	t.Helper()
+	cc, err := grpc.NewClient("regkit:///greeter", grpc.WithResolvers(e.b),
+		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultServiceConfig(serviceConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+func call(ctx context.Context, cc *grpc.ClientConn) (string, error) {
+	var hdr metadata.MD
+	_, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Header(&hdr))
+	if err != nil {
+		return "", err
+	}
+	return hdr.Get("server")[0], nil
+}
+
+func spread(t *testing.T, cc *grpc.ClientConn, n int) map[string]int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	got := map[string]int{}
+	for range n {
+		s, err := call(ctx, cc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[s]++
+	}
+	return got
+}
+
+func waitServers(t *testing.T, cc *grpc.ClientConn, want int) {
+	t.Helper()
+	poll.Until(t, 20*time.Second, fmt.Sprintf("%d servers answer", want), func() error {
+		if got := spread(t, cc, 4*want*10); len(got) != want {
+			return fmt.Errorf("answered: %v", got)
+		}
+		return nil
+	})
+}
+
+func TestWeightedRoundRobinOverResolver(t *testing.T) {
+	e := newEnv(t, "grpc-wrr")
+	startServer(t, e, "s1", 100, "eu-1")
+	startServer(t, e, "s2", 100, "eu-1")
+	startServer(t, e, "s3", 200, "us-1")
+	cc := dial(t, e, `{"loadBalancingConfig":[{"regkit_weighted_round_robin":{}}]}`)
+	waitServers(t, cc, 3)
+	if got := spread(t, cc, 400); got["s1"] != 100 || got["s2"] != 100 || got["s3"] != 200 {
+		t.Errorf("weighted shares over gRPC: %v, want 100/100/200", got)
+	}
+}
+
+func TestZoneAwareOverResolver(t *testing.T) {
+	e := newEnv(t, "grpc-zone")
+	s1 := startServer(t, e, "s1", 100, "eu-1")
+	startServer(t, e, "s2", 100, "eu-1")
+	startServer(t, e, "s3", 100, "us-1")
+	cc := dial(t, e, `{"loadBalancingConfig":[{"regkit_zone_aware":{"zone":"eu-1","minHealthyShare":0.6,"policy":"round_robin"}}]}`)
+	poll.Until(t, 20*time.Second, "both local servers answer", func() error {
+		if got := spread(t, cc, 20); got["s1"] == 0 || got["s2"] == 0 {
+			return fmt.Errorf("answered: %v", got)
+		}
+		return nil
+	})
+	if got := spread(t, cc, 40); got["s3"] != 0 {
+		t.Errorf("remote zone picked with the local zone healthy: %v", got)
+	}
+	// One of two local servers leaves (1 of 1 registered is ready... the zone
+	// keeps one instance, 100% of it): still local.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := s1.serving.GracefulStop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 20*time.Second, "s2 alone in eu-1", func() error {
+		if got := spread(t, cc, 20); got["s2"] != 20 {
+			return fmt.Errorf("answered: %v", got)
+		}
+		return nil
+	})
+}
+
+// A stopping server deregisters, drains, then stops: a client calling all the
+// while never sees an error, and ends on the other server.
+func TestGracefulStopFailover(t *testing.T) {
+	e := newEnv(t, "grpc-failover")
+	s1 := startServer(t, e, "s1", 100, "", lbgrpc.WithDrainDelay(300*time.Millisecond))
+	startServer(t, e, "s2", 100, "")
+	cc := dial(t, e, `{"loadBalancingConfig":[{"regkit_round_robin":{}}]}`)
+	waitServers(t, cc, 2)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	var callErr error
+	var calls int
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := call(ctx, cc); err != nil && callErr == nil {
+				callErr = err
+			}
+			calls++
+		}
+	}()
+	if err := s1.serving.GracefulStop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := spread(t, cc, 10); got["s2"] != 10 {
+		t.Errorf("after s1 stopped: %v", got)
+	}
+	close(stop)
+	wg.Wait()
+	if callErr != nil {
+		t.Errorf("a call failed during the graceful stop (%d calls): %v", calls, callErr)
+	}
+}
+
+// Serve registers only once the server is serving, and a server whose context
+// ends first is stopped, not registered.
+func TestServeRegistersWhenServing(t *testing.T) {
+	e := newEnv(t, "grpc-serve")
+	s := startServer(t, e, "s1", 0, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got, err := e.c.Instances(ctx, "greeter")
+	if err != nil || len(got) != 1 || got[0].Port != s.serving.Registration().Instance().Port || got[0].Port == 0 {
+		t.Fatalf("registered: %v, %v", got, err)
+	}
+	if err := s.serving.GracefulStop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := e.c.Instances(ctx, "greeter"); len(got) != 0 {
+		t.Errorf("still registered after GracefulStop: %v", got)
+	}
+	select {
+	case <-s.serving.Done():
+	default:
+		t.Error("server still serving after GracefulStop")
+	}
+
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis.Close() // nothing will ever serve: Serve fails with its context
+	lis2, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer lis2.Close()
+	short, cancel2 := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel2()
+	if _, err := lbgrpc.Serve(short, e.c, grpc.NewServer(), lis, registry.Instance{Service: "greeter", Host: "127.0.0.1"}); err == nil {
+		t.Error("Serve on a closed listener succeeded")
+	}
+	if got, _ := e.c.Instances(ctx, "greeter"); len(got) != 0 {
+		t.Errorf("registered though never serving: %v", got)
+	}
+}
+
+// fakeCC records what a resolver pushes.
+type fakeCC struct {
+	resolver.ClientConn
+	mu     sync.Mutex
+	states []resolver.State
+	errs   []error
+}
+
+func (f *fakeCC) UpdateState(s resolver.State) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.states = append(f.states, s)
+	return nil
+}
+
+func (f *fakeCC) ReportError(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.errs = append(f.errs, err)
+}
+
+func (f *fakeCC) last() (int, []resolver.Address, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.states) == 0 {
+		return 0, nil, len(f.errs)
+	}
+	return len(f.states), f.states[len(f.states)-1].Addresses, len(f.errs)
+}
+
+func build(t *testing.T, b *lbgrpc.Builder, service string) *fakeCC {
+	t.Helper()
+	cc := &fakeCC{}
+	r, err := b.Build(resolver.Target{URL: url.URL{Scheme: "regkit", Path: "/" + service}}, cc, resolver.BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return cc
+}
+
+// The resolver pushes every change with the instance in the attributes, reports
+// an error only while it has no list, and holds an empty update back for the
+// grace period.
+func TestResolverPushesAndGuards(t *testing.T) {
+	const grace = 400 * time.Millisecond
+	e := newEnv(t, "grpc-resolver", lbgrpc.WithEmptyGrace(grace))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	cc := build(t, e.b, "greeter")
+	poll.Until(t, 5*time.Second, "error for a service with no instances", func() error {
+		if _, _, nerr := cc.last(); nerr == 0 {
+			return errors.New("no error reported")
+		}
+		return nil
+	})
+	reg, err := e.c.Register(ctx, registry.Instance{Service: "greeter", ID: "a", Host: "10.0.0.1", Port: 80, Weight: 7, Zone: "eu-1",
+		Metadata: map[string]string{"v": "2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 5*time.Second, "address pushed", func() error {
+		if _, addrs, _ := cc.last(); len(addrs) != 1 {
+			return fmt.Errorf("addresses %v", addrs)
+		}
+		return nil
+	})
+	_, addrs, nerr := cc.last()
+	a := addrs[0]
+	in, ok := lbgrpc.InstanceOf(a)
+	if a.Addr != "10.0.0.1:80" || !ok || in.ID != "a" || lbgrpc.Weight(a) != 7 || lbgrpc.Zone(a) != "eu-1" || lbgrpc.Metadata(a)["v"] != "2" {
+		t.Errorf("address %+v, instance %+v", a, in)
+	}
+	// Deregistered: the empty update is held back for the grace period, no error
+	// reported (the list is kept), then pushed.
+	if err := reg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	gone := time.Now()
+	poll.Until(t, 5*time.Second, "empty update after the grace period", func() error {
+		if _, addrs, _ := cc.last(); len(addrs) != 0 {
+			return fmt.Errorf("addresses %v", addrs)
+		}
+		return nil
+	})
+	if d := time.Since(gone); d < grace {
+		t.Errorf("empty update pushed after %v, within the grace period %v", d, grace)
+	}
+	if _, _, n := cc.last(); n != nerr+1 {
+		t.Errorf("%d errors reported, want one more (for no list) than the %d before", n, nerr)
+	}
+
+	// Bad targets fail Build.
+	if _, err := e.b.Build(resolver.Target{URL: url.URL{Scheme: "regkit", Path: "/bad name"}}, &fakeCC{}, resolver.BuildOptions{}); !errors.Is(err, registry.ErrInvalid) {
+		t.Errorf("bad service name: %v", err)
+	}
+}
+
+func TestBadServiceConfig(t *testing.T) {
+	e := newEnv(t, "grpc-badcfg")
+	cc, err := grpc.NewClient("regkit:///greeter", grpc.WithResolvers(e.b),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"regkit_zone_aware":{"policy":"nope"}}]}`))
+	if err == nil {
+		cc.Close()
+		t.Fatal("unknown policy accepted")
+	}
+}
