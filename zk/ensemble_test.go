@@ -89,4 +89,11 @@ func TestEnsembleReliability(t *testing.T) {
 			}
 		})
 	}
+	t.Run("client process kill -9", func(t *testing.T) {
+		for range runs {
+			r := reliability.ProcessKill(t, tg)
+			reliability.Report(t, r)
+			reliability.CheckProcessKill(t, tg, r)
+		}
+	})
 }

@@ -67,4 +67,11 @@ func TestClusterReliability(t *testing.T) {
 			}
 		})
 	}
+	t.Run("client process kill -9", func(t *testing.T) {
+		for range runs {
+			r := reliability.ProcessKill(t, tg)
+			reliability.Report(t, r)
+			reliability.CheckProcessKill(t, tg, r)
+		}
+	})
 }
