@@ -49,8 +49,8 @@ const Notes = `
 - **Staleness bounds** (documented in each backend's package doc): ZooKeeper marks a view
   stale as soon as its session's connection drops (a member that loses its quorum closes
   its client connections at once; a silent partition is noticed after 2/3 of the session
-  timeout by go-zookeeper's read timeout). etcd: `+"`etcd.StaleBound`"+` (5 s): a list requires a
-  leader and gives up after `+"`etcd.ListTimeout`"+` (3 s), the watch's probe (a serializable
+  timeout by go-zookeeper's read timeout). etcd: ` + "`etcd.StaleBound`" + ` (5 s): a list requires a
+  leader and gives up after ` + "`etcd.ListTimeout`" + ` (3 s), the watch's probe (a serializable
   count-only read requiring a leader, every second) breaks the watch after two failures.
   Before this change etcd's first stale mark came only when a list blocked for the whole
   request timeout (10 s) ran out, or never within a 8 s outage.
@@ -62,6 +62,6 @@ const Notes = `
   cut heals.
 - **Fresh again after quorum loss** is bounded by the watch loop's retry backoff (up to 10 s,
   jittered): a reconnect does not yet wake the loop (weakness (a) of issue 19, to be fixed
-  in the registry watch loop once the `+"`core`"+` rework is merged).
+  in the registry watch loop once the ` + "`core`" + ` rework is merged).
 - Consul: the 3-server cluster and its scenarios are not written yet.
 `
