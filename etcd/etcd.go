@@ -70,6 +70,17 @@
 // Watches use etcd's watch with WithRequireLeader, which the client resumes from the
 // last seen revision after a reconnect; a compacted or cancelled watch returns an
 // error, and package registry re-lists, diffs and marks the view resynced.
+//
+// Staleness: a watcher's view is marked stale at most StaleBound (5s) after the
+// cluster stops serving reads to this client (quorum lost, the member cut off, every
+// member unreachable). Each watch probes every ProbeInterval with a serializable
+// count-only read that requires a leader and breaks after two failed probes; List
+// requires a leader too (a member without one refuses at once) and gives up after
+// ListTimeout. Health reports the connection's state and the last probe.
+//
+// registry.WithLazyConnect: Open dials in the background and returns at once
+// (calls wait for the connection within their ctx); with credentials the etcd
+// client authenticates while it is built, so Open then still waits for a server.
 package etcd
 
 import (

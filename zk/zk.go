@@ -20,7 +20,10 @@
 //     node of the Dubbo tree, relative to the chroot.
 //   - session_timeout (default 10s): the session timeout asked for the connection
 //     that holds registrations; the server clamps it to [2, 20] tick times.
-//   - connect_timeout (default 10s): how long Open waits for the first session.
+//   - connect_timeout (default 10s): how long Open waits for the first session;
+//     with registry.WithLazyConnect Open does not wait (the session is made in the
+//     background, digest credentials are sent before any other request, and
+//     Health reports the connection state).
 //   - acl=open|creator|creator-read: the ACL of every node this client creates.
 //     open is world:anyone with all permissions; creator gives all permissions to the
 //     authenticated digest identity only (ZooKeeper's CREATOR_ALL_ACL); creator-read
