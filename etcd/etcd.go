@@ -275,6 +275,8 @@ type Conn struct {
 	targetPrefix string
 	skipped      *driver.SkipLog             // entries under a service that are not instances, logged once
 	health       atomic.Pointer[healthState] // the last probe's outcome (see Health)
+	healthMu     sync.Mutex
+	healthCh     chan struct{} // closed at the next change of the probes' verdict; nil until asked for
 
 	life   context.Context
 	cancel context.CancelFunc

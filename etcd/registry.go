@@ -282,15 +282,35 @@ func (c *Conn) monitorConnection(ctx context.Context, lost func()) {
 	}
 }
 
-// setHealth records the last probe's outcome for Health.
+// setHealth records the last probe's outcome for Health and, when the verdict
+// changed, signals HealthChanged.
 func (c *Conn) setHealth(err error) {
 	if err != nil {
 		err = fmt.Errorf("etcd: %w: %w", driver.ErrUnavailable, err)
 	}
-	c.health.Store(&healthState{err: err})
+	prev := c.health.Swap(&healthState{err: err})
+	if prev == nil || (prev.err == nil) != (err == nil) {
+		c.healthMu.Lock()
+		if c.healthCh != nil {
+			close(c.healthCh)
+			c.healthCh = nil
+		}
+		c.healthMu.Unlock()
+	}
 }
 
 type healthState struct{ err error }
+
+// HealthChanged returns a channel closed when a probe's verdict differs from the
+// previous one (connection or leader lost, or back).
+func (c *Conn) HealthChanged() <-chan struct{} {
+	c.healthMu.Lock()
+	defer c.healthMu.Unlock()
+	if c.healthCh == nil {
+		c.healthCh = make(chan struct{})
+	}
+	return c.healthCh
+}
 
 var _ driver.Health = (*Conn)(nil)
 

@@ -564,6 +564,13 @@ func (c *Conn) Health() error {
 	return nil
 }
 
+// HealthChanged returns a channel closed at the registration connection's next
+// state change.
+func (c *Conn) HealthChanged() <-chan struct{} {
+	_, _, ch := c.zc.status()
+	return ch
+}
+
 func open(ctx context.Context, cfg config) (*Conn, error) {
 	life, cancel := context.WithCancel(context.Background())
 	c := &Conn{cfg: cfg, life: life, cancel: cancel, sessions: map[*session]struct{}{},
