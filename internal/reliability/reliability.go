@@ -164,7 +164,13 @@ func Run(t *testing.T, tg *Target, sc Scenario, run int) Result {
 		}
 		return nil
 	}
+	// The cache writes its snapshot file just after it publishes the view.
+	saved := func() error {
+		_, err := os.Stat(filepath.Join(dir, service+".json"))
+		return err
+	}
 	testenv.Eventually(t, deadline, "the cache sees every registration", converged)
+	testenv.Eventually(t, deadline, "the cache's snapshot file", saved)
 
 	// Lookups during the fault, every 20ms.
 	var lk lookupLog
@@ -288,7 +294,10 @@ func startDuringOutage(tg *Target, ns, dir string) string {
 	if err := c.Health(); err == nil {
 		return "Health reported nil during the outage"
 	}
-	copyDir := filepath.Join(dir, "..", "fresh-process")
+	copyDir, err := os.MkdirTemp(filepath.Dir(dir), "fresh-process-")
+	if err != nil {
+		return err.Error()
+	}
 	if err := os.CopyFS(copyDir, os.DirFS(dir)); err != nil {
 		return "copy snapshot files: " + err.Error()
 	}
