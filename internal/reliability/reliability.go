@@ -298,8 +298,12 @@ func startDuringOutage(tg *Target, ns, dir string) string {
 	if err != nil {
 		return err.Error()
 	}
-	if err := os.CopyFS(copyDir, os.DirFS(dir)); err != nil {
-		return "copy snapshot files: " + err.Error()
+	b, err := os.ReadFile(filepath.Join(dir, service+".json"))
+	if err == nil {
+		err = os.WriteFile(filepath.Join(copyDir, service+".json"), b, 0o644)
+	}
+	if err != nil {
+		return "copy the snapshot file: " + err.Error()
 	}
 	ch, err := cache.New(c, cache.WithSnapshotDir(copyDir), cache.WithStartupWait(time.Second))
 	if err != nil {
