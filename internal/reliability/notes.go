@@ -60,8 +60,24 @@ const Notes = `
   a Register during it waits for the quorum. The client cut longer than the TTL is the
   scenario where the servers do expire them; they are back within one round trip after the
   cut heals.
-- **Fresh again after quorum loss** is bounded by the watch loop's retry backoff (up to 10 s,
-  jittered): a reconnect does not yet wake the loop (weakness (a) of issue 19, to be fixed
-  in the registry watch loop once the ` + "`core`" + ` rework is merged).
-- Consul: the 3-server cluster and its scenarios are not written yet.
+- **Fresh again after quorum loss (ZooKeeper)** is bounded by the watch loop's retry
+  backoff (100 ms doubling to 10 s, jittered), not by the ensemble: the loop sleeps its
+  backoff after each failed re-list and a reconnect does not wake it (weakness (a) of
+  issue 19). The drivers now signal it (` + "`driver.Health.HealthChanged`" + `: ZooKeeper's
+  session state, etcd's probe verdict); the watch loop is to select on it once the ` + "`core`" + `
+  rework of that loop is merged. etcd recovers faster here because its watch, resumed by
+  the client on reconnect, notifies the loop at once.
+- **Client cut longer than the TTL:** the servers expire the session or lease during the
+  cut, so the registrations are gone from the servers until the client is back; they are
+  put again within the reconnect plus one backoff step (ZooKeeper: go-zookeeper's
+  reconnect into a new session after the expired one, then the re-put).
+- **Client process kill -9:** the registration goes with the session or lease (TTL 4 s)
+  within 4.4-4.5 s (etcd's lease expiry check and ZooKeeper's session tick add the rest).
+- **Leaderless traffic:** the clients reconnect with backoff (gRPC's, go-zookeeper's
+  round over the three members): a few connections a second for the three Clients of a
+  run, no tight loop.
+- Consul: the 3-server cluster (with a client agent), its scenarios (the client agent
+  restarted during a leader election) and its staleness fix (a blocking query that never
+  returns while there is no leader) are not done yet; nor is ZooKeeper's "session expiry
+  during the election" scenario.
 `
