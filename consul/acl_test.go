@@ -47,7 +47,7 @@ func TestACL(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer sess.Close(ctx)
+			defer sess.Close()
 			if _, err := c.Store().Create(ctx, "/acl/"+sess.ID(), []byte("x"), registry.Ephemeral(sess)); err != nil {
 				t.Fatal(err)
 			}

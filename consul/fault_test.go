@@ -11,6 +11,7 @@ import (
 
 	"github.com/regkit/regkit/internal/testenv"
 	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/registrytest"
 	"go.uber.org/goleak"
 )
 
@@ -53,6 +54,8 @@ type faultSetup struct {
 	w      registry.Watcher
 	sess   *registry.Session
 	states *states
+	// stopStates stops following sess's states.
+	stopStates func()
 }
 
 var faultIDs = []string{"f1", "f2", "f3"}
@@ -83,7 +86,7 @@ func setupFault(t *testing.T, s *server, ns string) *faultSetup {
 		t.Fatal(err)
 	}
 	f.sess = sess
-	sess.Listen(f.states.add)
+	f.stopStates = registrytest.Follow(sess, f.states.add)
 	if _, err := f.a.Store().Create(ctx, "/eph/a", []byte("x"), registry.Ephemeral(sess)); err != nil {
 		t.Fatal(err)
 	}
@@ -140,12 +143,13 @@ func (f *faultSetup) recovered(t *testing.T, s *server, ns string) {
 	if _, err := f.a.Store().Create(ctx, "/eph/a", []byte("y"), registry.Ephemeral(s2)); err != nil {
 		t.Fatalf("re-create the ephemeral key with a new session: %v", err)
 	}
-	if err := s2.Close(ctx); err != nil {
+	if err := s2.Close(); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func (f *faultSetup) close(t *testing.T) {
+	f.stopStates()
 	f.w.Close()
 	if err := f.a.Close(); err != nil {
 		t.Error(err)

@@ -402,7 +402,7 @@ func TestStoreWatchBlackhole(t *testing.T) {
 	})
 }
 
-func nextTree(t *testing.T, w *registry.TreeWatcher, what string, ok func(registry.TreeChange) error) {
+func nextTree(t *testing.T, w registry.TreeWatcher, what string, ok func(registry.TreeChange) error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), faultTimeout)
 	defer cancel()

@@ -107,10 +107,10 @@ func (c *Client) remove(ctx context.Context, rm driver.Remover, inst Instance) e
 		if err == nil || errors.Is(err, ErrNotFound) {
 			return nil
 		}
-		if errors.Is(err, ErrClosed) || errors.Is(err, ErrNotSupported) || errors.Is(err, ErrInvalid) {
+		if permanent(err) {
 			return err
 		}
-		if serr := sleepCtx(ctx, b.NextBackOff()); serr != nil {
+		if serr := c.sleep(ctx, b.NextBackOff()); serr != nil {
 			return fmt.Errorf("registry: remove %s: %w (last error: %w)", inst, serr, err)
 		}
 	}

@@ -7,12 +7,16 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/jonboulle/clockwork"
 
 	"github.com/regkit/regkit/registry/address"
 	"github.com/regkit/regkit/registry/driver"
+	"github.com/regkit/regkit/registry/internal/hooks"
+	"github.com/regkit/regkit/registry/internal/retry"
 )
 
 // Registrar registers instances.
@@ -31,20 +35,25 @@ type Discovery interface {
 // Client is a connection to one backend: registrar, discovery and coordination
 // store. It is safe for concurrent use. Close releases everything it started.
 type Client struct {
-	conn driver.Conn
-	opt  options
-	log  logger
+	conn  driver.Conn
+	opt   options
+	log   logger
+	clock clockwork.Clock
 
 	life   context.Context // cancelled by Close
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // goroutines the Client owns
+	live   atomic.Int64   // of which not finished yet (see hooks.Live)
+	ops    sync.WaitGroup // calls in flight that use conn (Register, NewSession)
+	closer closeOnce
 
-	mu      sync.Mutex
-	closed  bool
-	watches map[string]*serviceWatch // shared loops, one per service
-	regs    map[*registration]struct{}
-	claims  map[instKey]*claim // users and removals per instance; see cleanup.go
-	store   *Store
+	mu       sync.Mutex
+	closed   bool
+	watches  map[string]*serviceWatch // shared loops, one per service
+	regs     map[*registration]struct{}
+	claims   map[instKey]*claim // users and removals per instance; see cleanup.go
+	sessions map[*Session]struct{}
+	store    *Store
 }
 
 var (
@@ -55,10 +64,11 @@ var (
 func newClient(conn driver.Conn, o options) *Client {
 	life, cancel := context.WithCancel(context.Background())
 	c := &Client{
-		conn: conn, opt: o, log: logger{o.cfg.Logger},
+		conn: conn, opt: o, log: logger{o.cfg.Logger}, clock: o.clock,
 		life: life, cancel: cancel,
-		watches: map[string]*serviceWatch{},
-		regs:    map[*registration]struct{}{},
+		watches:  map[string]*serviceWatch{},
+		regs:     map[*registration]struct{}{},
+		sessions: map[*Session]struct{}{},
 	}
 	c.store = &Store{c: c}
 	return c
@@ -78,7 +88,7 @@ func (c *Client) Capabilities() Capabilities { return c.conn.Capabilities() }
 // Instances lists service from the backend, sorted by ID. While a Watch of the
 // service is running in this Client, it answers from that watch's last snapshot
 // without a backend call (for a cache that also serves during outages, see package
-// registry/cache).
+// registry/cache). The slice and its instances are the caller's own copy.
 func (c *Client) Instances(ctx context.Context, service string) ([]Instance, error) {
 	if err := ValidServiceName(service); err != nil {
 		return nil, err
@@ -97,7 +107,7 @@ func (c *Client) Instances(ctx context.Context, service string) ([]Instance, err
 	c.mu.Unlock()
 	if sw != nil {
 		if s := sw.current(); s != nil && !s.Stale {
-			return s.Instances, nil
+			return cloneInstances(s.Instances), nil
 		}
 	}
 	l, err := c.conn.List(ctx, service)
@@ -132,14 +142,16 @@ func (c *Client) checkOpen() error {
 	return nil
 }
 
-// Close deregisters every Registration, stops every watch and session loop it
-// started, waits for their goroutines and closes the backend connection.
-func (c *Client) Close() error {
+// Close deregisters every Registration, closes every Session, stops every watch,
+// tree watch and persistent node, waits for the calls in flight that use the
+// connection (a Register, a Registration's Deregister) and for every goroutine it
+// started, then closes the backend connection. It returns what failed on the way
+// (a deregistration, a session close, the connection's close); concurrent and later
+// calls wait for the first and return the same.
+func (c *Client) Close() error { return c.closer.do(c.close) }
+
+func (c *Client) close() error {
 	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return nil
-	}
 	c.closed = true
 	regs := make([]*registration, 0, len(c.regs))
 	for r := range c.regs {
@@ -147,55 +159,112 @@ func (c *Client) Close() error {
 	}
 	c.mu.Unlock()
 	var errs []error
+	// A registration already closing is still in regs: its Close waits for it.
 	for _, r := range regs {
 		if err := r.Close(); err != nil && !errors.Is(err, ErrClosed) {
 			errs = append(errs, err)
 		}
 	}
-	c.cancel()
-	c.wg.Wait()
+	c.cancel()   // ends watch loops, persistent nodes, tree watches, Register retries
+	c.ops.Wait() // a Register or NewSession in flight undoes its work and returns
+	c.wg.Wait()  // persistent nodes have closed their own sessions
+	c.mu.Lock()
+	sessions := make([]*Session, 0, len(c.sessions))
+	for s := range c.sessions {
+		sessions = append(sessions, s)
+	}
+	c.mu.Unlock()
+	for _, s := range sessions {
+		if err := s.Close(); err != nil && !errors.Is(err, ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
 	if err := c.conn.Close(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
-// goOwned starts f on a goroutine that Close waits for.
-func (c *Client) goOwned(f func()) bool {
+// beginOp registers a call that uses the connection, so that Close waits for it
+// before closing the connection; false once Close has begun.
+func (c *Client) beginOp() (done func(), ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, false
+	}
+	c.ops.Add(1)
+	return c.ops.Done, true
+}
+
+// withLife returns ctx, also cancelled when the Client closes.
+func (c *Client) withLife(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(c.life, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+// closeOnce gives every handle the same Close: the first call closes, concurrent
+// and later calls wait for it and return its result.
+type closeOnce struct {
+	once sync.Once
+	err  error
+}
+
+func (o *closeOnce) do(f func() error) error {
+	o.once.Do(func() { o.err = f() })
+	return o.err
+}
+
+// closeTimeout bounds the backend calls of the Close methods that take no context
+// (Registration.Close, Session.Close, PersistentNode.Close).
+const closeTimeout = 10 * time.Second
+
+// goOwned starts f on a goroutine that Close waits for; joins (closing the
+// handle's done channel) run after f, before the Client's own join.
+func (c *Client) goOwned(f func(), joins ...func()) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return false
 	}
 	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		f()
-	}()
+	c.goTracked(f, append(joins, c.wg.Done)...)
 	return true
 }
 
-// newBackoff returns the jittered exponential backoff that never gives up.
-func (c *Client) newBackoff() *backoff.ExponentialBackOff {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = c.opt.backoffMin
-	b.MaxInterval = c.opt.backoffMax
-	b.MaxElapsedTime = 0
-	b.RandomizationFactor = 0.5
-	b.Reset()
-	return b
+// goTracked runs f on a new goroutine counted in c.live until f has returned,
+// then calls joins in order (a WaitGroup's Done, closing a done channel): whoever
+// waits on a join sees the goroutine uncounted already.
+func (c *Client) goTracked(f func(), joins ...func()) {
+	c.live.Add(1)
+	go func() {
+		defer func() {
+			for _, j := range joins {
+				j()
+			}
+		}()
+		defer c.live.Add(-1)
+		f()
+		hooks.Delay()
+	}()
 }
 
-// sleepCtx waits d or until ctx is done.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+func init() { hooks.Live = func(c any) int64 { return c.(*Client).live.Load() } }
+
+// newBackoff returns the jittered exponential backoff that never gives up.
+func (c *Client) newBackoff() *backoff.ExponentialBackOff {
+	return retry.New(c.opt.backoffMin, c.opt.backoffMax)
+}
+
+// newRetry returns the backoff of a long-lived operation (see retry.Backoff).
+func (c *Client) newRetry() *retry.Backoff {
+	return retry.NewBackoff(c.clock, c.opt.backoffMin, c.opt.backoffMax)
+}
+
+// sleep waits d on the Client's clock, or until ctx is done.
+func (c *Client) sleep(ctx context.Context, d time.Duration) error {
+	return retry.Sleep(ctx, c.clock, d)
 }
 
 type logger struct {
@@ -203,6 +272,18 @@ type logger struct {
 }
 
 func (l logger) warn(msg string, args ...any) { l.l.Warn(msg, args...) }
+
+// cloneInstances returns a deep copy of list (nil stays nil).
+func cloneInstances(list []Instance) []Instance {
+	if list == nil {
+		return nil
+	}
+	out := make([]Instance, len(list))
+	for i, in := range list {
+		out[i] = in.Clone()
+	}
+	return out
+}
 
 func (c *Client) prepare(inst Instance) (Instance, error) {
 	if c.opt.resolver != nil {

@@ -41,7 +41,12 @@
 //     failed read it backs off, re-arms, re-lists and publishes a Resynced snapshot,
 //     so the final view always equals the server's. While the backend is
 //     unreachable it publishes the last good view once more marked Stale, with the
-//     error and the time of the last good read.
+//     error and the time of the last good read. A watcher that read too slowly to
+//     see the re-listed snapshot gets Resynced on the next fresh one it reads. The
+//     backoff of re-arming grows with every failure and starts again from its
+//     minimum only once the watch stayed up for the backoff's maximum (10s by
+//     default, see WithRetryBackoff), so a watch that breaks right after every
+//     re-arm is retried ever more slowly; such a streak is logged once.
 //   - Watchers see every final state but maybe not every intermediate step; a
 //     watcher reading slowly only skips to the newest snapshot, it never stalls the
 //     loop or other watchers.
@@ -74,9 +79,28 @@
 //   - Services lists the services that have at least one instance, and
 //     WatchServices follows that set on the same re-arm/re-list loop as every
 //     watch; backends offer it through driver.ServiceLister.
-//   - Every goroutine has an owner: the Client owns watch loops and registration
-//     keepers, and Close cancels and waits for them; Watcher.Close and the context
-//     given to Watch release a watcher.
+//   - What a caller receives is its own: Client.Instances and Watcher.Next return
+//     deep copies (Snapshot.Clone), so sorting them or editing an instance or its
+//     Metadata changes nothing another caller or watcher sees.
+//   - Every goroutine has an owner: the Client owns watch loops, registration
+//     keepers, tree watches and persistent nodes, and its Close returns only after
+//     every one of them has ended, after the calls in flight that use the
+//     connection (a Register, a Deregister) have finished, and before it closes
+//     the connection. Watcher.Close and the context given to Watch release a
+//     watcher.
+//
+// # Closing
+//
+// Every handle closes the same way: Client, Registration, Session,
+// PersistentNode, Watcher and TreeWatcher have Close() error. Close stops what
+// the handle does, waits for every goroutine it owns and for the backend calls it
+// makes (bounded by a 10-second timeout where it deletes something: a
+// registration, a session's ephemeral keys), and returns what failed; it never
+// reports success for a delete that did not happen. It is idempotent: concurrent
+// and later calls wait for the first and return its result. Calls on a closed
+// handle return ErrClosed (a blocked Watcher.Next or TreeWatcher.Next too).
+// Registration.Deregister(ctx) is the graceful form with the caller's deadline;
+// the Client's Close closes everything it handed out that is still open.
 //
 // # Instances and addresses
 //
@@ -127,8 +151,12 @@
 // sequential keys (ZooKeeper's 10-digit suffix, on every backend that can), recursive
 // delete, children, and a persistent recursive TreeWatcher built on the same
 // re-arm/re-list/diff loop as service watches. Node.CreateRevision orders creations
-// store-wide and is the recipes' fencing token. A Session reports Curator's states
-// (connected, suspended, reconnected, lost, closed) to listeners; a lost session is
+// store-wide and is the recipes' fencing token. A Session has Curator's states
+// (connected, suspended, reconnected, lost, closed), read with State and waited for
+// with Changed (a channel closed at the next change) or Done; it starts no
+// goroutine and keeps no history. A Changed channel taken in a sure state
+// (connected, reconnected) that is found closed means the session was suspended,
+// lost or closed since, so a recipe never misses a suspension. A lost session is
 // final, as in etcd's concurrency package: open a new one. For a key that must stay
 // present across session loss (membership, announced configuration) use
 // Store.NewPersistentNode, Curator's PersistentNode. Backends that cannot offer
@@ -171,6 +199,10 @@
 //   - Client.Instances answers from a running watch of the same Client when there is
 //     one and it is not stale, else reads the backend; package registry/cache adds a
 //     lock-free lookup, snapshot files and a protect threshold on top.
+//   - Timers run on the Client's clock (WithClock), so tests drive time with a
+//     fake clock instead of waiting: backoff sleeps, snapshot age, a registration
+//     guard's confirmation delay, a PersistentNode's recheck. Request timeouts are
+//     contexts, on the real clock.
 //   - Store watches are level-triggered: after a gap, events are recomputed by diffing
 //     the re-listed tree against what the watcher last returned, so a watcher never
 //     misses a final state.

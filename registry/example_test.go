@@ -73,7 +73,7 @@ func ExampleStore() {
 	cfg, _ := st.Create(ctx, "/config/db", []byte("v1"))
 	_, err := st.Set(ctx, "/config/db", []byte("v2"), cfg.Version+1)
 	fmt.Println(err != nil)
-	_ = sess.Close(ctx)
+	_ = sess.Close()
 	kids, _ := st.Children(ctx, "/locks/job")
 	fmt.Println(len(kids), "lock nodes after the session closed")
 	// Output:
@@ -96,7 +96,7 @@ func ExampleStore_NewPersistentNode() {
 	if err != nil {
 		panic(err)
 	}
-	defer p.Close(ctx)
+	defer p.Close()
 	if err := p.WaitForCreate(ctx); err != nil {
 		panic(err)
 	}

@@ -12,8 +12,9 @@ const DefaultWeight = driver.DefaultWeight
 
 // Instance is one running copy of a service, as registered and as discovered: ID,
 // Service, Host, Port, Weight, Zone, Metadata and Healthy (see driver.Instance for
-// each field). Instances returned by discovery are shared between watchers: treat
-// them, and their Metadata maps, as read-only (use Clone to modify one).
+// each field). Instances returned by Client.Instances and Watcher.Next are the
+// caller's own copies; package registry/cache's Lookup shares its snapshots
+// between callers (see there). Clone copies an instance and its Metadata.
 type Instance = driver.Instance
 
 // ValidServiceName reports why name cannot be used as a service name, or nil.

@@ -37,8 +37,10 @@ type PersistentNode struct {
 	created chan struct{} // closed after the first create
 	nudge   chan struct{} // SetValue or a change seen by the watcher
 
-	cancel context.CancelFunc
-	done   chan struct{}
+	cancel   context.CancelFunc
+	done     chan struct{} // closed when the keeper has ended
+	closeErr error         // what closing the last session met, set before done
+	closer   closeOnce
 }
 
 // persistentRecheck is how often a PersistentNode reads its key even when no watch
@@ -63,11 +65,10 @@ func (s *Store) NewPersistentNode(key string, value []byte, opts ...SessionOptio
 	p := &PersistentNode{s: s, key: key, opts: opts, value: bytes.Clone(value),
 		created: make(chan struct{}), nudge: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
 	if !s.c.goOwned(func() {
-		defer close(p.done)
 		stop := context.AfterFunc(s.c.life, cancel)
 		defer stop()
 		p.run(ctx, sc)
-	}) {
+	}, func() { close(p.done) }) {
 		cancel()
 		return nil, ErrClosed
 	}
@@ -124,16 +125,17 @@ func (p *PersistentNode) poke() {
 	}
 }
 
-// Close stops keeping the node and deletes it (by closing its session). It waits
-// for the node's goroutines.
-func (p *PersistentNode) Close(ctx context.Context) error {
-	p.cancel()
-	select {
-	case <-p.done:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	return nil
+// Close stops keeping the node and deletes it (by closing its session, at most 10
+// seconds), waits for the node's goroutines and returns what failed: a session
+// close that did not reach the backend leaves the key until the session's TTL
+// ends it, and Close says so. Concurrent and later calls wait for the first and
+// return the same. The Client's Close closes every PersistentNode still open.
+func (p *PersistentNode) Close() error {
+	return p.closer.do(func() error {
+		p.cancel()
+		<-p.done
+		return p.closeErr
+	})
 }
 
 func (p *PersistentNode) setErr(err error) {
@@ -150,9 +152,9 @@ func (p *PersistentNode) run(ctx context.Context, sc driver.StoreConn) {
 	var sess *Session
 	defer func() {
 		if sess != nil {
-			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_ = sess.Close(cctx)
-			cancel()
+			if err := sess.Close(); err != nil {
+				p.closeErr = fmt.Errorf("registry: persistent node %s: delete: %w", p.key, err)
+			}
 		}
 	}()
 	// A watcher on the key nudges the loop on every change (deleted by someone,
@@ -166,35 +168,36 @@ func (p *PersistentNode) run(ctx context.Context, sc driver.StoreConn) {
 	defer wg.Wait()
 	defer w.Close() // before wg.Wait: ends Next
 	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	p.s.c.goTracked(func() {
 		for {
 			if _, err := w.Next(ctx); err != nil {
 				return
 			}
 			p.poke()
 		}
-	}()
+	}, wg.Done)
 
-	recheck := time.NewTicker(persistentRecheck)
+	recheck := p.s.c.clock.NewTicker(persistentRecheck)
 	defer recheck.Stop()
-	b := p.s.c.newBackoff()
+	// The backoff starts again from its minimum only once the node stayed in place
+	// for a while: a node whose session is lost right after every create is not
+	// re-created at the minimum delay forever.
+	b := p.s.c.newRetry()
 	// retry records err and backs off; false when p is closing.
 	retry := func(err error) bool {
 		if ctx.Err() != nil {
 			return false
 		}
 		p.setErr(err)
-		return sleepCtx(ctx, b.NextBackOff()) == nil
+		delay, _ := b.Fail()
+		return p.s.c.sleep(ctx, delay) == nil
 	}
 	for {
 		if sess == nil || sess.Err() != nil {
 			if sess != nil {
 				p.setErr(fmt.Errorf("registry: persistent node %s: session %s ended, re-creating: %w", p.key, sess.ID(), sess.Err()))
-				// Release the ended session (its goroutine waits for Close).
-				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				_ = sess.Close(cctx)
-				cancel()
+				// Release the ended session (the Client keeps it until closed).
+				_ = sess.Close()
 				sess = nil
 			}
 			s, err := p.s.c.NewSession(ctx, p.opts...)
@@ -212,13 +215,13 @@ func (p *PersistentNode) run(ctx context.Context, sc driver.StoreConn) {
 			}
 			continue
 		}
-		b.Reset()
+		b.Up()
 		select {
 		case <-ctx.Done():
 			return
 		case <-sess.Done():
 		case <-p.nudge:
-		case <-recheck.C:
+		case <-recheck.Chan():
 			// A safety net for a change no watch reported; normally a no-op Get.
 		}
 	}

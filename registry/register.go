@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-	"time"
 
+	"github.com/regkit/regkit/internal/broadcast"
 	"github.com/regkit/regkit/registry/driver"
 )
 
@@ -47,13 +47,17 @@ type Registration interface {
 	// State returns the current state.
 	State() RegistrationState
 	// Changed returns a channel closed at the next state change after the call.
+	// Take it before reading State, so that no change falls between the two.
 	Changed() <-chan struct{}
 	// Err returns the last error met while re-registering, or nil.
 	Err() error
-	// Deregister removes the instance from the backend and stops keeping it alive.
-	// It returns ErrClosed if already deregistered.
+	// Deregister removes the instance from the backend and stops keeping it alive,
+	// waiting for its goroutines. Calls after the first wait for it to finish and
+	// return ErrClosed.
 	Deregister(ctx context.Context) error
-	// Close is Deregister with a 10-second timeout.
+	// Close is Deregister with a 10-second timeout, in the shape every handle
+	// closes in (see the package doc): concurrent and later calls wait for the
+	// first and return its result.
 	Close() error
 }
 
@@ -63,37 +67,43 @@ type registration struct {
 
 	mu      sync.Mutex
 	state   RegistrationState
-	changed chan struct{}
+	changed broadcast.Signal
 	lease   driver.Lease
 	lastErr error
 	// abandoned: the keeper gave up a re-put when it was stopped; Deregister
 	// removes what that put may still leave.
 	abandoned bool
 
-	stop chan struct{} // closed by Deregister
-	done chan struct{} // closed when the keeper goroutine has ended
+	cancel context.CancelFunc // stops the keeper
+	done   chan struct{}      // closed when the keeper goroutine has ended
+	closer closeOnce          // the one deregistration
 }
 
 // Register validates inst, fills an empty Host/Port through the address resolver,
 // an empty ID with "Host:Port" and a zero Weight with DefaultWeight, and puts it on
 // the backend, retrying with backoff until the first put succeeds or ctx is done.
 // From then on the Registration keeps it there (see Registration). When ctx ends
-// before the first put succeeded, nothing is left behind.
+// before the first put succeeded, nothing is left behind. A Register in flight
+// when the Client closes returns ErrClosed, and the Client's Close waits for it.
 func (c *Client) Register(ctx context.Context, inst Instance) (Registration, error) {
 	inst, err := c.prepare(inst)
 	if err != nil {
 		return nil, err
 	}
-	if err := c.checkOpen(); err != nil {
-		return nil, err
-	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("registry: register %s: %w", inst, err)
 	}
+	opDone, ok := c.beginOp()
+	if !ok {
+		return nil, ErrClosed
+	}
+	defer opDone()
 	if err := c.acquire(ctx, inst); err != nil {
 		return nil, err
 	}
-	lease, err := c.putRetry(ctx, inst, nil)
+	pctx, pcancel := c.withLife(ctx)
+	lease, err := c.putRetry(pctx, inst, nil)
+	pcancel()
 	if err != nil {
 		// A put may have been applied after its ctx ended: remove what no
 		// Registration will own (not after a refusal: nothing was written).
@@ -101,14 +111,20 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 		dctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 		defer cancel()
 		c.release(dctx, inst, !refused)
+		if c.life.Err() != nil && ctx.Err() == nil {
+			return nil, fmt.Errorf("registry: register %s: %w", inst, ErrClosed)
+		}
 		return nil, err
 	}
-	r := &registration{c: c, inst: inst, state: Registered, changed: make(chan struct{}),
-		lease: lease, stop: make(chan struct{}), done: make(chan struct{})}
+	kctx, kcancel := context.WithCancel(c.life)
+	r := &registration{c: c, inst: inst, state: Registered, lease: lease, cancel: kcancel, done: make(chan struct{})}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		kcancel()
+		// The Client's Close waits for this call (an op) before closing the
+		// connection, so the delete still reaches the backend.
+		dctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 		defer cancel()
 		_ = lease.Deregister(dctx)
 		c.release(dctx, inst, false)
@@ -117,10 +133,7 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 	c.regs[r] = struct{}{}
 	c.wg.Add(1)
 	c.mu.Unlock()
-	go func() {
-		defer c.wg.Done()
-		r.keep()
-	}()
+	c.goTracked(func() { r.keep(kctx) }, func() { close(r.done) }, c.wg.Done)
 	return r, nil
 }
 
@@ -146,7 +159,7 @@ func (c *Client) putRetry(ctx context.Context, inst Instance, onErr func(error))
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("registry: register %s: %w (last error: %w)", inst, ctx.Err(), err)
 		}
-		if serr := sleepCtx(ctx, b.NextBackOff()); serr != nil {
+		if serr := c.sleep(ctx, b.NextBackOff()); serr != nil {
 			return nil, fmt.Errorf("registry: register %s: %w (last error: %w)", inst, serr, err)
 		}
 	}
@@ -162,17 +175,7 @@ func permanent(err error) bool {
 
 // keep waits for the lease to be lost, or for the instance to vanish from the
 // backend while the lease lives, and puts the instance again, forever.
-func (r *registration) keep() {
-	defer close(r.done)
-	ctx, cancel := context.WithCancel(r.c.life)
-	defer cancel()
-	go func() { // ends with ctx, which the deferred cancel ends at the latest
-		select {
-		case <-r.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+func (r *registration) keep(ctx context.Context) {
 	vanished, stopGuard := r.guard(ctx)
 	defer stopGuard()
 	for {
@@ -223,8 +226,7 @@ func (r *registration) guard(ctx context.Context) (<-chan struct{}, func()) {
 		return vanished, func() {}
 	}
 	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	r.c.goTracked(func() {
 		// The first put succeeded before the guard started: the instance counts as
 		// seen, or a delete that comes before the guard's first read would go
 		// unnoticed.
@@ -249,7 +251,7 @@ func (r *registration) guard(ctx context.Context) (<-chan struct{}, func()) {
 				}
 			}
 		}
-	}()
+	}, func() { close(done) })
 	return vanished, func() {
 		w.Close()
 		<-done
@@ -261,7 +263,7 @@ func (r *registration) guard(ctx context.Context) (<-chan struct{}, func()) {
 // owned by another session, a Dubbo URL node) shows a short gap; two processes
 // registering the same ID must not take turns deleting each other because of it.
 func (r *registration) goneForSure(ctx context.Context) bool {
-	if sleepCtx(ctx, r.c.opt.backoffMin) != nil {
+	if r.c.sleep(ctx, r.c.opt.backoffMin) != nil {
 		return false
 	}
 	lctx, cancel := context.WithTimeout(ctx, r.c.opt.reqTimeout)
@@ -289,8 +291,7 @@ func (r *registration) set(s RegistrationState, err error) {
 	}
 	if r.state != s {
 		r.state = s
-		close(r.changed)
-		r.changed = make(chan struct{})
+		r.changed.Notify()
 	}
 }
 
@@ -305,7 +306,7 @@ func (r *registration) State() RegistrationState {
 func (r *registration) Changed() <-chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.changed
+	return r.changed.C()
 }
 
 func (r *registration) Err() error {
@@ -315,20 +316,32 @@ func (r *registration) Err() error {
 }
 
 func (r *registration) Deregister(ctx context.Context) error {
-	r.mu.Lock()
-	if r.state == Deregistered {
-		r.mu.Unlock()
-		return ErrClosed
+	first := false
+	err := r.closer.do(func() error {
+		first = true
+		return r.deregister(ctx)
+	})
+	if !first {
+		return ErrClosed // after the first call has finished
 	}
+	return err
+}
+
+// deregister stops the keeper and deletes the instance. r stays in the Client's
+// set until the delete is done, so that a concurrent Client.Close waits for it
+// instead of closing the connection under it.
+func (r *registration) deregister(ctx context.Context) error {
+	r.mu.Lock()
 	r.state = Deregistered
-	close(r.changed)
-	r.changed = make(chan struct{})
-	close(r.stop)
+	r.changed.Notify()
 	r.mu.Unlock()
+	r.cancel()
 	<-r.done // the keeper no longer touches the lease
-	r.c.mu.Lock()
-	delete(r.c.regs, r)
-	r.c.mu.Unlock()
+	defer func() {
+		r.c.mu.Lock()
+		delete(r.c.regs, r)
+		r.c.mu.Unlock()
+	}()
 	r.mu.Lock()
 	lease, abandoned := r.lease, r.abandoned
 	r.mu.Unlock()
@@ -340,8 +353,12 @@ func (r *registration) Deregister(ctx context.Context) error {
 	return nil
 }
 
+// Close is Deregister with a 10-second timeout. Concurrent and later calls wait
+// for the first deregistration and return its result.
 func (r *registration) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	return r.Deregister(ctx)
+	return r.closer.do(func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		defer cancel()
+		return r.deregister(ctx)
+	})
 }

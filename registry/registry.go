@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/regkit/regkit/registry/address"
 	"github.com/regkit/regkit/registry/driver"
 )
@@ -29,6 +31,7 @@ type options struct {
 	backoffMin time.Duration
 	backoffMax time.Duration
 	reqTimeout time.Duration
+	clock      clockwork.Clock
 }
 
 // WithLogger sets the logger (default: warnings and errors to standard error).
@@ -85,6 +88,14 @@ func WithLazyConnect() Option { return func(o *options) { o.cfg.Lazy = true } }
 // dead connection turns into a stale view and a retry (default 10s).
 func WithRequestTimeout(d time.Duration) Option { return func(o *options) { o.reqTimeout = d } }
 
+// WithClock sets the clock the Client's timers run on (default: the real clock):
+// backoff sleeps of every retry loop, the staleness of snapshots (Snapshot.LastGood
+// and Age), the confirmation delay of a registration's guard and a PersistentNode's
+// periodic recheck. It exists for tests, which pass a clockwork.FakeClock and
+// advance it instead of waiting; production code has no reason to set it. Request
+// timeouts (WithRequestTimeout) stay on the real clock, as contexts do.
+func WithClock(c clockwork.Clock) Option { return func(o *options) { o.clock = c } }
+
 // AddressResolver decides the host and port to advertise for an instance whose
 // program configured host and port (either may be empty or 0). Package
 // registry/address provides the standard one (*address.Resolver), which follows
@@ -107,6 +118,9 @@ func buildOptions(opts []Option) options {
 	}
 	if o.resolver == nil {
 		o.resolver = address.Default()
+	}
+	if o.clock == nil {
+		o.clock = clockwork.NewRealClock()
 	}
 	if o.reqTimeout <= 0 {
 		o.reqTimeout = 10 * time.Second

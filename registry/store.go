@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/regkit/regkit/internal/broadcast"
 	"github.com/regkit/regkit/registry/driver"
 )
 
@@ -247,15 +248,29 @@ type TreeChange struct {
 
 // TreeWatcher follows a key and all its descendants (a persistent recursive watch,
 // re-armed by itself after any gap; changes are coalesced, so every final state is
-// seen but maybe not each step).
-type TreeWatcher struct {
+// seen but maybe not each step). It is to Store.Watch what Watcher is to
+// Client.Watch, and closes the same way.
+type TreeWatcher interface {
+	// Next returns the changes since the last call (all nodes as created on the
+	// first), waiting until there are some, or the watch's staleness changed. It
+	// returns ctx's error, or ErrClosed after Close, once the Watch context is
+	// done or the Client is closed. A change after a gap is Resynced, also when
+	// the re-listed state was superseded before Next read it.
+	Next(ctx context.Context) (TreeChange, error)
+	// Close stops the watch and waits for its goroutine; a Next in progress
+	// returns ErrClosed. Idempotent; it always returns nil.
+	Close() error
+}
+
+type treeWatcher struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu      sync.Mutex
-	latest  *TreeChange // full state as last published (Events unused)
-	seq     uint64
-	changed chan struct{}
+	mu        sync.Mutex
+	latest    *TreeChange // full state as last published (Events unused)
+	seq       uint64
+	resyncSeq uint64 // seq of the last Resynced publish
+	changed   broadcast.Signal
 
 	nmu     sync.Mutex // serialises Next
 	seen    []Node
@@ -263,8 +278,9 @@ type TreeWatcher struct {
 	stale   bool
 }
 
-// Watch starts following key and all its descendants until ctx is done or Close.
-func (s *Store) Watch(ctx context.Context, key string) (*TreeWatcher, error) {
+// Watch starts following key and all its descendants until ctx is done, Close is
+// called or the Client is closed.
+func (s *Store) Watch(ctx context.Context, key string) (TreeWatcher, error) {
 	sc, err := s.conn(ctx)
 	if err != nil {
 		return nil, err
@@ -273,9 +289,8 @@ func (s *Store) Watch(ctx context.Context, key string) (*TreeWatcher, error) {
 		return nil, err
 	}
 	wctx, cancel := context.WithCancel(ctx)
-	w := &TreeWatcher{cancel: cancel, done: make(chan struct{}), changed: make(chan struct{})}
+	w := &treeWatcher{cancel: cancel, done: make(chan struct{})}
 	ok := s.c.goOwned(func() {
-		defer close(w.done)
 		stop := context.AfterFunc(s.c.life, cancel)
 		defer stop()
 		var prev []Node
@@ -290,8 +305,9 @@ func (s *Store) Watch(ctx context.Context, key string) (*TreeWatcher, error) {
 				if have && !gap && slices.EqualFunc(prev, nodes, sameNode) && !w.isStale() {
 					return nil
 				}
+				resynced := gap && have
 				prev, have = nodes, true
-				w.publish(&TreeChange{Nodes: nodes, Resynced: gap})
+				w.publish(&TreeChange{Nodes: nodes, Resynced: resynced})
 				return nil
 			},
 			func(err error) {
@@ -299,7 +315,7 @@ func (s *Store) Watch(ctx context.Context, key string) (*TreeWatcher, error) {
 					w.publish(&TreeChange{Nodes: prev, Stale: true, Err: err})
 				}
 			})
-	})
+	}, func() { close(w.done) })
 	if !ok {
 		cancel()
 		return nil, ErrClosed
@@ -307,13 +323,13 @@ func (s *Store) Watch(ctx context.Context, key string) (*TreeWatcher, error) {
 	return w, nil
 }
 
-func (w *TreeWatcher) isStale() bool {
+func (w *treeWatcher) isStale() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.latest != nil && w.latest.Stale
 }
 
-func (w *TreeWatcher) publish(tc *TreeChange) {
+func (w *treeWatcher) publish(tc *TreeChange) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if tc.Stale && w.latest != nil && w.latest.Stale {
@@ -321,8 +337,10 @@ func (w *TreeWatcher) publish(tc *TreeChange) {
 	}
 	w.latest = tc
 	w.seq++
-	close(w.changed)
-	w.changed = make(chan struct{})
+	if tc.Resynced {
+		w.resyncSeq = w.seq
+	}
+	w.changed.Notify()
 }
 
 func sameNode(a, b Node) bool {
@@ -330,24 +348,24 @@ func sameNode(a, b Node) bool {
 		a.Session == b.Session && string(a.Value) == string(b.Value)
 }
 
-// Next returns the changes since the last call (all nodes as created on the first),
-// waiting until there are some, or the watch's staleness changed. It returns ctx's
-// error, or ErrClosed after Close or once the Watch context is done.
-func (w *TreeWatcher) Next(ctx context.Context) (TreeChange, error) {
+func (w *treeWatcher) Next(ctx context.Context) (TreeChange, error) {
 	w.nmu.Lock()
 	defer w.nmu.Unlock()
 	for {
 		w.mu.Lock()
-		latest, seq, ch := w.latest, w.seq, w.changed
+		latest, seq, resyncSeq, ch := w.latest, w.seq, w.resyncSeq, w.changed.C()
 		w.mu.Unlock()
 		if latest != nil && seq > w.seenSeq {
 			first := w.seenSeq == 0
+			resynced := latest.Resynced || (!first && !latest.Stale && resyncSeq > w.seenSeq)
 			w.seenSeq = seq
 			ev := diffNodes(w.seen, latest.Nodes)
-			if first || len(ev) > 0 || latest.Stale != w.stale || latest.Resynced {
+			if first || len(ev) > 0 || latest.Stale != w.stale || resynced {
 				w.seen, w.stale = latest.Nodes, latest.Stale
 				tc := *latest
 				tc.Events = ev
+				tc.Resynced = resynced && !first
+				tc.Nodes = slices.Clone(tc.Nodes)
 				return tc, nil
 			}
 		}
@@ -366,8 +384,7 @@ func (w *TreeWatcher) Next(ctx context.Context) (TreeChange, error) {
 	}
 }
 
-// Close stops the watch and waits for its goroutine. Idempotent.
-func (w *TreeWatcher) Close() error {
+func (w *treeWatcher) Close() error {
 	w.cancel()
 	<-w.done
 	return nil

@@ -8,11 +8,17 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
+	"github.com/regkit/regkit/internal/broadcast"
 	"github.com/regkit/regkit/registry/driver"
 )
 
-// Snapshot is one complete, immutable view of a service. Its slices and maps are
-// shared with other watchers: do not modify them.
+// Snapshot is one complete view of a service. Every snapshot returned by
+// Watcher.Next (and every slice returned by Client.Instances) is the caller's own
+// deep copy: sorting it or editing an instance or its Metadata changes nothing
+// anyone else sees. (Package registry/cache's Lookup is the exception, for speed;
+// its doc says so.)
 type Snapshot struct {
 	Service string
 	// Instances are all registered instances, healthy or not, sorted by ID.
@@ -31,7 +37,9 @@ type Snapshot struct {
 	// LastGood is when the backend last answered.
 	LastGood time.Time
 	// Resynced is true on the first snapshot after a gap (a broken watch, an
-	// outage): it was re-listed, and its Instances equal the backend's.
+	// outage): it was re-listed, and its Instances equal the backend's. A watcher
+	// that read too slowly to see that snapshot gets Resynced on the first fresh
+	// one it reads after it, so no watcher misses that a gap happened.
 	Resynced bool
 	// ReplicaLag is how far behind its leader the answering server may be (Consul
 	// with stale reads); 0 for a consistent read.
@@ -41,14 +49,26 @@ type Snapshot struct {
 	// ProtectThreshold: the backend returned unhealthy instances as healthy to
 	// protect the service (Nacos).
 	ProtectThreshold bool
+
+	clock clockwork.Clock // the Client's (see WithClock); nil: the real clock
 }
 
-// Age is how long ago the backend last answered, as of now.
+// Age is how long ago the backend last answered, as of now (on the Client's
+// clock, see WithClock).
 func (s Snapshot) Age() time.Duration {
 	if s.LastGood.IsZero() {
 		return 0
 	}
+	if s.clock != nil {
+		return s.clock.Since(s.LastGood)
+	}
 	return time.Since(s.LastGood)
+}
+
+// Clone returns a deep copy of s: its own Instances slice and Metadata maps.
+func (s Snapshot) Clone() Snapshot {
+	s.Instances = cloneInstances(s.Instances)
+	return s
 }
 
 // Healthy returns the instances whose Healthy is true (a new slice).
@@ -72,9 +92,11 @@ type Watcher interface {
 	// Next returns the next snapshot: on the first call, the current one (waiting
 	// for the first read); after that, the first one newer than the last returned.
 	// It returns ctx's error, or ErrClosed once the Watcher or its Client is closed
-	// or the Watch context is done.
+	// or the Watch context is done. The snapshot is the caller's own copy.
 	Next(ctx context.Context) (Snapshot, error)
-	// Close stops the watcher. Idempotent.
+	// Close stops the watcher and waits for its goroutine, and for the service's
+	// shared loop when it was the loop's last watcher; a Next in progress returns
+	// ErrClosed. Idempotent; it always returns nil.
 	Close() error
 }
 
@@ -88,9 +110,10 @@ type serviceWatch struct {
 	refs     int // watchers, under c.mu
 	userRefs int // of which opened by Watch (not by a registration's guard), under c.mu
 
-	mu      sync.Mutex
-	snap    *Snapshot
-	changed chan struct{} // closed and replaced at every publish
+	mu        sync.Mutex
+	snap      *Snapshot
+	resyncSeq uint64           // Seq of the last Resynced snapshot
+	changed   broadcast.Signal // at every publish
 }
 
 func (w *serviceWatch) current() *Snapshot {
@@ -99,11 +122,12 @@ func (w *serviceWatch) current() *Snapshot {
 	return w.snap
 }
 
-// wait returns the latest snapshot and a channel closed when a newer one exists.
-func (w *serviceWatch) wait() (*Snapshot, <-chan struct{}) {
+// wait returns the latest snapshot, the Seq of the last Resynced one and a channel
+// closed when a newer one exists.
+func (w *serviceWatch) wait() (*Snapshot, uint64, <-chan struct{}) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.snap, w.changed
+	return w.snap, w.resyncSeq, w.changed.C()
 }
 
 func (w *serviceWatch) publish(s Snapshot) {
@@ -114,9 +138,11 @@ func (w *serviceWatch) publish(s Snapshot) {
 	} else {
 		s.Seq = 1
 	}
+	if s.Resynced {
+		w.resyncSeq = s.Seq
+	}
 	w.snap = &s
-	close(w.changed)
-	w.changed = make(chan struct{})
+	w.changed.Notify()
 }
 
 // Watch starts following service. All watchers of one service in this Client share
@@ -150,14 +176,10 @@ func (c *Client) watch(ctx context.Context, service string, user bool) (*watcher
 	sw := c.watches[service]
 	if sw == nil {
 		lctx, cancel := context.WithCancel(c.life)
-		sw = &serviceWatch{c: c, service: service, cancel: cancel, done: make(chan struct{}), changed: make(chan struct{})}
+		sw = &serviceWatch{c: c, service: service, cancel: cancel, done: make(chan struct{})}
 		c.watches[service] = sw
 		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			defer close(sw.done)
-			sw.run(lctx)
-		}()
+		c.goTracked(func() { sw.run(lctx) }, func() { close(sw.done) }, c.wg.Done)
 	}
 	sw.refs++
 	if user {
@@ -166,18 +188,17 @@ func (c *Client) watch(ctx context.Context, service string, user bool) (*watcher
 	c.mu.Unlock()
 
 	wctx, cancel := context.WithCancel(ctx)
-	w := &watcher{sw: sw, ctx: wctx, cancel: cancel, user: user}
+	w := &watcher{sw: sw, ctx: wctx, cancel: cancel, user: user, done: make(chan struct{})}
 	// Release the shared loop when the watch context ends, even if Close is never
-	// called; the goroutine is owned by the Client.
+	// called; the goroutine is owned by the Client and Close waits for it.
 	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
+	c.goTracked(func() {
 		select {
 		case <-wctx.Done():
 		case <-c.life.Done():
 		}
 		w.release()
-	}()
+	}, func() { close(w.done) }, c.wg.Done)
 	return w, nil
 }
 
@@ -185,9 +206,11 @@ type watcher struct {
 	sw      *serviceWatch
 	ctx     context.Context
 	cancel  context.CancelFunc
+	done    chan struct{} // closed when the releasing goroutine has ended
 	once    sync.Once
 	lastSeq uint64
-	user    bool       // opened by Watch
+	user    bool       // opened by Watch: snapshots are copied for the caller
+	last    bool       // released the shared loop's last reference (set before done)
 	mu      sync.Mutex // serialises Next
 }
 
@@ -204,6 +227,7 @@ func (w *watcher) release() {
 				delete(c.watches, w.sw.service)
 			}
 			w.sw.cancel()
+			w.last = true
 		}
 		c.mu.Unlock()
 	})
@@ -216,10 +240,17 @@ func (w *watcher) Next(ctx context.Context) (Snapshot, error) {
 		if w.ctx.Err() != nil || w.sw.c.life.Err() != nil {
 			return Snapshot{}, ErrClosed
 		}
-		s, ch := w.sw.wait()
+		s, resyncSeq, ch := w.sw.wait()
 		if s != nil && s.Seq > w.lastSeq {
+			out := *s
+			if w.user {
+				out = out.Clone()
+			}
+			if w.lastSeq > 0 && !out.Stale && resyncSeq > w.lastSeq {
+				out.Resynced = true // the re-listed snapshot was skipped
+			}
 			w.lastSeq = s.Seq
-			return *s, nil
+			return out, nil
 		}
 		select {
 		case <-ch:
@@ -238,6 +269,10 @@ func (w *watcher) Next(ctx context.Context) (Snapshot, error) {
 
 func (w *watcher) Close() error {
 	w.cancel()
+	<-w.done
+	if w.last {
+		<-w.sw.done // the last watcher of a service waits for its loop too
+	}
 	return nil
 }
 
@@ -252,11 +287,11 @@ func (w *serviceWatch) run(ctx context.Context) {
 			if err != nil {
 				return err
 			}
-			lastGood = time.Now()
+			lastGood = w.c.clock.Now()
 			driver.SortInstances(l.Instances)
 			s := Snapshot{Service: w.service, Instances: l.Instances, Revision: l.Revision,
 				LastGood: lastGood, Resynced: gap && prev != nil, ReplicaLag: l.ReplicaLag,
-				NoLeader: l.NoLeader, ProtectThreshold: l.ProtectThreshold}
+				NoLeader: l.NoLeader, ProtectThreshold: l.ProtectThreshold, clock: w.c.clock}
 			if prev != nil && !prev.Stale && !s.Resynced && sameView(prev, &s) {
 				return nil
 			}
@@ -271,6 +306,12 @@ func (w *serviceWatch) run(ctx context.Context) {
 // backend watch, call list after every notify; after a broken watch or a failed list,
 // report the failure, back off, re-arm and list again with gap=true. It returns when
 // ctx is done.
+//
+// The backoff of each (re-arming, re-listing) grows with every failure and starts
+// again from the minimum only once the watch, or the reads, stayed up for the
+// backoff's maximum (see retry.Backoff): a watch that breaks right after every
+// re-arm (a proxy that ends long-lived streams) is retried ever more slowly, not at
+// the minimum forever. A broken watch is logged once per streak of failures.
 func (c *Client) relistLoop(ctx context.Context, what string,
 	watch func(ctx context.Context, notify func()) error,
 	list func(ctx context.Context, gap bool) error,
@@ -285,12 +326,13 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 	watchErr := make(chan error, 1)
 	var watchCancel context.CancelFunc
 	var watchDone chan struct{}
+	watchB, listB := c.newRetry(), c.newRetry()
 	startWatch := func() {
 		wctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
 		watchCancel, watchDone = cancel, done
-		go func() { // joined through watchDone by stopWatch
-			defer close(done)
+		watchB.Up()
+		c.goTracked(func() { // joined through watchDone by stopWatch
 			err := watch(wctx, notify)
 			if wctx.Err() == nil {
 				if err == nil {
@@ -301,7 +343,7 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 				default:
 				}
 			}
-		}()
+		}, func() { close(done) })
 	}
 	stopWatch := func() {
 		if watchCancel != nil {
@@ -312,7 +354,6 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 	}
 	defer stopWatch()
 
-	watchB, listB := c.newBackoff(), c.newBackoff()
 	gap := false
 	startWatch()
 	notify() // list at once, before the watch is armed, for a fast first answer
@@ -321,11 +362,15 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 		case <-ctx.Done():
 			return
 		case err := <-watchErr:
-			c.log.warn("registry: watch broke, re-arming", "watch", what, "err", err)
+			delay, first := watchB.Fail()
+			if first {
+				c.log.warn("registry: watch broke, re-arming (further failures in a row are not logged)",
+					"watch", what, "err", err)
+			}
 			gap = true
 			stopWatch()
 			fail(err)
-			if sleepCtx(ctx, watchB.NextBackOff()) != nil {
+			if c.sleep(ctx, delay) != nil {
 				return
 			}
 			startWatch()
@@ -342,15 +387,15 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 			}
 			gap = true
 			fail(err)
-			if sleepCtx(ctx, listB.NextBackOff()) != nil {
+			delay, _ := listB.Fail()
+			if c.sleep(ctx, delay) != nil {
 				return
 			}
 			notify()
 			continue
 		}
 		gap = false
-		listB.Reset()
-		watchB.Reset()
+		listB.Up()
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/go-zookeeper/zk"
 	"github.com/regkit/regkit/internal/testenv"
 	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/registrytest"
 	rzk "github.com/regkit/regkit/zk"
 	"go.uber.org/goleak"
 )
@@ -119,7 +120,7 @@ func TestFaultKill9AndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	var log stateLog
-	stop := sess.Listen(log.add)
+	stop := registrytest.Follow(sess, log.add)
 	defer stop()
 	if _, err := a.Store().Create(ctx, "/locks/x", nil, registry.Ephemeral(sess)); err != nil {
 		t.Fatal(err)

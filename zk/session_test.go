@@ -16,6 +16,7 @@ import (
 	"github.com/go-zookeeper/zk"
 	"github.com/regkit/regkit/internal/testenv"
 	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/registrytest"
 	rzk "github.com/regkit/regkit/zk"
 )
 
@@ -90,7 +91,7 @@ func TestProtectedCreateAfterLostAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 	var log stateLog
-	stop := sess.Listen(log.add)
+	stop := registrytest.Follow(sess, log.add)
 	defer stop()
 	n, err := c.Store().Create(ctx, "/locks/job/lock-", []byte("me"), registry.Ephemeral(sess), registry.Sequential())
 	if err != nil {
@@ -166,7 +167,7 @@ func TestSessionStatesThroughCuts(t *testing.T) {
 		t.Fatal(err)
 	}
 	var log stateLog
-	stop := sess.Listen(log.add)
+	stop := registrytest.Follow(sess, log.add)
 	defer stop()
 	waitStates := func(want ...registry.SessionState) {
 		t.Helper()

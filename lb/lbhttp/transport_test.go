@@ -119,8 +119,10 @@ func TestTransportRetriesAndEjects(t *testing.T) {
 			t.Errorf("server saw %q: want Host greeter and the body", rest)
 		}
 	}
-	if got["a"] != 15 || got["b"] != 15 {
-		t.Errorf("spread %v", got)
+	// Round-robin from a random start; ejecting "dead" rebuilds the picker with a
+	// new random start, so the split is even within a few requests, not exact.
+	if got["a"]+got["b"] != 30 || got["a"] < 12 || got["b"] < 12 {
+		t.Errorf("spread %v, want 30 requests split about evenly between a and b", got)
 	}
 	b, err := tr.Balancer(context.Background(), "greeter")
 	if err != nil {

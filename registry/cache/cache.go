@@ -20,7 +20,9 @@
 //     one update would drop too large a share of them at once (see Protected).
 //
 // Snapshots returned by the Cache carry the Cache's own Seq (1, 2, ... per
-// service, also across re-watches); their slices are shared: do not modify them.
+// service, also across re-watches). Lookup's snapshots are shared by every
+// caller, so that a lookup does not allocate: do not modify them. Instances and
+// Watch's Next return the caller's own copies, as registry.Client's do.
 // Close stops every goroutine the Cache started; it does not close the
 // Discovery.
 package cache
@@ -35,6 +37,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
+	"github.com/regkit/regkit/internal/broadcast"
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/driver"
 )
@@ -55,6 +60,7 @@ type options struct {
 	log         *slog.Logger
 	backoffMin  time.Duration
 	backoffMax  time.Duration
+	clock       clockwork.Clock
 	errs        []error
 }
 
@@ -97,6 +103,11 @@ func WithProtectThreshold(share float64, grace time.Duration) Option {
 	}
 }
 
+// WithClock sets the clock the Cache's timers run on (default: the real clock): the
+// startup wait, the protect threshold's grace and the re-watch backoff. It exists
+// for tests, which pass a clockwork.FakeClock and advance it instead of waiting.
+func WithClock(c clockwork.Clock) Option { return func(o *options) { o.clock = c } }
+
 // WithLogger sets the logger (default: warnings and errors to standard error).
 // A nil logger keeps the default.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
@@ -137,6 +148,9 @@ func New(d registry.Discovery, opts ...Option) (*Cache, error) {
 		if err := os.MkdirAll(o.dir, 0o755); err != nil {
 			return nil, fmt.Errorf("cache: snapshot dir: %w", err)
 		}
+	}
+	if o.clock == nil {
+		o.clock = clockwork.NewRealClock()
 	}
 	if o.log == nil {
 		o.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -197,14 +211,14 @@ func (c *Cache) lookupSlow(ctx context.Context, service string) (registry.Snapsh
 	}
 }
 
-// Instances returns the instances of Lookup's snapshot (shared: do not modify),
-// sorted by ID; stale ones during an outage.
+// Instances returns a copy of the instances of Lookup's snapshot, sorted by ID;
+// stale ones during an outage.
 func (c *Cache) Instances(ctx context.Context, service string) ([]driver.Instance, error) {
 	s, err := c.Lookup(ctx, service)
 	if err != nil {
 		return nil, err
 	}
-	return s.Instances, nil
+	return s.Clone().Instances, nil
 }
 
 // Protected reports whether the Cache is currently holding back an update of
@@ -271,7 +285,7 @@ func (c *Cache) entry(service string) (*entry, error) {
 	if e := old[service]; e != nil {
 		return e, nil
 	}
-	e := &entry{service: service, file: file, ready: make(chan struct{}), done: make(chan struct{}), changed: make(chan struct{})}
+	e := &entry{service: service, file: file, ready: make(chan struct{}), done: make(chan struct{})}
 	m := make(map[string]*entry, len(old)+1)
 	for k, v := range old {
 		m[k] = v
@@ -323,7 +337,7 @@ type entry struct {
 	err     error         // why the loop ended, set before done is closed
 
 	mu      sync.Mutex
-	changed chan struct{} // closed and replaced at every publish
+	changed broadcast.Signal // at every publish
 	seq     uint64
 }
 
@@ -334,8 +348,7 @@ func (e *entry) publish(s registry.Snapshot, protected bool) {
 	s.Seq = e.seq
 	first := e.cur.Load() == nil
 	e.cur.Store(&state{snap: s, protected: protected})
-	close(e.changed)
-	e.changed = make(chan struct{})
+	e.changed.Notify()
 	if first {
 		close(e.ready)
 	}
@@ -344,7 +357,7 @@ func (e *entry) publish(s registry.Snapshot, protected bool) {
 func (e *entry) wait() (*state, <-chan struct{}) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.cur.Load(), e.changed
+	return e.cur.Load(), e.changed.C()
 }
 
 type watcher struct {
@@ -366,7 +379,7 @@ func (w *watcher) Next(ctx context.Context) (registry.Snapshot, error) {
 		st, ch := w.e.wait()
 		if st != nil && st.snap.Seq > w.lastSeq {
 			w.lastSeq = st.snap.Seq
-			return st.snap, nil
+			return st.snap.Clone(), nil
 		}
 		select {
 		case <-ch:

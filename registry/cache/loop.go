@@ -8,6 +8,7 @@ import (
 
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/driver"
+	"github.com/regkit/regkit/registry/internal/retry"
 )
 
 // errNoAnswer is the Err of snapshots served from a file before the backend answered.
@@ -17,6 +18,7 @@ var errNoAnswer = fmt.Errorf("cache: no answer from the backend yet, serving the
 type loop struct {
 	c *Cache
 	e *entry
+	b *retry.Backoff // re-watch delays; up while snapshots arrive
 
 	startDeadline time.Time          // when to publish the file snapshot; zero if not pending
 	accepted      *registry.Snapshot // last good backend snapshot served
@@ -24,13 +26,16 @@ type loop struct {
 	pending       *registry.Snapshot // newest held-back update while protecting
 }
 
-// run follows e.service until the Cache closes (nil) or a permanent error.
+// run follows e.service until the Cache closes (nil) or a permanent error. A
+// watch that fails is opened again after a jittered exponential backoff (the
+// registry's own, package internal/retry), which starts again from its minimum
+// only once a watch delivered snapshots for the backoff's maximum; a streak of
+// failures is logged once.
 func (c *Cache) run(e *entry) error {
-	l := &loop{c: c, e: e}
+	l := &loop{c: c, e: e, b: retry.NewBackoff(c.opt.clock, c.opt.backoffMin, c.opt.backoffMax)}
 	if e.file != nil {
-		l.startDeadline = time.Now().Add(c.opt.startupWait)
+		l.startDeadline = c.opt.clock.Now().Add(c.opt.startupWait)
 	}
-	backoff := c.opt.backoffMin
 	for c.life.Err() == nil {
 		w, err := c.d.Watch(c.life, e.service)
 		if err != nil {
@@ -52,11 +57,14 @@ func (c *Cache) run(e *entry) error {
 				return err
 			}
 		}
-		c.log.Warn("cache: watch of service failed, retrying", "service", e.service, "err", err, "in", backoff)
-		if !l.sleep(backoff) {
+		delay, first := l.b.Fail()
+		if first {
+			c.log.Warn("cache: watch of service failed, retrying (further failures in a row are not logged)",
+				"service", e.service, "err", err, "in", delay)
+		}
+		if !l.sleep(delay) {
 			return nil
 		}
-		backoff = min(2*backoff, c.opt.backoffMax)
 	}
 	return nil
 }
@@ -69,22 +77,19 @@ func permanent(err error) bool {
 
 // sleep waits d while still handling timers; false if the Cache closed.
 func (l *loop) sleep(d time.Duration) bool {
-	until := time.Now().Add(d)
+	clock := l.c.opt.clock
+	until := clock.Now().Add(d)
 	for {
 		l.timers()
-		wait := time.Until(until)
+		wait := clock.Until(until)
 		if wait <= 0 {
 			return l.c.life.Err() == nil
 		}
 		if dl := l.deadline(); !dl.IsZero() {
-			wait = max(min(wait, time.Until(dl)), 0)
+			wait = max(min(wait, clock.Until(dl)), 0)
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-l.c.life.Done():
-			t.Stop()
+		if retry.Sleep(l.c.life, clock, wait) != nil {
 			return false
-		case <-t.C:
 		}
 	}
 }
@@ -100,7 +105,7 @@ func (l *loop) deadline() time.Time {
 
 // timers fires the due timers: the startup wait and the protection grace.
 func (l *loop) timers() {
-	now := time.Now()
+	now := l.c.opt.clock.Now()
 	if !l.startDeadline.IsZero() && !now.Before(l.startDeadline) {
 		l.startDeadline = time.Time{}
 		if l.e.cur.Load() == nil {
@@ -122,12 +127,15 @@ func (l *loop) timers() {
 func (l *loop) follow(w registry.Watcher) error {
 	for {
 		l.timers()
-		ctx, cancel := l.c.life, context.CancelFunc(func() {})
+		ctx, cancel := context.WithCancel(l.c.life)
+		stop := func() bool { return false }
 		if dl := l.deadline(); !dl.IsZero() {
-			ctx, cancel = context.WithDeadline(l.c.life, dl)
+			t := l.c.opt.clock.AfterFunc(l.c.opt.clock.Until(dl), cancel) // on the Cache's clock
+			stop = t.Stop
 		}
 		s, err := w.Next(ctx)
 		expired := ctx.Err() != nil
+		stop()
 		cancel()
 		if err != nil {
 			if l.c.life.Err() != nil {
@@ -144,6 +152,7 @@ func (l *loop) follow(w registry.Watcher) error {
 
 // update handles one snapshot from the backend's watcher.
 func (l *loop) update(s registry.Snapshot) {
+	l.b.Up()
 	if s.Service == "" {
 		s.Service = l.e.service
 	}
@@ -165,7 +174,7 @@ func (l *loop) update(s registry.Snapshot) {
 		base := l.e.cur.Load().snap.Instances // held set while protecting
 		if dropShare(base, s.Instances) > l.c.opt.share {
 			if l.protectUntil.IsZero() {
-				l.protectUntil = time.Now().Add(l.c.opt.grace)
+				l.protectUntil = l.c.opt.clock.Now().Add(l.c.opt.grace)
 				l.c.log.Warn("cache: update would drop too many instances, keeping the previous set",
 					"service", l.e.service, "previous", len(base), "new", len(s.Instances),
 					"threshold", l.c.opt.share, "grace", l.c.opt.grace)

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/driver"
+	"github.com/regkit/regkit/registry/internal/hooks"
 	"go.uber.org/goleak"
 )
 
@@ -180,6 +182,9 @@ func testWatchChanges(t *testing.T, h *Harness) {
 		t.Fatal(err)
 	}
 	defer w2.Close()
+	if _, err := w2.Next(ctx); err != nil {
+		t.Fatal(err)
+	}
 
 	r1, err := a.Register(ctx, inst("pay", "p1", 9001))
 	if err != nil {
@@ -208,12 +213,10 @@ func testWatchChanges(t *testing.T, h *Harness) {
 		t.Fatal(err)
 	}
 	last := h.nextUntil(t, w, "remove p2", hasIDs(false, "p1"))
-	h.nextUntil(t, w2, "second watcher converges", func(s registry.Snapshot) error {
-		if s.Seq != last.Seq || !slices.Equal(ids(s.Instances), []string{"p1"}) {
-			return fmt.Errorf("got seq %d %v, want seq %d [p1]", s.Seq, ids(s.Instances), last.Seq)
-		}
-		return nil
-	})
+	// A watcher that read nothing meanwhile skips to the newest snapshot at once.
+	if s, err := w2.Next(ctx); err != nil || s.Seq < last.Seq || !slices.Equal(ids(s.Instances), []string{"p1"}) {
+		t.Errorf("slow watcher's next read: seq %d %v (%v), want the newest, seq >= %d [p1]", s.Seq, ids(s.Instances), err, last.Seq)
+	}
 	// The final view equals what a fresh client reads from the server.
 	fresh := h.open(t, ns)
 	got, err := fresh.Instances(ctx, "pay")
@@ -254,6 +257,9 @@ func testConcurrent(t *testing.T, h *Harness) {
 	h.nextUntil(t, w, "all concurrent registrations seen", func(s registry.Snapshot) error {
 		if len(s.Instances) != n {
 			return fmt.Errorf("%d instances", len(s.Instances))
+		}
+		if !slices.IsSortedFunc(s.Instances, func(a, b registry.Instance) int { return strings.Compare(a.ID, b.ID) }) {
+			t.Errorf("snapshot not sorted by ID: %v", ids(s.Instances))
 		}
 		return nil
 	})
@@ -345,7 +351,21 @@ func testRestart(t *testing.T, h *Harness) {
 		_, err := a.Register(ctx, inst("rs", "r2", 7102))
 		return err
 	})
-	last := h.nextUntil(t, w, "watch after restart", hasIDs(true, "r1", "r2"))
+	// If the restart showed as a gap (a Stale snapshot), the first fresh snapshot
+	// after it must be Resynced.
+	var sawStale, checked bool
+	last := h.nextUntil(t, w, "watch after restart", func(s registry.Snapshot) error {
+		switch {
+		case s.Stale:
+			sawStale = true
+		case sawStale && !checked:
+			checked = true
+			if !s.Resynced {
+				t.Errorf("first fresh snapshot after the restart's gap is not Resynced: %+v", s)
+			}
+		}
+		return hasIDs(true, "r1", "r2")(s)
+	})
 	fresh := h.open(t, ns)
 	h.eventually(t, "server view equals watch view", func() error {
 		got, err := fresh.Instances(ctx, "rs")
@@ -383,6 +403,13 @@ func testCut(t *testing.T, h *Harness) {
 		}
 		return nil
 	})
+	// slow reads nothing from before the cut until the end.
+	slow, err := b.Watch(ctx, "cut")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	h.nextUntil(t, slow, "slow watcher before cut", hasIDs(true, "c1"))
 	heal := h.Cut(t)
 	healed := false
 	defer func() {
@@ -401,10 +428,27 @@ func testCut(t *testing.T, h *Harness) {
 	}
 	heal()
 	healed = true
+	// The first fresh snapshot after the gap was re-listed and says so (also to
+	// a watcher that read too slowly to see the re-listed one itself).
+	back := h.nextUntil(t, w, "fresh after heal", func(s registry.Snapshot) error {
+		if s.Stale {
+			return fmt.Errorf("still stale")
+		}
+		return nil
+	})
+	if !back.Resynced {
+		t.Errorf("first fresh snapshot after the cut is not Resynced: %+v", back)
+	}
 	if _, err := a.Register(ctx, inst("cut", "c2", 7202)); err != nil {
 		t.Fatal(err)
 	}
 	h.nextUntil(t, w, "caught up after heal", hasIDs(true, "c1", "c2"))
+	// A watcher that slept through the gap, the re-list and later changes still
+	// learns that there was a gap.
+	s, err := slow.Next(ctx)
+	if err != nil || s.Stale || !s.Resynced {
+		t.Errorf("slow watcher's first read after the cut: %+v, %v; want fresh and Resynced", s, err)
+	}
 }
 
 func testCloseLeaks(t *testing.T, h *Harness) {
@@ -412,6 +456,10 @@ func testCloseLeaks(t *testing.T, h *Harness) {
 	ns := namespace(t)
 	ctx, cancel := context.WithTimeout(context.Background(), h.timeout())
 	defer cancel()
+	// Every goroutine of a Client lingers a moment after its work, before it is
+	// joined: a Close that forgets one returns while it still counts.
+	hooks.ExitDelay.Store(int64(20 * time.Millisecond))
+	defer hooks.ExitDelay.Store(0)
 	c := h.NewClient(t, ns)
 	r, err := c.Register(ctx, inst("leak", "k1", 7301))
 	if err != nil {
@@ -424,15 +472,116 @@ func testCloseLeaks(t *testing.T, h *Harness) {
 	if _, err := w.Next(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// On a client of their own, so that nothing else runs there: a watcher
+	// released by its context only ends its service's loop (and every goroutine of
+	// its own) without a Close; Watcher.Close, like every Close, returns only once
+	// they have ended (the watcher's own and, as it was the last watcher of its
+	// service, the loop and its driver watch).
+	wc := h.open(t, ns)
 	wctx, wcancel := context.WithCancel(ctx)
-	if _, err := c.Watch(wctx, "other"); err != nil { // released by its context only
+	wo, err := wc.Watch(wctx, "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wo.Next(ctx); err != nil {
 		t.Fatal(err)
 	}
 	wcancel()
+	h.eventually(t, "the watch released by its watch context ends its goroutines", func() error {
+		if n := hooks.Live(wc); n != 0 {
+			return fmt.Errorf("%d goroutines of the client still run", n)
+		}
+		return nil
+	})
+	w2, err := wc.Watch(ctx, "closed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w2.Next(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := hooks.Live(wc); n != 0 {
+		t.Errorf("%s: %d goroutines of the watcher still run after Watcher.Close returned", h.Name, n)
+	}
+	// The same for every other handle, each alone on the client.
+	settled := func(what string) {
+		t.Helper()
+		if n := hooks.Live(wc); n != 0 {
+			t.Errorf("%s: %d goroutines still run after %s returned", h.Name, n, what)
+		}
+	}
+	r2, err := wc.Register(ctx, inst("alone", "a1", 7303))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	settled("Registration.Close")
+	if cp := wc.Capabilities(); cp.Store {
+		tw, err := wc.Store().Watch(ctx, "/alone")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Next(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := tw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		settled("TreeWatcher.Close")
+		if cp.Ephemeral && cp.Sessions {
+			p, err := wc.Store().NewPersistentNode("/alone/node", []byte("x"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := p.WaitForCreate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Close(); err != nil {
+				t.Fatal(err)
+			}
+			settled("PersistentNode.Close")
+		}
+	}
+	// Every kind of goroutine the Client owns: a tree watch, a persistent node
+	// (with its session), a session of the caller's, where the backend has them.
+	if cp := c.Capabilities(); cp.Store {
+		tw, err := c.Store().Watch(ctx, "/leak")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Next(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if cp.Ephemeral && cp.Sessions {
+			p, err := c.Store().NewPersistentNode("/leak/node", []byte("x"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := p.WaitForCreate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.NewSession(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	if err := c.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	if _, err := w.Next(ctx); !errors.Is(err, driver.ErrClosed) {
+	// Close returns only once every goroutine it owns has ended: checked at once,
+	// without the retries of goleak below (which would also pass a Close that
+	// merely cancels and lets its goroutines end a moment later), by the Client's
+	// own count of the goroutines it started (every goroutine of package registry
+	// is started through it).
+	if n := hooks.Live(c); n != 0 {
+		t.Errorf("%s: %d goroutines of the Client still run after Close returned", h.Name, n)
+	}
+	if _, err := w.Next(ctx); !errors.Is(err, registry.ErrClosed) {
 		t.Errorf("Next after Close = %v, want ErrClosed", err)
 	}
 	if r.State() != registry.Deregistered {

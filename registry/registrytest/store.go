@@ -34,14 +34,14 @@ func RunStore(t *testing.T, h Harness) {
 		if h.Restart == nil {
 			t.Skipf("%s: no Restart hook", h.Name)
 		}
-		testTreeWatchFault(t, &h, func() func() { h.Restart(t); return func() {} })
+		testTreeWatchFault(t, &h, false, func() func() { h.Restart(t); return func() {} })
 	})
 	t.Run("TreeWatchSurvivesCut", func(t *testing.T) {
 		needStore(t, &h)
 		if h.Cut == nil {
 			t.Skipf("%s: no Cut hook", h.Name)
 		}
-		testTreeWatchFault(t, &h, func() func() { return h.Cut(t) })
+		testTreeWatchFault(t, &h, true, func() func() { return h.Cut(t) })
 	})
 }
 
@@ -281,11 +281,11 @@ func testEphemeral(t *testing.T, h *Harness) {
 	if err != nil || got.Session != sess.ID() {
 		t.Fatalf("other client Get = %+v, %v", got, err)
 	}
-	var states []driver.SessionState
-	var smu sync.Mutex
-	stop := sess.Listen(func(s driver.SessionState) { smu.Lock(); states = append(states, s); smu.Unlock() })
-	defer stop()
-	if err := sess.Close(ctx); err != nil {
+	if st := sess.State(); st != registry.StateConnected {
+		t.Errorf("new session state %v, want connected", st)
+	}
+	changed := sess.Changed()
+	if err := sess.Close(); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -297,11 +297,17 @@ func testEphemeral(t *testing.T, h *Harness) {
 		t.Errorf("Err after Close = %v, want ErrClosed", sess.Err())
 	}
 	h.gone(t, ctx, b, "/members/a", "ephemeral key gone with its session")
-	smu.Lock()
-	if !slices.Contains(states, driver.StateClosed) {
-		t.Errorf("listener saw %v, want closed", states)
+	if st := sess.State(); st != registry.StateClosed {
+		t.Errorf("state after Close %v, want closed", st)
 	}
-	smu.Unlock()
+	select {
+	case <-changed:
+	default:
+		t.Error("Changed not closed by Close")
+	}
+	if err := sess.Close(); err != nil {
+		t.Errorf("second Close = %v, want the first's nil", err)
+	}
 	if _, err := a.Store().Create(ctx, "/members/late", nil, registry.Ephemeral(sess)); err == nil {
 		t.Error("Create bound to a closed session succeeded")
 	}
@@ -322,14 +328,7 @@ func testStoreSessionLost(t *testing.T, h *Harness) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lost := make(chan struct{})
-	var once sync.Once
-	stop := sess.Listen(func(s driver.SessionState) {
-		if s == driver.StateLost {
-			once.Do(func() { close(lost) })
-		}
-	})
-	defer stop()
+	changed := sess.Changed()
 	if _, err := a.Store().Create(ctx, "/eph/x", nil, registry.Ephemeral(sess)); err != nil {
 		t.Fatal(err)
 	}
@@ -342,10 +341,14 @@ func testStoreSessionLost(t *testing.T, h *Harness) {
 	if !errors.Is(sess.Err(), driver.ErrSessionLost) {
 		t.Errorf("Err = %v, want ErrSessionLost", sess.Err())
 	}
+	// State is Lost once Done is closed, and the change closed Changed.
+	if st := sess.State(); st != registry.StateLost {
+		t.Errorf("state after expiry %v, want lost", st)
+	}
 	select {
-	case <-lost:
-	case <-ctx.Done():
-		t.Fatal("listener never saw StateLost")
+	case <-changed:
+	default:
+		t.Fatal("Changed not closed when the session was lost")
 	}
 	h.gone(t, ctx, b, "/eph/x", "ephemeral key gone with the lost session")
 	// A new session works.
@@ -358,7 +361,7 @@ func testStoreSessionLost(t *testing.T, h *Harness) {
 	}
 }
 
-func nextChange(t *testing.T, h *Harness, w *registry.TreeWatcher, what string, ok func(registry.TreeChange) error) registry.TreeChange {
+func nextChange(t *testing.T, h *Harness, w registry.TreeWatcher, what string, ok func(registry.TreeChange) error) registry.TreeChange {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), h.timeout())
 	defer cancel()
@@ -439,7 +442,10 @@ func testTreeWatch(t *testing.T, h *Harness) {
 	}
 }
 
-func testTreeWatchFault(t *testing.T, h *Harness, fault func() (heal func())) {
+// testTreeWatchFault: a tree watch catches up after fault; with waitStale it
+// first shows the fault as Stale (a cut), and the first fresh change after it
+// must be Resynced.
+func testTreeWatchFault(t *testing.T, h *Harness, waitStale bool, fault func() (heal func())) {
 	ns := namespace(t)
 	ctx := ctxT(t, 4*h.timeout())
 	a, b := h.open(t, ns), h.open(t, ns)
@@ -458,6 +464,14 @@ func testTreeWatchFault(t *testing.T, h *Harness, fault func() (heal func())) {
 		return nil
 	})
 	heal := fault()
+	if waitStale {
+		nextChange(t, h, w, "stale during the fault", func(tc registry.TreeChange) error {
+			if !tc.Stale {
+				return fmt.Errorf("not stale: %v", keysOf(tc.Nodes))
+			}
+			return nil
+		})
+	}
 	heal()
 	h.eventually(t, "create after the fault", func() error {
 		_, err := a.Store().Create(ctx, "/f/two", nil)
@@ -466,7 +480,19 @@ func testTreeWatchFault(t *testing.T, h *Harness, fault func() (heal func())) {
 		}
 		return err
 	})
+	// If the fault showed as a gap (a Stale change), the first fresh change after
+	// it must be Resynced.
+	sawStale, checked := waitStale, false
 	nextChange(t, h, w, "change after the fault", func(tc registry.TreeChange) error {
+		switch {
+		case tc.Stale:
+			sawStale = true
+		case sawStale && !checked:
+			checked = true
+			if !tc.Resynced {
+				t.Errorf("first fresh change after the fault's gap is not Resynced: %+v", tc)
+			}
+		}
 		if !slices.Equal(keysOf(tc.Nodes), []string{"/f", "/f/one", "/f/two"}) || tc.Stale {
 			return fmt.Errorf("nodes %v stale=%v", keysOf(tc.Nodes), tc.Stale)
 		}
@@ -487,7 +513,7 @@ func testPersistentNode(t *testing.T, h *Harness) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close(ctx)
+	defer p.Close()
 	if err := p.WaitForCreate(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -521,7 +547,7 @@ func testPersistentNode(t *testing.T, h *Harness) {
 	p.SetValue([]byte("v2"))
 	h.eventually(t, "new value written", present("v2", ""))
 
-	if err := p.Close(ctx); err != nil {
+	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
 	h.gone(t, ctx, b, "/pn/member", "persistent node deleted by Close")
