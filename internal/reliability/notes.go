@@ -60,13 +60,13 @@ const Notes = `
   a Register during it waits for the quorum. The client cut longer than the TTL is the
   scenario where the servers do expire them; they are back within one round trip after the
   cut heals.
-- **Fresh again after quorum loss (ZooKeeper)** is bounded by the watch loop's retry
-  backoff (100 ms doubling to 10 s, jittered), not by the ensemble: the loop sleeps its
-  backoff after each failed re-list and a reconnect does not wake it (weakness (a) of
-  issue 19). The drivers now signal it (` + "`driver.Health.HealthChanged`" + `: ZooKeeper's
-  session state, etcd's probe verdict); the watch loop is to select on it once the ` + "`core`" + `
-  rework of that loop is merged. etcd recovers faster here because its watch, resumed by
-  the client on reconnect, notifies the loop at once.
+- **Fresh again after an outage** no longer waits out the watch loop's retry backoff
+  (100 ms doubling to 10 s, jittered): the drivers report their connection's health
+  (` + "`driver.Health`" + `: ZooKeeper's session state, etcd's probe verdict) and the loop's
+  backoff sleeps end as soon as it is back (weakness (a) of issue 19;
+  ` + "`registry.TestReconnectWakesRelist`" + ` fails on the old loop). etcd's wake-up covers a failed
+  re-list while its watch (which runs the probe) is armed; after a broken watch the loop
+  re-arms on its backoff, where etcd's client resumes the stream by itself.
 - **Client cut longer than the TTL:** the servers expire the session or lease during the
   cut, so the registrations are gone from the servers until the client is back; they are
   put again within the reconnect plus one backoff step (ZooKeeper: go-zookeeper's
