@@ -215,11 +215,12 @@ func Run(t *testing.T, tg *Target, sc Scenario, run int) Result {
 		r.OutageConns, r.OutageBytes = c1-conns0, b1-bytes0
 		r.OutageSeconds = time.Since(faultAt).Seconds()
 	}
+	restoreAt := time.Since(faultAt) // lookups after this may be fresh again
 	restore(t)
 	restored := time.Now()
 	close(stopLookups)
 	lwg.Wait()
-	r.Lookups, r.Answered, r.StaleRequired, r.StaleMarked, r.FirstStale = lk.figures(sc.Unreachable, tg.StaleBound)
+	r.Lookups, r.Answered, r.StaleRequired, r.StaleMarked, r.FirstStale = lk.figures(sc.Unreachable, tg.StaleBound, restoreAt)
 
 	// Recovery.
 	var freshAt, backAt time.Time
@@ -360,7 +361,9 @@ func (l *lookupLog) add(at time.Duration, s registry.Snapshot, err error, want [
 		stale: s.Stale, age: s.Age()})
 }
 
-func (l *lookupLog) figures(unreachable bool, bound time.Duration) (n, answered, required, marked int, first time.Duration) {
+// figures counts the lookups; those made between bound into the fault and the
+// start of its restoration must have been marked stale.
+func (l *lookupLog) figures(unreachable bool, bound, restoreAt time.Duration) (n, answered, required, marked int, first time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	first = -1
@@ -372,7 +375,7 @@ func (l *lookupLog) figures(unreachable bool, bound time.Duration) (n, answered,
 		if x.stale && first < 0 {
 			first = x.at
 		}
-		if unreachable && x.at > bound {
+		if unreachable && x.at > bound && x.at < restoreAt {
 			required++
 			if x.stale && x.age > 0 {
 				marked++
