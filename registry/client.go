@@ -39,6 +39,7 @@ type Client struct {
 	opt   options
 	log   logger
 	clock clockwork.Clock
+	met   *metrics // see metrics.go
 
 	life   context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -71,6 +72,7 @@ func newClient(conn driver.Conn, o options) *Client {
 		sessions: map[*Session]struct{}{},
 	}
 	c.store = &Store{c: c}
+	c.met = newMetrics(c, o.meter)
 	return c
 }
 
@@ -112,6 +114,7 @@ func (c *Client) Instances(ctx context.Context, service string) ([]Instance, err
 	}
 	l, err := c.conn.List(ctx, service)
 	if err != nil {
+		c.requestError(ctx, "list", err)
 		return nil, err
 	}
 	driver.SortInstances(l.Instances)
@@ -182,6 +185,7 @@ func (c *Client) close() error {
 	if err := c.conn.Close(); err != nil {
 		errs = append(errs, err)
 	}
+	c.met.close()
 	return errors.Join(errs...)
 }
 

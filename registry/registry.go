@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/regkit/regkit/registry/address"
 	"github.com/regkit/regkit/registry/driver"
@@ -32,6 +33,7 @@ type options struct {
 	backoffMax time.Duration
 	reqTimeout time.Duration
 	clock      clockwork.Clock
+	meter      metric.MeterProvider // see WithMeterProvider in metrics.go
 }
 
 // WithLogger sets the logger (default: warnings and errors to standard error).

@@ -89,6 +89,7 @@ func (c *Client) NewSession(ctx context.Context, opts ...SessionOption) (*Sessio
 	spec.OnState = s.report
 	conn, err := sc.NewSession(ctx, spec)
 	if err != nil {
+		c.requestError(ctx, "session", err)
 		return nil, err
 	}
 	s.conn = conn
@@ -121,6 +122,7 @@ func (s *Session) report(st SessionState) {
 	case cur == StateSuspended && st == StateConnected:
 		st = StateReconnected
 	}
+	s.c.sessionState(cur, st)
 	s.state = st
 	s.changed.Notify()
 }
