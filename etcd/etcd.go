@@ -80,6 +80,17 @@
 // Watches use etcd's watch with WithRequireLeader, which the client resumes from the
 // last seen revision after a reconnect; a compacted or cancelled watch returns an
 // error, and package registry re-lists, diffs and marks the view resynced.
+//
+// Staleness: a watcher's view is marked stale at most StaleBound (5s) after the
+// cluster stops serving reads to this client (quorum lost, the member cut off, every
+// member unreachable). Each watch probes every ProbeInterval with a serializable
+// count-only read that requires a leader and breaks after two failed probes; List
+// requires a leader too (a member without one refuses at once) and gives up after
+// ListTimeout. Health reports the connection's state and the last probe.
+//
+// registry.WithLazyConnect: Open dials in the background and returns at once
+// (calls wait for the connection within their ctx); with credentials the etcd
+// client authenticates while it is built, so Open then still waits for a server.
 package etcd
 
 import (
@@ -90,6 +101,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/regkit/regkit/internal/inflight"
@@ -153,9 +165,20 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 	if cfg.TLS != nil {
 		cc.TLS = cfg.TLS.Clone()
 	}
+	// registry.WithLazyConnect: dial in the background (no DialTimeout: gRPC
+	// connects on its own, and calls wait for it within their ctx) and skip the
+	// check. With credentials the client authenticates inside clientv3.New, so
+	// Open still waits for the server then.
+	lazy := cfg.Lazy && cfg.Username == ""
+	if lazy {
+		cc.DialTimeout = 0
+	}
 	cli, err := clientv3.New(cc)
 	if err != nil {
 		return nil, connectError(hosts, err)
+	}
+	if lazy {
+		return newConn(cli, st, cfg.Logger, true), nil
 	}
 	// Check the endpoints answer (and the credentials work) before returning.
 	sctx, cancel := context.WithTimeout(ctx, dial)
@@ -260,7 +283,10 @@ type Conn struct {
 	// layout says how instances are stored; targetPrefix is layout=naming's.
 	layout       Layout
 	targetPrefix string
-	skipped      *driver.SkipLog // entries under a service that are not instances, logged once
+	skipped      *driver.SkipLog             // entries under a service that are not instances, logged once
+	health       atomic.Pointer[healthState] // the last probe's outcome (see Health)
+	healthMu     sync.Mutex
+	healthCh     chan struct{} // closed at the next change of the probes' verdict; nil until asked for
 
 	life   context.Context
 	cancel context.CancelFunc

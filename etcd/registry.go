@@ -253,9 +253,19 @@ func decodeInstance(service, id string, value []byte) (driver.Instance, string) 
 // List reads every instance of service: the keys of the exact shape
 // <prefix>/services/<service>/<id> holding a valid record of that service and ID.
 // Anything else is skipped, and logged once per key.
+//
+// The read requires a leader, so a member without one refuses it at once, and one
+// attempt lasts at most ListTimeout: a linearizable read stuck in a cluster that
+// lost its quorum fails as registry.ErrUnavailable (the watch loop then marks the
+// view stale) instead of holding the loop for the caller's whole timeout.
 func (c *Conn) List(ctx context.Context, service string) (driver.Listing, error) {
-	resp, err := c.cli.Get(ctx, c.serviceKey(service), clientv3.WithPrefix())
+	lctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), ListTimeout)
+	resp, err := c.cli.Get(lctx, c.serviceKey(service), clientv3.WithPrefix())
+	cancel()
 	if err != nil {
+		if ctx.Err() == nil && lctx.Err() != nil {
+			return driver.Listing{}, fmt.Errorf("etcd: list %s: no answer within %v: %w: %w", service, ListTimeout, driver.ErrUnavailable, err)
+		}
 		return driver.Listing{}, wrap("list", service, err)
 	}
 	prefix := c.serviceKey(service)
@@ -303,7 +313,21 @@ func (c *Conn) watchPrefix(ctx context.Context, prefix string, notify func()) er
 		})
 	}()
 	ch := c.cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
-	for resp := range ch {
+	for {
+		var resp clientv3.WatchResponse
+		var ok bool
+		select {
+		case resp, ok = <-ch:
+		case <-wctx.Done():
+			// The client closes ch only once its shared watch stream runs again,
+			// which it keeps retrying while the member has no leader: do not wait
+			// for it, or the view would not be marked stale before the cluster
+			// recovers (ch is the client's; it closes it when it can).
+			ok = false
+		}
+		if !ok {
+			break
+		}
 		if resp.CompactRevision != 0 {
 			// Resumed below the compaction point: the events in between are gone.
 			// Returning makes package registry re-list, diff and mark the view resynced.
@@ -325,10 +349,29 @@ func (c *Conn) watchPrefix(ctx context.Context, prefix string, notify func()) er
 	return fmt.Errorf("etcd: watch %s closed: %w", prefix, driver.ErrUnavailable)
 }
 
-// monitorConnection calls lost once the client's connection has been down for two
-// checks in a row, a second apart; it returns then or when ctx is done.
+// ProbeInterval is how often a watch checks that its member still has a leader
+// (and that the connection answers), and how long it waits for the answer. Two
+// failed checks in a row break every watch of the connection, so a watcher's view
+// is marked stale at most StaleBound after the cluster stops serving reads.
+const ProbeInterval = time.Second
+
+// ListTimeout bounds one List attempt (see List).
+const ListTimeout = 3 * time.Second
+
+// StaleBound is the longest a watcher's view goes unmarked after the member it
+// reads from stops answering or loses its leader: a list in flight gives up after
+// ListTimeout, a broken watch is noticed within two probes plus the member's own
+// election timeout (1s by default), and the loop publishes the stale view at once.
+const StaleBound = 5 * time.Second
+
+// monitorConnection calls lost once the connection has failed two checks in a
+// row, ProbeInterval apart: the gRPC connection is down, or a serializable
+// count-only read that requires a leader fails or does not answer within
+// ProbeInterval (a member without a leader refuses it at once; a silent
+// partition lets it time out long before gRPC's keep-alive notices). It returns
+// then or when ctx is done.
 func (c *Conn) monitorConnection(ctx context.Context, lost func()) {
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(ProbeInterval)
 	defer tick.Stop()
 	bad := 0
 	for {
@@ -337,17 +380,74 @@ func (c *Conn) monitorConnection(ctx context.Context, lost func()) {
 			return
 		case <-tick.C:
 		}
-		switch c.cli.ActiveConnection().GetState() {
+		var err error
+		switch st := c.cli.ActiveConnection().GetState(); st {
 		case connectivity.TransientFailure, connectivity.Connecting, connectivity.Idle, connectivity.Shutdown:
-			bad++
+			err = fmt.Errorf("connection %v", st)
 		default:
-			bad = 0
+			pctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), ProbeInterval)
+			_, err = c.cli.Get(pctx, c.prefix+"/", clientv3.WithCountOnly(), clientv3.WithSerializable())
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
 		}
-		if bad >= 2 {
+		c.setHealth(err)
+		if err == nil {
+			bad = 0
+			continue
+		}
+		if bad++; bad >= 2 {
 			lost()
 			return
 		}
 	}
+}
+
+// setHealth records the last probe's outcome for Health and, when the verdict
+// changed, signals HealthChanged.
+func (c *Conn) setHealth(err error) {
+	if err != nil {
+		err = fmt.Errorf("etcd: %w: %w", driver.ErrUnavailable, err)
+	}
+	prev := c.health.Swap(&healthState{err: err})
+	if prev == nil || (prev.err == nil) != (err == nil) {
+		c.healthMu.Lock()
+		if c.healthCh != nil {
+			close(c.healthCh)
+			c.healthCh = nil
+		}
+		c.healthMu.Unlock()
+	}
+}
+
+type healthState struct{ err error }
+
+// HealthChanged returns a channel closed when a probe's verdict differs from the
+// previous one (connection or leader lost, or back).
+func (c *Conn) HealthChanged() <-chan struct{} {
+	c.healthMu.Lock()
+	defer c.healthMu.Unlock()
+	if c.healthCh == nil {
+		c.healthCh = make(chan struct{})
+	}
+	return c.healthCh
+}
+
+var _ driver.Health = (*Conn)(nil)
+
+// Health reports whether the client's connection is up and, while a watch runs
+// (which probes every ProbeInterval), whether its last probe found a member with
+// a leader: nil, or an error matching registry.ErrUnavailable.
+func (c *Conn) Health() error {
+	switch st := c.cli.ActiveConnection().GetState(); st {
+	case connectivity.TransientFailure, connectivity.Connecting, connectivity.Shutdown:
+		return fmt.Errorf("etcd: connection %v: %w", st, driver.ErrUnavailable)
+	}
+	if h := c.health.Load(); h != nil {
+		return h.err
+	}
+	return nil
 }
 
 var _ driver.Remover = (*Conn)(nil)

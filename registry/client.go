@@ -130,6 +130,21 @@ func (c *Client) Instances(ctx context.Context, service string) ([]Instance, err
 	return l.Instances, nil
 }
 
+// Health reports whether the Client currently reaches its backend: nil when it
+// does, or an error matching ErrUnavailable saying why not (a connection opened
+// with WithLazyConnect that has not connected yet, a lost connection, a member
+// without a leader). Backends that cannot tell report nil. After Close it is
+// ErrClosed.
+func (c *Client) Health() error {
+	if err := c.checkOpen(); err != nil {
+		return err
+	}
+	if h, ok := c.conn.(driver.Health); ok {
+		return h.Health()
+	}
+	return nil
+}
+
 func (c *Client) checkOpen() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -62,6 +62,17 @@
 //     instead of discovering them by a refused, retried request. A refusal no
 //     retry can fix (too large, invalid argument) is ErrInvalid on every backend,
 //     and Register never retries it.
+//   - Staleness within a bound: a watcher's view is marked Stale within a bound
+//     each backend documents after the backend stops answering it (ZooKeeper: as
+//     soon as the session's connection drops, at most 2/3 of the session timeout
+//     on a silent partition; etcd: etcd.StaleBound, 5s), so two processes never
+//     disagree for long about one outage. Client.Health says whether the Client
+//     reaches its backend now.
+//   - Starting during an outage: with WithLazyConnect, Open returns without
+//     waiting for the backend (ZooKeeper and etcd connect in the background), so
+//     a process started while the cluster is down still gets a Client, and
+//     registry/cache serves its snapshot files, marked Stale, until the backend
+//     answers. Without it Open waits, as below.
 //   - One error vocabulary: a backend that does not answer fails Open with
 //     ErrUnavailable; a cancelled or expired context gives context.Canceled or
 //     context.DeadlineExceeded under errors.Is from Open, Register, Instances,

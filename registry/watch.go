@@ -381,7 +381,7 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 			gap = true
 			stopWatch()
 			fail(err)
-			if c.sleep(ctx, delay) != nil {
+			if c.sleepOrReconnect(ctx, delay) != nil {
 				return
 			}
 			startWatch()
@@ -404,7 +404,7 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 				c.log.warn("registry: read failed, serving the last good view marked stale (further failures in a row are not logged)",
 					"watch", what, "err", err)
 			}
-			if c.sleep(ctx, delay) != nil {
+			if c.sleepOrReconnect(ctx, delay) != nil {
 				return
 			}
 			notify()
@@ -413,6 +413,34 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 		gap = false
 		listB.Up()
 		logB.Up()
+	}
+}
+
+// sleepOrReconnect waits d on the Client's clock like sleep, but returns early
+// once a driver that reports its connection's health (driver.Health) says it is
+// back: a reconnect wakes every re-arm and re-list loop at once instead of leaving
+// each to sleep out its backoff (up to WithRetryBackoff's maximum, jittered).
+// When the connection is healthy already, the failure was not the connection's
+// and the backoff is slept in full.
+func (c *Client) sleepOrReconnect(ctx context.Context, d time.Duration) error {
+	h, ok := c.conn.(driver.Health)
+	if !ok || h.Health() == nil {
+		return c.sleep(ctx, d)
+	}
+	t := c.clock.NewTimer(d)
+	defer t.Stop()
+	for {
+		changed := h.HealthChanged() // before Health, so no change is missed
+		if h.Health() == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.Chan():
+			return nil
+		case <-changed:
+		}
 	}
 }
 

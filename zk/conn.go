@@ -53,9 +53,11 @@ func (e *epoch) lose(err error) { e.sig.Lose(err) }
 // Err says why the session ended, or nil while it lives.
 func (e *epoch) Err() error { return e.sig.Err() }
 
-// dial opens a go-zookeeper connection with the given session timeout and waits for
-// its first session (and sends the digest credentials).
-func (c *Conn) dial(ctx context.Context, timeout time.Duration, hook func(*zkConn, zk.State, int64)) (*zkConn, error) {
+// dial opens a go-zookeeper connection with the given session timeout and, with
+// wait, waits for its first session and sends the digest credentials. Without wait
+// (registry.WithLazyConnect) it returns at once; the credentials are sent on a
+// goroutine the Conn owns, and calls wait for them (see call).
+func (c *Conn) dial(ctx context.Context, timeout time.Duration, hook func(*zkConn, zk.State, int64), wait bool) (*zkConn, error) {
 	zc := &zkConn{changed: make(chan struct{}), state: zk.StateDisconnected, hook: hook}
 	dialer := func(network, addr string, t time.Duration) (net.Conn, error) {
 		if zc.refuse.Load() {
@@ -76,6 +78,22 @@ func (c *Conn) dial(ctx context.Context, timeout time.Duration, hook func(*zkCon
 		return nil, wrap("connect", strings.Join(c.cfg.hosts, ","), err)
 	}
 	zc.zk, zc.events = conn, events
+	if !wait {
+		if c.cfg.auth != nil {
+			c.authed = make(chan struct{})
+			c.spawn(func() {
+				defer close(c.authed)
+				if err := conn.AddAuth("digest", c.cfg.auth); err != nil {
+					if !isConnLoss(err) {
+						err = fmt.Errorf("%w: %w", driver.ErrPermission, err)
+					}
+					c.authErr = wrap("add digest auth", strings.Join(c.cfg.hosts, ","), err)
+					c.cfg.log.Warn("zk: digest credentials refused; every call will fail", "err", c.authErr)
+				}
+			})
+		}
+		return zc, nil
+	}
 	wctx, cancel := context.WithTimeout(ctx, c.cfg.connectTimeout)
 	defer cancel()
 	for {

@@ -71,6 +71,27 @@ type Config struct {
 	// Options are the backend-specific options, in the order given; a driver reads
 	// its own with ApplyOptions, which rejects those of other backends.
 	Options []Option
+	// Lazy (registry.WithLazyConnect): Open checks its input and returns without
+	// waiting for the backend, which the connection reaches in the background;
+	// until it does, calls wait within their context or fail with ErrUnavailable.
+	// A driver that cannot connect lazily ignores it (its package doc says so).
+	Lazy bool
+}
+
+// Health is optionally implemented by a Conn that knows whether it currently
+// reaches a backend able to serve reads (ZooKeeper: a session is connected; etcd:
+// the connection is up and its member has a leader). Client.Health reports it.
+//
+// HealthChanged is the "connection is back" signal: package registry's watch
+// loops select on it so that a reconnect wakes every re-list at once instead of
+// waiting out a retry backoff.
+type Health interface {
+	// Health returns nil while the connection can read from the backend, else why
+	// not (matching ErrUnavailable).
+	Health() error
+	// HealthChanged returns a channel closed at the next change of Health's
+	// verdict (connected, lost, reconnected).
+	HealthChanged() <-chan struct{}
 }
 
 // Option is one backend-specific option. A backend package's typed WithX function
