@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -222,5 +223,12 @@ func ParseURL(rawURL string) (*url.URL, error) {
 			}
 		}
 	}
-	return nil, &FieldError{Field: "url", Value: rawURL, Reason: "malformed: " + err.Error()}
+	// url.Error's message quotes the raw URL: keep only its cause, and quote the
+	// URL redacted.
+	cause := err
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		cause = ue.Err
+	}
+	return nil, &FieldError{Field: "url", Value: driver.RedactRawURL(rawURL), Reason: "malformed: " + cause.Error()}
 }

@@ -263,6 +263,40 @@ func SequenceSuffix(n int64) string {
 // secretParams are query parameters whose values RedactURL masks.
 var secretParams = []string{"token", "password", "secret", "accesstoken", "access_token", "accesskey", "secretkey", "auth"}
 
+// RedactRawURL is RedactURL for a string that may not parse as a URL (an error
+// about a malformed URL still quotes it): the password of the user info and the
+// values of secret query parameters are replaced by "xxxxx".
+func RedactRawURL(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		scheme, rest = "", raw
+	}
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	authority, tail := rest[:end], rest[end:]
+	if at := strings.LastIndexByte(authority, '@'); at >= 0 {
+		if user, _, hasPw := strings.Cut(authority[:at], ":"); hasPw {
+			authority = user + ":xxxxx" + authority[at:]
+		}
+	}
+	if q := strings.IndexByte(tail, '?'); q >= 0 {
+		parts := strings.Split(tail[q+1:], "&")
+		for i, kv := range parts {
+			k, _, hasV := strings.Cut(kv, "=")
+			if hasV && slices.Contains(secretParams, strings.ToLower(k)) {
+				parts[i] = k + "=xxxxx"
+			}
+		}
+		tail = tail[:q+1] + strings.Join(parts, "&")
+	}
+	if ok {
+		return scheme + "://" + authority + tail
+	}
+	return authority + tail
+}
+
 // RedactURL returns u as a string fit for error messages and logs: the password of
 // the user info and the values of query parameters that carry secrets (token,
 // password, secret, access tokens and keys; matched case-insensitively) are
