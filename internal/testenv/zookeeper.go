@@ -74,6 +74,7 @@ func startZooKeeper(t testing.TB, z *ZooKeeper) *ZooKeeper {
 
 func (z *ZooKeeper) writeConfig() error {
 	cfg := fmt.Sprintf(`tickTime=500
+maxSessionTimeout=60000
 initLimit=10
 syncLimit=5
 dataDir=%s
