@@ -1,14 +1,36 @@
 package consul_test
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	"github.com/regkit/regkit/internal/testenv"
 	"github.com/regkit/regkit/recipes/recipestest"
+	"github.com/regkit/regkit/registry"
 )
 
 // On a persistent server, as the store suite: fencing tokens (CreateIndex) grow
 // only while the server keeps its data, which a dev agent loses on restart.
+//
+// The clients use 2s blocking queries instead of the other suites' 10s: every
+// wait for a predecessor is a blocking query, and Consul keeps counting a
+// cancelled one against http_max_conns_per_client (200 per IP) until its wait
+// runs out, so the lock churn of the safety tests (tens of handovers a second,
+// all from 127.0.0.1) otherwise ends in "429 Too Many Requests".
 func TestRecipesConformance(t *testing.T) {
-	recipestest.Run(t, startServer(t, testenv.WithConsulPersistent()).harness(), recipestest.Config{})
+	s := startServer(t, testenv.WithConsulPersistent())
+	h := s.harness()
+	h.NewClient = func(t testing.TB, ns string) *registry.Client {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := registry.Open(ctx, "consul://"+s.proxy.Addr()+"/"+ns+"?check_ttl=4s&wait=2s&timeout=10s",
+			registry.WithRetryBackoff(50*time.Millisecond, time.Second), registry.WithRequestTimeout(10*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	recipestest.Run(t, h, recipestest.Config{})
 }

@@ -81,7 +81,11 @@
 //     before the server acts but not always. A session destroyed on the server
 //     (an operator, a failing health check) is learnt at the next renewal: up to
 //     T/3. Consul's lock-delay does not apply: every waiter creates a key of its
-//     own.
+//     own. Every waiter holds one blocking query on its predecessor, and Consul
+//     counts a cancelled blocking query against http_max_conns_per_client (200
+//     per client IP by default) until its wait runs out: under heavy lock churn
+//     from one address, use a shorter wait (the URL's wait parameter) or raise
+//     that limit, or calls fail with 429 Too Many Requests.
 //   - mem (in-process): session loss and its keys' deletion are one step; the
 //     Hold learns of it as soon as its goroutine runs, microseconds later.
 //

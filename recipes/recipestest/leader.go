@@ -357,7 +357,7 @@ func (s *suite) testLeaderSafety(t *testing.T) {
 		name := fmt.Sprintf("client%d", i)
 		sel, err := leader.NewSelector(c, "/fenced/leader", func(lctx context.Context, term *recipes.Hold) error {
 			r := round.Add(1)
-			if r > total {
+			if r > total && f.enough(total) {
 				once.Do(func() { close(enough) })
 				<-lctx.Done()
 				return nil
