@@ -79,13 +79,34 @@ func (c *Conn) Services(ctx context.Context) ([]string, error) {
 			out = append(out, n)
 		}
 	}
+	c.mu.Lock()
+	if set, ok := c.listed[servicesKey]; ok {
+		set[servicesFingerprint(out)] = struct{}{}
+	}
+	c.mu.Unlock()
 	return out, nil
 }
 
+// servicesKey is the key of the service list among the watched services (it is
+// not a valid service name, so it cannot collide with one).
+const servicesKey = "\x00services"
+
+// servicesFingerprint identifies a set of service names, whatever their order.
+func servicesFingerprint(names []string) string {
+	s := slices.Clone(names)
+	slices.Sort(s)
+	return strings.Join(s, "\x00")
+}
+
 // WatchServices polls Services every poll_interval (±10%) and notifies when the
-// set changed.
+// set changed. Like Watch, it also notifies when a Services call since the
+// previous poll read another set than the one polled now: package registry
+// re-lists after a notify, and may read an intermediate set (A, then B read by
+// the re-list, then A again) that the poller never saw; without this the return
+// to A would look like no change and the watcher would keep B.
 func (c *Conn) WatchServices(ctx context.Context, notify func()) error {
-	var last []string
+	defer c.watching(servicesKey)()
+	var last string
 	first := true
 	for {
 		names, err := c.Services(ctx)
@@ -95,11 +116,11 @@ func (c *Conn) WatchServices(ctx context.Context, notify func()) error {
 			}
 			return err
 		}
-		slices.Sort(names)
-		if first || !slices.Equal(names, last) {
+		fp := servicesFingerprint(names)
+		if other := c.listedOtherThan(servicesKey, fp); first || fp != last || other {
 			notify()
 		}
-		first, last = false, names
+		first, last = false, fp
 		t := time.NewTimer(time.Duration(float64(c.o.pollInterval) * (0.9 + 0.2*rand.Float64())))
 		select {
 		case <-ctx.Done():

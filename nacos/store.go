@@ -376,17 +376,42 @@ func (c *Conn) treeWithMD5s(ctx context.Context, f *Config, key string) ([]drive
 		}
 	}
 	driver.SortNodes(out)
+	c.mu.Lock()
+	if set, ok := c.listed[treeKey(key)]; ok {
+		set[md5sFingerprint(md5s)] = struct{}{}
+	}
+	c.mu.Unlock()
 	return out, md5s, nil
+}
+
+// treeKey is the key of the tree under key among the watched lists (it is not a
+// valid service name, so it cannot collide with one).
+func treeKey(key string) string { return "\x00tree\x00" + key }
+
+// md5sFingerprint identifies a tree's dataIds and their MD5s.
+func md5sFingerprint(md5s map[string]string) string {
+	var b strings.Builder
+	for _, id := range slices.Sorted(maps.Keys(md5s)) {
+		b.WriteString(id)
+		b.WriteByte(0)
+		b.WriteString(md5s[id])
+		b.WriteByte(0)
+	}
+	return b.String()
 }
 
 // WatchTree lists the tree, notifies, then alternates a long poll on the listed
 // dataIds (cut after poll_interval) with a re-list, notifying on any change; see
-// the package doc, Store.
+// the package doc, Store. Like Watch, it also notifies when a Tree call since
+// its previous listing read another state than the one it lists now (package
+// registry's re-list may have read an intermediate state, A then B then A, that
+// the long poll on A's MD5s never hears of).
 func (c *Conn) WatchTree(ctx context.Context, key string, notify func()) error {
 	f, err := c.storeConfig()
 	if err != nil {
 		return err
 	}
+	defer c.watching(treeKey(key))()
 	_, snap, err := c.treeWithMD5s(ctx, f, key)
 	if err != nil {
 		return err
@@ -407,7 +432,7 @@ func (c *Conn) WatchTree(ctx context.Context, key string, notify func()) error {
 		if err != nil {
 			return err
 		}
-		if !maps.Equal(snap, next) {
+		if other := c.listedOtherThan(treeKey(key), md5sFingerprint(next)); other || !maps.Equal(snap, next) {
 			notify()
 		} else if len(changed) > 0 {
 			// The listener (which reads Nacos's cache) disagrees with the listing
