@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 
 	"github.com/regkit/regkit/internal/broadcast"
@@ -77,6 +76,13 @@ type registration struct {
 	cancel context.CancelFunc // stops the keeper
 	done   chan struct{}      // closed when the keeper goroutine has ended
 	closer closeOnce          // the one deregistration
+
+	// The guard (guard.go): sw is the service's shared loop (nil when the
+	// driver guards registrations itself); suspect is signalled when a read
+	// started after the last put did not show the instance.
+	sw      *serviceWatch
+	suspect chan struct{}
+	gs      guardState // under sw.guard.mu
 }
 
 // Register validates inst, fills an empty Host/Port through the address resolver,
@@ -101,10 +107,19 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 	if err := c.acquire(ctx, inst); err != nil {
 		return nil, err
 	}
+	// The guard's loop is started before the put, so that every read numbered
+	// above gen (taken as soon as the put returns) reflects it.
+	sw, err := c.guardWatch(inst.Service)
+	if err != nil {
+		c.release(ctx, inst, false)
+		return nil, err
+	}
 	pctx, pcancel := c.withLife(ctx)
 	lease, err := c.putRetry(pctx, inst, nil)
+	gen := sw.gen()
 	pcancel()
 	if err != nil {
+		c.unguard(sw)
 		// A put may have been applied after its ctx ended: remove what no
 		// Registration will own (not after a refusal: nothing was written).
 		refused := permanent(err) || errors.Is(err, ErrPermission)
@@ -117,11 +132,13 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 		return nil, err
 	}
 	kctx, kcancel := context.WithCancel(c.life)
-	r := &registration{c: c, inst: inst, state: Registered, lease: lease, cancel: kcancel, done: make(chan struct{})}
+	r := &registration{c: c, inst: inst, state: Registered, lease: lease, cancel: kcancel, done: make(chan struct{}),
+		suspect: make(chan struct{}, 1)}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		kcancel()
+		c.unguard(sw)
 		// The Client's Close waits for this call (an op) before closing the
 		// connection, so the delete still reaches the backend.
 		dctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
@@ -129,6 +146,10 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 		_ = lease.Deregister(dctx)
 		c.release(dctx, inst, false)
 		return nil, ErrClosed
+	}
+	if sw != nil {
+		r.sw = sw
+		sw.guard.add(r, gen)
 	}
 	c.regs[r] = struct{}{}
 	c.wg.Add(1)
@@ -174,10 +195,10 @@ func permanent(err error) bool {
 }
 
 // keep waits for the lease to be lost, or for the instance to vanish from the
-// backend while the lease lives, and puts the instance again, forever.
+// backend while the lease lives (the guard, guard.go), and puts the instance
+// again, forever.
 func (r *registration) keep(ctx context.Context) {
-	vanished, stopGuard := r.guard(ctx)
-	defer stopGuard()
+	defer r.stopGuard()
 	for {
 		r.mu.Lock()
 		lease := r.lease
@@ -188,13 +209,20 @@ func (r *registration) keep(ctx context.Context) {
 			return
 		case <-lease.Lost():
 			err = lease.Err()
-		case <-vanished:
+		case <-r.suspect:
+			if !r.goneForSure(ctx) {
+				continue
+			}
 			err = fmt.Errorf("registry: %s was deleted from the backend by someone else while its lease lived: %w", r.inst, ErrNotFound)
 		}
 		r.c.log.warn("registry: registration lost, registering again", "instance", r.inst.String(), "err", err)
 		lease.Abandon()
 		r.set(Reregistering, err)
+		if r.sw != nil {
+			r.sw.guard.disarm(r) // the view lags behind the put
+		}
 		nl, err := r.c.putRetry(ctx, r.inst, func(err error) { r.set(Reregistering, err) })
+		gen := r.sw.gen()
 		if err != nil { // stopped; the abandoned put may still be applied
 			r.mu.Lock()
 			r.abandoned = true
@@ -204,80 +232,11 @@ func (r *registration) keep(ctx context.Context) {
 		r.mu.Lock()
 		r.lease = nl
 		r.mu.Unlock()
+		if r.sw != nil {
+			r.sw.guard.arm(r, gen)
+		}
 		r.set(Registered, nil)
 	}
-}
-
-// guard follows the instance's service through the client's shared watch and
-// signals when the instance, once seen on the backend, is gone from a fresh view
-// although its lease was not reported lost: someone deleted it (an operator, or a
-// second process registering the same ID and deregistering on its way out).
-// After the guard itself re-put the instance, absence is only acted on once the
-// view has shown it again, so a view that lags behind puts cannot cause a put loop;
-// a spurious re-put is harmless, since Put replaces. Drivers that check by
-// themselves (Capabilities.GuardsRegistrations) are not followed.
-func (r *registration) guard(ctx context.Context) (<-chan struct{}, func()) {
-	vanished := make(chan struct{}, 1)
-	if r.c.conn.Capabilities().GuardsRegistrations {
-		return vanished, func() {}
-	}
-	w, err := r.c.watch(ctx, r.inst.Service, false)
-	if err != nil {
-		return vanished, func() {}
-	}
-	done := make(chan struct{})
-	r.c.goTracked(func() {
-		// The first put succeeded before the guard started: the instance counts as
-		// seen, or a delete that comes before the guard's first read would go
-		// unnoticed.
-		seen := true
-		for {
-			s, err := w.Next(ctx)
-			if err != nil {
-				return
-			}
-			if s.Stale {
-				continue
-			}
-			present := hasID(s.Instances, r.inst.ID)
-			switch {
-			case present:
-				seen = true
-			case seen && r.goneForSure(ctx):
-				seen = false
-				select {
-				case vanished <- struct{}{}:
-				default:
-				}
-			}
-		}
-	}, func() { close(done) })
-	return vanished, func() {
-		w.Close()
-		<-done
-	}
-}
-
-// goneForSure confirms an absence seen in the shared view with a fresh read a
-// moment later. A backend whose re-put is a delete and a create (a ZooKeeper node
-// owned by another session, a Dubbo URL node) shows a short gap; two processes
-// registering the same ID must not take turns deleting each other because of it.
-func (r *registration) goneForSure(ctx context.Context) bool {
-	if r.c.sleep(ctx, r.c.opt.backoffMin) != nil {
-		return false
-	}
-	lctx, cancel := context.WithTimeout(ctx, r.c.opt.reqTimeout)
-	defer cancel()
-	l, err := r.c.conn.List(lctx, r.inst.Service)
-	if err != nil {
-		return false // the watch reports again when the backend answers
-	}
-	return !hasID(l.Instances, r.inst.ID)
-}
-
-// hasID reports whether list has an instance with this ID.
-func hasID(list []Instance, id string) bool {
-	return slices.ContainsFunc(list, func(in Instance) bool { return in.ID == id })
 }
 
 func (r *registration) set(s RegistrationState, err error) {
