@@ -113,3 +113,38 @@ func TestCacheBackoffResetsAfterAStableWatch(t *testing.T) {
 		t.Errorf("%d warnings, want 2 (one per streak)", n)
 	}
 }
+
+// Cache.Instances returned the shared snapshot's slice, and Watch's Next the
+// shared snapshot: a caller editing either changed what every other caller got.
+func TestCacheInstancesAndWatchAreCopies(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d := &fakeDiscovery{}
+	in := insts("svc", "a", "b")
+	in[0].Metadata = map[string]string{"k": "v"}
+	d.Publish(registry.Snapshot{Service: "svc", Instances: in})
+	c := newCache(t, d)
+	w, err := c.Watch(ctx, "svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	s, err := w.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Instances[0].Metadata["k"] = "changed"
+	s.Instances[1].Port = 1
+	l, err := c.Instances(ctx, "svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l[0], l[1] = l[1], l[0]
+	got, err := c.Lookup(ctx, "svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Instances[0].ID != "a" || got.Instances[0].Metadata["k"] != "v" || got.Instances[1].Port != 8001 {
+		t.Fatalf("callers' edits reached the shared view: %+v", got.Instances)
+	}
+}

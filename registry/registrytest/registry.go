@@ -547,6 +547,9 @@ func testCloseLeaks(t *testing.T, h *Harness) {
 			settled("PersistentNode.Close")
 		}
 	}
+	if err := wc.Close(); err != nil {
+		t.Fatal(err)
+	}
 	// Every kind of goroutine the Client owns: a tree watch, a persistent node
 	// (with its session), a session of the caller's, where the backend has them.
 	if cp := c.Capabilities(); cp.Store {
