@@ -262,6 +262,9 @@ type Conn struct {
 
 	puts   inflight.Set // puts still running, per key (for Remove)
 	writes owned.Group  // their goroutines
+
+	hub      hub         // the shared watch stream of event subscriptions (hub.go)
+	watchers owned.Group // its goroutines
 }
 
 var (
@@ -321,6 +324,7 @@ func (c *Conn) Close() error {
 	}
 	c.cancel()
 	c.wg.Wait()
+	c.watchers.Wait()
 	c.writes.Wait()
 	if c.ownClient {
 		return c.cli.Close()

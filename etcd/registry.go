@@ -6,12 +6,10 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/regkit/regkit/internal/inflight"
 	"github.com/regkit/regkit/registry/driver"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/connectivity"
 )
 
 // record is the JSON stored for an instance.
@@ -201,31 +199,6 @@ func (c *Conn) watchPrefix(ctx context.Context, prefix string, notify func()) er
 		return cause
 	}
 	return fmt.Errorf("etcd: watch %s closed: %w", prefix, driver.ErrUnavailable)
-}
-
-// monitorConnection calls lost once the client's connection has been down for two
-// checks in a row, a second apart; it returns then or when ctx is done.
-func (c *Conn) monitorConnection(ctx context.Context, lost func()) {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	bad := 0
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		switch c.cli.ActiveConnection().GetState() {
-		case connectivity.TransientFailure, connectivity.Connecting, connectivity.Idle, connectivity.Shutdown:
-			bad++
-		default:
-			bad = 0
-		}
-		if bad >= 2 {
-			lost()
-			return
-		}
-	}
 }
 
 var _ driver.Remover = (*Conn)(nil)

@@ -21,10 +21,12 @@ import (
 // deletion, and confirmations close together share one read.
 //
 // A read counts against a registration only if it started after the
-// registration's last put returned: every read of a service is numbered as it
-// starts (serviceWatch.listGen), and a registration is armed with the number
-// current when its put returned. A view that lags behind a burst of puts is
-// therefore never mistaken for a deletion, without reading anything again.
+// registration's last put returned: every read of a service is stamped on the
+// monotonic clock as it starts (stamp), and a registration is armed with the
+// stamp taken when its put returned. A view that lags behind a burst of puts is
+// therefore never mistaken for a deletion, without reading anything again. With
+// a driver that hands over events (driver.EventWatcher), a delete event of an
+// own ID is acted on directly, and complete listings are stamped as above.
 
 // serviceGuard is the guard's part of one service's shared loop: this Client's
 // registrations of the service, by ID.
@@ -36,22 +38,22 @@ type serviceGuard struct {
 	// answers (see confirm).
 	confirmMu  sync.Mutex
 	confirmAt  time.Time  // when it started, on the Client's clock
-	confirmGen uint64     // its number
+	confirmGen int64      // its stamp
 	confirmed  []Instance // sorted by ID; nil until the first
 }
 
 // guardState is a registration's part of the guard, under its service's
 // serviceGuard.mu.
 type guardState struct {
-	armed bool   // absence in a read numbered above from means it was deleted
-	from  uint64 // listGen when the last put returned
-	// The numbers of the newest reads that showed r absent and present, so that
+	armed bool  // absence in a read stamped after from means it was deleted
+	from  int64 // stamp when the last put returned
+	// The stamps of the newest reads that showed r absent and present, so that
 	// an absence seen while r was disarmed is not lost (see arm).
-	absent, present uint64
+	absent, present int64
 }
 
 // add guards r from now on. Its put has returned.
-func (g *serviceGuard) add(r *registration, gen uint64) {
+func (g *serviceGuard) add(r *registration, gen int64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.own == nil {
@@ -84,9 +86,9 @@ func (g *serviceGuard) remove(r *registration) {
 }
 
 // arm makes absence in reads numbered above gen count against r again (after a
-// put returned, or after a confirmation showed r present). A read above gen that
+// put returned, or after a confirmation showed r present). A read after gen that
 // already showed r absent, and none newer present, signals at once.
-func (g *serviceGuard) arm(r *registration, gen uint64) {
+func (g *serviceGuard) arm(r *registration, gen int64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	r.gs.armed, r.gs.from = true, gen
@@ -102,10 +104,11 @@ func (g *serviceGuard) disarm(r *registration) {
 	r.gs.armed = false
 }
 
-// check is called by the service's loop after each successful read, numbered gen,
-// with its instances sorted by ID. It tells every armed registration missing from
-// a read that started after its put that it may have been deleted.
-func (g *serviceGuard) check(gen uint64, sorted []Instance) {
+// check is called by the service's loop after each successful read, stamped gen
+// when it started, with its instances sorted by ID. It tells every armed
+// registration missing from a read that started after its put that it may have
+// been deleted.
+func (g *serviceGuard) check(gen int64, sorted []Instance) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for id, rs := range g.own {
@@ -147,13 +150,42 @@ func (c *Client) unguard(sw *serviceWatch) {
 	}
 }
 
-// gen is the number of the newest read started (0 for a nil w): a read numbered
-// above it starts after this call.
-func (w *serviceWatch) gen() uint64 {
-	if w == nil {
-		return 0
+// monoBase anchors stamps on the monotonic clock.
+var monoBase = time.Now()
+
+// stamp is the time on the monotonic clock, in nanoseconds since monoBase: the
+// guard's order of puts and reads.
+func stamp() int64 { return int64(time.Since(monoBase)) }
+
+// stampOf converts a driver's time (driver.Change.ReadAt) to a stamp; zero is now.
+func stampOf(t time.Time) int64 {
+	if t.IsZero() {
+		return stamp()
 	}
-	return w.listGen.Load()
+	return int64(t.Sub(monoBase))
+}
+
+// changed is called with the IDs a change event put and deleted, received at
+// stamp at: a delete of an armed own ID signals it, as an absence would.
+func (g *serviceGuard) changed(at int64, puts []Instance, deletes []string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.own) == 0 {
+		return
+	}
+	for _, in := range puts {
+		for _, r := range g.own[in.ID] {
+			r.gs.present = max(r.gs.present, at)
+		}
+	}
+	for _, id := range deletes {
+		for _, r := range g.own[id] {
+			r.gs.absent = max(r.gs.absent, at)
+			if r.gs.armed && at > r.gs.from {
+				g.signal(r)
+			}
+		}
+	}
 }
 
 // stopGuard stops guarding r and, when r held the last reference on its
@@ -179,7 +211,7 @@ func (r *registration) goneForSure(ctx context.Context) bool {
 	sw := r.sw
 	list, gen, err := sw.confirm(ctx, suspected.Add(r.c.opt.backoffMin))
 	if err != nil {
-		sw.guard.arm(r, sw.listGen.Load()) // the watch reports again when the backend answers
+		sw.guard.arm(r, stamp()) // the watch reports again when the backend answers
 		return false
 	}
 	if hasSortedID(list, r.inst.ID) {
@@ -191,9 +223,8 @@ func (r *registration) goneForSure(ctx context.Context) bool {
 
 // confirm returns a read of the service started no earlier than notBefore: the
 // last confirmation's if it qualifies (so that the registrations of a service
-// deleted at once share one read), else a new one. gen is the read's number (0
-// too for a shared one).
-func (w *serviceWatch) confirm(ctx context.Context, notBefore time.Time) ([]Instance, uint64, error) {
+// deleted at once share one read), else a new one. gen is the read's stamp.
+func (w *serviceWatch) confirm(ctx context.Context, notBefore time.Time) ([]Instance, int64, error) {
 	g := &w.guard
 	g.confirmMu.Lock()
 	defer g.confirmMu.Unlock()
@@ -201,7 +232,7 @@ func (w *serviceWatch) confirm(ctx context.Context, notBefore time.Time) ([]Inst
 		return g.confirmed, g.confirmGen, nil
 	}
 	at := w.c.clock.Now()
-	gen := w.listGen.Add(1)
+	gen := stamp()
 	lctx, cancel := context.WithTimeout(ctx, w.c.opt.reqTimeout)
 	defer cancel()
 	l, err := w.c.conn.List(lctx, w.service)

@@ -107,8 +107,8 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 	if err := c.acquire(ctx, inst); err != nil {
 		return nil, err
 	}
-	// The guard's loop is started before the put, so that every read numbered
-	// above gen (taken as soon as the put returns) reflects it.
+	// The guard's loop is started before the put, so that every read stamped
+	// after gen (taken as soon as the put returns) reflects it.
 	sw, err := c.guardWatch(inst.Service)
 	if err != nil {
 		c.release(ctx, inst, false)
@@ -116,7 +116,7 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 	}
 	pctx, pcancel := c.withLife(ctx)
 	lease, err := c.putRetry(pctx, inst, nil)
-	gen := sw.gen()
+	gen := stamp()
 	pcancel()
 	if err != nil {
 		c.unguard(sw)
@@ -222,7 +222,7 @@ func (r *registration) keep(ctx context.Context) {
 			r.sw.guard.disarm(r) // the view lags behind the put
 		}
 		nl, err := r.c.putRetry(ctx, r.inst, func(err error) { r.set(Reregistering, err) })
-		gen := r.sw.gen()
+		gen := stamp()
 		if err != nil { // stopped; the abandoned put may still be applied
 			r.mu.Lock()
 			r.abandoned = true

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -111,10 +110,7 @@ type serviceWatch struct {
 	refs     int // watchers and guarded registrations, under c.mu
 	userRefs int // of which opened by Watch (not by a registration's guard), under c.mu
 
-	// listGen numbers the reads of the service (the loop's lists and the guard's
-	// confirmations) in the order they start; see guard.go.
-	listGen atomic.Uint64
-	guard   serviceGuard
+	guard serviceGuard // this Client's registrations of the service; see guard.go
 
 	mu        sync.Mutex
 	snap      *Snapshot
@@ -200,7 +196,12 @@ func (c *Client) acquireWatch(service string, user bool) (*serviceWatch, error) 
 		sw = &serviceWatch{c: c, service: service, cancel: cancel, done: make(chan struct{})}
 		c.watches[service] = sw
 		c.wg.Add(1)
-		c.goTracked(func() { sw.run(lctx) }, func() { close(sw.done) }, c.wg.Done)
+		// A driver that hands over changes drives the view itself (events.go);
+		// otherwise one goroutine watches and lists.
+		ew, ok := c.conn.(driver.EventWatcher)
+		if !ok || !sw.startEvents(lctx, ew, c.wg.Done) {
+			c.goTracked(func() { sw.run(lctx) }, func() { close(sw.done) }, c.wg.Done)
+		}
 	}
 	sw.refs++
 	if user {
@@ -297,7 +298,7 @@ func (w *serviceWatch) run(ctx context.Context) {
 	w.c.relistLoop(ctx, "service "+w.service,
 		func(ctx context.Context, notify func()) error { return w.c.conn.Watch(ctx, w.service, notify) },
 		func(ctx context.Context, gap bool) error {
-			gen := w.listGen.Add(1)
+			gen := stamp()
 			l, err := w.c.conn.List(ctx, w.service)
 			if err != nil {
 				return err
