@@ -74,7 +74,9 @@
 // Consul can store as meta (key of [A-Za-z0-9_-], at most 128 bytes, not "zone", not
 // starting with "consul-" or "regkit-"; value at most 512 bytes; 60 pairs at most).
 // The other pairs travel as JSON in one tag "regkit-meta=<json>". It carries a TTL
-// check with ID "<service ID>:ttl", registered passing, plus the caller's checks.
+// check with ID "<service ID>:ttl:<owner token>", registered passing, plus the
+// caller's checks; the tag "regkit-owner=<owner token>" names the connection that
+// registered it (see Ownership).
 // Discovery also returns instances registered by other Consul clients (no
 // "regkit" tag): ID is their service ID, Weight their passing weight, Metadata
 // their meta without "zone"; their tags are not mapped. The service ID is the
@@ -88,6 +90,25 @@
 // counter of parent P is "<root>/seq<P>" ("<root>/seq" for "/"). Version is the
 // ModifyIndex, CreateRevision the CreateIndex, Node.Session the session holding the
 // key.
+//
+// # Ownership
+//
+// registry's one-owner rule: service IDs are per agent, and an agent registration
+// overwrites one of the same ID, so the driver marks each registration with its
+// connection's owner tag "regkit-owner=<random token>" and names its TTL check
+// "<service ID>:ttl:<token>". Before registering, Put reads the agent's
+// registration of the service ID and, with a consistent read, the catalog's
+// entries of it on other nodes: one of another owner whose checks are not critical
+// fails the put with ErrExists. A critical one (its TTL passed) does not hold the
+// ID. Consul has no compare-and-set for agent services, so two clients checking at
+// the same moment can both pass; the window is one agent round trip (plus the
+// catalog's sync delay for another node). Then two entries may carry one ID: on
+// one agent the later overwrites the earlier, whose keep-alive then finds its own
+// check unknown (it is named after its owner) and reports the loss, and its re-put
+// finds the ID held (ErrExists); on two nodes both stay, and List keeps one per ID,
+// the same for every reader: the passing one, then the oldest CreateIndex, then the
+// least node name (the others are skipped and logged once). Deregister and Remove
+// leave a registration that carries another owner's tag alone.
 //
 // # Liveness and re-registration
 //
@@ -180,6 +201,7 @@ package consul
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -385,6 +407,9 @@ type Conn struct {
 	owned  owned.Group
 
 	puts inflight.Set // registers still running, per service ID (for Remove)
+	// owner tells this Conn's registrations apart from every other client's (tag
+	// "regkit-owner=<owner>"): random, fixed for the Conn's life.
+	owner string
 }
 
 var (
@@ -394,7 +419,8 @@ var (
 
 func newConn(cli *api.Client, tr *http.Transport, s settings, log *slog.Logger) *Conn {
 	life, cancel := context.WithCancel(context.Background())
-	return &Conn{cli: cli, tr: tr, s: s, log: log, life: life, cancel: cancel, skipped: &driver.SkipLog{Logger: log}}
+	return &Conn{cli: cli, tr: tr, s: s, log: log, life: life, cancel: cancel, skipped: &driver.SkipLog{Logger: log},
+		owner: rand.Text()}
 }
 
 // Client returns the native client.

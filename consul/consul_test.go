@@ -136,6 +136,11 @@ func (s *server) harness() registrytest.Harness {
 		},
 		Timeout:      30 * time.Second,
 		WriteForeign: s.writeForeign,
+		DeleteInstance: func(t testing.TB, c *registry.Client, service, id string) {
+			if err := s.admin.Agent().ServiceDeregister(conn(t, c).ServiceID(service, id)); err != nil {
+				t.Fatal(err)
+			}
+		},
 	}
 }
 

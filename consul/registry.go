@@ -1,6 +1,7 @@
 package consul
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -42,11 +43,11 @@ func WithChecks(checks Checks) registry.Option {
 }
 
 // WithTags adds Consul tags to every registration (each WithTags adds its own). The
-// tags "regkit" and "regkit-meta=…" are reserved.
+// tags "regkit", "regkit-meta=…" and "regkit-owner=…" are reserved.
 func WithTags(tags ...string) registry.Option {
 	return registry.DriverOption("consul.WithTags", option(func(s *settings) error {
 		for _, t := range tags {
-			if t == tagRegkit || strings.HasPrefix(t, tagMetaPrefix) {
+			if t == tagRegkit || strings.HasPrefix(t, tagMetaPrefix) || strings.HasPrefix(t, tagOwnerPrefix) {
 				return &driver.FieldError{Field: "consul.WithTags", Value: t, Reason: "tag reserved by regkit"}
 			}
 		}
@@ -104,11 +105,12 @@ func GRPCCheck(service string, useTLS bool, interval time.Duration) Checks {
 
 // Reserved tags and meta keys.
 const (
-	tagRegkit     = "regkit"
-	tagMetaPrefix = "regkit-meta="
-	metaID        = "regkit-id"
-	metaZone      = "zone"
-	maxMetaPairs  = 60 // Consul allows 64; two are ours
+	tagRegkit      = "regkit"
+	tagMetaPrefix  = "regkit-meta="
+	tagOwnerPrefix = "regkit-owner="
+	metaID         = "regkit-id"
+	metaZone       = "zone"
+	maxMetaPairs   = 60 // Consul allows 64; two are ours
 )
 
 var metaKeyRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
@@ -144,7 +146,7 @@ func (c *Conn) registration(inst driver.Instance) (*api.AgentServiceRegistration
 		}
 		extra[k] = v
 	}
-	tags := append([]string{tagRegkit}, c.s.tags...)
+	tags := append([]string{tagRegkit, tagOwnerPrefix + c.owner}, c.s.tags...)
 	if extra != nil {
 		b, err := json.Marshal(extra)
 		if err != nil {
@@ -153,7 +155,7 @@ func (c *Conn) registration(inst driver.Instance) (*api.AgentServiceRegistration
 		tags = append(tags, tagMetaPrefix+string(b))
 	}
 	checks := api.AgentServiceChecks{{
-		CheckID: id + ":ttl", Name: "regkit keep-alive", TTL: c.s.checkTTL.String(), Status: api.HealthPassing,
+		CheckID: c.checkID(id), Name: "regkit keep-alive", TTL: c.s.checkTTL.String(), Status: api.HealthPassing,
 		DeregisterCriticalServiceAfter: c.s.deregisterAfter.String(),
 	}}
 	if c.s.checks != nil {
@@ -184,6 +186,9 @@ func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, err
 	if err != nil {
 		return nil, err
 	}
+	if err := c.claim(ctx, reg.ID, reg.Name); err != nil {
+		return nil, err
+	}
 	// Replace the checks too: a changed check set must not leave old checks behind.
 	// A register cut off mid-flight could still be run by the agent after Remove's
 	// deregister: when ctx ends first, it runs on until the agent answers, and
@@ -198,7 +203,7 @@ func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, err
 		return nil, wrap("register", reg.ID, err)
 	}
 	kctx, cancel := context.WithCancel(c.life)
-	l := &lease{c: c, serviceID: reg.ID, checkID: reg.ID + ":ttl", cancel: cancel,
+	l := &lease{c: c, serviceID: reg.ID, checkID: c.checkID(reg.ID), cancel: cancel,
 		stopped: make(chan struct{})}
 	if !c.spawn(func() {
 		defer close(l.stopped)
@@ -210,6 +215,69 @@ func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, err
 		return nil, fmt.Errorf("consul: put %s: %w", inst, driver.ErrClosed)
 	}
 	return l, nil
+}
+
+// checkID is the ID of the TTL check of service ID id: "<id>:ttl:<owner>". It
+// names the owner so that a keep-alive never passes the check of another client
+// that took the ID over after ours went critical: the agent answers "unknown
+// check" instead, and the registration learns it lost the ID.
+func (c *Conn) checkID(id string) string { return id + ":ttl:" + c.owner }
+
+// holder says who holds service ID id on the agent and in the catalog: "" when no
+// live registration of another owner does, else a description of that owner. A
+// registration is live unless its checks are critical (its TTL passed); one on
+// this agent is another owner's unless it carries our owner tag; one on another
+// node always is (service IDs are per agent).
+func (c *Conn) holder(ctx context.Context, id, name string) (string, error) {
+	status, info, err := c.cli.Agent().AgentHealthServiceByIDOpts(id, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return "", err
+	}
+	if info != nil && info.Service != nil && status != api.HealthCritical && !slices.Contains(info.Service.Tags, tagOwnerPrefix+c.owner) {
+		return "another client of this agent", nil
+	}
+	// The agent's node name needs agent:read; without it, an entry of this node
+	// is judged by its owner tag like any other.
+	node, _ := c.cli.Agent().NodeName()
+	entries, _, err := c.cli.Health().Service(name, "", false, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	if err != nil {
+		return "", err
+	}
+	for _, e := range entries {
+		if e.Service == nil || e.Service.ID != id || e.Node == nil || (node != "" && e.Node.Node == node) ||
+			slices.Contains(e.Service.Tags, tagOwnerPrefix+c.owner) {
+			continue
+		}
+		if e.Checks.AggregatedStatus() != api.HealthCritical {
+			return "node " + e.Node.Node, nil
+		}
+	}
+	return "", nil
+}
+
+// claim fails with ErrExists when another live owner holds service ID id (see
+// holder). Consul has no compare-and-set for agent services: two clients checking
+// at the same moment can both pass (see the package doc, Ownership).
+func (c *Conn) claim(ctx context.Context, id, name string) error {
+	who, err := c.holder(ctx, id, name)
+	if err != nil {
+		return wrap("register: check the owner of", id, err)
+	}
+	if who != "" {
+		return fmt.Errorf("consul: register %s: the instance ID is held by another owner (%s): %w", id, who, driver.ErrExists)
+	}
+	return nil
+}
+
+// ours reports whether the agent's registration of service ID id is this Conn's
+// (or absent: nothing to protect), so that a deregister never removes the
+// registration of a client that took the ID over.
+func (c *Conn) ours(ctx context.Context, id string) (bool, error) {
+	_, info, err := c.cli.Agent().AgentHealthServiceByIDOpts(id, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return false, err
+	}
+	return info == nil || info.Service == nil || slices.Contains(info.Service.Tags, tagOwnerPrefix+c.owner), nil
 }
 
 // lease is the keep-alive of one registration.
@@ -271,10 +339,14 @@ func (l *lease) Abandon() {
 	<-l.stopped
 }
 
-// Deregister stops the keep-alive and deregisters the service from the agent; a
-// service the agent does not know is not an error.
+// Deregister stops the keep-alive and deregisters the service from the agent,
+// unless another client's registration holds the service ID now; a service the
+// agent does not know is not an error.
 func (l *lease) Deregister(ctx context.Context) error {
 	l.Abandon()
+	if ok, err := l.c.ours(ctx, l.serviceID); err != nil || !ok {
+		return wrap("deregister", l.serviceID, err)
+	}
 	err := l.c.cli.Agent().ServiceDeregisterOpts(l.serviceID, (&api.QueryOptions{}).WithContext(ctx))
 	var se api.StatusError
 	if errors.As(err, &se) && se.Code == http.StatusNotFound {
@@ -286,11 +358,15 @@ func (l *lease) Deregister(ctx context.Context) error {
 var _ driver.Remover = (*Conn)(nil)
 
 // Remove deregisters inst's service from the agent, once the agent has answered
-// every register of it that an abandoned Put left running; a service the agent does
-// not know is not an error.
+// every register of it that an abandoned Put left running, unless another client's
+// registration holds the service ID now; a service the agent does not know is not
+// an error.
 func (c *Conn) Remove(ctx context.Context, inst driver.Instance) error {
 	id := c.ServiceID(inst.Service, inst.ID)
 	if err := c.puts.Wait(ctx, id); err != nil {
+		return wrap("remove", id, err)
+	}
+	if ok, err := c.ours(ctx, id); err != nil || !ok {
 		return wrap("remove", id, err)
 	}
 	err := c.cli.Agent().ServiceDeregisterOpts(id, (&api.QueryOptions{}).WithContext(ctx))
@@ -312,16 +388,54 @@ func (c *Conn) List(ctx context.Context, service string) (driver.Listing, error)
 			service, c.ServiceName(service), driver.ErrPermission)
 	}
 	out := make([]driver.Instance, 0, len(entries))
+	// Service IDs are per agent: two nodes may each hold one ID. A listing has
+	// each ID once, the same one for every reader: the healthy entry, then the
+	// oldest (least CreateIndex), then the least node name.
+	slices.SortStableFunc(entries, func(a, b *api.ServiceEntry) int {
+		ah, bh := a.Checks.AggregatedStatus() == api.HealthPassing, b.Checks.AggregatedStatus() == api.HealthPassing
+		switch {
+		case ah != bh && ah:
+			return -1
+		case ah != bh:
+			return 1
+		}
+		var ai, bi uint64
+		if a.Service != nil {
+			ai = a.Service.CreateIndex
+		}
+		if b.Service != nil {
+			bi = b.Service.CreateIndex
+		}
+		if ai != bi {
+			return cmp.Compare(ai, bi)
+		}
+		var an, bn string
+		if a.Node != nil {
+			an = a.Node.Node
+		}
+		if b.Node != nil {
+			bn = b.Node.Node
+		}
+		return strings.Compare(an, bn)
+	})
+	seen := make(map[string]bool, len(entries))
 	for _, e := range entries {
 		in, why := c.instance(service, e)
+		if why == "" && seen[in.ID] {
+			why = fmt.Sprintf("another entry of the service (a healthier or older one) has instance id %q", in.ID)
+		}
 		if why != "" {
 			id := ""
 			if e.Service != nil {
 				id = e.Service.ID
 			}
+			if e.Node != nil {
+				id += " on " + e.Node.Node
+			}
 			c.skipped.Skip(c.ServiceName(service)+" "+id, why)
 			continue
 		}
+		seen[in.ID] = true
 		out = append(out, in)
 	}
 	l := driver.Listing{Instances: out, Revision: meta.LastIndex, NoLeader: !meta.KnownLeader}

@@ -67,6 +67,16 @@
 // unanswered for more than a third of its TTL, Reconnected when they resume, and Lost
 // when the server says the lease is gone.
 //
+// Ownership (registry's one-owner rule): a put is a transaction that writes the
+// key only if it is absent or bound to the connection's own registration lease;
+// a key bound to another lease (another client's live registration) or written
+// without a lease fails the put with ErrExists. The check and the write are one
+// transaction: there is no race window. When the lease is lost the key goes with
+// it and the ID is free; a key still bound to one of the last leases this
+// connection gave up on (a keep-alive that timed out across a restart while the
+// server kept the lease) is still ours, and the re-put moves it to the new lease.
+// Deregister and Remove delete only a key bound to this connection's lease.
+//
 // Watches use etcd's watch with WithRequireLeader, which the client resumes from the
 // last seen revision after a reconnect; a compacted or cancelled watch returns an
 // error, and package registry re-lists, diffs and marks the view resynced.
@@ -259,6 +269,10 @@ type Conn struct {
 	grantMu sync.Mutex
 	mu      sync.Mutex
 	reg     *lease // the shared registration lease, nil until first Put or after loss
+	// past are the last registration leases this Conn gave up on (lost from the
+	// client's side); etcd may still hold one (a keep-alive that timed out across
+	// a restart), and a key bound to it is ours to put again under the new lease.
+	past []clientv3.LeaseID
 
 	puts   inflight.Set // puts still running, per key (for Remove)
 	writes owned.Group  // their goroutines

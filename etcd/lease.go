@@ -12,6 +12,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
+// maxPastLeases bounds Conn.past.
+const maxPastLeases = 8
+
 // lease is one etcd lease with its keep-alive goroutine (owned by the Conn). It
 // serves both as the shared registration lease and as a store session.
 type lease struct {
@@ -113,6 +116,10 @@ func (l *lease) end(err error, st driver.SessionState) bool {
 	l.c.mu.Lock()
 	if l.c.reg == l {
 		l.c.reg = nil
+		l.c.past = append(l.c.past, l.id)
+		if len(l.c.past) > maxPastLeases {
+			l.c.past = l.c.past[1:]
+		}
 	}
 	l.c.mu.Unlock()
 	l.state(st)

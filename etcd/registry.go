@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -62,7 +64,10 @@ func (c *Conn) CheckInstance(inst driver.Instance) error {
 // <prefix>/services/<service>/<id>.
 func (c *Conn) InstanceKey(service, id string) string { return c.serviceKey(service) + id }
 
-// Put writes the instance under the shared registration lease.
+// Put writes the instance under the shared registration lease, in a transaction
+// that writes only if the key is absent or already bound to that lease: a key
+// bound to another lease (another client's live registration) or written without
+// a lease fails the put with ErrExists (see the package doc, Ownership).
 func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, error) {
 	key, data, err := c.encode(inst)
 	if err != nil {
@@ -74,17 +79,80 @@ func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, err
 	}
 	// A put cut off mid-flight could still be applied after Remove's delete: when
 	// ctx ends first, the put runs on until etcd answers, and Remove waits for it.
-	_, err = inflight.Run(ctx, &c.puts, key, c.spawnWrite, fmt.Errorf("etcd: put %s: %w", key, driver.ErrClosed),
-		func() (*clientv3.PutResponse, error) {
+	resp, err := inflight.Run(ctx, &c.puts, key, c.spawnWrite, fmt.Errorf("etcd: put %s: %w", key, driver.ErrClosed),
+		func() (*clientv3.TxnResponse, error) {
 			pctx, cancel := inflight.Detach(ctx, c.life, inflight.Grace)
 			defer cancel()
-			return c.cli.Put(pctx, key, string(data), clientv3.WithLease(l.id))
+			return c.ownedPut(pctx, key, string(data), l.id)
 		})
 	if err != nil {
 		l.loseIfGone(err) // the next put grants a new lease
 		return nil, wrap("put", key, err)
 	}
+	owner, ok := putOwner(resp)
+	if !ok && owner != 0 && c.isPast(owner) {
+		// Bound to a lease this Conn gave up on but etcd still holds: ours.
+		resp, err = inflight.Run(ctx, &c.puts, key, c.spawnWrite, fmt.Errorf("etcd: put %s: %w", key, driver.ErrClosed),
+			func() (*clientv3.TxnResponse, error) {
+				pctx, cancel := inflight.Detach(ctx, c.life, inflight.Grace)
+				defer cancel()
+				return c.cli.Txn(pctx).If(clientv3.Compare(clientv3.LeaseValue(key), "=", owner)).
+					Then(clientv3.OpPut(key, string(data), clientv3.WithLease(l.id))).Commit()
+			})
+		if err != nil {
+			l.loseIfGone(err)
+			return nil, wrap("put", key, err)
+		}
+		ok = resp.Succeeded
+	}
+	if !ok {
+		held := "no lease"
+		if owner != 0 {
+			held = "lease " + strconv.FormatInt(int64(owner), 16)
+		}
+		return nil, fmt.Errorf("etcd: put %s: the instance ID is held by another owner (%s, ours is lease %s): %w",
+			key, held, l.ID(), driver.ErrExists)
+	}
 	return &regLease{c: c, l: l, key: key}, nil
+}
+
+// ownedPut puts value at key bound to lease id if the key is absent or already
+// bound to id (a re-put or an update of our own entry), in one transaction: an
+// entry bound to another lease (another client's), or written without a lease by
+// another program, is left alone. The answer says which (see putOwner). A key
+// bound to a lease this Conn gave up on while etcd kept it (Conn.past) is put
+// again by Put with a second transaction conditioned on that lease.
+func (c *Conn) ownedPut(ctx context.Context, key, value string, id clientv3.LeaseID) (*clientv3.TxnResponse, error) {
+	put := clientv3.OpPut(key, value, clientv3.WithLease(id))
+	return c.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(put).
+		Else(clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(key), "=", id)},
+			[]clientv3.Op{put}, []clientv3.Op{clientv3.OpGet(key)})).Commit()
+}
+
+// putOwner reads ownedPut's answer: ok when the put was applied, else the lease
+// the key is bound to (0: written without one; or absent again by now).
+func putOwner(resp *clientv3.TxnResponse) (owner clientv3.LeaseID, ok bool) {
+	if resp.Succeeded {
+		return 0, true
+	}
+	inner := resp.Responses[0].GetResponseTxn()
+	if inner.GetSucceeded() {
+		return 0, true
+	}
+	if rs := inner.GetResponses(); len(rs) > 0 {
+		if kvs := rs[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
+			return clientv3.LeaseID(kvs[0].Lease), false
+		}
+	}
+	return 0, false
+}
+
+// isPast reports whether id is a registration lease this Conn gave up on.
+func (c *Conn) isPast(id clientv3.LeaseID) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Contains(c.past, id)
 }
 
 type regLease struct {
@@ -97,9 +165,24 @@ func (r *regLease) Lost() <-chan struct{} { return r.l.Done() }
 func (r *regLease) Err() error            { return r.l.Err() }
 func (r *regLease) Abandon()              {}
 
+// Deregister deletes the key if it is bound to this registration's lease or to
+// the connection's live registration lease (a retried put may have gone through
+// under it); a key another client now owns is left alone.
 func (r *regLease) Deregister(ctx context.Context) error {
-	_, err := r.c.cli.Delete(ctx, r.key)
-	return wrap("delete", r.key, err)
+	ids := []clientv3.LeaseID{r.l.id}
+	r.c.mu.Lock()
+	if cur := r.c.reg; cur != nil && cur.id != r.l.id {
+		ids = append(ids, cur.id)
+	}
+	r.c.mu.Unlock()
+	for _, id := range ids {
+		_, err := r.c.cli.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(r.key), "=", id)).
+			Then(clientv3.OpDelete(r.key)).Commit()
+		if err != nil {
+			return wrap("delete", r.key, err)
+		}
+	}
+	return nil
 }
 
 // decodeInstance reads the value of key <prefix>/services/<service>/<id> (id is

@@ -9,6 +9,11 @@
 // so the mapping is injective by construction and nothing but a validated Put can
 // become an instance; the store is a tree of its own, apart from the registry.
 //
+// Ownership (registry's one-owner rule): an instance belongs to the connection
+// that put it; a Put of an ID another connection keeps fails with ErrExists, and
+// the ID is free once that connection's lease ends (Deregister, ExpireSession).
+// Check and write are one step under the server's lock: there is no race.
+//
 // There is no New: a mem store has no native client; open it by URL. mem declares
 // no size limits, but validates like every backend (Host, UTF-8 metadata).
 //
@@ -119,6 +124,20 @@ func (s *Server) connect() (*Conn, error) {
 	c := &Conn{s: s, leases: map[*lease]struct{}{}, sessions: map[*session]struct{}{}}
 	s.conns[c] = struct{}{}
 	return c, nil
+}
+
+// DeleteInstance deletes instance id of service as an operator would, whoever
+// registered it; its Lease is not told (a registry guard notices the absence). It
+// reports whether there was such an instance.
+func (s *Server) DeleteInstance(service, id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.services[service][id]; !ok {
+		return false
+	}
+	delete(s.services[service], id)
+	s.changedLocked(service, "")
+	return true
 }
 
 // Restart breaks every watch, as a server restart does; data and sessions survive.

@@ -42,7 +42,12 @@ func harness() registrytest.Harness {
 			return c
 		},
 		ExpireSession: func(t testing.TB, c *registry.Client) { c.Conn().(*mem.Conn).ExpireSession() },
-		Restart:       func(t testing.TB) { each((*mem.Server).Restart) },
+		DeleteInstance: func(t testing.TB, c *registry.Client, service, id string) {
+			if !c.Conn().(*mem.Conn).Server().DeleteInstance(service, id) {
+				t.Fatalf("DeleteInstance: no instance %s of %s", id, service)
+			}
+		},
+		Restart: func(t testing.TB) { each((*mem.Server).Restart) },
 		Cut: func(t testing.TB) func() {
 			each((*mem.Server).Cut)
 			return func() { each((*mem.Server).Heal) }

@@ -36,8 +36,9 @@ func (l *lease) Deregister(ctx context.Context) error {
 	if err := s.check(l.c); err != nil {
 		return err
 	}
-	if _, ok := s.services[l.service][l.id]; ok {
+	if e := s.services[l.service][l.id]; e != nil && e.lease != nil && e.lease.c == l.c {
 		delete(s.services[l.service], l.id)
+		delete(l.c.leases, e.lease)
 		s.changedLocked(l.service, "")
 	}
 	delete(l.c.leases, l)
@@ -51,7 +52,9 @@ func (l *lease) Abandon() {
 	delete(l.c.leases, l)
 }
 
-// Put registers inst bound to this connection's liveness.
+// Put registers inst bound to this connection's liveness. An instance of the same
+// service and ID that another connection keeps is not replaced: Put fails with
+// ErrExists (the ID-ownership rule of package registry).
 func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, error) {
 	s := c.s
 	s.mu.Lock()
@@ -68,7 +71,10 @@ func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, err
 		m = map[string]*entry{}
 		s.services[inst.Service] = m
 	}
-	if old := m[inst.ID]; old != nil && old.lease != nil && old.lease.c == c {
+	if old := m[inst.ID]; old != nil && old.lease != nil {
+		if old.lease.c != c {
+			return nil, fmt.Errorf("mem: put %s: the instance ID is registered by another connection: %w", inst, driver.ErrExists)
+		}
 		delete(c.leases, old.lease)
 	}
 	m[inst.ID] = &entry{inst: inst.Clone(), lease: l}

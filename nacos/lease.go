@@ -34,6 +34,9 @@ func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, err
 	if err != nil {
 		return nil, err
 	}
+	if err := c.claim(ctx, api, inst); err != nil {
+		return nil, err
+	}
 	// A register cut off mid-flight could still be run by the server after Remove's
 	// deregister: when ctx ends first, it runs on until the server answers, and
 	// Remove waits for it.
@@ -72,9 +75,16 @@ func (l *lease) Abandon() {
 	<-l.stopped
 }
 
-// Deregister stops the keep-alive and deletes the instance.
+// Deregister stops the keep-alive and deletes the instance, unless another
+// client's registration holds its ip:port now.
 func (l *lease) Deregister(ctx context.Context) error {
 	l.Abandon()
+	if ok, err := l.c.ours(ctx, l.api, l.inst); err != nil || !ok {
+		if err != nil {
+			return wrap("deregister "+l.inst.String(), err)
+		}
+		return nil
+	}
 	if err := l.c.deregister(ctx, l.api, l.inst); err != nil {
 		return wrap("deregister "+l.inst.String(), err)
 	}
@@ -132,9 +142,18 @@ func (l *lease) keep(ctx context.Context) {
 			beatT.Reset(beatEvery)
 		case <-checkC:
 			rctx, cancel := context.WithTimeout(ctx, c.o.timeout)
-			present, err := l.present(rctx)
+			present, rival, err := l.present(rctx)
 			cancel()
 			if ctx.Err() != nil {
+				return
+			}
+			if err == nil && rival != "" {
+				// Two owners raced past Put's check; the one listings show keeps
+				// the ID, and this one steps back (removing its entry) and reports it.
+				rctx, cancel := context.WithTimeout(ctx, c.o.timeout)
+				_ = c.deregister(rctx, l.api, l.inst)
+				cancel()
+				l.lose(fmt.Errorf("nacos: %s: the instance ID is held by another owner (%s): %w", l.inst, rival, driver.ErrExists))
 				return
 			}
 			if isGone(err) {
@@ -159,19 +178,78 @@ func (l *lease) grace() time.Duration {
 	return max(2*time.Second, 2*l.c.cacheMillis(l.inst.Service))
 }
 
-// present reports whether the server lists the instance's host:port.
-func (l *lease) present(ctx context.Context) (bool, error) {
+// present reports whether the server lists the instance's host:port as ours, and
+// names the rival when the entry listings show for the instance's ID (see
+// toListing) is another owner's.
+func (l *lease) present(ctx context.Context) (bool, string, error) {
 	raw, err := l.c.listRaw(ctx, l.api, l.inst.Service)
 	if err != nil {
-		return false, err
+		return false, "", err
 	}
 	want := net.JoinHostPort(l.inst.Host, strconv.Itoa(l.inst.Port))
+	present := false
 	for _, h := range raw.hosts {
 		if net.JoinHostPort(h.IP, strconv.Itoa(h.Port)) == want {
-			return true, nil
+			// Listed, but written by another client since (the same ip:port is
+			// the same Nacos instance): ours is gone.
+			o := h.Metadata[MetaOwner]
+			present = o == "" || o == l.c.owner
 		}
 	}
-	return false, nil
+	rival := ""
+	for _, in := range l.c.toListing(l.inst.Service, raw).Instances {
+		if in.ID == l.inst.ID && in.Addr() != l.inst.Addr() {
+			rival = "at " + in.Addr()
+		}
+	}
+	return present, rival, nil
+}
+
+// claim fails with ErrExists when a live instance of another owner carries inst's
+// ID: a listed, healthy host whose ID (regkit.id, else ip:port) is inst's and
+// whose regkit.owner is not this Conn's. Nacos has no compare-and-set: two
+// clients checking at the same moment can both pass, and the server may list
+// from a cache (see the package doc, Ownership).
+func (c *Conn) claim(ctx context.Context, api string, inst driver.Instance) error {
+	raw, err := c.listRaw(ctx, api, inst.Service)
+	if err != nil {
+		c.gone(err)
+		return wrap("register "+inst.String()+": check the owner", err)
+	}
+	for _, h := range raw.hosts {
+		in, why := convert(inst.Service, h)
+		if why != "" || in.ID != inst.ID || !h.Healthy || h.Metadata[MetaOwner] == c.owner {
+			continue
+		}
+		who := "owner " + h.Metadata[MetaOwner]
+		if h.Metadata[MetaOwner] == "" {
+			who = "a client other than regkit"
+		}
+		return fmt.Errorf("nacos: register %s: the instance ID is held by another owner (%s at %s): %w",
+			inst, who, net.JoinHostPort(h.IP, strconv.Itoa(h.Port)), driver.ErrExists)
+	}
+	return nil
+}
+
+// ours reports whether the server's instance at inst's ip:port#cluster is this
+// Conn's (or absent, or written without an owner token), so that a deregister
+// never removes an instance another client registered there since.
+func (c *Conn) ours(ctx context.Context, api string, inst driver.Instance) (bool, error) {
+	raw, err := c.listRaw(ctx, api, inst.Service)
+	if err != nil {
+		c.gone(err)
+		if isGone(err) {
+			return true, nil
+		}
+		return false, err
+	}
+	for _, h := range raw.hosts {
+		if h.IP == inst.Host && h.Port == inst.Port && h.ClusterName == c.clusterOf(inst) {
+			o := h.Metadata[MetaOwner]
+			return o == "" || o == c.owner, nil
+		}
+	}
+	return true, nil
 }
 
 var _ driver.Remover = (*Conn)(nil)
@@ -185,6 +263,12 @@ func (c *Conn) Remove(ctx context.Context, inst driver.Instance) error {
 	api, err := c.currentAPI(ctx)
 	if err != nil {
 		return err
+	}
+	if ok, err := c.ours(ctx, api, inst); err != nil || !ok {
+		if err != nil {
+			return wrap("remove "+inst.String(), err)
+		}
+		return nil
 	}
 	if err := c.deregister(ctx, api, inst); err != nil && !isGone(err) {
 		return wrap("remove "+inst.String(), err)

@@ -96,6 +96,23 @@
 // instance (DELETE /instance), also after Abandon and after Lost. Close does not
 // delete instances: package registry deregisters open registrations first.
 //
+// # Ownership
+//
+// registry's one-owner rule, over a server that identifies an instance by
+// ip:port and cluster and lets the last register win: every registration carries
+// its connection's random token in metadata "regkit.owner" (not shown in
+// Metadata). Put first lists the service: a healthy host of another owner whose ID
+// (regkit.id, else ip:port) is the instance's fails the put with ErrExists; an
+// unhealthy one (its heartbeats stopped) does not hold the ID. Nacos has no
+// compare-and-set, and servers answer lists from a cache (cacheMillis), so two
+// clients registering one ID within that window can both pass. The listings then
+// show one of them per ID (toListing: the healthy host, then the least
+// ip:port#cluster), and the presence check of the other's keep-alive, finding the
+// ID listed at another address, steps back: it deregisters its own entry and its
+// Lease reports Lost with ErrExists, so its re-put meets the owner. A host at our
+// ip:port carrying another owner's token is not ours (the keep-alive reports it
+// lost), and Deregister and Remove leave it alone.
+//
 // # Watch
 //
 // Watches poll the instance list (UDP push does not cross NAT and is being removed
@@ -225,6 +242,7 @@ package nacos
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -270,6 +288,9 @@ const (
 const (
 	MetaID     = "regkit.id"
 	MetaWeight = "regkit.weight"
+	// MetaOwner tells one Conn's registrations apart from every other client's:
+	// a random token fixed for the Conn's life (see the package doc, Ownership).
+	MetaOwner = "regkit.owner"
 )
 
 // drv is this backend's driver.Driver.
@@ -401,6 +422,7 @@ type Conn struct {
 	loginMu sync.Mutex // one login at a time
 
 	puts   inflight.Set // registers still running, per instance (for Remove)
+	owner  string       // this Conn's MetaOwner token
 	writes owned.Group  // their goroutines
 }
 
@@ -424,7 +446,7 @@ func newConn(o options, tlsCfg *tls.Config, log *slog.Logger) *Conn {
 		rt, tr = o.rt, nil
 	}
 	life, cancel := context.WithCancel(context.Background())
-	return &Conn{o: o, tr: tr, hc: &http.Client{Transport: rt, Timeout: o.timeout}, hcLong: &http.Client{Transport: rt}, log: log, skipped: &driver.SkipLog{Logger: log},
+	return &Conn{owner: rand.Text(), o: o, tr: tr, hc: &http.Client{Transport: rt, Timeout: o.timeout}, hcLong: &http.Client{Transport: rt}, log: log, skipped: &driver.SkipLog{Logger: log},
 		life: life, cancel: cancel, api: o.api, cacheMs: map[string]time.Duration{},
 		watchers: map[string]int{}, listed: map[string]map[string]struct{}{}}
 }

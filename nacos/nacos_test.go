@@ -136,6 +136,54 @@ func (e *polarisEnv) dropAll(t testing.TB, ns string) {
 
 func nsOf(c *registry.Client) string { return c.Conn().(*nacos.Conn).Namespace() }
 
+// deleteInstance deletes instance id of service in c's namespace with the Nacos
+// API of the server at base ("http://host:port"), as an operator would: its
+// ip:port and cluster are read through c.
+func deleteInstance(t testing.TB, base string, c *registry.Client, service, id string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l, err := c.Conn().List(ctx, service)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range l.Instances {
+		if in.ID != id {
+			continue
+		}
+		cluster := in.Zone
+		if cluster == "" {
+			cluster = nacos.DefaultCluster
+		}
+		conn := c.Conn().(*nacos.Conn)
+		q := url.Values{"namespaceId": {conn.Namespace()}, "serviceName": {conn.Group() + "@@" + service},
+			"ip": {in.Host}, "port": {fmt.Sprint(in.Port)}, "clusterName": {cluster}, "ephemeral": {"true"}}
+		path := "/nacos/v1/ns/instance"
+		if conn.API() == nacos.APIV3 {
+			path = "/nacos/v3/client/ns/instance"
+			q.Set("serviceName", service)
+			q.Set("groupName", conn.Group())
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodDelete, base+path+"?"+q.Encode(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := &http.Transport{DisableKeepAlives: true}
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("DeleteInstance %s/%s: %d %s", service, id, resp.StatusCode, b)
+		}
+		return
+	}
+	t.Fatalf("DeleteInstance: no instance %s of %s listed", id, service)
+}
+
 func (e *polarisEnv) harness() registrytest.Harness {
 	return registrytest.Harness{
 		Name: "nacos/polaris",
@@ -151,6 +199,9 @@ func (e *polarisEnv) harness() registrytest.Harness {
 		},
 		Timeout:     30 * time.Second,
 		LeakOptions: leakOpts,
+		DeleteInstance: func(t testing.TB, c *registry.Client, service, id string) {
+			deleteInstance(t, "http://"+e.srv.NacosAddr(), c, service, id)
+		},
 	}
 }
 
@@ -203,6 +254,9 @@ func (e *fakeEnv) harness(name string) registrytest.Harness {
 		Timeout:      30 * time.Second,
 		LeakOptions:  leakOpts,
 		WriteForeign: e.writeForeign,
+		DeleteInstance: func(t testing.TB, c *registry.Client, service, id string) {
+			deleteInstance(t, "http://"+e.srv.Addr(), c, service, id)
+		},
 	}
 }
 

@@ -77,14 +77,16 @@ func (c *Conn) clusterOf(inst driver.Instance) string {
 	return c.o.cluster
 }
 
-// metadataJSON is the metadata sent for inst: its own plus the id and exact weight.
-func metadataJSON(inst driver.Instance) string {
-	m := make(map[string]string, len(inst.Metadata)+2)
+// metadataJSON is the metadata sent for inst: its own plus the id, the exact
+// weight and this Conn's owner token.
+func (c *Conn) metadataJSON(inst driver.Instance) string {
+	m := make(map[string]string, len(inst.Metadata)+3)
 	for k, v := range inst.Metadata {
 		m[k] = v
 	}
 	m[MetaID] = inst.ID
 	m[MetaWeight] = strconv.Itoa(inst.Weight)
+	m[MetaOwner] = c.owner
 	b, _ := json.Marshal(m)
 	return string(b)
 }
@@ -101,7 +103,7 @@ func (c *Conn) instanceForm(api string, inst driver.Instance) url.Values {
 		"enabled":     {"true"},
 		"healthy":     {"true"},
 		"ephemeral":   {strconv.FormatBool(c.o.ephemeral)},
-		"metadata":    {metadataJSON(inst)},
+		"metadata":    {c.metadataJSON(inst)},
 	}
 	if api == APIV3 {
 		f.Set("serviceName", inst.Service)
@@ -181,7 +183,7 @@ func (c *Conn) beat(ctx context.Context, api string, inst driver.Instance) (unkn
 		return false, 0, err
 	}
 	meta := map[string]string{}
-	_ = json.Unmarshal([]byte(metadataJSON(inst)), &meta)
+	_ = json.Unmarshal([]byte(c.metadataJSON(inst)), &meta)
 	w, _ := strconv.ParseFloat(nacosWeight(inst.Weight), 64)
 	beat, _ := json.Marshal(map[string]any{
 		"serviceName": c.serviceName(inst.Service), "ip": inst.Host, "port": inst.Port,
@@ -277,6 +279,7 @@ func convert(service string, h host) (driver.Instance, string) {
 		switch {
 		case k == MetaID:
 			in.ID = v
+		case k == MetaOwner:
 		case k == MetaWeight:
 			if w, err := strconv.Atoi(v); err == nil && w >= 0 {
 				in.Weight = w
@@ -301,14 +304,23 @@ func convert(service string, h host) (driver.Instance, string) {
 // toListing converts a read; hosts that are not valid instances (a missing ip or
 // port, an ID in regkit.id that the registry would refuse, a bad cluster name) are
 // skipped and logged once per ip:port#cluster. Of several hosts whose regkit.id
-// names one ID (another client's entry claiming it), the one with the least
-// ip:port#cluster is the instance, so that a listing has each ID once and every
+// names one ID (another client's entry claiming it, or two owners that raced
+// past Put's ownership check), the healthy one, then the one with the least
+// ip:port#cluster, is the instance, so that a listing has each ID once and every
 // reader picks the same one; the others are skipped.
 func (c *Conn) toListing(service string, l rawList) driver.Listing {
 	out := driver.Listing{ProtectThreshold: l.protect, Instances: make([]driver.Instance, 0, len(l.hosts))}
 	key := func(h host) string { return net.JoinHostPort(h.IP, strconv.Itoa(h.Port)) + "#" + h.ClusterName }
 	hosts := slices.Clone(l.hosts)
-	slices.SortStableFunc(hosts, func(a, b host) int { return strings.Compare(key(a), key(b)) })
+	slices.SortStableFunc(hosts, func(a, b host) int {
+		if a.Healthy != b.Healthy {
+			if a.Healthy {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(key(a), key(b))
+	})
 	seen := make(map[string]bool, len(hosts))
 	for _, h := range hosts {
 		in, why := convert(service, h)

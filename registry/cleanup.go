@@ -25,8 +25,10 @@ type claim struct {
 	removing chan struct{} // non-nil while a removal runs; closed when it ends
 }
 
-// acquire counts one more user of inst's key, after waiting for a removal of it in
-// progress (so that the removal cannot delete what the new user puts).
+// acquire makes the caller the one user of inst's key, after waiting for a removal
+// of it in progress (so that the removal cannot delete what the new user puts). A
+// key another Register or open Registration of this Client uses fails with
+// ErrExists, before any I/O.
 func (c *Client) acquire(ctx context.Context, inst Instance) error {
 	k := keyOf(inst)
 	for {
@@ -40,6 +42,12 @@ func (c *Client) acquire(ctx context.Context, inst Instance) error {
 			c.claims[k] = cl
 		}
 		if cl.removing == nil {
+			if cl.users > 0 {
+				// One instance ID, one owner: another Register or open
+				// Registration of this Client holds it.
+				c.mu.Unlock()
+				return fmt.Errorf("registry: register %s: the instance ID is already registered by this Client: %w", inst, ErrExists)
+			}
 			cl.users++
 			c.mu.Unlock()
 			return nil

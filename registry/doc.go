@@ -29,11 +29,13 @@
 //     Lease and puts it again with jittered exponential backoff, for as long as it
 //     takes, reporting Reregistering meanwhile. It also follows its service through
 //     the Client's shared watch: when the instance, once seen, is gone from a fresh
-//     view while its lease lives (an operator deleted it, a second process with the
-//     same ID deregistered) and a fresh read a moment later confirms it, it is put
-//     back. Nothing registered vanishes while its Registration is open; Deregister
+//     view while its lease lives (an operator deleted it) and a fresh read a moment
+//     later confirms it, it is put
+//     back (only while the ID is free: see One instance ID, one owner). Nothing
+//     registered vanishes while its Registration is open; Deregister
 //     and Close remove it. A first put refused for permissions (ErrPermission)
-//     fails Register at once instead of retrying.
+//     or because another owner holds the ID (ErrExists) fails Register at once
+//     instead of retrying.
 //   - Watches never stop by themselves. One loop per service and Client is shared by
 //     all its watchers. Native events only mark the service dirty (a 1-buffered
 //     signal, so bursts coalesce); the loop then re-lists and publishes a complete,
@@ -132,6 +134,48 @@
 // store keys inside the registry's tree are refused with a FieldError naming the
 // key, and a recursive store delete of "/" leaves registrations alone. URL prefixes
 // and chroots are checked by one rule, driver.CleanRoot.
+//
+// # One instance ID, one owner
+//
+// A live registration owns its instance ID (per namespace and service). The rule,
+// on every backend:
+//
+//   - A Register of an ID that another live owner holds fails with ErrExists, at
+//     once, never retried, and writes nothing. Another owner is another Client's
+//     registration (another process, or another Client of this one) and, checked
+//     in the Client before any I/O, another open Registration of the same Client.
+//   - The ID is free again when its owner ends: Deregister or Close, or its
+//     liveness ending (session expired, lease gone, TTL passed, heartbeats
+//     stopped).
+//   - A Registration that lost its lease puts the instance again only if the ID is
+//     still free: it never overwrites an entry another owner registered
+//     meanwhile. While the other owner holds the ID it stays Reregistering with
+//     Err wrapping ErrExists, keeps retrying with backoff, and takes the ID back
+//     once the other owner is gone. Its Deregister and Close never delete the
+//     other owner's entry.
+//   - A listing or Snapshot has each ID once.
+//
+// Apache Curator's x-discovery differs: its registerService deletes and re-creates
+// the node, so the last writer wins, and after a session loss whichever client
+// re-creates last wins, bringing stale data back (CURATOR-181). Nacos differs too:
+// an instance is identified by ip:port (and cluster), and the last register wins.
+// regkit refuses instead, because two processes believing they are one instance
+// is a deployment mistake that silent overwriting hides: each would deregister
+// the other's entry on its way out, and watchers would see the data flip between
+// them. To change a live instance, use Registration.Update; to move an ID to
+// another process, close the old registration first.
+//
+// How each backend enforces it (its package doc has the details): etcd puts in a
+// transaction that writes only if the key is absent or bound to the Client's own
+// lease; ZooKeeper creates an ephemeral node and, when it exists, sets its data
+// only if its EphemeralOwner is the Client's session (the dubbo layout, whose
+// node names are not IDs, looks for other sessions' nodes of the ID first); mem
+// is exact. Consul and Nacos have no compare-and-set for registrations: they read
+// first (Consul: the agent and a consistent catalog read; Nacos: the service's
+// list) and register if the ID is free, so two clients registering one ID at the
+// same moment can both pass. Consul then lists the healthy, then the oldest entry
+// of the ID; a Nacos keep-alive that finds the ID listed as another owner's steps
+// back (deregisters its own entry and reports ErrExists).
 //
 // # Coordination store
 //

@@ -59,7 +59,7 @@ func (g *serviceGuard) add(r *registration, gen int64) {
 	if g.own == nil {
 		g.own = map[string][]*registration{}
 	}
-	g.own[r.inst.ID] = append(g.own[r.inst.ID], r)
+	g.own[r.id] = append(g.own[r.id], r)
 	r.gs = guardState{armed: true, from: gen}
 }
 
@@ -77,11 +77,11 @@ func (g *serviceGuard) signal(r *registration) {
 func (g *serviceGuard) remove(r *registration) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	rs := slices.DeleteFunc(g.own[r.inst.ID], func(x *registration) bool { return x == r })
+	rs := slices.DeleteFunc(g.own[r.id], func(x *registration) bool { return x == r })
 	if len(rs) == 0 {
-		delete(g.own, r.inst.ID)
+		delete(g.own, r.id)
 	} else {
-		g.own[r.inst.ID] = rs
+		g.own[r.id] = rs
 	}
 }
 
@@ -214,7 +214,7 @@ func (r *registration) goneForSure(ctx context.Context) bool {
 		sw.guard.arm(r, stamp()) // the watch reports again when the backend answers
 		return false
 	}
-	if hasSortedID(list, r.inst.ID) {
+	if hasSortedID(list, r.id) {
 		sw.guard.arm(r, gen)
 		return false
 	}

@@ -50,6 +50,16 @@ type Registration interface {
 	Changed() <-chan struct{}
 	// Err returns the last error met while re-registering, or nil.
 	Err() error
+	// Update changes the registered instance in place: weight, metadata, zone,
+	// address. inst must have the registered Service and ID (an empty ID is
+	// "Host:Port" as in Register), else a FieldError naming the field; the rest is
+	// validated and defaulted as by Register (address resolver, size limits),
+	// before any I/O. Watchers see the old data, then the new, never the instance
+	// missing. While Reregistering, Update only records the data, which the re-put
+	// carries; every later re-put carries the latest data too. Instance returns
+	// the updated instance once Update returned nil. Update after Deregister
+	// returns ErrClosed.
+	Update(ctx context.Context, inst Instance) error
 	// Deregister removes the instance from the backend and stops keeping it alive,
 	// waiting for its goroutines. Calls after the first wait for it to finish and
 	// return ErrClosed.
@@ -61,7 +71,10 @@ type Registration interface {
 }
 
 type registration struct {
-	c    *Client
+	c           *Client
+	service, id string // of inst, which Update never changes
+
+	// inst is the instance as last registered or updated (under mu).
 	inst Instance
 
 	mu      sync.Mutex
@@ -72,6 +85,12 @@ type registration struct {
 	// abandoned: the keeper gave up a re-put when it was stopped; Deregister
 	// removes what that put may still leave.
 	abandoned bool
+
+	// gen counts Updates; putGen is the gen of the data on the backend. Every
+	// write of the instance is made by the keeper (Update sends it the write), so
+	// the driver never puts one instance twice at once.
+	gen, putGen int
+	updates     chan update
 
 	cancel context.CancelFunc // stops the keeper
 	done   chan struct{}      // closed when the keeper goroutine has ended
@@ -122,7 +141,7 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 		c.unguard(sw)
 		// A put may have been applied after its ctx ended: remove what no
 		// Registration will own (not after a refusal: nothing was written).
-		refused := permanent(err) || errors.Is(err, ErrPermission)
+		refused := permanent(err) || errors.Is(err, ErrPermission) || errors.Is(err, ErrExists)
 		dctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 		defer cancel()
 		c.release(dctx, inst, !refused)
@@ -132,8 +151,8 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 		return nil, err
 	}
 	kctx, kcancel := context.WithCancel(c.life)
-	r := &registration{c: c, inst: inst, state: Registered, lease: lease, cancel: kcancel, done: make(chan struct{}),
-		suspect: make(chan struct{}, 1)}
+	r := &registration{c: c, service: inst.Service, id: inst.ID, inst: inst, state: Registered, lease: lease, cancel: kcancel, done: make(chan struct{}),
+		updates: make(chan update), suspect: make(chan struct{}, 1)}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -163,15 +182,22 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 // (onErr nil), where the caller is there to fix it. A re-put after a lost lease
 // retries permission errors too, reporting them: credentials may be rotated back.
 func (c *Client) putRetry(ctx context.Context, inst Instance, onErr func(error)) (driver.Lease, error) {
+	return c.putRetryLatest(ctx, func() Instance { return inst }, onErr)
+}
+
+// putRetryLatest is putRetry putting latest() on every attempt, so that a re-put
+// carries the data of the last Update.
+func (c *Client) putRetryLatest(ctx context.Context, latest func() Instance, onErr func(error)) (driver.Lease, error) {
 	b := c.newBackoff()
 	for {
+		inst := latest()
 		pctx, cancel := context.WithTimeout(ctx, c.opt.reqTimeout)
 		lease, err := c.conn.Put(pctx, inst)
 		cancel()
 		if err == nil {
 			return lease, nil
 		}
-		if permanent(err) || (onErr == nil && errors.Is(err, ErrPermission)) {
+		if permanent(err) || (onErr == nil && (errors.Is(err, ErrPermission) || errors.Is(err, ErrExists))) {
 			return nil, err
 		}
 		if onErr != nil {
@@ -201,28 +227,48 @@ func (r *registration) keep(ctx context.Context) {
 	defer r.stopGuard()
 	for {
 		r.mu.Lock()
-		lease := r.lease
+		lease, inst, gen, stale := r.lease, r.inst, r.gen, r.gen != r.putGen
 		r.mu.Unlock()
+		if stale { // an Update came while re-registering, after the re-put read the data
+			if err := r.apply(ctx, lease, inst, gen); err != nil {
+				r.set(Reregistering, err)
+				if r.c.sleep(ctx, r.c.opt.backoffMin) != nil {
+					return
+				}
+			} else {
+				r.set(Registered, nil)
+			}
+			continue
+		}
 		var err error
 		select {
 		case <-ctx.Done():
 			return
+		case u := <-r.updates:
+			u.reply <- r.apply(ctx, lease, u.inst, u.gen)
+			continue
 		case <-lease.Lost():
 			err = lease.Err()
 		case <-r.suspect:
 			if !r.goneForSure(ctx) {
 				continue
 			}
-			err = fmt.Errorf("registry: %s was deleted from the backend by someone else while its lease lived: %w", r.inst, ErrNotFound)
+			err = fmt.Errorf("registry: %s was deleted from the backend by someone else while its lease lived: %w", r.Instance(), ErrNotFound)
 		}
-		r.c.log.warn("registry: registration lost, registering again", "instance", r.inst.String(), "err", err)
+		r.c.log.warn("registry: registration lost, registering again", "instance", r.Instance().String(), "err", err)
 		lease.Abandon()
 		r.set(Reregistering, err)
 		if r.sw != nil {
 			r.sw.guard.disarm(r) // the view lags behind the put
 		}
-		nl, err := r.c.putRetry(ctx, r.inst, func(err error) { r.set(Reregistering, err) })
-		gen := stamp()
+		var put int // the gen of the data the successful put carried
+		nl, err := r.c.putRetryLatest(ctx, func() Instance {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			put = r.gen
+			return r.inst
+		}, func(err error) { r.set(Reregistering, err) })
+		putAt := stamp()
 		if err != nil { // stopped; the abandoned put may still be applied
 			r.mu.Lock()
 			r.abandoned = true
@@ -230,13 +276,109 @@ func (r *registration) keep(ctx context.Context) {
 			return
 		}
 		r.mu.Lock()
-		r.lease = nl
+		r.lease, r.putGen = nl, put
 		r.mu.Unlock()
 		if r.sw != nil {
-			r.sw.guard.arm(r, gen)
+			r.sw.guard.arm(r, putAt)
 		}
 		r.set(Registered, nil)
 	}
+}
+
+// update is one Update's write, made by the keeper.
+type update struct {
+	inst  Instance
+	gen   int
+	reply chan error
+}
+
+// apply writes inst (of gen) in place over lease and records the lease that keeps
+// it.
+func (r *registration) apply(ctx context.Context, lease driver.Lease, inst Instance, gen int) error {
+	nl, err := r.c.write(ctx, lease, inst)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.lease, r.putGen = nl, gen
+	r.mu.Unlock()
+	return nil
+}
+
+// write changes the instance lease keeps in place (driver.Updater, else Put on
+// the same Conn, abandoning lease for the one Put returns).
+func (c *Client) write(ctx context.Context, lease driver.Lease, inst Instance) (driver.Lease, error) {
+	wctx, cancel := context.WithTimeout(ctx, c.opt.reqTimeout)
+	defer cancel()
+	if u, ok := c.conn.(driver.Updater); ok {
+		return u.Update(wctx, lease, inst)
+	}
+	nl, err := c.conn.Put(wctx, inst)
+	if err != nil {
+		return nil, err
+	}
+	if nl != lease {
+		lease.Abandon()
+	}
+	return nl, nil
+}
+
+func (r *registration) Update(ctx context.Context, inst Instance) error {
+	cur := r.Instance()
+	if inst.Service != cur.Service {
+		return invalid("Service", inst.Service, "Update keeps the registered service "+cur.Service)
+	}
+	inst, err := r.c.prepare(inst)
+	if err != nil {
+		return err
+	}
+	if inst.ID != cur.ID {
+		return invalid("ID", inst.ID, "Update keeps the registered ID "+cur.ID)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("registry: update %s: %w", inst, err)
+	}
+	r.mu.Lock()
+	if r.state == Deregistered {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	old, oldGen := r.inst, r.gen
+	r.gen++
+	r.inst = inst
+	st, changed, gen := r.state, r.changed.C(), r.gen
+	r.mu.Unlock()
+	revert := func() {
+		r.mu.Lock()
+		if r.gen == gen { // no later Update
+			r.inst, r.gen = old, oldGen
+		}
+		r.mu.Unlock()
+	}
+	for st == Registered {
+		reply := make(chan error, 1)
+		select {
+		case r.updates <- update{inst: inst, gen: gen, reply: reply}:
+			if err := <-reply; err != nil {
+				revert()
+				return fmt.Errorf("registry: update %s: %w", inst, err)
+			}
+			return nil
+		case <-changed:
+			r.mu.Lock()
+			st, changed = r.state, r.changed.C()
+			r.mu.Unlock()
+		case <-r.done:
+			return ErrClosed
+		case <-ctx.Done():
+			revert()
+			return fmt.Errorf("registry: update %s: %w", inst, ctx.Err())
+		}
+	}
+	if st == Deregistered {
+		return ErrClosed
+	}
+	return nil // re-registering: the re-put, or the keeper right after it, carries it
 }
 
 func (r *registration) set(s RegistrationState, err error) {
@@ -254,7 +396,11 @@ func (r *registration) set(s RegistrationState, err error) {
 	}
 }
 
-func (r *registration) Instance() Instance { return r.inst.Clone() }
+func (r *registration) Instance() Instance {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.inst.Clone()
+}
 
 func (r *registration) State() RegistrationState {
 	r.mu.Lock()
@@ -304,10 +450,11 @@ func (r *registration) deregister(ctx context.Context) error {
 	r.mu.Lock()
 	lease, abandoned := r.lease, r.abandoned
 	r.mu.Unlock()
+	inst := r.Instance()
 	err := lease.Deregister(ctx)
-	r.c.release(ctx, r.inst, abandoned)
+	r.c.release(ctx, inst, abandoned)
 	if err != nil && !errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("registry: deregister %s: %w", r.inst, err)
+		return fmt.Errorf("registry: deregister %s: %w", inst, err)
 	}
 	return nil
 }

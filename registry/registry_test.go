@@ -175,7 +175,7 @@ func TestHostFromResolver(t *testing.T) {
 	// The resolver decides: it is given the configured port and may override it
 	// (the standard one does when REGKIT_REGISTER_PORT or DUBBO_PORT_TO_REGISTRY
 	// is set).
-	r, err = c.Register(ctx, registry.Instance{Service: "svc", Port: 81})
+	r, err = c.Register(ctx, registry.Instance{Service: "svc", ID: "other", Port: 81})
 	if err != nil || r.Instance().Port != 7070 {
 		t.Errorf("resolver's port: %v, %v", r, err)
 	}

@@ -290,10 +290,10 @@ func TestDubboInterop(t *testing.T) {
 	if err != nil || st.EphemeralOwner == 0 {
 		t.Errorf("our provider node: ephemeral owner %v, %v", st, err)
 	}
-	// Re-registering with new metadata replaces the URL node (the name changes).
+	// Updating the metadata replaces the URL node (the name changes).
 	up := reg.Instance()
 	up.Metadata["methods"] = "sayHello,bye"
-	if _, err := c.Register(ctx, up); err != nil {
+	if err := reg.Update(ctx, up); err != nil {
 		t.Fatal(err)
 	}
 	kids, _, _ = e.adm(t).Children(dir)
@@ -346,10 +346,20 @@ func TestDubboVersionsAndGroups(t *testing.T) {
 	}
 	waitInstances(t, c, svc, want)
 
-	// regkit registers the same host, port and version as a Java provider (another
-	// process on the same address, or the same ID by mistake): both URLs stay.
-	ours := registry.Instance{ID: "10.0.0.9:20880;version=1.0.0", Service: svc, Host: "10.0.0.9", Port: 20880,
+	// regkit registers the same host, port and version as a live Java provider
+	// (the same ID by mistake): the ID is the Java provider's, so Register fails
+	// with ErrExists and its URL stays.
+	same := registry.Instance{ID: "10.0.0.9:20880;version=1.0.0", Service: svc, Host: "10.0.0.9", Port: 20880,
 		Metadata: map[string]string{"version": "1.0.0", "application": "go"}}
+	if r, err := c.Register(ctx, same); !errors.Is(err, registry.ErrExists) {
+		if r != nil {
+			_ = r.Close()
+		}
+		t.Fatalf("Register of a live Java provider's ID = %v, want ErrExists", err)
+	}
+	// Another version on the same address is another instance.
+	ours := registry.Instance{ID: "10.0.0.9:20880;version=1.5.0", Service: svc, Host: "10.0.0.9", Port: 20880,
+		Metadata: map[string]string{"version": "1.5.0", "application": "go"}}
 	reg, err := c.Register(ctx, ours)
 	if err != nil {
 		t.Fatal(err)
@@ -369,7 +379,7 @@ func TestDubboVersionsAndGroups(t *testing.T) {
 	javaLeft("after the put")
 	// Re-put with new metadata: our old URL goes, the Java ones stay.
 	ours.Metadata["methods"] = "greet,bye"
-	if _, err := c.Register(ctx, ours); err != nil {
+	if err := reg.Update(ctx, ours); err != nil {
 		t.Fatal(err)
 	}
 	javaLeft("after the re-put")

@@ -11,8 +11,9 @@ import (
 	"github.com/regkit/regkit/registry/driver"
 )
 
-// Put creates the instance's ephemeral node in the current session (replacing an
-// existing node of the same ID) and returns a Lease that reports Lost when that
+// Put creates the instance's ephemeral node in the current session (setting the
+// data of a node of the same ID the session already owns; a node of another
+// session fails the put with ErrExists) and returns a Lease that reports Lost when that
 // session is gone.
 func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, error) {
 	cd := c.codec()
@@ -30,6 +31,22 @@ func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, err
 	}
 	dir := cd.dir(inst.Service)
 	path := dir + "/" + name
+	if !cd.byName() {
+		// The node's name is not the ID (Dubbo URLs): a node of another session
+		// carrying the ID holds it. Checked before the create, so two sessions
+		// racing here can both pass (see the package doc, Ownership).
+		nodes, err := c.sameID(ctx, cd, inst)
+		if err != nil {
+			return nil, err
+		}
+		_, sid, _ := c.zc.status()
+		for _, n := range nodes {
+			if n.name != name && (sid == 0 || n.owner != sid) {
+				return nil, fmt.Errorf("zk: put %s: the instance ID is held by another owner (node %s, session %x): %w",
+					inst, n.name, n.owner, driver.ErrExists)
+			}
+		}
+	}
 	// ep is the session the node is bound to, known without reading the node
 	// back: the session current before a successful create (a create applied in a
 	// later session only makes the lease report Lost at once, and the instance is
@@ -67,11 +84,10 @@ func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, err
 				ep = c.zc.epochFor(st.EphemeralOwner)
 				break
 			}
-			// Another session's node (a stale entry of this ID): replace it.
-			if err := c.del(ctx, path, st.Version); err != nil && !errors.Is(err, zk.ErrNoNode) && !errors.Is(err, zk.ErrBadVersion) {
-				return nil, wrap("put: replace", path, err)
-			}
-			continue
+			// Another session's node (another client's live registration, or a
+			// persistent node another program wrote): not ours to replace.
+			return nil, fmt.Errorf("zk: put %s: the instance ID is held by another owner (session %x): %w",
+				path, st.EphemeralOwner, driver.ErrExists)
 		case isConnLoss(err) && attempt < 5:
 			// The create may have been applied: the next attempt finds it as ours.
 			continue
@@ -159,41 +175,63 @@ func (c *Conn) ensureServiceDir(ctx context.Context, cd codec, dir string) error
 	}
 }
 
-// deleteSameID deletes the nodes of dir that decode to inst's ID, except keep, and
-// only those of the current session: a node of another session (a Java provider
-// with the same host, port, group and version, another client) is never deleted.
-func (c *Conn) deleteSameID(ctx context.Context, cd codec, inst driver.Instance, keep string) error {
+// idNode is one node of a service directory that decodes to a given instance ID.
+type idNode struct {
+	name    string
+	owner   int64 // the session of an ephemeral node, 0 for a persistent one
+	version int32
+}
+
+// sameID returns the nodes of inst's directory that decode to inst's ID, with
+// their owners (the dubbo layout, where node names are not IDs).
+func (c *Conn) sameID(ctx context.Context, cd codec, inst driver.Instance) ([]idNode, error) {
 	dir := cd.dir(inst.Service)
 	kids, err := call(ctx, c, func() ([]string, error) {
 		kids, _, err := c.zc.zk.Children(dir)
 		return kids, err
 	})
 	if errors.Is(err, zk.ErrNoNode) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return wrap("list", dir, err)
+		return nil, wrap("list", dir, err)
 	}
+	var out []idNode
 	for _, k := range kids {
-		if k == keep {
-			continue
-		}
 		if got, why := cd.decode(inst.Service, k, nil); why != "" || got.ID != inst.ID {
 			continue
 		}
-		path := dir + "/" + k
-		st, err := c.exists(ctx, path)
+		st, err := c.exists(ctx, dir+"/"+k)
 		if errors.Is(err, zk.ErrNoNode) {
 			continue
 		}
 		if err != nil {
-			return wrap("delete", path, err)
+			return nil, wrap("list", dir+"/"+k, err)
 		}
-		if _, sid, _ := c.zc.status(); sid == 0 || st.EphemeralOwner != sid {
+		out = append(out, idNode{name: k, owner: st.EphemeralOwner, version: st.Version})
+	}
+	return out, nil
+}
+
+// deleteSameID deletes the nodes of dir that decode to inst's ID, except keep, and
+// only those of the current session: a node of another session (a Java provider
+// with the same host, port, group and version, another client) is never deleted.
+func (c *Conn) deleteSameID(ctx context.Context, cd codec, inst driver.Instance, keep string) error {
+	nodes, err := c.sameID(ctx, cd, inst)
+	if err != nil {
+		return err
+	}
+	dir := cd.dir(inst.Service)
+	for _, n := range nodes {
+		if n.name == keep {
+			continue
+		}
+		path := dir + "/" + n.name
+		if _, sid, _ := c.zc.status(); sid == 0 || n.owner != sid {
 			c.cfg.log.Debug("zk: keeping a node of the same ID written by another session", "path", path)
 			continue
 		}
-		if err := c.del(ctx, path, st.Version); err != nil && !errors.Is(err, zk.ErrNoNode) && !errors.Is(err, zk.ErrBadVersion) {
+		if err := c.del(ctx, path, n.version); err != nil && !errors.Is(err, zk.ErrNoNode) && !errors.Is(err, zk.ErrBadVersion) {
 			return wrap("delete", path, err)
 		}
 	}
@@ -213,13 +251,28 @@ func (r *regLease) Err() error            { return r.ep.Err() }
 func (r *regLease) Abandon()              {}
 
 // Deregister deletes the instance's node (and, in the dubbo layout, any other node
-// of the same ID).
+// of the same ID) if the current session owns it: a node of another session (a
+// client that registered the ID after ours was lost) is left alone. A node of
+// this lease's own, earlier session went with that session.
 func (r *regLease) Deregister(ctx context.Context) error {
-	if err := r.c.del(ctx, r.path, -1); err != nil && !errors.Is(err, zk.ErrNoNode) {
-		return wrap("deregister", r.path, err)
-	}
 	if !r.cd.byName() {
 		return r.c.deleteSameID(ctx, r.cd, r.inst, "")
+	}
+	st, err := r.c.exists(ctx, r.path)
+	if errors.Is(err, zk.ErrNoNode) {
+		return nil
+	}
+	if err != nil {
+		return wrap("deregister", r.path, err)
+	}
+	if _, sid, _ := r.c.zc.status(); sid == 0 || st.EphemeralOwner != sid {
+		return nil
+	}
+	if err := r.c.del(ctx, r.path, st.Version); err != nil && !errors.Is(err, zk.ErrNoNode) {
+		if errors.Is(err, zk.ErrBadVersion) { // rewritten meanwhile: by us (a set) or after a delete
+			return r.Deregister(ctx)
+		}
+		return wrap("deregister", r.path, err)
 	}
 	return nil
 }

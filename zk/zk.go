@@ -146,8 +146,9 @@
 // Lease created in the old session reports Lost with ErrSessionLost; package
 // registry then puts the instances again in the new session: the ephemeral
 // registrations come back with the same data, as Curator's PersistentNode does. A
-// Put whose node turns out to be owned by another session (a stale entry of the
-// same ID) replaces it; a Put whose create was cut off finds its node as its own
+// Put whose node turns out to be owned by another session fails with ErrExists
+// (see Ownership), and package registry retries the re-put until that owner is
+// gone; a Put whose create was cut off finds its node as its own
 // on the retry. Lost is reported once the client has learned of the expiry, which
 // needs a connection to the server: during a partition nothing can be re-put anyway.
 //
@@ -166,6 +167,21 @@
 // keys that must come back after a session loss, as Curator's PersistentNode, are
 // registry.Store.NewPersistentNode, which opens the next session over this driver
 // (proved by the store suite's PersistentNode case against this backend).
+//
+// # Ownership
+//
+// registry's one-owner rule: an instance node is ephemeral, owned by the session
+// that created it. Put creates it; when the node exists, Put sets its data only
+// if its EphemeralOwner is the connection's current session (a re-put or update
+// of our own), and otherwise fails with ErrExists: another session's live node
+// (or a persistent node another program wrote) is never replaced, as Curator's
+// registerService would. Create-or-compare is atomic on the server, except that a
+// node of a session that just expired is removed by the server itself, after
+// which the ID is free. In the dubbo layout node names are provider URLs, not
+// IDs: Put first lists the directory and fails with ErrExists when a node of
+// another session decodes to the instance's ID, so two sessions putting one ID at
+// the same moment can both pass (the listing then shows the greatest node name).
+// Deregister and Remove delete only nodes of the current session.
 //
 // # Watches
 //

@@ -147,9 +147,50 @@ func (e *env) harness() registrytest.Harness {
 			e.proxy.Cut()
 			return e.proxy.Heal
 		},
-		Timeout:      30 * time.Second,
-		LeakOptions:  leakOpts,
-		WriteForeign: e.writeForeign,
+		Timeout:        30 * time.Second,
+		LeakOptions:    leakOpts,
+		WriteForeign:   e.writeForeign,
+		DeleteInstance: e.deleteInstance,
+	}
+}
+
+// deleteInstance deletes the node(s) of instance id of service on a raw
+// connection, as an operator would; in the dubbo layout, the provider URLs whose
+// regkit.id (or host:port) is id.
+func (e *env) deleteInstance(t testing.TB, c *registry.Client, service, id string) {
+	t.Helper()
+	conn := c.Conn().(*rzk.Conn)
+	dir := conn.ServicePath(service)
+	err := e.rawDo(func(zc *zk.Conn) error {
+		if conn.Layout() != rzk.LayoutDubbo {
+			return zc.Delete(dir+"/"+id, -1)
+		}
+		kids, _, err := zc.Children(dir)
+		if err != nil {
+			return err
+		}
+		n := 0
+		for _, k := range kids {
+			raw, err := url.QueryUnescape(k)
+			if err != nil {
+				continue
+			}
+			u, err := url.Parse(raw)
+			if err != nil || (u.Query().Get("regkit.id") != id && u.Host != id) {
+				continue
+			}
+			if err := zc.Delete(dir+"/"+k, -1); err != nil {
+				return err
+			}
+			n++
+		}
+		if n == 0 {
+			return fmt.Errorf("no provider URL of %s in %v", id, kids)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("DeleteInstance %s/%s: %v", service, id, err)
 	}
 }
 

@@ -201,7 +201,10 @@ type Conn interface {
 	// Put registers inst (already validated and defaulted) and keeps it alive
 	// (lease, session, TTL check, heartbeat) until the returned Lease is removed or
 	// abandoned, or the backend drops it, which the Lease reports through Lost.
-	// Put of an instance that is already there replaces it.
+	// Put of an instance this Conn already keeps replaces it in place. An entry of
+	// the same service and ID that another owner keeps alive (another client's
+	// lease, session, agent registration or heartbeats) is never replaced: Put
+	// fails with ErrExists (see package registry, One instance ID, one owner).
 	Put(ctx context.Context, inst Instance) (Lease, error)
 	// List returns every registered instance of service, healthy or not, each with
 	// Healthy set as the backend sees it. An unknown service is an empty Listing,
@@ -381,6 +384,21 @@ func (s SessionState) String() string {
 // SortNodes sorts nodes by key, the order Tree returns.
 func SortNodes(nodes []Node) {
 	slices.SortFunc(nodes, func(a, b Node) int { return strings.Compare(a.Key, b.Key) })
+}
+
+// Updater is an optional part of a Conn, found by type assertion, with which
+// package registry changes a registered instance in place (Registration.Update).
+// Without it, registry puts the new data with Put on the same Conn and abandons
+// the old Lease, which is an in-place overwrite where Put replaces an entry this
+// Conn owns (etcd, ZooKeeper, Consul, mem).
+type Updater interface {
+	// Update replaces the data of the instance lease keeps (inst has its Service
+	// and ID, already validated and defaulted) so that readers see the old data or
+	// the new, never no instance. It returns the Lease that keeps inst from now on
+	// (lease itself, or a new one; the old one is then stopped). It fails with
+	// ErrExists when another owner holds the ID, and like Put otherwise; lease
+	// stays in force after a failure.
+	Update(ctx context.Context, lease Lease, inst Instance) (Lease, error)
 }
 
 // Remover is an optional part of a Conn, found by type assertion, with which package

@@ -47,6 +47,13 @@ type Harness struct {
 	// deleted instance id whose ID a foreign record carries. Nil: those cases are
 	// skipped with a message.
 	WriteForeign func(t testing.TB, c *registry.Client, service, id string)
+	// DeleteInstance deletes instance id of service straight on the server, in
+	// the namespace of client c, as an operator would (etcdctl del, a znode
+	// delete, an agent deregister, a Nacos DELETE), whoever registered it. The
+	// suite uses it to check that a Registration puts back an instance deleted
+	// behind its back (a second Register of the ID cannot do that: it fails with
+	// ErrExists). Nil: those cases are skipped with a message.
+	DeleteInstance func(t testing.TB, c *registry.Client, service, id string)
 	// Timeout bounds each "eventually" wait (default 30s).
 	Timeout time.Duration
 	// LeakOptions are passed to goleak when checking that closed clients left no

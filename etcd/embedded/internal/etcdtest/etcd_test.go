@@ -89,6 +89,14 @@ func (e *env) harness() registrytest.Harness {
 		Timeout:      30 * time.Second,
 		LeakOptions:  leakOpts,
 		WriteForeign: e.writeForeign,
+		DeleteInstance: func(t testing.TB, c *registry.Client, service, id string) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			resp, err := e.admin.Delete(ctx, c.Conn().(*etcd.Conn).InstanceKey(service, id))
+			if err != nil || resp.Deleted != 1 {
+				t.Fatalf("DeleteInstance %s/%s: %v (deleted %v)", service, id, err, resp)
+			}
+		},
 	}
 }
 
