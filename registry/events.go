@@ -168,6 +168,7 @@ func (l *eventLoop) onChange(s *subscription, ch driver.Change) {
 	if ch.Reset {
 		list := ch.Listing.Instances
 		driver.SortInstances(list)
+		w.c.intern.instances(list)
 		// The first Reset was read after the subscription began; a later one
 		// counts against registrations only if the driver says when it was read.
 		at := stampOf(ch.ReadAt)
@@ -207,6 +208,7 @@ func (l *eventLoop) onChange(s *subscription, ch driver.Change) {
 	if !l.resynced {
 		return // changes before the first listing are in it
 	}
+	w.c.intern.instances(ch.Puts)
 	w.guard.changed(stamp(), ch.Puts, ch.Deletes)
 	l.lastGood = now
 	view, changed := applyChange(l.view, ch.Puts, ch.Deletes)

@@ -164,6 +164,20 @@ func (c *Client) Watch(ctx context.Context, service string) (Watcher, error) {
 	return w, nil
 }
 
+// WatchShared is Watch without the copies: Next returns the snapshot the
+// service's loop published, shared with every other WatchShared caller and with
+// the loop itself. It is for caches that hold many services (package
+// registry/cache uses it, so that a service's instances are held once): never
+// modify what it returns, not even by sorting.
+func (c *Client) WatchShared(ctx context.Context, service string) (Watcher, error) {
+	w, err := c.Watch(ctx, service)
+	if err != nil {
+		return nil, err
+	}
+	w.(*watcher).shared = true
+	return w, nil
+}
+
 // watch opens a watcher; user is false for the library's own watchers, which do
 // not make Instances answer from the shared view.
 func (c *Client) watch(ctx context.Context, service string, user bool) (*watcher, error) {
@@ -237,6 +251,7 @@ type watcher struct {
 	once    sync.Once
 	lastSeq uint64
 	user    bool       // opened by Watch: snapshots are copied for the caller
+	shared  bool       // opened by WatchShared: they are not (set before the first Next)
 	last    bool       // released the shared loop's last reference (set in once)
 	mu      sync.Mutex // serialises Next
 }
@@ -257,7 +272,7 @@ func (w *watcher) Next(ctx context.Context) (Snapshot, error) {
 		s, resyncSeq, ch := w.sw.wait()
 		if s != nil && s.Seq > w.lastSeq {
 			out := *s
-			if w.user {
+			if w.user && !w.shared {
 				out = out.Clone()
 			}
 			if w.lastSeq > 0 && !out.Stale && resyncSeq > w.lastSeq {
@@ -305,6 +320,7 @@ func (w *serviceWatch) run(ctx context.Context) {
 			}
 			lastGood = w.c.clock.Now()
 			driver.SortInstances(l.Instances)
+			w.c.intern.instances(l.Instances)
 			w.guard.check(gen, l.Instances)
 			s := Snapshot{Service: w.service, Instances: l.Instances, Revision: l.Revision,
 				LastGood: lastGood, Resynced: gap && prev != nil, ReplicaLag: l.ReplicaLag,
