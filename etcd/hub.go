@@ -24,7 +24,13 @@ type hub struct {
 	mu     sync.Mutex
 	subs   map[string]map[*esub]struct{} // by service
 	stream *stream                       // nil while none runs
+	idle   *time.Timer                   // stops the stream once it has had no subscription for streamLinger
 }
+
+// streamLinger is how long the stream outlives its last subscription, so that a
+// service watched and released over and over (a registration guard per
+// Register and Deregister) does not re-arm the watch each time.
+const streamLinger = 10 * time.Second
 
 // stream is one run of the hub's watch. A new one starts when a subscription
 // comes after the previous one ended.
@@ -114,8 +120,18 @@ func (c *Conn) unsubscribe(s *esub) {
 		}
 	}
 	if len(h.subs) == 0 && h.stream != nil {
-		h.stream.cancel(context.Canceled)
-		h.stream = nil
+		st := h.stream
+		if h.idle != nil {
+			h.idle.Stop()
+		}
+		h.idle = time.AfterFunc(streamLinger, func() {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if h.stream == st && len(h.subs) == 0 {
+				st.cancel(context.Canceled)
+				h.stream = nil
+			}
+		})
 	}
 }
 
