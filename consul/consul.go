@@ -441,7 +441,7 @@ func (c *Conn) ServiceID(service, id string) string { return c.ServiceName(servi
 
 // Capabilities: everything; the store limit is MaxValueBytes.
 func (c *Conn) Capabilities() driver.Capabilities {
-	return driver.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true,
+	return driver.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true, Health: true,
 		Limits: driver.Limits{StoreBytes: MaxValueBytes}}
 }
 

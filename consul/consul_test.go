@@ -2,10 +2,12 @@ package consul_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -127,11 +129,16 @@ func (s *server) harness() registrytest.Harness {
 		UnreachableURL: func(t testing.TB) string {
 			return "consul://" + testenv.ClosedAddr(t) + "?timeout=2s"
 		},
-		NewClient:     func(t testing.TB, ns string) *registry.Client { return s.open(t, ns, "") },
-		ExpireSession: func(t testing.TB, c *registry.Client) { s.forget(t) },
-		Restart:       func(t testing.TB) { s.srv.Restart(t) },
+		NewClient:      func(t testing.TB, ns string) *registry.Client { return s.open(t, ns, "") },
+		ExpireSession:  func(t testing.TB, c *registry.Client) { s.forget(t) },
+		HidesUnhealthy: true, // passing_only, Consul's ?passing
+		Restart:        func(t testing.TB) { s.srv.Restart(t) },
 		Cut: func(t testing.TB) func() {
 			s.proxy.Cut()
+			return s.proxy.Heal
+		},
+		Blackhole: func(t testing.TB) func() {
+			s.proxy.Blackhole()
 			return s.proxy.Heal
 		},
 		Timeout:      30 * time.Second,
@@ -216,3 +223,59 @@ func conn(t testing.TB, c *registry.Client) *consul.Conn {
 }
 
 func errContains(err error, s string) bool { return err != nil && strings.Contains(err.Error(), s) }
+
+// A registration's failing health check turns its TTL check critical: a
+// passing_only=false client lists the instance with Healthy false (Consul's
+// health endpoint reports it critical), and passing again once the check passes.
+func TestHealthCheckFailsTheTTLCheck(t *testing.T) {
+	s := startServer(t)
+	ns := "health-critical"
+	a, b := s.open(t, ns, ""), s.open(t, ns, "passing_only=false")
+	defer a.Close()
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var ok atomic.Bool
+	ok.Store(true)
+	check := func(context.Context) error {
+		if ok.Load() {
+			return nil
+		}
+		return errors.New("down")
+	}
+	r, err := a.Register(ctx, registry.Instance{Service: "crit", ID: "c1", Host: "127.0.0.1", Port: 7600},
+		registry.WithHealthCheck(check, 100*time.Millisecond, registry.MarkUnhealthy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	w, err := b.Watch(ctx, "crit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	want := func(healthy bool) {
+		t.Helper()
+		for {
+			snap, err := w.Next(ctx)
+			if err != nil {
+				t.Fatalf("waiting for Healthy %v: %v", healthy, err)
+			}
+			if len(snap.Instances) == 1 && snap.Instances[0].Healthy == healthy && len(snap.Healthy()) == map[bool]int{true: 1}[healthy] {
+				return
+			}
+		}
+	}
+	want(true)
+	ok.Store(false)
+	want(false)
+	checks, _, err := s.admin.Health().Checks(a.Conn().(*consul.Conn).ServiceName("crit"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if checks.AggregatedStatus() != "critical" {
+		t.Fatalf("Consul's health endpoint says %s, want critical", checks.AggregatedStatus())
+	}
+	ok.Store(true)
+	want(true)
+}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -287,8 +288,38 @@ type lease struct {
 	serviceID, checkID string
 	cancel             context.CancelFunc
 	stopped            chan struct{}
+	// critical: the registration's health check fails (SetHealthy(false)); the
+	// keep-alive then reports the TTL check critical instead of passing.
+	critical atomic.Bool
 
 	sig driver.LostSignal
+}
+
+var _ driver.HealthSetter = (*lease)(nil)
+
+// status is what the keep-alive reports on the TTL check.
+func (l *lease) status() string {
+	if l.critical.Load() {
+		return api.HealthCritical
+	}
+	return api.HealthPassing
+}
+
+// SetHealthy sets the registration's TTL check to critical (unhealthy) or
+// passing, at once and on every keep-alive from then on, so that Consul's
+// health endpoint (and DNS, and List) report the instance unhealthy. Consul
+// counts that time as critical: a check critical for longer than
+// deregister_after makes the agent remove the service, the lease is then lost
+// and package registry registers it again (passing for the moment until the
+// verdict is applied again). Keep deregister_after above the failures you
+// expect to last.
+func (l *lease) SetHealthy(ctx context.Context, healthy bool) error {
+	l.critical.Store(!healthy)
+	err := l.c.cli.Agent().UpdateTTLOpts(l.checkID, "regkit health check", l.status(), (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil && checkGone(err) {
+		l.lose(fmt.Errorf("consul: agent no longer knows %s: %w: %w", l.serviceID, driver.ErrSessionLost, err))
+	}
+	return wrap("set health of", l.serviceID, err)
 }
 
 // keep passes the TTL check every check_ttl/3 until ctx is done or the agent no
@@ -303,7 +334,7 @@ func (l *lease) keep(ctx context.Context) {
 		case <-tick.C:
 		}
 		uctx, cancel := context.WithTimeout(ctx, l.c.s.checkTTL/3)
-		err := l.c.cli.Agent().UpdateTTLOpts(l.checkID, "", api.HealthPassing, (&api.QueryOptions{}).WithContext(uctx))
+		err := l.c.cli.Agent().UpdateTTLOpts(l.checkID, "", l.status(), (&api.QueryOptions{}).WithContext(uctx))
 		cancel()
 		switch {
 		case err == nil, ctx.Err() != nil:

@@ -80,6 +80,17 @@
 // Watches use etcd's watch with WithRequireLeader, which the client resumes from the
 // last seen revision after a reconnect; a compacted or cancelled watch returns an
 // error, and package registry re-lists, diffs and marks the view resynced.
+//
+// Staleness: a watcher's view is marked stale at most StaleBound (5s) after the
+// cluster stops serving reads to this client (quorum lost, the member cut off, every
+// member unreachable). Each watch probes every ProbeInterval with a serializable
+// count-only read that requires a leader and breaks after two failed probes; List
+// requires a leader too (a member without one refuses at once) and gives up after
+// ListTimeout. Health reports the connection's state and the last probe.
+//
+// registry.WithLazyConnect: Open dials in the background and returns at once
+// (calls wait for the connection within their ctx); with credentials the etcd
+// client authenticates while it is built, so Open then still waits for a server.
 package etcd
 
 import (
@@ -90,6 +101,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/regkit/regkit/internal/inflight"
@@ -153,9 +165,20 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 	if cfg.TLS != nil {
 		cc.TLS = cfg.TLS.Clone()
 	}
+	// registry.WithLazyConnect: dial in the background (no DialTimeout: gRPC
+	// connects on its own, and calls wait for it within their ctx) and skip the
+	// check. With credentials the client authenticates inside clientv3.New, so
+	// Open still waits for the server then.
+	lazy := cfg.Lazy && cfg.Username == ""
+	if lazy {
+		cc.DialTimeout = 0
+	}
 	cli, err := clientv3.New(cc)
 	if err != nil {
 		return nil, connectError(hosts, err)
+	}
+	if lazy {
+		return newConn(cli, st, cfg.Logger, true), nil
 	}
 	// Check the endpoints answer (and the credentials work) before returning.
 	sctx, cancel := context.WithTimeout(ctx, dial)
@@ -260,7 +283,10 @@ type Conn struct {
 	// layout says how instances are stored; targetPrefix is layout=naming's.
 	layout       Layout
 	targetPrefix string
-	skipped      *driver.SkipLog // entries under a service that are not instances, logged once
+	skipped      *driver.SkipLog             // entries under a service that are not instances, logged once
+	health       atomic.Pointer[healthState] // the last probe's outcome (see Health)
+	healthMu     sync.Mutex
+	healthCh     chan struct{} // closed at the next change of the probes' verdict; nil until asked for
 
 	life   context.Context
 	cancel context.CancelFunc
@@ -321,19 +347,34 @@ const requestOverhead = 1 << 10
 // Capabilities: everything; the store limit is MaxRequestBytes.
 func (c *Conn) Capabilities() driver.Capabilities {
 	return driver.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true,
+		Health: c.layout != LayoutNaming, // gRPC's naming endpoints have no health
 		Limits: driver.Limits{StoreBytes: MaxRequestBytes - requestOverhead - len(c.prefix) - len("/kv")}}
 }
 
 // Close stops every keep-alive, revokes the registration lease and closes the client
 // (if the driver opened it).
 func (c *Conn) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), closeRevokeTimeout)
+	defer cancel()
+	return c.CloseContext(ctx)
+}
+
+// closeRevokeTimeout bounds Close's revoke of the registration lease.
+const closeRevokeTimeout = 3 * time.Second
+
+var _ driver.ContextCloser = (*Conn)(nil)
+
+// CloseContext is Close with the revoke of the registration lease bounded by
+// ctx (and by 3s); with ctx done it skips the revoke, leaving what the lease
+// still holds to its TTL.
+func (c *Conn) CloseContext(ctx context.Context) error {
 	c.mu.Lock()
 	reg := c.reg
 	c.reg = nil
 	c.mu.Unlock()
-	if reg != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		_, _ = c.cli.Revoke(ctx, reg.id)
+	if reg != nil && ctx.Err() == nil {
+		rctx, cancel := context.WithTimeout(ctx, closeRevokeTimeout)
+		_, _ = c.cli.Revoke(rctx, reg.id)
 		cancel()
 	}
 	c.cancel()

@@ -10,7 +10,6 @@ import (
 
 	"github.com/regkit/regkit/registry/driver"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/connectivity"
 )
 
 var _ driver.EventWatcher = (*Conn)(nil)
@@ -335,37 +334,5 @@ func (c *Conn) dispatch(prefix string, resp clientv3.WatchResponse) {
 			}
 		}
 		s.mu.Unlock()
-	}
-}
-
-// monitorConnection calls lost once the client's connection has been other than
-// ready for two seconds in a row; it returns then or when ctx is done. gRPC
-// reports the state changes: nothing polls.
-func (c *Conn) monitorConnection(ctx context.Context, lost func()) {
-	conn := c.cli.ActiveConnection()
-	var downSince time.Time
-	for {
-		st := conn.GetState()
-		switch st {
-		case connectivity.TransientFailure, connectivity.Connecting, connectivity.Idle, connectivity.Shutdown:
-			if downSince.IsZero() {
-				downSince = time.Now()
-			}
-			wctx, cancel := context.WithDeadline(ctx, downSince.Add(2*time.Second))
-			changed := conn.WaitForStateChange(wctx, st)
-			cancel()
-			if ctx.Err() != nil {
-				return
-			}
-			if !changed {
-				lost()
-				return
-			}
-		default:
-			downSince = time.Time{}
-			if !conn.WaitForStateChange(ctx, st) {
-				return
-			}
-		}
 	}
 }

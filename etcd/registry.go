@@ -8,10 +8,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/regkit/regkit/internal/inflight"
 	"github.com/regkit/regkit/registry/driver"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/connectivity"
 )
 
 // record is the JSON stored for an instance.
@@ -23,6 +25,10 @@ type record struct {
 	Weight   int               `json:"weight"`
 	Zone     string            `json:"zone,omitempty"`
 	Metadata map[string]string `json:"metadata,omitempty"`
+	// Healthy is false while a registration's health check fails
+	// (registry.MarkUnhealthy); absent means healthy, so records written before
+	// it existed, and by other writers, read as healthy.
+	Healthy *bool `json:"healthy,omitempty"`
 }
 
 func (c *Conn) serviceKey(service string) string {
@@ -113,7 +119,7 @@ func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, err
 		return nil, fmt.Errorf("etcd: put %s: the instance ID is held by another owner (%s, ours is lease %s): %w",
 			key, held, l.ID(), driver.ErrExists)
 	}
-	return &regLease{c: c, l: l, key: key}, nil
+	return &regLease{c: c, l: l, key: key, inst: inst}, nil
 }
 
 // ownedPut puts value at key bound to lease id if the key is absent or already
@@ -156,9 +162,44 @@ func (c *Conn) isPast(id clientv3.LeaseID) bool {
 }
 
 type regLease struct {
-	c   *Conn
-	l   *lease
-	key string
+	c    *Conn
+	l    *lease
+	key  string
+	inst driver.Instance
+}
+
+var _ driver.HealthSetter = (*regLease)(nil)
+
+// SetHealthy rewrites the instance's record with "healthy": false (or without
+// the field, for healthy) under the same lease. The naming layout has no health
+// field: ErrNotSupported.
+func (r *regLease) SetHealthy(ctx context.Context, healthy bool) error {
+	if r.c.layout == LayoutNaming {
+		return fmt.Errorf("etcd: set health of %s: the naming layout has no health field: %w", r.key, driver.ErrNotSupported)
+	}
+	rec := record{ID: r.inst.ID, Service: r.inst.Service, Host: r.inst.Host, Port: r.inst.Port,
+		Weight: r.inst.Weight, Zone: r.inst.Zone, Metadata: r.inst.Metadata}
+	if !healthy {
+		rec.Healthy = &healthy
+	}
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("etcd: encode %s: %w: %w", r.inst, driver.ErrInvalid, err)
+	}
+	// Like Put's: a write cut off mid-flight runs on, and Remove waits for it.
+	_, err = inflight.Run(ctx, &r.c.puts, r.key, r.c.spawnWrite, fmt.Errorf("etcd: set health of %s: %w", r.key, driver.ErrClosed),
+		func() (*clientv3.PutResponse, error) {
+			pctx, cancel := inflight.Detach(ctx, r.c.life, inflight.Grace)
+			defer cancel()
+			return r.c.cli.Put(pctx, r.key, string(data), clientv3.WithLease(r.l.id))
+		})
+	if err != nil {
+		if lost := r.l.loseIfGone(err); lost != nil {
+			return lost
+		}
+		return wrap("set health of", r.key, err)
+	}
+	return nil
 }
 
 func (r *regLease) Lost() <-chan struct{} { return r.l.Done() }
@@ -202,7 +243,7 @@ func decodeInstance(service, id string, value []byte) (driver.Instance, string) 
 		return driver.Instance{}, fmt.Sprintf("the record names service %q, id %q, not its key's", r.Service, r.ID)
 	}
 	in := driver.Instance{ID: id, Service: service, Host: r.Host, Port: r.Port,
-		Weight: r.Weight, Zone: r.Zone, Metadata: r.Metadata, Healthy: true}
+		Weight: r.Weight, Zone: r.Zone, Metadata: r.Metadata, Healthy: r.Healthy == nil || *r.Healthy}
 	if err := in.Validate(); err != nil {
 		return driver.Instance{}, err.Error()
 	}
@@ -212,9 +253,19 @@ func decodeInstance(service, id string, value []byte) (driver.Instance, string) 
 // List reads every instance of service: the keys of the exact shape
 // <prefix>/services/<service>/<id> holding a valid record of that service and ID.
 // Anything else is skipped, and logged once per key.
+//
+// The read requires a leader, so a member without one refuses it at once, and one
+// attempt lasts at most ListTimeout: a linearizable read stuck in a cluster that
+// lost its quorum fails as registry.ErrUnavailable (the watch loop then marks the
+// view stale) instead of holding the loop for the caller's whole timeout.
 func (c *Conn) List(ctx context.Context, service string) (driver.Listing, error) {
-	resp, err := c.cli.Get(ctx, c.serviceKey(service), clientv3.WithPrefix())
+	lctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), ListTimeout)
+	resp, err := c.cli.Get(lctx, c.serviceKey(service), clientv3.WithPrefix())
+	cancel()
 	if err != nil {
+		if ctx.Err() == nil && lctx.Err() != nil {
+			return driver.Listing{}, fmt.Errorf("etcd: list %s: no answer within %v: %w: %w", service, ListTimeout, driver.ErrUnavailable, err)
+		}
 		return driver.Listing{}, wrap("list", service, err)
 	}
 	prefix := c.serviceKey(service)
@@ -262,7 +313,21 @@ func (c *Conn) watchPrefix(ctx context.Context, prefix string, notify func()) er
 		})
 	}()
 	ch := c.cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
-	for resp := range ch {
+	for {
+		var resp clientv3.WatchResponse
+		var ok bool
+		select {
+		case resp, ok = <-ch:
+		case <-wctx.Done():
+			// The client closes ch only once its shared watch stream runs again,
+			// which it keeps retrying while the member has no leader: do not wait
+			// for it, or the view would not be marked stale before the cluster
+			// recovers (ch is the client's; it closes it when it can).
+			ok = false
+		}
+		if !ok {
+			break
+		}
 		if resp.CompactRevision != 0 {
 			// Resumed below the compaction point: the events in between are gone.
 			// Returning makes package registry re-list, diff and mark the view resynced.
@@ -282,6 +347,107 @@ func (c *Conn) watchPrefix(ctx context.Context, prefix string, notify func()) er
 		return cause
 	}
 	return fmt.Errorf("etcd: watch %s closed: %w", prefix, driver.ErrUnavailable)
+}
+
+// ProbeInterval is how often a watch checks that its member still has a leader
+// (and that the connection answers), and how long it waits for the answer. Two
+// failed checks in a row break every watch of the connection, so a watcher's view
+// is marked stale at most StaleBound after the cluster stops serving reads.
+const ProbeInterval = time.Second
+
+// ListTimeout bounds one List attempt (see List).
+const ListTimeout = 3 * time.Second
+
+// StaleBound is the longest a watcher's view goes unmarked after the member it
+// reads from stops answering or loses its leader: a list in flight gives up after
+// ListTimeout, a broken watch is noticed within two probes plus the member's own
+// election timeout (1s by default), and the loop publishes the stale view at once.
+const StaleBound = 5 * time.Second
+
+// monitorConnection calls lost once the connection has failed two checks in a
+// row, ProbeInterval apart: the gRPC connection is down, or a serializable
+// count-only read that requires a leader fails or does not answer within
+// ProbeInterval (a member without a leader refuses it at once; a silent
+// partition lets it time out long before gRPC's keep-alive notices). It returns
+// then or when ctx is done.
+func (c *Conn) monitorConnection(ctx context.Context, lost func()) {
+	tick := time.NewTicker(ProbeInterval)
+	defer tick.Stop()
+	bad := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		var err error
+		switch st := c.cli.ActiveConnection().GetState(); st {
+		case connectivity.TransientFailure, connectivity.Connecting, connectivity.Idle, connectivity.Shutdown:
+			err = fmt.Errorf("connection %v", st)
+		default:
+			pctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), ProbeInterval)
+			_, err = c.cli.Get(pctx, c.prefix+"/", clientv3.WithCountOnly(), clientv3.WithSerializable())
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+		}
+		c.setHealth(err)
+		if err == nil {
+			bad = 0
+			continue
+		}
+		if bad++; bad >= 2 {
+			lost()
+			return
+		}
+	}
+}
+
+// setHealth records the last probe's outcome for Health and, when the verdict
+// changed, signals HealthChanged.
+func (c *Conn) setHealth(err error) {
+	if err != nil {
+		err = fmt.Errorf("etcd: %w: %w", driver.ErrUnavailable, err)
+	}
+	prev := c.health.Swap(&healthState{err: err})
+	if prev == nil || (prev.err == nil) != (err == nil) {
+		c.healthMu.Lock()
+		if c.healthCh != nil {
+			close(c.healthCh)
+			c.healthCh = nil
+		}
+		c.healthMu.Unlock()
+	}
+}
+
+type healthState struct{ err error }
+
+// HealthChanged returns a channel closed when a probe's verdict differs from the
+// previous one (connection or leader lost, or back).
+func (c *Conn) HealthChanged() <-chan struct{} {
+	c.healthMu.Lock()
+	defer c.healthMu.Unlock()
+	if c.healthCh == nil {
+		c.healthCh = make(chan struct{})
+	}
+	return c.healthCh
+}
+
+var _ driver.Health = (*Conn)(nil)
+
+// Health reports whether the client's connection is up and, while a watch runs
+// (which probes every ProbeInterval), whether its last probe found a member with
+// a leader: nil, or an error matching registry.ErrUnavailable.
+func (c *Conn) Health() error {
+	switch st := c.cli.ActiveConnection().GetState(); st {
+	case connectivity.TransientFailure, connectivity.Connecting, connectivity.Shutdown:
+		return fmt.Errorf("etcd: connection %v: %w", st, driver.ErrUnavailable)
+	}
+	if h := c.health.Load(); h != nil {
+		return h.err
+	}
+	return nil
 }
 
 var _ driver.Remover = (*Conn)(nil)

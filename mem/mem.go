@@ -250,7 +250,7 @@ func (c *Conn) ExpireSession() {
 
 // Capabilities: everything.
 func (c *Conn) Capabilities() driver.Capabilities {
-	return driver.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true,
+	return driver.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true, Health: true,
 		Limits: driver.Limits{StoreBytes: MaxValueBytes}}
 }
 

@@ -45,6 +45,30 @@ func (l *lease) Deregister(ctx context.Context) error {
 	return nil
 }
 
+var _ driver.HealthSetter = (*lease)(nil)
+
+// SetHealthy sets the Healthy flag of the lease's instance, as listed.
+func (l *lease) SetHealthy(ctx context.Context, healthy bool) error {
+	s := l.c.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.check(l.c); err != nil {
+		return fmt.Errorf("mem: set health of %s/%s: %w", l.service, l.id, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("mem: set health of %s/%s: %w", l.service, l.id, err)
+	}
+	e := s.services[l.service][l.id]
+	if e == nil || e.lease != l {
+		return fmt.Errorf("mem: set health of %s/%s: %w", l.service, l.id, driver.ErrNotFound)
+	}
+	if e.inst.Healthy != healthy {
+		e.inst.Healthy = healthy
+		s.changedLocked(l.service, "")
+	}
+	return nil
+}
+
 func (l *lease) Abandon() {
 	s := l.c.s
 	s.mu.Lock()

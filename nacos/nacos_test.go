@@ -197,6 +197,10 @@ func (e *polarisEnv) harness() registrytest.Harness {
 			e.proxy.Cut()
 			return e.proxy.Heal
 		},
+		Blackhole: func(t testing.TB) func() {
+			e.proxy.Blackhole()
+			return e.proxy.Heal
+		},
 		Timeout:     30 * time.Second,
 		LeakOptions: leakOpts,
 		DeleteInstance: func(t testing.TB, c *registry.Client, service, id string) {
@@ -249,6 +253,10 @@ func (e *fakeEnv) harness(name string) registrytest.Harness {
 		Restart: func(t testing.TB) { e.srv.Restart(t) },
 		Cut: func(t testing.TB) func() {
 			e.proxy.Cut()
+			return e.proxy.Heal
+		},
+		Blackhole: func(t testing.TB) func() {
+			e.proxy.Blackhole()
 			return e.proxy.Heal
 		},
 		Timeout:      30 * time.Second,

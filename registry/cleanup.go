@@ -96,7 +96,7 @@ func (c *Client) release(ctx context.Context, inst Instance, orphan bool) {
 		c.mu.Unlock()
 	}
 	if c.goOwned(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		ctx, cancel := c.closingTimeout(cleanupTimeout)
 		defer cancel()
 		run(ctx)
 	}) {

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,7 +23,9 @@ import (
 
 // Registrar registers instances.
 type Registrar interface {
-	Register(ctx context.Context, inst Instance) (Registration, error)
+	// Register puts inst on the backend and keeps it there; opts add a local
+	// health check (WithHealthCheck). See Client.Register.
+	Register(ctx context.Context, inst Instance, opts ...RegisterOption) (Registration, error)
 }
 
 // Discovery finds instances.
@@ -39,13 +43,18 @@ type Client struct {
 	opt   options
 	log   logger
 	clock clockwork.Clock
+	met   *metrics // see metrics.go
 
 	life   context.Context // cancelled by Close
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // goroutines the Client owns
-	live   atomic.Int64   // of which not finished yet (see hooks.Live)
-	ops    sync.WaitGroup // calls in flight that use conn (Register, NewSession)
-	closer closeOnce
+	// giveUp is cancelled when a Shutdown's ctx ends: every backend call made
+	// while closing (deregistrations, removals, session closes) is abandoned.
+	giveUp     context.Context
+	giveUpStop context.CancelFunc
+	wg         sync.WaitGroup // goroutines the Client owns
+	live       atomic.Int64   // of which not finished yet (see hooks.Live)
+	ops        sync.WaitGroup // calls in flight that use conn (Register, NewSession)
+	closer     closeOnce
 
 	mu       sync.Mutex
 	closed   bool
@@ -65,14 +74,16 @@ var (
 
 func newClient(conn driver.Conn, o options) *Client {
 	life, cancel := context.WithCancel(context.Background())
+	giveUp, giveUpStop := context.WithCancel(context.Background())
 	c := &Client{
 		conn: conn, opt: o, log: logger{o.cfg.Logger}, clock: o.clock,
-		life: life, cancel: cancel,
+		life: life, cancel: cancel, giveUp: giveUp, giveUpStop: giveUpStop,
 		watches:  map[string]*serviceWatch{},
 		regs:     map[*registration]struct{}{},
 		sessions: map[*Session]struct{}{},
 	}
 	c.store = &Store{c: c}
+	c.met = newMetrics(c, o.meter)
 	return c
 }
 
@@ -114,10 +125,26 @@ func (c *Client) Instances(ctx context.Context, service string) ([]Instance, err
 	}
 	l, err := c.conn.List(ctx, service)
 	if err != nil {
+		c.requestError(ctx, "list", err)
 		return nil, err
 	}
 	driver.SortInstances(l.Instances)
 	return l.Instances, nil
+}
+
+// Health reports whether the Client currently reaches its backend: nil when it
+// does, or an error matching ErrUnavailable saying why not (a connection opened
+// with WithLazyConnect that has not connected yet, a lost connection, a member
+// without a leader). Backends that cannot tell report nil. After Close it is
+// ErrClosed.
+func (c *Client) Health() error {
+	if err := c.checkOpen(); err != nil {
+		return err
+	}
+	if h, ok := c.conn.(driver.Health); ok {
+		return h.Health()
+	}
+	return nil
 }
 
 func (c *Client) checkOpen() error {
@@ -129,15 +156,47 @@ func (c *Client) checkOpen() error {
 	return nil
 }
 
-// Close deregisters every Registration, closes every Session, stops every watch,
-// tree watch and persistent node, waits for the calls in flight that use the
-// connection (a Register, a Registration's Deregister) and for every goroutine it
-// started, then closes the backend connection. It returns what failed on the way
-// (a deregistration, a session close, the connection's close); concurrent and later
-// calls wait for the first and return the same.
-func (c *Client) Close() error { return c.closer.do(c.close) }
+// DefaultShutdownTimeout is the total time Close gives Shutdown (10s): well
+// inside Kubernetes' default grace period of 30s, whatever the number of
+// registrations, since they are deregistered concurrently.
+const DefaultShutdownTimeout = 10 * time.Second
 
-func (c *Client) close() error {
+// Shutdown closes the Client gracefully within ctx's deadline. It deregisters
+// every open Registration concurrently (each retrying with backoff while the
+// backend does not answer), closes every Session, stops every watch, tree watch
+// and persistent node, waits for the calls in flight that use the connection (a
+// Register, a Registration's Deregister) and for every goroutine the Client
+// started, then closes the backend connection.
+//
+// When ctx ends first, Shutdown abandons the backend calls that remain: it still
+// stops every goroutine and closes the connection before it returns (within
+// about one request timeout's worth of local work, not another round of backend
+// calls), and returns an error wrapping ctx.Err() that names every instance not
+// deregistered; those stay on the backend until its own expiry (etcd lease TTL,
+// ZooKeeper session timeout, Consul check TTL plus deregister_after, Nacos
+// heartbeat timeout) removes them. Other failures (a session close, the
+// connection's close, a refused delete) are joined into the error.
+//
+// Shutdown and Close share one closing: concurrent and later calls of either
+// wait for the first and return its result.
+func (c *Client) Shutdown(ctx context.Context) error {
+	return c.closer.do(func() error { return c.shutdown(ctx) })
+}
+
+// Close is Shutdown with a total budget of DefaultShutdownTimeout (10s).
+// Concurrent and later calls of Close or Shutdown wait for the first and return
+// its result.
+func (c *Client) Close() error {
+	return c.closer.do(func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), DefaultShutdownTimeout)
+		defer cancel()
+		return c.shutdown(ctx)
+	})
+}
+
+func (c *Client) shutdown(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, c.giveUpStop)
+	defer stop()
 	c.mu.Lock()
 	c.closed = true
 	regs := make([]*registration, 0, len(c.regs))
@@ -145,11 +204,25 @@ func (c *Client) close() error {
 		regs = append(regs, r)
 	}
 	c.mu.Unlock()
-	var errs []error
-	// A registration already closing is still in regs: its Close waits for it.
-	for _, r := range regs {
-		if err := r.Close(); err != nil && !errors.Is(err, ErrClosed) {
-			errs = append(errs, err)
+	// Concurrently, under the one deadline. A registration already closing is
+	// still in regs: its closeOnce waits for it, and its backend calls end with
+	// ctx too (see closingCtx).
+	errs := make([]error, len(regs))
+	var wg sync.WaitGroup
+	for i, r := range regs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = r.closer.do(func() error { return r.deregister(ctx) })
+		}()
+	}
+	wg.Wait()
+	var left []string
+	for i, err := range errs {
+		if err != nil && !errors.Is(err, ErrClosed) {
+			left = append(left, regs[i].Instance().String())
+		} else {
+			errs[i] = nil
 		}
 	}
 	c.cancel()   // ends watch loops, persistent nodes, tree watches, Register retries
@@ -161,15 +234,50 @@ func (c *Client) close() error {
 		sessions = append(sessions, s)
 	}
 	c.mu.Unlock()
-	for _, s := range sessions {
-		if err := s.Close(); err != nil && !errors.Is(err, ErrClosed) {
+	serrs := make([]error, len(sessions))
+	for i, s := range sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			serrs[i] = s.closer.do(func() error { return s.close(ctx) })
+		}()
+	}
+	wg.Wait()
+	for _, err := range serrs {
+		if err != nil && !errors.Is(err, ErrClosed) {
 			errs = append(errs, err)
 		}
 	}
-	if err := c.conn.Close(); err != nil {
+	closeConn := c.conn.Close
+	if cc, ok := c.conn.(driver.ContextCloser); ok {
+		closeConn = func() error { return cc.CloseContext(ctx) }
+	}
+	if err := closeConn(); err != nil {
 		errs = append(errs, err)
 	}
+	c.met.close()
+	if len(left) > 0 && ctx.Err() != nil {
+		slices.Sort(left)
+		errs = append([]error{fmt.Errorf("registry: shutdown: %w: not deregistered, left to the backend's expiry: %s",
+			ctx.Err(), strings.Join(left, ", "))}, errs...)
+	}
 	return errors.Join(errs...)
+}
+
+// closingCtx returns ctx, also cancelled when a Shutdown gives up (its ctx
+// ended), for the backend calls of closing: a deregistration, a removal, a
+// session's close.
+func (c *Client) closingCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(c.giveUp, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+// closingTimeout is closingCtx over a fresh context bounded by d.
+func (c *Client) closingTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	ctx, cancel2 := c.closingCtx(ctx)
+	return ctx, func() { cancel2(); cancel() }
 }
 
 // beginOp registers a call that uses the connection, so that Close waits for it

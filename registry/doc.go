@@ -62,6 +62,17 @@
 //     instead of discovering them by a refused, retried request. A refusal no
 //     retry can fix (too large, invalid argument) is ErrInvalid on every backend,
 //     and Register never retries it.
+//   - Staleness within a bound: a watcher's view is marked Stale within a bound
+//     each backend documents after the backend stops answering it (ZooKeeper: as
+//     soon as the session's connection drops, at most 2/3 of the session timeout
+//     on a silent partition; etcd: etcd.StaleBound, 5s), so two processes never
+//     disagree for long about one outage. Client.Health says whether the Client
+//     reaches its backend now.
+//   - Starting during an outage: with WithLazyConnect, Open returns without
+//     waiting for the backend (ZooKeeper and etcd connect in the background), so
+//     a process started while the cluster is down still gets a Client, and
+//     registry/cache serves its snapshot files, marked Stale, until the backend
+//     answers. Without it Open waits, as below.
 //   - One error vocabulary: a backend that does not answer fails Open with
 //     ErrUnavailable; a cancelled or expired context gives context.Canceled or
 //     context.DeadlineExceeded under errors.Is from Open, Register, Instances,
@@ -92,6 +103,36 @@
 // handle return ErrClosed (a blocked Watcher.Next or TreeWatcher.Next too).
 // Registration.Deregister(ctx) is the graceful form with the caller's deadline;
 // the Client's Close closes everything it handed out that is still open.
+// Registration.Close and Client.Close may come in either order, each any number
+// of times: a registration closed first is no longer the Client's, and one the
+// Client closed returns the Client's result for it.
+//
+// Client.Shutdown(ctx) is the Client's graceful form, built for a grace period:
+// it deregisters every registration concurrently (each retrying with backoff
+// while the backend does not answer), closes sessions and stops watches, all
+// under ctx's one deadline. When ctx ends first it gives up what remains (those
+// instances are left to the backend's own expiry), still stops every goroutine
+// and closes the connection, and returns an error wrapping ctx.Err() that names
+// the instances not deregistered. Client.Close is Shutdown with
+// DefaultShutdownTimeout (10s in total, whatever the number of registrations,
+// well inside Kubernetes' default 30s). Drivers whose connection Close talks to
+// the backend (etcd's lease revoke, ZooKeeper's session closes) bound that by the
+// same ctx (driver.ContextCloser).
+//
+// The shutdown sequence of a server, on SIGTERM:
+//
+//  1. Deregister: Shutdown (or each Registration's Deregister), so that no new
+//     caller picks this instance.
+//  2. Let callers notice: keep serving for the propagation delay of the
+//     callers' watches (one watch round-trip for etcd and ZooKeeper; Consul
+//     blocking queries and Nacos pushes or polls take longer, up to a poll
+//     interval) plus their balancers' refresh; a few seconds is typical.
+//  3. Drain: stop accepting, finish the requests in flight
+//     (http.Server.Shutdown, grpc.Server.GracefulStop).
+//  4. Stop: exit. Budget the three steps inside the grace period
+//     (terminationGracePeriodSeconds, 30s by default).
+//
+// Example (Client.Shutdown) shows it.
 //
 // # Instances and addresses
 //
@@ -111,6 +152,41 @@
 // An empty ID becomes "Host:Port" of the advertised address; Weight 0 becomes
 // DefaultWeight (100). Registered instances are healthy; Healthy on discovered
 // instances is what the backend reports, and Snapshot.Healthy filters on it.
+//
+// # Local health
+//
+// Without a health check, Healthy is true for every live registration on etcd,
+// ZooKeeper and mem (nothing else writes it); Consul's and Nacos's own checks
+// (TTL, heartbeats, consul.WithChecks) decide there. A process that is alive but
+// broken ties a check to its registration: Register(ctx, inst,
+// WithHealthCheck(check, interval, policy)). The check runs on a goroutine the
+// Registration owns, on the Client's clock, each run bounded by a timeout; after
+// WithHealthFailures consecutive failures (1 by default) the Registration acts
+// as policy says, and the first passing run undoes it:
+//
+//   - MarkUnhealthy (default): the instance stays listed, unhealthy, through the
+//     lease's driver.HealthSetter. mem sets the flag; etcd rewrites the record
+//     with "healthy": false under the same lease (readers that predate the
+//     field see it healthy); Consul reports the registration's TTL check
+//     critical on every keep-alive, so its health endpoint, DNS and ?passing
+//     queries drop it (a client with passing_only, the default, lists it no
+//     more; with passing_only=false it lists it with Healthy false). Where the
+//     layout cannot express health (Capabilities.Health false: etcd's naming
+//     layout, ZooKeeper's three layouts and Nacos for now) the instance is
+//     withdrawn instead, logged once.
+//   - Withdraw: the instance is deregistered while the check fails and put back
+//     once it passes; State says Withdrawn meanwhile.
+//
+// Registration.Healthy says which verdict is applied. A verdict the backend
+// refuses (an outage) is retried with backoff; a re-registration after a lost
+// lease is healthy at first and the verdict is applied again at once (while
+// the check fails under Withdraw, a lost lease is not re-put at all). The
+// verdict outlives Registration.Update: an instance marked unhealthy is
+// written with the new data and marked unhealthy again (where the record
+// holds no health flag, a reader may see it healthy for a moment in between),
+// and an Update while
+// Withdrawn only records the data, which the put when the check passes
+// carries.
 //
 // # The layout: one name per instance, and the key is the truth
 //
@@ -195,6 +271,55 @@
 // Store.NewPersistentNode, Curator's PersistentNode. Backends that cannot offer
 // a part say so: the call fails with ErrNotSupported, never a silent no-op.
 //
+// # Metrics and logs
+//
+// A cache that keeps answering during an outage also hides it; the metrics show
+// it. They are recorded through OpenTelemetry's metric API with the
+// MeterProvider given to WithMeterProvider (registry/cache: cache.WithMeterProvider),
+// a no-op one by default; the library never imports the SDK. Meter
+// "github.com/regkit/regkit/registry" (the cache's: ".../registry/cache"):
+//
+//	name                                 kind    unit             attributes     meaning
+//	regkit.registration.state_changes    Counter {change}         service, state a Registration entered state: registered
+//	                                                                             (the first put too), re-registering or
+//	                                                                             deregistered
+//	regkit.registration.reregistrations  Counter {reregistration} service        an instance the backend dropped was put
+//	                                                                             back
+//	regkit.watch.resyncs                 Counter {resync}         service        a watch re-listed its service after a
+//	                                                                             gap (a broken watch, a failed read)
+//	regkit.watch.staleness               Gauge   s                service        per live service watch, observed:
+//	                                                                             seconds since the last good read while
+//	                                                                             its view is stale (before the first
+//	                                                                             read: since the watch started); 0 while
+//	                                                                             fresh
+//	regkit.cache.stale_lookups           Counter {lookup}         service        Cache.Lookup (or Instances) answered
+//	                                                                             with a Stale snapshot, the last good one
+//	                                                                             or a snapshot file's
+//	regkit.session.state_changes         Counter {change}         state          a Session entered state: suspended,
+//	                                                                             reconnected, lost or closed
+//	regkit.request.errors                Counter {error}          op, kind       a backend request the library made
+//	                                                                             failed; op: put, list, watch,
+//	                                                                             deregister, session; kind: unavailable,
+//	                                                                             permission, invalid, not_found,
+//	                                                                             conflict, other
+//
+// Attributes hold service names and the fixed words above, never a URL, a host,
+// an instance ID or a credential. Request errors are those of registrations
+// (put, deregister), of Instances and of every watch loop, service and store
+// tree watches alike (watch, list), and of NewSession; the coordination store's
+// calls return their errors to the caller uncounted. A request that failed because its context ended
+// (the caller's deadline, Close) or on a closed handle is not counted; a request
+// timeout (WithRequestTimeout) is kind unavailable; ErrNotSupported counts as
+// invalid, ErrSessionLost as other. An alert on an outage the cache hides:
+// regkit.watch.staleness above a few seconds, or regkit.cache.stale_lookups
+// growing.
+//
+// Logs go to the WithLogger slog.Logger. Each state change is logged once at
+// Warn, never per retry: a registration lost and restored, a session's change
+// (except its owner's Close), and a watch loop's failure streak (a broken watch
+// or a failed re-list, whichever comes first), logged again only after the loop
+// has worked for the retry backoff's maximum.
+//
 // # Writing a backend
 //
 // The contract a backend implements (Driver, Conn, Lease, StoreConn, SessionConn)
@@ -227,8 +352,12 @@
 //     the connection's shared lease, until Close; ZooKeeper: the session; Consul:
 //     check TTL plus deregister_after; Nacos: the heartbeat timeout, or forever for
 //     persistent instances). Proved by the suite's FailedRegisterLeavesNothing.
-//   - Registration.Close deregisters (with a 10s timeout); a process that dies
-//     without Close is removed by the backend's own TTL or session expiry.
+//   - Registration.Close deregisters (with a 10s timeout, retrying while the
+//     backend does not answer); a process that dies without Close is removed by
+//     the backend's own TTL or session expiry. Client.Close deregisters its
+//     registrations concurrently under one 10s budget (Shutdown takes the
+//     caller's), not one after another with 10s each: during an outage three
+//     registrations used to take 30s, past a Kubernetes grace period.
 //   - Client.Instances answers from a running watch of the same Client when there is
 //     one and it is not stale, else reads the backend; package registry/cache adds a
 //     lock-free lookup, snapshot files and a protect threshold on top.

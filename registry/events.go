@@ -26,8 +26,9 @@ const resyncEvery = 10 * time.Minute
 // subscription it marks the view stale, backs off and subscribes again, which
 // starts with a complete listing; so does the periodic check.
 type eventLoop struct {
-	w  *serviceWatch
-	ew driver.EventWatcher
+	w    *serviceWatch
+	ew   driver.EventWatcher
+	life context.Context // the loop's; done once it stops
 
 	mu        sync.Mutex
 	stopped   bool
@@ -43,6 +44,7 @@ type eventLoop struct {
 	meta      driver.Listing // the last Reset's flags (NoLeader, ReplicaLag, ProtectThreshold)
 	resynced  bool           // the current subscription has delivered its Reset
 	checkNext bool           // the next Reset is the periodic check's
+	waking    bool           // a goroutine waits for the connection to come back (see failed)
 }
 
 type subscription struct {
@@ -54,7 +56,7 @@ type subscription struct {
 // (driver.ErrNotSupported), and w must be followed with Watch and List. stop
 // is run when ctx (the loop's life) ends; it closes w.done and calls wgDone.
 func (w *serviceWatch) startEvents(ctx context.Context, ew driver.EventWatcher, wgDone func()) bool {
-	l := &eventLoop{w: w, ew: ew, b: w.c.newRetry()}
+	l := &eventLoop{w: w, ew: ew, b: w.c.newRetry(), life: ctx}
 	l.mu.Lock()
 	err := l.subscribe()
 	l.mu.Unlock()
@@ -75,7 +77,7 @@ func (l *eventLoop) subscribe() error {
 	cancel, err := l.ew.SubscribeEvents(l.w.service, func(ch driver.Change) { l.onChange(s, ch) })
 	if err != nil {
 		if !errors.Is(err, driver.ErrNotSupported) {
-			l.failed(err)
+			l.failed("list", err)
 		}
 		return err
 	}
@@ -85,10 +87,13 @@ func (l *eventLoop) subscribe() error {
 	return nil
 }
 
-// failed marks the view stale and schedules the next subscription. Under l.mu.
-func (l *eventLoop) failed(err error) {
+// failed marks the view stale and schedules the next subscription; op says
+// what failed for the request-error metric ("list" before the first listing of
+// a subscription, "watch" after). Under l.mu.
+func (l *eventLoop) failed(op string, err error) {
 	l.cur = nil
 	l.gap = true
+	l.w.c.requestError(l.life, op, err)
 	delay, first := l.b.Fail()
 	if first {
 		l.w.c.log.warn("registry: watch broke, re-arming (further failures in a row are not logged)",
@@ -96,6 +101,44 @@ func (l *eventLoop) failed(err error) {
 	}
 	l.prev = l.w.markStale(l.prev, l.lastGood, err)
 	l.schedule(delay, false)
+	l.wakeOnReconnect()
+}
+
+// wakeOnReconnect subscribes again as soon as a driver that reports its
+// connection's health (driver.Health) says it is back, instead of sleeping out
+// the backoff, as the re-list loop does: a goroutine waits for that, only while
+// the connection is down. Under l.mu.
+func (l *eventLoop) wakeOnReconnect() {
+	h, ok := l.w.c.conn.(driver.Health)
+	if !ok || l.waking || l.stopped || h.Health() == nil {
+		return
+	}
+	l.waking = true
+	l.busy.Add(1)
+	l.w.c.goTracked(func() {
+		defer l.busy.Done()
+		for {
+			changed := h.HealthChanged() // before Health, so no change is missed
+			if h.Health() == nil {
+				break
+			}
+			select {
+			case <-changed:
+			case <-l.life.Done():
+				l.mu.Lock()
+				l.waking = false
+				l.mu.Unlock()
+				return
+			}
+		}
+		l.mu.Lock()
+		l.waking = false
+		pending := l.cur == nil && !l.stopped
+		l.mu.Unlock()
+		if pending {
+			l.fire(false)
+		}
+	})
 }
 
 // schedule (re)sets the one timer: a new subscription after d, replacing the
@@ -129,6 +172,9 @@ func (l *eventLoop) fire(check bool) {
 		return
 	}
 	l.checkNext = check
+	if l.timer != nil {
+		l.timer.Stop() // a wake-up before the backoff's end replaces it
+	}
 	_ = l.subscribe()
 }
 
@@ -158,7 +204,11 @@ func (l *eventLoop) onChange(s *subscription, ch driver.Change) {
 	}
 	w := l.w
 	if ch.Err != nil {
-		l.failed(ch.Err)
+		op := "watch"
+		if !l.resynced {
+			op = "list"
+		}
+		l.failed(op, ch.Err)
 		return
 	}
 	now := w.c.clock.Now()
@@ -190,6 +240,9 @@ func (l *eventLoop) onChange(s *subscription, ch driver.Change) {
 		l.resynced = true
 		snap := l.snapshot(list, now)
 		snap.Resynced = l.gap && l.prev != nil
+		if snap.Resynced {
+			w.c.watchResynced(w.service)
+		}
 		if check && !l.prev.Stale && !sameView(l.prev, &snap) {
 			w.c.log.warn("registry: the periodic re-list of an event-following watch found a difference; corrected", "service", w.service)
 			snap.Resynced = true

@@ -3,6 +3,7 @@ package registry_test
 import (
 	"context"
 	"fmt"
+	"time"
 
 	_ "github.com/regkit/regkit/mem"
 	"github.com/regkit/regkit/registry"
@@ -104,4 +105,48 @@ func ExampleStore_NewPersistentNode() {
 	fmt.Println(n.Key, string(n.Value), n.Session != "")
 	// Output:
 	// /workers/w1 10.0.0.7:9000 true
+}
+
+// A server's shutdown on SIGTERM, inside Kubernetes' 30s grace period:
+// deregister, let callers notice, drain, stop.
+func ExampleClient_Shutdown() {
+	ctx := context.Background()
+	c, err := registry.Open(ctx, "mem://shutdown-example")
+	if err != nil {
+		panic(err)
+	}
+	if _, err := c.Register(ctx, registry.Instance{Service: "greeter", Host: "10.0.0.7", Port: 8080}); err != nil {
+		panic(err)
+	}
+	// A caller, elsewhere, following the service.
+	caller, err := registry.Open(ctx, "mem://shutdown-example")
+	if err != nil {
+		panic(err)
+	}
+	defer caller.Close()
+	w, err := caller.Watch(ctx, "greeter")
+	if err != nil {
+		panic(err)
+	}
+	defer w.Close()
+	snap, _ := w.Next(ctx)
+	fmt.Println(len(snap.Instances), "instance before shutdown")
+
+	// On SIGTERM (signal.NotifyContext in a real server):
+	// 1. Deregister, everything at once, within 10 of the 30 seconds.
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := c.Shutdown(sctx); err != nil {
+		fmt.Println("left to the backend's expiry:", err)
+	}
+	// 2. Let callers notice: here the caller's watch shows it at once; in
+	// production keep serving for the watches' propagation delay (a few seconds).
+	snap, _ = w.Next(ctx)
+	fmt.Println(len(snap.Instances), "instances once callers noticed")
+	// 3. Drain in-flight requests: srv.Shutdown(ctx) or grpcServer.GracefulStop().
+	// 4. Stop: return from main.
+
+	// Output:
+	// 1 instance before shutdown
+	// 0 instances once callers noticed
 }

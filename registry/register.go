@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/regkit/regkit/internal/broadcast"
 	"github.com/regkit/regkit/registry/driver"
@@ -22,6 +23,10 @@ const (
 	Reregistering
 	// Deregistered: Close or Deregister was called. Terminal.
 	Deregistered
+	// Withdrawn: the registration's health check fails and its policy is
+	// Withdraw (or the backend cannot mark it unhealthy): the instance is off
+	// the backend until the check passes, then Registered again.
+	Withdrawn
 )
 
 // String returns the state's name.
@@ -33,6 +38,8 @@ func (s RegistrationState) String() string {
 		return "re-registering"
 	case Deregistered:
 		return "deregistered"
+	case Withdrawn:
+		return "withdrawn"
 	}
 	return "unknown"
 }
@@ -48,15 +55,22 @@ type Registration interface {
 	// Changed returns a channel closed at the next state change after the call.
 	// Take it before reading State, so that no change falls between the two.
 	Changed() <-chan struct{}
-	// Err returns the last error met while re-registering, or nil.
+	// Err returns the last error met while re-registering or applying a health
+	// verdict, or nil.
 	Err() error
+	// Healthy reports the verdict of the registration's health check as applied
+	// on the backend (see WithHealthCheck): false while the instance is marked
+	// unhealthy or withdrawn. Always true without a check.
+	Healthy() bool
 	// Update changes the registered instance in place: weight, metadata, zone,
 	// address. inst must have the registered Service and ID (an empty ID is
 	// "Host:Port" as in Register), else a FieldError naming the field; the rest is
 	// validated and defaulted as by Register (address resolver, size limits),
 	// before any I/O. Watchers see the old data, then the new, never the instance
 	// missing. While Reregistering, Update only records the data, which the re-put
-	// carries; every later re-put carries the latest data too. Instance returns
+	// carries; while Withdrawn (see WithHealthCheck), likewise the put when the
+	// check passes; every later re-put carries the latest data too. An instance
+	// marked unhealthy stays marked unhealthy through Update. Instance returns
 	// the updated instance once Update returned nil. Update after Deregister
 	// returns ErrClosed.
 	Update(ctx context.Context, inst Instance) error
@@ -76,8 +90,10 @@ type registration struct {
 
 	// inst is the instance as last registered or updated (under mu).
 	inst Instance
+	spec registerSpec // read-only, but policy, which only the keeper uses
 
 	mu      sync.Mutex
+	healthy bool
 	state   RegistrationState
 	changed broadcast.Signal
 	lease   driver.Lease
@@ -110,8 +126,15 @@ type registration struct {
 // From then on the Registration keeps it there (see Registration). When ctx ends
 // before the first put succeeded, nothing is left behind. A Register in flight
 // when the Client closes returns ErrClosed, and the Client's Close waits for it.
-func (c *Client) Register(ctx context.Context, inst Instance) (Registration, error) {
-	inst, err := c.prepare(inst)
+//
+// opts add a local health check (WithHealthCheck); a bad option fails Register
+// with a *FieldError before any I/O.
+func (c *Client) Register(ctx context.Context, inst Instance, opts ...RegisterOption) (Registration, error) {
+	spec, err := buildRegisterSpec(opts)
+	if err != nil {
+		return nil, err
+	}
+	inst, err = c.prepare(inst)
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +165,7 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 		// A put may have been applied after its ctx ended: remove what no
 		// Registration will own (not after a refusal: nothing was written).
 		refused := permanent(err) || errors.Is(err, ErrPermission) || errors.Is(err, ErrExists)
-		dctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		dctx, cancel := c.closingTimeout(cleanupTimeout)
 		defer cancel()
 		c.release(dctx, inst, !refused)
 		if c.life.Err() != nil && ctx.Err() == nil {
@@ -151,8 +174,8 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 		return nil, err
 	}
 	kctx, kcancel := context.WithCancel(c.life)
-	r := &registration{c: c, service: inst.Service, id: inst.ID, inst: inst, state: Registered, lease: lease, cancel: kcancel, done: make(chan struct{}),
-		updates: make(chan update), suspect: make(chan struct{}, 1)}
+	r := &registration{c: c, service: inst.Service, id: inst.ID, inst: inst, spec: spec, healthy: true, state: Registered, lease: lease,
+		cancel: kcancel, done: make(chan struct{}), updates: make(chan update), suspect: make(chan struct{}, 1)}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -160,7 +183,7 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 		c.unguard(sw)
 		// The Client's Close waits for this call (an op) before closing the
 		// connection, so the delete still reaches the backend.
-		dctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		dctx, cancel := c.closingTimeout(closeTimeout)
 		defer cancel()
 		_ = lease.Deregister(dctx)
 		c.release(dctx, inst, false)
@@ -174,6 +197,7 @@ func (c *Client) Register(ctx context.Context, inst Instance) (Registration, err
 	c.wg.Add(1)
 	c.mu.Unlock()
 	c.goTracked(func() { r.keep(kctx) }, func() { close(r.done) }, c.wg.Done)
+	c.registrationState(inst, 0, Registered)
 	return r, nil
 }
 
@@ -197,6 +221,7 @@ func (c *Client) putRetryLatest(ctx context.Context, latest func() Instance, onE
 		if err == nil {
 			return lease, nil
 		}
+		c.requestError(ctx, "put", err)
 		if permanent(err) || (onErr == nil && (errors.Is(err, ErrPermission) || errors.Is(err, ErrExists))) {
 			return nil, err
 		}
@@ -221,42 +246,111 @@ func permanent(err error) bool {
 }
 
 // keep waits for the lease to be lost, or for the instance to vanish from the
-// backend while the lease lives (the guard, guard.go), and puts the instance
-// again, forever.
+// backend while the lease lives (the guard, guard.go), and puts the instance again, forever, with the
+// data of the last Update. It makes every write of the instance: Updates (sent
+// through r.updates), re-puts, and, with a health check, the check's verdicts
+// (marking the instance unhealthy, or withdrawing it), retrying with backoff
+// while the backend does not answer. The verdict outlives the writes: a re-put
+// after a loss, or an Update, of an instance marked unhealthy marks it unhealthy
+// again; an Update while withdrawn only records the data, which the put that
+// ends the withdrawal carries.
 func (r *registration) keep(ctx context.Context) {
 	defer r.stopGuard()
+	var verdicts chan bool
+	if r.spec.check != nil {
+		verdicts = make(chan bool, 1)
+		checked := make(chan struct{})
+		r.c.goTracked(func() { r.runCheck(ctx, verdicts) }, func() { close(checked) })
+		defer func() { <-checked }() // keep only returns once ctx is done
+	}
+	// want is the check's verdict, applied what the backend shows (false: marked
+	// unhealthy, or withdrawn with r.lease nil); resync: a write since may have
+	// reset the backend's health, so the verdict is applied again.
+	want, applied, resync := true, true, false
+	var retry <-chan time.Time // a failed write is tried again
+	hb := r.c.newBackoff()
 	for {
 		r.mu.Lock()
 		lease, inst, gen, stale := r.lease, r.inst, r.gen, r.gen != r.putGen
 		r.mu.Unlock()
-		if stale { // an Update came while re-registering, after the re-put read the data
-			if err := r.apply(ctx, lease, inst, gen); err != nil {
-				r.set(Reregistering, err)
-				if r.c.sleep(ctx, r.c.opt.backoffMin) != nil {
+		// An Update came while re-registering, after the re-put read the data (not
+		// while withdrawn: the put back carries it).
+		if stale && lease != nil && retry == nil {
+			if err := r.apply(ctx, lease, inst, gen, applied); err != nil {
+				if ctx.Err() != nil {
+					r.markAbandoned()
 					return
 				}
+				r.set(Reregistering, err)
+				retry = r.c.clock.After(hb.NextBackOff())
 			} else {
 				r.set(Registered, nil)
+				resync = resync || !applied
 			}
 			continue
+		}
+		if retry == nil && (want != applied || resync) {
+			if !r.applyVerdict(ctx, lease, want) {
+				if ctx.Err() != nil {
+					// A write cut off mid-flight may still land: Deregister
+					// removes what it may leave (see release).
+					r.markAbandoned()
+					return
+				}
+				retry = r.c.clock.After(hb.NextBackOff())
+				continue
+			}
+			applied, resync = want, false
+			continue
+		}
+		var lost <-chan struct{}
+		if lease != nil { // nil while withdrawn
+			lost = lease.Lost()
 		}
 		var err error
 		select {
 		case <-ctx.Done():
 			return
+		case want = <-verdicts:
+			hb.Reset()
+			retry = nil
+		case <-retry:
+			retry = nil
 		case u := <-r.updates:
-			u.reply <- r.apply(ctx, lease, u.inst, u.gen)
+			if lease == nil { // withdrawn since Update looked: recorded, the put back carries it
+				u.reply <- nil
+				continue
+			}
+			err := r.apply(ctx, lease, u.inst, u.gen, applied)
+			u.reply <- err
+			if err == nil && !applied {
+				resync = true // keep it marked unhealthy
+			}
 			continue
-		case <-lease.Lost():
+		case <-lost:
 			err = lease.Err()
 		case <-r.suspect:
-			if !r.goneForSure(ctx) {
+			if lease == nil || !r.goneForSure(ctx) {
 				continue
 			}
 			err = fmt.Errorf("registry: %s was deleted from the backend by someone else while its lease lived: %w", r.Instance(), ErrNotFound)
 		}
+		if err == nil {
+			continue
+		}
 		r.c.log.warn("registry: registration lost, registering again", "instance", r.Instance().String(), "err", err)
 		lease.Abandon()
+		retry = nil
+		if !want && r.spec.policy == Withdraw {
+			// The check fails and the policy withdraws: stay off the backend; the
+			// put when the check passes carries the latest data.
+			r.mu.Lock()
+			r.lease = nil
+			r.mu.Unlock()
+			r.setHealthy(false, Withdrawn)
+			applied, resync = false, false
+			continue
+		}
 		r.set(Reregistering, err)
 		if r.sw != nil {
 			r.sw.guard.disarm(r) // the view lags behind the put
@@ -270,9 +364,7 @@ func (r *registration) keep(ctx context.Context) {
 		}, func(err error) { r.set(Reregistering, err) })
 		putAt := stamp()
 		if err != nil { // stopped; the abandoned put may still be applied
-			r.mu.Lock()
-			r.abandoned = true
-			r.mu.Unlock()
+			r.markAbandoned()
 			return
 		}
 		r.mu.Lock()
@@ -282,7 +374,40 @@ func (r *registration) keep(ctx context.Context) {
 			r.sw.guard.arm(r, putAt)
 		}
 		r.set(Registered, nil)
+		// A fresh put is healthy: an instance marked unhealthy is marked again
+		// (the loop applies want).
+		applied, resync = true, false
 	}
+}
+
+// applyVerdict applies the check's verdict healthy to the backend with lease
+// (nil while withdrawn) and records the lease to keep. It reports whether that
+// worked; the error is kept for Err.
+func (r *registration) applyVerdict(ctx context.Context, lease driver.Lease, healthy bool) bool {
+	nl, err := r.applyHealth(ctx, lease, healthy)
+	at := stamp()
+	if err == nil && r.sw != nil {
+		if nl == nil {
+			r.sw.guard.disarm(r) // withdrawn: absent on purpose
+		} else {
+			r.sw.guard.arm(r, at) // (back) on the backend
+		}
+	}
+	r.mu.Lock()
+	r.lease = nl
+	if err != nil {
+		r.lastErr = err
+	}
+	r.mu.Unlock()
+	return err == nil
+}
+
+// markAbandoned records that the keeper stopped with a write in flight, which
+// may still land: Deregister removes what it may leave (see release).
+func (r *registration) markAbandoned() {
+	r.mu.Lock()
+	r.abandoned = true
+	r.mu.Unlock()
 }
 
 // update is one Update's write, made by the keeper.
@@ -293,8 +418,15 @@ type update struct {
 }
 
 // apply writes inst (of gen) in place over lease and records the lease that keeps
-// it.
-func (r *registration) apply(ctx context.Context, lease driver.Lease, inst Instance, gen int) error {
+// it. healthy is what the backend shows of the instance: an instance marked
+// unhealthy is written with Healthy false, which a backend that stores the flag
+// keeps (the keeper marks it unhealthy again through the lease anyway, since a
+// write may reset the backend's own health state).
+func (r *registration) apply(ctx context.Context, lease driver.Lease, inst Instance, gen int, healthy bool) error {
+	if !healthy {
+		inst = inst.Clone()
+		inst.Healthy = false
+	}
 	nl, err := r.c.write(ctx, lease, inst)
 	if err != nil {
 		return err
@@ -310,15 +442,16 @@ func (r *registration) apply(ctx context.Context, lease driver.Lease, inst Insta
 func (c *Client) write(ctx context.Context, lease driver.Lease, inst Instance) (driver.Lease, error) {
 	wctx, cancel := context.WithTimeout(ctx, c.opt.reqTimeout)
 	defer cancel()
+	var nl driver.Lease
+	var err error
 	if u, ok := c.conn.(driver.Updater); ok {
-		return u.Update(wctx, lease, inst)
-	}
-	nl, err := c.conn.Put(wctx, inst)
-	if err != nil {
-		return nil, err
-	}
-	if nl != lease {
+		nl, err = u.Update(wctx, lease, inst)
+	} else if nl, err = c.conn.Put(wctx, inst); err == nil && nl != lease {
 		lease.Abandon()
+	}
+	if err != nil {
+		c.requestError(ctx, "put", err)
+		return nil, err
 	}
 	return nl, nil
 }
@@ -378,7 +511,9 @@ func (r *registration) Update(ctx context.Context, inst Instance) error {
 	if st == Deregistered {
 		return ErrClosed
 	}
-	return nil // re-registering: the re-put, or the keeper right after it, carries it
+	// Re-registering: the re-put, or the keeper right after it, carries it.
+	// Withdrawn: the put when the health check passes carries it.
+	return nil
 }
 
 func (r *registration) set(s RegistrationState, err error) {
@@ -391,6 +526,7 @@ func (r *registration) set(s RegistrationState, err error) {
 		r.lastErr = err
 	}
 	if r.state != s {
+		r.c.registrationState(r.inst, r.state, s)
 		r.state = s
 		r.changed.Notify()
 	}
@@ -414,6 +550,12 @@ func (r *registration) Changed() <-chan struct{} {
 	return r.changed.C()
 }
 
+func (r *registration) Healthy() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.healthy
+}
+
 func (r *registration) Err() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -432,11 +574,16 @@ func (r *registration) Deregister(ctx context.Context) error {
 	return err
 }
 
-// deregister stops the keeper and deletes the instance. r stays in the Client's
-// set until the delete is done, so that a concurrent Client.Close waits for it
-// instead of closing the connection under it.
+// deregister stops the keeper and deletes the instance, retrying with backoff
+// while the backend does not answer, until ctx ends or the Client's Shutdown
+// gives up. r stays in the Client's set until the delete is done, so that a
+// concurrent Client.Close waits for it instead of closing the connection under
+// it.
 func (r *registration) deregister(ctx context.Context) error {
+	ctx, cancel := r.c.closingCtx(ctx)
+	defer cancel()
 	r.mu.Lock()
+	r.c.registrationState(r.inst, r.state, Deregistered)
 	r.state = Deregistered
 	r.changed.Notify()
 	r.mu.Unlock()
@@ -451,12 +598,39 @@ func (r *registration) deregister(ctx context.Context) error {
 	lease, abandoned := r.lease, r.abandoned
 	r.mu.Unlock()
 	inst := r.Instance()
-	err := lease.Deregister(ctx)
+	var err error
+	if lease != nil { // nil: withdrawn by its health check, nothing left to delete
+		err = r.c.deleteRetry(ctx, lease)
+	}
 	r.c.release(ctx, inst, abandoned)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	if err != nil {
 		return fmt.Errorf("registry: deregister %s: %w", inst, err)
 	}
 	return nil
+}
+
+// deleteRetry calls lease.Deregister until it succeeds (or finds nothing to
+// delete), fails for good, or ctx ends, with backoff on the Client's clock.
+func (c *Client) deleteRetry(ctx context.Context, lease driver.Lease) error {
+	b := c.newBackoff()
+	for {
+		dctx, cancel := context.WithTimeout(ctx, c.opt.reqTimeout)
+		err := lease.Deregister(dctx)
+		cancel()
+		c.requestError(ctx, "deregister", err)
+		if err == nil || errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if permanent(err) || errors.Is(err, ErrPermission) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
+		}
+		if serr := c.sleep(ctx, b.NextBackOff()); serr != nil {
+			return fmt.Errorf("%w (last error: %w)", serr, err)
+		}
+	}
 }
 
 // Close is Deregister with a 10-second timeout. Concurrent and later calls wait

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/regkit/regkit/registry/address"
 	"github.com/regkit/regkit/registry/driver"
@@ -32,6 +33,7 @@ type options struct {
 	backoffMax time.Duration
 	reqTimeout time.Duration
 	clock      clockwork.Clock
+	meter      metric.MeterProvider // see WithMeterProvider in metrics.go
 }
 
 // WithLogger sets the logger (default: warnings and errors to standard error).
@@ -70,6 +72,18 @@ func WithAddressResolver(r AddressResolver) Option { return func(o *options) { o
 func WithRetryBackoff(min, max time.Duration) Option {
 	return func(o *options) { o.backoffMin, o.backoffMax = min, max }
 }
+
+// WithLazyConnect makes Open return as soon as the URL and options are checked,
+// without waiting for the backend: the connection is made in the background, and
+// Client.Health reports whether it is up. Use it where a process must start during
+// an outage and answer from what it saved (package registry/cache's snapshot
+// files); calls made before the backend answers wait within their context, and
+// watches publish nothing until the first read (the cache then serves its
+// snapshot file, marked Stale). Without it Open waits for the backend and fails
+// with ErrUnavailable when none answers. ZooKeeper and etcd connect lazily with
+// it; Consul and Nacos never wait in Open (their clients are HTTP), mem has
+// nothing to wait for.
+func WithLazyConnect() Option { return func(o *options) { o.cfg.Lazy = true } }
 
 // WithRequestTimeout bounds each backend call that the library makes by itself (the
 // re-lists of watch loops, the puts of re-registration), so that a call hanging on a

@@ -89,13 +89,14 @@ func (c *Client) NewSession(ctx context.Context, opts ...SessionOption) (*Sessio
 	spec.OnState = s.report
 	conn, err := sc.NewSession(ctx, spec)
 	if err != nil {
+		c.requestError(ctx, "session", err)
 		return nil, err
 	}
 	s.conn = conn
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		cctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		cctx, cancel := c.closingTimeout(closeTimeout)
 		defer cancel()
 		_ = conn.Close(cctx)
 		return nil, ErrClosed
@@ -121,6 +122,7 @@ func (s *Session) report(st SessionState) {
 	case cur == StateSuspended && st == StateConnected:
 		st = StateReconnected
 	}
+	s.c.sessionState(cur, st)
 	s.state = st
 	s.changed.Notify()
 }
@@ -171,14 +173,22 @@ func (s *Session) Close() error {
 	return s.closer.do(func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 		defer cancel()
-		err := s.conn.Close(ctx)
-		s.report(StateClosed)
-		s.c.mu.Lock()
-		delete(s.c.sessions, s)
-		s.c.mu.Unlock()
-		if err != nil {
-			return fmt.Errorf("registry: close session %s: %w", s.conn.ID(), err)
-		}
-		return nil
+		return s.close(ctx)
 	})
+}
+
+// close ends the session with ctx, also abandoned when a Client's Shutdown gives
+// up.
+func (s *Session) close(ctx context.Context) error {
+	ctx, cancel := s.c.closingCtx(ctx)
+	defer cancel()
+	err := s.conn.Close(ctx)
+	s.report(StateClosed)
+	s.c.mu.Lock()
+	delete(s.c.sessions, s)
+	s.c.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("registry: close session %s: %w", s.conn.ID(), err)
+	}
+	return nil
 }

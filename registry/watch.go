@@ -106,6 +106,7 @@ type serviceWatch struct {
 	service string
 	cancel  context.CancelFunc
 	done    chan struct{}
+	started time.Time // on the Client's clock, for the staleness gauge
 
 	refs     int // watchers and guarded registrations, under c.mu
 	userRefs int // of which opened by Watch (not by a registration's guard), under c.mu
@@ -207,7 +208,7 @@ func (c *Client) acquireWatch(service string, user bool) (*serviceWatch, error) 
 	sw := c.watches[service]
 	if sw == nil {
 		lctx, cancel := context.WithCancel(c.life)
-		sw = &serviceWatch{c: c, service: service, cancel: cancel, done: make(chan struct{})}
+		sw = &serviceWatch{c: c, service: service, cancel: cancel, done: make(chan struct{}), started: c.clock.Now()}
 		c.watches[service] = sw
 		c.wg.Add(1)
 		// A driver that hands over changes drives the view itself (events.go);
@@ -325,6 +326,9 @@ func (w *serviceWatch) run(ctx context.Context) {
 			s := Snapshot{Service: w.service, Instances: l.Instances, Revision: l.Revision,
 				LastGood: lastGood, Resynced: gap && prev != nil, ReplicaLag: l.ReplicaLag,
 				NoLeader: l.NoLeader, ProtectThreshold: l.ProtectThreshold, clock: w.c.clock}
+			if s.Resynced {
+				w.c.watchResynced(w.service)
+			}
 			if prev != nil && !prev.Stale && !s.Resynced && sameView(prev, &s) {
 				return nil
 			}
@@ -344,7 +348,8 @@ func (w *serviceWatch) run(ctx context.Context) {
 // again from the minimum only once the watch, or the reads, stayed up for the
 // backoff's maximum (see retry.Backoff): a watch that breaks right after every
 // re-arm (a proxy that ends long-lived streams) is retried ever more slowly, not at
-// the minimum forever. A broken watch is logged once per streak of failures.
+// the minimum forever. A streak of failures (broken watches, failed re-lists) is
+// logged once, until a re-list has answered for the backoff's maximum again.
 func (c *Client) relistLoop(ctx context.Context, what string,
 	watch func(ctx context.Context, notify func()) error,
 	list func(ctx context.Context, gap bool) error,
@@ -360,6 +365,11 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 	var watchCancel context.CancelFunc
 	var watchDone chan struct{}
 	watchB, listB := c.newRetry(), c.newRetry()
+	// logB only decides what is logged: the first failure, of either kind, after
+	// the loop worked (a re-list answered) for the stable period. Per kind, the
+	// re-list's backoff sleeps of an outage outlast the watch's stable period, and
+	// every re-arm would start a new streak.
+	logB := c.newRetry()
 	startWatch := func() {
 		wctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
@@ -395,15 +405,16 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 		case <-ctx.Done():
 			return
 		case err := <-watchErr:
-			delay, first := watchB.Fail()
-			if first {
+			c.requestError(ctx, "watch", err)
+			delay, _ := watchB.Fail()
+			if _, first := logB.Fail(); first {
 				c.log.warn("registry: watch broke, re-arming (further failures in a row are not logged)",
 					"watch", what, "err", err)
 			}
 			gap = true
 			stopWatch()
 			fail(err)
-			if c.sleep(ctx, delay) != nil {
+			if c.sleepOrReconnect(ctx, delay) != nil {
 				return
 			}
 			startWatch()
@@ -418,10 +429,15 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 			if ctx.Err() != nil {
 				return
 			}
+			c.requestError(ctx, "list", err)
 			gap = true
 			fail(err)
 			delay, _ := listB.Fail()
-			if c.sleep(ctx, delay) != nil {
+			if _, first := logB.Fail(); first {
+				c.log.warn("registry: read failed, serving the last good view marked stale (further failures in a row are not logged)",
+					"watch", what, "err", err)
+			}
+			if c.sleepOrReconnect(ctx, delay) != nil {
 				return
 			}
 			notify()
@@ -429,6 +445,35 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 		}
 		gap = false
 		listB.Up()
+		logB.Up()
+	}
+}
+
+// sleepOrReconnect waits d on the Client's clock like sleep, but returns early
+// once a driver that reports its connection's health (driver.Health) says it is
+// back: a reconnect wakes every re-arm and re-list loop at once instead of leaving
+// each to sleep out its backoff (up to WithRetryBackoff's maximum, jittered).
+// When the connection is healthy already, the failure was not the connection's
+// and the backoff is slept in full.
+func (c *Client) sleepOrReconnect(ctx context.Context, d time.Duration) error {
+	h, ok := c.conn.(driver.Health)
+	if !ok || h.Health() == nil {
+		return c.sleep(ctx, d)
+	}
+	t := c.clock.NewTimer(d)
+	defer t.Stop()
+	for {
+		changed := h.HealthChanged() // before Health, so no change is missed
+		if h.Health() == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.Chan():
+			return nil
+		case <-changed:
+		}
 	}
 }
 

@@ -26,6 +26,7 @@ type zkConn struct {
 	// never silently starts a new one (store sessions are terminal).
 	refuse atomic.Bool
 	hook   func(*zkConn, zk.State, int64) // called after every session-state change, outside mu
+	nc     atomic.Pointer[net.Conn]       // the socket dialed last (see abort)
 
 	mu      sync.Mutex
 	state   zk.State
@@ -52,9 +53,11 @@ func (e *epoch) lose(err error) { e.sig.Lose(err) }
 // Err says why the session ended, or nil while it lives.
 func (e *epoch) Err() error { return e.sig.Err() }
 
-// dial opens a go-zookeeper connection with the given session timeout and waits for
-// its first session (and sends the digest credentials).
-func (c *Conn) dial(ctx context.Context, timeout time.Duration, hook func(*zkConn, zk.State, int64)) (*zkConn, error) {
+// dial opens a go-zookeeper connection with the given session timeout and, with
+// wait, waits for its first session and sends the digest credentials. Without wait
+// (registry.WithLazyConnect) it returns at once; the credentials are sent on a
+// goroutine the Conn owns, and calls wait for them (see call).
+func (c *Conn) dial(ctx context.Context, timeout time.Duration, hook func(*zkConn, zk.State, int64), wait bool) (*zkConn, error) {
 	zc := &zkConn{changed: make(chan struct{}), state: zk.StateDisconnected, hook: hook}
 	dialer := func(network, addr string, t time.Duration) (net.Conn, error) {
 		if zc.refuse.Load() {
@@ -64,8 +67,10 @@ func (c *Conn) dial(ctx context.Context, timeout time.Duration, hook func(*zkCon
 		if err != nil {
 			return nil, err
 		}
-		return &sniffConn{Conn: nc, on: zc.sniffed, handshake: timeout / time.Duration(len(c.cfg.hosts)),
-			gate: make(chan struct{}), prevSID: zc.lastSession()}, nil
+		sc := net.Conn(&sniffConn{Conn: nc, on: zc.sniffed, handshake: timeout / time.Duration(len(c.cfg.hosts)),
+			gate: make(chan struct{}), prevSID: zc.lastSession()})
+		zc.nc.Store(&sc)
+		return sc, nil
 	}
 	conn, events, err := zk.Connect(c.cfg.hosts, timeout, zk.WithDialer(dialer), zk.WithHostProvider(&hostProvider{}),
 		zk.WithLogger(slogPrinter{c.cfg.log}), zk.WithLogInfo(false), zk.WithEventCallback(zc.onEvent))
@@ -73,6 +78,22 @@ func (c *Conn) dial(ctx context.Context, timeout time.Duration, hook func(*zkCon
 		return nil, wrap("connect", strings.Join(c.cfg.hosts, ","), err)
 	}
 	zc.zk, zc.events = conn, events
+	if !wait {
+		if c.cfg.auth != nil {
+			c.authed = make(chan struct{})
+			c.spawn(func() {
+				defer close(c.authed)
+				if err := conn.AddAuth("digest", c.cfg.auth); err != nil {
+					if !isConnLoss(err) {
+						err = fmt.Errorf("%w: %w", driver.ErrPermission, err)
+					}
+					c.authErr = wrap("add digest auth", strings.Join(c.cfg.hosts, ","), err)
+					c.cfg.log.Warn("zk: digest credentials refused; every call will fail", "err", c.authErr)
+				}
+			})
+		}
+		return zc, nil
+	}
 	wctx, cancel := context.WithTimeout(ctx, c.cfg.connectTimeout)
 	defer cancel()
 	for {
@@ -189,6 +210,17 @@ func (zc *zkConn) epochFor(id int64) *epoch {
 
 // close closes the connection (ending its session on the server when connected)
 // and waits until go-zookeeper's goroutines have ended.
+// abort makes a close that is under way stop waiting for the server: it closes
+// the socket (go-zookeeper waits a second for its close request, then for its
+// receive loop, which a server that does not answer holds for a read timeout)
+// and refuses to dial again.
+func (zc *zkConn) abort() {
+	zc.refuse.Store(true)
+	if p := zc.nc.Load(); p != nil {
+		_ = (*p).Close()
+	}
+}
+
 func (zc *zkConn) close() {
 	zc.zk.Close()
 	for range zc.events { // drained until the client's loop ends and closes it

@@ -20,7 +20,10 @@
 //     node of the Dubbo tree, relative to the chroot.
 //   - session_timeout (default 10s): the session timeout asked for the connection
 //     that holds registrations; the server clamps it to [2, 20] tick times.
-//   - connect_timeout (default 10s): how long Open waits for the first session.
+//   - connect_timeout (default 10s): how long Open waits for the first session;
+//     with registry.WithLazyConnect Open does not wait (the session is made in the
+//     background, digest credentials are sent before any other request, and
+//     Health reports the connection state).
 //   - acl=open|creator|creator-read: the ACL of every node this client creates.
 //     open is world:anyone with all permissions; creator gives all permissions to the
 //     authenticated digest identity only (ZooKeeper's CREATOR_ALL_ACL); creator-read
@@ -423,6 +426,7 @@ type config struct {
 	acl            []zk.ACL
 	auth           []byte // digest "user:pass" or nil
 	protect        bool
+	lazy           bool // registry.WithLazyConnect: open does not wait for a session
 	dialer         Dialer
 	log            *slog.Logger
 }
@@ -484,7 +488,7 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 	if ct <= 0 {
 		ct = DefaultConnectTimeout
 	}
-	c := config{hosts: hosts, layout: layout, payload: payload, sessionTimeout: st, connectTimeout: ct, protect: protect, log: cfg.Logger}
+	c := config{hosts: hosts, layout: layout, payload: payload, sessionTimeout: st, connectTimeout: ct, protect: protect, log: cfg.Logger, lazy: cfg.Lazy}
 	defChroot := ""
 	if layout == LayoutRegkit {
 		defChroot = DefaultChroot
@@ -551,6 +555,11 @@ type Conn struct {
 
 	skipped *driver.SkipLog // children of service directories that are not instances
 
+	// authed is closed once a lazily opened connection has sent its digest
+	// credentials (nil otherwise); authErr is set before if they were refused.
+	authed  chan struct{}
+	authErr error
+
 	mu       sync.Mutex
 	sessions map[*session]struct{}
 	closed   bool // Close was called
@@ -559,14 +568,31 @@ type Conn struct {
 var (
 	_ driver.Conn      = (*Conn)(nil)
 	_ driver.StoreConn = (*Conn)(nil)
+	_ driver.Health    = (*Conn)(nil)
 )
+
+// Health reports whether the registration connection has a session and is
+// connected: nil, or an error matching registry.ErrUnavailable naming the state.
+func (c *Conn) Health() error {
+	if st, _, _ := c.zc.status(); st != zk.StateHasSession {
+		return fmt.Errorf("zk: %s: connection state %v: %w", strings.Join(c.cfg.hosts, ","), st, driver.ErrUnavailable)
+	}
+	return nil
+}
+
+// HealthChanged returns a channel closed at the registration connection's next
+// state change.
+func (c *Conn) HealthChanged() <-chan struct{} {
+	_, _, ch := c.zc.status()
+	return ch
+}
 
 func open(ctx context.Context, cfg config) (*Conn, error) {
 	life, cancel := context.WithCancel(context.Background())
 	c := &Conn{cfg: cfg, life: life, cancel: cancel, sessions: map[*session]struct{}{},
 		skipped: &driver.SkipLog{Logger: cfg.log}}
 	c.states = newStateLog()
-	zc, err := c.dial(ctx, cfg.sessionTimeout, c.states.hook)
+	zc, err := c.dial(ctx, cfg.sessionTimeout, c.states.hook, !cfg.lazy)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -603,6 +629,17 @@ func (c *Conn) Capabilities() driver.Capabilities {
 // session ends on the server, deleting its ephemeral nodes), and waits for every
 // goroutine of the connection.
 func (c *Conn) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	return c.CloseContext(ctx)
+}
+
+var _ driver.ContextCloser = (*Conn)(nil)
+
+// CloseContext is Close with the session closes bounded by ctx (and by 3s
+// each); with ctx done they are skipped and the sessions' ephemeral nodes are
+// left to their session timeout.
+func (c *Conn) CloseContext(ctx context.Context) error {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -615,12 +652,23 @@ func (c *Conn) Close() error {
 	}
 	c.mu.Unlock()
 	for _, s := range ss {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		_ = s.Close(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		_ = s.Close(sctx)
 		cancel()
 	}
 	c.cancel()
+	aborted := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { // ctx done: stop waiting for the server
+		c.zc.abort()
+		close(aborted)
+	})
 	c.zc.close()
+	if !stop() {
+		<-aborted
+	}
 	c.owned.Wait()
 	return nil
 }
@@ -657,6 +705,18 @@ func call[T any](ctx context.Context, c *Conn, f func() (T, error)) (T, error) {
 	type result struct {
 		v   T
 		err error
+	}
+	if c.authed != nil { // lazy connection with credentials: send them first
+		select {
+		case <-c.authed:
+			if c.authErr != nil {
+				var zero T
+				return zero, c.authErr
+			}
+		case <-ctx.Done():
+			var zero T
+			return zero, ctx.Err()
+		}
 	}
 	ch := make(chan result, 1)
 	if !c.spawn(func() {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
+	"github.com/regkit/regkit/internal/reliability"
 	"github.com/regkit/regkit/internal/testenv"
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/registrytest"
@@ -27,7 +28,10 @@ var leakOpts = []goleak.Option{
 	goleak.IgnoreAnyFunction("github.com/regkit/regkit/internal/testenv.startProc.func1"),
 }
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, leakOpts...) }
+func TestMain(m *testing.M) {
+	reliability.ChildMain() // the registering child of TestEnsembleReliability's process kill
+	goleak.VerifyTestMain(m, leakOpts...)
+}
 
 // env is a real ZooKeeper, a fault proxy in front of it, and (opened on first use
 // by adm) an admin connection that talks to the server directly, never through the
@@ -145,6 +149,10 @@ func (e *env) harness() registrytest.Harness {
 		Restart:       func(t testing.TB) { e.srv.Restart(t) },
 		Cut: func(t testing.TB) func() {
 			e.proxy.Cut()
+			return e.proxy.Heal
+		},
+		Blackhole: func(t testing.TB) func() {
+			e.proxy.Blackhole()
 			return e.proxy.Heal
 		},
 		Timeout:        30 * time.Second,

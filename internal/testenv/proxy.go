@@ -4,20 +4,36 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // Proxy is a TCP fault proxy between clients and one server address: clients dial
-// Addr; Cut, Blackhole and Heal change what happens to their connections.
+// Addr; Cut, Blackhole and Heal change what happens to their connections. A
+// Classifier tags connections by their first bytes (which member opened a peer
+// connection), so that Block can drop one source's connections only; the counters
+// say how much traffic went through (a client's requests during an outage).
 type Proxy struct {
 	ln       net.Listener
 	upstream string
 
-	mu    sync.Mutex
-	mode  proxyMode
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	accepted atomic.Int64 // connections accepted
+	bytesUp  atomic.Int64 // bytes carried from clients to the server
+
+	mu       sync.Mutex
+	mode     proxyMode
+	classify Classifier
+	blocked  map[string]bool
+	conns    map[net.Conn]string // open connections (both halves) and their tags
+	wg       sync.WaitGroup
 }
+
+// Classifier looks at the first bytes a client sent on a connection. It returns
+// done=false while it needs more bytes; once done, tag names the connection's
+// source ("" for none) and out replaces the bytes read so far (out may rewrite an
+// address the peer advertises, so that replies come back through a proxy too).
+type Classifier func(prefix []byte) (tag string, out []byte, done bool)
 
 type proxyMode int
 
@@ -35,7 +51,7 @@ func NewProxy(t testing.TB, upstream string) *Proxy {
 	if err != nil {
 		t.Fatalf("testenv: proxy listen: %v", err)
 	}
-	p := &Proxy{ln: ln, upstream: upstream, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{ln: ln, upstream: upstream, conns: map[net.Conn]string{}, blocked: map[string]bool{}}
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(p.Close)
@@ -51,6 +67,44 @@ func (p *Proxy) SetUpstream(addr string) {
 	p.upstream = addr
 	p.mu.Unlock()
 }
+
+// SetClassifier makes the proxy tag every new connection with f (see Classifier)
+// before it forwards a byte.
+func (p *Proxy) SetClassifier(f Classifier) {
+	p.mu.Lock()
+	p.classify = f
+	p.mu.Unlock()
+}
+
+// Block closes the open connections tagged tag and refuses new ones (accepted,
+// then closed once classified) until Unblock.
+func (p *Proxy) Block(tag string) {
+	p.mu.Lock()
+	p.blocked[tag] = true
+	var victims []net.Conn
+	for c, tg := range p.conns {
+		if tg == tag {
+			victims = append(victims, c)
+		}
+	}
+	p.mu.Unlock()
+	for _, c := range victims {
+		c.Close()
+	}
+}
+
+// Unblock lets connections tagged tag through again.
+func (p *Proxy) Unblock(tag string) {
+	p.mu.Lock()
+	delete(p.blocked, tag)
+	p.mu.Unlock()
+}
+
+// Accepted is the number of connections the proxy has accepted so far.
+func (p *Proxy) Accepted() int64 { return p.accepted.Load() }
+
+// BytesUp is the number of bytes carried from clients to the server so far.
+func (p *Proxy) BytesUp() int64 { return p.bytesUp.Load() }
 
 // Cut closes every open connection and refuses new ones (they are accepted and
 // closed at once) until Heal: a server that went away.
@@ -91,13 +145,13 @@ func (p *Proxy) Close() {
 	p.wg.Wait()
 }
 
-func (p *Proxy) track(c net.Conn) bool {
+func (p *Proxy) track(c net.Conn, tag string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.mode == modeCut {
+	if p.mode == modeCut || p.blocked[tag] && tag != "" {
 		return false
 	}
-	p.conns[c] = struct{}{}
+	p.conns[c] = tag
 	return true
 }
 
@@ -108,6 +162,37 @@ func (p *Proxy) untrack(c net.Conn) {
 	c.Close()
 }
 
+// countWriter counts the bytes written through it.
+type countWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (cw countWriter) Write(b []byte) (int, error) {
+	n, err := cw.w.Write(b)
+	cw.n.Add(int64(n))
+	return n, err
+}
+
+// readPrefix reads from c until f is done (at most 64 KiB or 10s).
+func readPrefix(c net.Conn, f Classifier) (string, []byte, bool) {
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	defer c.SetReadDeadline(time.Time{})
+	var buf []byte
+	chunk := make([]byte, 4096)
+	for len(buf) < 64<<10 {
+		if tag, out, done := f(buf); done && len(buf) > 0 {
+			return tag, out, true
+		}
+		n, err := c.Read(chunk)
+		buf = append(buf, chunk[:n]...)
+		if err != nil {
+			return "", nil, false
+		}
+	}
+	return "", buf, true
+}
+
 func (p *Proxy) accept() {
 	defer p.wg.Done()
 	for {
@@ -115,10 +200,11 @@ func (p *Proxy) accept() {
 		if err != nil {
 			return
 		}
+		p.accepted.Add(1)
 		p.mu.Lock()
-		mode, up := p.mode, p.upstream
+		mode, up, classify := p.mode, p.upstream, p.classify
 		p.mu.Unlock()
-		if mode == modeCut || !p.track(c) {
+		if mode == modeCut || !p.track(c, "") {
 			c.Close()
 			continue
 		}
@@ -130,17 +216,41 @@ func (p *Proxy) accept() {
 				io.Copy(io.Discard, c) // hold it open, carry nothing, until closed
 				return
 			}
+			var first []byte
+			if classify != nil {
+				tag, out, ok := readPrefix(c, classify)
+				if !ok {
+					return
+				}
+				first = out
+				p.mu.Lock()
+				blocked := p.blocked[tag] && tag != ""
+				if _, open := p.conns[c]; open && !blocked {
+					p.conns[c] = tag
+				}
+				p.mu.Unlock()
+				if blocked {
+					return
+				}
+			}
 			s, err := net.Dial("tcp", up)
 			if err != nil {
 				return
 			}
-			if !p.track(s) {
+			p.mu.Lock()
+			tag := p.conns[c]
+			p.mu.Unlock()
+			if !p.track(s, tag) {
 				s.Close()
 				return
 			}
 			defer p.untrack(s)
+			up := countWriter{s, &p.bytesUp}
+			if _, err := up.Write(first); err != nil {
+				return
+			}
 			done := make(chan struct{}, 2)
-			go func() { io.Copy(s, c); done <- struct{}{} }()
+			go func() { io.Copy(up, c); done <- struct{}{} }()
 			go func() { io.Copy(c, s); done <- struct{}{} }()
 			<-done
 			c.Close()

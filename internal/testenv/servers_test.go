@@ -213,3 +213,50 @@ func TestPolaris(t *testing.T) {
 	since(t, "polaris list after restart", start)
 	listed(8080) // the store survived the restart
 }
+
+func TestZooKeeperEnsemble(t *testing.T) {
+	start := time.Now()
+	z := StartZooKeeperEnsemble(t)
+	since(t, "zookeeper ensemble start", start)
+	conn, _, err := zk.Connect(z.Addrs(), 4*time.Second, zk.WithLogger(nopZKLogger{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	Eventually(t, 30*time.Second, "zk create", func() error {
+		_, err := conn.Create("/ens", []byte("v1"), 0, zk.WorldACL(zk.PermAll))
+		if err == zk.ErrNodeExists {
+			return nil
+		}
+		return err
+	})
+	l := z.Leader()
+	start = time.Now()
+	z.Kill(l)
+	z.WaitQuorum(t, time.Minute)
+	since(t, "new leader after leader kill -9", start)
+	if nl := z.Leader(); nl == l || nl < 0 {
+		t.Fatalf("leader %d after killing %d", nl, l)
+	}
+	z.Start(t, l)
+	z.WaitQuorum(t, time.Minute)
+	// Isolate the leader: the other two elect a new one; it rejoins as a follower.
+	l = z.Leader()
+	start = time.Now()
+	z.Isolate(l)
+	Eventually(t, time.Minute, "a new leader among the others", func() error {
+		for i := range EnsembleSize {
+			if i != l && z.Mode(i) == "leader" {
+				return nil
+			}
+		}
+		return fmt.Errorf("no leader besides the isolated %d", l)
+	})
+	since(t, "new leader after isolating the leader", start)
+	z.Rejoin(l)
+	z.WaitQuorum(t, time.Minute)
+	Eventually(t, 30*time.Second, "zk set after rejoin", func() error {
+		_, err := conn.Set("/ens", []byte("v2"), -1)
+		return err
+	})
+}

@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/regkit/regkit/internal/broadcast"
 	"github.com/regkit/regkit/registry"
@@ -61,6 +62,7 @@ type options struct {
 	backoffMin  time.Duration
 	backoffMax  time.Duration
 	clock       clockwork.Clock
+	meter       metric.MeterProvider // see WithMeterProvider in metrics.go
 	errs        []error
 }
 
@@ -115,9 +117,10 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
 // Cache serves snapshots of services from memory; see the package doc. It is
 // safe for concurrent use.
 type Cache struct {
-	d   registry.Discovery
-	opt options
-	log *slog.Logger
+	d     registry.Discovery
+	opt   options
+	log   *slog.Logger
+	stale metric.Int64Counter // see metrics.go
 
 	life   context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -147,7 +150,8 @@ func New(d registry.Discovery, opts ...Option) (*Cache, error) {
 	for _, f := range opts {
 		f(&o)
 	}
-	if err := errors.Join(o.errs...); err != nil {
+	err := errors.Join(o.errs...)
+	if err != nil {
 		return nil, err
 	}
 	if o.dir != "" {
@@ -163,6 +167,9 @@ func New(d registry.Discovery, opts ...Option) (*Cache, error) {
 	}
 	life, cancel := context.WithCancel(context.Background())
 	c := &Cache{d: d, opt: o, log: o.log, life: life, cancel: cancel}
+	if c.stale, err = newStaleCounter(o.meter); err != nil {
+		c.log.Warn("cache: cannot create the stale-lookup counter", "err", err)
+	}
 	m := map[string]*entry{}
 	c.entries.Store(&m)
 	return c, nil
@@ -179,10 +186,17 @@ func (c *Cache) Lookup(ctx context.Context, service string) (registry.Snapshot, 
 	}
 	if e := (*c.entries.Load())[service]; e != nil {
 		if st := e.cur.Load(); st != nil {
+			if st.snap.Stale {
+				c.stale.Add(ctx, 1, e.staleOpts...)
+			}
 			return st.snap, nil
 		}
 	}
-	return c.lookupSlow(ctx, service)
+	s, err := c.lookupSlow(ctx, service)
+	if err == nil && s.Stale {
+		c.stale.Add(ctx, 1, staleOpts(service)...)
+	}
+	return s, err
 }
 
 func (c *Cache) lookupSlow(ctx context.Context, service string) (registry.Snapshot, error) {
@@ -331,7 +345,7 @@ func (c *Cache) entry(service string) (*entry, error) {
 	if e := c.getLocked(service); e != nil {
 		return e, nil
 	}
-	e := &entry{service: service, file: file, ready: make(chan struct{}), done: make(chan struct{})}
+	e := &entry{service: service, file: file, ready: make(chan struct{}), done: make(chan struct{}), staleOpts: staleOpts(service)}
 	if c.dirty == nil {
 		c.dirty = map[string]*entry{}
 	}
@@ -386,6 +400,8 @@ type entry struct {
 	ready   chan struct{} // closed at the first publish
 	done    chan struct{} // closed when the watch loop ends
 	err     error         // why the loop ended, set before done is closed
+
+	staleOpts []metric.AddOption // how a stale lookup of service is counted
 
 	mu      sync.Mutex
 	changed broadcast.Signal // at every publish

@@ -71,6 +71,27 @@ type Config struct {
 	// Options are the backend-specific options, in the order given; a driver reads
 	// its own with ApplyOptions, which rejects those of other backends.
 	Options []Option
+	// Lazy (registry.WithLazyConnect): Open checks its input and returns without
+	// waiting for the backend, which the connection reaches in the background;
+	// until it does, calls wait within their context or fail with ErrUnavailable.
+	// A driver that cannot connect lazily ignores it (its package doc says so).
+	Lazy bool
+}
+
+// Health is optionally implemented by a Conn that knows whether it currently
+// reaches a backend able to serve reads (ZooKeeper: a session is connected; etcd:
+// the connection is up and its member has a leader). Client.Health reports it.
+//
+// HealthChanged is the "connection is back" signal: package registry's watch
+// loops select on it so that a reconnect wakes every re-list at once instead of
+// waiting out a retry backoff.
+type Health interface {
+	// Health returns nil while the connection can read from the backend, else why
+	// not (matching ErrUnavailable).
+	Health() error
+	// HealthChanged returns a channel closed at the next change of Health's
+	// verdict (connected, lost, reconnected).
+	HealthChanged() <-chan struct{}
 }
 
 // Option is one backend-specific option. A backend package's typed WithX function
@@ -115,6 +136,10 @@ type Capabilities struct {
 	// package registry does not follow the service for it. Set it where a watch is
 	// costly (polling backends) and the driver checks on its own schedule.
 	GuardsRegistrations bool
+	// Health: the leases this Conn's Put returns implement HealthSetter, so a
+	// registration's local health check marks the instance unhealthy in place
+	// (registry.MarkUnhealthy); without it the instance is withdrawn instead.
+	Health bool
 	// Limits are the backend's size limits, which package registry checks before
 	// any I/O (see Limits).
 	Limits Limits
@@ -224,6 +249,17 @@ type Conn interface {
 	Close() error
 }
 
+// ContextCloser is optionally implemented by a Conn whose Close makes backend
+// calls (etcd revokes its registration lease, ZooKeeper closes its sessions).
+// Client.Shutdown calls CloseContext with its ctx instead of Close, so those
+// calls end with the caller's deadline: once ctx is done, CloseContext skips or
+// abandons them and only releases local resources (goroutines, sockets), still
+// waiting for every goroutine of the connection. Close must equal CloseContext
+// with the driver's own default bound.
+type ContextCloser interface {
+	CloseContext(ctx context.Context) error
+}
+
 // ServiceLister is optionally implemented by a Conn that can list the services it
 // holds; package registry finds it by type assertion (Client.Services and
 // Client.WatchServices fail with ErrNotSupported without it).
@@ -250,6 +286,21 @@ type Lease interface {
 	Deregister(ctx context.Context) error
 	// Abandon stops the keep-alive without touching the backend. Idempotent.
 	Abandon()
+}
+
+// HealthSetter is optionally implemented by a Lease whose backend can show the
+// instance as unhealthy while it stays registered; package registry finds it by
+// type assertion when a registration's local health check changes its verdict
+// (and the driver declares Capabilities.Health). It is on the Lease, not the
+// Conn, because the keep-alive must carry the verdict on (Consul passes its TTL
+// check with the status, a record rewrite keeps the lease).
+type HealthSetter interface {
+	// SetHealthy makes List report the instance with Healthy equal to healthy,
+	// in the backend's native way, until the next SetHealthy or until the lease
+	// is lost (a new Put is healthy again). It returns an error matching
+	// ErrNotSupported where this lease's layout cannot express health, and the
+	// usual errors (ErrUnavailable, ctx's) otherwise.
+	SetHealthy(ctx context.Context, healthy bool) error
 }
 
 // Listing is one read of a service.

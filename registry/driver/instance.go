@@ -51,7 +51,9 @@ type Instance struct {
 	// Limits (Capabilities.Limits) apply.
 	Metadata map[string]string
 	// Healthy is what the backend reports at discovery. Register ignores it: an
-	// instance is registered healthy and the backend's checks decide afterwards.
+	// instance is registered healthy and the backend's checks, and the
+	// registration's own health check (registry.WithHealthCheck, through
+	// HealthSetter), decide afterwards.
 	Healthy bool
 }
 

@@ -33,6 +33,11 @@ type Harness struct {
 	// server (through a fault proxy) until the returned heal is called. Nil: the
 	// cut cases are skipped with a message.
 	Cut func(t testing.TB) (heal func())
+	// Blackhole is Cut where the server never answers (packets dropped, calls
+	// hang until their context ends) instead of refusing: the outage a shutdown
+	// meets when a backend's host is gone. Nil: the cases that use it run with
+	// Cut instead.
+	Blackhole func(t testing.TB) (heal func())
 	// UnreachableURL returns a URL of this backend that no server answers (a
 	// closed loopback port), with timeouts short enough for a test. Nil: the
 	// connect-failure case is skipped with a message.
@@ -47,6 +52,11 @@ type Harness struct {
 	// deleted instance id whose ID a foreign record carries. Nil: those cases are
 	// skipped with a message.
 	WriteForeign func(t testing.TB, c *registry.Client, service, id string)
+	// HidesUnhealthy: the clients NewClient opens list only healthy instances
+	// (Consul's default passing_only), so an instance marked unhealthy leaves
+	// their views instead of showing Healthy false; the health case expects
+	// that and says so.
+	HidesUnhealthy bool
 	// DeleteInstance deletes instance id of service straight on the server, in
 	// the namespace of client c, as an operator would (etcdctl del, a znode
 	// delete, an agent deregister, a Nacos DELETE), whoever registered it. The

@@ -41,6 +41,10 @@ func RunRegistry(t *testing.T, h Harness) {
 	t.Run("ListAndWatchServices", func(t *testing.T) { testServices(t, &h) })
 	t.Run("ViewEqualsServerAfterChurn", func(t *testing.T) { testViewAfterChurn(t, &h) })
 	t.Run("ViewEqualsServerAfterCutAndSessionLoss", func(t *testing.T) { testViewAfterCutAndLoss(t, &h) })
+	t.Run("ShutdownKeepsItsDeadline", func(t *testing.T) { testShutdownDeadline(t, &h) })
+	t.Run("HealthCheckMarksUnhealthy", func(t *testing.T) { testHealthMark(t, &h) })
+	t.Run("HealthCheckWithdraws", func(t *testing.T) { testHealthWithdraw(t, &h) })
+	t.Run("HealthCheckSurvivesUpdate", func(t *testing.T) { testHealthUpdate(t, &h) })
 }
 
 func inst(service, id string, port int) driver.Instance {
@@ -600,6 +604,11 @@ func testCloseLeaks(t *testing.T, h *Harness) {
 	}
 	if _, err := c.Register(ctx, inst("leak", "k2", 7302)); !errors.Is(err, driver.ErrClosed) {
 		t.Errorf("Register after Close = %v, want ErrClosed", err)
+	}
+	// wc (opened after opts' snapshot) is closed here, not by its cleanup, or
+	// its connection's goroutines would count as leaked.
+	if err := wc.Close(); err != nil {
+		t.Errorf("%s: Close of the second client: %v", h.Name, err)
 	}
 	goleak.VerifyNone(t, opts...)
 	// Close deregistered: another client sees nothing.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/regkit/regkit/etcd"
 	"github.com/regkit/regkit/etcd/embedded/internal/etcdtest"
+	"github.com/regkit/regkit/internal/reliability"
 	"github.com/regkit/regkit/internal/testenv"
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/registrytest"
@@ -23,7 +24,10 @@ var leakOpts = []goleak.Option{
 	goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
 }
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, leakOpts...) }
+func TestMain(m *testing.M) {
+	reliability.ChildMain() // the registering child of TestClusterReliability's process kill
+	goleak.VerifyTestMain(m, leakOpts...)
+}
 
 // env is a real embedded etcd, a fault proxy in front of it, and an admin client
 // that talks to the server directly (never through the proxy).
@@ -84,6 +88,10 @@ func (e *env) harness() registrytest.Harness {
 		Restart:       func(t testing.TB) { e.srv.Restart(t, false) },
 		Cut: func(t testing.TB) func() {
 			e.proxy.Cut()
+			return e.proxy.Heal
+		},
+		Blackhole: func(t testing.TB) func() {
+			e.proxy.Blackhole()
 			return e.proxy.Heal
 		},
 		Timeout:      30 * time.Second,

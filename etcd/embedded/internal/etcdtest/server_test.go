@@ -2,10 +2,12 @@ package etcdtest_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/regkit/regkit/etcd/embedded/internal/etcdtest"
+	"github.com/regkit/regkit/internal/testenv"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -66,4 +68,55 @@ func TestEtcd(t *testing.T) {
 		t.Fatalf("after fresh restart: %v %v, want no key", resp, err)
 	}
 	roundTrip("v3")
+}
+
+func TestCluster(t *testing.T) {
+	start := time.Now()
+	c := etcdtest.StartCluster(t)
+	t.Logf("cluster start took %v", time.Since(start))
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	put := func(v string) {
+		t.Helper()
+		testenv.Eventually(t, 30*time.Second, "put "+v, func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_, err := cli.Put(ctx, "/k", v)
+			return err
+		})
+	}
+	put("1")
+	l := c.Leader()
+	start = time.Now()
+	c.Kill(l)
+	c.WaitQuorum(t, time.Minute)
+	t.Logf("new leader after leader kill took %v", time.Since(start))
+	if nl := c.Leader(); nl == l || nl < 0 {
+		t.Fatalf("leader %d after killing %d", nl, l)
+	}
+	put("2")
+	c.Start(t, l)
+	c.WaitQuorum(t, time.Minute)
+	l = c.Leader()
+	start = time.Now()
+	c.Isolate(l)
+	testenv.Eventually(t, time.Minute, "a new leader among the others", func() error {
+		if nl := c.Leader(); nl >= 0 && nl != l {
+			return nil
+		}
+		return fmt.Errorf("no leader besides the isolated %d", l)
+	})
+	t.Logf("new leader after isolating the leader took %v", time.Since(start))
+	put("3")
+	c.Rejoin(l)
+	c.WaitQuorum(t, time.Minute)
+	down := c.KillMajority()
+	for _, i := range down {
+		c.Start(t, i)
+	}
+	c.WaitQuorum(t, time.Minute)
+	put("4")
 }

@@ -1,0 +1,297 @@
+package recipestest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/regkit/regkit/recipes"
+	"github.com/regkit/regkit/registry"
+)
+
+// faults injects the harness's faults one at a time, on request of a holder in
+// the middle of its section.
+type faults struct {
+	s    *suite
+	t    *testing.T
+	busy atomic.Bool
+	// waiting counts holders waiting to learn whether their hold ended; no fault
+	// starts meanwhile (see CheckHistory).
+	waiting atomic.Int32
+	hist    *history
+	n       atomic.Int64
+	longs   atomic.Int64
+	wg      sync.WaitGroup
+}
+
+// kinds lists the faults the harness offers, in the order they are cycled.
+func (f *faults) kinds() []string {
+	var k []string
+	if f.s.h.ExpireSession != nil {
+		k = append(k, "expire")
+	}
+	if f.s.h.Cut != nil {
+		k = append(k, "cut")
+	}
+	if f.s.h.ExpireSession != nil {
+		k = append(k, "expire")
+	}
+	if f.s.h.Restart != nil {
+		k = append(k, "restart")
+	}
+	if f.s.h.Cut != nil && f.s.cfg.LongCut > 0 {
+		k = append(k, "longcut")
+	}
+	return k
+}
+
+// inject starts the next fault against client c unless one is running, and
+// returns its name ("" for none). A cut heals by itself after a while.
+func (f *faults) inject(c *registry.Client) string {
+	kinds := f.kinds()
+	if len(kinds) == 0 || f.waiting.Load() > 0 || !f.busy.CompareAndSwap(false, true) {
+		return ""
+	}
+	if f.waiting.Load() > 0 {
+		f.busy.Store(false)
+		return ""
+	}
+	kind := kinds[int(f.n.Add(1)-1)%len(kinds)]
+	f.hist.fault(kind, time.Now())
+	if kind == "longcut" && f.longs.Add(1) > 2 {
+		kind = "cut" // at most two long cuts per run
+	}
+	switch kind {
+	case "expire":
+		f.s.h.ExpireSession(f.t, c)
+		f.busy.Store(false)
+	case "restart":
+		f.s.h.Restart(f.t)
+		f.busy.Store(false)
+	case "cut", "longcut":
+		d := time.Duration(50+rand.IntN(1500)) * time.Millisecond
+		if kind == "longcut" {
+			d = f.s.cfg.LongCut
+		}
+		heal := f.s.h.Cut(f.t)
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			time.Sleep(d)
+			heal()
+			f.busy.Store(false)
+		}()
+		kind = fmt.Sprintf("%s %v", kind, d)
+	}
+	return kind
+}
+
+// holder is one contender: a client of its own and its current session.
+type holder struct {
+	name string
+	c    *registry.Client
+	sess *registry.Session
+}
+
+// renew opens a new session if the current one ended, retrying until ctx ends.
+func (s *suite) renew(ctx context.Context, h *holder) error {
+	if h.sess != nil && h.sess.Err() == nil {
+		return nil
+	}
+	if h.sess != nil {
+		_ = h.sess.Close()
+		h.sess = nil
+	}
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		sess, err := h.c.NewSession(rctx, registry.WithTTL(s.cfg.SessionTTL))
+		cancel()
+		if err == nil {
+			h.sess = sess
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: new session: %w (last error: %v)", h.name, ctx.Err(), err)
+		}
+		time.Sleep(time.Duration(100+rand.IntN(400)) * time.Millisecond)
+	}
+}
+
+// reach is how long after a fault a holder may still acquire with a session the
+// fault killed, before its client notices (see CheckHistory): a third of the
+// effective TTL (etcd's keep-alive and Consul's renewal period) plus slack.
+func (s *suite) reach() time.Duration {
+	return max(s.cfg.SessionTTL, 10*time.Second)/3 + 2*time.Second
+}
+
+// endWait bounds how long a holder waits for its hold to end after it saw a
+// rejected write or injected a session expiry: the driver must notice by then.
+func (s *suite) endWait() time.Duration {
+	ttl := max(s.cfg.SessionTTL, 10*time.Second) // Consul clamps to 10s
+	return 2*ttl + 10*time.Second
+}
+
+// section runs one critical section with hold hd: writes the token to res three
+// times, stopping as soon as the hold ends, and injects a fault mid-way when
+// fault is set. It records the section in hist.
+func (s *suite) section(hd *recipes.Hold, who string, res *Resource, f *faults, fault bool, c *registry.Client, hist *history) {
+	var ended atomic.Pointer[time.Time]
+	stop := context.AfterFunc(hd.Context(), func() {
+		now := time.Now()
+		ended.Store(&now)
+	})
+	defer stop()
+	sec := Section{Holder: who, Token: hd.Token(), Start: time.Now()}
+	for w := range 3 {
+		if hd.Err() != nil {
+			break // noticed: a careful holder stops
+		}
+		seq, ok := res.Write(hd.Token())
+		sec.Writes = append(sec.Writes, Write{Seq: seq, OK: ok, At: time.Now()})
+		if w == 1 && fault {
+			sec.Fault = f.inject(c)
+			if sec.Fault != "" {
+				f.t.Logf("%s: %s token %d: fault %s", time.Now().Format("15:04:05.000"), who, hd.Token(), sec.Fault)
+			}
+			if sec.Fault != "" {
+				// Give the others time to take over before our next write.
+				time.Sleep(time.Duration(rand.IntN(300)) * time.Millisecond)
+				continue
+			}
+		}
+		time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
+	}
+	sec.End = time.Now()
+	if sec.rejected() || sec.Fault == "expire" {
+		// Our write was refused (someone with a higher token wrote), or our
+		// session was expired: the hold must end, and soon. No fault starts
+		// meanwhile, so it is ended by what came before, if anything.
+		f.waiting.Add(1)
+		select {
+		case <-hd.Done():
+		case <-time.After(s.endWait()):
+		}
+		f.waiting.Add(-1)
+	}
+	if err := hd.Err(); err != nil {
+		sec.Cause = err.Error()
+		sec.Lost = !errors.Is(err, recipes.ErrReleased)
+		if p := ended.Load(); p != nil {
+			sec.Ended = *p
+		}
+	}
+	hist.add(sec)
+}
+
+// testMutexSafety: at least three clients on separate connections contend for one
+// mutex for many rounds while faults are injected mid-section; see CheckHistory.
+func (s *suite) testMutexSafety(t *testing.T) {
+	s.mutexSafety(t, recipes.SuspendedIsLost, s.cfg.Rounds)
+}
+
+// testMutexSafetyLostOnly: the same under the LostOnly policy, a third of the
+// rounds.
+func (s *suite) testMutexSafetyLostOnly(t *testing.T) {
+	s.mutexSafety(t, recipes.LostOnly, max(s.cfg.Rounds/3, 30))
+}
+
+func (s *suite) mutexSafety(t *testing.T, p recipes.Policy, rounds int) {
+	ns := namespace(t)
+	ctx := s.ctx(t, 20)
+	if *soak {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.Background(), 2*time.Hour)
+		defer cancel()
+	}
+	const workers = 3
+	res := &Resource{}
+	hist := &history{reach: s.reach()}
+	f := &faults{s: s, t: t, hist: hist}
+	defer f.wg.Wait()
+	var round atomic.Int64
+	total := int64(rounds)
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	holders := make([]*holder, workers)
+	for i := range workers {
+		h := &holder{name: fmt.Sprintf("client%d", i), c: s.open(t, ns)}
+		holders[i] = h
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var m *lockMutex
+			for {
+				r := round.Load()
+				if r >= total {
+					return
+				}
+				if err := s.renew(ctx, h); err != nil {
+					errs <- err
+					return
+				}
+				if m == nil || m.sess != h.sess {
+					m = newLockMutex(h, "/fenced/lock", recipes.WithPolicy(p))
+				}
+				lctx, cancel := context.WithTimeout(ctx, 2*s.timeout())
+				hd, err := m.m.Lock(lctx)
+				cancel()
+				if err != nil {
+					if ctx.Err() != nil {
+						errs <- fmt.Errorf("%s: Lock: %w (after %d of %d rounds; goroutines dumped to %s; lock nodes: %s; holders' sessions: %s)",
+							h.name, err, round.Load(), total, dumpGoroutines(t), s.treeOf(t, ns, "/fenced/lock"), sessionsOf(holders))
+						return
+					}
+					continue // session lost, cut: try again
+				}
+				r = round.Add(1)
+				s.section(hd, h.name, res, f, r%10 == 5, h.c, hist)
+				uctx, cancel := context.WithTimeout(ctx, s.timeout())
+				if err := m.m.Unlock(uctx); err != nil {
+					t.Logf("%s: Unlock: %v", h.name, err)
+				}
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	f.wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	hist.check(t, fmt.Sprintf("%s mutex (%v)", s.h.Name, p))
+}
+
+// treeOf describes the nodes under key, for a failure message.
+func (s *suite) treeOf(t *testing.T, ns, key string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := s.h.NewClient(t, ns)
+	defer c.Close()
+	nodes, err := c.Store().Tree(ctx, key)
+	if err != nil {
+		return err.Error()
+	}
+	var b strings.Builder
+	for _, n := range nodes {
+		fmt.Fprintf(&b, "[%s rev %d session %q] ", n.Key, n.CreateRevision, n.Session)
+	}
+	return b.String()
+}
+
+// sessionsOf lists the holders' current sessions (racy: for failure messages).
+func sessionsOf(hs []*holder) string {
+	var out []string
+	for _, h := range hs {
+		if h != nil && h.sess != nil {
+			out = append(out, fmt.Sprintf("%s=%s(%v)", h.name, h.sess.ID(), h.sess.State()))
+		}
+	}
+	return strings.Join(out, " ")
+}
