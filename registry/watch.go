@@ -370,7 +370,9 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 	// re-list's backoff sleeps of an outage outlast the watch's stable period, and
 	// every re-arm would start a new streak.
 	logB := c.newRetry()
+	var watchMark <-chan struct{} // the connection's health mark when the watch started
 	startWatch := func() {
+		watchMark = c.healthMark()
 		wctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
 		watchCancel, watchDone = cancel, done
@@ -414,7 +416,7 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 			gap = true
 			stopWatch()
 			fail(err)
-			if c.sleepOrReconnect(ctx, delay) != nil {
+			if c.sleepOrReconnect(ctx, delay, watchMark) != nil {
 				return
 			}
 			startWatch()
@@ -422,6 +424,7 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 			continue
 		case <-dirty:
 		}
+		mark := c.healthMark()
 		lctx, lcancel := context.WithTimeout(ctx, c.opt.reqTimeout)
 		err := list(lctx, gap)
 		lcancel()
@@ -437,7 +440,7 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 				c.log.warn("registry: read failed, serving the last good view marked stale (further failures in a row are not logged)",
 					"watch", what, "err", err)
 			}
-			if c.sleepOrReconnect(ctx, delay) != nil {
+			if c.sleepOrReconnect(ctx, delay, mark) != nil {
 				return
 			}
 			notify()
@@ -453,11 +456,22 @@ func (c *Client) relistLoop(ctx context.Context, what string,
 // once a driver that reports its connection's health (driver.Health) says it is
 // back: a reconnect wakes every re-arm and re-list loop at once instead of leaving
 // each to sleep out its backoff (up to WithRetryBackoff's maximum, jittered).
-// When the connection is healthy already, the failure was not the connection's
+// mark is healthMark's channel taken before the call that failed: when the
+// connection is healthy now but its health changed since (it went down and came
+// back while the call ran, or before this wait began), the loop retries at once;
+// when it is healthy and nothing changed, the failure was not the connection's
 // and the backoff is slept in full.
-func (c *Client) sleepOrReconnect(ctx context.Context, d time.Duration) error {
+func (c *Client) sleepOrReconnect(ctx context.Context, d time.Duration, mark <-chan struct{}) error {
 	h, ok := c.conn.(driver.Health)
-	if !ok || h.Health() == nil {
+	if !ok {
+		return c.sleep(ctx, d)
+	}
+	if h.Health() == nil {
+		select {
+		case <-mark:
+			return nil // down and back since the call began
+		default:
+		}
 		return c.sleep(ctx, d)
 	}
 	t := c.clock.NewTimer(d)
@@ -487,6 +501,15 @@ func (w *serviceWatch) markStale(prev *Snapshot, lastGood time.Time, err error) 
 	s.Stale, s.Err, s.Resynced, s.LastGood = true, err, false, lastGood
 	w.publish(s)
 	return w.current()
+}
+
+// healthMark returns a channel closed at the connection's next health change
+// (driver.Health), or nil for a driver that does not report its health.
+func (c *Client) healthMark() <-chan struct{} {
+	if h, ok := c.conn.(driver.Health); ok {
+		return h.HealthChanged()
+	}
+	return nil
 }
 
 func sameView(a, b *Snapshot) bool {

@@ -137,6 +137,10 @@ func (e *Election) Campaign(ctx context.Context, value []byte) (*recipes.Hold, e
 		}
 		h, release, err := e.await(ctx, ent)
 		if errors.Is(err, queue.ErrVanished) {
+			// Our node was missing from a listing: gone, or a read that missed it
+			// (a server just restarted). Delete it if it is there, so that no one
+			// queues behind it, and queue again.
+			_ = e.q.Remove(ctx, ent)
 			continue
 		}
 		if err != nil {

@@ -147,7 +147,11 @@ func (m *Mutex) lock(ctx context.Context, try bool) (*recipes.Hold, error) {
 		}
 		h, release, err := m.await(ctx, e, try)
 		if errors.Is(err, queue.ErrVanished) {
-			continue // someone deleted our node: queue again
+			// Our node was missing from a listing: gone, or a read that missed it
+			// (a server just restarted). Delete it if it is there, so that no one
+			// queues behind it, and queue again.
+			_ = m.q.Remove(ctx, e)
+			continue
 		}
 		if err != nil {
 			_ = m.q.Remove(ctx, e) // on failure the node is litter for the next call

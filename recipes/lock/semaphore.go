@@ -100,6 +100,10 @@ func (m *Semaphore) acquire(ctx context.Context, try bool) (*recipes.Hold, error
 		}
 		h, release, err := m.await(ctx, e, try)
 		if errors.Is(err, queue.ErrVanished) {
+			// Our node was missing from a listing: gone, or a read that missed it
+			// (a server just restarted). Delete it if it is there, so that no one
+			// queues behind it, and queue again.
+			_ = m.leases.Remove(ctx, e)
 			continue // someone deleted our lease node: take another
 		}
 		if err != nil {

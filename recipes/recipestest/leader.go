@@ -362,7 +362,7 @@ func (s *suite) testLeaderSafety(t *testing.T) {
 				<-lctx.Done()
 				return nil
 			}
-			s.section(term, name, res, f, r%10 == 5, c, hist)
+			s.section(term, name, res, f, f.due(r), c, hist)
 			return nil
 		}, recipes.WithAutoRequeue(), recipes.WithSessionTTL(s.cfg.SessionTTL), recipes.WithValue([]byte(name)))
 		if err != nil {

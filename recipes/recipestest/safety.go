@@ -22,8 +22,9 @@ type faults struct {
 	t    *testing.T
 	busy atomic.Bool
 	// waiting counts holders waiting to learn whether their hold ended; no fault
-	// starts meanwhile (see CheckHistory).
+	// starts meanwhile (see CheckHistory), it is owed for later instead.
 	waiting atomic.Int32
+	owed    atomic.Int32
 	hist    *history
 	n       atomic.Int64
 	longs   atomic.Int64
@@ -55,11 +56,16 @@ func (f *faults) kinds() []string {
 // returns its name ("" for none). A cut heals by itself after a while.
 func (f *faults) inject(c *registry.Client) string {
 	kinds := f.kinds()
-	if len(kinds) == 0 || f.waiting.Load() > 0 || !f.busy.CompareAndSwap(false, true) {
+	if len(kinds) == 0 {
+		return ""
+	}
+	if f.waiting.Load() > 0 || !f.busy.CompareAndSwap(false, true) {
+		f.owed.Add(1)
 		return ""
 	}
 	if f.waiting.Load() > 0 {
 		f.busy.Store(false)
+		f.owed.Add(1)
 		return ""
 	}
 	kind := kinds[int(f.n.Add(1)-1)%len(kinds)]
@@ -135,6 +141,23 @@ func (s *suite) reach() time.Duration {
 func (s *suite) endWait() time.Duration {
 	ttl := max(s.cfg.SessionTTL, 10*time.Second) // Consul clamps to 10s
 	return 2*ttl + 10*time.Second
+}
+
+// due reports whether the section of round r should inject a fault: every tenth
+// round, or when one is owed.
+func (f *faults) due(r int64) bool {
+	if r%10 == 5 {
+		return true
+	}
+	for {
+		n := f.owed.Load()
+		if n <= 0 {
+			return false
+		}
+		if f.owed.CompareAndSwap(n, n-1) {
+			return true
+		}
+	}
 }
 
 // section runs one critical section with hold hd: writes the token to res three
@@ -250,7 +273,7 @@ func (s *suite) mutexSafety(t *testing.T, p recipes.Policy, rounds int) {
 					continue // session lost, cut: try again
 				}
 				r = round.Add(1)
-				s.section(hd, h.name, res, f, r%10 == 5, h.c, hist)
+				s.section(hd, h.name, res, f, f.due(r), h.c, hist)
 				uctx, cancel := context.WithTimeout(ctx, s.timeout())
 				if err := m.m.Unlock(uctx); err != nil {
 					t.Logf("%s: Unlock: %v", h.name, err)
