@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -414,6 +415,11 @@ func (c *Conn) List(ctx context.Context, service string) (driver.Listing, error)
 	if err != nil {
 		return driver.Listing{}, wrap("list", c.where(service), err)
 	}
+	return c.listing(service, entries, meta)
+}
+
+// listing turns one health query's answer into a Listing.
+func (c *Conn) listing(service string, entries []*api.ServiceEntry, meta *api.QueryMeta) (driver.Listing, error) {
 	if meta.ResultsFilteredByACLs && len(entries) == 0 {
 		return driver.Listing{}, fmt.Errorf("consul: list %s: the ACL token may not read any instance of %s: %w",
 			service, c.ServiceName(service), driver.ErrPermission)
@@ -537,6 +543,63 @@ func (c *Conn) instance(service string, e *api.ServiceEntry) (driver.Instance, s
 		return driver.Instance{}, err.Error()
 	}
 	return in, ""
+}
+
+var _ driver.EventWatcher = (*Conn)(nil)
+
+// SubscribeEvents runs blocking queries on the service's health endpoint, with
+// the consistency mode of List, and hands over each answer that changed the
+// index as a Reset: the watch's own result, not a second read.
+func (c *Conn) SubscribeEvents(service string, fn func(driver.Change)) (func(), error) {
+	ctx, cancel := context.WithCancel(c.life)
+	var mu sync.Mutex // serialises fn and cancel
+	closed := false
+	deliver := func(ch driver.Change) {
+		mu.Lock()
+		defer mu.Unlock()
+		if closed {
+			return
+		}
+		if ch.Err != nil {
+			closed = true
+		}
+		fn(ch)
+	}
+	name := c.ServiceName(service)
+	var last driver.Change
+	var lastErr error
+	ok := c.spawn(func() {
+		err := c.block(ctx, c.where(service), true, func() {
+			if lastErr != nil {
+				deliver(driver.Change{Err: lastErr})
+				cancel()
+				return
+			}
+			deliver(last)
+		}, func(q *api.QueryOptions) (uint64, error) {
+			at := time.Now()
+			entries, meta, err := c.cli.Health().Service(name, "", c.s.passingOnly, q)
+			if err != nil {
+				return 0, err
+			}
+			l, lerr := c.listing(service, entries, meta)
+			last, lastErr = driver.Change{Reset: true, Listing: l, Revision: l.Revision, ReadAt: at}, lerr
+			return meta.LastIndex, nil
+		})
+		if ctx.Err() == nil {
+			deliver(driver.Change{Err: err})
+		}
+	})
+	if !ok {
+		cancel()
+		return nil, fmt.Errorf("consul: watch %s: %w", service, driver.ErrClosed)
+	}
+	return func() {
+		cancel()
+		mu.Lock()
+		closed = true
+		mu.Unlock()
+	}, nil
 }
 
 // Watch runs blocking queries on the service's health endpoint.

@@ -302,6 +302,9 @@ type Conn struct {
 
 	puts   inflight.Set // puts still running, per key (for Remove)
 	writes owned.Group  // their goroutines
+
+	hub      hub         // the shared watch stream of event subscriptions (hub.go)
+	watchers owned.Group // its goroutines
 }
 
 var (
@@ -376,6 +379,7 @@ func (c *Conn) CloseContext(ctx context.Context) error {
 	}
 	c.cancel()
 	c.wg.Wait()
+	c.watchers.Wait()
 	c.writes.Wait()
 	if c.ownClient {
 		return c.cli.Close()

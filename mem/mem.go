@@ -99,6 +99,7 @@ type watch struct {
 	all     bool // registry watch of every service
 	notify  func()
 	broken  chan error
+	onBreak func(error) // if set, called (under the server's lock) instead of sending on broken
 }
 
 // Lookup returns the server named name, creating it empty on first use.
@@ -176,6 +177,11 @@ func (s *Server) Heal() {
 func (s *Server) breakWatchesLocked(only *Conn, err error) {
 	for w := range s.watches {
 		if only == nil || w.conn == only {
+			if w.onBreak != nil {
+				w.onBreak(err)
+				delete(s.watches, w)
+				continue
+			}
 			select {
 			case w.broken <- err:
 			default:
@@ -215,6 +221,7 @@ type Conn struct {
 	closed   bool
 	leases   map[*lease]struct{}
 	sessions map[*session]struct{}
+	ev       events // event subscriptions' delivery (events.go)
 }
 
 var (
@@ -257,8 +264,8 @@ const MaxValueBytes = 512 << 10
 func (c *Conn) Close() error {
 	s := c.s
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if c.closed {
+		s.mu.Unlock()
 		return nil
 	}
 	c.closed = true
@@ -267,6 +274,8 @@ func (c *Conn) Close() error {
 	}
 	s.breakWatchesLocked(c, driver.ErrClosed)
 	delete(s.conns, c)
+	s.mu.Unlock()
+	c.ev.close()
 	return nil
 }
 

@@ -125,6 +125,21 @@ func (c *Conn) List(ctx context.Context, service string) (driver.Listing, error)
 	return driver.Listing{Instances: out, Revision: uint64(s.rev)}, nil
 }
 
+// listQuiet is List without a context, for event delivery.
+func (c *Conn) listQuiet(service string) (driver.Listing, error) {
+	s := c.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.check(c); err != nil {
+		return driver.Listing{}, fmt.Errorf("mem: list %s: %w", service, err)
+	}
+	out := make([]driver.Instance, 0, len(s.services[service]))
+	for _, e := range s.services[service] {
+		out = append(out, e.inst.Clone())
+	}
+	return driver.Listing{Instances: out, Revision: uint64(s.rev)}, nil
+}
+
 // Watch notifies on every change of service until ctx is done or a fault breaks it.
 func (c *Conn) Watch(ctx context.Context, service string, notify func()) error {
 	return c.watch(ctx, &watch{service: service, notify: notify})

@@ -63,6 +63,8 @@ type Client struct {
 	claims   map[instKey]*claim // users and removals per instance; see cleanup.go
 	sessions map[*Session]struct{}
 	store    *Store
+
+	intern interner // metadata maps shared between the instances of snapshots
 }
 
 var (

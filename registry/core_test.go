@@ -218,6 +218,11 @@ type failingWatch struct {
 	calls atomic.Int32
 }
 
+// SubscribeEvents refuses, so the Client follows the service with Watch and List.
+func (f *failingWatch) SubscribeEvents(string, func(driver.Change)) (func(), error) {
+	return nil, driver.ErrNotSupported
+}
+
 func (f *failingWatch) Watch(ctx context.Context, service string, notify func()) error {
 	f.calls.Add(1)
 	return errors.New("proxy ended the stream")

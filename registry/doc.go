@@ -28,17 +28,28 @@
 //     restart, heartbeat refused), the Registration notices through the driver's
 //     Lease and puts it again with jittered exponential backoff, for as long as it
 //     takes, reporting Reregistering meanwhile. It also follows its service through
-//     the Client's shared watch: when the instance, once seen, is gone from a fresh
-//     view while its lease lives (an operator deleted it) and a fresh read a moment
-//     later confirms it, it is put
-//     back (only while the ID is free: see One instance ID, one owner). Nothing
+//     the Client's shared watch: when the instance is gone from a read that
+//     started after its last put returned (or a delete event names it) while its
+//     lease lives (an operator deleted it) and a fresh read a moment later
+//     confirms it, it is put
+//     back (only while the ID is free: see One instance ID, one owner). One guard
+//     per service serves all of a Client's registrations of it: per read, a map
+//     walk over the Client's own IDs of that service; no registration reads the
+//     service by itself, and a view lagging behind a burst of puts is never taken
+//     for a deletion (see guard.go). Nothing
 //     registered vanishes while its Registration is open; Deregister
 //     and Close remove it. A first put refused for permissions (ErrPermission)
 //     or because another owner holds the ID (ErrExists) fails Register at once
 //     instead of retrying.
 //   - Watches never stop by themselves. One loop per service and Client is shared by
-//     all its watchers. Native events only mark the service dirty (a 1-buffered
-//     signal, so bursts coalesce); the loop then re-lists and publishes a complete,
+//     all its watchers. Where the driver hands over the changes themselves
+//     (driver.EventWatcher: etcd's events over one watch stream per Client,
+//     Consul's blocking-query answers, mem), the loop applies them to its view
+//     and publishes, without a goroutine of its own, and lists the service afresh
+//     after every gap the driver reports (a compacted history, a broken stream, a
+//     lost connection or session) and every ten minutes or so as a safety net.
+//     Elsewhere native events only mark the service dirty (a 1-buffered
+//     signal, so bursts coalesce); the loop then re-lists. Either way it publishes a complete,
 //     immutable, sorted Snapshot when the view changed. After any broken watch or
 //     failed read it backs off, re-arms, re-lists and publishes a Resynced snapshot,
 //     so the final view always equals the server's. While the backend is

@@ -23,6 +23,12 @@ type healthConn struct {
 	changed chan struct{}
 }
 
+// SubscribeEvents refuses, so the Client follows services with Watch and the
+// List above.
+func (h *healthConn) SubscribeEvents(string, func(driver.Change)) (func(), error) {
+	return nil, driver.ErrNotSupported
+}
+
 func (h *healthConn) Health() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -112,6 +111,13 @@ type registration struct {
 	cancel context.CancelFunc // stops the keeper
 	done   chan struct{}      // closed when the keeper goroutine has ended
 	closer closeOnce          // the one deregistration
+
+	// The guard (guard.go): sw is the service's shared loop (nil when the
+	// driver guards registrations itself); suspect is signalled when a read
+	// started after the last put did not show the instance.
+	sw      *serviceWatch
+	suspect chan struct{}
+	gs      guardState // under sw.guard.mu
 }
 
 // Register validates inst, fills an empty Host/Port through the address resolver,
@@ -143,10 +149,19 @@ func (c *Client) Register(ctx context.Context, inst Instance, opts ...RegisterOp
 	if err := c.acquire(ctx, inst); err != nil {
 		return nil, err
 	}
+	// The guard's loop is started before the put, so that every read stamped
+	// after gen (taken as soon as the put returns) reflects it.
+	sw, err := c.guardWatch(inst.Service)
+	if err != nil {
+		c.release(ctx, inst, false)
+		return nil, err
+	}
 	pctx, pcancel := c.withLife(ctx)
 	lease, err := c.putRetry(pctx, inst, nil)
+	gen := stamp()
 	pcancel()
 	if err != nil {
+		c.unguard(sw)
 		// A put may have been applied after its ctx ended: remove what no
 		// Registration will own (not after a refusal: nothing was written).
 		refused := permanent(err) || errors.Is(err, ErrPermission) || errors.Is(err, ErrExists)
@@ -160,11 +175,12 @@ func (c *Client) Register(ctx context.Context, inst Instance, opts ...RegisterOp
 	}
 	kctx, kcancel := context.WithCancel(c.life)
 	r := &registration{c: c, service: inst.Service, id: inst.ID, inst: inst, spec: spec, healthy: true, state: Registered, lease: lease,
-		cancel: kcancel, done: make(chan struct{}), updates: make(chan update)}
+		cancel: kcancel, done: make(chan struct{}), updates: make(chan update), suspect: make(chan struct{}, 1)}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		kcancel()
+		c.unguard(sw)
 		// The Client's Close waits for this call (an op) before closing the
 		// connection, so the delete still reaches the backend.
 		dctx, cancel := c.closingTimeout(closeTimeout)
@@ -172,6 +188,10 @@ func (c *Client) Register(ctx context.Context, inst Instance, opts ...RegisterOp
 		_ = lease.Deregister(dctx)
 		c.release(dctx, inst, false)
 		return nil, ErrClosed
+	}
+	if sw != nil {
+		r.sw = sw
+		sw.guard.add(r, gen)
 	}
 	c.regs[r] = struct{}{}
 	c.wg.Add(1)
@@ -226,7 +246,7 @@ func permanent(err error) bool {
 }
 
 // keep waits for the lease to be lost, or for the instance to vanish from the
-// backend while the lease lives, and puts the instance again, forever, with the
+// backend while the lease lives (the guard, guard.go), and puts the instance again, forever, with the
 // data of the last Update. It makes every write of the instance: Updates (sent
 // through r.updates), re-puts, and, with a health check, the check's verdicts
 // (marking the instance unhealthy, or withdrawing it), retrying with backoff
@@ -235,8 +255,7 @@ func permanent(err error) bool {
 // again; an Update while withdrawn only records the data, which the put that
 // ends the withdrawal carries.
 func (r *registration) keep(ctx context.Context) {
-	vanished, stopGuard := r.guard(ctx)
-	defer stopGuard()
+	defer r.stopGuard()
 	var verdicts chan bool
 	if r.spec.check != nil {
 		verdicts = make(chan bool, 1)
@@ -310,8 +329,8 @@ func (r *registration) keep(ctx context.Context) {
 			continue
 		case <-lost:
 			err = lease.Err()
-		case <-vanished:
-			if lease == nil {
+		case <-r.suspect:
+			if lease == nil || !r.goneForSure(ctx) {
 				continue
 			}
 			err = fmt.Errorf("registry: %s was deleted from the backend by someone else while its lease lived: %w", r.Instance(), ErrNotFound)
@@ -333,6 +352,9 @@ func (r *registration) keep(ctx context.Context) {
 			continue
 		}
 		r.set(Reregistering, err)
+		if r.sw != nil {
+			r.sw.guard.disarm(r) // the view lags behind the put
+		}
 		var put int // the gen of the data the successful put carried
 		nl, err := r.c.putRetryLatest(ctx, func() Instance {
 			r.mu.Lock()
@@ -340,6 +362,7 @@ func (r *registration) keep(ctx context.Context) {
 			put = r.gen
 			return r.inst
 		}, func(err error) { r.set(Reregistering, err) })
+		putAt := stamp()
 		if err != nil { // stopped; the abandoned put may still be applied
 			r.markAbandoned()
 			return
@@ -347,6 +370,9 @@ func (r *registration) keep(ctx context.Context) {
 		r.mu.Lock()
 		r.lease, r.putGen = nl, put
 		r.mu.Unlock()
+		if r.sw != nil {
+			r.sw.guard.arm(r, putAt)
+		}
 		r.set(Registered, nil)
 		// A fresh put is healthy: an instance marked unhealthy is marked again
 		// (the loop applies want).
@@ -359,6 +385,14 @@ func (r *registration) keep(ctx context.Context) {
 // worked; the error is kept for Err.
 func (r *registration) applyVerdict(ctx context.Context, lease driver.Lease, healthy bool) bool {
 	nl, err := r.applyHealth(ctx, lease, healthy)
+	at := stamp()
+	if err == nil && r.sw != nil {
+		if nl == nil {
+			r.sw.guard.disarm(r) // withdrawn: absent on purpose
+		} else {
+			r.sw.guard.arm(r, at) // (back) on the backend
+		}
+	}
 	r.mu.Lock()
 	r.lease = nl
 	if err != nil {
@@ -480,78 +514,6 @@ func (r *registration) Update(ctx context.Context, inst Instance) error {
 	// Re-registering: the re-put, or the keeper right after it, carries it.
 	// Withdrawn: the put when the health check passes carries it.
 	return nil
-}
-
-// guard follows the instance's service through the client's shared watch and
-// signals when the instance, once seen on the backend, is gone from a fresh view
-// although its lease was not reported lost: someone deleted it (an operator).
-// After the guard itself re-put the instance, absence is only acted on once the
-// view has shown it again, so a view that lags behind puts cannot cause a put loop;
-// a spurious re-put is harmless, since Put replaces what this Client owns (and
-// fails with ErrExists, reported, when another owner took the ID). Drivers that check by
-// themselves (Capabilities.GuardsRegistrations) are not followed.
-func (r *registration) guard(ctx context.Context) (<-chan struct{}, func()) {
-	vanished := make(chan struct{}, 1)
-	if r.c.conn.Capabilities().GuardsRegistrations {
-		return vanished, func() {}
-	}
-	w, err := r.c.watch(ctx, r.service, false)
-	if err != nil {
-		return vanished, func() {}
-	}
-	done := make(chan struct{})
-	r.c.goTracked(func() {
-		// The first put succeeded before the guard started: the instance counts as
-		// seen, or a delete that comes before the guard's first read would go
-		// unnoticed.
-		seen := true
-		for {
-			s, err := w.Next(ctx)
-			if err != nil {
-				return
-			}
-			if s.Stale {
-				continue
-			}
-			present := hasID(s.Instances, r.id)
-			switch {
-			case present:
-				seen = true
-			case seen && r.goneForSure(ctx):
-				seen = false
-				select {
-				case vanished <- struct{}{}:
-				default:
-				}
-			}
-		}
-	}, func() { close(done) })
-	return vanished, func() {
-		w.Close()
-		<-done
-	}
-}
-
-// goneForSure confirms an absence seen in the shared view with a fresh read a
-// moment later. A backend whose re-put is a delete and a create (a ZooKeeper node
-// owned by another session, a Dubbo URL node) shows a short gap; two processes
-// registering the same ID must not take turns deleting each other because of it.
-func (r *registration) goneForSure(ctx context.Context) bool {
-	if r.c.sleep(ctx, r.c.opt.backoffMin) != nil {
-		return false
-	}
-	lctx, cancel := context.WithTimeout(ctx, r.c.opt.reqTimeout)
-	defer cancel()
-	l, err := r.c.conn.List(lctx, r.service)
-	if err != nil {
-		return false // the watch reports again when the backend answers
-	}
-	return !hasID(l.Instances, r.id)
-}
-
-// hasID reports whether list has an instance with this ID.
-func hasID(list []Instance, id string) bool {
-	return slices.ContainsFunc(list, func(in Instance) bool { return in.ID == id })
 }
 
 func (r *registration) set(s RegistrationState, err error) {

@@ -108,8 +108,10 @@ type serviceWatch struct {
 	done    chan struct{}
 	started time.Time // on the Client's clock, for the staleness gauge
 
-	refs     int // watchers, under c.mu
+	refs     int // watchers and guarded registrations, under c.mu
 	userRefs int // of which opened by Watch (not by a registration's guard), under c.mu
+
+	guard serviceGuard // this Client's registrations of the service; see guard.go
 
 	mu        sync.Mutex
 	snap      *Snapshot
@@ -163,15 +165,44 @@ func (c *Client) Watch(ctx context.Context, service string) (Watcher, error) {
 	return w, nil
 }
 
-// watch opens a watcher; user is false for the library's own watchers (the
-// registration guard), which do not make Instances answer from the shared view.
+// WatchShared is Watch without the copies: Next returns the snapshot the
+// service's loop published, shared with every other WatchShared caller and with
+// the loop itself. It is for caches that hold many services (package
+// registry/cache uses it, so that a service's instances are held once): never
+// modify what it returns, not even by sorting.
+func (c *Client) WatchShared(ctx context.Context, service string) (Watcher, error) {
+	w, err := c.Watch(ctx, service)
+	if err != nil {
+		return nil, err
+	}
+	w.(*watcher).shared = true
+	return w, nil
+}
+
+// watch opens a watcher; user is false for the library's own watchers, which do
+// not make Instances answer from the shared view.
 func (c *Client) watch(ctx context.Context, service string, user bool) (*watcher, error) {
 	if err := ValidServiceName(service); err != nil {
 		return nil, err
 	}
+	sw, err := c.acquireWatch(service, user)
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	w := &watcher{sw: sw, ctx: wctx, cancel: cancel, user: user}
+	// Release the shared loop when the watch context ends, even if Close is never
+	// called: no goroutine waits for it, the context runs the release.
+	w.stop = context.AfterFunc(wctx, w.release)
+	return w, nil
+}
+
+// acquireWatch takes one reference on service's shared loop, starting the loop
+// if it is the first; user counts it as a Watch (see Client.Instances).
+func (c *Client) acquireWatch(service string, user bool) (*serviceWatch, error) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.closed {
-		c.mu.Unlock()
 		return nil, ErrClosed
 	}
 	sw := c.watches[service]
@@ -180,58 +211,56 @@ func (c *Client) watch(ctx context.Context, service string, user bool) (*watcher
 		sw = &serviceWatch{c: c, service: service, cancel: cancel, done: make(chan struct{}), started: c.clock.Now()}
 		c.watches[service] = sw
 		c.wg.Add(1)
-		c.goTracked(func() { sw.run(lctx) }, func() { close(sw.done) }, c.wg.Done)
+		// A driver that hands over changes drives the view itself (events.go);
+		// otherwise one goroutine watches and lists.
+		ew, ok := c.conn.(driver.EventWatcher)
+		if !ok || !sw.startEvents(lctx, ew, c.wg.Done) {
+			c.goTracked(func() { sw.run(lctx) }, func() { close(sw.done) }, c.wg.Done)
+		}
 	}
 	sw.refs++
 	if user {
 		sw.userRefs++
 	}
-	c.mu.Unlock()
+	return sw, nil
+}
 
-	wctx, cancel := context.WithCancel(ctx)
-	w := &watcher{sw: sw, ctx: wctx, cancel: cancel, user: user, done: make(chan struct{})}
-	// Release the shared loop when the watch context ends, even if Close is never
-	// called; the goroutine is owned by the Client and Close waits for it.
-	c.wg.Add(1)
-	c.goTracked(func() {
-		select {
-		case <-wctx.Done():
-		case <-c.life.Done():
-		}
-		w.release()
-	}, func() { close(w.done) }, c.wg.Done)
-	return w, nil
+// releaseWatch drops a reference taken by acquireWatch and reports whether it was
+// the last one, whose loop is then stopping (wait for sw.done).
+func (c *Client) releaseWatch(sw *serviceWatch, user bool) (last bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	sw.refs--
+	if user {
+		sw.userRefs--
+	}
+	if sw.refs > 0 {
+		return false
+	}
+	if c.watches[sw.service] == sw {
+		delete(c.watches, sw.service)
+	}
+	sw.cancel()
+	return true
 }
 
 type watcher struct {
 	sw      *serviceWatch
 	ctx     context.Context
 	cancel  context.CancelFunc
-	done    chan struct{} // closed when the releasing goroutine has ended
+	stop    func() bool // unhooks the release from ctx
 	once    sync.Once
 	lastSeq uint64
 	user    bool       // opened by Watch: snapshots are copied for the caller
-	last    bool       // released the shared loop's last reference (set before done)
+	shared  bool       // opened by WatchShared: they are not (set before the first Next)
+	last    bool       // released the shared loop's last reference (set in once)
 	mu      sync.Mutex // serialises Next
 }
 
+// release drops the watcher's reference on the shared loop, once; a concurrent
+// call waits for the first (sync.Once), so after it returns last is set.
 func (w *watcher) release() {
-	w.once.Do(func() {
-		c := w.sw.c
-		c.mu.Lock()
-		w.sw.refs--
-		if w.user {
-			w.sw.userRefs--
-		}
-		if w.sw.refs == 0 {
-			if c.watches[w.sw.service] == w.sw {
-				delete(c.watches, w.sw.service)
-			}
-			w.sw.cancel()
-			w.last = true
-		}
-		c.mu.Unlock()
-	})
+	w.once.Do(func() { w.last = w.sw.c.releaseWatch(w.sw, w.user) })
 }
 
 func (w *watcher) Next(ctx context.Context) (Snapshot, error) {
@@ -244,7 +273,7 @@ func (w *watcher) Next(ctx context.Context) (Snapshot, error) {
 		s, resyncSeq, ch := w.sw.wait()
 		if s != nil && s.Seq > w.lastSeq {
 			out := *s
-			if w.user {
+			if w.user && !w.shared {
 				out = out.Clone()
 			}
 			if w.lastSeq > 0 && !out.Stale && resyncSeq > w.lastSeq {
@@ -269,8 +298,9 @@ func (w *watcher) Next(ctx context.Context) (Snapshot, error) {
 }
 
 func (w *watcher) Close() error {
+	w.stop()
 	w.cancel()
-	<-w.done
+	w.release() // or waits for the release the context started
 	if w.last {
 		<-w.sw.done // the last watcher of a service waits for its loop too
 	}
@@ -284,12 +314,15 @@ func (w *serviceWatch) run(ctx context.Context) {
 	w.c.relistLoop(ctx, "service "+w.service,
 		func(ctx context.Context, notify func()) error { return w.c.conn.Watch(ctx, w.service, notify) },
 		func(ctx context.Context, gap bool) error {
+			gen := stamp()
 			l, err := w.c.conn.List(ctx, w.service)
 			if err != nil {
 				return err
 			}
 			lastGood = w.c.clock.Now()
 			driver.SortInstances(l.Instances)
+			w.c.intern.instances(l.Instances)
+			w.guard.check(gen, l.Instances)
 			s := Snapshot{Service: w.service, Instances: l.Instances, Revision: l.Revision,
 				LastGood: lastGood, Resynced: gap && prev != nil, ReplicaLag: l.ReplicaLag,
 				NoLeader: l.NoLeader, ProtectThreshold: l.ProtectThreshold, clock: w.c.clock}

@@ -185,6 +185,16 @@ func (zc *zkConn) session() (int64, []byte) {
 	return zc.sid, zc.passwd
 }
 
+// currentEpoch returns the epoch of the current session, nil while there is none.
+func (zc *zkConn) currentEpoch() *epoch {
+	zc.mu.Lock()
+	defer zc.mu.Unlock()
+	if zc.sid == 0 || zc.ep == nil || zc.ep.id != zc.sid {
+		return nil
+	}
+	return zc.ep
+}
+
 // epochFor returns the current epoch if its session is id, else a lost epoch.
 func (zc *zkConn) epochFor(id int64) *epoch {
 	zc.mu.Lock()

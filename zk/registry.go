@@ -47,13 +47,20 @@ func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, err
 			}
 		}
 	}
+	// ep is the session the node is bound to, known without reading the node
+	// back: the session current before a successful create (a create applied in a
+	// later session only makes the lease report Lost at once, and the instance is
+	// put again), or the owner read from the node's stat before a set.
+	var ep *epoch
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return nil, wrap("put", path, err)
 		}
+		before := c.zc.currentEpoch()
 		_, err := mutate(ctx, c, inst, func() (string, error) { return c.zc.zk.Create(path, data, zk.FlagEphemeral, c.cfg.acl) })
 		switch {
 		case err == nil:
+			ep = before
 		case errors.Is(err, zk.ErrNoNode):
 			if err := c.ensureServiceDir(ctx, cd, dir); err != nil {
 				return nil, err
@@ -74,6 +81,7 @@ func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, err
 					}
 					return nil, wrap("put", path, err)
 				}
+				ep = c.zc.epochFor(st.EphemeralOwner)
 				break
 			}
 			// Another session's node (another client's live registration, or a
@@ -96,11 +104,14 @@ func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, err
 			return nil, err
 		}
 	}
-	st, err := c.exists(ctx, path)
-	if err != nil {
-		return nil, wrap("put", path, err)
+	if ep == nil { // no session was known before the create: read the owner
+		st, err := c.exists(ctx, path)
+		if err != nil {
+			return nil, wrap("put", path, err)
+		}
+		ep = c.zc.epochFor(st.EphemeralOwner)
 	}
-	return &regLease{c: c, cd: cd, inst: inst, path: path, ep: c.zc.epochFor(st.EphemeralOwner)}, nil
+	return &regLease{c: c, cd: cd, inst: inst, path: path, ep: ep}, nil
 }
 
 // exists returns the stat of path, zk.ErrNoNode if it does not exist.

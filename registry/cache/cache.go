@@ -127,9 +127,15 @@ type Cache struct {
 	wg     sync.WaitGroup
 	closed atomic.Bool
 
-	// entries is a copy-on-write map, replaced under mu, read without locks.
+	// entries: a read-only map, replaced under mu and read without locks, plus
+	// dirty, the entries added since, under mu. dirty is merged into a new read
+	// map once it is as large as the read map (so an initial sync copies each
+	// entry a constant number of times on average) or once lookups missed the
+	// read map as many times as there are entries.
 	entries atomic.Pointer[map[string]*entry]
 	mu      sync.Mutex
+	dirty   map[string]*entry
+	misses  int
 }
 
 var _ registry.Discovery = (*Cache)(nil)
@@ -239,7 +245,7 @@ func (c *Cache) Instances(ctx context.Context, service string) ([]driver.Instanc
 // service that would have dropped too many instances (see WithProtectThreshold).
 // It is false for services never looked up.
 func (c *Cache) Protected(service string) bool {
-	if e := (*c.entries.Load())[service]; e != nil {
+	if e := c.get(service); e != nil {
 		if st := e.cur.Load(); st != nil {
 			return st.protected
 		}
@@ -274,9 +280,50 @@ func (c *Cache) Close() error {
 	return nil
 }
 
+// get returns the service's entry, or nil: from the read map without a lock,
+// else from dirty.
+func (c *Cache) get(service string) *entry {
+	if e := (*c.entries.Load())[service]; e != nil {
+		return e
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.getLocked(service)
+}
+
+// getLocked looks in both maps, counting a miss of the read map. Under mu.
+func (c *Cache) getLocked(service string) *entry {
+	read := *c.entries.Load()
+	if e := read[service]; e != nil {
+		return e
+	}
+	e := c.dirty[service]
+	if e != nil {
+		c.misses++
+		if c.misses >= len(read)+len(c.dirty) {
+			c.promoteLocked()
+		}
+	}
+	return e
+}
+
+// promoteLocked merges dirty into a new read map. Under mu.
+func (c *Cache) promoteLocked() {
+	read := *c.entries.Load()
+	m := make(map[string]*entry, len(read)+len(c.dirty))
+	for k, v := range read {
+		m[k] = v
+	}
+	for k, v := range c.dirty {
+		m[k] = v
+	}
+	c.entries.Store(&m)
+	c.dirty, c.misses = nil, 0
+}
+
 // entry returns the service's entry, starting its watch if needed.
 func (c *Cache) entry(service string) (*entry, error) {
-	if e := (*c.entries.Load())[service]; e != nil {
+	if e := c.get(service); e != nil {
 		return e, nil
 	}
 	if err := driver.ValidServiceName(service); err != nil {
@@ -295,17 +342,17 @@ func (c *Cache) entry(service string) (*entry, error) {
 	if c.closed.Load() {
 		return nil, driver.ErrClosed
 	}
-	old := *c.entries.Load()
-	if e := old[service]; e != nil {
+	if e := c.getLocked(service); e != nil {
 		return e, nil
 	}
 	e := &entry{service: service, file: file, ready: make(chan struct{}), done: make(chan struct{}), staleOpts: staleOpts(service)}
-	m := make(map[string]*entry, len(old)+1)
-	for k, v := range old {
-		m[k] = v
+	if c.dirty == nil {
+		c.dirty = map[string]*entry{}
 	}
-	m[service] = e
-	c.entries.Store(&m)
+	c.dirty[service] = e
+	if len(c.dirty) >= len(*c.entries.Load()) {
+		c.promoteLocked()
+	}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -318,10 +365,14 @@ func (c *Cache) entry(service string) (*entry, error) {
 	return e, nil
 }
 
-// remove drops e from the map so that the next lookup starts a new watch.
+// remove drops e from the maps so that the next lookup starts a new watch.
 func (c *Cache) remove(e *entry) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.dirty[e.service] == e {
+		delete(c.dirty, e.service)
+		return
+	}
 	old := *c.entries.Load()
 	if old[e.service] != e {
 		return

@@ -37,7 +37,7 @@ func (c *Cache) run(e *entry) error {
 		l.startDeadline = c.opt.clock.Now().Add(c.opt.startupWait)
 	}
 	for c.life.Err() == nil {
-		w, err := c.d.Watch(c.life, e.service)
+		w, err := c.watch(e.service)
 		if err != nil {
 			if c.life.Err() != nil {
 				return nil
@@ -67,6 +67,20 @@ func (c *Cache) run(e *entry) error {
 		}
 	}
 	return nil
+}
+
+// sharedWatcher is a Discovery whose watches can hand over the loop's own
+// snapshots without copies (registry.Client.WatchShared): the Cache never
+// modifies them, and holds each service's instances once instead of twice.
+type sharedWatcher interface {
+	WatchShared(ctx context.Context, service string) (registry.Watcher, error)
+}
+
+func (c *Cache) watch(service string) (registry.Watcher, error) {
+	if sw, ok := c.d.(sharedWatcher); ok {
+		return sw.WatchShared(c.life, service)
+	}
+	return c.d.Watch(c.life, service)
 }
 
 // permanent reports errors after which watching again is pointless.

@@ -39,6 +39,8 @@ func RunRegistry(t *testing.T, h Harness) {
 	t.Run("ConnectFailureIsUnavailable", func(t *testing.T) { testConnectFailure(t, &h) })
 	t.Run("ContextErrors", func(t *testing.T) { testContextErrors(t, &h) })
 	t.Run("ListAndWatchServices", func(t *testing.T) { testServices(t, &h) })
+	t.Run("ViewEqualsServerAfterChurn", func(t *testing.T) { testViewAfterChurn(t, &h) })
+	t.Run("ViewEqualsServerAfterCutAndSessionLoss", func(t *testing.T) { testViewAfterCutAndLoss(t, &h) })
 	t.Run("ShutdownKeepsItsDeadline", func(t *testing.T) { testShutdownDeadline(t, &h) })
 	t.Run("HealthCheckMarksUnhealthy", func(t *testing.T) { testHealthMark(t, &h) })
 	t.Run("HealthCheckWithdraws", func(t *testing.T) { testHealthWithdraw(t, &h) })
@@ -892,4 +894,133 @@ func sorted(s []string) []string {
 	s = slices.Clone(s)
 	slices.Sort(s)
 	return s
+}
+
+// convergeToServer waits until c's shared view of service (read through a new
+// watcher, fresh) equals the server's listing, instance for instance.
+func (h *Harness) convergeToServer(t *testing.T, c *registry.Client, service string) {
+	t.Helper()
+	ctx := ctxT(t, 2*h.timeout())
+	h.eventually(t, "the view equals the server's", func() error {
+		w, err := c.Watch(ctx, service)
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+		s, err := w.Next(ctx)
+		if err != nil {
+			return err
+		}
+		if s.Stale {
+			return fmt.Errorf("view is stale: %v", s.Err)
+		}
+		l, err := c.Conn().List(ctx, service)
+		if err != nil {
+			return err
+		}
+		driver.SortInstances(l.Instances)
+		if !slices.EqualFunc(s.Instances, l.Instances, driver.Instance.Equal) {
+			return fmt.Errorf("view %v, server %v", ids(s.Instances), ids(l.Instances))
+		}
+		return nil
+	})
+}
+
+// testViewAfterChurn: registrations and deregistrations from two clients, many
+// at once, some of the same IDs; the watcher's final view (built from events
+// where the driver hands them over) equals the server's.
+func testViewAfterChurn(t *testing.T, h *Harness) {
+	ns := namespace(t)
+	a, b := h.open(t, ns), h.open(t, ns)
+	ctx := ctxT(t, 3*h.timeout())
+	w, err := b.Watch(ctx, "churn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := w.Next(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var regs []registry.Registration
+	for i := range 12 {
+		c := a
+		if i%3 == 0 {
+			c = b
+		}
+		r, err := c.Register(ctx, inst("churn", fmt.Sprintf("n%02d", i), 7400+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		regs = append(regs, r)
+	}
+	h.convergeToServer(t, b, "churn")
+	// Deregister a third, change another third's port (Update), concurrently.
+	errs := make(chan error, len(regs))
+	for i, r := range regs {
+		go func() {
+			switch i % 3 {
+			case 0:
+				errs <- r.Deregister(ctx)
+			case 1:
+				errs <- r.Update(ctx, inst("churn", fmt.Sprintf("n%02d", i), 7500+i))
+			default:
+				errs <- nil
+			}
+		}()
+	}
+	for range regs {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.convergeToServer(t, b, "churn")
+}
+
+// testViewAfterCutAndLoss: while the watching client is cut off, the
+// registering client's session is expired on the server (its instances go, then
+// come back once it can reach the server again); after the heal the view
+// equals the server's.
+func testViewAfterCutAndLoss(t *testing.T, h *Harness) {
+	if h.Cut == nil {
+		t.Skipf("%s: no Cut hook", h.Name)
+	}
+	ns := namespace(t)
+	a, b := h.open(t, ns), h.open(t, ns)
+	ctx := ctxT(t, 4*h.timeout())
+	for i := range 3 {
+		if _, err := a.Register(ctx, inst("gap", fmt.Sprintf("g%d", i), 7600+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, err := b.Watch(ctx, "gap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	h.convergeToServer(t, b, "gap")
+	heal := h.Cut(t)
+	h.nextUntil(t, w, "stale during the cut", func(s registry.Snapshot) error {
+		if !s.Stale {
+			return fmt.Errorf("not stale yet")
+		}
+		return nil
+	})
+	h.ExpireSession(t, a)
+	heal()
+	if _, err := b.Register(ctx, inst("gap", "g9", 7609)); err != nil {
+		t.Fatal(err)
+	}
+	h.convergeToServer(t, b, "gap")
+	h.eventually(t, "every instance back", func() error {
+		l, err := b.Conn().List(ctx, "gap")
+		if err != nil {
+			return err
+		}
+		driver.SortInstances(l.Instances)
+		if got := ids(l.Instances); !slices.Equal(got, []string{"g0", "g1", "g2", "g9"}) {
+			return fmt.Errorf("server has %v", got)
+		}
+		return nil
+	})
+	h.convergeToServer(t, b, "gap")
 }

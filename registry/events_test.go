@@ -1,0 +1,144 @@
+package registry_test
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/regkit/regkit/mem"
+	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
+)
+
+// scripted is a mem connection that offers events, which the test writes.
+type scripted struct {
+	*mem.Conn
+	subs chan *scriptedSub
+}
+
+type scriptedSub struct {
+	service   string
+	fn        func(driver.Change)
+	cancelled chan struct{}
+}
+
+func (s *scripted) SubscribeEvents(service string, fn func(driver.Change)) (func(), error) {
+	sub := &scriptedSub{service: service, fn: fn, cancelled: make(chan struct{})}
+	s.subs <- sub
+	return func() { close(sub.cancelled) }, nil
+}
+
+func instIDs(s registry.Snapshot) []string {
+	out := make([]string, len(s.Instances))
+	for i, in := range s.Instances {
+		out[i] = in.ID
+	}
+	return out
+}
+
+func evInst(id string) driver.Instance {
+	return driver.Instance{Service: "ev", ID: id, Host: "127.0.0.1", Port: 80, Weight: 100, Healthy: true}
+}
+
+// The loop applies a driver's changes, marks the view stale when the
+// subscription breaks, subscribes again after the backoff (on the Client's
+// clock) and publishes the new listing as Resynced.
+func TestEventWatcherAppliesChangesAndResubscribes(t *testing.T) {
+	c0, _ := openMem(t)
+	clock := clockwork.NewFakeClock()
+	sc := &scripted{Conn: memConn(t, c0), subs: make(chan *scriptedSub, 4)}
+	c := newClientOver(t, sc, registry.WithClock(clock), registry.WithRetryBackoff(time.Millisecond, 10*time.Millisecond))
+	defer c.Close()
+	ctx := ctxT(t)
+	w, err := c.Watch(ctx, "ev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := <-sc.subs
+	// Changes before the first listing are in it: ignored.
+	sub.fn(driver.Change{Puts: []driver.Instance{evInst("zz")}})
+	sub.fn(driver.Change{Reset: true, Listing: driver.Listing{Instances: []driver.Instance{evInst("b"), evInst("a")}}, ReadAt: time.Now()})
+	s, err := w.Next(ctx)
+	if err != nil || !slices.Equal(instIDs(s), []string{"a", "b"}) || s.Stale {
+		t.Fatalf("first snapshot %v %v stale=%v", instIDs(s), err, s.Stale)
+	}
+	sub.fn(driver.Change{Puts: []driver.Instance{evInst("c")}, Deletes: []string{"a"}, Revision: 7})
+	s, _ = w.Next(ctx)
+	if !slices.Equal(instIDs(s), []string{"b", "c"}) || s.Revision != 7 {
+		t.Fatalf("after a change %v rev %d", instIDs(s), s.Revision)
+	}
+	// A change that changes nothing publishes nothing; the next real one does.
+	sub.fn(driver.Change{Puts: []driver.Instance{evInst("c")}, Deletes: []string{"nope"}})
+	sub.fn(driver.Change{Deletes: []string{"b"}})
+	s, _ = w.Next(ctx)
+	if !slices.Equal(instIDs(s), []string{"c"}) {
+		t.Fatalf("after a delete %v", instIDs(s))
+	}
+	sub.fn(driver.Change{Err: driver.ErrUnavailable})
+	s, _ = w.Next(ctx)
+	if !s.Stale || !slices.Equal(instIDs(s), []string{"c"}) {
+		t.Fatalf("after Err: %v stale=%v", instIDs(s), s.Stale)
+	}
+	clock.Advance(time.Second) // the retry backoff
+	sub2 := <-sc.subs
+	sub2.fn(driver.Change{Reset: true, Listing: driver.Listing{Instances: []driver.Instance{evInst("c"), evInst("d")}}})
+	s, _ = w.Next(ctx)
+	if s.Stale || !s.Resynced || !slices.Equal(instIDs(s), []string{"c", "d"}) {
+		t.Fatalf("after resubscribing: %v stale=%v resynced=%v", instIDs(s), s.Stale, s.Resynced)
+	}
+	w.Close()
+	select {
+	case <-sub2.cancelled:
+	default:
+		t.Fatal("the last watcher's Close did not cancel the subscription")
+	}
+	// The cancelled subscription's calls are ignored (the driver must not make
+	// them; the loop survives one that does).
+	sub2.fn(driver.Change{Deletes: []string{"c"}})
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// BenchmarkApplyEvent measures what the loop allocates for one event (one
+// instance changed) of a 1,000-instance service followed through a driver's
+// events: apply, publish, and a watcher's Next of the shared snapshot.
+func BenchmarkApplyEvent(b *testing.B) {
+	base, err := registry.Open(b.Context(), "mem://bench-apply-event")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer base.Close()
+	sc := &scripted{Conn: base.Conn().(*mem.Conn), subs: make(chan *scriptedSub, 1)}
+	c := newClientOver(b, sc)
+	defer c.Close()
+	ctx := b.Context()
+	w, err := c.WatchShared(ctx, "ev")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Close()
+	sub := <-sc.subs
+	list := make([]driver.Instance, 1000)
+	for i := range list {
+		list[i] = evInst(fmt.Sprintf("i%04d", i))
+		list[i].Metadata = map[string]string{"version": "1.0"}
+	}
+	sub.fn(driver.Change{Reset: true, Listing: driver.Listing{Instances: list}, ReadAt: time.Now()})
+	if _, err := w.Next(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		in := evInst(fmt.Sprintf("i%04d", i%1000))
+		in.Port = 1000 + (i/1000)%2 // differs from the instance's previous value
+		sub.fn(driver.Change{Puts: []driver.Instance{in}})
+		if _, err := w.Next(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
