@@ -282,3 +282,48 @@ func putKey(inst driver.Instance) string { return inst.Service + "/" + inst.ID }
 // spawnWrite runs f on a goroutine Close waits for, or reports false once the Conn
 // is closing.
 func (c *Conn) spawnWrite(f func()) bool { return c.writes.Go(f) }
+
+var _ driver.Updater = (*Conn)(nil)
+
+// Update changes the instance old keeps to inst. Nacos names an instance by its
+// ip:port and cluster, so a new Host, Port or Zone is another instance on the
+// server: Update registers inst first, then deregisters the old address (if it is
+// still this Conn's), so readers see the old entry, then both for a moment, then
+// the new one, never none. When the old address cannot be deregistered, Update
+// deregisters inst again (best effort), keeps old in force and returns the error.
+// When the address is unchanged, the register overwrites the entry in place.
+func (c *Conn) Update(ctx context.Context, old driver.Lease, inst driver.Instance) (driver.Lease, error) {
+	ol, ok := old.(*lease)
+	if !ok || ol.c != c {
+		return nil, fmt.Errorf("nacos: update %s: the lease is not this Conn's", inst)
+	}
+	nl, err := c.Put(ctx, inst)
+	if err != nil {
+		return nil, err
+	}
+	prev := ol.inst
+	if prev.Host == inst.Host && prev.Port == inst.Port && c.clusterOf(prev) == c.clusterOf(inst) {
+		ol.Abandon()
+		return nl, nil
+	}
+	api := nl.(*lease).api
+	err = func() error {
+		mine, err := c.ours(ctx, api, prev)
+		if err != nil || !mine {
+			return err
+		}
+		if err := c.deregister(ctx, api, prev); err != nil && !isGone(err) {
+			return err
+		}
+		return nil
+	}()
+	if err != nil {
+		nl.Abandon()
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.o.timeout)
+		defer cancel()
+		_ = c.deregister(rctx, api, inst)
+		return nil, wrap("update "+inst.String()+": deregister the old address "+prev.Addr(), err)
+	}
+	ol.Abandon()
+	return nl, nil
+}

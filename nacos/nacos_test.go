@@ -99,8 +99,19 @@ func (e *polarisEnv) raw(t testing.TB, method, path string, q url.Values) []byte
 }
 
 // dropAll deletes every instance of namespace ns straight on the server, as an
-// expiry would.
+// expiry would. Polaris lists from caches refreshed about every second, so it
+// retries until it has found and deleted at least one.
 func (e *polarisEnv) dropAll(t testing.TB, ns string) {
+	t.Helper()
+	testenv.Eventually(t, 15*time.Second, "dropAll("+ns+") finds an instance", func() error {
+		if e.dropOnce(t, ns) == 0 {
+			return fmt.Errorf("no instance on the server")
+		}
+		return nil
+	})
+}
+
+func (e *polarisEnv) dropOnce(t testing.TB, ns string) int {
 	t.Helper()
 	var svcs struct {
 		Doms []string `json:"doms"`
@@ -129,9 +140,7 @@ func (e *polarisEnv) dropAll(t testing.TB, ns string) {
 			n++
 		}
 	}
-	if n == 0 {
-		t.Fatalf("dropAll(%s): no instance on the server", ns)
-	}
+	return n
 }
 
 func nsOf(c *registry.Client) string { return c.Conn().(*nacos.Conn).Namespace() }

@@ -2,12 +2,14 @@ package nacos_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/regkit/regkit/nacos"
 	"github.com/regkit/regkit/nacos/nacostest"
+	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/driver"
 )
 
@@ -112,5 +114,66 @@ func TestWatchTreeNotifiesReturnToListedTree(t *testing.T) {
 		t.Fatal("WatchTree did not notify the return to the tree it listed last: a re-list read another tree meanwhile, so the watcher would keep that one")
 	case err := <-done:
 		t.Fatalf("WatchTree ended: %v", err)
+	}
+}
+
+// Nacos names an instance by ip:port and cluster: Registration.Update to another
+// port or zone must leave no entry at the old address (it was left to expire with
+// its heartbeats, and for a persistent instance never; meanwhile the new entry's
+// presence check saw the old one as a rival owner of the ID and withdrew itself).
+func TestUpdateAddressLeavesNoOldEntry(t *testing.T) {
+	for _, eph := range []bool{true, false} {
+		t.Run(fmt.Sprintf("ephemeral=%v", eph), func(t *testing.T) {
+			srv := nacostest.Start(t, nacostest.WithMode(nacostest.Mode30))
+			params := fastParams
+			if !eph {
+				params = "poll_interval=200ms&presence_check=1s&timeout=10s&ephemeral=false"
+			}
+			c := openURL(t, "nacos://"+srv.Addr()+"?namespace=upd&"+params)
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			r, err := c.Register(ctx, inst("svc", "u1", 7001))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			addrs := func() []string {
+				var out []string
+				for _, in := range srv.Instances("upd", "DEFAULT_GROUP", "svc") {
+					out = append(out, fmt.Sprintf("%s:%d#%s", in.IP, in.Port, in.Cluster))
+				}
+				slices.Sort(out)
+				return out
+			}
+			for i, up := range []registry.Instance{inst("svc", "u1", 7002), func() registry.Instance {
+				in := inst("svc", "u1", 7002)
+				in.Zone = "z2"
+				return in
+			}()} {
+				if err := r.Update(ctx, up); err != nil {
+					t.Fatalf("Update %d: %v", i, err)
+				}
+				want := fmt.Sprintf("127.0.0.1:7002#%s", up.Zone)
+				if got := addrs(); len(got) != 1 || got[0] != want {
+					t.Fatalf("after Update %d the server holds %v, want [%s]", i, got, want)
+				}
+			}
+			// The new entry outlives several presence checks (1s) unchallenged.
+			changed := r.Changed()
+			deadline := time.After(3500 * time.Millisecond)
+		wait:
+			for {
+				select {
+				case <-changed:
+					t.Fatalf("the registration changed state after Update: %v (%v)", r.State(), r.Err())
+				case <-deadline:
+					break wait
+				}
+			}
+			if got := addrs(); len(got) != 1 || got[0] != "127.0.0.1:7002#z2" {
+				t.Fatalf("the server holds %v, want [127.0.0.1:7002#z2]", got)
+			}
+		})
 	}
 }

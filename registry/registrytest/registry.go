@@ -998,14 +998,19 @@ func testViewAfterCutAndLoss(t *testing.T, h *Harness) {
 	}
 	defer w.Close()
 	h.convergeToServer(t, b, "gap")
-	heal := h.Cut(t)
+	// Healed however the test ends: a cut left in place fails every later case.
+	heal := sync.OnceFunc(h.Cut(t))
+	defer heal()
+	// The session goes at once (straight on the server), while the cut stops a
+	// from noticing: a backend whose server expires instances by itself during a
+	// long cut (Nacos) has none left for the hook to drop later.
+	h.ExpireSession(t, a)
 	h.nextUntil(t, w, "stale during the cut", func(s registry.Snapshot) error {
 		if !s.Stale {
 			return fmt.Errorf("not stale yet")
 		}
 		return nil
 	})
-	h.ExpireSession(t, a)
 	heal()
 	if _, err := b.Register(ctx, inst("gap", "g9", 7609)); err != nil {
 		t.Fatal(err)

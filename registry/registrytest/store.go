@@ -463,7 +463,8 @@ func testTreeWatchFault(t *testing.T, h *Harness, waitStale bool, fault func() (
 		}
 		return nil
 	})
-	heal := fault()
+	heal := sync.OnceFunc(fault())
+	defer heal()
 	if waitStale {
 		nextChange(t, h, w, "stale during the fault", func(tc registry.TreeChange) error {
 			if !tc.Stale {
