@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
+	"github.com/regkit/regkit/internal/poll"
 	"github.com/regkit/regkit/internal/testenv"
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/registrytest"
@@ -55,14 +56,13 @@ func (c *breakingConn) Write(p []byte) (int, error) {
 	c.dropping.Store(true) // no answer may reach the client from now on
 	n, err := c.Conn.Write(p)
 	// Wait until the server applied the create, then break the connection.
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		kids, _, kerr := c.d.admin.Children(c.d.parent)
-		if kerr == nil && slices.ContainsFunc(kids, func(k string) bool { return strings.HasPrefix(k, rzk.ProtectedPrefix) }) {
-			break
+	_ = poll.Wait(10*time.Second, func() error {
+		kids, _, err := c.d.admin.Children(c.d.parent)
+		if err == nil && !slices.ContainsFunc(kids, func(k string) bool { return strings.HasPrefix(k, rzk.ProtectedPrefix) }) {
+			err = errors.New("not created yet")
 		}
-		time.Sleep(5 * time.Millisecond) // polling the server, bounded by the deadline
-	}
+		return err
+	})
 	c.once.Do(func() { close(c.broken) })
 	c.Conn.Close()
 	return n, err

@@ -16,6 +16,15 @@ const Interval = 10 * time.Millisecond
 // passes first, it fails the test with what and cond's last error.
 func Until(t testing.TB, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
+	if err := Wait(timeout, cond); err != nil {
+		t.Fatalf("%s: still not true after %v: %v", what, timeout, err)
+	}
+}
+
+// Wait calls cond every Interval until it returns nil (then Wait returns nil) or
+// timeout passes (then Wait returns cond's last error), for code without a test
+// to fail, such as a fault injector on a connection.
+func Wait(timeout time.Duration, cond func() error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	tick := time.NewTicker(Interval)
@@ -23,12 +32,11 @@ func Until(t testing.TB, timeout time.Duration, what string, cond func() error) 
 	for {
 		err := cond()
 		if err == nil {
-			return
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("%s: still not true after %v: %v", what, timeout, err)
-			return // Fatalf does not return on a real testing.T; this is for fakes
+			return err
 		case <-tick.C:
 		}
 	}
