@@ -146,6 +146,15 @@
 // registry.ErrPermission), and package registry backs off, re-lists and re-arms:
 // one blocking loop per service is shared by all watchers of a Client.
 //
+// Every armed watch holds one HTTP connection to the agent for up to wait. Consul
+// limits the connections of one client IP (limits.http_max_conns_per_client, 200
+// by default, counted across every process behind that IP, and a cancelled
+// blocking query keeps its place until its wait ends); past it the agent answers
+// 429 Too Many Requests, which a watch treats like any unavailability: its view
+// stays, marked stale, while it backs off and retries. Processes that together
+// watch more than about 150 services (or wait on many locks) through one agent
+// should raise that limit on the agent, or use a shorter wait.
+//
 // # Store
 //
 // Create is one Consul transaction: the missing parents (create-only), the
