@@ -97,7 +97,7 @@
 // Waiters queue in creation order and each watches only its predecessor, so a
 // release wakes one waiter. A wait whose context ends deletes its node before it
 // returns; the node's create is never abandoned half-way, and a create whose
-// answer was lost is found again by the GUID in its name ("_c_<guid>-lock-",
+// answer was lost is found again by the UUID in its name ("_c_<uuid>-lock-",
 // Curator's protected naming) and deleted. What could not be deleted at once (the
 // server unreachable) is remembered with the session and deleted by the next
 // recipe call on that session, including any wait, so no waiter queues behind a

@@ -14,7 +14,7 @@ import (
 
 // Semaphore is a distributed counting semaphore with n leases (Curator's
 // InterProcessSemaphoreV2): a lease is an ephemeral sequential node under
-// key/leases ("_c_<guid>-lease-<sequence>"), and acquirers take turns through a
+// key/leases ("_c_<uuid>-lease-<sequence>"), and acquirers take turns through a
 // Mutex on key/locks, so only the acquirer at the head of that line watches the
 // leases (no herd): it creates its lease node and holds once there are at most n.
 //
