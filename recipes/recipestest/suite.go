@@ -74,6 +74,8 @@ func Run(t *testing.T, h registrytest.Harness, cfg Config) {
 	t.Run("Mutex/SuspendedPolicies", s.testMutexSuspended)
 	t.Run("Mutex/FencedSafety", s.testMutexSafety)
 	t.Run("Mutex/FencedSafetyLostOnly", s.testMutexSafetyLostOnly)
+	t.Run("MultiLock/Excludes", s.testMultiLockExcludes)
+	t.Run("MultiLock/AllOrNothing", s.testMultiLockAllOrNothing)
 	t.Run("RWMutex", s.testRWMutex)
 	t.Run("Semaphore", s.testSemaphore)
 	t.Run("DoubleBarrier", s.testDoubleBarrier)
