@@ -126,7 +126,7 @@ func (s *suite) slotSection(hd *recipes.Hold, who string, res *Slots, f *faults,
 		sec.End = time.Now()
 		return
 	}
-	work := time.Duration(rand.IntN(3000)) * time.Microsecond
+	work := time.Duration(2+rand.IntN(20)) * time.Millisecond
 	if fault {
 		if sec.Fault = f.inject(c); sec.Fault != "" {
 			f.t.Logf("%s: %s token %d: fault %s", time.Now().Format("15:04:05.000"), who, hd.Token(), sec.Fault)
