@@ -85,9 +85,9 @@ func TestCuratorMutexInterop(t *testing.T) {
 	// Go releases: Java, waiting, acquires.
 	got := make(chan error, 1)
 	go func() {
-		ok, err := p.MutexAcquire("j", key, time.Minute)
+		ok, err := p.MutexAcquire("j", key, 45*time.Second)
 		if err == nil && !ok {
-			err = errors.New("not acquired within a minute")
+			err = errors.New("not acquired within 45s")
 		}
 		got <- err
 	}()
@@ -292,7 +292,7 @@ func TestCuratorLeaderLatchInterop(t *testing.T) {
 		if err := gl.Close(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if ok, err := p.LatchAwait(jname, time.Minute); err != nil || !ok {
+		if ok, err := p.LatchAwait(jname, 45*time.Second); err != nil || !ok {
 			t.Fatalf("round %d: Java's await after Go closed = %v, %v; want true", r, ok, err)
 		}
 		gl = newLatch(fmt.Sprintf("go-%d", r+1))
