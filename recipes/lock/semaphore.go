@@ -24,7 +24,7 @@ import (
 // sessions (mem, etcd, ZooKeeper, Consul; NewSemaphore fails with
 // registry.ErrNotSupported on Nacos). As with a Mutex, a holder whose session the
 // server dropped may still believe it holds its lease for the window package
-// recipes gives per backend, so up to n+1 holders may act at once in that window;
+// recipes gives per backend, so more than n holders may act at once in that window;
 // the lease's context is cancelled at the end of it, and a holder must stop
 // using the resource then. The conformance suite checks, under session expiries,
 // cuts and restarts, that a resource of n slots never refuses an entry except
