@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -78,8 +80,17 @@ func (c *breakingConn) Read(p []byte) (int, error) {
 }
 
 // A protected ephemeral-sequential create whose answer is lost must find its node
-// again by GUID after reconnecting, not create a second (orphan) one.
+// again by GUID after reconnecting, not create a second (orphan) one: for a plain
+// name the driver protects, and for a name the caller already protected (the
+// recipes' "_c_<uuid>-lock-"), whose UUID the driver must look for.
 func TestProtectedCreateAfterLostAnswer(t *testing.T) {
+	const uuid = "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"
+	for _, name := range []string{"lock-", "_c_" + uuid + "-lock-"} {
+		t.Run(name, func(t *testing.T) { testProtectedCreateAfterLostAnswer(t, name) })
+	}
+}
+
+func testProtectedCreateAfterLostAnswer(t *testing.T, name string) {
 	e := newEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -93,7 +104,7 @@ func TestProtectedCreateAfterLostAnswer(t *testing.T) {
 	var log stateLog
 	stop := registrytest.Follow(sess, log.add)
 	defer stop()
-	n, err := c.Store().Create(ctx, "/locks/job/lock-", []byte("me"), registry.Ephemeral(sess), registry.Sequential())
+	n, err := c.Store().Create(ctx, "/locks/job/"+name, []byte("me"), registry.Ephemeral(sess), registry.Sequential())
 	if err != nil {
 		t.Fatalf("protected create: %v", err)
 	}
@@ -117,6 +128,54 @@ func TestProtectedCreateAfterLostAnswer(t *testing.T) {
 	}
 	// The session survived the broken connection: suspended, then reconnected.
 	log.wait(t, 10*time.Second, "session states", registry.StateSuspended, registry.StateReconnected)
+}
+
+// curatorName matches a name as Curator's protected mode writes it:
+// "_c_" + java.util.UUID.randomUUID() + "-" + name + 10-digit sequence.
+var curatorName = regexp.MustCompile(`^_c_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}-lock-[0-9]{10}$`)
+
+// A protected create names its node as Curator does, and a name the caller
+// already protected (as the recipes do, with a UUID or, as regkit wrote before,
+// 32 hex digits) is kept as it is, not wrapped a second time
+// ("_c_<uuid>-_c_<uuid>-lock-...", which Curator's recipes do not write).
+func TestProtectedNames(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := openURL(t, "zk://"+e.srv.Addr()+"/protectnames?session_timeout=4s")
+	sess, err := c.NewSession(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := c.Store().Create(ctx, "/locks/a/lock-", nil, registry.Ephemeral(sess), registry.Sequential())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if name := path.Base(n.Key); !curatorName.MatchString(name) {
+		t.Errorf("driver-protected name %q, want Curator's _c_<uuid>-lock-<sequence>", name)
+	}
+	for _, pre := range []string{"_c_0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0-", "_c_00112233445566778899aabbccddeeff-"} {
+		n, err := c.Store().Create(ctx, "/locks/b/"+pre+"lock-", nil, registry.Ephemeral(sess), registry.Sequential())
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := path.Base(n.Key)
+		if !strings.HasPrefix(name, pre+"lock-") || rzk.SequenceOf(name) < 0 || strings.Count(name, rzk.ProtectedPrefix) != 1 {
+			t.Errorf("create of an already protected name %q: got %q, want it kept with the sequence appended", pre+"lock-", name)
+		}
+		if id, rest, ok := rzk.ProtectedID(name); !ok || !strings.Contains(pre, id) || !strings.HasPrefix(rest, "lock-") {
+			t.Errorf("ProtectedID(%q) = %q, %q, %v", name, id, rest, ok)
+		}
+	}
+	kids, _, err := e.adm(t).Children("/protectnames/locks/b")
+	if err != nil || len(kids) != 2 {
+		t.Fatalf("children %v, %v: want the two nodes", kids, err)
+	}
+	for _, bad := range []string{"lock-0000000001", "_c_-lock-0000000001", "_c_0f1e2d3c+4b5a-4968-8776-a5b4c3d2e1f0-lock-0000000001", "_c_00112233"} {
+		if _, rest, ok := rzk.ProtectedID(bad); ok || rest != bad {
+			t.Errorf("ProtectedID(%q) = _, %q, %v: not a protected name", bad, rest, ok)
+		}
+	}
 }
 
 // stateLog records the states a Listen reports, for tests to wait on.

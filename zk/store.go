@@ -14,8 +14,9 @@ import (
 	"github.com/regkit/regkit/registry/driver"
 )
 
-// ProtectedPrefix starts the last segment of a protected key: ProtectedPrefix, 32
-// hex digits of GUID, '-', then the caller's name (Curator's format).
+// ProtectedPrefix starts the last segment of a protected key: ProtectedPrefix, a
+// UUID in its 36-character text form, '-', then the caller's name (Curator's
+// format: "_c_<uuid>-lock-0000000007").
 const ProtectedPrefix = "_c_"
 
 // SequenceOf returns the 10-digit sequence suffix of a sequential key or name
@@ -35,18 +36,57 @@ func SequenceOf(name string) int64 {
 	return n
 }
 
-// StripProtection returns name without a protected-creation prefix.
+// StripProtection returns name without a protected-creation prefix (either
+// form ProtectedID accepts).
 func StripProtection(name string) string {
-	if strings.HasPrefix(name, ProtectedPrefix) && len(name) > len(ProtectedPrefix)+33 && name[len(ProtectedPrefix)+32] == '-' {
-		return name[len(ProtectedPrefix)+33:]
+	if _, rest, ok := ProtectedID(name); ok {
+		return rest
 	}
 	return name
 }
 
+// ProtectedID splits a protected name, ProtectedPrefix + ID + '-' + rest, into its
+// ID and rest. The ID is Curator's, a UUID in its 36-character text form
+// (8-4-4-4-12 hex digits), or 32 hex digits (what regkit wrote before it used
+// Curator's form). ok is false for a name that is not protected.
+func ProtectedID(name string) (id, rest string, ok bool) {
+	s, found := strings.CutPrefix(name, ProtectedPrefix)
+	if !found {
+		return "", name, false
+	}
+	for _, n := range []int{36, 32} {
+		if len(s) > n && s[n] == '-' && isID(s[:n]) {
+			return s[:n], s[n+1:], true
+		}
+	}
+	return "", name, false
+}
+
+// isID reports whether s is 32 hex digits or a UUID's 8-4-4-4-12 text form.
+func isID(s string) bool {
+	for i, r := range s {
+		if len(s) == 36 && (i == 8 || i == 13 || i == 18 || i == 23) {
+			if r != '-' {
+				return false
+			}
+			continue
+		}
+		if !('0' <= r && r <= '9' || 'a' <= r && r <= 'f' || 'A' <= r && r <= 'F') {
+			return false
+		}
+	}
+	return len(s) == 32 || len(s) == 36
+}
+
+// newGUID returns a random (version 4) UUID in its text form, as Curator's
+// protected names carry (java.util.UUID.randomUUID().toString()).
 func newGUID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
 func (c *Conn) node(path string, value []byte, st *zk.Stat) driver.Node {
@@ -118,8 +158,15 @@ func (c *Conn) Create(ctx context.Context, key string, value []byte, spec driver
 	parent := driver.ParentKey(path)
 	var guid string
 	if sess != nil && spec.Sequential && c.cfg.protect {
-		guid = newGUID()
-		path = driver.JoinKey(parent, ProtectedPrefix+guid+"-"+path[strings.LastIndexByte(path, '/')+1:])
+		name := path[strings.LastIndexByte(path, '/')+1:]
+		if id, _, ok := ProtectedID(name); ok {
+			// Already protected by the caller (the recipes name their nodes so on
+			// every backend): use its ID, do not wrap it a second time.
+			guid = id
+		} else {
+			guid = newGUID()
+			path = driver.JoinKey(parent, ProtectedPrefix+guid+"-"+name)
+		}
 	}
 	lostConn := false
 	for attempt := 0; ; attempt++ {
@@ -199,7 +246,7 @@ func (c *Conn) findProtected(ctx context.Context, zc *zkConn, parent, guid strin
 		return driver.Node{}, false, wrap("create: find protected node", parent, err)
 	}
 	for _, k := range kids {
-		if strings.HasPrefix(k, ProtectedPrefix+guid) {
+		if strings.HasPrefix(k, ProtectedPrefix+guid+"-") {
 			n, err := c.readCreated(ctx, zc, driver.JoinKey(parent, k), value)
 			return n, err == nil, err
 		}

@@ -229,10 +229,15 @@
 //
 // An ephemeral sequential create that fails with a connection loss may still have
 // been applied; a blind retry would leave an orphan that lives as long as the
-// session. As Curator's protection mode does, such creates put a GUID in the name,
-// _c_<32 hex digits>-<name><sequence> (Curator's format), and after a connection
-// loss look for a child carrying the GUID before retrying. The prefix is part of the
-// key: Node.Key and Children show it, as Curator does; order such keys by their last
+// session. As Curator's protection mode does, such creates put a UUID in the name,
+// _c_<uuid>-<name><sequence> (Curator's format, the UUID in its 36-character text
+// form), and after a connection loss look for a child carrying the UUID before
+// retrying. A name that is already protected (_c_<uuid>- or _c_<32 hex digits>-,
+// as the recipes name their nodes on every backend) is used as it is, its UUID the
+// one looked for, not wrapped a second time: so the recipes' nodes are named
+// exactly as Curator's InterProcessMutex and LeaderLatch name theirs, and
+// interoperate with them on the same path. The prefix is part of the key:
+// Node.Key and Children show it, as Curator does; order such keys by their last
 // 10 digits (SequenceOf), or by CreateRevision. protect=false turns it off.
 //
 // # Choices where the issue was silent

@@ -292,6 +292,102 @@ func (p *CuratorPeer) Cached(payload, service string) (changes int, instances []
 	return r.Changes, r.Instances, nil
 }
 
+// MutexAcquire is acquire(timeout) of the peer's InterProcessMutex called name on
+// path (created at its first use), on the peer's command thread: ok says whether
+// it acquired. It blocks every other command of the peer meanwhile.
+func (p *CuratorPeer) MutexAcquire(name, path string, timeout time.Duration) (bool, error) {
+	return p.doBool("mutex-acquire", name, path, strconv.FormatInt(timeout.Milliseconds(), 10))
+}
+
+// MutexRelease releases the InterProcessMutex called name once.
+func (p *CuratorPeer) MutexRelease(name string) error {
+	_, err := p.Do("mutex-release", name)
+	return err
+}
+
+// CuratorContention is what a Contend thread of the peer did: Rounds completed,
+// Violations (critical sections that found another holder's marker), and the
+// error that stopped it, if any; Done once the thread ended.
+type CuratorContention struct {
+	Done       bool    `json:"done"`
+	Rounds     int     `json:"rounds"`
+	Violations int     `json:"violations"`
+	Error      *string `json:"error"`
+}
+
+// Contend starts a thread of the peer (called name) that, for rounds rounds,
+// acquires an InterProcessMutex on path and, holding it, creates the persistent
+// marker counterPath+"/inside" (a create that finds it there counts a violation:
+// someone else is inside), adds one to the decimal counter in counterPath's data,
+// deletes the marker and releases.
+func (p *CuratorPeer) Contend(name, path string, rounds int, counterPath string) error {
+	_, err := p.Do("contend", name, path, strconv.Itoa(rounds), counterPath)
+	return err
+}
+
+// ContendWait waits up to timeout for the Contend thread called name to end and
+// returns what it did so far.
+func (p *CuratorPeer) ContendWait(name string, timeout time.Duration) (CuratorContention, error) {
+	var r CuratorContention
+	b, err := p.Do("contend-wait", name, strconv.FormatInt(timeout.Milliseconds(), 10))
+	if err != nil {
+		return r, err
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("curator peer: contend-wait: %w", err)
+	}
+	return r, nil
+}
+
+// LatchStart starts a LeaderLatch called name on path with participant id id.
+func (p *CuratorPeer) LatchStart(name, path, id string) error {
+	_, err := p.Do("latch-start", name, path, id)
+	return err
+}
+
+// LatchAwait is the LeaderLatch's await(timeout): whether it leads. It blocks
+// every other command of the peer meanwhile.
+func (p *CuratorPeer) LatchAwait(name string, timeout time.Duration) (bool, error) {
+	return p.doBool("latch-await", name, strconv.FormatInt(timeout.Milliseconds(), 10))
+}
+
+// LatchHasLeadership is the LeaderLatch's hasLeadership().
+func (p *CuratorPeer) LatchHasLeadership(name string) (bool, error) {
+	return p.doBool("latch-has", name)
+}
+
+// LatchLeader is the participant id of the LeaderLatch's getLeader() ("" when
+// there is none).
+func (p *CuratorPeer) LatchLeader(name string) (string, error) {
+	b, err := p.Do("latch-leader", name)
+	if err != nil {
+		return "", err
+	}
+	var id string
+	if err := json.Unmarshal(b, &id); err != nil {
+		return "", fmt.Errorf("curator peer: latch-leader: %w", err)
+	}
+	return id, nil
+}
+
+// LatchClose closes the LeaderLatch called name (deleting its node).
+func (p *CuratorPeer) LatchClose(name string) error {
+	_, err := p.Do("latch-close", name)
+	return err
+}
+
+func (p *CuratorPeer) doBool(args ...string) (bool, error) {
+	b, err := p.Do(args...)
+	if err != nil {
+		return false, err
+	}
+	var ok bool
+	if err := json.Unmarshal(b, &ok); err != nil {
+		return false, fmt.Errorf("curator peer: %s: %w", args[0], err)
+	}
+	return ok, nil
+}
+
 // Events returns the JSON of every event line the peer has printed so far (e.g.
 // {"event":"connectionState","state":"RECONNECTED"}).
 func (p *CuratorPeer) Events() []string {

@@ -44,7 +44,7 @@ type Leader struct {
 
 // Election is etcd's concurrency.Election over any backend with sessions: one
 // candidate node per campaigning participant (an ephemeral sequential node under
-// the election key, "_c_<guid>-latch-<sequence>", bound to the session); the
+// the election key, "_c_<uuid>-latch-<sequence>", bound to the session); the
 // first node in creation order leads, each other candidate waits only for its
 // predecessor to go. Each term's Hold carries a fencing token (the node's
 // CreateRevision; tokens only grow from term to term) and a context cancelled as

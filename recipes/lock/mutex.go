@@ -19,7 +19,7 @@ var ErrLocked = errors.New("lock: held by another holder")
 // Curator's InterProcessMutex, with etcd concurrency.Mutex's session-first API.
 //
 // Each Lock creates an ephemeral sequential node under the key, bound to the
-// Mutex's session ("_c_<guid>-lock-<10-digit sequence>", Curator's protected
+// Mutex's session ("_c_<uuid>-lock-<10-digit sequence>", Curator's protected
 // naming). Waiters queue in creation order (by the sequence suffix) and each
 // watches only its predecessor's node, so a release wakes exactly one waiter. The
 // holder is the first node; its CreateRevision is the fencing token.

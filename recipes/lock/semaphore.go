@@ -14,14 +14,22 @@ import (
 
 // Semaphore is a distributed counting semaphore with n leases (Curator's
 // InterProcessSemaphoreV2): a lease is an ephemeral sequential node under
-// key/leases ("_c_<guid>-lease-<sequence>"), and acquirers take turns through a
+// key/leases ("_c_<uuid>-lease-<sequence>"), and acquirers take turns through a
 // Mutex on key/locks, so only the acquirer at the head of that line watches the
 // leases (no herd): it creates its lease node and holds once there are at most n.
 //
 // Every lease is a *recipes.Hold bound to the Semaphore's session, cancelled as a
 // Mutex's is (see Mutex); its token is the lease node's CreateRevision. At most n
-// leases exist at any time as the store sees them. All Semaphores on one key
-// must agree on n: the count is each acquirer's own. Acquire whose context ends
+// leases exist at any time as the store sees them, on every backend with
+// sessions (mem, etcd, ZooKeeper, Consul; NewSemaphore fails with
+// registry.ErrNotSupported on Nacos). As with a Mutex, a holder whose session the
+// server dropped may still believe it holds its lease for the window package
+// recipes gives per backend, so more than n holders may act at once in that window;
+// the lease's context is cancelled at the end of it, and a holder must stop
+// using the resource then. The conformance suite checks, under session expiries,
+// cuts and restarts, that a resource of n slots never refuses an entry except
+// for such a holder. All Semaphores on one key must agree on n: the count is each
+// acquirer's own. Acquire whose context ends
 // leaves no node behind; Release is idempotent and succeeds after a session loss.
 // The methods are safe for concurrent use; each Acquire takes a lease of its own.
 type Semaphore struct {

@@ -35,6 +35,97 @@ func (r *Resource) Write(token int64) (seq int64, ok bool) {
 	return r.clock, true
 }
 
+// Slots is the resource a semaphore of N leases guards: it admits at most N
+// holders at once (a pool of N connections, N licences), and numbers entries on
+// one logical clock. A holder enters with its lease's token before its work and
+// leaves after it; an entry that finds N holders inside is refused, and says
+// which tokens were inside. A refusal is the resource catching N+1 holders at
+// once: a lease handed out while N others were still in use.
+type Slots struct {
+	N      int
+	mu     sync.Mutex
+	inside map[int64]bool
+	clock  int64
+}
+
+// Enter admits token if fewer than N are inside; otherwise ok is false and
+// occupants lists the tokens inside. seq is the entry's place in the resource's
+// order.
+func (r *Slots) Enter(token int64) (seq int64, ok bool, occupants []int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.clock++
+	if r.inside == nil {
+		r.inside = map[int64]bool{}
+	}
+	if len(r.inside) >= r.N {
+		for t := range r.inside {
+			occupants = append(occupants, t)
+		}
+		slices.Sort(occupants)
+		return r.clock, false, occupants
+	}
+	r.inside[token] = true
+	return r.clock, true, nil
+}
+
+// Leave lets token out.
+func (r *Slots) Leave(token int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.inside, token)
+}
+
+// CheckSlots checks a history of sections on a Slots resource (each section's
+// one Write is its entry; Occupants, for a refused entry, the tokens inside),
+// with the faults injected meanwhile, and returns the violations (none: nil). A
+// refused entry means N+1 holders at once; it is excused only when a fault
+// started, no later than the refusal, within reach before the start of the
+// refused section or of one of the occupants' sections and no later than that
+// section's end: a holder whose session the fault killed may not yet know it
+// lost its lease (see CheckHistory).
+func CheckSlots(h []Section, faults []Fault, reach time.Duration) []string {
+	byToken := map[int64]*Section{}
+	for i := range h {
+		byToken[h[i].Token] = &h[i]
+	}
+	near := func(s *Section, before time.Time) bool {
+		for _, f := range faults {
+			if !f.Start.After(s.End) && !f.Start.After(before) && !f.Start.Before(s.Start.Add(-reach)) {
+				return true
+			}
+		}
+		return false
+	}
+	var v []string
+	for i := range h {
+		s := &h[i]
+		if len(s.Writes) == 0 || s.Writes[0].OK {
+			continue
+		}
+		at := s.Writes[0].At
+		excused := near(s, at)
+		for _, o := range s.Occupants {
+			if os, ok := byToken[o]; ok && near(os, at) {
+				excused = true
+			}
+		}
+		if !excused {
+			var who []string
+			for _, o := range s.Occupants {
+				if os, ok := byToken[o]; ok {
+					who = append(who, fmt.Sprintf("%s token %d", os.Holder, o))
+				} else {
+					who = append(who, fmt.Sprintf("token %d", o))
+				}
+			}
+			v = append(v, fmt.Sprintf("%s token %d refused entry (seq %d): %s were inside, and no fault came near any of them: more holders than leases",
+				s.Holder, s.Token, s.Writes[0].Seq, strings.Join(who, ", ")))
+		}
+	}
+	return v
+}
+
 // Write is one write of a section.
 type Write struct {
 	Seq int64     `json:"seq"` // place on the resource's clock
@@ -59,6 +150,9 @@ type Section struct {
 	Cause string    `json:"cause,omitempty"`
 	// Lost: the hold ended by a session loss or suspension, not by the release.
 	Lost bool `json:"lost"`
+	// Occupants are the tokens inside a Slots resource that refused the
+	// section's entry.
+	Occupants []int64 `json:"occupants,omitempty"`
 }
 
 func (s *Section) rejected() bool {
@@ -220,8 +314,34 @@ func (h *history) check(t *testing.T, what string) Report {
 	v, rep := CheckHistory(secs, faults, h.reach)
 	t.Logf("%s: %d sections (%d accepted, %d fenced off), %d faults, %d real-time overlaps (%d holders told before the next began)",
 		what, rep.Sections, rep.Accepted, rep.Fenced, rep.Faults, rep.Overlaps, rep.TimelyEnds)
+	h.report(t, what, v, rep, secs, faults)
+	return rep
+}
+
+// checkSlots runs CheckSlots, as check does CheckHistory.
+func (h *history) checkSlots(t *testing.T, what string) {
+	t.Helper()
+	h.mu.Lock()
+	secs := slices.Clone(h.sections)
+	faults := slices.Clone(h.faults)
+	h.mu.Unlock()
+	v := CheckSlots(secs, faults, h.reach)
+	refused := 0
+	for _, s := range secs {
+		if len(s.Writes) > 0 && !s.Writes[0].OK {
+			refused++
+		}
+	}
+	t.Logf("%s: %d sections (%d entries refused), %d faults", what, len(secs), refused, len(faults))
+	h.report(t, what, v, Report{Sections: len(secs), Faults: len(faults)}, secs, faults)
+}
+
+// report fails t with violations v, writing the history to a file the failure
+// message names.
+func (h *history) report(t *testing.T, what string, v []string, rep Report, secs []Section, faults []Fault) {
+	t.Helper()
 	if len(v) == 0 {
-		return rep
+		return
 	}
 	f, err := os.CreateTemp("", "regkit-"+strings.ReplaceAll(t.Name(), "/", "_")+"-*.json")
 	name := "(could not write history)"
@@ -236,7 +356,6 @@ func (h *history) check(t *testing.T, what string) Report {
 		v = append(v[:20], fmt.Sprintf("... and %d more", len(v)-20))
 	}
 	t.Errorf("%s: %d safety violations; history written to %s:\n%s", what, len(v), name, strings.Join(v, "\n"))
-	return rep
 }
 
 // dumpGoroutines writes every goroutine's stack to a file and returns its name,

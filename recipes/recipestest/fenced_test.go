@@ -76,3 +76,67 @@ func TestResourceFences(t *testing.T) {
 		t.Fatalf("lower token: seq %d ok %v", seq, ok)
 	}
 }
+
+func TestSlots(t *testing.T) {
+	r := Slots{N: 2}
+	if _, ok, _ := r.Enter(5); !ok {
+		t.Fatal("first entry refused")
+	}
+	if _, ok, _ := r.Enter(7); !ok {
+		t.Fatal("second entry refused")
+	}
+	if seq, ok, occ := r.Enter(9); ok || seq != 3 || len(occ) != 2 || occ[0] != 5 || occ[1] != 7 {
+		t.Fatalf("third entry: seq %d ok %v occupants %v", seq, ok, occ)
+	}
+	r.Leave(5)
+	if _, ok, _ := r.Enter(9); !ok {
+		t.Fatal("entry after a leave refused")
+	}
+}
+
+func TestCheckSlots(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	in := func(seq int64, ms int) []Write { return []Write{{Seq: seq, OK: true, At: at(ms)}} }
+	refused := func(seq int64, ms int) []Write { return []Write{{Seq: seq, OK: false, At: at(ms)}} }
+	for _, tc := range []struct {
+		name   string
+		h      []Section
+		faults []int  // start times, ms
+		want   string // substring of a violation; "" for none
+	}{
+		{"never full", []Section{
+			{Holder: "a", Token: 5, Start: at(0), End: at(10), Writes: in(1, 1)},
+			{Holder: "b", Token: 7, Start: at(2), End: at(12), Writes: in(2, 3)},
+		}, nil, ""},
+		{"refused without a fault", []Section{
+			{Holder: "a", Token: 5, Start: at(0), End: at(30), Writes: in(1, 1)},
+			{Holder: "b", Token: 7, Start: at(2), End: at(30), Writes: in(2, 3)},
+			{Holder: "c", Token: 9, Start: at(4), End: at(5), Writes: refused(3, 4), Occupants: []int64{5, 7}},
+		}, nil, "more holders than leases"},
+		{"refused after an occupant's expiry", []Section{
+			{Holder: "a", Token: 5, Start: at(0), End: at(300), Writes: in(1, 1), Fault: "expire", Lost: true},
+			{Holder: "b", Token: 7, Start: at(2), End: at(30), Writes: in(2, 3)},
+			{Holder: "c", Token: 9, Start: at(40), End: at(41), Writes: refused(3, 40), Occupants: []int64{5, 7}},
+		}, []int{20}, ""},
+		{"the fault came after the refusal", []Section{
+			{Holder: "a", Token: 5, Start: at(0), End: at(300), Writes: in(1, 1), Fault: "expire", Lost: true},
+			{Holder: "b", Token: 7, Start: at(2), End: at(30), Writes: in(2, 3)},
+			{Holder: "c", Token: 9, Start: at(40), End: at(41), Writes: refused(3, 40), Occupants: []int64{5, 7}},
+		}, []int{100}, "more holders than leases"},
+		{"the fault came long before", []Section{
+			{Holder: "a", Token: 5, Start: at(5000), End: at(5300), Writes: in(1, 5001)},
+			{Holder: "b", Token: 7, Start: at(5002), End: at(5030), Writes: in(2, 5003)},
+			{Holder: "c", Token: 9, Start: at(5010), End: at(5011), Writes: refused(3, 5010), Occupants: []int64{5, 7}},
+		}, []int{0}, "more holders than leases"},
+	} {
+		var fs []Fault
+		for _, ms := range tc.faults {
+			fs = append(fs, Fault{Kind: "expire", Start: at(ms)})
+		}
+		got := strings.Join(CheckSlots(tc.h, fs, time.Second), "\n")
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: violations %q, want one containing %q", tc.name, got, tc.want)
+		}
+	}
+}

@@ -37,6 +37,9 @@ func (s *suite) testNotSupported(t *testing.T) {
 	if _, err := leader.NewSelector(c, "/e", func(context.Context, *recipes.Hold) error { return nil }); !errors.Is(err, registry.ErrNotSupported) {
 		t.Errorf("NewSelector = %v, want ErrNotSupported", err)
 	}
+	if _, err := lock.NewMultiLock(c, nil, []string{"/l", "/m"}); !errors.Is(err, registry.ErrNotSupported) {
+		t.Errorf("NewMultiLock = %v, want ErrNotSupported", err)
+	}
 	if _, err := lock.NewRWMutex(c, nil, "/l"); !errors.Is(err, registry.ErrNotSupported) {
 		t.Errorf("NewRWMutex = %v, want ErrNotSupported", err)
 	}

@@ -5,7 +5,9 @@
 // clients contend for one mutex (or one leadership) for many rounds while faults
 // are injected, every critical section writes its fencing token to a resource that
 // rejects tokens lower than the highest it accepted, and a checker verifies the
-// history (see CheckHistory). Pass -soak for many more rounds.
+// history (see CheckHistory); a semaphore's holders share a resource of as many
+// slots as leases, which must never be asked to admit one more (see CheckSlots).
+// Pass -soak for many more rounds.
 package recipestest
 
 import (
@@ -74,8 +76,11 @@ func Run(t *testing.T, h registrytest.Harness, cfg Config) {
 	t.Run("Mutex/SuspendedPolicies", s.testMutexSuspended)
 	t.Run("Mutex/FencedSafety", s.testMutexSafety)
 	t.Run("Mutex/FencedSafetyLostOnly", s.testMutexSafetyLostOnly)
+	t.Run("MultiLock/Excludes", s.testMultiLockExcludes)
+	t.Run("MultiLock/AllOrNothing", s.testMultiLockAllOrNothing)
 	t.Run("RWMutex", s.testRWMutex)
 	t.Run("Semaphore", s.testSemaphore)
+	t.Run("Semaphore/FencedSafety", s.testSemaphoreSafety)
 	t.Run("DoubleBarrier", s.testDoubleBarrier)
 	t.Run("Group", s.testGroup)
 	t.Run("Leader/Election", s.testElection)

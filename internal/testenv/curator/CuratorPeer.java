@@ -14,6 +14,8 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.apache.curator.framework.CuratorFramework;
 import org.apache.curator.framework.CuratorFrameworkFactory;
+import org.apache.curator.framework.recipes.leader.LeaderLatch;
+import org.apache.curator.framework.recipes.locks.InterProcessMutex;
 import org.apache.curator.framework.state.ConnectionState;
 import org.apache.curator.retry.ExponentialBackoffRetry;
 import org.apache.curator.x.discovery.ServiceCache;
@@ -49,6 +51,21 @@ import org.apache.curator.x.discovery.details.ServiceCacheListener;
  *     {"event":"cacheChanged","payload":P,"service":S}.
  * <li>{@code cached <Payload> <service>}: ok {"changes":n,"instances":[instance...]}, the
  *     cache's current content and how many times its listener was called.
+ * <li>{@code mutex-acquire <name> <path> <timeoutMs>}: {@code acquire(timeout)} of the
+ *     InterProcessMutex called name on path (created at first use), on the command
+ *     thread (InterProcessMutex is re-entrant per thread); ok true if acquired.
+ * <li>{@code mutex-release <name>}: releases it; ok true.
+ * <li>{@code contend <name> <path> <rounds> <counterPath>}: starts a thread that, for
+ *     rounds rounds, acquires an InterProcessMutex on path, creates counterPath/inside
+ *     (an exclusive marker: NodeExists counts a violation), adds one to the decimal
+ *     counter in counterPath's data, deletes the marker and releases; ok "started".
+ * <li>{@code contend-wait <name> <timeoutMs>}: waits for that thread; ok
+ *     {"done":bool,"rounds":n,"violations":n,"error":message or null}.
+ * <li>{@code latch-start <name> <path> <id>}: starts a LeaderLatch with participant id.
+ * <li>{@code latch-await <name> <timeoutMs>}: {@code await(timeout)}; ok true if leader.
+ * <li>{@code latch-has <name>}: ok {@code hasLeadership()}.
+ * <li>{@code latch-leader <name>}: ok the id of {@code getLeader()} ("" for none).
+ * <li>{@code latch-close <name>}: closes it; ok true.
  * </ul>
  * Payload is Void, Object, Custom (com.example.InstanceDetails) or Spring
  * (org.springframework.cloud.zookeeper.discovery.ZookeeperInstance, on the classpath
@@ -91,6 +108,9 @@ public final class CuratorPeer {
     private final Map<String, ServiceCache<Object>> caches = new HashMap<>();
     private final Map<String, AtomicInteger> cacheChanges = new HashMap<>();
     private final Map<String, Object[]> registered = new HashMap<>(); // id -> {Payload, ServiceInstance}
+    private final Map<String, InterProcessMutex> mutexes = new HashMap<>();
+    private final Map<String, LeaderLatch> latches = new HashMap<>();
+    private final Map<String, Contender> contenders = new HashMap<>();
 
     private CuratorPeer(CuratorFramework client, String basePath) {
         this.client = client;
@@ -101,6 +121,15 @@ public final class CuratorPeer {
         commands.put("list", this::list);
         commands.put("cache", this::cache);
         commands.put("cached", this::cached);
+        commands.put("mutex-acquire", this::mutexAcquire);
+        commands.put("mutex-release", this::mutexRelease);
+        commands.put("contend", this::contend);
+        commands.put("contend-wait", this::contendWait);
+        commands.put("latch-start", this::latchStart);
+        commands.put("latch-await", this::latchAwait);
+        commands.put("latch-has", a -> latch(a).hasLeadership());
+        commands.put("latch-leader", a -> latch(a).getLeader().getId());
+        commands.put("latch-close", this::latchClose);
     }
 
     public static void main(String[] args) throws Exception {
@@ -248,6 +277,123 @@ public final class CuratorPeer {
         return m;
     }
 
+    private Object mutexAcquire(String[] a) throws Exception {
+        need(a, 3, "mutex-acquire <name> <path> <timeoutMs>");
+        InterProcessMutex m = mutexes.get(a[0]);
+        if (m == null) {
+            m = new InterProcessMutex(client, a[1]);
+            mutexes.put(a[0], m);
+        }
+        return m.acquire(Long.parseLong(a[2]), TimeUnit.MILLISECONDS);
+    }
+
+    private Object mutexRelease(String[] a) throws Exception {
+        need(a, 1, "mutex-release <name>");
+        InterProcessMutex m = mutexes.get(a[0]);
+        if (m == null) {
+            throw new IllegalArgumentException("no mutex " + a[0]);
+        }
+        m.release();
+        return true;
+    }
+
+    /** A thread contending for an InterProcessMutex for a number of rounds. */
+    private final class Contender extends Thread {
+        final InterProcessMutex mutex;
+        final String counter;
+        final int rounds;
+        volatile int done;
+        volatile int violations;
+        volatile String error;
+
+        Contender(String path, String counter, int rounds) {
+            this.mutex = new InterProcessMutex(client, path);
+            this.counter = counter;
+            this.rounds = rounds;
+            setDaemon(true);
+        }
+
+        @Override
+        public void run() {
+            try {
+                for (int r = 0; r < rounds; r++) {
+                    if (!mutex.acquire(60, TimeUnit.SECONDS)) {
+                        throw new IllegalStateException("not acquired within 60s in round " + r);
+                    }
+                    try {
+                        try {
+                            client.create().creatingParentsIfNeeded().forPath(counter + "/inside");
+                        } catch (org.apache.zookeeper.KeeperException.NodeExistsException e) {
+                            violations++;
+                        }
+                        byte[] b = client.getData().forPath(counter);
+                        long n = b == null || b.length == 0 ? 0 : Long.parseLong(new String(b, StandardCharsets.UTF_8));
+                        client.setData().forPath(counter, Long.toString(n + 1).getBytes(StandardCharsets.UTF_8));
+                        client.delete().forPath(counter + "/inside");
+                    } finally {
+                        mutex.release();
+                    }
+                    done = r + 1;
+                }
+            } catch (Throwable e) {
+                error = e.getClass().getName() + ": " + e.getMessage();
+            }
+        }
+    }
+
+    private Object contend(String[] a) throws Exception {
+        need(a, 4, "contend <name> <path> <rounds> <counterPath>");
+        if (contenders.containsKey(a[0])) {
+            throw new IllegalStateException("contender already started: " + a[0]);
+        }
+        Contender c = new Contender(a[1], a[3], Integer.parseInt(a[2]));
+        contenders.put(a[0], c);
+        c.start();
+        return "started";
+    }
+
+    private Object contendWait(String[] a) throws Exception {
+        need(a, 2, "contend-wait <name> <timeoutMs>");
+        Contender c = contenders.get(a[0]);
+        if (c == null) {
+            throw new IllegalArgumentException("no contender " + a[0]);
+        }
+        c.join(Long.parseLong(a[1]));
+        return mapOf("done", !c.isAlive(), "rounds", c.done, "violations", c.violations, "error", c.error);
+    }
+
+    private LeaderLatch latch(String[] a) {
+        need(a, 1, "latch-... <name>");
+        LeaderLatch l = latches.get(a[0]);
+        if (l == null) {
+            throw new IllegalArgumentException("no latch " + a[0]);
+        }
+        return l;
+    }
+
+    private Object latchStart(String[] a) throws Exception {
+        need(a, 3, "latch-start <name> <path> <id>");
+        if (latches.containsKey(a[0])) {
+            throw new IllegalStateException("latch already started: " + a[0]);
+        }
+        LeaderLatch l = new LeaderLatch(client, a[1], a[2]);
+        l.start();
+        latches.put(a[0], l);
+        return true;
+    }
+
+    private Object latchAwait(String[] a) throws Exception {
+        need(a, 2, "latch-await <name> <timeoutMs>");
+        return latch(a).await(Long.parseLong(a[1]), TimeUnit.MILLISECONDS);
+    }
+
+    private Object latchClose(String[] a) throws Exception {
+        LeaderLatch l = latch(a);
+        l.close();
+        latches.remove(a[0]);
+        return true;
+    }
+
     private static List<Map<String, Object>> describe(Collection<ServiceInstance<Object>> list) {
         List<Map<String, Object>> out = new ArrayList<>();
         for (ServiceInstance<Object> i : list) {
@@ -268,6 +414,13 @@ public final class CuratorPeer {
     }
 
     private void close() {
+        for (LeaderLatch l : latches.values()) {
+            try {
+                l.close();
+            } catch (Exception e) {
+                // closing anyway
+            }
+        }
         for (ServiceCache<Object> c : caches.values()) {
             try {
                 c.close();

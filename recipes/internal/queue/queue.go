@@ -20,10 +20,13 @@ import (
 	"github.com/regkit/regkit/registry/driver"
 )
 
-// ProtectedPrefix starts every participant name: ProtectedPrefix, 32 hex digits of
-// a GUID, '-', the queue's prefix, then the store's 10-digit sequence number
-// (Curator's protected naming, "_c_<guid>-lock-0000000007"). The GUID finds the
-// node again after a create whose answer was lost.
+// ProtectedPrefix starts every participant name: ProtectedPrefix, a random UUID in
+// its 36-character text form, '-', the queue's prefix, then the store's 10-digit
+// sequence number: Curator's protected naming, exactly as its InterProcessMutex
+// ("_c_<uuid>-lock-0000000007") and LeaderLatch ("_c_<uuid>-latch-...") name
+// their nodes, so that on ZooKeeper a Curator process and a regkit process queue
+// in one line on the same path. The UUID finds the node again after a create
+// whose answer was lost.
 const ProtectedPrefix = "_c_"
 
 // Check returns an error matching registry.ErrNotSupported unless c's backend
@@ -111,10 +114,15 @@ type Entry struct {
 // Key returns the entry's full key.
 func (q *Queue) Key(e Entry) string { return driver.JoinKey(q.Dir, e.Name) }
 
+// newGUID returns a random (version 4) UUID in its text form, as
+// java.util.UUID.randomUUID().toString() writes it for Curator's names.
 func newGUID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
 // Sequence returns the 10-digit sequence suffix of a participant name, or -1.
