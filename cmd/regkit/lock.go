@@ -172,7 +172,8 @@ command exits, and exit with the command's status. Like flock(1), across machine
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			lost := false
+			defer func() { closeClient(c, lost) }()
 			var sopts []registry.SessionOption
 			if hf.ttl > 0 {
 				sopts = append(sopts, registry.WithTTL(hf.ttl))
@@ -183,7 +184,6 @@ command exits, and exit with the command's status. Like flock(1), across machine
 			if err != nil {
 				return fmt.Errorf("session: %w", err)
 			}
-			defer sess.Close()
 			m, err := lock.NewMutex(c, sess, path, opts...)
 			if err != nil {
 				return err
@@ -204,14 +204,15 @@ command exits, and exit with the command's status. Like flock(1), across machine
 				fmt.Fprintf(g.stderr, "regkit: acquired lock %s (node %s, fencing token %d); running %q\n", path, hold.Key(), hold.Token(), argv)
 			}
 			res, runErr := runHeld(ctx, g, hold.Context(), hold.Token(), argv, hf.grace)
-			uctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
-			uerr := m.Unlock(uctx)
-			cancel()
+			if lost = res.lost != nil; !lost {
+				uctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+				if err := m.Unlock(uctx); err != nil {
+					fmt.Fprintf(g.stderr, "regkit: unlock %s: %v (the lock node goes with the session)\n", path, err)
+				}
+				cancel()
+			}
 			if runErr != nil {
 				return runErr
-			}
-			if uerr != nil {
-				fmt.Fprintf(g.stderr, "regkit: unlock %s: %v (the lock node goes with the session)\n", path, uerr)
 			}
 			return res.err("lock " + path)
 		},
@@ -256,7 +257,6 @@ take turns.
 			if err != nil {
 				return err
 			}
-			defer c.Close()
 			return runLeader(ctx, cmd, g, c, path, argv, hf.grace, requeue, opts)
 		},
 	}
@@ -305,14 +305,21 @@ func runLeader(ctx context.Context, cmd *cobra.Command, g *globals, c *registry.
 		last = nil
 		return r
 	}
+	lost := false
+	defer func() { closeClient(c, lost) }()
 	sel, err := leader.NewSelector(c, path, lead, opts...)
 	if err != nil {
 		return err
 	}
 	closeSel := func() {
 		// Close cancels a running term (the command gets SIGTERM, then SIGKILL after
-		// grace), waits for it and resigns.
-		cctx, cancel := context.WithTimeout(context.Background(), grace+releaseTimeout+5*time.Second)
+		// grace), waits for it and resigns; after a loss the resignation is not
+		// waited for (the session goes with the client).
+		d := grace + releaseTimeout + 5*time.Second
+		if lost {
+			d = lostCloseTimeout
+		}
+		cctx, cancel := context.WithTimeout(context.Background(), d)
 		_ = sel.Close(cctx)
 		cancel()
 	}
@@ -340,6 +347,7 @@ func runLeader(ctx context.Context, cmd *cobra.Command, g *globals, c *registry.
 				return r.err
 			}
 			if !requeue {
+				lost = r.res.lost != nil
 				closeSel()
 				return r.res.err("leadership of " + path)
 			}
@@ -369,6 +377,21 @@ func runLeader(ctx context.Context, cmd *cobra.Command, g *globals, c *registry.
 			return nil
 		}
 	}
+}
+
+// lostCloseTimeout bounds the goodbye to a backend after a hold was lost: it may be
+// unreachable, and what the session kept expires there anyway.
+const lostCloseTimeout = time.Second
+
+// closeClient shuts c down: within releaseTimeout, or lostCloseTimeout after a loss.
+func closeClient(c *registry.Client, lost bool) {
+	d := releaseTimeout
+	if lost {
+		d = lostCloseTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	_ = c.Shutdown(ctx)
+	cancel()
 }
 
 // held is how a command run under a hold ended.
