@@ -337,11 +337,10 @@ func testLockLost(t *testing.T, b holdBackend) {
 func testLockRegkitKilled(t *testing.T, b holdBackend) {
 	url, dir := b.url(t), t.TempDir()
 	p := start(t, url, append([]string{"lock", "/x", "--ttl", "2s"}, sh(dir, `echo $$ > pid; exec sleep 600`)...)...)
-	pid := 0
 	poll.Until(t, 60*time.Second, "command runs", func() error {
 		b, err := os.ReadFile(filepath.Join(dir, "pid"))
 		if err == nil {
-			pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
+			_, err = strconv.Atoi(strings.TrimSpace(string(b)))
 		}
 		return err
 	})
@@ -349,6 +348,21 @@ func testLockRegkitKilled(t *testing.T, b holdBackend) {
 		t.Fatal(err)
 	}
 	p.exited(t)
+	waitDead(t, filepath.Join(dir, "pid"))
+	regkit(t, url, "lock", "/x", "--", "true").want(t, exitOK) // free once the session expired
+}
+
+// waitDead waits until the process whose ID is in pidFile has died.
+func waitDead(t *testing.T, pidFile string) {
+	t.Helper()
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
 	poll.Until(t, 30*time.Second, "command killed with regkit", func() error {
 		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		if err != nil {
@@ -362,7 +376,6 @@ func testLockRegkitKilled(t *testing.T, b holdBackend) {
 		}
 		return fmt.Errorf("pid %d still running", pid)
 	})
-	regkit(t, url, "lock", "/x", "--", "true").want(t, exitOK) // free once the session expired
 }
 
 // TestLeader runs `regkit leader` processes against real etcd and ZooKeeper.
@@ -391,18 +404,18 @@ func testLeaderOneAtATime(t *testing.T, b holdBackend) {
 	url, dir := b.url(t), t.TempDir()
 	log := filepath.Join(dir, "log")
 	procs := map[string]*proc{}
-	run := func(name string) {
-		procs[name] = start(t, url, append([]string{"leader", "/e", "--ttl", "2s"}, leaderJob(dir, name)...)...)
+	run := func(name string, job []string) {
+		procs[name] = start(t, url, append([]string{"leader", "/e", "--ttl", "2s"}, job...)...)
 	}
 	leaderOf := func(line string) string {
 		f := strings.Split(line, "_")
 		if len(f) != 3 || f[0] != "lead" {
-			t.Fatalf("not a lead line: %q", line)
+			t.Fatalf("not a lead line: %q (log %q)", line, lines(t, log))
 		}
 		return f[1]
 	}
-	run("a")
-	run("b")
+	run("a", leaderJob(dir, "a"))
+	run("b", leaderJob(dir, "b"))
 	first := leaderOf(waitLines(t, log, 1, "one leads")[0])
 	waitQueued(t, url, "/e", 2)
 	if got := lines(t, log); len(got) != 1 {
@@ -419,8 +432,9 @@ func testLeaderOneAtATime(t *testing.T, b holdBackend) {
 	if second == first {
 		t.Fatalf("%s led twice: %q", first, lines(t, log))
 	}
-	// 2. regkit is stopped: its command gets SIGTERM, then c leads.
-	run("c")
+	// 2. regkit is stopped: its command gets SIGTERM, then c leads. (c's command
+	// leaves the busy mark alone: it will be killed.)
+	run("c", sh(dir, `echo "lead c $REGKIT_FENCING_TOKEN" >> log; echo $$ > c.pid; exec sleep 600`))
 	waitQueued(t, url, "/e", 2)
 	if code := procs[second].stop(t); code != 0 {
 		t.Fatalf("leader %s exited %d after SIGTERM (its command exits 0 on TERM); stderr:\n%s", second, code, procs[second].stderr.String())
@@ -431,17 +445,15 @@ func testLeaderOneAtATime(t *testing.T, b holdBackend) {
 	}
 	// 3. regkit is killed: its command dies with it and, once the session
 	// expired, d leads.
-	run("d")
+	run("d", leaderJob(dir, "d"))
 	waitQueued(t, url, "/e", 2)
 	if err := procs["c"].cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
+	waitDead(t, filepath.Join(dir, "c.pid"))
 	got = waitLines(t, log, 6, "d leads after c's session expired")
 	if leaderOf(got[5]) != "d" {
 		t.Fatalf("log: %q", got)
-	}
-	if err := os.Remove(filepath.Join(dir, "busy")); err != nil { // c was killed in its critical section
-		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "release-d"), nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -467,7 +479,7 @@ func testLeaderRequeue(t *testing.T, b holdBackend) {
 	var ps []*proc
 	for _, name := range []string{"a", "b"} {
 		ps = append(ps, start(t, url, append([]string{"leader", "/e", "--requeue"},
-			sh(dir, `mkdir busy || echo OVERLAP >> log; echo "`+name+` $REGKIT_FENCING_TOKEN" >> log; sleep 0.1; rmdir busy`)...)...))
+			sh(dir, `trap 'rmdir busy; exit 0' TERM; mkdir busy || echo OVERLAP >> log; echo "`+name+` $REGKIT_FENCING_TOKEN" >> log; sleep 0.1; rmdir busy`)...)...))
 	}
 	got := waitLines(t, filepath.Join(dir, "log"), 6, "six terms")
 	for _, p := range ps {
