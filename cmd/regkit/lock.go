@@ -142,7 +142,7 @@ func holdArgs(cmd *cobra.Command, args []string) (string, []string, error) {
 }
 
 // waitTimeout returns ctx bounded by --timeout when the flag was given.
-func (g *globals) waitTimeout(cmd *cobra.Command, ctx context.Context) (context.Context, context.CancelFunc) {
+func (g *globals) waitTimeout(ctx context.Context, cmd *cobra.Command) (context.Context, context.CancelFunc) {
 	if cmd.Flags().Changed("timeout") && g.timeout > 0 {
 		return context.WithTimeout(ctx, g.timeout)
 	}
@@ -188,7 +188,7 @@ command exits, and exit with the command's status. Like flock(1), across machine
 			if err != nil {
 				return err
 			}
-			wctx, cancel := g.waitTimeout(cmd, ctx)
+			wctx, cancel := g.waitTimeout(ctx, cmd)
 			hold, err := m.Lock(wctx)
 			timedOut := wctx.Err() != nil && ctx.Err() == nil
 			cancel()
@@ -323,7 +323,7 @@ func runLeader(ctx context.Context, cmd *cobra.Command, g *globals, c *registry.
 		_ = sel.Close(cctx)
 		cancel()
 	}
-	wctx, cancel := g.waitTimeout(cmd, context.Background())
+	wctx, cancel := g.waitTimeout(context.Background(), cmd)
 	defer cancel()
 	waiting := wctx.Done()
 	for {
@@ -363,6 +363,7 @@ func runLeader(ctx context.Context, cmd *cobra.Command, g *globals, c *registry.
 				if r.err != nil {
 					return r.err
 				}
+				lost = r.res.lost != nil
 				return r.res.err("leadership of " + path)
 			}
 			return fmt.Errorf("election %s: %w", path, registry.ErrClosed)

@@ -423,6 +423,17 @@ func testLeaderOneAtATime(t *testing.T, b holdBackend) {
 	if got := lines(t, log); len(got) != 1 {
 		t.Fatalf("two leaders: %q", got)
 	}
+	// A third candidate with --timeout gives up (124) without running anything
+	// and leaves no node behind.
+	r := regkit(t, url, append([]string{"leader", "/e", "--timeout", "1s"}, sh(dir, "touch ran")...)...)
+	r.want(t, exitTimedOut)
+	if !strings.Contains(r.stderr, "not leader of /e within --timeout 1s") {
+		t.Fatalf("stderr: %q", r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ran")); err == nil {
+		t.Fatal("the command ran without leadership")
+	}
+	waitQueued(t, url, "/e", 2)
 	// 1. The command exits: regkit exits with its status, the other leads.
 	if err := os.WriteFile(filepath.Join(dir, "release-"+first), nil, 0o644); err != nil {
 		t.Fatal(err)
