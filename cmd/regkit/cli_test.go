@@ -29,7 +29,7 @@ func TestUsageErrors(t *testing.T) {
 		want string
 	}{
 		{dead, []string{"lss"}, `unknown command "lss"`},
-		{dead, []string{"ls"}, "missing argument SERVICE"},
+		{dead, []string{"ls", "--healthy"}, "--healthy needs a SERVICE"},
 		{dead, []string{"ls", "a", "b"}, `unexpected argument "b"`},
 		{dead, []string{"ls", "bad name"}, "invalid argument SERVICE"},
 		{dead, []string{"ls", "greeter", "-o", "yaml"}, "-o/--output"},

@@ -12,18 +12,34 @@
 //
 // Commands:
 //
-//	regkit ls SERVICE                       instances of a service
+//	regkit ls [SERVICE]                     the services, or the instances of one
 //	regkit watch SERVICE                    each change live: added, removed, changed; stale/resynced flags
 //	regkit register SERVICE HOST:PORT       register and hold until SIGINT/SIGTERM, then deregister
 //	regkit get KEY | put KEY [VALUE] | rm [-r] KEY | tree KEY    the coordination store
 //	regkit dns [--all | SERVICE...]         a DNS server (SRV, A, AAAA) answering from a shared cache
+//	regkit lock PATH -- COMMAND [ARG...]    run COMMAND holding a distributed lock (recipes/lock)
+//	regkit leader PATH -- COMMAND [ARG...]  run COMMAND only while leader (recipes/leader; --requeue)
 //	regkit version                          build information and the backends compiled in
 //
 // Every command takes --help. Output is a human-readable table by default and
 // JSON with -o json (watch and register print one JSON object per line).
 //
-// `regkit ls` needs a service: the registry API has no way to list services yet
-// (no Client.Services); when it gets one, ls without a service will list them.
+// `regkit ls` without a service lists the services that have an instance
+// (Client.Services); a backend that cannot list them (etcd with layout=naming and
+// no target_prefix) is exit status 1.
+//
+// # Lock and leader
+//
+// `regkit lock` and `regkit leader` run a command while holding a lock or leading
+// an election, and pass it the hold's fencing token in REGKIT_FENCING_TOKEN (the
+// node's creation revision; it only grows from holder to holder, so a fenced
+// resource can reject a late holder). When the hold is lost (the session expired,
+// or, by default, its connection was interrupted) the command gets SIGTERM, then
+// SIGKILL after --grace; on Linux it is also killed if regkit dies. They exit with
+// the command's status (128+N when signal N killed it), or: 124 --timeout ran out
+// before the hold was won; 125 the hold was lost while the command ran; 126 the
+// command could not be started; 127 it was not found. Before the command runs,
+// errors are exit status 1 and 2 as for every command.
 //
 // # Exit status
 //

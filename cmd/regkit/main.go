@@ -58,7 +58,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return exitOK
 	}
 	code := exitCode(err)
-	fmt.Fprintf(stderr, "regkit: %v\n", err)
+	if msg := err.Error(); msg != "" { // empty: lock or leader passing on the command's status
+		fmt.Fprintf(stderr, "regkit: %s\n", msg)
+	}
 	if code == exitUsage && cmd != nil {
 		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
 	}
@@ -117,7 +119,7 @@ Tables by default; -o json for scripts (watch and register: one JSON object a li
 	pf.StringVar(&g.url, "url", "", "registry URL (default: $REGKIT_URL)")
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&g.timeout, "timeout", 10*time.Second,
-		"bound on connecting, on each one-shot command (ls, get, put, rm, tree) and on register's first registration; 0 means none")
+		"bound on connecting, on each one-shot command (ls, get, put, rm, tree), on register's first registration and, when given, on the wait of lock and leader; 0 means none")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "log the library's informational messages to stderr")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err} })
 
@@ -125,6 +127,7 @@ Tables by default; -o json for scripts (watch and register: one JSON object a li
 		newLsCmd(g), newWatchCmd(g), newRegisterCmd(g),
 		newGetCmd(g), newPutCmd(g), newRmCmd(g), newTreeCmd(g),
 		newDNSCmd(g), newVersionCmd(g),
+		newLockCmd(g), newLeaderCmd(g),
 	)
 	// Runtime failures are wrapped so that exitCode can tell them from cobra's own
 	// parsing errors (unknown command or flag), which are usage errors.
@@ -171,9 +174,12 @@ func exitCode(err error) int {
 	var u usageError
 	var nf notFoundError
 	var re runError
+	var es exitStatusError
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, &es):
+		return es.code
 	case errors.As(err, &u), errors.Is(err, registry.ErrInvalid):
 		return exitUsage
 	case errors.As(err, &nf), errors.Is(err, registry.ErrNotFound):
