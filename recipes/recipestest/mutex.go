@@ -392,7 +392,12 @@ func (s *suite) testMutexWaiterLost(t *testing.T) {
 	case r := <-got:
 		if r.err == nil {
 			s.ended(t, r.h.Done(), "hold of a waiter whose session expired as it acquired")
-			r.err = r.h.Err()
+			// Under the default policy the hold ends at the first suspension, which
+			// on a loaded machine may come before the loss is known.
+			if err := r.h.Err(); !errors.Is(err, registry.ErrSessionLost) && !errors.Is(err, recipes.ErrSuspended) {
+				t.Fatalf("hold of the waiter ended with %v, want ErrSessionLost (or ErrSuspended first)", err)
+			}
+			break
 		}
 		if !errors.Is(r.err, registry.ErrSessionLost) {
 			t.Fatalf("waiter's Lock = %v, want ErrSessionLost", r.err)
