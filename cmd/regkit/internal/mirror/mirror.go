@@ -9,6 +9,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -391,23 +392,28 @@ func (s *Syncer) setServices(route int, names []string) {
 	s.recomputeLocked()
 }
 
-// owner is the member rendezvous hashing gives key, or "".
+// owner is the member rendezvous hashing gives key, or "": the member with the
+// highest score mix(fnv(key) ^ mix(fnv(member))).
 func owner(members []string, key string) string {
+	kh := fnv64(key)
 	var best string
 	var bestScore uint64
 	for _, m := range members {
-		h := fnv.New64a()
-		h.Write([]byte(m))
-		h.Write([]byte{0})
-		h.Write([]byte(key))
-		if sc := mix(h.Sum64()); best == "" || sc > bestScore || sc == bestScore && m < best {
+		if sc := mix(kh ^ mix(fnv64(m))); best == "" || sc > bestScore || sc == bestScore && m < best {
 			best, bestScore = m, sc
 		}
 	}
 	return best
 }
 
-// mix is splitmix64's finaliser: FNV's high bits alone spread poorly.
+func fnv64(s string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(s))
+	return h.Sum64()
+}
+
+// mix is splitmix64's finaliser: FNV alone gives correlated scores to member
+// IDs that differ in one byte.
 func mix(x uint64) uint64 {
 	x ^= x >> 30
 	x *= 0xbf58476d1ce4e5b9
@@ -419,13 +425,11 @@ func mix(x uint64) uint64 {
 // recomputeLocked starts the tasks this member owns and tells every task
 // whether it still owns its pair.
 func (s *Syncer) recomputeLocked() {
+	alone := !slices.ContainsFunc(s.members, func(m string) bool { return m != s.o.member })
 	for i, r := range s.routes {
 		for svc := range s.sets[i] {
 			k := taskKey{route: i, service: svc}
-			own := !s.leaving && owner(s.members, r.String()+"\x00"+svc) == s.o.member
-			if t := s.tasks[k]; t != nil {
-				t.set(own, true)
-			} else if own {
+			if s.tasks[k] == nil && !s.leaving && owner(s.members, r.String()+"\x00"+svc) == s.o.member {
 				s.startLocked(k)
 			}
 		}
@@ -433,7 +437,7 @@ func (s *Syncer) recomputeLocked() {
 	for k, t := range s.tasks {
 		wanted := s.sets[k.route][k.service]
 		own := !s.leaving && owner(s.members, s.routes[k.route].String()+"\x00"+k.service) == s.o.member
-		t.set(own, wanted)
+		t.set(own, wanted, alone)
 	}
 }
 

@@ -87,12 +87,15 @@ func open(t *testing.T, url string) *registry.Client {
 	return c
 }
 
-func register(t *testing.T, c *registry.Client, svc, id string, port int) registry.Registration {
+func register(t *testing.T, c *registry.Client, svc, id string, port int, meta ...string) registry.Registration {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	r, err := c.Register(ctx, registry.Instance{Service: svc, ID: id, Host: "127.0.0.1", Port: port,
-		Metadata: map[string]string{"version": "1"}})
+	md := map[string]string{"version": "1"}
+	for i := 0; i+1 < len(meta); i += 2 {
+		md[meta[i]] = meta[i+1]
+	}
+	r, err := c.Register(ctx, registry.Instance{Service: svc, ID: id, Host: "127.0.0.1", Port: port, Metadata: md})
 	if err != nil {
 		t.Fatalf("register %s/%s: %v", svc, id, err)
 	}
@@ -105,6 +108,7 @@ type syncer struct {
 	s      *mirror.Syncer
 	cancel context.CancelFunc
 	done   chan error
+	once   sync.Once
 }
 
 func run(t *testing.T, routes []mirror.Route, opts ...mirror.Option) *syncer {
@@ -122,16 +126,17 @@ func run(t *testing.T, routes []mirror.Route, opts ...mirror.Option) *syncer {
 
 func (sy *syncer) stop(t *testing.T) {
 	t.Helper()
-	sy.cancel()
-	select {
-	case err, ok := <-sy.done:
-		if ok && err != nil {
-			t.Errorf("Run: %v", err)
+	sy.once.Do(func() {
+		sy.cancel()
+		select {
+		case err := <-sy.done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(60 * time.Second):
+			t.Error("Run did not return within 60s of its context's end")
 		}
-		close(sy.done)
-	case <-time.After(60 * time.Second):
-		t.Fatal("Run did not return within 60s of its context's end")
-	}
+	})
 }
 
 func both(a, b mirror.Endpoint) []mirror.Route {
@@ -238,10 +243,13 @@ func testBothWays(t *testing.T, urlA, urlB string) {
 	register(t, b, svc, "b1", 7002)
 	register(t, a, svc, "both", 7003)
 	register(t, b, svc, "both", 7003)
+	// A copy another sync wrote into A: never copied again.
+	register(t, a, svc, "foreign", 7004, mirror.MetaSourceCluster, "C")
 	sy := run(t, both(mirror.Endpoint{Client: sa, Name: "A"}, mirror.Endpoint{Client: sb, Name: "B"}),
 		mirror.WithEmptyGrace(time.Second))
 	_ = sy
-	wantView(t, a, svc, "127.0.0.1:7001 native a1", "127.0.0.1:7003 native both", "127.0.0.1:7002 copy-of b1 from B")
+	wantView(t, a, svc, "127.0.0.1:7001 native a1", "127.0.0.1:7003 native both", "127.0.0.1:7002 copy-of b1 from B",
+		"127.0.0.1:7004 copy-of  from C")
 	wantView(t, b, svc, "127.0.0.1:7002 native b1", "127.0.0.1:7003 native both", "127.0.0.1:7001 copy-of a1 from A")
 
 	// Cycles on both sides, concurrently with the sync.
@@ -273,7 +281,8 @@ func testBothWays(t *testing.T, urlA, urlB string) {
 		}()
 	}
 	wg.Wait()
-	wa := []string{"127.0.0.1:7001 native a1", "127.0.0.1:7003 native both", "127.0.0.1:7002 copy-of b1 from B"}
+	wa := []string{"127.0.0.1:7001 native a1", "127.0.0.1:7003 native both", "127.0.0.1:7002 copy-of b1 from B",
+		"127.0.0.1:7004 copy-of  from C"}
 	wb := []string{"127.0.0.1:7002 native b1", "127.0.0.1:7003 native both", "127.0.0.1:7001 copy-of a1 from A"}
 	for i := 0; i < 8; i += 2 {
 		wa = append(wa, fmt.Sprintf("127.0.0.1:%d native a-cycle-%d", 7100+i, i), fmt.Sprintf("127.0.0.1:%d copy-of b-cycle-%d from B", 7200+i, i))
@@ -284,7 +293,7 @@ func testBothWays(t *testing.T, urlA, urlB string) {
 
 	// Stopping the sync removes every copy and nothing else.
 	sy.stop(t)
-	wantView(t, a, svc, slices.DeleteFunc(slices.Clone(wa), func(s string) bool { return strings.Contains(s, "copy-of") })...)
+	wantView(t, a, svc, slices.DeleteFunc(slices.Clone(wa), func(s string) bool { return strings.Contains(s, "from B") })...)
 	wantView(t, b, svc, slices.DeleteFunc(slices.Clone(wb), func(s string) bool { return strings.Contains(s, "copy-of") })...)
 }
 

@@ -28,6 +28,7 @@ type task struct {
 	mu     sync.Mutex
 	own    bool
 	wanted bool
+	alone  bool // no other member to hand over to
 	since  time.Time // when own last became false
 	poke   chan struct{}
 
@@ -52,13 +53,13 @@ func newTask(s *Syncer, k taskKey) *task {
 		poke: make(chan struct{}, 1), copies: map[string]*held{}}
 }
 
-func (t *task) set(own, wanted bool) {
+func (t *task) set(own, wanted, alone bool) {
 	t.mu.Lock()
 	if t.own && !own {
 		t.since = time.Now()
 	}
-	changed := t.own != own || t.wanted != wanted
-	t.own, t.wanted = own, wanted
+	changed := t.own != own || t.wanted != wanted || t.alone != alone
+	t.own, t.wanted, t.alone = own, wanted, alone
 	t.mu.Unlock()
 	if changed {
 		select {
@@ -211,7 +212,7 @@ func (t *task) reconcile(ctx context.Context) time.Time {
 	}
 	want := t.desired()
 	t.mu.Lock()
-	own, since := t.own, t.since
+	own, since, alone := t.own, t.since, t.alone
 	t.mu.Unlock()
 	if !own {
 		// Hand over: keep each copy until the destination lists the new owner's,
@@ -230,6 +231,8 @@ func (t *task) reconcile(ctx context.Context) time.Time {
 				t.remove(ctx, id, "source instance gone")
 			case others[id]:
 				t.remove(ctx, id, "handed over")
+			case alone:
+				t.remove(ctx, id, "no other member to hand over to")
 			case !now.Before(deadline):
 				t.remove(ctx, id, "hand-over timed out")
 			default:
