@@ -162,10 +162,6 @@ type Syncer struct {
 // New validates routes and options, without I/O. Errors are *registry.FieldError
 // values naming the field, matching registry.ErrInvalid.
 func New(routes []Route, opts ...Option) (*Syncer, error) {
-	o := options{group: DefaultGroup, emptyGrace: DefaultEmptyGrace, handoverTimeout: DefaultHandoverTimeout}
-	for _, f := range opts {
-		f(&o)
-	}
 	if len(routes) == 0 {
 		return nil, &registry.FieldError{Field: "routes", Value: 0, Reason: "at least one route is needed"}
 	}
@@ -185,8 +181,30 @@ func New(routes []Route, opts ...Option) (*Syncer, error) {
 			return nil, &registry.FieldError{Field: fmt.Sprintf("routes[%d].To.Name", i), Value: r.To.Name, Reason: "equals From.Name: a route needs two registries"}
 		}
 	}
-	if err := validSegment("group", o.group, 64); err != nil {
+	o, err := buildOptions(opts)
+	if err != nil {
 		return nil, err
+	}
+	m, err := newMetrics(o.meter)
+	if err != nil {
+		return nil, err
+	}
+	return &Syncer{routes: routes, o: o, m: m, tasks: map[taskKey]*task{}}, nil
+}
+
+// CheckOptions validates opts as New does, without routes or I/O.
+func CheckOptions(opts ...Option) error {
+	_, err := buildOptions(opts)
+	return err
+}
+
+func buildOptions(opts []Option) (options, error) {
+	o := options{group: DefaultGroup, emptyGrace: DefaultEmptyGrace, handoverTimeout: DefaultHandoverTimeout}
+	for _, f := range opts {
+		f(&o)
+	}
+	if err := validSegment("group", o.group, 64); err != nil {
+		return o, err
 	}
 	if o.member == "" {
 		var b [4]byte
@@ -194,27 +212,23 @@ func New(routes []Route, opts ...Option) (*Syncer, error) {
 		o.member = hex.EncodeToString(b[:])
 	}
 	if err := validSegment("member ID", o.member, 32); err != nil {
-		return nil, err
+		return o, err
 	}
 	for _, p := range o.patterns {
 		if _, err := path.Match(p, ""); err != nil {
-			return nil, &registry.FieldError{Field: "services", Value: p, Reason: "bad pattern: " + err.Error()}
+			return o, &registry.FieldError{Field: "services", Value: p, Reason: "bad pattern: " + err.Error()}
 		}
 	}
 	if o.emptyGrace < 0 {
-		return nil, &registry.FieldError{Field: "empty grace", Value: o.emptyGrace, Reason: "must not be negative"}
+		return o, &registry.FieldError{Field: "empty grace", Value: o.emptyGrace, Reason: "must not be negative"}
 	}
 	if o.handoverTimeout <= 0 {
-		return nil, &registry.FieldError{Field: "handover timeout", Value: o.handoverTimeout, Reason: "must be positive"}
+		return o, &registry.FieldError{Field: "handover timeout", Value: o.handoverTimeout, Reason: "must be positive"}
 	}
 	if o.logger == nil {
 		o.logger = slog.Default()
 	}
-	m, err := newMetrics(o.meter)
-	if err != nil {
-		return nil, err
-	}
-	return &Syncer{routes: routes, o: o, m: m, tasks: map[taskKey]*task{}}, nil
+	return o, nil
 }
 
 func validSegment(field, s string, max int) error {

@@ -28,7 +28,7 @@ type task struct {
 	mu     sync.Mutex
 	own    bool
 	wanted bool
-	alone  bool // no other member to hand over to
+	alone  bool      // no other member to hand over to
 	since  time.Time // when own last became false
 	poke   chan struct{}
 
