@@ -49,7 +49,7 @@ gone. It carries the source's address, weight, zone and metadata plus:
   regkit.sync.held-since           set while the source lists nothing
 Its ID is SOURCE_ID~MEMBER. An instance that carries sourceClusterId is a copy
 and is never copied again (no loops); one registered natively on both sides
-(same ID or host:port) is left alone; unhealthy instances are not copied. A copy
+(same host:port) is left alone; unhealthy instances are not copied. A copy
 goes when its source is deregistered or expires; when the source suddenly lists
 no instance at all, copies are kept, marked, for --empty-grace (plus jitter).
 

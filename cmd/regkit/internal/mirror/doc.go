@@ -35,8 +35,9 @@
 //     again, by any route or group, so A ↔ B never loops. Chains (A → B → C) are
 //     therefore not followed: sync every registry from the origin directly.
 //   - An instance registered natively on both sides (a destination instance with
-//     no MetaSourceCluster and the same ID or the same host:port) is left alone
-//     on both: no copy is made, and a copy made before it appeared is removed.
+//     no MetaSourceCluster at the same host:port: one endpoint is one instance,
+//     as Nacos identifies instances, whatever the IDs) is left alone on both: no
+//     copy is made, and a copy made before it appeared is removed.
 //   - Unhealthy source instances are not copied (a copy would be healthy).
 //   - A Syncer touches only the registrations it made: copies of another member
 //     or of an earlier run of this one are left to their own liveness.

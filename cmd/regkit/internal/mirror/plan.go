@@ -56,7 +56,7 @@ func (s *Syncer) plan(r Route, svc string, src, dst []registry.Instance) []Step 
 	holders := map[string][]string{}
 	for _, in := range dst {
 		if in.Metadata[MetaSourceCluster] == "" {
-			natives["id:"+in.ID], natives["addr:"+in.Addr()] = true, true
+			natives[in.Addr()] = true
 		} else if in.Metadata[MetaGroup] == s.o.group && in.Metadata[MetaSourceCluster] == r.From.Name {
 			id := in.Metadata[MetaSourceID]
 			holders[id] = append(holders[id], in.Metadata[MetaOwner])
@@ -70,7 +70,7 @@ func (s *Syncer) plan(r Route, svc string, src, dst []registry.Instance) []Step 
 			st.Reason = "is a copy"
 		case !in.Healthy:
 			st.Reason = "unhealthy"
-		case natives["id:"+in.ID] || natives["addr:"+in.Addr()]:
+		case natives[in.Addr()]:
 			st.Reason = "native on both sides"
 		default:
 			st.Action = "copy"

@@ -165,13 +165,12 @@ func (t *task) desired() map[string]registry.Instance {
 	natives := map[string]bool{}
 	for _, in := range t.dst.Instances {
 		if in.Metadata[MetaSourceCluster] == "" {
-			natives["id:"+in.ID] = true
-			natives["addr:"+in.Addr()] = true
+			natives[in.Addr()] = true
 		}
 	}
 	out := map[string]registry.Instance{}
 	for _, in := range t.src.Instances {
-		if !in.Healthy || in.Metadata[MetaSourceCluster] != "" || natives["id:"+in.ID] || natives["addr:"+in.Addr()] {
+		if !in.Healthy || in.Metadata[MetaSourceCluster] != "" || natives[in.Addr()] {
 			continue
 		}
 		out[in.ID] = t.copyOf(in)
