@@ -228,7 +228,8 @@ func TestSync(t *testing.T) {
 	t.Run("ZooKeeperNacosBothWays", func(t *testing.T) { testBothWays(t, e.zkURL(t), e.nacosURL(t)) })
 	t.Run("SourceDeath", func(t *testing.T) { testSourceDeath(t, e) })
 	t.Run("EmptyPushGuard", func(t *testing.T) { testEmptyPushGuard(t, e) })
-	t.Run("Handover", func(t *testing.T) { testHandover(t, e) })
+	t.Run("Handover", func(t *testing.T) { testHandover(t, e, e.etcdURL(t), e.zkURL(t)) })
+	t.Run("HandoverToNacos", func(t *testing.T) { testHandover(t, e, e.zkURL(t), e.nacosURL(t)) })
 }
 
 // testBothWays: natives on each side are copied to the other, an instance native
@@ -417,8 +418,8 @@ func (r *recorder) check(t *testing.T, svc string) {
 // testHandover: two sync processes split the services; one joining and one
 // leaving move services between them without a watcher on the destination ever
 // seeing a copy missing.
-func testHandover(t *testing.T, e *env) {
-	src, dst := open(t, e.etcdURL(t)), open(t, e.zkURL(t))
+func testHandover(t *testing.T, e *env, srcURL, dstURL string) {
+	src, dst := open(t, srcURL), open(t, dstURL)
 	var svcs []string
 	for i := range 6 {
 		svc := fmt.Sprintf("svc-%d", i)
@@ -426,8 +427,8 @@ func testHandover(t *testing.T, e *env) {
 		register(t, src, svc, "i1", 7500+i)
 	}
 	newSyncer := func(member string) *syncer {
-		ss, sd, coord := open(t, e.etcdURL(t)), open(t, e.zkURL(t)), open(t, e.zkURL(t))
-		return run(t, []mirror.Route{{From: mirror.Endpoint{Client: ss, Name: "etcd"}, To: mirror.Endpoint{Client: sd, Name: "zk"}}},
+		ss, sd, coord := open(t, srcURL), open(t, dstURL), open(t, e.zkURL(t))
+		return run(t, []mirror.Route{{From: mirror.Endpoint{Client: ss, Name: "src"}, To: mirror.Endpoint{Client: sd, Name: "dst"}}},
 			mirror.WithCoordinator(coord), mirror.WithMemberID(member), mirror.WithHandoverTimeout(30*time.Second))
 	}
 	owners := func() map[string]int {
@@ -442,7 +443,7 @@ func testHandover(t *testing.T, e *env) {
 	}
 	a := newSyncer("m-a")
 	for i, svc := range svcs {
-		wantView(t, dst, svc, fmt.Sprintf("127.0.0.1:%d copy-of i1 from etcd", 7500+i))
+		wantView(t, dst, svc, fmt.Sprintf("127.0.0.1:%d copy-of i1 from src", 7500+i))
 	}
 	var recs []*recorder
 	for _, svc := range svcs {
