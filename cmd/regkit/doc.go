@@ -17,6 +17,7 @@
 //	regkit register SERVICE HOST:PORT       register and hold until SIGINT/SIGTERM, then deregister
 //	regkit get KEY | put KEY [VALUE] | rm [-r] KEY | tree KEY    the coordination store
 //	regkit dns [--all | SERVICE...]         a DNS server (SRV, A, AAAA) answering from a shared cache
+//	regkit sync SRC_URL DST_URL             mirror services to another registry (--both-ways; see the README)
 //	regkit version                          build information and the backends compiled in
 //
 // Every command takes --help. Output is a human-readable table by default and
