@@ -113,7 +113,7 @@ func gapWatch(t *testing.T, c *registry.Client, svc string) func() []string {
 // on the destination can see, and stopping the last one removes every copy.
 func TestSyncBinary(t *testing.T) {
 	zk := testenv.StartZooKeeper(t)
-	etcdU := etcdURL(t)
+	etcdU := etcdURL(t) + "?lease_ttl=3s"
 	zkU := "zk://" + zk.Addr() + "/regkit-sync?session_timeout=4s"
 	e, z := openClient(t, etcdU), openClient(t, zkU)
 	var svcs []string
@@ -191,8 +191,26 @@ func TestSyncBinary(t *testing.T) {
 			t.Errorf("a watcher saw copies missing:\n%s", strings.Join(gs, "\n"))
 		}
 	}
-	if code := m2.stop(t); code != exitOK {
-		t.Fatalf("m2 exited %d; stderr:\n%s", code, m2.stderr.String())
+	// A crash: m2 is killed, its copies stay until its sessions and leases
+	// expire; m3, started meanwhile, converges to the same views on its own
+	// (it never deletes m2's copies, which expire).
+	if err := m2.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-m2.done
+	m3 := start(t, "", args("m3")...)
+	poll.Until(t, 60*time.Second, "every copy on m3, m2's expired", func() error {
+		if n := owners(); n["m3"] != 2*len(svcs) || len(n) != 1 {
+			return fmt.Errorf("copies per owner: %v", n)
+		}
+		return nil
+	})
+	for _, svc := range svcs {
+		wantSyncView(t, e, svc, wantE[svc]...)
+		wantSyncView(t, z, svc, wantZ[svc]...)
+	}
+	if code := m3.stop(t); code != exitOK {
+		t.Fatalf("m3 exited %d; stderr:\n%s", code, m3.stderr.String())
 	}
 	for i, svc := range svcs {
 		wantSyncView(t, e, svc, fmt.Sprintf("127.0.0.1:%d native n1", 7600+i))
