@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/goleak"
 
 	"github.com/regkit/regkit/cmd/regkit/internal/mirror"
@@ -307,10 +309,46 @@ func testSourceDeath(t *testing.T, e *env) {
 	register(t, src, svc, "stays", 7301)
 	dying := open(t, e.zkURL(t))
 	register(t, dying, svc, "dies", 7302)
-	run(t, []mirror.Route{{From: mirror.Endpoint{Client: ss, Name: "zk"}, To: mirror.Endpoint{Client: sd, Name: "nacos"}}})
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	run(t, []mirror.Route{{From: mirror.Endpoint{Client: ss, Name: "zk"}, To: mirror.Endpoint{Client: sd, Name: "nacos"}}},
+		mirror.WithMeterProvider(mp))
 	wantView(t, dst, svc, "127.0.0.1:7301 copy-of stays from zk", "127.0.0.1:7302 copy-of dies from zk")
+	poll.Until(t, 10*time.Second, mirror.MetricCopies+" at 2", func() error {
+		if n := copiesMetric(t, reader); n != 2 {
+			return fmt.Errorf("%s = %d", mirror.MetricCopies, n)
+		}
+		return nil
+	})
 	dying.Close()
 	wantView(t, dst, svc, "127.0.0.1:7301 copy-of stays from zk")
+	poll.Until(t, 10*time.Second, mirror.MetricCopies+" down to 1", func() error {
+		if n := copiesMetric(t, reader); n != 1 {
+			return fmt.Errorf("%s = %d", mirror.MetricCopies, n)
+		}
+		return nil
+	})
+}
+
+// copiesMetric reads regkit.sync.copies, summed over its services.
+func copiesMetric(t *testing.T, r *sdkmetric.ManualReader) int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := r.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != mirror.MetricCopies {
+				continue
+			}
+			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+				n += dp.Value
+			}
+		}
+	}
+	return n
 }
 
 // testEmptyPushGuard: a source that suddenly lists nothing does not empty the
