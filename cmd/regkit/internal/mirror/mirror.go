@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
@@ -157,7 +158,11 @@ type Syncer struct {
 	leaving bool
 	wg      sync.WaitGroup // tasks
 	tctx    context.Context
+	started atomic.Bool
 }
+
+// ErrRunning is returned by a second call of Run.
+var ErrRunning = errors.New("mirror: Run was called already")
 
 // New validates routes and options, without I/O. Errors are *registry.FieldError
 // values naming the field, matching registry.ErrInvalid.
@@ -273,9 +278,14 @@ func (s *Syncer) selected(service string) bool {
 // Run syncs until ctx ends, then hands its services over (leaves the group and
 // waits, at most WithHandoverTimeout, until other members hold copies of its
 // own), deregisters what it still holds and returns nil. It fails at once when
-// a source cannot list services or the membership cannot be joined. Run may be
-// called once.
+// a source cannot list services or the membership cannot be joined, and stops
+// (handing over as above) with an error when a services or membership watch
+// ends by itself (a Client closed under it). Run may be called once; later calls
+// return ErrRunning.
 func (s *Syncer) Run(ctx context.Context) error {
+	if !s.started.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
 	tctx, tcancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer tcancel()
 	s.mu.Lock()

@@ -214,6 +214,14 @@ func TestNewValidates(t *testing.T) {
 	}
 }
 
+func TestRunTwice(t *testing.T) {
+	c, d := open(t, "mem://twice"), open(t, "mem://twice2")
+	sy := run(t, []mirror.Route{{From: mirror.Endpoint{Client: c, Name: "a"}, To: mirror.Endpoint{Client: d, Name: "b"}}})
+	if err := sy.s.Run(context.Background()); !errors.Is(err, mirror.ErrRunning) {
+		t.Errorf("second Run: %v, want ErrRunning", err)
+	}
+}
+
 func TestCopyID(t *testing.T) {
 	if got := mirror.CopyID("10.0.0.1:80", "ab12"); got != "10.0.0.1:80~ab12" {
 		t.Errorf("CopyID = %q", got)
@@ -229,6 +237,7 @@ func TestSync(t *testing.T) {
 	t.Run("EtcdZooKeeperBothWays", func(t *testing.T) { testBothWays(t, e.etcdURL(t), e.zkURL(t)) })
 	t.Run("ZooKeeperNacosBothWays", func(t *testing.T) { testBothWays(t, e.zkURL(t), e.nacosURL(t)) })
 	t.Run("SourceDeath", func(t *testing.T) { testSourceDeath(t, e) })
+	t.Run("SourceSessionExpired", func(t *testing.T) { testSourceSessionExpired(t, e) })
 	t.Run("EmptyPushGuard", func(t *testing.T) { testEmptyPushGuard(t, e) })
 	t.Run("Handover", func(t *testing.T) { testHandover(t, e, e.etcdURL(t), e.zkURL(t)) })
 	t.Run("HandoverToNacos", func(t *testing.T) { testHandover(t, e, e.zkURL(t), e.nacosURL(t)) })
@@ -328,6 +337,27 @@ func testSourceDeath(t *testing.T, e *env) {
 		}
 		return nil
 	})
+}
+
+// testSourceSessionExpired: a source whose ZooKeeper session expires (its
+// connection cut longer than the session timeout; its Client stays open) takes
+// its copy with it, and the copy comes back when the Client registers again after
+// the partition heals.
+func testSourceSessionExpired(t *testing.T, e *env) {
+	src, dst := open(t, e.zkURL(t)), open(t, e.etcdURL(t))
+	ss, sd := open(t, e.zkURL(t)), open(t, e.etcdURL(t))
+	const svc = "inventory"
+	register(t, src, svc, "stays", 7311)
+	proxy := testenv.NewProxy(t, e.zk.Addr())
+	cutoff := open(t, "zk://"+proxy.Addr()+"/"+strings.ReplaceAll(t.Name(), "/", "_")+"?session_timeout=2s")
+	register(t, cutoff, svc, "expires", 7312)
+	run(t, []mirror.Route{{From: mirror.Endpoint{Client: ss, Name: "zk"}, To: mirror.Endpoint{Client: sd, Name: "etcd"}}})
+	wantView(t, dst, svc, "127.0.0.1:7311 copy-of stays from zk", "127.0.0.1:7312 copy-of expires from zk")
+	proxy.Blackhole()
+	wantView(t, src, svc, "127.0.0.1:7311 native stays")
+	wantView(t, dst, svc, "127.0.0.1:7311 copy-of stays from zk")
+	proxy.Heal()
+	wantView(t, dst, svc, "127.0.0.1:7311 copy-of stays from zk", "127.0.0.1:7312 copy-of expires from zk")
 }
 
 // copiesMetric reads regkit.sync.copies, summed over its services.
