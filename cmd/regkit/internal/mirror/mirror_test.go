@@ -216,8 +216,14 @@ func TestNewValidates(t *testing.T) {
 
 func TestRunTwice(t *testing.T) {
 	c, d := open(t, "mem://twice"), open(t, "mem://twice2")
-	sy := run(t, []mirror.Route{{From: mirror.Endpoint{Client: c, Name: "a"}, To: mirror.Endpoint{Client: d, Name: "b"}}})
-	if err := sy.s.Run(context.Background()); !errors.Is(err, mirror.ErrRunning) {
+	s, err := mirror.New([]mirror.Route{{From: mirror.Endpoint{Client: c, Name: "a"}, To: mirror.Endpoint{Client: d, Name: "b"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = s.Run(ctx) // ends at once
+	if err := s.Run(context.Background()); !errors.Is(err, mirror.ErrRunning) {
 		t.Errorf("second Run: %v, want ErrRunning", err)
 	}
 }
