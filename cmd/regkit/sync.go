@@ -186,7 +186,7 @@ would be copied and what skipped, and why) and exits.
 	}
 	f := cmd.Flags()
 	f.BoolVar(&bothWays, "both-ways", false, "also copy DST_URL's services to SRC_URL")
-	f.StringArrayVar(&services, "services", nil, "sync only services matching this `pattern` (path.Match: *, ?, [a-z]; repeatable; default all)")
+	f.StringSliceVar(&services, "services", nil, "sync only services matching these `patterns` (path.Match: *, ?, [a-z]; comma-separated or repeated; default all)")
 	f.StringVar(&groupName, "group", mirror.DefaultGroup, "sync group: processes of one group share the work; its name tags the copies")
 	f.StringVar(&coordURL, "coord", "", "registry `URL` whose store keeps the group's membership (default: SRC_URL if it has sessions, else DST_URL)")
 	f.StringVar(&member, "member", "", "this process's member ID, unique in the group (default random)")

@@ -217,3 +217,28 @@ func TestSyncBinary(t *testing.T) {
 		wantSyncView(t, z, svc, fmt.Sprintf("127.0.0.1:%d native n1", 7700+i))
 	}
 }
+
+// TestSyncUsage: bad arguments and flags are usage errors naming what is wrong,
+// before any I/O (the URLs point nowhere).
+func TestSyncUsage(t *testing.T) {
+	dead := deadURL(t)
+	for _, tc := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"sync", dead}, "missing argument DST_URL"},
+		{[]string{"sync", dead, "foo://x"}, `invalid DST_URL "foo://x": unknown scheme "foo"`},
+		{[]string{"sync", dead, dead}, "name the same registry"},
+		{[]string{"sync", dead, "zk://127.0.0.1:1", "--services", "["}, `invalid --services "["`},
+		{[]string{"sync", dead, "zk://127.0.0.1:1", "--group", "a/b"}, `invalid --group "a/b"`},
+		{[]string{"sync", dead, "zk://127.0.0.1:1", "--member", "a b"}, `invalid --member "a b"`},
+		{[]string{"sync", dead, "zk://127.0.0.1:1", "--handover-timeout", "0s"}, "invalid --handover-timeout"},
+		{[]string{"sync", dead, "zk://127.0.0.1:1", "--empty-grace", "-1s"}, "invalid --empty-grace"},
+		{[]string{"sync", dead, "zk://127.0.0.1:1", "--coord", "foo://x"}, `invalid --coord "foo://x"`},
+	} {
+		r := regkit(t, "", tc.args...)
+		if r.code != exitUsage || !strings.Contains(r.stderr, tc.msg) {
+			t.Errorf("%q: exit %d, stderr %q; want %d and %q", tc.args, r.code, r.stderr, exitUsage, tc.msg)
+		}
+	}
+}

@@ -228,6 +228,41 @@ func TestRunTwice(t *testing.T) {
 	}
 }
 
+// TestAddressRewriteRefused: a destination Client whose address resolver
+// rewrites addresses (here from REGKIT_REGISTER_HOST) gets no copy: the copy is
+// deregistered at once, reported, and not tried again.
+func TestAddressRewriteRefused(t *testing.T) {
+	src := open(t, "mem://rewrite-src")
+	t.Setenv(address.EnvHost, "10.9.9.9")
+	dst, err := registry.Open(context.Background(), "mem://rewrite-dst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dst.Close() })
+	register(t, src, "greeter", "g1", 7801)
+	failed := make(chan error, 10)
+	run(t, []mirror.Route{{From: mirror.Endpoint{Client: src, Name: "a"}, To: mirror.Endpoint{Client: dst, Name: "b"}}},
+		mirror.WithEventHandler(func(e mirror.Event) {
+			if e.Kind == mirror.Failed {
+				failed <- e.Err
+			}
+		}))
+	select {
+	case err := <-failed:
+		if err == nil || !strings.Contains(err.Error(), "address resolver") {
+			t.Errorf("Failed event with %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no Failed event within 30s")
+	}
+	poll.Until(t, 30*time.Second, "no copy on the destination", func() error {
+		if list, _ := dst.Instances(context.Background(), "greeter"); len(list) != 0 {
+			return fmt.Errorf("destination lists %v", list)
+		}
+		return nil
+	})
+}
+
 func TestCopyID(t *testing.T) {
 	if got := mirror.CopyID("10.0.0.1:80", "ab12"); got != "10.0.0.1:80~ab12" {
 		t.Errorf("CopyID = %q", got)

@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -38,6 +39,7 @@ type task struct {
 	copies     map[string]*held   // by source ID
 	emptySince time.Time          // the source listed nothing since (empty-push guard)
 	retryAt    time.Time
+	refused    map[string]registry.Instance // copies the destination refused for good, by source ID
 }
 
 // held is one copy this member holds.
@@ -50,7 +52,7 @@ type held struct {
 func newTask(s *Syncer, k taskKey) *task {
 	r := s.routes[k.route]
 	return &task{s: s, key: k, route: r, name: r.String(), own: true, wanted: true,
-		poke: make(chan struct{}, 1), copies: map[string]*held{}}
+		poke: make(chan struct{}, 1), copies: map[string]*held{}, refused: map[string]registry.Instance{}}
 }
 
 func (t *task) set(own, wanted, alone bool) {
@@ -280,7 +282,11 @@ func (t *task) reconcile(ctx context.Context) time.Time {
 	for id, in := range want {
 		h := t.copies[id]
 		if h == nil {
-			if !t.register(ctx, id, in) {
+			if r, ok := t.refused[id]; ok && same(r, in) {
+				continue // refused for good; tried again when the source changes
+			}
+			delete(t.refused, id)
+			if !t.register(ctx, id, in) && t.refused[id].ID == "" {
 				failed = true
 			}
 			continue
@@ -317,11 +323,17 @@ func (t *task) register(ctx context.Context, id string, in registry.Instance) bo
 	reg, err := t.route.To.Client.Register(rctx, in)
 	cancel()
 	if err != nil {
+		if errors.Is(err, registry.ErrInvalid) {
+			// No retry can fix it (too many metadata pairs for the destination,
+			// a value too long): not tried again until the source changes.
+			t.refused[id] = in
+		}
 		t.fail(ctx, "register", id, in, err)
 		return false
 	}
 	if got := reg.Instance(); got.Host != in.Host || got.Port != in.Port {
 		_ = reg.Close()
+		t.refused[id] = in
 		t.fail(ctx, "register", id, in, fmt.Errorf("the destination client registered %s instead of %s: open it with an address resolver that ignores the environment", got.Addr(), in.Addr()))
 		return false
 	}
