@@ -55,7 +55,9 @@ no instance at all, copies are kept, marked, for --empty-grace (plus jitter).
 
 High availability: run several processes with the same --group. They join a
 membership on the coordinator (--coord, else SRC_URL if its backend has sessions,
-else DST_URL; Nacos has none) and split the services by rendezvous hashing. On
+else DST_URL; Nacos has none) and split the services by rendezvous hashing over
+the registries' names, so give every process of a group the same names (the same
+URLs, or --src-name and --dst-name). On
 SIGTERM a process leaves, and keeps each copy until the new owner's copy is
 listed on the destination (at most --handover-timeout), so watchers never see a
 service's instances missing; then it exits with status 0.

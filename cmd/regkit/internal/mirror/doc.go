@@ -27,7 +27,13 @@
 // Owner-scoped IDs let the new owner register its copy first and the old owner
 // delete its own after; watchers see the instance's address the whole time (on
 // etcd, ZooKeeper, Consul and mem they see both copies for a moment; on Nacos,
-// whose instances are identified by ip:port, the one entry changes owner).
+// whose instances are identified by ip:port, the one entry changes owner: the
+// new owner's register overwrites it, and the old owner's deregister then leaves
+// it alone, since the Nacos driver deletes only its own entries. Should the old
+// owner's presence check fall between the two, it puts its copy back and the
+// entry changes hands again at the new owner's next presence check; only if
+// that re-put lands just before the old owner's deregister can the entry be
+// missing, until the new owner's presence check puts it back).
 //
 // # No loops, no echo
 //

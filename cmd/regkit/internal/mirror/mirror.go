@@ -62,6 +62,8 @@ type Route struct {
 	From, To Endpoint
 }
 
+// String is "FROM -> TO" (the Endpoints' names): the route's name in events and
+// the key, with a service, that rendezvous hashing assigns.
 func (r Route) String() string { return r.From.Name + " -> " + r.To.Name }
 
 // Option configures a Syncer.

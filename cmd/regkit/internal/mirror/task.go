@@ -228,7 +228,9 @@ func (t *task) reconcile(ctx context.Context) time.Time {
 		deadline := since.Add(t.s.o.handoverTimeout)
 		for id := range t.copies {
 			switch _, ok := want[id]; {
-			case !ok:
+			case !ok && len(t.src.Instances) > 0:
+				// A source listing nothing at all is kept until the deadline, as
+				// the empty-push guard would.
 				t.remove(ctx, id, "source instance gone")
 			case others[id]:
 				t.remove(ctx, id, "handed over")
