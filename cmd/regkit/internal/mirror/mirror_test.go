@@ -317,7 +317,7 @@ func testBothWays(t *testing.T, urlA, urlB string) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			for i := range 8 {
+			for i := range 20 {
 				r, err := c.Register(ctx, registry.Instance{Service: svc, ID: fmt.Sprintf("%s-cycle-%d", side, i), Host: "127.0.0.1", Port: base + i})
 				if err != nil {
 					t.Errorf("register: %v", err)
@@ -337,7 +337,7 @@ func testBothWays(t *testing.T, urlA, urlB string) {
 	wa := []string{"127.0.0.1:7001 native a1", "127.0.0.1:7003 native both", "127.0.0.1:7002 copy-of b1 from B",
 		"127.0.0.1:7004 copy-of  from C"}
 	wb := []string{"127.0.0.1:7002 native b1", "127.0.0.1:7003 native both", "127.0.0.1:7001 copy-of a1 from A"}
-	for i := 0; i < 8; i += 2 {
+	for i := 0; i < 20; i += 2 {
 		wa = append(wa, fmt.Sprintf("127.0.0.1:%d native a-cycle-%d", 7100+i, i), fmt.Sprintf("127.0.0.1:%d copy-of b-cycle-%d from B", 7200+i, i))
 		wb = append(wb, fmt.Sprintf("127.0.0.1:%d native b-cycle-%d", 7200+i, i), fmt.Sprintf("127.0.0.1:%d copy-of a-cycle-%d from A", 7100+i, i))
 	}
