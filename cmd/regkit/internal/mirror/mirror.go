@@ -336,15 +336,13 @@ func (s *Syncer) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	var runErr error
 	for i, r := range s.routes {
 		sw, err := r.From.Client.WatchServices(lctx)
 		if err != nil {
-			lcancel()
-			wg.Wait()
-			if member != nil {
-				member.Close()
-			}
-			return fmt.Errorf("mirror: %s: list services: %w", r.From.Name, err)
+			// An earlier route may have started tasks: end as gracefully.
+			runErr = fmt.Errorf("mirror: %s: list services: %w", r.From.Name, err)
+			break
 		}
 		wg.Add(1)
 		go func() {
@@ -365,11 +363,12 @@ func (s *Syncer) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-errc:
-		s.m.errors(tctx, "watch")
+	if runErr == nil {
+		select {
+		case <-ctx.Done():
+		case runErr = <-errc:
+			s.m.errors(tctx, "watch")
+		}
 	}
 	lcancel()
 	wg.Wait()

@@ -263,6 +263,28 @@ func TestAddressRewriteRefused(t *testing.T) {
 	})
 }
 
+// TestRunFailsCleanly: a source that cannot list services fails Run with its
+// error, and what other routes started is ended and deregistered.
+func TestRunFailsCleanly(t *testing.T) {
+	a, b := open(t, "mem://fails-a"), open(t, "mem://fails-b")
+	closed := open(t, "mem://fails-c")
+	closed.Close()
+	register(t, a, "greeter", "g1", 7901)
+	s, err := mirror.New([]mirror.Route{
+		{From: mirror.Endpoint{Client: a, Name: "a"}, To: mirror.Endpoint{Client: b, Name: "b"}},
+		{From: mirror.Endpoint{Client: closed, Name: "c"}, To: mirror.Endpoint{Client: b, Name: "b"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Run(context.Background()); !errors.Is(err, registry.ErrClosed) || !strings.Contains(err.Error(), "c: list services") {
+		t.Errorf("Run: %v, want an error naming c and matching ErrClosed", err)
+	}
+	if list, _ := b.Instances(context.Background(), "greeter"); len(list) != 0 {
+		t.Errorf("copies left behind: %v", list)
+	}
+}
+
 func TestCopyID(t *testing.T) {
 	if got := mirror.CopyID("10.0.0.1:80", "ab12"); got != "10.0.0.1:80~ab12" {
 		t.Errorf("CopyID = %q", got)
