@@ -80,6 +80,10 @@
 // expire with its destination session at about the same time, so a crash (not a
 // graceful stop) may show a gap of up to the session timeout.
 //
+// A restarted sync converges without touching what it did not write: it
+// registers its own copies (under its own member ID) and leaves the dead
+// process's to expire with that process's sessions and leases.
+//
 // Without a coordinator a Syncer is the only member and owns every pair.
 //
 // # Metrics

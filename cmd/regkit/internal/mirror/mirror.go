@@ -98,7 +98,10 @@ func WithCoordinator(c *registry.Client) Option { return func(o *options) { o.co
 
 // WithMemberID sets this process's member ID (default: 8 random hex digits). It
 // ends every copy's ID, so it must be unique in the group: one key segment of
-// [A-Za-z0-9._-], at most 32 bytes.
+// [A-Za-z0-9._-], at most 32 bytes. A process restarted after a crash with the
+// crashed one's ID registers its copies only once the old ones have expired
+// (the IDs collide, and the registry refuses a second owner); with a fresh ID it
+// registers them at once, beside the old ones until those expire.
 func WithMemberID(id string) Option { return func(o *options) { o.member = id } }
 
 // WithEmptyGrace sets how long copies are kept after the source suddenly lists
