@@ -29,6 +29,7 @@ import (
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/address"
 
+	_ "github.com/regkit/regkit/consul"
 	_ "github.com/regkit/regkit/etcd"
 	_ "github.com/regkit/regkit/mem"
 	_ "github.com/regkit/regkit/nacos"
@@ -299,6 +300,10 @@ func TestSync(t *testing.T) {
 	e := &env{zk: testenv.StartZooKeeper(t), nacos: nacostest.Start(t, nacostest.WithCacheMillis(200))}
 	t.Run("EtcdZooKeeperBothWays", func(t *testing.T) { testBothWays(t, e.etcdURL(t), e.zkURL(t)) })
 	t.Run("ZooKeeperNacosBothWays", func(t *testing.T) { testBothWays(t, e.zkURL(t), e.nacosURL(t)) })
+	t.Run("ConsulEtcdBothWays", func(t *testing.T) {
+		c := testenv.StartConsul(t)
+		testBothWays(t, "consul://"+c.Addr()+"/mirror?check_ttl=4s&wait=2s", e.etcdURL(t))
+	})
 	t.Run("SourceDeath", func(t *testing.T) { testSourceDeath(t, e) })
 	t.Run("SourceSessionExpired", func(t *testing.T) { testSourceSessionExpired(t, e) })
 	t.Run("EmptyPushGuard", func(t *testing.T) { testEmptyPushGuard(t, e) })
