@@ -19,6 +19,7 @@
 //	regkit dns [--all | SERVICE...]         a DNS server (SRV, A, AAAA) answering from a shared cache
 //	regkit lock PATH -- COMMAND [ARG...]    run COMMAND holding a distributed lock (recipes/lock)
 //	regkit leader PATH -- COMMAND [ARG...]  run COMMAND only while leader (recipes/leader; --requeue)
+//	regkit sync SRC_URL DST_URL             mirror services to another registry (--both-ways; see the README)
 //	regkit version                          build information and the backends compiled in
 //
 // Every command takes --help. Output is a human-readable table by default and

@@ -126,7 +126,7 @@ Tables by default; -o json for scripts (watch and register: one JSON object a li
 	root.AddCommand(
 		newLsCmd(g), newWatchCmd(g), newRegisterCmd(g),
 		newGetCmd(g), newPutCmd(g), newRmCmd(g), newTreeCmd(g),
-		newDNSCmd(g), newVersionCmd(g),
+		newDNSCmd(g), newVersionCmd(g), newSyncCmd(g),
 		newLockCmd(g), newLeaderCmd(g),
 	)
 	// Runtime failures are wrapped so that exitCode can tell them from cobra's own

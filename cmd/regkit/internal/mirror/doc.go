@@ -1,0 +1,99 @@
+// Package mirror copies service instances from one registry to another over the
+// uniform registry API, one way or both ways at once: the engine behind
+// `regkit sync`. It plays the part of Nacos-Sync, for every pair of backends
+// regkit opens (ZooKeeper, etcd, Consul, Nacos, mem).
+//
+// # What a copy is
+//
+// For each selected service a Route (From → To) registers, on To, one copy of
+// every healthy instance From lists, with a normal registry.Registration held by
+// the Syncer's To client: the copy lives under To's own liveness (etcd lease,
+// ZooKeeper session, Consul TTL check, Nacos heartbeats), so when every sync
+// process dies its copies expire with it. A copy has the source's address,
+// weight, zone and metadata, and these metadata keys (Nacos-Sync's names where
+// it has one):
+//
+//	sourceClusterId         MetaSourceCluster  Route.From.Name: the registry the copy came from
+//	destClusterId           MetaDestCluster    Route.To.Name
+//	sync.instance.tag       MetaGroup          the sync group (WithGroup) that wrote it
+//	regkit.sync.source-id   MetaSourceID       the source instance's ID
+//	regkit.sync.owner       MetaOwner          the member (sync process) that holds it
+//	regkit.sync.held-since  MetaHeldSince      set while the source lists nothing (empty-push guard)
+//
+// The copy's ID is the source ID, "~", and the owner's member ID (CopyID): the
+// registry lets one live owner hold an instance ID (see the registry package doc,
+// One instance ID, one owner), so two sync processes could never hold one copy
+// side by side, and a hand-over would have to delete before it registers.
+// Owner-scoped IDs let the new owner register its copy first and the old owner
+// delete its own after; watchers see the instance's address the whole time (on
+// etcd, ZooKeeper, Consul and mem they see both copies for a moment; on Nacos,
+// whose instances are identified by ip:port, the one entry changes owner: the
+// new owner's register overwrites it, and the old owner's deregister then leaves
+// it alone, since the Nacos driver deletes only its own entries. Should the old
+// owner's presence check fall between the two, it puts its copy back and the
+// entry changes hands again at the new owner's next presence check; only if
+// that re-put lands just before the old owner's deregister can the entry be
+// missing, until the new owner's presence check puts it back).
+//
+// # No loops, no echo
+//
+//   - An instance that carries MetaSourceCluster is a copy and is never copied
+//     again, by any route or group, so A ↔ B never loops. Chains (A → B → C) are
+//     therefore not followed: sync every registry from the origin directly.
+//   - An instance registered natively on both sides (a destination instance with
+//     no MetaSourceCluster at the same host:port: one endpoint is one instance,
+//     as Nacos identifies instances, whatever the IDs) is left alone on both: no
+//     copy is made, and a copy made before it appeared is removed.
+//   - Unhealthy source instances are not copied (a copy would be healthy).
+//   - A Syncer touches only the registrations it made: copies of another member
+//     or of an earlier run of this one are left to their own liveness.
+//
+// # Following the source
+//
+// Each owned service is followed with a registry watch on both sides. A copy is
+// registered when its source appears, updated in place (Registration.Update, so
+// watchers never see it missing) when the source changes, and deregistered when
+// the source is deregistered or expires (session death, lease gone): within one
+// watch round trip of the source's change, plus the empty-push grace below when
+// it was the service's last instance. A stale view (Snapshot.Stale: the backend
+// cannot be read) is never acted on.
+//
+// Empty-push guard: when a fresh view of the source suddenly lists no instance at
+// all while copies exist (an outage a backend reports as an empty answer, a
+// stale replica), the copies are kept, marked with MetaHeldSince, for
+// WithEmptyGrace (30s by default) plus a per-copy jitter of up to a quarter of
+// it, so one service's copies never vanish together; the source listing any
+// instance again ends the hold.
+//
+// # High availability
+//
+// Several sync processes with one group and one coordinator (WithCoordinator: a
+// registry.Client whose backend has sessions) split the work: each joins the
+// group's membership (recipes/group, key "/regkit-sync/GROUP/members") and owns
+// the (route, service) pairs that rendezvous hashing over the live members gives
+// it. When a member joins or leaves, the pairs that move are handed over without
+// a gap: the new owner registers its copies; the old owner keeps its own until
+// the destination lists the new owner's copy of each (or WithHandoverTimeout
+// passes, or the source instance is gone) and only then deregisters them.
+// Run's graceful end leaves the group first and hands over the same way. A
+// process that dies is replaced when its membership session expires; its copies
+// expire with its destination session at about the same time, so a crash (not a
+// graceful stop) may show a gap of up to the session timeout.
+//
+// A restarted sync converges without touching what it did not write: it
+// registers its own copies (under its own member ID) and leaves the dead
+// process's to expire with that process's sessions and leases.
+//
+// Without a coordinator a Syncer is the only member and owns every pair.
+//
+// # Metrics
+//
+// Recorded through OpenTelemetry's metric API (WithMeterProvider; no-op by
+// default), meter "github.com/regkit/regkit/cmd/regkit/internal/mirror":
+//
+//	regkit.sync.copies  UpDownCounter {copy}  service   copies this process holds
+//	regkit.sync.errors  Counter       {error} op        a failed register, update or
+//	                                                    deregister of a copy, or watch
+//	regkit.sync.lag     Histogram     s       service   from reading a source change
+//	                                                    to its copies being applied
+package mirror
