@@ -24,11 +24,20 @@ var (
 )
 
 // Candidates' node prefixes: Curator's LeaderLatch names its nodes "latch-",
-// LeaderSelector (an InterProcessMutex) "lock-". Observers see both.
+// LeaderSelector (an InterProcessMutex) "lock-". Candidates of either kind queue
+// together, in creation order, in one election: the one observers see.
 const (
 	latchPrefix    = "latch-"
 	selectorPrefix = "lock-"
 )
+
+// otherPrefix returns the prefix of the other kind of candidate.
+func otherPrefix(prefix string) string {
+	if prefix == latchPrefix {
+		return selectorPrefix
+	}
+	return latchPrefix
+}
 
 // Leader is the leader of an election as read from the store.
 type Leader struct {
@@ -84,7 +93,7 @@ func newElection(c *registry.Client, s *registry.Session, key, prefix string, o 
 		return nil, err
 	}
 	return &Election{
-		q:    &queue.Queue{St: c.Store(), Sess: s, Dir: key, Prefix: prefix, Opts: o},
+		q:    &queue.Queue{St: c.Store(), Sess: s, Dir: key, Prefix: prefix, Others: []string{otherPrefix(prefix)}, Opts: o},
 		s:    s,
 		opts: o,
 		sem:  make(chan struct{}, 1),
