@@ -84,6 +84,7 @@ func Run(t *testing.T, h registrytest.Harness, cfg Config) {
 	t.Run("Leader/LatchSessionLost", s.testLatchLost)
 	t.Run("Leader/Selector", s.testSelector)
 	t.Run("Leader/MixedParticipants", s.testLeaderMixed)
+	t.Run("Hold/EndsWithSessionAtOnce", s.testHoldEndsWithSession)
 	t.Run("Leader/FencedSafety", s.testLeaderSafety)
 }
 
