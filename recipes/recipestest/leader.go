@@ -336,6 +336,27 @@ func (s *suite) testSelector(t *testing.T) {
 	if err := once.Close(ctx); err != nil {
 		t.Error(err)
 	}
+	// A callback that fails at once, requeued: Errs keeps the latest 32.
+	var terms atomic.Int64
+	failing, err := leader.NewSelector(s.open(t, ns), "/elect/sel", func(ctx context.Context, term *recipes.Hold) error {
+		return fmt.Errorf("term %d failed", terms.Add(1))
+	}, recipes.WithAutoRequeue(), recipes.WithRetryBackoff(time.Millisecond, 2*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.eventually(t, "40 failed terms", func() error {
+		if n := terms.Load(); n < 40 {
+			return fmt.Errorf("%d terms", n)
+		}
+		return nil
+	})
+	if err := failing.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	errs := failing.Errs()
+	if len(errs) != 32 || errs[31].Error() != fmt.Sprintf("term %d failed", terms.Load()) {
+		t.Errorf("Errs after %d failed terms: %d errors, the last %v; want the latest 32", terms.Load(), len(errs), errs[len(errs)-1])
+	}
 }
 
 // testLeaderMixed: a Latch, a Selector and an Election on one key take part in
