@@ -295,9 +295,13 @@ func observe(ctx context.Context, st *registry.Store, key string) (*Observer, er
 
 // Next returns the current leader on the first call, then waits until the leader
 // (its node or its value) changes and returns the new one; a Leader with an empty
-// Key means the election has none. It skips views the watch marks stale (the
-// backend unreachable), so what it returns was read fresh. It returns ctx's error,
-// or registry.ErrClosed after Close.
+// Key means the election has none. Changes are coalesced, unlike etcd's Observe,
+// which reports each leader's key in revision order: Next returns the leader of
+// the latest view, so a leader that led only between two views (a quick
+// handover, a burst of Campaign and Resign) may never be returned; a leader that
+// stays always is. It skips views the watch marks stale (the backend
+// unreachable), so what it returns was read fresh. It returns ctx's error, or
+// registry.ErrClosed after Close.
 func (o *Observer) Next(ctx context.Context) (Leader, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
