@@ -77,6 +77,7 @@ func Run(t *testing.T, h registrytest.Harness, cfg Config) {
 	t.Run("RWMutex", s.testRWMutex)
 	t.Run("Semaphore", s.testSemaphore)
 	t.Run("DoubleBarrier", s.testDoubleBarrier)
+	t.Run("DoubleBarrier/Rounds", s.testDoubleBarrierRounds)
 	t.Run("Group", s.testGroup)
 	t.Run("Leader/Election", s.testElection)
 	t.Run("Leader/ObserveAndResign", s.testObserve)
