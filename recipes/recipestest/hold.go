@@ -1,11 +1,14 @@
 package recipestest
 
 import (
+	"context"
 	"errors"
 	"testing"
 
 	"github.com/regkit/regkit/recipes"
+	"github.com/regkit/regkit/recipes/internal/queue"
 	"github.com/regkit/regkit/recipes/leader"
+	"github.com/regkit/regkit/recipes/lock"
 	"github.com/regkit/regkit/registry"
 )
 
@@ -78,5 +81,54 @@ func (s *suite) testHoldEndsWithSession(t *testing.T) {
 	}
 	if err := m.Unlock(ctx); err != nil {
 		t.Error(err)
+	}
+}
+
+// testDoneContextCreatesNothing: a Lock, TryLock, RLock, Acquire or Campaign
+// whose context is already done returns its error and writes nothing: the next
+// node's sequence number follows the last as if the calls had not been made.
+func (s *suite) testDoneContextCreatesNothing(t *testing.T) {
+	ns := namespace(t)
+	ctx := s.ctx(t, 3)
+	c := s.open(t, ns)
+	sess := s.session(t, c)
+	m := s.mutex(t, c, sess, "/holds/done")
+	seq := func() int64 {
+		t.Helper()
+		h, err := m.Lock(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return queue.Sequence(h.Key())
+	}
+	a, b := seq(), seq()
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	rw, err := lock.NewRWMutex(c, sess, "/holds/done")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := leader.NewElection(c, sess, "/holds/done")
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := map[string]func() error{
+		"Lock":     func() error { _, err := m.Lock(done); return err },
+		"TryLock":  func() error { _, err := m.TryLock(done); return err },
+		"RLock":    func() error { _, err := rw.RLock(done); return err },
+		"Campaign": func() error { _, err := e.Campaign(done, nil); return err },
+	}
+	for name, call := range calls {
+		for range 10 {
+			if err := call(); !errors.Is(err, context.Canceled) {
+				t.Fatalf("%s with a done context = %v, want context.Canceled", name, err)
+			}
+		}
+	}
+	if c := seq(); c-b != b-a {
+		t.Errorf("sequence numbers %d, %d, then %d after calls with a done context: they created nodes", a, b, c)
 	}
 }

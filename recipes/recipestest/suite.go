@@ -86,6 +86,7 @@ func Run(t *testing.T, h registrytest.Harness, cfg Config) {
 	t.Run("Leader/Selector", s.testSelector)
 	t.Run("Leader/MixedParticipants", s.testLeaderMixed)
 	t.Run("Hold/EndsWithSessionAtOnce", s.testHoldEndsWithSession)
+	t.Run("Hold/DoneContextCreatesNothing", s.testDoneContextCreatesNothing)
 	t.Run("Leader/FencedSafety", s.testLeaderSafety)
 }
 
