@@ -567,3 +567,16 @@ func newClientOver(t testing.TB, conn driver.Conn, opts ...registry.Option) *reg
 	}
 	return c
 }
+
+// NewPersistentNode accepted a negative TTL and kept failing in the background
+// (WaitForCreate waited out its context); it is refused before any I/O.
+func TestPersistentNodeRefusesNegativeTTL(t *testing.T) {
+	base, _ := openMem(t)
+	c := newClientOver(t, memConn(t, base))
+	defer c.Close()
+	p, err := c.Store().NewPersistentNode("/members/me", []byte("x"), registry.WithTTL(-time.Second))
+	var fe *registry.FieldError
+	if !errors.As(err, &fe) || fe.Field != "TTL" || !errors.Is(err, registry.ErrInvalid) {
+		t.Fatalf("NewPersistentNode(WithTTL(-1s)) = %v, %v; want a FieldError naming TTL", p, err)
+	}
+}

@@ -30,12 +30,17 @@ type Barrier struct {
 	opts recipes.Options
 }
 
-// New returns the barrier on key.
+// New returns the barrier on key; a bad key or option fails with an error
+// matching registry.ErrInvalid.
 func New(c *registry.Client, key string, opts ...recipes.Option) (*Barrier, error) {
 	if err := queue.ValidDir(key); err != nil {
 		return nil, err
 	}
-	return &Barrier{st: c.Store(), key: key, opts: recipes.Apply(opts)}, nil
+	o := recipes.Apply(opts)
+	if err := o.Err(); err != nil {
+		return nil, err
+	}
+	return &Barrier{st: c.Store(), key: key, opts: o}, nil
 }
 
 // Set raises the barrier (creates its key); raising a raised barrier is no error.
@@ -103,7 +108,11 @@ func NewDouble(c *registry.Client, s *registry.Session, key string, n int, opts 
 	if n < 1 {
 		return nil, &registry.FieldError{Field: "n", Value: n, Reason: "at least one participant"}
 	}
-	return &Double{q: &queue.Queue{St: c.Store(), Sess: s, Dir: key, Opts: recipes.Apply(opts)}, n: n}, nil
+	o := recipes.Apply(opts)
+	if err := o.Err(); err != nil {
+		return nil, err
+	}
+	return &Double{q: &queue.Queue{St: c.Store(), Sess: s, Dir: key, Opts: o}, n: n}, nil
 }
 
 func newName() string {

@@ -77,7 +77,8 @@ type Election struct {
 
 // NewElection returns a participant in the election on key, campaigning through
 // session s of client c. It fails with an error matching registry.ErrNotSupported
-// on a backend without sessions (Nacos).
+// on a backend without sessions (Nacos), and registry.ErrInvalid for a bad key or
+// option.
 func NewElection(c *registry.Client, s *registry.Session, key string, opts ...recipes.Option) (*Election, error) {
 	return newElection(c, s, key, latchPrefix, recipes.Apply(opts))
 }
@@ -90,6 +91,9 @@ func newElection(c *registry.Client, s *registry.Session, key, prefix string, o 
 		return nil, &registry.FieldError{Field: "session", Value: nil, Reason: "required"}
 	}
 	if err := queue.ValidDir(key); err != nil {
+		return nil, err
+	}
+	if err := o.Err(); err != nil {
 		return nil, err
 	}
 	return &Election{

@@ -37,6 +37,9 @@ func newParticipant(c *registry.Client, key, prefix, what string, o recipes.Opti
 	if err := queue.ValidDir(key); err != nil {
 		return nil, err
 	}
+	if err := o.Err(); err != nil {
+		return nil, err
+	}
 	return &participant{c: c, key: key, prefix: prefix, opts: o, changed: make(chan struct{}), done: make(chan struct{})}, nil
 }
 
@@ -200,7 +203,8 @@ func (p *participant) close(ctx context.Context) error {
 type Latch struct{ p *participant }
 
 // NewLatch starts taking part in the election on key through c. It fails with an
-// error matching registry.ErrNotSupported on a backend without sessions.
+// error matching registry.ErrNotSupported on a backend without sessions, and
+// registry.ErrInvalid for a bad key or option.
 func NewLatch(c *registry.Client, key string, opts ...recipes.Option) (*Latch, error) {
 	p, err := newParticipant(c, key, latchPrefix, "leader latch", recipes.Apply(opts))
 	if err != nil {
@@ -263,7 +267,8 @@ type Selector struct {
 
 // NewSelector starts campaigning on key through c with lead as the leadership
 // callback. It fails with an error matching registry.ErrNotSupported on a
-// backend without sessions. It reads the Options Latch reads and AutoRequeue.
+// backend without sessions, and registry.ErrInvalid for a bad key or option. It
+// reads the Options Latch reads and AutoRequeue.
 func NewSelector(c *registry.Client, key string, lead func(ctx context.Context, term *recipes.Hold) error, opts ...recipes.Option) (*Selector, error) {
 	if lead == nil {
 		return nil, &registry.FieldError{Field: "lead", Value: nil, Reason: "required"}

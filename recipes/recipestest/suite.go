@@ -87,6 +87,7 @@ func Run(t *testing.T, h registrytest.Harness, cfg Config) {
 	t.Run("Leader/MixedParticipants", s.testLeaderMixed)
 	t.Run("Hold/EndsWithSessionAtOnce", s.testHoldEndsWithSession)
 	t.Run("Hold/DoneContextCreatesNothing", s.testDoneContextCreatesNothing)
+	t.Run("Options/InvalidRefused", s.testInvalidOptions)
 	t.Run("Leader/FencedSafety", s.testLeaderSafety)
 }
 
