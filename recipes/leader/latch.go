@@ -144,9 +144,14 @@ func (p *participant) run(ctx context.Context, lead leadFunc) {
 
 // wait waits until a term is current and returns it.
 func (p *participant) wait(ctx context.Context) (*recipes.Hold, error) {
+	lastErr := func() error {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.err
+	}
 	for {
 		p.mu.Lock()
-		h, ch, last := p.term, p.changed, p.err
+		h, ch := p.term, p.changed
 		p.mu.Unlock()
 		if h != nil && h.Err() == nil {
 			return h, nil
@@ -154,12 +159,12 @@ func (p *participant) wait(ctx context.Context) (*recipes.Hold, error) {
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			if last != nil {
+			if last := lastErr(); last != nil {
 				return nil, fmt.Errorf("%w (last error: %v)", ctx.Err(), last)
 			}
 			return nil, ctx.Err()
 		case <-p.done:
-			if last != nil {
+			if last := lastErr(); last != nil {
 				return nil, fmt.Errorf("leader: %s: %w (%v)", p.key, registry.ErrClosed, last)
 			}
 			return nil, fmt.Errorf("leader: %s: %w", p.key, registry.ErrClosed)
