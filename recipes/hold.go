@@ -71,6 +71,8 @@ type Hold struct {
 	cancel context.CancelCauseFunc
 	done   chan struct{} // the session watcher ended
 	once   sync.Once
+	s      *registry.Session
+	p      Policy
 }
 
 // Key returns the store key whose existence is the holding (the lock node, the
@@ -91,9 +93,19 @@ func (h *Hold) Context() context.Context { return h.ctx }
 func (h *Hold) Done() <-chan struct{} { return h.ctx.Done() }
 
 // Err is nil while the holding is certain, then why it ended (the Context's cause).
+// It reads the session's state itself, so it is not nil once the session has
+// reported an end (or, under SuspendedIsLost, a suspension), even before the
+// Context learns of it.
 func (h *Hold) Err() error {
 	if h.ctx.Err() == nil {
-		return nil
+		if h.s == nil {
+			return nil
+		}
+		cause := holdEnded(h.s, h.s.State(), h.p)
+		if cause == nil {
+			return nil
+		}
+		h.cancel(cause)
 	}
 	return context.Cause(h.ctx)
 }
@@ -114,7 +126,7 @@ func (h *Hold) String() string {
 // recipes; users get Holds from them.
 func NewHold(s *registry.Session, key string, token int64, p Policy) (h *Hold, release func(cause error)) {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	h = &Hold{key: key, token: token, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	h = &Hold{key: key, token: token, ctx: ctx, cancel: cancel, done: make(chan struct{}), s: s, p: p}
 	release = func(cause error) {
 		if cause == nil {
 			cause = ErrReleased

@@ -567,3 +567,56 @@ func newClientOver(t testing.TB, conn driver.Conn, opts ...registry.Option) *reg
 	}
 	return c
 }
+
+// NewPersistentNode accepted a negative TTL and kept failing in the background
+// (WaitForCreate waited out its context); it is refused before any I/O.
+func TestPersistentNodeRefusesNegativeTTL(t *testing.T) {
+	base, _ := openMem(t)
+	c := newClientOver(t, memConn(t, base))
+	defer c.Close()
+	p, err := c.Store().NewPersistentNode("/members/me", []byte("x"), registry.WithTTL(-time.Second))
+	var fe *registry.FieldError
+	if !errors.As(err, &fe) || fe.Field != "TTL" || !errors.Is(err, registry.ErrInvalid) {
+		t.Fatalf("NewPersistentNode(WithTTL(-1s)) = %v, %v; want a FieldError naming TTL", p, err)
+	}
+}
+
+// listCounter counts the calls of Services.
+type listCounter struct {
+	*mem.Conn
+	calls chan struct{}
+}
+
+func (l listCounter) Services(ctx context.Context) ([]string, error) {
+	names, err := l.Conn.Services(ctx)
+	select {
+	case l.calls <- struct{}{}:
+	default:
+	}
+	return names, err
+}
+
+// After ServicesWatcher.Close, Next returned a set the loop had published and
+// no one had read yet, where a Watcher's Next returns ErrClosed.
+func TestServicesWatcherNextAfterCloseIsErrClosed(t *testing.T) {
+	ctx := ctxT(t)
+	base, _ := openMem(t)
+	lc := listCounter{Conn: memConn(t, base), calls: make(chan struct{}, 1)}
+	c := newClientOver(t, lc)
+	defer c.Close()
+	w, err := c.WatchServices(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-lc.calls // the first list
+	if _, err := base.Register(ctx, registry.Instance{Service: "a", Host: "127.0.0.1", Port: 1}); err != nil {
+		t.Fatal(err)
+	}
+	<-lc.calls // the re-list: the first set was published before it, and is unread
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := w.Next(ctx); !errors.Is(err, registry.ErrClosed) {
+		t.Errorf("Next after Close = %+v, %v; want ErrClosed", s, err)
+	}
+}

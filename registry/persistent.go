@@ -49,7 +49,9 @@ const persistentRecheck = 5 * time.Second
 
 // NewPersistentNode starts keeping key present with value. It returns at once; use
 // WaitForCreate to wait for the first create. The key's parents are created as
-// empty persistent keys. opts configure the node's sessions (WithTTL).
+// empty persistent keys. opts configure the node's sessions (WithTTL). A bad key
+// or a negative TTL fails with an error matching ErrInvalid, a backend without
+// ephemeral keys with ErrNotSupported, both before any I/O.
 func (s *Store) NewPersistentNode(key string, value []byte, opts ...SessionOption) (*PersistentNode, error) {
 	sc, err := s.conn(context.Background())
 	if err != nil {
@@ -60,6 +62,13 @@ func (s *Store) NewPersistentNode(key string, value []byte, opts ...SessionOptio
 	}
 	if !s.c.conn.Capabilities().Ephemeral || !s.c.conn.Capabilities().Sessions {
 		return nil, fmt.Errorf("registry: persistent node %s: %w", key, ErrNotSupported)
+	}
+	var spec driver.SessionSpec
+	for _, o := range opts {
+		o(&spec)
+	}
+	if spec.TTL < 0 {
+		return nil, invalid("TTL", spec.TTL, "must not be negative")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &PersistentNode{s: s, key: key, opts: opts, value: bytes.Clone(value),

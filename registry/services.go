@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/regkit/regkit/registry/driver"
 )
@@ -50,7 +51,8 @@ type ServicesWatcher interface {
 	// Next returns the next set, ctx's error, or ErrClosed once the watcher, its
 	// Client or the context given to WatchServices is done.
 	Next(ctx context.Context) (ServiceSet, error)
-	// Close stops the watcher. Idempotent.
+	// Close stops the watcher and waits for its goroutine; Next returns ErrClosed
+	// from then on, as a Watcher's does. Idempotent; it always returns nil.
 	Close() error
 }
 
@@ -109,6 +111,7 @@ func (c *Client) WatchServices(ctx context.Context) (ServicesWatcher, error) {
 type servicesWatcher struct {
 	cancel context.CancelFunc
 	done   chan struct{} // the loop ended
+	closed atomic.Bool   // Close was called
 
 	mu      sync.Mutex
 	set     ServiceSet
@@ -132,6 +135,9 @@ func (w *servicesWatcher) Next(ctx context.Context) (ServiceSet, error) {
 	w.nmu.Lock()
 	defer w.nmu.Unlock()
 	for {
+		if w.closed.Load() {
+			return ServiceSet{}, ErrClosed
+		}
 		w.mu.Lock()
 		set, seq, ch := w.set, w.seq, w.changed
 		w.mu.Unlock()
@@ -156,6 +162,8 @@ func (w *servicesWatcher) Next(ctx context.Context) (ServiceSet, error) {
 }
 
 func (w *servicesWatcher) Close() error {
+	w.closed.Store(true)
 	w.cancel()
+	<-w.done
 	return nil
 }

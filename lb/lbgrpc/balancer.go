@@ -235,8 +235,10 @@ func (pb *pickerBuilder) Build(info base.PickerBuildInfo) balancer.Picker {
 		in, ok := gb.insts[sci.Address.Addr]
 		if !ok {
 			in = fromAddr(sci.Address.Addr) // an address from another resolver
+			in.Healthy = true               // READY is all we know of it
 		}
-		in.Healthy = true // READY; lb still ejects on failures
+		// Otherwise Healthy is the registry's verdict: the Pool prefers healthy
+		// instances among the READY ones, and lb still ejects on failures.
 		insts = append(insts, in)
 		p.scs[in.ID] = scEntry{sc: sc}
 	}

@@ -28,14 +28,16 @@
 // regkit_random, regkit_least_loaded, regkit_consistent_hash (keys from
 // WithHashKey) and regkit_zone_aware (Config.Zone, Config.MinHealthyShare,
 // Config.Policy). They are grpc-go's base balancer (a SubConn per address,
-// connectivity tracking) with an lb.Pool picking among the READY SubConns; an
-// RPC failing with Unavailable counts against its instance for lb's outlier
-// ejection (Config.Ejection).
+// connectivity tracking) with an lb.Pool picking among the READY SubConns, those
+// whose instance the registry reports healthy first (an instance marked
+// unhealthy gets calls only when no healthy one is READY); an RPC failing with
+// Unavailable counts against its instance for lb's outlier ejection
+// (Config.Ejection).
 //
 // # Servers
 //
 // Serve starts a grpc.Server, waits until it accepts gRPC connections, then
-// registers it. Serving.GracefulStop deregisters first, waits for callers to
+// registers it (WithRegisterOptions adds a health check). Serving.GracefulStop deregisters first, waits for callers to
 // notice (WithDrainDelay), then drains in-flight RPCs and stops, so a rolling
 // restart never leaves callers dialing a stopped server.
 package lbgrpc

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -167,6 +168,43 @@ func TestZoneAwareOverResolver(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// An instance the registry reports unhealthy (its health check fails while its
+// server still accepts calls) gets no calls while a healthy one is ready, and
+// gets them again once it passes: lb's ready set is the healthy instances.
+func TestUnhealthyInstanceGetsNoCalls(t *testing.T) {
+	e := newEnv(t, "grpc-unhealthy")
+	startServer(t, e, "s1", 100, "")
+	var broken atomic.Bool
+	s2 := startServer(t, e, "s2", 100, "", lbgrpc.WithRegisterOptions(registry.WithHealthCheck(func(context.Context) error {
+		if broken.Load() {
+			return errors.New("broken")
+		}
+		return nil
+	}, 10*time.Millisecond, registry.MarkUnhealthy)))
+	for _, policy := range []string{"regkit_round_robin", "regkit_random", "regkit_least_loaded"} {
+		t.Run(policy, func(t *testing.T) {
+			broken.Store(false)
+			cc := dial(t, e, `{"loadBalancingConfig":[{"`+policy+`":{}}]}`)
+			waitServers(t, cc, 2)
+			broken.Store(true)
+			poll.Until(t, 20*time.Second, "s2 marked unhealthy", func() error {
+				if s2.serving.Registration().Healthy() {
+					return errors.New("healthy")
+				}
+				return nil
+			})
+			poll.Until(t, 20*time.Second, "s2 gets no calls", func() error {
+				if got := spread(t, cc, 20); got["s2"] != 0 {
+					return fmt.Errorf("answered: %v", got)
+				}
+				return nil
+			})
+			broken.Store(false)
+			waitServers(t, cc, 2)
+		})
+	}
 }
 
 // A stopping server deregisters, drains, then stops: a client calling all the

@@ -25,6 +25,7 @@ type ServeOption func(*serveOptions)
 type serveOptions struct {
 	drain    time.Duration
 	dialOpts []grpc.DialOption
+	regOpts  []registry.RegisterOption
 }
 
 // WithDrainDelay sets how long GracefulStop waits between deregistering and
@@ -37,6 +38,13 @@ func WithDrainDelay(d time.Duration) ServeOption { return func(o *serveOptions) 
 // credentials a TLS server needs).
 func WithReadyDialOptions(opts ...grpc.DialOption) ServeOption {
 	return func(o *serveOptions) { o.dialOpts = opts }
+}
+
+// WithRegisterOptions passes options to the Register call (default none): a
+// health check (registry.WithHealthCheck) whose verdict callers' balancers
+// follow, marking the instance unhealthy while the process is alive but broken.
+func WithRegisterOptions(opts ...registry.RegisterOption) ServeOption {
+	return func(o *serveOptions) { o.regOpts = append(o.regOpts, opts...) }
 }
 
 // Serving is a gRPC server serving on a listener and registered in a registry.
@@ -80,7 +88,7 @@ func Serve(ctx context.Context, r registry.Registrar, srv *grpc.Server, lis net.
 		<-s.done
 		return nil, fmt.Errorf("lbgrpc: server on %s not serving: %w", lis.Addr(), err)
 	}
-	reg, err := r.Register(ctx, inst)
+	reg, err := r.Register(ctx, inst, o.regOpts...)
 	if err != nil {
 		srv.Stop()
 		<-s.done

@@ -30,12 +30,17 @@ type Barrier struct {
 	opts recipes.Options
 }
 
-// New returns the barrier on key.
+// New returns the barrier on key; a bad key or option fails with an error
+// matching registry.ErrInvalid.
 func New(c *registry.Client, key string, opts ...recipes.Option) (*Barrier, error) {
 	if err := queue.ValidDir(key); err != nil {
 		return nil, err
 	}
-	return &Barrier{st: c.Store(), key: key, opts: recipes.Apply(opts)}, nil
+	o := recipes.Apply(opts)
+	if err := o.Err(); err != nil {
+		return nil, err
+	}
+	return &Barrier{st: c.Store(), key: key, opts: o}, nil
 }
 
 // Set raises the barrier (creates its key); raising a raised barrier is no error.
@@ -73,14 +78,17 @@ func (b *Barrier) Wait(ctx context.Context) error {
 // proceeds until all n have; then each Leaves, and none proceeds until all have.
 // Each participant is an ephemeral node under the key bound to the Double's
 // session, so a participant whose process dies stops counting when its session
-// ends. A Double is one participant for one round at a time; its methods must
-// not be called concurrently. It reads Options.RequestTimeout and the retry
-// backoff.
+// ends. A Double is one participant for one round at a time, and may go round
+// after round (Enter, Leave, Enter, ...): each Enter creates a node of a new
+// name, and Leave waits only for the participants of its own round, so one that
+// left and entered the next round already does not hold the others back. Its
+// methods must not be called concurrently. It reads Options.RequestTimeout and
+// the retry backoff.
 type Double struct {
-	q    *queue.Queue
-	n    int
-	name string
-	me   *queue.Entry
+	q     *queue.Queue
+	n     int
+	me    *queue.Entry
+	round []string // the participants seen when Enter returned, ours included
 }
 
 const readyName = "ready"
@@ -100,9 +108,17 @@ func NewDouble(c *registry.Client, s *registry.Session, key string, n int, opts 
 	if n < 1 {
 		return nil, &registry.FieldError{Field: "n", Value: n, Reason: "at least one participant"}
 	}
+	o := recipes.Apply(opts)
+	if err := o.Err(); err != nil {
+		return nil, err
+	}
+	return &Double{q: &queue.Queue{St: c.Store(), Sess: s, Dir: key, Opts: o}, n: n}, nil
+}
+
+func newName() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
-	return &Double{q: &queue.Queue{St: c.Store(), Sess: s, Dir: key, Opts: recipes.Apply(opts)}, n: n, name: hex.EncodeToString(b[:])}, nil
+	return hex.EncodeToString(b[:])
 }
 
 // participants returns the names of the entered participants.
@@ -125,14 +141,15 @@ func (d *Double) participants(ctx context.Context) ([]string, bool, error) {
 // already opened for this round), ctx ends or the session ends. When ctx or the
 // session ends first, the participant's node is deleted.
 func (d *Double) Enter(ctx context.Context) error {
-	key := driver.JoinKey(d.q.Dir, d.name)
+	name := newName()
+	key := driver.JoinKey(d.q.Dir, name)
 	rctx, cancel := context.WithTimeout(ctx, d.q.Opts.RequestTimeout)
 	n, err := d.q.St.Create(rctx, key, nil, registry.Ephemeral(d.q.Sess))
 	cancel()
-	if err != nil && !errors.Is(err, registry.ErrExists) {
+	if err != nil {
 		return fmt.Errorf("barrier: %s: enter: %w", d.q.Dir, err)
 	}
-	d.me = &queue.Entry{Name: d.name, Node: n}
+	d.me, d.round = &queue.Entry{Name: name, Node: n}, nil
 	wctx, stop := d.q.SessionContext(ctx)
 	defer stop()
 	for {
@@ -147,6 +164,7 @@ func (d *Double) Enter(ctx context.Context) error {
 				}
 			}
 			if err == nil {
+				d.round = names
 				return nil
 			}
 		}
@@ -198,10 +216,14 @@ func (d *Double) waitChange(ctx context.Context, names []string, ready bool) err
 	}
 }
 
-// Leave removes this participant and waits until every participant has left,
-// ctx ends or the session ends; the last to leave lowers the ready flag for the
-// next round.
+// Leave removes this participant and waits until every participant of its round
+// (those present when Enter returned) has left, ctx ends or the session ends;
+// then it lowers the ready flag for the next round. Leave without a successful
+// Enter does nothing.
 func (d *Double) Leave(ctx context.Context) error {
+	if d.round == nil {
+		return nil
+	}
 	if d.me != nil {
 		if err := d.q.Remove(ctx, *d.me); err != nil {
 			return fmt.Errorf("barrier: %s: leave: %w", d.q.Dir, err)
@@ -213,7 +235,8 @@ func (d *Double) Leave(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("barrier: %s: leave: %w", d.q.Dir, err)
 		}
-		if len(names) == 0 {
+		if !slices.ContainsFunc(names, func(n string) bool { return slices.Contains(d.round, n) }) {
+			d.round = nil
 			if ready {
 				rctx, cancel := context.WithTimeout(ctx, d.q.Opts.RequestTimeout)
 				err := d.q.St.Delete(rctx, driver.JoinKey(d.q.Dir, readyName))

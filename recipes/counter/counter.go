@@ -38,12 +38,16 @@ type Count struct {
 }
 
 // NewCount returns the count in key, creating the key with initial if it does not
-// exist yet (an existing value is kept).
+// exist yet (an existing value is kept). A bad key or option fails with an error
+// matching registry.ErrInvalid, before any I/O.
 func NewCount(ctx context.Context, c *registry.Client, key string, initial int64, opts ...recipes.Option) (*Count, error) {
 	if err := queue.ValidDir(key); err != nil {
 		return nil, err
 	}
 	n := &Count{st: c.Store(), key: key, opts: recipes.Apply(opts)}
+	if err := n.opts.Err(); err != nil {
+		return nil, err
+	}
 	rctx, cancel := context.WithTimeout(ctx, n.opts.RequestTimeout)
 	defer cancel()
 	_, err := n.st.Create(rctx, key, encode(initial))

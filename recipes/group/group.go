@@ -34,7 +34,8 @@ type Member struct {
 }
 
 // NewMember joins the group on key as id with value. It returns at once; use
-// WaitForJoin to wait for the first create. id must be a single key segment.
+// WaitForJoin to wait for the first create. id must be a single key segment; a
+// bad key, id or option fails with an error matching registry.ErrInvalid.
 func NewMember(c *registry.Client, key, id string, value []byte, opts ...recipes.Option) (*Member, error) {
 	if err := queue.ValidDir(key); err != nil {
 		return nil, err
@@ -43,6 +44,9 @@ func NewMember(c *registry.Client, key, id string, value []byte, opts ...recipes
 		return nil, &registry.FieldError{Field: "id", Value: id, Reason: "must be one non-empty key segment"}
 	}
 	o := recipes.Apply(opts)
+	if err := o.Err(); err != nil {
+		return nil, err
+	}
 	p, err := c.Store().NewPersistentNode(driver.JoinKey(key, id), value, o.SessionOptions...)
 	if err != nil {
 		return nil, fmt.Errorf("group: %s: %w", key, err)

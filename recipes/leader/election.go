@@ -24,11 +24,20 @@ var (
 )
 
 // Candidates' node prefixes: Curator's LeaderLatch names its nodes "latch-",
-// LeaderSelector (an InterProcessMutex) "lock-". Observers see both.
+// LeaderSelector (an InterProcessMutex) "lock-". Candidates of either kind queue
+// together, in creation order, in one election: the one observers see.
 const (
 	latchPrefix    = "latch-"
 	selectorPrefix = "lock-"
 )
+
+// otherPrefix returns the prefix of the other kind of candidate.
+func otherPrefix(prefix string) string {
+	if prefix == latchPrefix {
+		return selectorPrefix
+	}
+	return latchPrefix
+}
 
 // Leader is the leader of an election as read from the store.
 type Leader struct {
@@ -68,7 +77,8 @@ type Election struct {
 
 // NewElection returns a participant in the election on key, campaigning through
 // session s of client c. It fails with an error matching registry.ErrNotSupported
-// on a backend without sessions (Nacos).
+// on a backend without sessions (Nacos), and registry.ErrInvalid for a bad key or
+// option.
 func NewElection(c *registry.Client, s *registry.Session, key string, opts ...recipes.Option) (*Election, error) {
 	return newElection(c, s, key, latchPrefix, recipes.Apply(opts))
 }
@@ -83,8 +93,11 @@ func newElection(c *registry.Client, s *registry.Session, key, prefix string, o 
 	if err := queue.ValidDir(key); err != nil {
 		return nil, err
 	}
+	if err := o.Err(); err != nil {
+		return nil, err
+	}
 	return &Election{
-		q:    &queue.Queue{St: c.Store(), Sess: s, Dir: key, Prefix: prefix, Opts: o},
+		q:    &queue.Queue{St: c.Store(), Sess: s, Dir: key, Prefix: prefix, Others: []string{otherPrefix(prefix)}, Opts: o},
 		s:    s,
 		opts: o,
 		sem:  make(chan struct{}, 1),
@@ -286,9 +299,13 @@ func observe(ctx context.Context, st *registry.Store, key string) (*Observer, er
 
 // Next returns the current leader on the first call, then waits until the leader
 // (its node or its value) changes and returns the new one; a Leader with an empty
-// Key means the election has none. It skips views the watch marks stale (the
-// backend unreachable), so what it returns was read fresh. It returns ctx's error,
-// or registry.ErrClosed after Close.
+// Key means the election has none. Changes are coalesced, unlike etcd's Observe,
+// which reports each leader's key in revision order: Next returns the leader of
+// the latest view, so a leader that led only between two views (a quick
+// handover, a burst of Campaign and Resign) may never be returned; a leader that
+// stays always is. It skips views the watch marks stale (the backend
+// unreachable), so what it returns was read fresh. It returns ctx's error, or
+// registry.ErrClosed after Close.
 func (o *Observer) Next(ctx context.Context) (Leader, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()

@@ -13,8 +13,8 @@ import (
 
 // participant is the loop Latch and Selector share: it keeps a session of its own
 // (opening a new one after a loss), campaigns, and hands each term to lead, which
-// returns when the term is over; then it resigns and, if requeue says so,
-// campaigns again.
+// returns when the term is over; then it resigns and, if lead says so, campaigns
+// again (after a backoff if lead failed).
 type participant struct {
 	c      *registry.Client
 	key    string
@@ -37,12 +37,19 @@ func newParticipant(c *registry.Client, key, prefix, what string, o recipes.Opti
 	if err := queue.ValidDir(key); err != nil {
 		return nil, err
 	}
+	if err := o.Err(); err != nil {
+		return nil, err
+	}
 	return &participant{c: c, key: key, prefix: prefix, opts: o, changed: make(chan struct{}), done: make(chan struct{})}, nil
 }
 
-// start runs the loop on a goroutine of its own. lead runs each term and returns
-// whether to campaign again.
-func (p *participant) start(lead func(ctx context.Context, term *recipes.Hold) bool) {
+// leadFunc runs one term and returns whether to campaign again, and whether the
+// term failed (then the next campaign waits a backoff, so that a callback that
+// fails at once does not spin through terms).
+type leadFunc func(ctx context.Context, term *recipes.Hold) (again, failed bool)
+
+// start runs the loop on a goroutine of its own.
+func (p *participant) start(lead leadFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	// The Client's Close ends our sessions, and NewSession then fails with
@@ -67,7 +74,7 @@ func (p *participant) setErr(err error) {
 	p.mu.Unlock()
 }
 
-func (p *participant) run(ctx context.Context, lead func(ctx context.Context, term *recipes.Hold) bool) {
+func (p *participant) run(ctx context.Context, lead leadFunc) {
 	var sess *registry.Session
 	var e *Election // one per session
 	closeSess := func() {
@@ -115,10 +122,9 @@ func (p *participant) run(ctx context.Context, lead func(ctx context.Context, te
 			}
 			continue
 		}
-		b.Reset()
 		p.setErr(nil)
 		p.setTerm(term)
-		again := lead(ctx, term)
+		again, failed := lead(ctx, term)
 		p.setTerm(nil)
 		// Curator's reset: give the node up, so a new term is a new node with a
 		// larger token; after a suspension this moves us to the back of the line.
@@ -128,14 +134,24 @@ func (p *participant) run(ctx context.Context, lead func(ctx context.Context, te
 		if !again {
 			return
 		}
+		if !failed {
+			b.Reset()
+		} else if queue.Sleep(ctx, b.NextBackOff()) != nil {
+			return
+		}
 	}
 }
 
 // wait waits until a term is current and returns it.
 func (p *participant) wait(ctx context.Context) (*recipes.Hold, error) {
+	lastErr := func() error {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.err
+	}
 	for {
 		p.mu.Lock()
-		h, ch, last := p.term, p.changed, p.err
+		h, ch := p.term, p.changed
 		p.mu.Unlock()
 		if h != nil && h.Err() == nil {
 			return h, nil
@@ -143,12 +159,12 @@ func (p *participant) wait(ctx context.Context) (*recipes.Hold, error) {
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			if last != nil {
+			if last := lastErr(); last != nil {
 				return nil, fmt.Errorf("%w (last error: %v)", ctx.Err(), last)
 			}
 			return nil, ctx.Err()
 		case <-p.done:
-			if last != nil {
+			if last := lastErr(); last != nil {
 				return nil, fmt.Errorf("leader: %s: %w (%v)", p.key, registry.ErrClosed, last)
 			}
 			return nil, fmt.Errorf("leader: %s: %w", p.key, registry.ErrClosed)
@@ -192,18 +208,19 @@ func (p *participant) close(ctx context.Context) error {
 type Latch struct{ p *participant }
 
 // NewLatch starts taking part in the election on key through c. It fails with an
-// error matching registry.ErrNotSupported on a backend without sessions.
+// error matching registry.ErrNotSupported on a backend without sessions, and
+// registry.ErrInvalid for a bad key or option.
 func NewLatch(c *registry.Client, key string, opts ...recipes.Option) (*Latch, error) {
 	p, err := newParticipant(c, key, latchPrefix, "leader latch", recipes.Apply(opts))
 	if err != nil {
 		return nil, err
 	}
-	p.start(func(ctx context.Context, term *recipes.Hold) bool {
+	p.start(func(ctx context.Context, term *recipes.Hold) (bool, bool) {
 		select {
 		case <-term.Done():
 		case <-ctx.Done():
 		}
-		return true
+		return true, false
 	})
 	return &Latch{p: p}, nil
 }
@@ -239,6 +256,10 @@ func (l *Latch) Close(ctx context.Context) error { return l.p.close(ctx) }
 // as leader, which is why everything it writes should carry term.Token() to a
 // fenced resource. After lead returns the selector resigns and, with
 // recipes.WithAutoRequeue or after Requeue, campaigns again; otherwise it stops.
+// After a callback that returned an error it waits the retry backoff first
+// (recipes.WithRetryBackoff; jittered, from 50ms doubling up to 2s by default,
+// reset by a callback that returns nil), so that a callback failing at once
+// does not spin through terms.
 // It owns its sessions (opening a new one after a loss), as Latch does, and its
 // candidate nodes are named as Curator's LeaderSelector names them ("lock-").
 type Selector struct {
@@ -251,7 +272,8 @@ type Selector struct {
 
 // NewSelector starts campaigning on key through c with lead as the leadership
 // callback. It fails with an error matching registry.ErrNotSupported on a
-// backend without sessions. It reads the Options Latch reads and AutoRequeue.
+// backend without sessions, and registry.ErrInvalid for a bad key or option. It
+// reads the Options Latch reads and AutoRequeue.
 func NewSelector(c *registry.Client, key string, lead func(ctx context.Context, term *recipes.Hold) error, opts ...recipes.Option) (*Selector, error) {
 	if lead == nil {
 		return nil, &registry.FieldError{Field: "lead", Value: nil, Reason: "required"}
@@ -262,7 +284,7 @@ func NewSelector(c *registry.Client, key string, lead func(ctx context.Context, 
 		return nil, err
 	}
 	s := &Selector{p: p, lead: lead, requeue: make(chan struct{}, 1)}
-	p.start(func(ctx context.Context, term *recipes.Hold) bool {
+	p.start(func(ctx context.Context, term *recipes.Hold) (bool, bool) {
 		lctx, cancel := context.WithCancelCause(term.Context())
 		stop := context.AfterFunc(ctx, func() { cancel(recipes.ErrReleased) })
 		err := lead(lctx, term)
@@ -270,17 +292,21 @@ func NewSelector(c *registry.Client, key string, lead func(ctx context.Context, 
 		cancel(nil)
 		if err != nil {
 			s.mu.Lock()
+			if len(s.errs) == maxSelectorErrs {
+				s.errs = append(s.errs[:0], s.errs[1:]...)
+			}
 			s.errs = append(s.errs, err)
 			s.mu.Unlock()
 		}
+		failed := err != nil
 		if o.AutoRequeue {
-			return true
+			return true, failed
 		}
 		select {
 		case <-s.requeue:
-			return true
+			return true, failed
 		default:
-			return false
+			return false, failed
 		}
 	})
 	return s, nil
@@ -304,7 +330,11 @@ func (s *Selector) HasLeadership() bool { return s.p.current() != nil }
 // returned without requeue, or once its Client closed.
 func (s *Selector) Done() <-chan struct{} { return s.p.done }
 
-// Errs returns the errors lead returned so far.
+// maxSelectorErrs is how many of lead's errors a Selector keeps.
+const maxSelectorErrs = 32
+
+// Errs returns the latest errors lead returned, oldest first (at most 32: older
+// ones are dropped).
 func (s *Selector) Errs() []error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

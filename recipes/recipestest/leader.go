@@ -336,6 +336,118 @@ func (s *suite) testSelector(t *testing.T) {
 	if err := once.Close(ctx); err != nil {
 		t.Error(err)
 	}
+	// A callback that fails at once, requeued: Errs keeps the latest 32.
+	var terms atomic.Int64
+	failing, err := leader.NewSelector(s.open(t, ns), "/elect/sel", func(ctx context.Context, term *recipes.Hold) error {
+		return fmt.Errorf("term %d failed", terms.Add(1))
+	}, recipes.WithAutoRequeue(), recipes.WithRetryBackoff(time.Millisecond, 2*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.eventually(t, "40 failed terms", func() error {
+		if n := terms.Load(); n < 40 {
+			return fmt.Errorf("%d terms", n)
+		}
+		return nil
+	})
+	if err := failing.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	errs := failing.Errs()
+	if len(errs) != 32 || errs[31].Error() != fmt.Sprintf("term %d failed", terms.Load()) {
+		t.Errorf("Errs after %d failed terms: %d errors, the last %v; want the latest 32", terms.Load(), len(errs), errs[len(errs)-1])
+	}
+}
+
+// testLeaderMixed: a Latch, a Selector and an Election on one key take part in
+// one election, the one Observe and LeaderOf report: none leads while another
+// does, and tokens grow from term to term whichever kind leads.
+func (s *suite) testLeaderMixed(t *testing.T) {
+	ns := namespace(t)
+	ctx := s.ctx(t, 4)
+	const key = "/elect/mixed"
+	obs := s.open(t, ns)
+	latch, err := leader.NewLatch(s.open(t, ns), key, recipes.WithValue([]byte("latch")), recipesTTL(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer latch.Close(ctx)
+	t1, err := latch.Await(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type led struct {
+		term        *recipes.Hold
+		latchLeads  bool // the latch's term was current when the selector led
+		electionRan bool
+	}
+	leds := make(chan led, 1)
+	var camp atomic.Bool // the election's candidate returned from Campaign
+	sel, err := leader.NewSelector(s.open(t, ns), key, func(lctx context.Context, term *recipes.Hold) error {
+		leds <- led{term: term, latchLeads: t1.Err() == nil, electionRan: camp.Load()}
+		<-lctx.Done()
+		return nil
+	}, recipes.WithValue([]byte("selector")), recipesTTL(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sel.Close(ctx)
+	s.eventually(t, "selector queued", func() error {
+		names, err := lockNodes(ctx, obs, key)
+		if err != nil || len(names) != 2 {
+			return fmt.Errorf("%d nodes, %v", len(names), err)
+		}
+		return nil
+	})
+	e := s.election(t, s.open(t, ns), key)
+	terms := make(chan *recipes.Hold, 1)
+	go func() {
+		h, err := e.Campaign(ctx, []byte("election"))
+		if err != nil {
+			t.Error(err)
+		}
+		camp.Store(true)
+		terms <- h
+	}()
+	s.eventually(t, "election candidate queued", func() error {
+		names, err := lockNodes(ctx, obs, key)
+		if err != nil || len(names) != 3 {
+			return fmt.Errorf("%d nodes, %v", len(names), err)
+		}
+		return nil
+	})
+	if l, err := leader.LeaderOf(ctx, obs, key); err != nil || string(l.Value) != "latch" {
+		t.Errorf("LeaderOf = %+v, %v; want the latch", l, err)
+	}
+	if err := latch.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := <-leds
+	if got.latchLeads || got.electionRan {
+		t.Errorf("the selector led while the latch led (%v) or the election's candidate had returned (%v)", got.latchLeads, got.electionRan)
+	}
+	if got.term.Token() <= t1.Token() {
+		t.Errorf("tokens %d (latch) then %d (selector): must grow", t1.Token(), got.term.Token())
+	}
+	if l, err := leader.LeaderOf(ctx, obs, key); err != nil || string(l.Value) != "selector" {
+		t.Errorf("LeaderOf = %+v, %v; want the selector", l, err)
+	}
+	if err := sel.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h := <-terms
+	if h == nil {
+		t.FailNow()
+	}
+	if got.term.Err() == nil {
+		t.Errorf("the election's candidate leads while the selector's term %v is current", got.term)
+	}
+	if h.Token() <= got.term.Token() {
+		t.Errorf("tokens %d (selector) then %d (election): must grow", got.term.Token(), h.Token())
+	}
+	if err := e.Resign(ctx); err != nil {
+		t.Error(err)
+	}
 }
 
 // testLeaderSafety: three auto-requeued selectors on separate clients lead in turn

@@ -176,6 +176,48 @@ func (s *suite) testDoubleBarrier(t *testing.T) {
 	}
 }
 
+// testDoubleBarrierRounds: participants go round after round through one
+// double barrier; one that left a round and entered the next holds no one back,
+// and no one leaves a round before all have entered it.
+func (s *suite) testDoubleBarrierRounds(t *testing.T) {
+	ns := namespace(t)
+	ctx := s.ctx(t, 6)
+	const n, rounds = 3, 8
+	var mu sync.Mutex
+	entered := make([]int, rounds)
+	var wg sync.WaitGroup
+	for i := range n {
+		c := s.open(t, ns)
+		d, err := barrier.NewDouble(c, s.session(t, c), "/barriers/rounds", n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range rounds {
+				if err := d.Enter(ctx); err != nil {
+					t.Errorf("participant %d, round %d: %v", i, r, err)
+					return
+				}
+				mu.Lock()
+				entered[r]++
+				mu.Unlock()
+				if err := d.Leave(ctx); err != nil {
+					t.Errorf("participant %d, round %d: %v", i, r, err)
+					return
+				}
+				mu.Lock()
+				if entered[r] != n {
+					t.Errorf("participant %d left round %d when %d of %d had entered", i, r, entered[r], n)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 // testGroup: members appear, come back after a session loss, and leave on Close.
 func (s *suite) testGroup(t *testing.T) {
 	if s.h.ExpireSession == nil {

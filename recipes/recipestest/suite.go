@@ -82,12 +82,17 @@ func Run(t *testing.T, h registrytest.Harness, cfg Config) {
 	t.Run("Semaphore", s.testSemaphore)
 	t.Run("Semaphore/FencedSafety", s.testSemaphoreSafety)
 	t.Run("DoubleBarrier", s.testDoubleBarrier)
+	t.Run("DoubleBarrier/Rounds", s.testDoubleBarrierRounds)
 	t.Run("Group", s.testGroup)
 	t.Run("Leader/Election", s.testElection)
 	t.Run("Leader/ObserveAndResign", s.testObserve)
 	t.Run("Leader/Latch", s.testLatch)
 	t.Run("Leader/LatchSessionLost", s.testLatchLost)
 	t.Run("Leader/Selector", s.testSelector)
+	t.Run("Leader/MixedParticipants", s.testLeaderMixed)
+	t.Run("Hold/EndsWithSessionAtOnce", s.testHoldEndsWithSession)
+	t.Run("Hold/DoneContextCreatesNothing", s.testDoneContextCreatesNothing)
+	t.Run("Options/InvalidRefused", s.testInvalidOptions)
 	t.Run("Leader/FencedSafety", s.testLeaderSafety)
 }
 

@@ -229,11 +229,15 @@ func (q *Queue) retry(ctx context.Context, f func(ctx context.Context) error) er
 // even if ctx is cancelled meanwhile (so its outcome is known); if it failed in a
 // way that may have created the node anyway, the node is found by its GUID and
 // deleted. When ctx ended, any node created is deleted and ctx's error returned:
-// an abandoned Enqueue leaves nothing behind.
+// an abandoned Enqueue leaves nothing behind, and one whose ctx is already done
+// creates nothing.
 func (q *Queue) Enqueue(ctx context.Context, value []byte) (Entry, error) {
 	q.Cleanup(ctx)
 	if err := q.sessErr(); err != nil {
 		return Entry{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Entry{}, err // before the create, which would run to its end
 	}
 	guid := newGUID()
 	key := driver.JoinKey(q.Dir, ProtectedPrefix+guid+"-"+q.Prefix)
