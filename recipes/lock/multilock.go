@@ -70,6 +70,9 @@ func NewMultiLock(c *registry.Client, s *registry.Session, keys []string, opts .
 		}
 	}
 	o := recipes.Apply(opts)
+	if err := o.Err(); err != nil {
+		return nil, err
+	}
 	m := &MultiLock{keys: sorted, opts: o, sem: make(chan struct{}, 1)}
 	for _, k := range sorted {
 		m.ms = append(m.ms, newMutex(c, s, k, "lock-", nil, queue.Predecessor, o))

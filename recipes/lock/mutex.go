@@ -76,7 +76,11 @@ func NewMutex(c *registry.Client, s *registry.Session, key string, opts ...recip
 	if err := queue.ValidDir(key); err != nil {
 		return nil, err
 	}
-	return newMutex(c, s, key, "lock-", nil, queue.Predecessor, recipes.Apply(opts)), nil
+	o := recipes.Apply(opts)
+	if err := o.Err(); err != nil {
+		return nil, err
+	}
+	return newMutex(c, s, key, "lock-", nil, queue.Predecessor, o), nil
 }
 
 func newMutex(c *registry.Client, s *registry.Session, key, prefix string, others []string, block queue.Blocker, o recipes.Options) *Mutex {
@@ -91,6 +95,24 @@ func newMutex(c *registry.Client, s *registry.Session, key, prefix string, other
 
 // Key returns the lock's key (the parent of the waiters' nodes).
 func (m *Mutex) Key() string { return m.q.Dir }
+
+// tryAcquireSem is acquireSem for TryLock: when another call of this Mutex is in
+// progress and the Mutex does not hold (a Lock waiting for its turn), the lock is
+// not free now: ErrLocked at once instead of waiting for that call.
+func (m *Mutex) tryAcquireSem(ctx context.Context) error {
+	select {
+	case m.sem <- struct{}{}:
+		return nil
+	default:
+	}
+	m.mu.Lock()
+	holds := m.count > 0
+	m.mu.Unlock()
+	if !holds {
+		return ErrLocked
+	}
+	return m.acquireSem(ctx) // re-entrant: the call in progress is short
+}
 
 func (m *Mutex) acquireSem(ctx context.Context) error {
 	select {
@@ -123,7 +145,11 @@ func (m *Mutex) TryLock(ctx context.Context) (*recipes.Hold, error) {
 }
 
 func (m *Mutex) lock(ctx context.Context, try bool) (*recipes.Hold, error) {
-	if err := m.acquireSem(ctx); err != nil {
+	acquire := m.acquireSem
+	if try {
+		acquire = m.tryAcquireSem
+	}
+	if err := acquire(ctx); err != nil {
 		return nil, err
 	}
 	defer m.releaseSem()

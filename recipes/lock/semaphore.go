@@ -81,10 +81,18 @@ func (m *Semaphore) TryAcquire(ctx context.Context) (*recipes.Hold, error) {
 }
 
 func (m *Semaphore) acquire(ctx context.Context, try bool) (*recipes.Hold, error) {
-	select {
-	case m.one <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if try {
+		select {
+		case m.one <- struct{}{}:
+		default: // an Acquire of this Semaphore waits: no lease is free now
+			return nil, fmt.Errorf("semaphore: %w", ErrLocked)
+		}
+	} else {
+		select {
+		case m.one <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	defer func() { <-m.one }()
 	var err error
