@@ -156,7 +156,8 @@ func (c *Consul) get(path string) (int, string, error) {
 	return resp.StatusCode, strings.TrimSpace(string(b)), err
 }
 
-// ready wants a leader and, with ACLs, the management token to be usable.
+// ready wants a leader, the agent's node in the catalog and, with ACLs, the
+// management token to be usable.
 func (c *Consul) ready() error {
 	code, body, err := c.get("/v1/status/leader")
 	if err != nil {
@@ -164,6 +165,14 @@ func (c *Consul) ready() error {
 	}
 	if code != http.StatusOK || body == "" || body == `""` {
 		return fmt.Errorf("no leader yet: %d %s", code, body)
+	}
+	// The agent registers its own node in the catalog a moment after the
+	// election; until then a session create fails with "Missing node
+	// registration".
+	if code, body, err := c.get("/v1/catalog/nodes"); err != nil {
+		return err
+	} else if code != http.StatusOK || body == "" || body == "[]" || body == "null" {
+		return fmt.Errorf("the agent's node is not in the catalog yet: %d %s", code, body)
 	}
 	if c.token != "" {
 		code, body, err := c.get("/v1/acl/token/self")
