@@ -39,6 +39,8 @@ type Cluster interface {
 	KillMajority() []int
 	Isolate(i int)
 	Rejoin(i int)
+	// ClientProxy is the proxy the clients' connections to member i go through
+	// (the same one for every member when they go through one client agent).
 	ClientProxy(i int) *testenv.Proxy
 }
 
@@ -432,9 +434,20 @@ func (l *latest) await(ctx context.Context, want []string) (registry.Snapshot, e
 
 func (l *latest) wait() { <-l.done }
 
-func proxyTotals(tg *Target) (conns, bytes int64) {
+// clientProxies are the members' client proxies, each once (a cluster whose
+// clients go through one client agent has one for every member).
+func clientProxies(tg *Target) []*testenv.Proxy {
+	var out []*testenv.Proxy
 	for i := range tg.Members {
-		p := tg.Cluster.ClientProxy(i)
+		if p := tg.Cluster.ClientProxy(i); !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func proxyTotals(tg *Target) (conns, bytes int64) {
+	for _, p := range clientProxies(tg) {
 		conns += p.Accepted()
 		bytes += p.BytesUp()
 	}

@@ -63,15 +63,39 @@ var (
 	ClientCutLong  = clientCut("client cut off from every member for 2 TTL", func(tg *Target) time.Duration { return 2 * tg.TTL })
 )
 
+// AgentCluster is a Cluster whose clients reach the servers through a client
+// agent of their own (Consul), which can be restarted.
+type AgentCluster interface {
+	RestartAgent(t testing.TB) // kill -9 and start again on its data directory
+}
+
+// AgentRestartDuringElection kills the leader and, while the others elect a new
+// one, kills the client agent with SIGKILL and starts it again (Consul only).
+var AgentRestartDuringElection = Scenario{Name: "client agent kill -9 and restart during a leader election",
+	Hold: func(*Target) time.Duration { return 3 * time.Second },
+	Fault: func(t testing.TB, tg *Target) func(testing.TB) {
+		ac, ok := tg.Cluster.(AgentCluster)
+		if !ok {
+			t.Fatalf("%s: the cluster has no client agent", tg.Backend)
+		}
+		l := tg.Cluster.Leader()
+		tg.Cluster.Kill(l)
+		ac.RestartAgent(t)
+		return func(t testing.TB) {
+			tg.Cluster.Start(t, l)
+			tg.Cluster.WaitQuorum(t, deadline)
+		}
+	}}
+
 func clientCut(name string, hold func(*Target) time.Duration) Scenario {
 	return Scenario{Name: name, Unreachable: true, Hold: hold,
 		Fault: func(t testing.TB, tg *Target) func(testing.TB) {
-			for i := range tg.Members {
-				tg.Cluster.ClientProxy(i).Blackhole()
+			for _, p := range clientProxies(tg) {
+				p.Blackhole()
 			}
 			return func(testing.TB) {
-				for i := range tg.Members {
-					tg.Cluster.ClientProxy(i).Heal()
+				for _, p := range clientProxies(tg) {
+					p.Heal()
 				}
 			}
 		}}
