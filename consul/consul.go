@@ -623,6 +623,21 @@ func (c *Conn) block(ctx context.Context, what string, discovery bool, notify fu
 		}
 		next, changed, throttle := nextIndex(index, meta.LastIndex)
 		if !armed || changed {
+			// While the verdict is bad (no leader, or a lazy Conn not probed yet),
+			// an answer is handed over only once a probe finds a leader: the
+			// streaming backend's answers do not say whether their server knows one.
+			if c.Health() != nil {
+				pctx, pcancel := context.WithTimeout(ctx, ProbeInterval)
+				err := c.leaderProbe(pctx)
+				pcancel()
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				if err != nil {
+					return fmt.Errorf("consul: watch %s: %w: %w", what, driver.ErrUnavailable, err)
+				}
+				c.setHealth(nil, false)
+			}
 			armed = true
 			notify()
 		}

@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -61,6 +62,16 @@ type Target struct {
 	ServerIDs func(ctx context.Context, ns, service string) ([]string, error)
 	// Options are given to every Open.
 	Options []registry.Option
+	// Settled, when set, reports whether every member serves every one of want
+	// (the IDs registered) in namespace ns: checked before each fault, so that a
+	// fault does not race the replication of the last registration (Consul's
+	// followers answer stale reads from what they applied, and learn that an entry
+	// is committed only from the leader's next message).
+	Settled func(ctx context.Context, ns, service string, want []string) error
+	// StartAfter is how long into an outage the process started during it
+	// starts (default at once). Consul's servers answer as if all were well
+	// until they notice the leader gone (their raft heartbeat timeout).
+	StartAfter time.Duration
 }
 
 // Scenario is one fault.
@@ -173,6 +184,11 @@ func Run(t *testing.T, tg *Target, sc Scenario, run int) Result {
 	}
 	testenv.Eventually(t, deadline, "the cache sees every registration", converged)
 	testenv.Eventually(t, deadline, "the cache's snapshot file", saved)
+	if tg.Settled != nil {
+		testenv.Eventually(t, deadline, "every member serves every registration", func() error {
+			return tg.Settled(ctx, ns, service, want)
+		})
+	}
 
 	// Lookups during the fault, every 20ms.
 	var lk lookupLog
@@ -206,6 +222,10 @@ func Run(t *testing.T, tg *Target, sc Scenario, run int) Result {
 	if sc.Unreachable && hold > tg.StaleBound+time.Second {
 		// A process started now: its Open must succeed and its cache answer
 		// from the snapshot file the first process wrote.
+		if tg.StartAfter > 0 {
+			t := time.NewTimer(tg.StartAfter) // a point in the fault, not a wait for a condition
+			<-t.C
+		}
 		r.SnapshotStart = startDuringOutage(tg, ns, dir)
 	}
 	<-holdTimer.C
@@ -223,6 +243,9 @@ func Run(t *testing.T, tg *Target, sc Scenario, run int) Result {
 	close(stopLookups)
 	lwg.Wait()
 	r.Lookups, r.Answered, r.StaleRequired, r.StaleMarked, r.FirstStale = lk.figures(sc.Unreachable, tg.StaleBound, restoreAt)
+	if lk.wrong != "" {
+		r.Note = strings.TrimPrefix(r.Note+"; "+lk.wrong, "; ")
+	}
 
 	// Recovery.
 	var freshAt, backAt time.Time
@@ -345,8 +368,9 @@ func ids(in []registry.Instance) []string {
 
 // lookupLog records the cached lookups made during a fault.
 type lookupLog struct {
-	mu sync.Mutex
-	ls []lookup
+	mu    sync.Mutex
+	ls    []lookup
+	wrong string // what the first lookup not answered with the instances returned
 }
 
 type lookup struct {
@@ -359,8 +383,11 @@ type lookup struct {
 func (l *lookupLog) add(at time.Duration, s registry.Snapshot, err error, want []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.ls = append(l.ls, lookup{at: at, answered: err == nil && slices.Equal(ids(s.Instances), want),
-		stale: s.Stale, age: s.Age()})
+	x := lookup{at: at, answered: err == nil && slices.Equal(ids(s.Instances), want), stale: s.Stale, age: s.Age()}
+	if !x.answered && l.wrong == "" {
+		l.wrong = fmt.Sprintf("first unanswered lookup at %v: %v stale=%v (%v)", at.Round(time.Millisecond), ids(s.Instances), s.Stale, err)
+	}
+	l.ls = append(l.ls, x)
 }
 
 // figures counts the lookups; those made between bound into the fault and the

@@ -424,3 +424,13 @@ func (c *ConsulCluster) Stop() {
 	}
 	wg.Wait()
 }
+
+// AgentLogTail is the end of the client agent's log, for failure messages.
+func (c *ConsulCluster) AgentLogTail() string {
+	b, _ := os.ReadFile(filepath.Join(c.agent.dir, "consul.log"))
+	const max = 6000
+	if len(b) > max {
+		b = b[len(b)-max:]
+	}
+	return string(b)
+}
