@@ -88,6 +88,9 @@ type Scenario struct {
 	// LeaderGone: the cluster has no leader for the whole hold; the client's
 	// connections and bytes during it are counted.
 	LeaderGone bool
+	// Expires: the servers must expire the clients' sessions during the fault
+	// (every registration gone from the servers at some point of it).
+	Expires bool
 }
 
 // Result is one run of one scenario.
@@ -107,6 +110,7 @@ type Result struct {
 	OutageSeconds     float64
 	OutageConns       int64 // connections the clients opened to the members while leaderless
 	OutageBytes       int64 // bytes they sent meanwhile
+	Expired           bool  // every registration was gone from the servers at some point of the fault
 	GoroutinesLeft    int   // client goroutines above the baseline after Close
 	SocketsLeft       int   // client sockets to the members left after Close
 	Note              string
@@ -219,6 +223,22 @@ func Run(t *testing.T, tg *Target, sc Scenario, run int) Result {
 		hold = sc.Hold(tg)
 	}
 	holdTimer := time.NewTimer(hold)
+	var expired chan bool
+	if sc.Expires {
+		// Read the servers (bypassing the client proxies) during the hold: were the
+		// registrations gone at some point?
+		expired = make(chan bool, 1)
+		end := time.Now().Add(hold)
+		go func() {
+			seen := false
+			for !seen && time.Now().Before(end) {
+				got, err := serverIDs(ctx, tg, ns)
+				seen = err == nil && !slices.ContainsFunc(want, func(id string) bool { return slices.Contains(got, id) })
+				time.Sleep(100 * time.Millisecond) // polling interval
+			}
+			expired <- seen
+		}()
+	}
 	if sc.Unreachable && hold > tg.StaleBound+time.Second {
 		// A process started now: its Open must succeed and its cache answer
 		// from the snapshot file the first process wrote.
@@ -229,6 +249,9 @@ func Run(t *testing.T, tg *Target, sc Scenario, run int) Result {
 		r.SnapshotStart = startDuringOutage(tg, ns, dir)
 	}
 	<-holdTimer.C
+	if expired != nil {
+		r.Expired = <-expired
+	}
 	if err := wc.Health(); err != nil {
 		r.Note = "health at the end of the fault: " + err.Error()
 	}
@@ -520,6 +543,9 @@ func Check(t testing.TB, r Result) {
 	}
 	if r.OutageSeconds > 0 && float64(r.OutageConns)/r.OutageSeconds > 20 {
 		t.Errorf("%s: %d connections in %.1fs without a leader: a tight retry loop", where, r.OutageConns, r.OutageSeconds)
+	}
+	if r.Scenario == SessionExpiryDuringElection.Name && !r.Expired {
+		t.Errorf("%s: the registrations never left the servers during the fault: no session expired", where)
 	}
 	if r.GoroutinesLeft != 0 || r.SocketsLeft != 0 {
 		t.Errorf("%s: after Close: %d client goroutines above the baseline, %d client sockets", where, r.GoroutinesLeft, r.SocketsLeft)

@@ -101,6 +101,32 @@ func clientCut(name string, hold func(*Target) time.Duration) Scenario {
 		}}
 }
 
+// SessionExpiryDuringElection kills the leader and at once cuts every client off
+// from every member (blackholed) for 3 TTL: the others elect a new leader, which
+// expires the clients' sessions (or leases) while they cannot reach it. After the
+// cut heals the clients find their sessions expired, open new ones and register
+// again; the watcher's session expired too and its watch must resume.
+var SessionExpiryDuringElection = Scenario{Name: "session expiry during a leader election (leader kill -9, clients cut off for 3 TTL)",
+	Unreachable: true, Expires: true,
+	// The new leader gives every session a fresh timeout when it takes over, so
+	// the sessions expire one TTL after the election (a slow JVM start makes that
+	// a few seconds).
+	Hold: func(tg *Target) time.Duration { return 3 * tg.TTL },
+	Fault: func(t testing.TB, tg *Target) func(testing.TB) {
+		l := tg.Cluster.Leader()
+		tg.Cluster.Kill(l)
+		for _, p := range clientProxies(tg) {
+			p.Blackhole()
+		}
+		return func(t testing.TB) {
+			for _, p := range clientProxies(tg) {
+				p.Heal()
+			}
+			tg.Cluster.Start(t, l)
+			tg.Cluster.WaitQuorum(t, deadline)
+		}
+	}}
+
 // All are the scenarios every backend runs in the long version.
 var All = []Scenario{LeaderKill, FollowerKill, LeaderCutOff, QuorumLoss, RollingRestart, ClientCutShort, ClientCutLong}
 
