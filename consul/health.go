@@ -64,13 +64,13 @@ func (c *Conn) setHealth(err error, force bool) {
 	if h.bad < 2 && !force {
 		return
 	}
-	err = fmt.Errorf("consul: %w: %w", driver.ErrUnavailable, err)
+	cause := fmt.Errorf("%w: %w", driver.ErrUnavailable, err) // what a cancelled blocking query ends with
 	wasGood := h.err == nil
-	h.err = err
+	h.err = fmt.Errorf("consul: %w", cause)
 	if wasGood {
 		h.signal()
 		for _, cancel := range h.queries {
-			cancel(err)
+			cancel(cause)
 		}
 	}
 	c.ensureProbe()
