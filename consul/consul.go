@@ -35,12 +35,13 @@
 //     api omits zero): how long Consul refuses to hand a key released by an
 //     invalidated session to another session. At most 60s.
 //   - wait: the longest wait of one blocking query (default 30s, 1s to 10m). A watch
-//     notices a silent network partition at the latest after wait + wait/16 + 5s.
+//     notices a silent network partition within StaleBound through its leader probe
+//     (see Staleness and health); each query ends after wait + wait/16 + 5s anyway.
 //   - stale: discovery reads may be answered by any server (AllowStale, default true),
 //     so a cluster without a leader still answers List; Listing.ReplicaLag is then the
 //     answering server's LastContact and Listing.NoLeader is !KnownLeader. With
 //     stale=false reads go to the leader. Store reads always go to the leader. A
-//     watch does not serve a leaderless server's answers as fresh (see Watches).
+//     watch does not serve a leaderless server's answers as fresh (see Staleness and health).
 //   - passing_only: discovery returns only instances whose checks all pass (default
 //     true, Consul's ?passing), each with Healthy true. With passing_only=false it
 //     returns every instance, Healthy being true when all its checks pass (warning and
@@ -130,26 +131,11 @@
 // once), or when no renewal succeeded for a whole TTL (Consul may have invalidated it
 // by then: it does between TTL and 2×TTL).
 //
-// # Watches
+// # Staleness and health
 //
-// Watches are blocking queries with WaitIndex on the service's health endpoint (the
-// store: on the key prefix) following Consul's documented index rules: the first
-// query (index 0) returns at once and arms the watch (first notify); later ones notify
-// whenever X-Consul-Index differs from the last; an index that went backwards resets
-// the next query to 0; an index of 0 is replaced by 1 so queries keep blocking; and a
-// query that did not advance the index is followed by the next one no sooner than
-// 50ms after it started, so a misbehaving index cannot make the loop spin (a query
-// that advanced it re-arms at once, so changes are seen without delay: Consul's write
-// rate bounds how often that happens, and package registry coalesces the re-lists).
-// Each query waits at most the wait parameter and is bounded by a deadline a little
-// longer, so a connection that went silent breaks the watch. Any error
-// ends the Watch with that error (wrapping registry.ErrUnavailable or
-// registry.ErrPermission), and package registry backs off, re-lists and re-arms:
-// one blocking loop per service is shared by all watchers of a Client.
-//
-// Staleness: a watcher's view is marked stale at most StaleBound (3s) after the
-// agent stops answering or the server it asks stops knowing a leader. A server
-// without a leader still answers stale reads, but its blocking query would wait
+// A watcher's view is marked stale at most StaleBound (3s) after the agent stops
+// answering or the server it asks stops knowing a leader. A server without a
+// leader still answers stale reads, but its blocking query would wait
 // out the whole wait (it sees no change, as nothing can change) and then answer as
 // if all were well; so while a watch runs the Conn asks the agent for the leader
 // every ProbeInterval (GET /v1/status/leader, one probe per Conn whatever the number
@@ -169,6 +155,23 @@
 // watch runs or while the verdict is bad). With registry.WithLazyConnect, Open does
 // no I/O (a wrong token shows on the first call) and Health is ErrUnavailable until
 // a probe succeeds, which is tried at once and every ProbeInterval.
+//
+// # Watches
+//
+// Watches are blocking queries with WaitIndex on the service's health endpoint (the
+// store: on the key prefix) following Consul's documented index rules: the first
+// query (index 0) returns at once and arms the watch (first notify); later ones notify
+// whenever X-Consul-Index differs from the last; an index that went backwards resets
+// the next query to 0; an index of 0 is replaced by 1 so queries keep blocking; and a
+// query that did not advance the index is followed by the next one no sooner than
+// 50ms after it started, so a misbehaving index cannot make the loop spin (a query
+// that advanced it re-arms at once, so changes are seen without delay: Consul's write
+// rate bounds how often that happens, and package registry coalesces the re-lists).
+// Each query waits at most the wait parameter and is bounded by a deadline a little
+// longer, so a connection that went silent breaks the watch. Any error
+// ends the Watch with that error (wrapping registry.ErrUnavailable or
+// registry.ErrPermission), and package registry backs off, re-lists and re-arms:
+// one blocking loop per service is shared by all watchers of a Client.
 //
 // # Store
 //
