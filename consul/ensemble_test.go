@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,7 +23,8 @@ import (
 // agent that the clients register and watch through. CI runs a subset once each
 // and asserts the limits; REGKIT_RELIABILITY=long runs every Consul scenario
 // REGKIT_RELIABILITY_RUNS times (default 3) for RELIABILITY.md
-// (scripts/reliability.sh).
+// (scripts/reliability.sh); REGKIT_RELIABILITY_ONLY=<part of a name> keeps the
+// scenarios whose name contains it.
 
 const clusterTTL = 4 * time.Second // check_ttl
 
@@ -125,6 +127,9 @@ func TestClusterReliability(t *testing.T) {
 		scenarios = []reliability.Scenario{reliability.LeaderKill, reliability.FollowerKill, reliability.LeaderCutOff,
 			reliability.QuorumLoss, reliability.AgentRestartDuringElection}
 		runs = reliability.Runs()
+	}
+	if only := os.Getenv("REGKIT_RELIABILITY_ONLY"); only != "" {
+		scenarios = slices.DeleteFunc(scenarios, func(sc reliability.Scenario) bool { return !strings.Contains(sc.Name, only) })
 	}
 	for _, sc := range scenarios {
 		t.Run(sc.Name, func(t *testing.T) {

@@ -17,7 +17,8 @@ import (
 // The reliability scenarios of issue 19 on a 3-node ZooKeeper ensemble. CI runs a
 // subset once each and asserts the limits; REGKIT_RELIABILITY=long runs every
 // scenario REGKIT_RELIABILITY_RUNS times (default 3) for RELIABILITY.md
-// (scripts/reliability.sh).
+// (scripts/reliability.sh); REGKIT_RELIABILITY_ONLY=<part of a name> keeps the
+// scenarios whose name contains it.
 
 const ensembleTTL = 4 * time.Second
 
