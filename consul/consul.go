@@ -35,11 +35,13 @@
 //     api omits zero): how long Consul refuses to hand a key released by an
 //     invalidated session to another session. At most 60s.
 //   - wait: the longest wait of one blocking query (default 30s, 1s to 10m). A watch
-//     notices a silent network partition at the latest after wait + wait/16 + 5s.
+//     notices a silent network partition within StaleBound through its leader probe
+//     (see Staleness and health); each query ends after wait + wait/16 + 5s anyway.
 //   - stale: discovery reads may be answered by any server (AllowStale, default true),
-//     so a cluster without a leader still answers; Listing.ReplicaLag is then the
+//     so a cluster without a leader still answers List; Listing.ReplicaLag is then the
 //     answering server's LastContact and Listing.NoLeader is !KnownLeader. With
-//     stale=false reads go to the leader. Store reads always go to the leader.
+//     stale=false reads go to the leader. Store reads always go to the leader. A
+//     watch does not serve a leaderless server's answers as fresh (see Staleness and health).
 //   - passing_only: discovery returns only instances whose checks all pass (default
 //     true, Consul's ?passing), each with Healthy true. With passing_only=false it
 //     returns every instance, Healthy being true when all its checks pass (warning and
@@ -128,6 +130,31 @@
 // is gone (to a renewal; a create refused for an invalid session triggers one at
 // once), or when no renewal succeeded for a whole TTL (Consul may have invalidated it
 // by then: it does between TTL and 2×TTL).
+//
+// # Staleness and health
+//
+// A watcher's view is marked stale at most StaleBound (3s) after the agent stops
+// answering or the server it asks stops knowing a leader. A server without a
+// leader still answers stale reads, but its blocking query would wait
+// out the whole wait (it sees no change, as nothing can change) and then answer as
+// if all were well; so while a watch runs the Conn asks the agent for the leader
+// every ProbeInterval (GET /v1/status/leader, one probe per Conn whatever the number
+// of watches), and two failed probes in a row (no answer, or no leader) end every
+// blocking query with ErrUnavailable. An answer of the blocking-query backend whose
+// X-Consul-KnownLeader is false ends the watch at once (the streaming backend,
+// which agents use for blocking health queries, always sends false, so its
+// answers are not read for it; nor is it then Listing.NoLeader). While there is no
+// leader, package registry serves the last good view marked stale and re-arms as
+// soon as Health says the leader is back. A Consul server notices a dead leader
+// after its raft heartbeat timeout (performance.raft_multiplier × 1s, 5s with
+// Consul's default), before StaleBound starts. List still answers from a server
+// without a leader (stale, NoLeader set).
+//
+// Health reports the probes' verdict: nil, or ErrUnavailable while the agent does
+// not answer or knows no leader (Open checks it once; then it is probed while a
+// watch runs or while the verdict is bad). With registry.WithLazyConnect, Open does
+// no I/O (a wrong token shows on the first call) and Health is ErrUnavailable until
+// a probe succeeds, which is tried at once and every ProbeInterval.
 //
 // # Watches
 //
@@ -359,10 +386,15 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 		return nil, &driver.FieldError{Field: "url", Value: driver.RedactURL(u), Reason: err.Error()}
 	}
 	c := newConn(cli, tr, s, cfg.Logger)
+	if cfg.Lazy {
+		// Health is bad until a probe reaches the agent and hears of a leader.
+		c.setHealth(errors.New("not connected yet: the agent has not answered a probe"), true)
+		return c, nil
+	}
 	octx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if err := c.probe(octx, token != ""); err != nil {
-		tr.CloseIdleConnections()
+		c.Close()
 		return nil, err
 	}
 	return c, nil
@@ -414,6 +446,7 @@ type Conn struct {
 	life   context.Context
 	cancel context.CancelFunc
 	owned  owned.Group
+	health health // the leader probe's verdict (see Health)
 
 	puts inflight.Set // registers still running, per service ID (for Remove)
 	// owner tells this Conn's registrations apart from every other client's (tag
@@ -473,8 +506,12 @@ func (c *Conn) spawn(f func()) bool { return c.owned.Go(f) }
 // probe checks that the agent answers and, with a token, that Consul knows it.
 func (c *Conn) probe(ctx context.Context, token bool) error {
 	q := (&api.QueryOptions{}).WithContext(ctx)
-	if _, err := c.cli.Status().LeaderWithQueryOptions(q); err != nil {
+	leader, err := c.cli.Status().LeaderWithQueryOptions(q)
+	if err != nil {
 		return wrap("connect to the agent", "", err)
+	}
+	if leader == "" {
+		c.setHealth(errNoLeader, true) // Open succeeds: stale reads answer; Health says why not fresh
 	}
 	if !token {
 		return nil
@@ -555,26 +592,64 @@ func nextIndex(prev, got uint64) (next uint64, changed, throttle bool) {
 	return next, changed, throttle
 }
 
+// noLeader reports whether an answer says that its server knows no leader. Only
+// answers of Consul's blocking-query backend say: the streaming backend, which
+// agents use for blocking health queries (use_streaming_backend, on by default),
+// always sends X-Consul-KnownLeader: false.
+func noLeader(meta *api.QueryMeta) bool {
+	return !meta.KnownLeader && meta.QueryBackend != api.QueryBackendStreaming
+}
+
 // block runs a blocking-query loop until ctx is done or a query fails; query runs one
-// query with the given options and returns its X-Consul-Index. discovery selects the
-// stale and dc settings of discovery reads.
-func (c *Conn) block(ctx context.Context, what string, discovery bool, notify func(), query func(q *api.QueryOptions) (uint64, error)) error {
+// query with the given options and returns its QueryMeta. discovery selects the
+// stale and dc settings of discovery reads; a discovery answer from a server that
+// knows no leader (see noLeader) ends the loop with ErrUnavailable, as does a
+// bad verdict of the Conn's leader probe while a query waits (see StaleBound).
+func (c *Conn) block(ctx context.Context, what string, discovery bool, notify func(), query func(q *api.QueryOptions) (*api.QueryMeta, error)) error {
+	defer c.watching()()
 	var index uint64
 	armed := false
 	for {
 		start := time.Now()
-		// Bound each query, so a connection that went silent breaks the watch.
-		qctx, cancel := context.WithTimeout(ctx, c.s.wait+c.s.wait/16+5*time.Second)
-		got, err := query(c.queryOpts(qctx, index, discovery))
+		// Bound each query, so a connection that went silent breaks the watch; the
+		// probe cancels it sooner, with its verdict as the cause.
+		pctx, pcancel := context.WithCancelCause(ctx)
+		untrack := c.track(pcancel)
+		qctx, cancel := context.WithTimeout(pctx, c.s.wait+c.s.wait/16+5*time.Second)
+		meta, err := query(c.queryOpts(qctx, index, discovery))
 		cancel()
+		untrack()
+		cause := context.Cause(pctx)
+		pcancel(nil)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			if cause != nil && !errors.Is(cause, context.Canceled) {
+				return fmt.Errorf("consul: watch %s: %w", what, cause)
+			}
 			return wrap("watch", what, err)
 		}
-		next, changed, throttle := nextIndex(index, got)
+		if discovery && noLeader(meta) {
+			return fmt.Errorf("consul: watch %s: %w: %w", what, driver.ErrUnavailable, errNoLeader)
+		}
+		next, changed, throttle := nextIndex(index, meta.LastIndex)
 		if !armed || changed {
+			// While the verdict is bad (no leader, or a lazy Conn not probed yet),
+			// an answer is handed over only once a probe finds a leader: the
+			// streaming backend's answers do not say whether their server knows one.
+			if c.Health() != nil {
+				pctx, pcancel := context.WithTimeout(ctx, ProbeInterval)
+				err := c.leaderProbe(pctx)
+				pcancel()
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				if err != nil {
+					return fmt.Errorf("consul: watch %s: %w: %w", what, driver.ErrUnavailable, err)
+				}
+				c.setHealth(nil, false)
+			}
 			armed = true
 			notify()
 		}

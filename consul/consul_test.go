@@ -13,13 +13,17 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"github.com/regkit/regkit/consul"
+	"github.com/regkit/regkit/internal/reliability"
 	"github.com/regkit/regkit/internal/testenv"
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/registrytest"
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	reliability.ChildMain() // in the child process of the client process kill scenario
+	goleak.VerifyTestMain(m)
+}
 
 // server is one dev agent with a fault proxy in front and an admin client dialling
 // the agent directly.

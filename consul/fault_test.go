@@ -325,3 +325,46 @@ func TestBlackhole(t *testing.T) {
 		return nil
 	})
 }
+
+// TestBlackholeStaleWithinBound: with the default wait (30s) a partitioned watch's
+// blocking query hangs until its deadline (wait + wait/16 + 5s); the leader probe,
+// whose answers stop too, breaks it after two failed probes, so the view is marked
+// stale within consul.StaleBound instead. The old driver left it unmarked for
+// about 37s.
+func TestBlackholeStaleWithinBound(t *testing.T) {
+	s := startServer(t)
+	ctx := ctxT(t, 2*time.Minute)
+	c := s.open(t, "bhb", "wait=30s")
+	defer c.Close()
+	if _, err := c.Register(ctx, registry.Instance{Service: "svc", ID: "b1", Host: "127.0.0.1", Port: 7900}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Watch(ctx, "svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	nextUntil(t, w, 30*time.Second, "registered", func(s registry.Snapshot) error {
+		if !slices.Equal(ids(s.Instances), []string{"b1"}) {
+			return fmt.Errorf("got %v", ids(s.Instances))
+		}
+		return nil
+	})
+	s.proxy.Blackhole()
+	defer s.proxy.Heal()
+	start := time.Now()
+	// A deadline well inside the blocking query's own (about 37s).
+	nextUntil(t, w, 20*time.Second, "stale during the partition", func(s registry.Snapshot) error {
+		if !s.Stale {
+			return errors.New("not stale")
+		}
+		if !errors.Is(s.Err, registry.ErrUnavailable) {
+			return fmt.Errorf("stale with %v, want ErrUnavailable", s.Err)
+		}
+		return nil
+	})
+	t.Logf("marked stale %v into the partition", time.Since(start).Round(10*time.Millisecond))
+	if err := c.Health(); !errors.Is(err, registry.ErrUnavailable) {
+		t.Errorf("Health during the partition = %v, want ErrUnavailable", err)
+	}
+}

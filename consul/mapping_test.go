@@ -3,13 +3,10 @@ package consul_test
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -230,21 +227,14 @@ func TestDeregisterAfterAbandon(t *testing.T) {
 	}
 }
 
-// TestTLS reaches the agent through a TLS-terminating proxy: registry.WithTLS makes
-// the client speak https with that configuration; plain http fails.
+// TestTLS reaches the agent through a TLS-terminating proxy whose certificate
+// comes from a CA generated in the test: registry.WithTLS makes the client speak
+// https with that configuration; plain http fails.
 func TestTLS(t *testing.T) {
 	s := startServer(t)
 	ctx := ctxT(t, time.Minute)
-	target, _ := url.Parse("http://" + s.srv.Addr())
-	rp := httputil.NewSingleHostReverseProxy(target)
-	ptr := &http.Transport{}
-	rp.Transport = ptr
-	hs := httptest.NewTLSServer(rp)
-	defer hs.Close()
-	defer ptr.CloseIdleConnections()
-	pool := x509.NewCertPool()
-	pool.AddCert(hs.Certificate())
-	addr := strings.TrimPrefix(hs.URL, "https://")
+	p := testenv.NewTLSProxy(t, s.srv.Addr())
+	pool, addr := p.CA.Pool, p.Addr()
 
 	c, err := registry.Open(ctx, "consul://"+addr+"/tls?check_ttl=2s", registry.WithTLS(&tls.Config{RootCAs: pool}))
 	if err != nil {

@@ -112,3 +112,38 @@ func TestNoLeader(t *testing.T) {
 		t.Errorf("consistent read without a leader = %v, want ErrUnavailable", err)
 	}
 }
+
+// TestWatchSnapshotsKnowTheLeader: snapshots built from blocking answers of a
+// cluster with a leader are not flagged NoLeader. Consul's streaming backend,
+// which serves blocking health queries, always sends X-Consul-KnownLeader: false;
+// every snapshot after the first was flagged NoLeader, and the watch taken for
+// leaderless, before the driver read that header only from the blocking-query
+// backend.
+func TestWatchSnapshotsKnowTheLeader(t *testing.T) {
+	s := startServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := s.open(t, "kl", "")
+	defer c.Close()
+	if _, err := c.Register(ctx, registry.Instance{Service: "svc", ID: "a", Host: "127.0.0.1", Port: 80}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Watch(ctx, "svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := nextWhere(ctx, w, func(s registry.Snapshot) bool { return len(s.Instances) == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Register(ctx, registry.Instance{Service: "svc", ID: "b", Host: "127.0.0.1", Port: 81}); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := nextWhere(ctx, w, func(s registry.Snapshot) bool { return len(s.Instances) == 2 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.NoLeader || snap.Stale {
+		t.Errorf("snapshot after a change: NoLeader %v Stale %v (%v), want neither", snap.NoLeader, snap.Stale, snap.Err)
+	}
+}

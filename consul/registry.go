@@ -475,7 +475,7 @@ func (c *Conn) listing(service string, entries []*api.ServiceEntry, meta *api.Qu
 		seen[in.ID] = true
 		out = append(out, in)
 	}
-	l := driver.Listing{Instances: out, Revision: meta.LastIndex, NoLeader: !meta.KnownLeader}
+	l := driver.Listing{Instances: out, Revision: meta.LastIndex, NoLeader: noLeader(meta)}
 	if c.s.stale {
 		l.ReplicaLag = meta.LastContact
 	}
@@ -576,15 +576,15 @@ func (c *Conn) SubscribeEvents(service string, fn func(driver.Change)) (func(), 
 				return
 			}
 			deliver(last)
-		}, func(q *api.QueryOptions) (uint64, error) {
+		}, func(q *api.QueryOptions) (*api.QueryMeta, error) {
 			at := time.Now()
 			entries, meta, err := c.cli.Health().Service(name, "", c.s.passingOnly, q)
 			if err != nil {
-				return 0, err
+				return nil, err
 			}
 			l, lerr := c.listing(service, entries, meta)
 			last, lastErr = driver.Change{Reset: true, Listing: l, Revision: l.Revision, ReadAt: at}, lerr
-			return meta.LastIndex, nil
+			return meta, nil
 		})
 		if ctx.Err() == nil {
 			deliver(driver.Change{Err: err})
@@ -605,11 +605,11 @@ func (c *Conn) SubscribeEvents(service string, fn func(driver.Change)) (func(), 
 // Watch runs blocking queries on the service's health endpoint.
 func (c *Conn) Watch(ctx context.Context, service string, notify func()) error {
 	name := c.ServiceName(service)
-	return c.block(ctx, c.where(service), true, notify, func(q *api.QueryOptions) (uint64, error) {
+	return c.block(ctx, c.where(service), true, notify, func(q *api.QueryOptions) (*api.QueryMeta, error) {
 		_, meta, err := c.cli.Health().Service(name, "", c.s.passingOnly, q)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
-		return meta.LastIndex, nil
+		return meta, nil
 	})
 }

@@ -43,11 +43,11 @@ func (c *Conn) serviceNames(m map[string][]string) []string {
 
 // WatchServices runs blocking queries on the catalog's service list.
 func (c *Conn) WatchServices(ctx context.Context, notify func()) error {
-	return c.block(ctx, "services", true, notify, func(q *api.QueryOptions) (uint64, error) {
+	return c.block(ctx, "services", true, notify, func(q *api.QueryOptions) (*api.QueryMeta, error) {
 		_, meta, err := c.cli.Catalog().Services(q)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
-		return meta.LastIndex, nil
+		return meta, nil
 	})
 }

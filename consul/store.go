@@ -341,11 +341,11 @@ func (c *Conn) Tree(ctx context.Context, key string) ([]driver.Node, error) {
 // WatchTree runs blocking queries on the key's prefix.
 func (c *Conn) WatchTree(ctx context.Context, key string, notify func()) error {
 	k := c.kvKey(key)
-	return c.block(ctx, key, false, notify, func(q *api.QueryOptions) (uint64, error) {
+	return c.block(ctx, key, false, notify, func(q *api.QueryOptions) (*api.QueryMeta, error) {
 		_, meta, err := c.cli.KV().Keys(k, "", q)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
-		return meta.LastIndex, nil
+		return meta, nil
 	})
 }

@@ -76,14 +76,16 @@
 //   - Staleness within a bound: a watcher's view is marked Stale within a bound
 //     each backend documents after the backend stops answering it (ZooKeeper: as
 //     soon as the session's connection drops, at most 2/3 of the session timeout
-//     on a silent partition; etcd: etcd.StaleBound, 5s), so two processes never
-//     disagree for long about one outage. Client.Health says whether the Client
-//     reaches its backend now.
+//     on a silent partition; etcd: etcd.StaleBound, 5s; Consul: consul.StaleBound,
+//     3s after the agent stops answering or its server knows no leader), so two
+//     processes never disagree for long about one outage. Client.Health says
+//     whether the Client reaches its backend now.
 //   - Starting during an outage: with WithLazyConnect, Open returns without
-//     waiting for the backend (ZooKeeper and etcd connect in the background), so
-//     a process started while the cluster is down still gets a Client, and
-//     registry/cache serves its snapshot files, marked Stale, until the backend
-//     answers. Without it Open waits, as below.
+//     waiting for the backend (ZooKeeper and etcd connect in the background;
+//     Consul probes its agent in the background), so a process started while
+//     the cluster is down still gets a Client, and registry/cache serves its
+//     snapshot files, marked Stale, until the backend answers. Without it Open
+//     waits, as below.
 //   - One error vocabulary: a backend that does not answer fails Open with
 //     ErrUnavailable; a cancelled or expired context gives context.Canceled or
 //     context.DeadlineExceeded under errors.Is from Open, Register, Instances,

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"os"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,7 +17,8 @@ import (
 // The reliability scenarios of issue 19 on a 3-node ZooKeeper ensemble. CI runs a
 // subset once each and asserts the limits; REGKIT_RELIABILITY=long runs every
 // scenario REGKIT_RELIABILITY_RUNS times (default 3) for RELIABILITY.md
-// (scripts/reliability.sh).
+// (scripts/reliability.sh); REGKIT_RELIABILITY_ONLY=<part of a name> keeps the
+// scenarios whose name contains it.
 
 const ensembleTTL = 4 * time.Second
 
@@ -75,10 +78,13 @@ func zkChildren(ctx context.Context, addrs []string, dir string) ([]string, erro
 
 func TestEnsembleReliability(t *testing.T) {
 	tg := ensembleTarget(t)
-	scenarios := []reliability.Scenario{reliability.LeaderKill, reliability.QuorumLoss}
+	scenarios := []reliability.Scenario{reliability.LeaderKill, reliability.QuorumLoss, reliability.SessionExpiryDuringElection}
 	runs := 1
 	if os.Getenv("REGKIT_RELIABILITY") == "long" {
-		scenarios, runs = reliability.All, reliability.Runs()
+		scenarios, runs = append(slices.Clone(reliability.All), reliability.SessionExpiryDuringElection), reliability.Runs()
+	}
+	if only := os.Getenv("REGKIT_RELIABILITY_ONLY"); only != "" {
+		scenarios = slices.DeleteFunc(scenarios, func(sc reliability.Scenario) bool { return !strings.Contains(sc.Name, only) })
 	}
 	for _, sc := range scenarios {
 		t.Run(sc.Name, func(t *testing.T) {

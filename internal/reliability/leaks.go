@@ -51,8 +51,8 @@ func clientGoroutines() int {
 // proxyPorts are the ports of the members' client proxies.
 func proxyPorts(tg *Target) map[int]bool {
 	ports := map[int]bool{}
-	for i := range tg.Members {
-		_, p, _ := net.SplitHostPort(tg.Cluster.ClientProxy(i).Addr())
+	for _, cp := range clientProxies(tg) {
+		_, p, _ := net.SplitHostPort(cp.Addr())
 		n, _ := strconv.Atoi(p)
 		ports[n] = true
 	}

@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -39,6 +40,8 @@ type Cluster interface {
 	KillMajority() []int
 	Isolate(i int)
 	Rejoin(i int)
+	// ClientProxy is the proxy the clients' connections to member i go through
+	// (the same one for every member when they go through one client agent).
 	ClientProxy(i int) *testenv.Proxy
 }
 
@@ -59,6 +62,16 @@ type Target struct {
 	ServerIDs func(ctx context.Context, ns, service string) ([]string, error)
 	// Options are given to every Open.
 	Options []registry.Option
+	// Settled, when set, reports whether every member serves every one of want
+	// (the IDs registered) in namespace ns: checked before each fault, so that a
+	// fault does not race the replication of the last registration (Consul's
+	// followers answer stale reads from what they applied, and learn that an entry
+	// is committed only from the leader's next message).
+	Settled func(ctx context.Context, ns, service string, want []string) error
+	// StartAfter is how long into an outage the process started during it
+	// starts (default at once). Consul's servers answer as if all were well
+	// until they notice the leader gone (their raft heartbeat timeout).
+	StartAfter time.Duration
 }
 
 // Scenario is one fault.
@@ -75,6 +88,9 @@ type Scenario struct {
 	// LeaderGone: the cluster has no leader for the whole hold; the client's
 	// connections and bytes during it are counted.
 	LeaderGone bool
+	// Expires: the servers must expire the clients' sessions during the fault
+	// (every registration gone from the servers at some point of it).
+	Expires bool
 }
 
 // Result is one run of one scenario.
@@ -94,6 +110,7 @@ type Result struct {
 	OutageSeconds     float64
 	OutageConns       int64 // connections the clients opened to the members while leaderless
 	OutageBytes       int64 // bytes they sent meanwhile
+	Expired           bool  // every registration was gone from the servers at some point of the fault
 	GoroutinesLeft    int   // client goroutines above the baseline after Close
 	SocketsLeft       int   // client sockets to the members left after Close
 	Note              string
@@ -171,6 +188,11 @@ func Run(t *testing.T, tg *Target, sc Scenario, run int) Result {
 	}
 	testenv.Eventually(t, deadline, "the cache sees every registration", converged)
 	testenv.Eventually(t, deadline, "the cache's snapshot file", saved)
+	if tg.Settled != nil {
+		testenv.Eventually(t, deadline, "every member serves every registration", func() error {
+			return tg.Settled(ctx, ns, service, want)
+		})
+	}
 
 	// Lookups during the fault, every 20ms.
 	var lk lookupLog
@@ -201,12 +223,35 @@ func Run(t *testing.T, tg *Target, sc Scenario, run int) Result {
 		hold = sc.Hold(tg)
 	}
 	holdTimer := time.NewTimer(hold)
+	var expired chan bool
+	if sc.Expires {
+		// Read the servers (bypassing the client proxies) during the hold: were the
+		// registrations gone at some point?
+		expired = make(chan bool, 1)
+		end := time.Now().Add(hold)
+		go func() {
+			seen := false
+			for !seen && time.Now().Before(end) {
+				got, err := serverIDs(ctx, tg, ns)
+				seen = err == nil && !slices.ContainsFunc(want, func(id string) bool { return slices.Contains(got, id) })
+				time.Sleep(100 * time.Millisecond) // polling interval
+			}
+			expired <- seen
+		}()
+	}
 	if sc.Unreachable && hold > tg.StaleBound+time.Second {
 		// A process started now: its Open must succeed and its cache answer
 		// from the snapshot file the first process wrote.
+		if tg.StartAfter > 0 {
+			t := time.NewTimer(tg.StartAfter) // a point in the fault, not a wait for a condition
+			<-t.C
+		}
 		r.SnapshotStart = startDuringOutage(tg, ns, dir)
 	}
 	<-holdTimer.C
+	if expired != nil {
+		r.Expired = <-expired
+	}
 	if err := wc.Health(); err != nil {
 		r.Note = "health at the end of the fault: " + err.Error()
 	}
@@ -221,6 +266,9 @@ func Run(t *testing.T, tg *Target, sc Scenario, run int) Result {
 	close(stopLookups)
 	lwg.Wait()
 	r.Lookups, r.Answered, r.StaleRequired, r.StaleMarked, r.FirstStale = lk.figures(sc.Unreachable, tg.StaleBound, restoreAt)
+	if lk.wrong != "" {
+		r.Note = strings.TrimPrefix(r.Note+"; "+lk.wrong, "; ")
+	}
 
 	// Recovery.
 	var freshAt, backAt time.Time
@@ -343,8 +391,9 @@ func ids(in []registry.Instance) []string {
 
 // lookupLog records the cached lookups made during a fault.
 type lookupLog struct {
-	mu sync.Mutex
-	ls []lookup
+	mu    sync.Mutex
+	ls    []lookup
+	wrong string // what the first lookup not answered with the instances returned
 }
 
 type lookup struct {
@@ -357,8 +406,11 @@ type lookup struct {
 func (l *lookupLog) add(at time.Duration, s registry.Snapshot, err error, want []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.ls = append(l.ls, lookup{at: at, answered: err == nil && slices.Equal(ids(s.Instances), want),
-		stale: s.Stale, age: s.Age()})
+	x := lookup{at: at, answered: err == nil && slices.Equal(ids(s.Instances), want), stale: s.Stale, age: s.Age()}
+	if !x.answered && l.wrong == "" {
+		l.wrong = fmt.Sprintf("first unanswered lookup at %v: %v stale=%v (%v)", at.Round(time.Millisecond), ids(s.Instances), s.Stale, err)
+	}
+	l.ls = append(l.ls, x)
 }
 
 // figures counts the lookups; those made between bound into the fault and the
@@ -432,9 +484,20 @@ func (l *latest) await(ctx context.Context, want []string) (registry.Snapshot, e
 
 func (l *latest) wait() { <-l.done }
 
-func proxyTotals(tg *Target) (conns, bytes int64) {
+// clientProxies are the members' client proxies, each once (a cluster whose
+// clients go through one client agent has one for every member).
+func clientProxies(tg *Target) []*testenv.Proxy {
+	var out []*testenv.Proxy
 	for i := range tg.Members {
-		p := tg.Cluster.ClientProxy(i)
+		if p := tg.Cluster.ClientProxy(i); !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func proxyTotals(tg *Target) (conns, bytes int64) {
+	for _, p := range clientProxies(tg) {
 		conns += p.Accepted()
 		bytes += p.BytesUp()
 	}
@@ -480,6 +543,9 @@ func Check(t testing.TB, r Result) {
 	}
 	if r.OutageSeconds > 0 && float64(r.OutageConns)/r.OutageSeconds > 20 {
 		t.Errorf("%s: %d connections in %.1fs without a leader: a tight retry loop", where, r.OutageConns, r.OutageSeconds)
+	}
+	if r.Scenario == SessionExpiryDuringElection.Name && !r.Expired {
+		t.Errorf("%s: the registrations never left the servers during the fault: no session expired", where)
 	}
 	if r.GoroutinesLeft != 0 || r.SocketsLeft != 0 {
 		t.Errorf("%s: after Close: %d client goroutines above the baseline, %d client sockets", where, r.GoroutinesLeft, r.SocketsLeft)

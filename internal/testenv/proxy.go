@@ -24,6 +24,7 @@ type Proxy struct {
 	mu       sync.Mutex
 	mode     proxyMode
 	classify Classifier
+	bySource bool // tag connections with their source IP (TagBySource)
 	blocked  map[string]bool
 	conns    map[net.Conn]string // open connections (both halves) and their tags
 	wg       sync.WaitGroup
@@ -47,15 +48,7 @@ const (
 // by t.Cleanup.
 func NewProxy(t testing.TB, upstream string) *Proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("testenv: proxy listen: %v", err)
-	}
-	p := &Proxy{ln: ln, upstream: upstream, conns: map[net.Conn]string{}, blocked: map[string]bool{}}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(p.Close)
-	return p
+	return NewProxyOn(t, "127.0.0.1:0", upstream)
 }
 
 // Addr is the address clients should dial.
@@ -74,6 +67,29 @@ func (p *Proxy) SetClassifier(f Classifier) {
 	p.mu.Lock()
 	p.classify = f
 	p.mu.Unlock()
+}
+
+// TagBySource makes the proxy tag every new connection with "ip:" and its source
+// IP (a server bound to a loopback address of its own dials from it), for Block.
+// A Classifier, when set too, replaces that tag once it is done.
+func (p *Proxy) TagBySource() {
+	p.mu.Lock()
+	p.bySource = true
+	p.mu.Unlock()
+}
+
+// NewProxyOn is NewProxy listening on listen ("ip:port"; port 0 for a free one).
+func NewProxyOn(t testing.TB, listen, upstream string) *Proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		t.Fatalf("testenv: proxy listen: %v", err)
+	}
+	p := &Proxy{ln: ln, upstream: upstream, conns: map[net.Conn]string{}, blocked: map[string]bool{}}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(p.Close)
+	return p
 }
 
 // Block closes the open connections tagged tag and refuses new ones (accepted,
@@ -202,9 +218,15 @@ func (p *Proxy) accept() {
 		}
 		p.accepted.Add(1)
 		p.mu.Lock()
-		mode, up, classify := p.mode, p.upstream, p.classify
+		mode, up, classify, bySource := p.mode, p.upstream, p.classify, p.bySource
 		p.mu.Unlock()
-		if mode == modeCut || !p.track(c, "") {
+		tag0 := ""
+		if bySource {
+			if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+				tag0 = "ip:" + a.IP.String()
+			}
+		}
+		if mode == modeCut || !p.track(c, tag0) {
 			c.Close()
 			continue
 		}

@@ -260,3 +260,79 @@ func TestZooKeeperEnsemble(t *testing.T) {
 		return err
 	})
 }
+
+// TestConsulCluster: a write through the client agent, the leader killed and
+// restarted, the leader isolated (a new leader among the others; it rejoins), a
+// quorum loss (the client agent's consistent reads fail, then work again), and the
+// client agent restarted keeping what was registered through it.
+func TestConsulCluster(t *testing.T) {
+	start := time.Now()
+	c := StartConsulCluster(t)
+	since(t, "consul cluster start", start)
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	cli, err := consul.NewClient(&consul.Config{Address: c.Addr(), Transport: tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(v string) error {
+		_, err := cli.KV().Put(&consul.KVPair{Key: "k", Value: []byte(v)}, nil)
+		return err
+	}
+	Eventually(t, 30*time.Second, "kv put through the client agent", func() error { return put("v1") })
+	if err := cli.Agent().ServiceRegister(&consul.AgentServiceRegistration{ID: "s1", Name: "s", Port: 80}); err != nil {
+		t.Fatal(err)
+	}
+
+	l := c.Leader()
+	start = time.Now()
+	c.Kill(l)
+	c.WaitQuorum(t, time.Minute)
+	since(t, "new leader after leader kill -9", start)
+	if nl := c.Leader(); nl == l || nl < 0 {
+		t.Fatalf("leader %d after killing %d", nl, l)
+	}
+	c.Start(t, l)
+	c.WaitQuorum(t, time.Minute)
+
+	l = c.Leader()
+	start = time.Now()
+	c.Isolate(l)
+	Eventually(t, time.Minute, "a new leader among the others", func() error {
+		if nl := c.Follower(); nl >= 0 && nl != l {
+			if f := c.leaderOf(c.servers[nl]); f != c.servers[l].rpcP.Addr() {
+				return nil
+			}
+		}
+		return fmt.Errorf("no leader besides the isolated %d", l)
+	})
+	since(t, "new leader after isolating the leader", start)
+	c.Rejoin(l)
+	c.WaitQuorum(t, time.Minute)
+
+	down := c.KillMajority()
+	Eventually(t, time.Minute, "a consistent read fails without a quorum", func() error {
+		if _, _, err := cli.KV().Get("k", &consul.QueryOptions{RequireConsistent: true}); err == nil {
+			return fmt.Errorf("consistent read answered")
+		}
+		return nil
+	})
+	for _, i := range down {
+		c.Start(t, i)
+	}
+	c.WaitQuorum(t, time.Minute)
+	Eventually(t, 30*time.Second, "kv put after the quorum is back", func() error { return put("v2") })
+
+	c.RestartAgent(t)
+	c.WaitQuorum(t, time.Minute)
+	Eventually(t, 30*time.Second, "the service registered through the client agent survives its restart", func() error {
+		svcs, err := cli.Agent().Services()
+		if err != nil {
+			return err
+		}
+		if svcs["s1"] == nil {
+			return fmt.Errorf("agent services %v", svcs)
+		}
+		return nil
+	})
+}

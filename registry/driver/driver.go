@@ -80,7 +80,8 @@ type Config struct {
 
 // Health is optionally implemented by a Conn that knows whether it currently
 // reaches a backend able to serve reads (ZooKeeper: a session is connected; etcd:
-// the connection is up and its member has a leader). Client.Health reports it.
+// the connection is up and its member has a leader; Consul: the agent answers and
+// its server knows a leader). Client.Health reports it.
 //
 // HealthChanged is the "connection is back" signal: package registry's watch
 // loops select on it so that a reconnect wakes every re-list at once instead of
