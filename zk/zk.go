@@ -555,6 +555,8 @@ type Conn struct {
 
 	skipped *driver.SkipLog // children of service directories that are not instances
 
+	hub eventHub // event subscriptions (SubscribeEvents), fed by the watch events
+
 	// authed is closed once a lazily opened connection has sent its digest
 	// credentials (nil otherwise); authErr is set before if they were refused.
 	authed  chan struct{}
@@ -592,7 +594,7 @@ func open(ctx context.Context, cfg config) (*Conn, error) {
 	c := &Conn{cfg: cfg, life: life, cancel: cancel, sessions: map[*session]struct{}{},
 		skipped: &driver.SkipLog{Logger: cfg.log}}
 	c.states = newStateLog()
-	zc, err := c.dial(ctx, cfg.sessionTimeout, c.states.hook, !cfg.lazy)
+	zc, err := c.dial(ctx, cfg.sessionTimeout, c.states.hook, c.hub.dispatch, !cfg.lazy)
 	if err != nil {
 		cancel()
 		return nil, err
