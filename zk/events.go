@@ -289,6 +289,8 @@ func (s *eventSub) step() (driver.Change, error) {
 	dirty, dirDirty, lost := s.dirty, s.dirDirty, s.lost
 	if len(dirty) > 0 {
 		s.dirty = map[string]zk.EventType{}
+	} else {
+		dirty = nil // the map stays the hub's
 	}
 	s.dirDirty = false
 	s.mu.Unlock()
