@@ -110,6 +110,11 @@ type serviceWatch struct {
 
 	refs     int // watchers and guarded registrations, under c.mu
 	userRefs int // of which opened by Watch (not by a registration's guard), under c.mu
+	// linger ends the loop guardLinger after the last internal reference went
+	// (see releaseWatch); lingerGen tells its callback whether it is still the
+	// current one. Under c.mu.
+	linger    clockwork.Timer
+	lingerGen uint64
 
 	guard serviceGuard // this Client's registrations of the service; see guard.go
 
@@ -218,6 +223,10 @@ func (c *Client) acquireWatch(service string, user bool) (*serviceWatch, error) 
 			c.goTracked(func() { sw.run(lctx) }, func() { close(sw.done) }, c.wg.Done)
 		}
 	}
+	if sw.linger != nil { // lingering after its last reference: taken again
+		sw.linger.Stop()
+		sw.linger = nil
+	}
 	sw.refs++
 	if user {
 		sw.userRefs++
@@ -225,8 +234,17 @@ func (c *Client) acquireWatch(service string, user bool) (*serviceWatch, error) 
 	return sw, nil
 }
 
+// guardLinger is how long a service's shared loop outlives its last reference
+// when that was a registration's guard (or another library-internal watcher):
+// a service registered and deregistered again and again (a rolling restart, a
+// health check that withdraws and restores) keeps its subscription instead of
+// listing the service anew at every registration.
+const guardLinger = 10 * time.Second
+
 // releaseWatch drops a reference taken by acquireWatch and reports whether it was
-// the last one, whose loop is then stopping (wait for sw.done).
+// the last one, whose loop is then stopping (wait for sw.done). The last
+// reference of a library-internal watcher (user false) leaves the loop running
+// for guardLinger on the Client's clock, and reports false.
 func (c *Client) releaseWatch(sw *serviceWatch, user bool) (last bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -237,11 +255,36 @@ func (c *Client) releaseWatch(sw *serviceWatch, user bool) (last bool) {
 	if sw.refs > 0 {
 		return false
 	}
+	if !user && !c.closed {
+		sw.lingerGen++
+		gen := sw.lingerGen
+		if sw.linger != nil {
+			sw.linger.Stop()
+		}
+		sw.linger = c.clock.AfterFunc(guardLinger, func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if sw.refs > 0 || sw.lingerGen != gen {
+				return // taken again meanwhile
+			}
+			c.endWatch(sw)
+		})
+		return false
+	}
+	c.endWatch(sw)
+	return true
+}
+
+// endWatch stops sw's loop. Under c.mu, with no reference left.
+func (c *Client) endWatch(sw *serviceWatch) {
+	if sw.linger != nil {
+		sw.linger.Stop()
+		sw.linger = nil
+	}
 	if c.watches[sw.service] == sw {
 		delete(c.watches, sw.service)
 	}
 	sw.cancel()
-	return true
 }
 
 type watcher struct {
