@@ -3,11 +3,13 @@ package registry_test
 import (
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/jonboulle/clockwork"
 
+	"github.com/regkit/regkit/internal/testenv"
 	"github.com/regkit/regkit/mem"
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/driver"
@@ -141,4 +143,65 @@ func BenchmarkApplyEvent(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// countingSubs is a mem connection that counts event subscriptions and their
+// cancellations.
+type countingSubs struct {
+	*mem.Conn
+	mu              sync.Mutex
+	subs, cancelled int
+}
+
+func (c *countingSubs) SubscribeEvents(service string, fn func(driver.Change)) (func(), error) {
+	cancel, err := c.Conn.SubscribeEvents(service, fn)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.subs++
+	c.mu.Unlock()
+	return func() {
+		cancel()
+		c.mu.Lock()
+		c.cancelled++
+		c.mu.Unlock()
+	}, nil
+}
+
+func (c *countingSubs) counts() (int, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.subs, c.cancelled
+}
+
+// Registering and deregistering a service again and again keeps the guard's
+// subscription of the service (no new listing per cycle) until it has had no
+// registration for the linger period on the Client's clock.
+func TestGuardSubscriptionLingers(t *testing.T) {
+	c0, _ := openMem(t)
+	clock := clockwork.NewFakeClock()
+	cs := &countingSubs{Conn: memConn(t, c0)}
+	c := newClientOver(t, cs, registry.WithClock(clock))
+	defer c.Close()
+	ctx := ctxT(t)
+	for i := range 3 {
+		r, err := c.Register(ctx, registry.Instance{Service: "cyc", ID: "a", Host: "127.0.0.1", Port: 80 + i})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Deregister(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if subs, cancelled := cs.counts(); subs != 1 || cancelled != 0 {
+		t.Fatalf("after 3 register/deregister cycles: %d subscriptions, %d cancelled; want 1 still open", subs, cancelled)
+	}
+	clock.Advance(11 * time.Second)
+	testenv.Eventually(t, 10*time.Second, "the lingering subscription ends", func() error {
+		if _, cancelled := cs.counts(); cancelled != 1 {
+			return fmt.Errorf("%d cancelled", cancelled)
+		}
+		return nil
+	})
 }
