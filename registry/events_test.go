@@ -1,6 +1,7 @@
 package registry_test
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -204,4 +205,90 @@ func TestGuardSubscriptionLingers(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// WatchFunc pushes every published snapshot in order, ends with ErrClosed when
+// the Client closes, and calls nothing after stop.
+func TestWatchFuncPushesInOrder(t *testing.T) {
+	c, _ := openMem(t)
+	ctx := ctxT(t)
+	if _, err := c.WatchFunc(ctx, "wf", nil); !errors.Is(err, registry.ErrInvalid) {
+		t.Fatalf("nil fn: %v", err)
+	}
+	var mu sync.Mutex
+	var seqs []uint64
+	var sizes []int
+	var errs []error
+	fn := func(s registry.Snapshot, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			errs = append(errs, err)
+			return
+		}
+		seqs, sizes = append(seqs, s.Seq), append(sizes, len(s.Instances))
+	}
+	stop, err := c.WatchFunc(ctx, "wf", fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := c.Register(ctx, registry.Instance{Service: "wf", ID: fmt.Sprint("i", i), Host: "127.0.0.1", Port: 80}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.Eventually(t, 10*time.Second, "three instances pushed", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(sizes) == 0 || sizes[len(sizes)-1] != 3 {
+			return fmt.Errorf("sizes %v", sizes)
+		}
+		return nil
+	})
+	mu.Lock()
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] <= seqs[i-1] {
+			t.Errorf("seqs out of order: %v", seqs)
+		}
+	}
+	mu.Unlock()
+	// A second subscription starts with the current snapshot.
+	got := make(chan int, 10)
+	stop2, err := c.WatchFunc(ctx, "wf", func(s registry.Snapshot, err error) {
+		if err == nil {
+			got <- len(s.Instances)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := <-got; n != 3 {
+		t.Fatalf("second subscription started with %d instances", n)
+	}
+	stop2()
+	stop()
+	mu.Lock()
+	n := len(seqs)
+	mu.Unlock()
+	if _, err := c.Register(ctx, registry.Instance{Service: "wf", ID: "late", Host: "127.0.0.1", Port: 80}); err != nil {
+		t.Fatal(err)
+	}
+	// A third subscription is still running when the Client closes.
+	closed := make(chan error, 1)
+	if _, err := c.WatchFunc(ctx, "wf", func(_ registry.Snapshot, err error) {
+		if err != nil {
+			closed <- err
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if err := <-closed; !errors.Is(err, registry.ErrClosed) {
+		t.Fatalf("last call err %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seqs) != n || len(errs) != 0 {
+		t.Fatalf("calls after stop: seqs %v errs %v", seqs[n:], errs)
+	}
 }

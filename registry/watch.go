@@ -122,6 +122,7 @@ type serviceWatch struct {
 	snap      *Snapshot
 	resyncSeq uint64           // Seq of the last Resynced snapshot
 	changed   broadcast.Signal // at every publish
+	funcs     []*watchFunc     // WatchFunc subscriptions; copied on write
 }
 
 func (w *serviceWatch) current() *Snapshot {
@@ -140,7 +141,6 @@ func (w *serviceWatch) wait() (*Snapshot, uint64, <-chan struct{}) {
 
 func (w *serviceWatch) publish(s Snapshot) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	if w.snap != nil {
 		s.Seq = w.snap.Seq + 1
 	} else {
@@ -151,6 +151,99 @@ func (w *serviceWatch) publish(s Snapshot) {
 	}
 	w.snap = &s
 	w.changed.Notify()
+	funcs := w.funcs
+	w.mu.Unlock()
+	for _, f := range funcs {
+		f.deliver(&s, nil)
+	}
+}
+
+// watchFunc is one WatchFunc subscription.
+type watchFunc struct {
+	fn func(Snapshot, error)
+
+	mu      sync.Mutex // serialises fn; held while a call is in progress
+	lastSeq uint64
+	ended   bool
+}
+
+// deliver calls fn with s unless an equal or newer snapshot was delivered, or
+// with err (which ends the subscription).
+func (f *watchFunc) deliver(s *Snapshot, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ended {
+		return
+	}
+	if err != nil {
+		f.ended = true
+		f.fn(Snapshot{}, err)
+		return
+	}
+	if s == nil || s.Seq <= f.lastSeq {
+		return
+	}
+	f.lastSeq = s.Seq
+	f.fn(*s, nil)
+}
+
+// end stops further calls, waiting for one in progress.
+func (f *watchFunc) end() {
+	f.mu.Lock()
+	f.ended = true
+	f.mu.Unlock()
+}
+
+// WatchFunc follows service like WatchShared, but pushes: fn is called with
+// every snapshot the service's loop publishes (none skipped), in order and one
+// call at a time, from the Client's goroutines (the first call, with the
+// snapshot already published if there is one, may come before WatchFunc
+// returns). It runs no goroutine of its own, so a cache of many services costs
+// no goroutine per service. The snapshots are shared as with WatchShared:
+// never modify them. fn must return quickly and must not call into the Client
+// (nor stop); it is called with a zero Snapshot and ErrClosed, once and last,
+// when the Client closes. stop ends the subscription and waits for a call in
+// progress; so does the end of ctx (without waiting). It fails like Watch.
+func (c *Client) WatchFunc(ctx context.Context, service string, fn func(Snapshot, error)) (stop func(), err error) {
+	if err := ValidServiceName(service); err != nil {
+		return nil, err
+	}
+	if fn == nil {
+		return nil, invalid("fn", nil, "WatchFunc needs a function to call")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("registry: watch %s: %w", service, err)
+	}
+	sw, err := c.acquireWatch(service, true)
+	if err != nil {
+		return nil, err
+	}
+	f := &watchFunc{fn: fn}
+	sw.mu.Lock()
+	sw.funcs = append(slices.Clip(sw.funcs), f)
+	cur := sw.snap
+	sw.mu.Unlock()
+	f.deliver(cur, nil)
+	var once sync.Once
+	end := func() {
+		once.Do(func() {
+			sw.mu.Lock()
+			i := slices.Index(sw.funcs, f)
+			if i >= 0 {
+				sw.funcs = slices.Delete(slices.Clone(sw.funcs), i, i+1)
+			}
+			sw.mu.Unlock()
+			f.end()
+			c.releaseWatch(sw, true)
+		})
+	}
+	unhookCtx := context.AfterFunc(ctx, end)
+	unhookClose := context.AfterFunc(c.life, func() { f.deliver(nil, ErrClosed) })
+	return func() {
+		unhookCtx()
+		unhookClose()
+		end()
+	}, nil
 }
 
 // Watch starts following service. All watchers of one service in this Client share
