@@ -115,6 +115,7 @@ type serviceWatch struct {
 	// current one. Under c.mu.
 	linger    clockwork.Timer
 	lingerGen uint64
+	evented   bool // followed through driver events, without a goroutine: it may linger
 
 	guard serviceGuard // this Client's registrations of the service; see guard.go
 
@@ -312,7 +313,9 @@ func (c *Client) acquireWatch(service string, user bool) (*serviceWatch, error) 
 		// A driver that hands over changes drives the view itself (events.go);
 		// otherwise one goroutine watches and lists.
 		ew, ok := c.conn.(driver.EventWatcher)
-		if !ok || !sw.startEvents(lctx, ew, c.wg.Done) {
+		if ok && sw.startEvents(lctx, ew, c.wg.Done) {
+			sw.evented = true
+		} else {
 			c.goTracked(func() { sw.run(lctx) }, func() { close(sw.done) }, c.wg.Done)
 		}
 	}
@@ -336,8 +339,9 @@ const guardLinger = 10 * time.Second
 
 // releaseWatch drops a reference taken by acquireWatch and reports whether it was
 // the last one, whose loop is then stopping (wait for sw.done). The last
-// reference of a library-internal watcher (user false) leaves the loop running
-// for guardLinger on the Client's clock, and reports false.
+// reference of a library-internal watcher (user false) leaves a loop that
+// follows driver events (no goroutine of the Client's) running for guardLinger
+// on the Client's clock, and reports false.
 func (c *Client) releaseWatch(sw *serviceWatch, user bool) (last bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -348,7 +352,7 @@ func (c *Client) releaseWatch(sw *serviceWatch, user bool) (last bool) {
 	if sw.refs > 0 {
 		return false
 	}
-	if !user && !c.closed {
+	if !user && !c.closed && sw.evented {
 		sw.lingerGen++
 		gen := sw.lingerGen
 		if sw.linger != nil {
