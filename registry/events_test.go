@@ -292,3 +292,44 @@ func TestWatchFuncPushesInOrder(t *testing.T) {
 		t.Fatalf("calls after stop: seqs %v errs %v", seqs[n:], errs)
 	}
 }
+
+// While only a registration's guard follows a service, the changes the driver
+// hands over are set aside instead of building a snapshot each (a burst of n
+// registrations would cost n snapshots of up to n instances); a Watch that
+// starts reads them all at once.
+func TestGuardOnlyChangesAreFoldedForTheFirstWatch(t *testing.T) {
+	c0, _ := openMem(t)
+	sc := &scripted{Conn: memConn(t, c0), subs: make(chan *scriptedSub, 4)}
+	c := newClientOver(t, sc)
+	defer c.Close()
+	ctx := ctxT(t)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Register(ctx, registry.Instance{Service: "ev", ID: "own", Host: "127.0.0.1", Port: 80})
+		done <- err
+	}()
+	sub := <-sc.subs
+	sub.fn(driver.Change{Reset: true})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		sub.fn(driver.Change{Puts: []driver.Instance{evInst(fmt.Sprintf("i%02d", i))}})
+	}
+	w, err := c.Watch(ctx, "ev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	s, err := w.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Instances) != 20 || s.Seq > 2 {
+		t.Fatalf("first snapshot: %d instances, Seq %d; want 20 instances in at most 2 snapshots", len(s.Instances), s.Seq)
+	}
+	sub.fn(driver.Change{Puts: []driver.Instance{evInst("late")}})
+	if s, _ = w.Next(ctx); len(s.Instances) != 21 {
+		t.Fatalf("with a Watch: %d instances, want 21", len(s.Instances))
+	}
+}

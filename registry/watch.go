@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -110,6 +111,10 @@ type serviceWatch struct {
 
 	refs     int // watchers and guarded registrations, under c.mu
 	userRefs int // of which opened by Watch (not by a registration's guard), under c.mu
+	// users is userRefs, readable without c.mu: while it is 0 an event loop
+	// keeps the changes aside instead of building snapshots nobody reads.
+	users atomic.Int32
+	ev    *eventLoop // the event loop, nil for a goroutine loop (set before the loop runs)
 	// linger ends the loop guardLinger after the last internal reference went
 	// (see releaseWatch); lingerGen tells its callback whether it is still the
 	// current one. Under c.mu.
@@ -299,6 +304,14 @@ func (c *Client) watch(ctx context.Context, service string, user bool) (*watcher
 // acquireWatch takes one reference on service's shared loop, starting the loop
 // if it is the first; user counts it as a Watch (see Client.Instances).
 func (c *Client) acquireWatch(service string, user bool) (*serviceWatch, error) {
+	sw, err := c.acquireWatchLocked(service, user)
+	if err == nil && user && sw.ev != nil {
+		sw.ev.fold() // a view kept lazily for guards only is now read
+	}
+	return sw, err
+}
+
+func (c *Client) acquireWatchLocked(service string, user bool) (*serviceWatch, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -326,6 +339,7 @@ func (c *Client) acquireWatch(service string, user bool) (*serviceWatch, error) 
 	sw.refs++
 	if user {
 		sw.userRefs++
+		sw.users.Add(1)
 	}
 	return sw, nil
 }
@@ -348,6 +362,7 @@ func (c *Client) releaseWatch(sw *serviceWatch, user bool) (last bool) {
 	sw.refs--
 	if user {
 		sw.userRefs--
+		sw.users.Add(-1)
 	}
 	if sw.refs > 0 {
 		return false
