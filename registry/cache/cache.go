@@ -23,8 +23,12 @@
 // service, also across re-watches). Lookup's snapshots are shared by every
 // caller, so that a lookup does not allocate: do not modify them. Instances and
 // Watch's Next return the caller's own copies, as registry.Client's do.
-// Close stops every goroutine the Cache started; it does not close the
-// Discovery.
+// Over a Discovery that pushes snapshots (registry.Client.WatchFunc) the Cache
+// runs no goroutine per service: the Client's calls and timers on the Cache's
+// clock drive each service's state, and one goroutine per Cache writes the
+// snapshot files. Over any other Discovery one goroutine per service reads its
+// Watcher. Close stops every goroutine the Cache started; it does not close
+// the Discovery.
 package cache
 
 import (
