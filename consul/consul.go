@@ -246,6 +246,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -452,6 +453,8 @@ type Conn struct {
 	// owner tells this Conn's registrations apart from every other client's (tag
 	// "regkit-owner=<owner>"): random, fixed for the Conn's life.
 	owner string
+	// agentNode is the agent's node name once read (see nodeName).
+	agentNode atomic.Pointer[string]
 }
 
 var (

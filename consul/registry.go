@@ -240,7 +240,7 @@ func (c *Conn) holder(ctx context.Context, id, name string) (string, error) {
 	}
 	// The agent's node name needs agent:read; without it, an entry of this node
 	// is judged by its owner tag like any other.
-	node, _ := c.cli.Agent().NodeName()
+	node := c.nodeName()
 	entries, _, err := c.cli.Health().Service(name, "", false, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
 	if err != nil {
 		return "", err
@@ -255,6 +255,21 @@ func (c *Conn) holder(ctx context.Context, id, name string) (string, error) {
 		}
 	}
 	return "", nil
+}
+
+// nodeName returns the agent's node name, read once per Conn (an agent keeps
+// its node name for its life; /v1/agent/self is the largest answer an agent
+// gives, and every Put would read it); "" while it cannot be read.
+func (c *Conn) nodeName() string {
+	if p := c.agentNode.Load(); p != nil {
+		return *p
+	}
+	name, err := c.cli.Agent().NodeName()
+	if err != nil || name == "" {
+		return ""
+	}
+	c.agentNode.Store(&name)
+	return name
 }
 
 // claim fails with ErrExists when another live owner holds service ID id (see

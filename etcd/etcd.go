@@ -6,8 +6,9 @@
 // URL: a comma-separated endpoint list (default port 2379), an optional key prefix
 // (default "/regkit", also for "/"; checked by driver.CleanRoot: absolute, no
 // empty, "." or ".." segments, so "/a//b/" is an error naming prefix),
-// dial_timeout (default 5s), lease_ttl (default 10s, at least 2s), layout=regkit|naming (default regkit) and target_prefix (layout=naming
-// only). User name and password come from the URL's user info or
+// dial_timeout (default 5s), lease_ttl (default 10s, at least 2s), layout=regkit|naming (default regkit), target_prefix (layout=naming
+// only) and service_watches (default DefaultServiceWatches, 64: see Watches
+// below). User name and password come from the URL's user info or
 // registry.WithCredentials; TLS from registry.WithTLS.
 //
 // Constructors: registry.Open(ctx, "etcd://...", opts...) opens a client of its
@@ -79,7 +80,22 @@
 //
 // Watches use etcd's watch with WithRequireLeader, which the client resumes from the
 // last seen revision after a reconnect; a compacted or cancelled watch returns an
-// error, and package registry re-lists, diffs and marks the view resynced.
+// error, and package registry re-lists, diffs and marks the view resynced. The
+// events are applied to the views (driver.EventWatcher), never followed by a
+// re-list. While a Client follows at most service_watches services (default
+// 64) it holds one etcd watch per service (<prefix>/services/<service>/), all
+// multiplexed by clientv3 on its one gRPC stream: the cluster sends each Client
+// only the changes of the services it follows, which is what a large fleet of
+// Clients that each follow a few services needs (5,000 Clients following 20 of
+// 1,000 services: 100,000 server-side watchers, but one event per change and
+// watching Client instead of one per change and Client). Past that number it
+// switches to one watch of <prefix>/services/ (every subscription re-lists its
+// service once on the new watch, without going stale), which holds one watcher
+// and one goroutine however many services the Client follows, at the price of
+// receiving every change of the fleet; service_watches=0 always uses it. It
+// switches back only after it has had no subscription for 10s. Either way the
+// Client runs at most service_watches+1 goroutines for its watches, plus one
+// connection monitor.
 //
 // Staleness: a watcher's view is marked stale at most StaleBound (5s) after the
 // cluster stops serving reads to this client (quorum lost, the member cut off, every
@@ -137,13 +153,17 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 	ttl := p.Duration("lease_ttl", DefaultLeaseTTL)
 	layout := Layout(p.OneOf("layout", string(LayoutRegkit), string(LayoutRegkit), string(LayoutNaming)))
 	tp := p.String("target_prefix", "")
+	sw := p.Int("service_watches", DefaultServiceWatches)
 	if err := p.Done(); err != nil {
 		return nil, err
 	}
 	if u.Query().Has("target_prefix") && layout != LayoutNaming {
 		return nil, &driver.FieldError{Field: "target_prefix", Value: tp, Reason: "only applies to layout=naming"}
 	}
-	st := settings{prefix: u.Path, ttl: ttl, layout: layout, targetPrefix: tp}
+	if sw < 0 {
+		return nil, &driver.FieldError{Field: "service_watches", Value: sw, Reason: "must be 0 (always one prefix watch) or more"}
+	}
+	st := settings{prefix: u.Path, ttl: ttl, layout: layout, targetPrefix: tp, serviceWatches: sw}
 	if err := st.apply(cfg.Options); err != nil {
 		return nil, err
 	}
@@ -196,7 +216,7 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 // own. It does no I/O: a bad option is an error matching registry.ErrInvalid.
 func New(cli *clientv3.Client, opts ...registry.Option) (*registry.Client, error) {
 	return registry.NewClient(func(cfg driver.Config) (driver.Conn, error) {
-		st := settings{ttl: DefaultLeaseTTL}
+		st := settings{ttl: DefaultLeaseTTL, serviceWatches: DefaultServiceWatches}
 		if err := st.apply(cfg.Options); err != nil {
 			return nil, err
 		}
@@ -211,6 +231,9 @@ type settings struct {
 	ttl          time.Duration
 	layout       Layout // "" is LayoutRegkit
 	targetPrefix string // layout=naming: the targets' prefix, "" for none
+	// serviceWatches: services followed with a watch each before one prefix
+	// watch replaces them (hub.go)
+	serviceWatches int
 }
 
 // option is the driver.Option value of this package's options.
@@ -303,8 +326,9 @@ type Conn struct {
 	puts   inflight.Set // puts still running, per key (for Remove)
 	writes owned.Group  // their goroutines
 
-	hub      hub         // the shared watch stream of event subscriptions (hub.go)
-	watchers owned.Group // its goroutines
+	hub            hub         // the watches of event subscriptions (hub.go)
+	serviceWatches int         // see DefaultServiceWatches
+	watchers       owned.Group // its goroutines
 }
 
 var (
@@ -315,7 +339,7 @@ var (
 func newConn(cli *clientv3.Client, st settings, log *slog.Logger, own bool) *Conn {
 	life, cancel := context.WithCancel(context.Background())
 	return &Conn{cli: cli, ownClient: own, prefix: st.prefix, ttl: st.ttl, layout: st.layout, targetPrefix: st.targetPrefix,
-		log: log, life: life, cancel: cancel, skipped: &driver.SkipLog{Logger: log}}
+		serviceWatches: st.serviceWatches, log: log, life: life, cancel: cancel, skipped: &driver.SkipLog{Logger: log}}
 }
 
 // Layout returns the registration layout of the connection.

@@ -14,44 +14,77 @@ import (
 
 var _ driver.EventWatcher = (*Conn)(nil)
 
-// hub is the Conn's one watch stream over <prefix>/services/, demultiplexed to
-// the event subscriptions of each service: however many services a Client
-// follows, the server holds one watcher for it, and the Conn runs two goroutines
-// for it (the stream and its connection monitor), started with the first
-// subscription and ended with the last.
+// hub demultiplexes the Conn's watches to the event subscriptions of each
+// service. It runs in one of two modes, chosen when a subscription needs a
+// watch:
+//
+//   - per-service watches (the default while the Conn follows at most
+//     maxServiceWatches services, 64 unless the URL's service_watches says
+//     otherwise): one etcd watch on <prefix>/services/<service>/ per followed
+//     service, all multiplexed by clientv3 on the Client's one gRPC stream, so
+//     the server sends this Client the changes of the services it follows and
+//     nothing else;
+//   - one prefix watch on <prefix>/services/ (past that number, or with
+//     service_watches=0): one server-side watcher and one goroutine however
+//     many services are followed, but every change of the whole fleet reaches
+//     the Client. Crossing the threshold moves every subscription onto the
+//     prefix watch, each with a new complete listing (a Reset, not an Err: the
+//     views do not go stale); the prefix watch stays until it has had no
+//     subscription for streamLinger.
+//
+// Either way the goroutines are bounded: one per watch (at most
+// maxServiceWatches, or one) and one connection monitor per Conn while any
+// watch runs, whose probe breaks every watch after two failures.
 type hub struct {
 	mu     sync.Mutex
 	subs   map[string]map[*esub]struct{} // by service
-	stream *stream                       // nil while none runs
-	idle   *time.Timer                   // stops the stream once it has had no subscription for streamLinger
+	live   *liveness                     // the monitor of the running watches; nil while none runs
+	prefix *stream                       // the prefix watch, nil unless in that mode
+	per    map[string]*stream            // per-service watches, by service
 }
 
-// streamLinger is how long the stream outlives its last subscription, so that a
+// DefaultServiceWatches is how many services a Conn follows with one etcd watch
+// each before it switches to one watch of the whole services prefix (URL
+// parameter service_watches; 0: always the prefix watch).
+const DefaultServiceWatches = 64
+
+// streamLinger is how long a watch outlives its last subscription, so that a
 // service watched and released over and over (a registration guard per
 // Register and Deregister) does not re-arm the watch each time.
 const streamLinger = 10 * time.Second
 
-// stream is one run of the hub's watch. A new one starts when a subscription
-// comes after the previous one ended.
-type stream struct {
-	cancel context.CancelCauseFunc
+// liveness is one run of the hub's connection monitor; every watch's context
+// derives from ctx, which the monitor cancels (with the cause) when the
+// connection is lost.
+type liveness struct {
 	ctx    context.Context
-	ready  chan struct{} // closed once the watch is created on the server
-	ended  chan struct{} // closed when it broke or was stopped
+	cancel context.CancelCauseFunc
+}
+
+// stream is one watch of the hub: of one service's instances, or (service "")
+// of the whole services prefix.
+type stream struct {
+	service string
+	cancel  context.CancelCauseFunc
+	ctx     context.Context
+	ready   chan struct{} // closed once the watch is created on the server
+	ended   chan struct{} // closed when it broke or was stopped
+	n       int           // subscriptions on it, under hub.mu
+	idle    *time.Timer   // stops it once it has had no subscription for streamLinger
 }
 
 // esub is one SubscribeEvents.
 type esub struct {
 	service string
 	fn      func(driver.Change)
-	st      *stream
-	cancel  context.CancelFunc // the initial listing's
 
-	mu     sync.Mutex // serialises fn calls, cancel and the end
-	closed bool       // cancelled, or ended with Err
-	listed bool       // the Reset was delivered
-	rev    int64      // the Reset's revision: events up to it are in it
-	buf    []event    // events that came before the listing answered
+	mu     sync.Mutex         // serialises fn calls, cancel and the end
+	st     *stream            // the watch it follows (changes only when moved to the prefix watch, under hub.mu and mu)
+	cancel context.CancelFunc // the initial listing's
+	closed bool               // cancelled, or ended with Err
+	listed bool               // the Reset was delivered
+	rev    int64              // the Reset's revision: events up to it are in it
+	buf    []event            // events that came before the listing answered
 }
 
 // event is one change of an instance key, with its revision.
@@ -62,12 +95,12 @@ type event struct {
 	inst    driver.Instance // put of a valid instance
 }
 
-// SubscribeEvents follows service through the Conn's shared watch stream: it
-// lists the service at revision R once the stream is armed and hands over every
+// SubscribeEvents follows service through the hub's watches (see hub): it
+// lists the service at revision R once its watch is armed and hands over every
 // event after R, one call per watch response. A compacted history, a failed or
-// cancelled stream, or a connection down for two seconds ends every
-// subscription with Err. The naming layout (keys are not instance IDs) is not
-// offered: driver.ErrNotSupported.
+// cancelled watch, or a connection down for two seconds ends every
+// subscription on it with Err. The naming layout (keys are not instance IDs) is
+// not offered: driver.ErrNotSupported.
 func (c *Conn) SubscribeEvents(service string, fn func(driver.Change)) (func(), error) {
 	if c.layout == LayoutNaming {
 		return nil, fmt.Errorf("etcd: events in the naming layout: %w", driver.ErrNotSupported)
@@ -77,17 +110,12 @@ func (c *Conn) SubscribeEvents(service string, fn func(driver.Change)) (func(), 
 	}
 	h := &c.hub
 	h.mu.Lock()
-	st := h.stream
-	if st == nil || st.ctx.Err() != nil {
-		st = c.startStream()
-		if st == nil {
-			h.mu.Unlock()
-			return nil, fmt.Errorf("etcd: watch %s: %w", service, driver.ErrClosed)
-		}
-		h.stream = st
+	defer h.mu.Unlock()
+	st := c.streamFor(service)
+	if st == nil {
+		return nil, fmt.Errorf("etcd: watch %s: %w", service, driver.ErrClosed)
 	}
-	lctx, lcancel := context.WithCancel(st.ctx)
-	s := &esub{service: service, fn: fn, st: st, cancel: lcancel}
+	s := &esub{service: service, fn: fn}
 	if h.subs == nil {
 		h.subs = map[string]map[*esub]struct{}{}
 	}
@@ -95,52 +123,172 @@ func (c *Conn) SubscribeEvents(service string, fn func(driver.Change)) (func(), 
 		h.subs[service] = map[*esub]struct{}{}
 	}
 	h.subs[service][s] = struct{}{}
-	h.mu.Unlock()
-	if !c.watchers.Go(func() { c.initialList(lctx, s) }) {
-		lcancel()
-	}
+	s.mu.Lock()
+	c.attach(s, st)
+	s.mu.Unlock()
 	return func() { c.unsubscribe(s) }, nil
 }
 
-// unsubscribe ends s: no call of its fn follows, and the stream stops with its
-// last subscription.
-func (c *Conn) unsubscribe(s *esub) {
-	s.cancel()
-	s.mu.Lock()
-	s.closed = true
-	s.mu.Unlock()
+// Watches reports the etcd watches the Conn holds for its event subscriptions:
+// how many per-service watches, and whether it holds the one watch of the whole
+// services prefix instead (see the package doc, Watches).
+func (c *Conn) Watches() (services int, prefix bool) {
 	h := &c.hub
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	for _, st := range h.per {
+		if st.ctx.Err() == nil {
+			services++
+		}
+	}
+	return services, h.prefix != nil && h.prefix.ctx.Err() == nil
+}
+
+// streamFor returns the running watch that covers service, starting one (and
+// switching to the prefix watch past the threshold); nil once the Conn is
+// closing. Under hub.mu.
+func (c *Conn) streamFor(service string) *stream {
+	h := &c.hub
+	if h.prefix != nil && h.prefix.ctx.Err() == nil {
+		return h.prefix
+	}
+	if st := h.per[service]; st != nil && st.ctx.Err() == nil {
+		return st
+	}
+	if h.live == nil || h.live.ctx.Err() != nil {
+		if !c.startLiveness() {
+			return nil
+		}
+	}
+	running := 0
+	for _, st := range h.per {
+		if st.ctx.Err() == nil {
+			running++
+		}
+	}
+	if running+1 <= c.serviceWatches {
+		st := c.startStream(service)
+		if st != nil {
+			if h.per == nil {
+				h.per = map[string]*stream{}
+			}
+			h.per[service] = st
+		}
+		return st
+	}
+	st := c.startStream("")
+	if st == nil {
+		return nil
+	}
+	h.prefix = st
+	// Move every subscription onto the prefix watch: each lists its service
+	// again there and hands it over as a Reset.
+	for _, m := range h.subs {
+		for s := range m {
+			s.mu.Lock()
+			if !s.closed && s.st != st {
+				old := s.st
+				old.n--
+				s.cancel()
+				c.attach(s, st)
+			}
+			s.mu.Unlock()
+		}
+	}
+	for svc, old := range h.per {
+		old.cancel(context.Canceled)
+		if old.idle != nil {
+			old.idle.Stop()
+		}
+		delete(h.per, svc)
+	}
+	return st
+}
+
+// attach makes s follow st from a new complete listing. Under hub.mu and s.mu.
+func (c *Conn) attach(s *esub, st *stream) {
+	lctx, lcancel := context.WithCancel(st.ctx)
+	s.st, s.cancel, s.listed, s.rev, s.buf = st, lcancel, false, 0, nil
+	st.n++
+	if st.idle != nil {
+		st.idle.Stop()
+		st.idle = nil
+	}
+	if !c.watchers.Go(func() { c.initialList(lctx, s, st) }) {
+		lcancel()
+	}
+}
+
+// startLiveness starts the connection monitor of the hub's watches; false once
+// the Conn is closing. Under hub.mu.
+func (c *Conn) startLiveness() bool {
+	ctx, cancel := context.WithCancelCause(c.life)
+	lv := &liveness{ctx: ctx, cancel: cancel}
+	if !c.watchers.Go(func() {
+		c.monitorConnection(ctx, func() {
+			cancel(fmt.Errorf("etcd: watch %s: connection lost: %w", c.servicesPrefix(), driver.ErrUnavailable))
+		})
+	}) {
+		cancel(driver.ErrClosed)
+		return false
+	}
+	c.hub.live = lv
+	return true
+}
+
+// unsubscribe ends s: no call of its fn follows, and its watch stops
+// streamLinger after its last subscription.
+func (c *Conn) unsubscribe(s *esub) {
+	h := &c.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s.mu.Lock()
+	s.cancel()
+	s.closed = true
+	st := s.st
+	s.mu.Unlock()
 	if m := h.subs[s.service]; m != nil {
+		if _, ok := m[s]; ok {
+			st.n--
+		}
 		delete(m, s)
 		if len(m) == 0 {
 			delete(h.subs, s.service)
 		}
 	}
-	if len(h.subs) == 0 && h.stream != nil {
-		st := h.stream
-		if h.idle != nil {
-			h.idle.Stop()
-		}
-		h.idle = time.AfterFunc(streamLinger, func() {
-			h.mu.Lock()
-			defer h.mu.Unlock()
-			if h.stream == st && len(h.subs) == 0 {
-				st.cancel(context.Canceled)
-				h.stream = nil
-			}
-		})
+	if st.n > 0 || st.ctx.Err() != nil {
+		return
 	}
+	if st.idle != nil {
+		st.idle.Stop()
+	}
+	st.idle = time.AfterFunc(streamLinger, func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if st.n > 0 {
+			return
+		}
+		st.cancel(context.Canceled)
+		if h.prefix == st {
+			h.prefix = nil
+		}
+		if h.per[st.service] == st {
+			delete(h.per, st.service)
+		}
+		if h.prefix == nil && len(h.per) == 0 && h.live != nil {
+			h.live.cancel(context.Canceled) // no watch left: the monitor stops
+			h.live = nil
+		}
+	})
 }
 
-// initialList reads s's service once the stream is armed, delivers it as a Reset
-// and then the events that came meanwhile.
-func (c *Conn) initialList(ctx context.Context, s *esub) {
+// initialList reads s's service once st is armed, delivers it as a Reset and
+// then the events that came meanwhile; nothing if s moved to another watch.
+func (c *Conn) initialList(ctx context.Context, s *esub, st *stream) {
 	select {
-	case <-s.st.ready:
-	case <-s.st.ended:
-		return // the stream's end reaches every subscription
+	case <-st.ready:
+	case <-st.ended:
+		return // the watch's end reaches every subscription on it
 	case <-ctx.Done():
 		return
 	}
@@ -148,7 +296,7 @@ func (c *Conn) initialList(ctx context.Context, s *esub) {
 	l, err := c.List(ctx, s.service)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.closed || s.st != st || ctx.Err() != nil {
 		return
 	}
 	if err != nil {
@@ -195,38 +343,37 @@ func change(evs []event) (driver.Change, bool) {
 	return ch, true
 }
 
-// startStream starts the hub's watch and its connection monitor; nil once the
-// Conn is closing. Under hub.mu.
-func (c *Conn) startStream() *stream {
-	ctx, cancel := context.WithCancelCause(clientv3.WithRequireLeader(c.life))
-	st := &stream{ctx: ctx, cancel: cancel, ready: make(chan struct{}), ended: make(chan struct{})}
+// startStream starts a watch of service ("" for the whole services prefix)
+// under the hub's liveness; nil once the Conn is closing. Under hub.mu.
+func (c *Conn) startStream(service string) *stream {
+	ctx, cancel := context.WithCancelCause(clientv3.WithRequireLeader(c.hub.live.ctx))
+	st := &stream{service: service, ctx: ctx, cancel: cancel, ready: make(chan struct{}), ended: make(chan struct{})}
 	if !c.watchers.Go(func() { c.runStream(st) }) {
 		cancel(driver.ErrClosed)
 		return nil
 	}
-	if !c.watchers.Go(func() {
-		c.monitorConnection(ctx, func() {
-			cancel(fmt.Errorf("etcd: watch %s: connection lost: %w", c.servicesPrefix(), driver.ErrUnavailable))
-		})
-	}) {
-		cancel(driver.ErrClosed)
-	}
 	return st
 }
 
-// runStream reads the stream until it ends, then ends every subscription on it.
+// runStream reads the watch until it ends, then ends every subscription on it.
 func (c *Conn) runStream(st *stream) {
 	err := c.readStream(st)
 	close(st.ended)
 	h := &c.hub
 	h.mu.Lock()
-	if h.stream == st {
-		h.stream = nil
+	if h.prefix == st {
+		h.prefix = nil
+	}
+	if h.per[st.service] == st {
+		delete(h.per, st.service)
 	}
 	var subs []*esub
 	for svc, m := range h.subs {
 		for s := range m {
-			if s.st == st {
+			s.mu.Lock()
+			on := s.st == st
+			s.mu.Unlock()
+			if on {
 				subs = append(subs, s)
 				delete(m, s)
 			}
@@ -235,6 +382,7 @@ func (c *Conn) runStream(st *stream) {
 			delete(h.subs, svc)
 		}
 	}
+	st.n = 0
 	h.mu.Unlock()
 	for _, s := range subs {
 		s.mu.Lock()
@@ -249,32 +397,36 @@ func (c *Conn) runStream(st *stream) {
 // readStream delivers the stream's events until it breaks, and says why.
 func (c *Conn) readStream(st *stream) error {
 	prefix := c.servicesPrefix()
-	ch := c.cli.Watch(st.ctx, prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+	key := prefix
+	if st.service != "" {
+		key = prefix + st.service + "/"
+	}
+	ch := c.cli.Watch(st.ctx, key, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
 	for resp := range ch {
 		if resp.CompactRevision != 0 {
-			return fmt.Errorf("etcd: watch %s: history compacted at revision %d: %w", prefix, resp.CompactRevision, driver.ErrUnavailable)
+			return fmt.Errorf("etcd: watch %s: history compacted at revision %d: %w", key, resp.CompactRevision, driver.ErrUnavailable)
 		}
 		if err := resp.Err(); err != nil {
-			return fmt.Errorf("etcd: watch %s: %w: %w", prefix, driver.ErrUnavailable, err)
+			return fmt.Errorf("etcd: watch %s: %w: %w", key, driver.ErrUnavailable, err)
 		}
 		if resp.Created {
 			close(st.ready)
 			continue
 		}
-		c.dispatch(prefix, resp)
+		c.dispatch(st, prefix, resp)
 	}
 	if cause := context.Cause(st.ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
 	if c.life.Err() != nil {
-		return fmt.Errorf("etcd: watch %s: %w", prefix, driver.ErrClosed)
+		return fmt.Errorf("etcd: watch %s: %w", key, driver.ErrClosed)
 	}
-	return fmt.Errorf("etcd: watch %s closed: %w", prefix, driver.ErrUnavailable)
+	return fmt.Errorf("etcd: watch %s closed: %w", key, driver.ErrUnavailable)
 }
 
-// dispatch hands one watch response to the subscriptions of the services it
-// touches: one call each.
-func (c *Conn) dispatch(prefix string, resp clientv3.WatchResponse) {
+// dispatch hands one response of st to the subscriptions on st of the
+// services it touches: one call each.
+func (c *Conn) dispatch(st *stream, prefix string, resp clientv3.WatchResponse) {
 	var bySvc map[string][]event
 	for _, ev := range resp.Events {
 		rest := strings.TrimPrefix(string(ev.Kv.Key), prefix)
@@ -316,7 +468,7 @@ func (c *Conn) dispatch(prefix string, resp clientv3.WatchResponse) {
 	for i, s := range targets {
 		s.mu.Lock()
 		switch {
-		case s.closed:
+		case s.closed, s.st != st:
 		case !s.listed:
 			s.buf = append(s.buf, evs[i]...)
 		default:

@@ -199,6 +199,12 @@ func (c *Client) shutdown(ctx context.Context) error {
 	defer stop()
 	c.mu.Lock()
 	c.closed = true
+	for _, sw := range c.watches {
+		if sw.linger != nil { // the loop ends with the Client below
+			sw.linger.Stop()
+			sw.linger = nil
+		}
+	}
 	regs := make([]*registration, 0, len(c.regs))
 	for r := range c.regs {
 		regs = append(regs, r)

@@ -43,8 +43,9 @@
 //     instead of retrying.
 //   - Watches never stop by themselves. One loop per service and Client is shared by
 //     all its watchers. Where the driver hands over the changes themselves
-//     (driver.EventWatcher: etcd's events over one watch stream per Client,
-//     Consul's blocking-query answers, mem), the loop applies them to its view
+//     (driver.EventWatcher: etcd's events, over one watch per service or one
+//     prefix watch per Client; Consul's blocking-query answers; ZooKeeper's
+//     re-arming replies; mem), the loop applies them to its view
 //     and publishes, without a goroutine of its own, and lists the service afresh
 //     after every gap the driver reports (a compacted history, a broken stream, a
 //     lost connection or session) and every ten minutes or so as a safety net.
@@ -60,6 +61,13 @@
 //     minimum only once the watch stayed up for the backoff's maximum (10s by
 //     default, see WithRetryBackoff), so a watch that breaks right after every
 //     re-arm is retried ever more slowly; such a streak is logged once.
+//     A loop that only registration guards follow (no Watch) sets the changes
+//     aside and folds them when a Watch starts, a complete listing comes or the
+//     subscription breaks, and outlives its last registration by 10s, so that
+//     a service registered and deregistered over and over keeps its
+//     subscription. WatchFunc pushes every snapshot to a callback instead of a
+//     Watcher's Next, with no goroutine per subscription (registry/cache uses
+//     it).
 //   - Watchers see every final state but maybe not every intermediate step; a
 //     watcher reading slowly only skips to the newest snapshot, it never stalls the
 //     loop or other watchers.

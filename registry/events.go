@@ -45,6 +45,12 @@ type eventLoop struct {
 	resynced  bool           // the current subscription has delivered its Reset
 	checkNext bool           // the next Reset is the periodic check's
 	waking    bool           // a goroutine waits for the connection to come back (see failed)
+	// While only registration guards follow the service (no Watch reads its
+	// snapshots), changes are kept aside here, by ID, and folded into the view
+	// when a reader comes, a Reset arrives or the subscription breaks: a burst of
+	// n registrations then costs O(n), not a new n-instance snapshot per event.
+	pendPuts map[string]Instance
+	pendDels map[string]struct{}
 }
 
 type subscription struct {
@@ -57,10 +63,12 @@ type subscription struct {
 // is run when ctx (the loop's life) ends; it closes w.done and calls wgDone.
 func (w *serviceWatch) startEvents(ctx context.Context, ew driver.EventWatcher, wgDone func()) bool {
 	l := &eventLoop{w: w, ew: ew, b: w.c.newRetry(), life: ctx}
+	w.ev = l
 	l.mu.Lock()
 	err := l.subscribe()
 	l.mu.Unlock()
 	if errors.Is(err, driver.ErrNotSupported) {
+		w.ev = nil
 		return false
 	}
 	context.AfterFunc(ctx, func() {
@@ -91,6 +99,7 @@ func (l *eventLoop) subscribe() error {
 // what failed for the request-error metric ("list" before the first listing of
 // a subscription, "watch" after). Under l.mu.
 func (l *eventLoop) failed(op string, err error) {
+	l.foldLocked(l.w.c.clock.Now())
 	l.cur = nil
 	l.gap = true
 	l.w.c.requestError(l.life, op, err)
@@ -216,6 +225,7 @@ func (l *eventLoop) onChange(s *subscription, ch driver.Change) {
 		l.revision = ch.Revision
 	}
 	if ch.Reset {
+		l.foldLocked(now) // so that the periodic check compares like with like
 		list := ch.Listing.Instances
 		driver.SortInstances(list)
 		w.c.intern.instances(list)
@@ -264,6 +274,11 @@ func (l *eventLoop) onChange(s *subscription, ch driver.Change) {
 	w.c.intern.instances(ch.Puts)
 	w.guard.changed(stamp(), ch.Puts, ch.Deletes)
 	l.lastGood = now
+	if w.users.Load() == 0 && !l.prev.Stale {
+		l.setAside(ch.Puts, ch.Deletes)
+		return
+	}
+	l.foldLocked(now)
 	view, changed := applyChange(l.view, ch.Puts, ch.Deletes)
 	if !changed && !l.prev.Stale {
 		return
@@ -271,6 +286,56 @@ func (l *eventLoop) onChange(s *subscription, ch driver.Change) {
 	l.view = view
 	w.publish(l.snapshot(view, now))
 	l.prev = w.current()
+}
+
+// setAside keeps a change for foldLocked, the last change of an ID winning.
+// Under l.mu.
+func (l *eventLoop) setAside(puts []Instance, deletes []string) {
+	if l.pendPuts == nil {
+		l.pendPuts, l.pendDels = map[string]Instance{}, map[string]struct{}{}
+	}
+	for _, in := range puts {
+		l.pendPuts[in.ID] = in
+		delete(l.pendDels, in.ID)
+	}
+	for _, id := range deletes {
+		delete(l.pendPuts, id)
+		l.pendDels[id] = struct{}{}
+	}
+}
+
+// fold applies the changes set aside and publishes the view (a Watch just
+// started reading it).
+func (l *eventLoop) fold() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.stopped {
+		l.foldLocked(l.w.c.clock.Now())
+	}
+}
+
+// foldLocked applies the changes set aside to the view and publishes it if it
+// changed. Under l.mu.
+func (l *eventLoop) foldLocked(now time.Time) {
+	if len(l.pendPuts) == 0 && len(l.pendDels) == 0 {
+		return
+	}
+	puts := make([]Instance, 0, len(l.pendPuts))
+	for _, in := range l.pendPuts {
+		puts = append(puts, in)
+	}
+	dels := make([]string, 0, len(l.pendDels))
+	for id := range l.pendDels {
+		dels = append(dels, id)
+	}
+	l.pendPuts, l.pendDels = nil, nil
+	view, changed := applyChange(l.view, puts, dels)
+	if !changed || l.prev == nil {
+		return
+	}
+	l.view = view
+	l.w.publish(l.snapshot(view, now))
+	l.prev = l.w.current()
 }
 
 func (l *eventLoop) snapshot(list []Instance, now time.Time) Snapshot {

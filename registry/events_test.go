@@ -1,13 +1,16 @@
 package registry_test
 
 import (
+	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/jonboulle/clockwork"
 
+	"github.com/regkit/regkit/internal/testenv"
 	"github.com/regkit/regkit/mem"
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/driver"
@@ -140,5 +143,193 @@ func BenchmarkApplyEvent(b *testing.B) {
 		if _, err := w.Next(ctx); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// countingSubs is a mem connection that counts event subscriptions and their
+// cancellations.
+type countingSubs struct {
+	*mem.Conn
+	mu              sync.Mutex
+	subs, cancelled int
+}
+
+func (c *countingSubs) SubscribeEvents(service string, fn func(driver.Change)) (func(), error) {
+	cancel, err := c.Conn.SubscribeEvents(service, fn)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.subs++
+	c.mu.Unlock()
+	return func() {
+		cancel()
+		c.mu.Lock()
+		c.cancelled++
+		c.mu.Unlock()
+	}, nil
+}
+
+func (c *countingSubs) counts() (int, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.subs, c.cancelled
+}
+
+// Registering and deregistering a service again and again keeps the guard's
+// subscription of the service (no new listing per cycle) until it has had no
+// registration for the linger period on the Client's clock.
+func TestGuardSubscriptionLingers(t *testing.T) {
+	c0, _ := openMem(t)
+	clock := clockwork.NewFakeClock()
+	cs := &countingSubs{Conn: memConn(t, c0)}
+	c := newClientOver(t, cs, registry.WithClock(clock))
+	defer c.Close()
+	ctx := ctxT(t)
+	for i := range 3 {
+		r, err := c.Register(ctx, registry.Instance{Service: "cyc", ID: "a", Host: "127.0.0.1", Port: 80 + i})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Deregister(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if subs, cancelled := cs.counts(); subs != 1 || cancelled != 0 {
+		t.Fatalf("after 3 register/deregister cycles: %d subscriptions, %d cancelled; want 1 still open", subs, cancelled)
+	}
+	clock.Advance(11 * time.Second)
+	testenv.Eventually(t, 10*time.Second, "the lingering subscription ends", func() error {
+		if _, cancelled := cs.counts(); cancelled != 1 {
+			return fmt.Errorf("%d cancelled", cancelled)
+		}
+		return nil
+	})
+}
+
+// WatchFunc pushes every published snapshot in order, ends with ErrClosed when
+// the Client closes, and calls nothing after stop.
+func TestWatchFuncPushesInOrder(t *testing.T) {
+	c, _ := openMem(t)
+	ctx := ctxT(t)
+	if _, err := c.WatchFunc(ctx, "wf", nil); !errors.Is(err, registry.ErrInvalid) {
+		t.Fatalf("nil fn: %v", err)
+	}
+	var mu sync.Mutex
+	var seqs []uint64
+	var sizes []int
+	var errs []error
+	fn := func(s registry.Snapshot, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			errs = append(errs, err)
+			return
+		}
+		seqs, sizes = append(seqs, s.Seq), append(sizes, len(s.Instances))
+	}
+	stop, err := c.WatchFunc(ctx, "wf", fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := c.Register(ctx, registry.Instance{Service: "wf", ID: fmt.Sprint("i", i), Host: "127.0.0.1", Port: 80}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.Eventually(t, 10*time.Second, "three instances pushed", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(sizes) == 0 || sizes[len(sizes)-1] != 3 {
+			return fmt.Errorf("sizes %v", sizes)
+		}
+		return nil
+	})
+	mu.Lock()
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] <= seqs[i-1] {
+			t.Errorf("seqs out of order: %v", seqs)
+		}
+	}
+	mu.Unlock()
+	// A second subscription starts with the current snapshot.
+	got := make(chan int, 10)
+	stop2, err := c.WatchFunc(ctx, "wf", func(s registry.Snapshot, err error) {
+		if err == nil {
+			got <- len(s.Instances)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := <-got; n != 3 {
+		t.Fatalf("second subscription started with %d instances", n)
+	}
+	stop2()
+	stop()
+	mu.Lock()
+	n := len(seqs)
+	mu.Unlock()
+	if _, err := c.Register(ctx, registry.Instance{Service: "wf", ID: "late", Host: "127.0.0.1", Port: 80}); err != nil {
+		t.Fatal(err)
+	}
+	// A third subscription is still running when the Client closes.
+	closed := make(chan error, 1)
+	if _, err := c.WatchFunc(ctx, "wf", func(_ registry.Snapshot, err error) {
+		if err != nil {
+			closed <- err
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if err := <-closed; !errors.Is(err, registry.ErrClosed) {
+		t.Fatalf("last call err %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seqs) != n || len(errs) != 0 {
+		t.Fatalf("calls after stop: seqs %v errs %v", seqs[n:], errs)
+	}
+}
+
+// While only a registration's guard follows a service, the changes the driver
+// hands over are set aside instead of building a snapshot each (a burst of n
+// registrations would cost n snapshots of up to n instances); a Watch that
+// starts reads them all at once.
+func TestGuardOnlyChangesAreFoldedForTheFirstWatch(t *testing.T) {
+	c0, _ := openMem(t)
+	sc := &scripted{Conn: memConn(t, c0), subs: make(chan *scriptedSub, 4)}
+	c := newClientOver(t, sc)
+	defer c.Close()
+	ctx := ctxT(t)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Register(ctx, registry.Instance{Service: "ev", ID: "own", Host: "127.0.0.1", Port: 80})
+		done <- err
+	}()
+	sub := <-sc.subs
+	sub.fn(driver.Change{Reset: true})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		sub.fn(driver.Change{Puts: []driver.Instance{evInst(fmt.Sprintf("i%02d", i))}})
+	}
+	w, err := c.Watch(ctx, "ev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	s, err := w.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Instances) != 20 || s.Seq > 2 {
+		t.Fatalf("first snapshot: %d instances, Seq %d; want 20 instances in at most 2 snapshots", len(s.Instances), s.Seq)
+	}
+	sub.fn(driver.Change{Puts: []driver.Instance{evInst("late")}})
+	if s, _ = w.Next(ctx); len(s.Instances) != 21 {
+		t.Fatalf("with a Watch: %d instances, want 21", len(s.Instances))
 	}
 }

@@ -150,3 +150,32 @@ func ExampleClient_Shutdown() {
 	// 1 instance before shutdown
 	// 0 instances once callers noticed
 }
+
+func ExampleClient_WatchFunc() {
+	ctx := context.Background()
+	c, err := registry.Open(ctx, "mem://example-watchfunc")
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	// The callback runs on the Client's goroutines: hand the snapshot over and
+	// return (never modify it, never call into the Client from here).
+	sizes := make(chan int, 16)
+	stop, err := c.WatchFunc(ctx, "greeter", func(s registry.Snapshot, err error) {
+		if err == nil {
+			sizes <- len(s.Instances)
+		}
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer stop()
+	fmt.Println(<-sizes, "instances")
+	if _, err := c.Register(ctx, registry.Instance{Service: "greeter", Host: "10.0.0.7", Port: 8080}); err != nil {
+		panic(err)
+	}
+	fmt.Println(<-sizes, "instance")
+	// Output:
+	// 0 instances
+	// 1 instance
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -110,6 +111,16 @@ type serviceWatch struct {
 
 	refs     int // watchers and guarded registrations, under c.mu
 	userRefs int // of which opened by Watch (not by a registration's guard), under c.mu
+	// users is userRefs, readable without c.mu: while it is 0 an event loop
+	// keeps the changes aside instead of building snapshots nobody reads.
+	users atomic.Int32
+	ev    *eventLoop // the event loop, nil for a goroutine loop (set before the loop runs)
+	// linger ends the loop guardLinger after the last internal reference went
+	// (see releaseWatch); lingerGen tells its callback whether it is still the
+	// current one. Under c.mu.
+	linger    clockwork.Timer
+	lingerGen uint64
+	evented   bool // followed through driver events, without a goroutine: it may linger
 
 	guard serviceGuard // this Client's registrations of the service; see guard.go
 
@@ -117,6 +128,7 @@ type serviceWatch struct {
 	snap      *Snapshot
 	resyncSeq uint64           // Seq of the last Resynced snapshot
 	changed   broadcast.Signal // at every publish
+	funcs     []*watchFunc     // WatchFunc subscriptions; copied on write
 }
 
 func (w *serviceWatch) current() *Snapshot {
@@ -135,7 +147,6 @@ func (w *serviceWatch) wait() (*Snapshot, uint64, <-chan struct{}) {
 
 func (w *serviceWatch) publish(s Snapshot) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	if w.snap != nil {
 		s.Seq = w.snap.Seq + 1
 	} else {
@@ -146,6 +157,99 @@ func (w *serviceWatch) publish(s Snapshot) {
 	}
 	w.snap = &s
 	w.changed.Notify()
+	funcs := w.funcs
+	w.mu.Unlock()
+	for _, f := range funcs {
+		f.deliver(&s, nil)
+	}
+}
+
+// watchFunc is one WatchFunc subscription.
+type watchFunc struct {
+	fn func(Snapshot, error)
+
+	mu      sync.Mutex // serialises fn; held while a call is in progress
+	lastSeq uint64
+	ended   bool
+}
+
+// deliver calls fn with s unless an equal or newer snapshot was delivered, or
+// with err (which ends the subscription).
+func (f *watchFunc) deliver(s *Snapshot, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ended {
+		return
+	}
+	if err != nil {
+		f.ended = true
+		f.fn(Snapshot{}, err)
+		return
+	}
+	if s == nil || s.Seq <= f.lastSeq {
+		return
+	}
+	f.lastSeq = s.Seq
+	f.fn(*s, nil)
+}
+
+// end stops further calls, waiting for one in progress.
+func (f *watchFunc) end() {
+	f.mu.Lock()
+	f.ended = true
+	f.mu.Unlock()
+}
+
+// WatchFunc follows service like WatchShared, but pushes: fn is called with
+// every snapshot the service's loop publishes (none skipped), in order and one
+// call at a time, from the Client's goroutines (the first call, with the
+// snapshot already published if there is one, may come before WatchFunc
+// returns). It runs no goroutine of its own, so a cache of many services costs
+// no goroutine per service. The snapshots are shared as with WatchShared:
+// never modify them. fn must return quickly and must not call into the Client
+// (nor stop); it is called with a zero Snapshot and ErrClosed, once and last,
+// when the Client closes. stop ends the subscription and waits for a call in
+// progress; so does the end of ctx (without waiting). It fails like Watch.
+func (c *Client) WatchFunc(ctx context.Context, service string, fn func(Snapshot, error)) (stop func(), err error) {
+	if err := ValidServiceName(service); err != nil {
+		return nil, err
+	}
+	if fn == nil {
+		return nil, invalid("fn", nil, "WatchFunc needs a function to call")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("registry: watch %s: %w", service, err)
+	}
+	sw, err := c.acquireWatch(service, true)
+	if err != nil {
+		return nil, err
+	}
+	f := &watchFunc{fn: fn}
+	sw.mu.Lock()
+	sw.funcs = append(slices.Clip(sw.funcs), f)
+	cur := sw.snap
+	sw.mu.Unlock()
+	f.deliver(cur, nil)
+	var once sync.Once
+	end := func() {
+		once.Do(func() {
+			sw.mu.Lock()
+			i := slices.Index(sw.funcs, f)
+			if i >= 0 {
+				sw.funcs = slices.Delete(slices.Clone(sw.funcs), i, i+1)
+			}
+			sw.mu.Unlock()
+			f.end()
+			c.releaseWatch(sw, true)
+		})
+	}
+	unhookCtx := context.AfterFunc(ctx, end)
+	unhookClose := context.AfterFunc(c.life, func() { f.deliver(nil, ErrClosed) })
+	return func() {
+		unhookCtx()
+		unhookClose()
+		end()
+	}, nil
 }
 
 // Watch starts following service. All watchers of one service in this Client share
@@ -200,6 +304,14 @@ func (c *Client) watch(ctx context.Context, service string, user bool) (*watcher
 // acquireWatch takes one reference on service's shared loop, starting the loop
 // if it is the first; user counts it as a Watch (see Client.Instances).
 func (c *Client) acquireWatch(service string, user bool) (*serviceWatch, error) {
+	sw, err := c.acquireWatchLocked(service, user)
+	if err == nil && user && sw.ev != nil {
+		sw.ev.fold() // a view kept lazily for guards only is now read
+	}
+	return sw, err
+}
+
+func (c *Client) acquireWatchLocked(service string, user bool) (*serviceWatch, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -214,34 +326,77 @@ func (c *Client) acquireWatch(service string, user bool) (*serviceWatch, error) 
 		// A driver that hands over changes drives the view itself (events.go);
 		// otherwise one goroutine watches and lists.
 		ew, ok := c.conn.(driver.EventWatcher)
-		if !ok || !sw.startEvents(lctx, ew, c.wg.Done) {
+		if ok && sw.startEvents(lctx, ew, c.wg.Done) {
+			sw.evented = true
+		} else {
 			c.goTracked(func() { sw.run(lctx) }, func() { close(sw.done) }, c.wg.Done)
 		}
+	}
+	if sw.linger != nil { // lingering after its last reference: taken again
+		sw.linger.Stop()
+		sw.linger = nil
 	}
 	sw.refs++
 	if user {
 		sw.userRefs++
+		sw.users.Add(1)
 	}
 	return sw, nil
 }
 
+// guardLinger is how long a service's shared loop outlives its last reference
+// when that was a registration's guard (or another library-internal watcher):
+// a service registered and deregistered again and again (a rolling restart, a
+// health check that withdraws and restores) keeps its subscription instead of
+// listing the service anew at every registration.
+const guardLinger = 10 * time.Second
+
 // releaseWatch drops a reference taken by acquireWatch and reports whether it was
-// the last one, whose loop is then stopping (wait for sw.done).
+// the last one, whose loop is then stopping (wait for sw.done). The last
+// reference of a library-internal watcher (user false) leaves a loop that
+// follows driver events (no goroutine of the Client's) running for guardLinger
+// on the Client's clock, and reports false.
 func (c *Client) releaseWatch(sw *serviceWatch, user bool) (last bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	sw.refs--
 	if user {
 		sw.userRefs--
+		sw.users.Add(-1)
 	}
 	if sw.refs > 0 {
 		return false
+	}
+	if !user && !c.closed && sw.evented {
+		sw.lingerGen++
+		gen := sw.lingerGen
+		if sw.linger != nil {
+			sw.linger.Stop()
+		}
+		sw.linger = c.clock.AfterFunc(guardLinger, func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if sw.refs > 0 || sw.lingerGen != gen {
+				return // taken again meanwhile
+			}
+			c.endWatch(sw)
+		})
+		return false
+	}
+	c.endWatch(sw)
+	return true
+}
+
+// endWatch stops sw's loop. Under c.mu, with no reference left.
+func (c *Client) endWatch(sw *serviceWatch) {
+	if sw.linger != nil {
+		sw.linger.Stop()
+		sw.linger = nil
 	}
 	if c.watches[sw.service] == sw {
 		delete(c.watches, sw.service)
 	}
 	sw.cancel()
-	return true
 }
 
 type watcher struct {

@@ -26,6 +26,7 @@ type zkConn struct {
 	// never silently starts a new one (store sessions are terminal).
 	refuse atomic.Bool
 	hook   func(*zkConn, zk.State, int64) // called after every session-state change, outside mu
+	watch  func(zk.Event)                 // called with every watch event (nil: none); must not block
 	nc     atomic.Pointer[net.Conn]       // the socket dialed last (see abort)
 
 	mu      sync.Mutex
@@ -53,12 +54,13 @@ func (e *epoch) lose(err error) { e.sig.Lose(err) }
 // Err says why the session ended, or nil while it lives.
 func (e *epoch) Err() error { return e.sig.Err() }
 
-// dial opens a go-zookeeper connection with the given session timeout and, with
+// dial opens a go-zookeeper connection with the given session timeout (hook sees
+// its session-state changes, watch its watch events) and, with
 // wait, waits for its first session and sends the digest credentials. Without wait
 // (registry.WithLazyConnect) it returns at once; the credentials are sent on a
 // goroutine the Conn owns, and calls wait for them (see call).
-func (c *Conn) dial(ctx context.Context, timeout time.Duration, hook func(*zkConn, zk.State, int64), wait bool) (*zkConn, error) {
-	zc := &zkConn{changed: make(chan struct{}), state: zk.StateDisconnected, hook: hook}
+func (c *Conn) dial(ctx context.Context, timeout time.Duration, hook func(*zkConn, zk.State, int64), watch func(zk.Event), wait bool) (*zkConn, error) {
+	zc := &zkConn{changed: make(chan struct{}), state: zk.StateDisconnected, hook: hook, watch: watch}
 	dialer := func(network, addr string, t time.Duration) (net.Conn, error) {
 		if zc.refuse.Load() {
 			return nil, errors.New("zk: session lost; this connection does not open a new one")
@@ -142,6 +144,9 @@ func (zc *zkConn) sniffed(sid int64, passwd []byte) {
 // onEvent is go-zookeeper's event callback; it must not block.
 func (zc *zkConn) onEvent(ev zk.Event) {
 	if ev.Type != zk.EventSession {
+		if zc.watch != nil {
+			zc.watch(ev)
+		}
 		return
 	}
 	zc.mu.Lock()

@@ -52,7 +52,7 @@ func (c *Conn) NewSession(ctx context.Context, spec driver.SessionSpec) (driver.
 	}
 	s := &session{c: c, ttl: ttl, onState: spec.OnState, signal: make(chan struct{}, 1),
 		stop: make(chan struct{}), stopped: make(chan struct{}), done: make(chan struct{})}
-	zc, err := c.dial(ctx, ttl, s.hook, true)
+	zc, err := c.dial(ctx, ttl, s.hook, nil, true)
 	if err != nil {
 		return nil, err
 	}

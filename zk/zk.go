@@ -192,10 +192,18 @@
 // (AddWatch), so watches are one-shot watches re-armed after every event: a child
 // watch on every directory and a data watch on every node of the watched subtree
 // (the service directory and its instances; for WatchTree, every descendant), an
-// exists watch on the root while it does not exist. Every re-arm is followed by a
-// notify, and package registry re-lists after each notify, so no change between two
-// watches is lost. When the connection drops or the session changes, Watch returns an
-// error at once (so the view turns stale and is re-listed after the gap) instead of
+// exists watch on the root while it does not exist. For WatchTree every re-arm is
+// followed by a notify and a re-list, so no change between two watches is lost.
+// A service is followed through driver.EventWatcher instead (SubscribeEvents):
+// the replies that re-arm the watches carry what changed (ChildrenW the
+// children, GetW a child's data), and the Conn keeps each child's data, so a
+// registration elsewhere costs this Client one ChildrenW and one GetW, a data
+// change one GetW, and nothing is listed again; the watch events reach the
+// subscriptions through go-zookeeper's event callback, by path. A
+// disconnection, a new session or dropped watches end the subscription (package
+// registry then lists the service afresh). When the connection drops or the
+// session changes, Watch and SubscribeEvents end at once (so the view turns
+// stale and is re-listed after the gap) instead of
 // relying on the client's silent watch restoration. Known cost: go-zookeeper keeps
 // the channels of watches a returned Watch abandoned until their node changes, so a
 // long-lived, unchanging subtree accumulates one stale channel per node and outage.
@@ -560,6 +568,8 @@ type Conn struct {
 
 	skipped *driver.SkipLog // children of service directories that are not instances
 
+	hub eventHub // event subscriptions (SubscribeEvents), fed by the watch events
+
 	// authed is closed once a lazily opened connection has sent its digest
 	// credentials (nil otherwise); authErr is set before if they were refused.
 	authed  chan struct{}
@@ -597,7 +607,7 @@ func open(ctx context.Context, cfg config) (*Conn, error) {
 	c := &Conn{cfg: cfg, life: life, cancel: cancel, sessions: map[*session]struct{}{},
 		skipped: &driver.SkipLog{Logger: cfg.log}}
 	c.states = newStateLog()
-	zc, err := c.dial(ctx, cfg.sessionTimeout, c.states.hook, !cfg.lazy)
+	zc, err := c.dial(ctx, cfg.sessionTimeout, c.states.hook, c.hub.dispatch, !cfg.lazy)
 	if err != nil {
 		cancel()
 		return nil, err

@@ -23,8 +23,12 @@
 // service, also across re-watches). Lookup's snapshots are shared by every
 // caller, so that a lookup does not allocate: do not modify them. Instances and
 // Watch's Next return the caller's own copies, as registry.Client's do.
-// Close stops every goroutine the Cache started; it does not close the
-// Discovery.
+// Over a Discovery that pushes snapshots (registry.Client.WatchFunc) the Cache
+// runs no goroutine per service: the Client's calls and timers on the Cache's
+// clock drive each service's state, and one goroutine per Cache writes the
+// snapshot files. Over any other Discovery one goroutine per service reads its
+// Watcher. Close stops every goroutine the Cache started; it does not close
+// the Discovery.
 package cache
 
 import (
@@ -126,6 +130,7 @@ type Cache struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	closed atomic.Bool
+	files  fileWriter // see push.go
 
 	// entries: a read-only map, replaced under mu and read without locks, plus
 	// dirty, the entries added since, under mu. dirty is merged into a new read
@@ -274,8 +279,20 @@ func (c *Cache) Watch(ctx context.Context, service string) (registry.Watcher, er
 func (c *Cache) Close() error {
 	c.mu.Lock()
 	c.closed.Store(true)
+	var pushed []*entry
+	for _, m := range []map[string]*entry{*c.entries.Load(), c.dirty} {
+		for _, e := range m {
+			if e.stop != nil {
+				pushed = append(pushed, e)
+			}
+		}
+	}
 	c.mu.Unlock()
 	c.cancel()
+	for _, e := range pushed {
+		e.stop()
+		c.endEntry(e)
+	}
 	c.wg.Wait()
 	return nil
 }
@@ -353,14 +370,18 @@ func (c *Cache) entry(service string) (*entry, error) {
 	if len(c.dirty) >= len(*c.entries.Load()) {
 		c.promoteLocked()
 	}
+	if d, ok := c.d.(pushWatcher); ok {
+		l := c.newPushLoop(e)
+		c.mu.Unlock() // start may hand over the first snapshot at once
+		l.start(d)
+		c.mu.Lock() // for the deferred Unlock
+		return e, nil
+	}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		defer close(e.done)
 		e.err = c.run(e)
-		if e.err != nil {
-			c.remove(e)
-		}
+		c.endEntry(e)
 	}()
 	return e, nil
 }
@@ -400,6 +421,8 @@ type entry struct {
 	ready   chan struct{} // closed at the first publish
 	done    chan struct{} // closed when the watch loop ends
 	err     error         // why the loop ended, set before done is closed
+	endOnce sync.Once     // closes done
+	stop    func()        // ends a pushed loop (nil for a goroutine loop); set under Cache.mu
 
 	staleOpts []metric.AddOption // how a stale lookup of service is counted
 

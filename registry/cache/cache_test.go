@@ -30,6 +30,49 @@ type fakeDiscovery struct {
 	mu       sync.Mutex
 	watchers []*fakeWatcher
 	current  map[string]registry.Snapshot // what a new watch starts with
+	funcs    map[*pushSub]struct{}        // WatchFunc subscriptions (pushFake)
+}
+
+// publisher is a fake backend a test publishes snapshots to.
+type publisher interface {
+	registry.Discovery
+	Publish(s registry.Snapshot)
+}
+
+// pushFake is a fakeDiscovery that also pushes (registry.Client.WatchFunc's
+// shape): the Cache then follows services without goroutines.
+type pushFake struct{ *fakeDiscovery }
+
+type pushSub struct {
+	service string
+	fn      func(registry.Snapshot, error)
+}
+
+func (p pushFake) WatchFunc(ctx context.Context, service string, fn func(registry.Snapshot, error)) (func(), error) {
+	f := p.fakeDiscovery
+	f.watches.Add(1)
+	sub := &pushSub{service: service, fn: fn}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.funcs == nil {
+		f.funcs = map[*pushSub]struct{}{}
+	}
+	f.funcs[sub] = struct{}{}
+	if s, ok := f.current[service]; ok {
+		fn(s, nil)
+	}
+	return func() {
+		f.mu.Lock()
+		delete(f.funcs, sub)
+		f.mu.Unlock()
+	}, nil
+}
+
+// backends runs a test over the goroutine-per-service loop (a Discovery that
+// only offers Watch) and over the pushed one (WatchFunc).
+func backends(t *testing.T, test func(t *testing.T, newD func() publisher)) {
+	t.Run("watch", func(t *testing.T) { test(t, func() publisher { return &fakeDiscovery{} }) })
+	t.Run("push", func(t *testing.T) { test(t, func() publisher { return pushFake{&fakeDiscovery{}} }) })
 }
 
 func (f *fakeDiscovery) Instances(ctx context.Context, service string) ([]registry.Instance, error) {
@@ -57,6 +100,11 @@ func (f *fakeDiscovery) Publish(s registry.Snapshot) {
 		f.current = map[string]registry.Snapshot{}
 	}
 	f.current[s.Service] = s
+	for sub := range f.funcs {
+		if sub.service == s.Service {
+			sub.fn(s, nil)
+		}
+	}
 	for _, w := range f.watchers {
 		if w.service != s.Service {
 			continue
@@ -239,12 +287,14 @@ func TestStaleServedDuringOutage(t *testing.T) {
 	})
 }
 
-func TestSnapshotFileServedWhenBackendSilent(t *testing.T) {
+func TestSnapshotFileServedWhenBackendSilent(t *testing.T) { backends(t, testSnapshotFileServed) }
+
+func testSnapshotFileServed(t *testing.T, newD func() publisher) {
 	dir := t.TempDir()
 	ctx := ctxT(t)
 
 	// A first process sees the backend and persists its answer.
-	f := &fakeDiscovery{}
+	f := newD()
 	c1 := newCache(t, f, cache.WithSnapshotDir(dir))
 	saved := time.Now().Add(-time.Hour).Round(0)
 	f.Publish(registry.Snapshot{Service: "svc:v1", Instances: insts("svc:v1", "a", "b"), Revision: 7, LastGood: saved})
@@ -261,7 +311,7 @@ func TestSnapshotFileServedWhenBackendSilent(t *testing.T) {
 	}
 
 	// A second process starts during an outage: the backend never answers.
-	silent := &fakeDiscovery{}
+	silent := newD()
 	c2 := newCache(t, silent, cache.WithSnapshotDir(dir), cache.WithStartupWait(time.Hour))
 	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancel()
@@ -275,7 +325,7 @@ func TestSnapshotFileServedWhenBackendSilent(t *testing.T) {
 	}
 
 	// With a short startup wait the file is published for every caller.
-	c3 := newCache(t, &fakeDiscovery{}, cache.WithSnapshotDir(dir), cache.WithStartupWait(10*time.Millisecond))
+	c3 := newCache(t, newD(), cache.WithSnapshotDir(dir), cache.WithStartupWait(10*time.Millisecond))
 	s, err = c3.Lookup(ctx, "svc:v1")
 	if err != nil || !s.Stale || s.Seq != 1 || len(s.Instances) != 2 {
 		t.Fatalf("published file snapshot = %+v, %v", s, err)
@@ -288,13 +338,15 @@ func TestSnapshotFileServedWhenBackendSilent(t *testing.T) {
 	}
 }
 
-func TestSnapshotFileReplacedByBackend(t *testing.T) {
+func TestSnapshotFileReplacedByBackend(t *testing.T) { backends(t, testSnapshotFileReplaced) }
+
+func testSnapshotFileReplaced(t *testing.T, newD func() publisher) {
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "svc.json"),
 		[]byte(`{"service":"svc","saved":"2020-01-01T00:00:00Z","instances":[{"ID":"old","Service":"svc","Host":"h","Port":1}]}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeDiscovery{}
+	f := newD()
 	c := newCache(t, f, cache.WithSnapshotDir(dir), cache.WithStartupWait(time.Millisecond))
 	ctx := ctxT(t)
 	s, err := c.Lookup(ctx, "svc")
@@ -315,7 +367,11 @@ func TestProtectThreshold(t *testing.T) {
 	if _, err := cache.New(&fakeDiscovery{}, cache.WithProtectThreshold(1.5, time.Second)); !errors.Is(err, registry.ErrInvalid) {
 		t.Fatalf("share 1.5: err = %v", err)
 	}
-	f := &fakeDiscovery{}
+	backends(t, testProtectThreshold)
+}
+
+func testProtectThreshold(t *testing.T, newD func() publisher) {
+	f := newD()
 	grace := 300 * time.Millisecond
 	c := newCache(t, f, cache.WithProtectThreshold(0.5, grace))
 	ctx := ctxT(t)
@@ -350,7 +406,7 @@ func TestProtectThreshold(t *testing.T) {
 	}
 
 	// A recovery within grace ends protection at once.
-	f2 := &fakeDiscovery{}
+	f2 := newD()
 	c3 := newCache(t, f2, cache.WithProtectThreshold(0.5, time.Hour))
 	f2.Publish(registry.Snapshot{Service: "svc", Instances: insts("svc", "a", "b")})
 	if _, err := c3.Lookup(ctx, "svc"); err != nil {

@@ -166,7 +166,9 @@ func (l *loop) follow(w registry.Watcher) error {
 
 // update handles one snapshot from the backend's watcher.
 func (l *loop) update(s registry.Snapshot) {
-	l.b.Up()
+	if l.b != nil { // a pushed loop has no re-watch backoff
+		l.b.Up()
+	}
 	if s.Service == "" {
 		s.Service = l.e.service
 	}
@@ -213,9 +215,7 @@ func (l *loop) accept(s registry.Snapshot) {
 	l.accepted = &s
 	l.e.publish(s, false)
 	if l.c.opt.dir != "" {
-		if err := l.c.saveFile(s); err != nil {
-			l.c.log.Warn("cache: cannot write snapshot file", "service", s.Service, "err", err)
-		}
+		l.c.save(s)
 	}
 }
 

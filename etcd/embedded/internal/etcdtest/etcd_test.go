@@ -35,6 +35,7 @@ type env struct {
 	srv   *etcdtest.Server
 	proxy *testenv.Proxy
 	admin *clientv3.Client
+	query string // appended to the URL of open
 }
 
 func newEnv(t *testing.T, opts ...etcdtest.Option) *env {
@@ -53,7 +54,7 @@ func (e *env) open(t testing.TB, ns string) *registry.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := registry.Open(ctx, "etcd://"+e.proxy.Addr()+"/"+ns+"?lease_ttl=3s&dial_timeout=10s",
+	c, err := registry.Open(ctx, "etcd://"+e.proxy.Addr()+"/"+ns+"?lease_ttl=3s&dial_timeout=10s"+e.query,
 		registry.WithRetryBackoff(50*time.Millisecond, time.Second), registry.WithRequestTimeout(10*time.Second))
 	if err != nil {
 		t.Fatal(err)
@@ -137,6 +138,13 @@ func (e *env) writeForeign(t testing.TB, c *registry.Client, service, id string)
 }
 
 func TestRegistryConformance(t *testing.T) { registrytest.RunRegistry(t, newEnv(t).harness()) }
+
+// The same over one watch of the whole services prefix (service_watches=0).
+func TestRegistryConformancePrefixWatch(t *testing.T) {
+	e := newEnv(t)
+	e.query = "&service_watches=0"
+	registrytest.RunRegistry(t, e.harness())
+}
 
 func TestStoreConformance(t *testing.T) { registrytest.RunStore(t, newEnv(t).harness()) }
 
