@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -238,6 +239,13 @@ func TestZooKeeperEnsemble(t *testing.T) {
 	if nl := z.Leader(); nl == l || nl < 0 {
 		t.Fatalf("leader %d after killing %d", nl, l)
 	}
+	// Another process took the killed member's client port meanwhile: it comes
+	// back on fresh ports behind the same proxies.
+	taken, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", z.members[l].clientPort()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
 	z.Start(t, l)
 	z.WaitQuorum(t, time.Minute)
 	// Isolate the leader: the other two elect a new one; it rejoins as a follower.

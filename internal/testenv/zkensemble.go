@@ -30,12 +30,21 @@ type ZooKeeperEnsemble struct {
 type zkMember struct {
 	sid                         int
 	dir                         string
-	client, quorum, election    int // real ports
 	clientP, quorumP, electionP *Proxy
 
-	mu   sync.Mutex
-	up   bool
-	proc procSlot
+	mu                       sync.Mutex
+	client, quorum, election int // real ports (they move when one was taken)
+	up                       bool
+	proc                     procSlot
+}
+
+func (m *zkMember) clientPort() int { c, _, _ := m.ports(); return c }
+
+// ports returns m's real client, quorum and election ports.
+func (m *zkMember) ports() (client, quorum, election int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.client, m.quorum, m.election
 }
 
 // EnsembleSize is the number of members of the test clusters.
@@ -101,11 +110,12 @@ admin.enableServer=false
 4lw.commands.whitelist=*
 reconfigEnabled=false
 standaloneEnabled=false
-`, filepath.Join(m.dir, "data"), m.client)
+`, filepath.Join(m.dir, "data"), m.clientPort())
 	for _, o := range z.members {
 		q, e := o.quorumP.Addr(), o.electionP.Addr()
 		if o == m {
-			q, e = fmt.Sprintf("127.0.0.1:%d", o.quorum), fmt.Sprintf("127.0.0.1:%d", o.election)
+			_, oq, oe := o.ports()
+			q, e = fmt.Sprintf("127.0.0.1:%d", oq), fmt.Sprintf("127.0.0.1:%d", oe)
 		}
 		fmt.Fprintf(&b, "server.%d=%s:%s\n", o.sid, q, e[strings.LastIndexByte(e, ':')+1:])
 	}
@@ -152,7 +162,8 @@ func (z *ZooKeeperEnsemble) classifyZKElection(b []byte) (string, []byte, bool) 
 	}
 	addr := string(b[20 : 20+n])
 	for _, m := range z.members {
-		real := fmt.Sprintf("127.0.0.1:%d", m.election)
+		_, _, me := m.ports()
+		real := fmt.Sprintf("127.0.0.1:%d", me)
 		addr = strings.ReplaceAll(addr, real, m.electionP.Addr())
 	}
 	out := make([]byte, 0, len(b)+16)
@@ -178,7 +189,7 @@ func (z *ZooKeeperEnsemble) Addrs() []string {
 func (z *ZooKeeperEnsemble) DirectAddrs() []string {
 	out := make([]string, len(z.members))
 	for i, m := range z.members {
-		out[i] = fmt.Sprintf("127.0.0.1:%d", m.client)
+		out[i] = fmt.Sprintf("127.0.0.1:%d", m.clientPort())
 	}
 	return out
 }
@@ -210,13 +221,35 @@ func (z *ZooKeeperEnsemble) Start(t testing.TB, i int) {
 		if lb, _ := os.ReadFile(filepath.Join(m.dir, "zookeeper.log")); strings.Contains(string(lb), "Address already in use") {
 			return fmt.Errorf("a port of member %d is taken", m.sid)
 		}
-		b, err := fourLetter(fmt.Sprintf("127.0.0.1:%d", m.client), "ruok")
+		b, err := fourLetter(fmt.Sprintf("127.0.0.1:%d", m.clientPort()), "ruok")
 		if b != "imok" {
 			return fmt.Errorf("ruok answered %q (%v)", b, err)
 		}
 		return nil
 	}
-	m.proc.launch(t, fmt.Sprintf("zookeeper-%d", m.sid), java, args, m.dir, filepath.Join(m.dir, "zookeeper.log"), nil, 90*time.Second, ready)
+	for attempt := 1; ; attempt++ {
+		err := m.proc.tryLaunch(fmt.Sprintf("zookeeper-%d", m.sid), java, args, m.dir, filepath.Join(m.dir, "zookeeper.log"), nil, 90*time.Second, ready)
+		if err == nil {
+			break
+		}
+		if !errPortTaken(err) || attempt == 3 {
+			t.Fatalf("testenv: %v", err)
+		}
+		// Another process took one of the member's ports between FreePort and the
+		// bind: move the member to fresh ports behind the same proxies (its peers
+		// and clients dial the proxies, so nothing else changes).
+		c, q, e := FreePort(t), FreePort(t), FreePort(t)
+		m.mu.Lock()
+		m.client, m.quorum, m.election = c, q, e
+		m.mu.Unlock()
+		m.clientP.SetUpstream(fmt.Sprintf("127.0.0.1:%d", c))
+		m.quorumP.SetUpstream(fmt.Sprintf("127.0.0.1:%d", q))
+		m.electionP.SetUpstream(fmt.Sprintf("127.0.0.1:%d", e))
+		_ = os.Remove(filepath.Join(m.dir, "zookeeper.log"))
+		if err := z.writeConfig(m); err != nil {
+			t.Fatalf("testenv: %v", err)
+		}
+	}
 	m.mu.Lock()
 	m.up = true
 	m.mu.Unlock()
@@ -242,7 +275,7 @@ func (z *ZooKeeperEnsemble) Up(i int) bool {
 // Mode returns member i's "Mode:" as srvr reports it (leader, follower), or "" when
 // it does not serve.
 func (z *ZooKeeperEnsemble) Mode(i int) string {
-	b, _ := fourLetter(fmt.Sprintf("127.0.0.1:%d", z.members[i].client), "srvr")
+	b, _ := fourLetter(fmt.Sprintf("127.0.0.1:%d", z.members[i].clientPort()), "srvr")
 	for _, line := range strings.Split(b, "\n") {
 		if v, ok := strings.CutPrefix(line, "Mode: "); ok {
 			return strings.TrimSpace(v)
