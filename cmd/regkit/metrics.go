@@ -47,6 +47,20 @@ func validMetricsAddr(addr string) error {
 	return nil
 }
 
+// secondsBuckets are the bucket bounds of histograms in seconds (the SDK's
+// default bounds, 0 to 10000, suit milliseconds).
+var secondsBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+
+// secondsView gives every histogram whose unit is "s" (regkit.sync.lag)
+// secondsBuckets.
+func secondsView(inst sdkmetric.Instrument) (sdkmetric.Stream, bool) {
+	if inst.Kind != sdkmetric.InstrumentKindHistogram || inst.Unit != "s" {
+		return sdkmetric.Stream{}, false
+	}
+	return sdkmetric.Stream{Name: inst.Name, Description: inst.Description, Unit: inst.Unit,
+		Aggregation: sdkmetric.AggregationExplicitBucketHistogram{Boundaries: secondsBuckets}}, true
+}
+
 // metricsServer is the HTTP endpoint of --metrics-addr and the MeterProvider
 // whose instruments it exposes.
 type metricsServer struct {
@@ -78,7 +92,7 @@ func startMetrics(g *globals, addr string) (*metricsServer, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	m := &metricsServer{
-		provider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp)),
+		provider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp), sdkmetric.WithView(secondsView)),
 		srv:      &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
 		done:     make(chan struct{}),
 	}
