@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/regkit/regkit/internal/testenv"
+	"github.com/regkit/regkit/nacos/nacostest"
 )
 
 // TestHelp: --help on every command, exit status 0, with the exit codes.
@@ -92,7 +93,9 @@ func TestBackendDown(t *testing.T) {
 	}
 }
 
-// backends are the real servers the inspection commands run against.
+// backends are the real servers the inspection commands run against, each
+// started by the (sub)test that asks for its URL; the URL's prefix, chroot,
+// namespace or Nacos namespace is the test's own.
 func backends(t *testing.T) map[string]func(t *testing.T) string {
 	return map[string]func(t *testing.T) string{
 		"etcd": etcdURL,
@@ -100,7 +103,22 @@ func backends(t *testing.T) map[string]func(t *testing.T) string {
 			zk := testenv.StartZooKeeper(t)
 			return "zk://" + zk.Addr() + "/regkit-cli"
 		},
+		"consul": func(t *testing.T) string {
+			return "consul://" + testenv.StartConsul(t).Addr() + "/" + testPrefix(t)
+		},
+		"nacos": func(t *testing.T) string {
+			return nacosURL(t, nacostest.Start(t, nacostest.WithCacheMillis(200)))
+		},
 	}
+}
+
+// testPrefix is the test's name as one path segment.
+func testPrefix(t *testing.T) string { return strings.ReplaceAll(t.Name(), "/", "_") }
+
+// nacosURL is a URL of the Nacos server s with a namespace of the test's own,
+// polling and heartbeating fast.
+func nacosURL(t *testing.T, s *nacostest.Server) string {
+	return "nacos://" + s.Addr() + "?namespace=" + testPrefix(t) + "&poll_interval=200ms&beat_interval=500ms&presence_check=1s"
 }
 
 // TestStore: put/get/tree/rm round trip, JSON, not found (3) and conflicts (4).
