@@ -13,7 +13,7 @@ import (
 
 // TestHelp: --help on every command, exit status 0, with the exit codes.
 func TestHelp(t *testing.T) {
-	for _, c := range []string{"", "ls", "watch", "register", "get", "put", "rm", "tree", "dns", "version"} {
+	for _, c := range []string{"", "ls", "watch", "register", "get", "put", "rm", "tree", "dns", "version", "sync"} {
 		args := strings.Fields(c + " --help")
 		r := regkit(t, "", args...)
 		r.want(t, exitOK, "Usage:", "Exit status: 0 success")
@@ -54,6 +54,9 @@ func TestUsageErrors(t *testing.T) {
 		{dead, []string{"dns", "greeter", "--listen", "nowhere"}, "invalid --listen"},
 		{dead, []string{"dns", "greeter", "--suffix", "bad..suffix"}, "suffix"},
 		{dead, []string{"version", "extra"}, "takes no arguments"},
+		{dead, []string{"watch", "greeter", "--metrics-addr", "nowhere"}, "invalid --metrics-addr"},
+		{dead, []string{"dns", "greeter", "--metrics-addr", "127.0.0.1:70000"}, "invalid --metrics-addr"},
+		{dead, []string{"sync", dead, "zk://127.0.0.1:1", "--metrics-addr", ":x"}, "invalid --metrics-addr"},
 	} {
 		t.Run(strings.Join(tc.args, "_"), func(t *testing.T) {
 			start := time.Now()
@@ -177,8 +180,16 @@ func TestRegisterLsWatch(t *testing.T) {
 			url := urlFor(t)
 			regkit(t, url, "ls", "greeter").want(t, exitNotFound)
 
-			w := start(t, url, "watch", "greeter")
+			w := start(t, url, "watch", "greeter", "--metrics-addr", "127.0.0.1:0")
 			w.waitLine(t, 0, "first (empty) snapshot", "greeter seq=1 instances=0")
+			// The watch's metrics: a fresh view is 0 seconds stale.
+			m, err := scrape(waitMatch(t, w, `serving metrics on http://(\S+)/metrics`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := sample(m, "regkit_watch_staleness_seconds", `service="greeter"`); got != "0" {
+				t.Fatalf("regkit_watch_staleness_seconds{service=\"greeter\"} = %q, want 0; /metrics:\n%s", got, m)
+			}
 			wj := start(t, url, "watch", "greeter", "-o", "json")
 			wj.waitLine(t, 0, "first JSON snapshot", `"seq":1`)
 
