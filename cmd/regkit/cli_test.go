@@ -107,10 +107,15 @@ func backends(t *testing.T) map[string]func(t *testing.T) string {
 			return "zk://" + zk.Addr() + "/regkit-cli"
 		},
 		"consul": func(t *testing.T) string {
-			return "consul://" + testenv.StartConsul(t).Addr() + "/" + testPrefix(t)
+			// A long check TTL: only a deregistration removes an instance in time.
+			return "consul://" + testenv.StartConsul(t).Addr() + "/" + testPrefix(t) + "?check_ttl=5m"
 		},
 		"nacos": func(t *testing.T) string {
 			return nacosURL(t, nacostest.Start(t, nacostest.WithCacheMillis(200)))
+		},
+		"polaris": func(t *testing.T) string { // Polaris's Nacos API: no store
+			return "nacos://" + testenv.StartPolaris(t).NacosAddr() + "?namespace=" + testPrefix(t) +
+				"&poll_interval=200ms&beat_interval=500ms&presence_check=1s&timeout=10s"
 		},
 	}
 }
@@ -124,11 +129,23 @@ func nacosURL(t *testing.T, s *nacostest.Server) string {
 	return "nacos://" + s.Addr() + "?namespace=" + testPrefix(t) + "&poll_interval=200ms&beat_interval=500ms&presence_check=1s"
 }
 
-// TestStore: put/get/tree/rm round trip, JSON, not found (3) and conflicts (4).
+// TestStore: put/get/tree/rm round trip, JSON, not found (3) and conflicts (4);
+// on a backend without a store (Polaris's Nacos API) every store command is exit
+// status 1, "not supported".
 func TestStore(t *testing.T) {
 	for name, urlFor := range backends(t) {
 		t.Run(name, func(t *testing.T) {
 			url := urlFor(t)
+			if name == "polaris" {
+				for _, args := range [][]string{{"get", "/a"}, {"put", "/a", "v"}, {"rm", "/a"}, {"tree", "/"}} {
+					r := regkit(t, url, args...)
+					r.want(t, exitError)
+					if !strings.Contains(r.stderr, "not supported") {
+						t.Fatalf("%q: stderr %q", args, r.stderr)
+					}
+				}
+				return
+			}
 			regkit(t, url, "get", "/app/timeout").want(t, exitNotFound)
 			regkit(t, url, "tree", "/app").want(t, exitNotFound)
 			regkit(t, url, "rm", "/app").want(t, exitNotFound)
@@ -197,10 +214,10 @@ func TestRegisterLsWatch(t *testing.T) {
 				"--weight", "7", "--meta", "version=1.2", "--meta", "team=core")
 			reg.waitLine(t, 0, "registered", "registered greeter/g1 at 127.0.0.1:18080")
 
-			r := regkit(t, url, "ls", "greeter")
-			r.want(t, exitOK, "ID", "ADDRESS", "g1", "127.0.0.1:18080", "eu-1", "7", "healthy", "team=core,version=1.2")
+			regkitUntil(t, url, exitOK, []string{"ls", "greeter"},
+				"ID", "ADDRESS", "g1", "127.0.0.1:18080", "eu-1", "7", "healthy", "team=core,version=1.2")
 			var list []instanceJSON
-			r = regkit(t, url, "ls", "greeter", "-o", "json")
+			r := regkit(t, url, "ls", "greeter", "-o", "json")
 			r.want(t, exitOK)
 			if err := json.Unmarshal([]byte(r.stdout), &list); err != nil {
 				t.Fatal(err, r.stdout)
@@ -221,7 +238,7 @@ func TestRegisterLsWatch(t *testing.T) {
 			}
 			w.waitLine(t, i, "watch sees it removed", "- g1 127.0.0.1:18080")
 			wj.waitLine(t, j, "JSON watch sees it removed", `"removed":[{"id":"g1"`)
-			regkit(t, url, "ls", "greeter").want(t, exitNotFound)
+			regkitUntil(t, url, exitNotFound, []string{"ls", "greeter"})
 
 			if code := w.stop(t); code != exitOK {
 				t.Fatalf("watch exited %d after SIGTERM", code)

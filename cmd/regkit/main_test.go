@@ -127,6 +127,27 @@ func (r result) want(t *testing.T, code int, inStdout ...string) {
 	}
 }
 
+// regkitUntil runs the binary again and again until it exits with code and its
+// stdout contains each of inStdout, and returns that run: for backends whose
+// reads lag their writes (Polaris answers from a cache refreshed every second).
+func regkitUntil(t *testing.T, url string, code int, args []string, inStdout ...string) result {
+	t.Helper()
+	var r result
+	poll.Until(t, 30*time.Second, fmt.Sprintf("regkit %q exits %d with %q", args, code, inStdout), func() error {
+		r = regkit(t, url, args...)
+		if r.code != code {
+			return fmt.Errorf("exit status %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+		}
+		for _, s := range inStdout {
+			if !strings.Contains(r.stdout, s) {
+				return fmt.Errorf("stdout lacks %q:\n%s", s, r.stdout)
+			}
+		}
+		return nil
+	})
+	return r
+}
+
 // proc is a long-running regkit (watch, register, dns).
 type proc struct {
 	cmd    *exec.Cmd
