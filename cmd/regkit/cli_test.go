@@ -8,11 +8,12 @@ import (
 	"time"
 
 	"github.com/regkit/regkit/internal/testenv"
+	"github.com/regkit/regkit/nacos/nacostest"
 )
 
 // TestHelp: --help on every command, exit status 0, with the exit codes.
 func TestHelp(t *testing.T) {
-	for _, c := range []string{"", "ls", "watch", "register", "get", "put", "rm", "tree", "dns", "version"} {
+	for _, c := range []string{"", "ls", "watch", "register", "get", "put", "rm", "tree", "dns", "version", "sync"} {
 		args := strings.Fields(c + " --help")
 		r := regkit(t, "", args...)
 		r.want(t, exitOK, "Usage:", "Exit status: 0 success")
@@ -53,6 +54,9 @@ func TestUsageErrors(t *testing.T) {
 		{dead, []string{"dns", "greeter", "--listen", "nowhere"}, "invalid --listen"},
 		{dead, []string{"dns", "greeter", "--suffix", "bad..suffix"}, "suffix"},
 		{dead, []string{"version", "extra"}, "takes no arguments"},
+		{dead, []string{"watch", "greeter", "--metrics-addr", "nowhere"}, "invalid --metrics-addr"},
+		{dead, []string{"dns", "greeter", "--metrics-addr", "127.0.0.1:70000"}, "invalid --metrics-addr"},
+		{dead, []string{"sync", dead, "zk://127.0.0.1:1", "--metrics-addr", ":x"}, "invalid --metrics-addr"},
 	} {
 		t.Run(strings.Join(tc.args, "_"), func(t *testing.T) {
 			start := time.Now()
@@ -92,7 +96,9 @@ func TestBackendDown(t *testing.T) {
 	}
 }
 
-// backends are the real servers the inspection commands run against.
+// backends are the real servers the inspection commands run against, each
+// started by the (sub)test that asks for its URL; the URL's prefix, chroot,
+// namespace or Nacos namespace is the test's own.
 func backends(t *testing.T) map[string]func(t *testing.T) string {
 	return map[string]func(t *testing.T) string{
 		"etcd": etcdURL,
@@ -100,14 +106,46 @@ func backends(t *testing.T) map[string]func(t *testing.T) string {
 			zk := testenv.StartZooKeeper(t)
 			return "zk://" + zk.Addr() + "/regkit-cli"
 		},
+		"consul": func(t *testing.T) string {
+			// A long check TTL: only a deregistration removes an instance in time.
+			return "consul://" + testenv.StartConsul(t).Addr() + "/" + testPrefix(t) + "?check_ttl=5m"
+		},
+		"nacos": func(t *testing.T) string {
+			return nacosURL(t, nacostest.Start(t, nacostest.WithCacheMillis(200)))
+		},
+		"polaris": func(t *testing.T) string { // Polaris's Nacos API: no store
+			return "nacos://" + testenv.StartPolaris(t).NacosAddr() + "?namespace=" + testPrefix(t) +
+				"&poll_interval=200ms&beat_interval=500ms&presence_check=1s&timeout=10s"
+		},
 	}
 }
 
-// TestStore: put/get/tree/rm round trip, JSON, not found (3) and conflicts (4).
+// testPrefix is the test's name as one path segment.
+func testPrefix(t *testing.T) string { return strings.ReplaceAll(t.Name(), "/", "_") }
+
+// nacosURL is a URL of the Nacos server s with a namespace of the test's own,
+// polling and heartbeating fast.
+func nacosURL(t *testing.T, s *nacostest.Server) string {
+	return "nacos://" + s.Addr() + "?namespace=" + testPrefix(t) + "&poll_interval=200ms&beat_interval=500ms&presence_check=1s"
+}
+
+// TestStore: put/get/tree/rm round trip, JSON, not found (3) and conflicts (4);
+// on a backend without a store (Polaris's Nacos API) every store command is exit
+// status 1, "not supported".
 func TestStore(t *testing.T) {
 	for name, urlFor := range backends(t) {
 		t.Run(name, func(t *testing.T) {
 			url := urlFor(t)
+			if name == "polaris" {
+				for _, args := range [][]string{{"get", "/a"}, {"put", "/a", "v"}, {"rm", "/a"}, {"tree", "/"}} {
+					r := regkit(t, url, args...)
+					r.want(t, exitError)
+					if !strings.Contains(r.stderr, "not supported") {
+						t.Fatalf("%q: stderr %q", args, r.stderr)
+					}
+				}
+				return
+			}
 			regkit(t, url, "get", "/app/timeout").want(t, exitNotFound)
 			regkit(t, url, "tree", "/app").want(t, exitNotFound)
 			regkit(t, url, "rm", "/app").want(t, exitNotFound)
@@ -159,8 +197,16 @@ func TestRegisterLsWatch(t *testing.T) {
 			url := urlFor(t)
 			regkit(t, url, "ls", "greeter").want(t, exitNotFound)
 
-			w := start(t, url, "watch", "greeter")
+			w := start(t, url, "watch", "greeter", "--metrics-addr", "127.0.0.1:0")
 			w.waitLine(t, 0, "first (empty) snapshot", "greeter seq=1 instances=0")
+			// The watch's metrics: a fresh view is 0 seconds stale.
+			m, err := scrape(waitMatch(t, w, `serving metrics on http://(\S+)/metrics`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := sample(m, "regkit_watch_staleness_seconds", `service="greeter"`); got != "0" {
+				t.Fatalf("regkit_watch_staleness_seconds{service=\"greeter\"} = %q, want 0; /metrics:\n%s", got, m)
+			}
 			wj := start(t, url, "watch", "greeter", "-o", "json")
 			wj.waitLine(t, 0, "first JSON snapshot", `"seq":1`)
 
@@ -168,10 +214,10 @@ func TestRegisterLsWatch(t *testing.T) {
 				"--weight", "7", "--meta", "version=1.2", "--meta", "team=core")
 			reg.waitLine(t, 0, "registered", "registered greeter/g1 at 127.0.0.1:18080")
 
-			r := regkit(t, url, "ls", "greeter")
-			r.want(t, exitOK, "ID", "ADDRESS", "g1", "127.0.0.1:18080", "eu-1", "7", "healthy", "team=core,version=1.2")
+			regkitUntil(t, url, exitOK, []string{"ls", "greeter"},
+				"ID", "ADDRESS", "g1", "127.0.0.1:18080", "eu-1", "7", "healthy", "team=core,version=1.2")
 			var list []instanceJSON
-			r = regkit(t, url, "ls", "greeter", "-o", "json")
+			r := regkit(t, url, "ls", "greeter", "-o", "json")
 			r.want(t, exitOK)
 			if err := json.Unmarshal([]byte(r.stdout), &list); err != nil {
 				t.Fatal(err, r.stdout)
@@ -192,7 +238,7 @@ func TestRegisterLsWatch(t *testing.T) {
 			}
 			w.waitLine(t, i, "watch sees it removed", "- g1 127.0.0.1:18080")
 			wj.waitLine(t, j, "JSON watch sees it removed", `"removed":[{"id":"g1"`)
-			regkit(t, url, "ls", "greeter").want(t, exitNotFound)
+			regkitUntil(t, url, exitNotFound, []string{"ls", "greeter"})
 
 			if code := w.stop(t); code != exitOK {
 				t.Fatalf("watch exited %d after SIGTERM", code)

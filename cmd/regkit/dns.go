@@ -25,6 +25,7 @@ func newDNSCmd(g *globals) *cobra.Command {
 		all         bool
 		maxServices int
 		snapDir     string
+		metricsAddr string
 	)
 	cmd := &cobra.Command{
 		Use:   "dns [--all | SERVICE...]",
@@ -55,7 +56,7 @@ its first query, up to --max-services.
 
 Once both listeners are bound it prints "serving DNS on ADDR (udp, tcp)" to stderr
 (with the actual port when --listen ends in :0).
-` + exitHelp,
+` + metricsHelp + "\n" + exitHelp,
 		Example: `  regkit dns --listen 127.0.0.1:5353 greeter billing
   regkit dns --all --suffix svc.example. --ttl 2s
   dig @127.0.0.1 -p 5353 SRV greeter.regkit.`,
@@ -86,11 +87,14 @@ Once both listeners are bound it prints "serving DNS on ADDR (udp, tcp)" to stde
 			if err := (dnsserver.Config{Suffix: suffix, TTL: ttl, Services: args, All: all}).Validate(); err != nil {
 				return usagef("invalid --suffix or SERVICE list: %v", err)
 			}
+			if err := validMetricsAddr(metricsAddr); err != nil {
+				return err
+			}
 			if _, err := g.registryURL(); err != nil {
 				return err
 			}
 			return serveDNS(cmd.Context(), g, dnsOptions{listen: listen, suffix: suffix, ttl: ttl, services: args,
-				all: all, maxServices: maxServices, snapDir: snapDir})
+				all: all, maxServices: maxServices, snapDir: snapDir, metricsAddr: metricsAddr})
 		},
 	}
 	f := cmd.Flags()
@@ -100,6 +104,7 @@ Once both listeners are bound it prints "serving DNS on ADDR (udp, tcp)" to stde
 	f.BoolVar(&all, "all", false, "serve any service asked for instead of a list")
 	f.IntVar(&maxServices, "max-services", dnsserver.DefaultMaxServices, "with --all, how many services to follow at most")
 	f.StringVar(&snapDir, "snapshot-dir", "", "keep each service's last good view in `dir` and serve it when starting during an outage")
+	addMetricsFlag(cmd, &metricsAddr)
 	return cmd
 }
 
@@ -110,17 +115,23 @@ type dnsOptions struct {
 	all            bool
 	maxServices    int
 	snapDir        string
+	metricsAddr    string
 }
 
 // serveDNS runs the DNS server until ctx is done. Every goroutine it starts has
 // ended when it returns.
 func serveDNS(ctx context.Context, g *globals, o dnsOptions) error {
-	c, err := g.open(ctx)
+	ms, err := startMetrics(g, o.metricsAddr)
+	if err != nil {
+		return err
+	}
+	defer ms.close()
+	c, err := g.open(ctx, registry.WithMeterProvider(ms.MeterProvider()))
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	copts := []cache.Option{cache.WithLogger(g.logger())}
+	copts := []cache.Option{cache.WithLogger(g.logger()), cache.WithMeterProvider(ms.MeterProvider())}
 	if o.snapDir != "" {
 		copts = append(copts, cache.WithSnapshotDir(o.snapDir))
 	}

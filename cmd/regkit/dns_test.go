@@ -177,3 +177,66 @@ func TestDNS(t *testing.T) {
 		t.Fatalf("dns exited %d after SIGTERM; stderr:\n%s", code, p.stderr.String())
 	}
 }
+
+// TestDNSBackends: `regkit dns` answers SRV and A queries from every backend,
+// follows a registration made while it runs, and serves /metrics.
+func TestDNSBackends(t *testing.T) {
+	for name, urlFor := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			url := urlFor(t)
+			c := openClient(t, url)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if _, err := c.Register(ctx, registry.Instance{Service: "greeter", ID: "g1", Host: "127.0.0.1", Port: 8081, Weight: 10}); err != nil {
+				t.Fatal(err)
+			}
+			p := start(t, url, "dns", "--listen", "127.0.0.1:0", "--ttl", "1s", "--metrics-addr", "127.0.0.1:0", "greeter")
+			addr := waitMatch(t, p, `serving DNS on (\S+) \(udp, tcp\)`)
+			srv := func() ([]string, error) {
+				m := new(dns.Msg)
+				m.SetQuestion("greeter.regkit.", dns.TypeSRV)
+				r, _, err := (&dns.Client{Timeout: 5 * time.Second}).Exchange(m, addr)
+				if err != nil {
+					return nil, err
+				}
+				var out []string
+				for _, rr := range r.Answer {
+					if s, ok := rr.(*dns.SRV); ok {
+						out = append(out, fmt.Sprintf("%d %d %s", s.Weight, s.Port, s.Target))
+					}
+				}
+				slices.Sort(out)
+				return out, nil
+			}
+			wantSRV := func(want ...string) {
+				t.Helper()
+				poll.Until(t, 30*time.Second, "SRV greeter", func() error {
+					got, err := srv()
+					if err != nil {
+						return err
+					}
+					if !slices.Equal(got, want) {
+						return fmt.Errorf("SRV %q, want %q", got, want)
+					}
+					return nil
+				})
+			}
+			wantSRV("10 8081 7f000001.addr.regkit.")
+			if _, err := c.Register(ctx, registry.Instance{Service: "greeter", ID: "g2", Host: "127.0.0.2", Port: 8082, Weight: 30}); err != nil {
+				t.Fatal(err)
+			}
+			wantSRV("10 8081 7f000001.addr.regkit.", "30 8082 7f000002.addr.regkit.")
+
+			m, err := scrape(waitMatch(t, p, `serving metrics on http://(\S+)/metrics`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(m, "go_goroutines ") {
+				t.Fatalf("/metrics lacks the runtime's metrics:\n%s", m)
+			}
+			if code := p.stop(t); code != exitOK {
+				t.Fatalf("dns exited %d after SIGTERM; stderr:\n%s", code, p.stderr.String())
+			}
+		})
+	}
+}

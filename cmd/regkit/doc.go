@@ -29,15 +29,23 @@
 // (Client.Services); a backend that cannot list them (etcd with layout=naming and
 // no target_prefix) is exit status 1.
 //
+// # Metrics
+//
+// sync, dns and watch take --metrics-addr HOST:PORT and then serve the process's
+// OpenTelemetry metrics in Prometheus text format at http://HOST:PORT/metrics
+// (regkit_sync_copies, regkit_watch_staleness_seconds, ..., and the Go runtime's);
+// port 0 picks a free port, printed on stderr.
+//
 // # Lock and leader
 //
 // `regkit lock` and `regkit leader` run a command while holding a lock or leading
 // an election, and pass it the hold's fencing token in REGKIT_FENCING_TOKEN (the
 // node's creation revision; it only grows from holder to holder, so a fenced
-// resource can reject a late holder). When the hold is lost (the session expired,
-// or, by default, its connection was interrupted) the command gets SIGTERM, then
-// SIGKILL after --grace; on Linux it is also killed if regkit dies. They exit with
-// the command's status (128+N when signal N killed it), or: 124 --timeout ran out
+// resource can reject a late holder). They need a backend with sessions (etcd,
+// ZooKeeper, Consul); on Nacos they are exit status 1. When the hold is lost (the
+// session expired, or, by default, its connection was interrupted) the command
+// gets SIGTERM, then SIGKILL after --grace; on Linux it is also killed if regkit
+// dies. They exit with the command's status (128+N when signal N killed it), or: 124 --timeout ran out
 // before the hold was won; 125 the hold was lost while the command ran; 126 the
 // command could not be started; 127 it was not found. Before the command runs,
 // errors are exit status 1 and 2 as for every command.

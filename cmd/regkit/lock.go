@@ -56,6 +56,9 @@ should exec its last program or pass them on.
 --timeout bounds connecting and, when given, the wait for the hold (default: wait
 as long as it takes).
 
+Backends: etcd, ZooKeeper and Consul (whose session TTLs are 10s at the least).
+Nacos has no sessions: exit status 1, "cannot hold", before anything is created.
+
 Exit status: the command's (128+N when it was killed by signal N); 124 --timeout
 ran out before the hold was won (the command did not run); 125 the hold was lost
 while the command ran and it was stopped; 126 the command could not be started;
@@ -172,6 +175,10 @@ command exits, and exit with the command's status. Like flock(1), across machine
 			if err != nil {
 				return err
 			}
+			if err := g.needHolds(c, "a lock"); err != nil {
+				c.Close()
+				return err
+			}
 			lost := false
 			defer func() { closeClient(c, lost) }()
 			var sopts []registry.SessionOption
@@ -257,12 +264,33 @@ take turns.
 			if err != nil {
 				return err
 			}
+			if err := g.needHolds(c, "an election"); err != nil {
+				c.Close()
+				return err
+			}
 			return runLeader(ctx, cmd, g, c, path, argv, hf.grace, requeue, opts)
 		},
 	}
 	hf.register(cmd)
 	cmd.Flags().BoolVar(&requeue, "requeue", false, "campaign again after each term and run the command again when leading, until SIGINT or SIGTERM")
 	return cmd
+}
+
+// needHolds fails, before anything is created, when the backend cannot hold
+// what (a lock, an election): both need sessions with ephemeral sequential
+// keys, which Nacos lacks.
+func (g *globals) needHolds(c *registry.Client, what string) error {
+	if caps := c.Capabilities(); caps.Sessions && caps.Ephemeral && caps.Sequential {
+		return nil
+	}
+	scheme := "this"
+	if raw, err := g.registryURL(); err == nil {
+		if u, err := registry.ParseURL(raw); err == nil {
+			scheme = "the " + u.Scheme
+		}
+	}
+	return fmt.Errorf("%s backend cannot hold %s: it has no sessions with ephemeral sequential keys (etcd, ZooKeeper and Consul have): %w",
+		scheme, what, registry.ErrNotSupported)
 }
 
 // termResult is how one term's command ended.

@@ -13,19 +13,34 @@ import (
 
 	"github.com/regkit/regkit/internal/poll"
 	"github.com/regkit/regkit/internal/testenv"
+	"github.com/regkit/regkit/nacos/nacostest"
 )
 
 // holdBackend is a real server for the lock and leader tests: URLs straight to
 // it, and through a fault proxy of the test's own.
 type holdBackend struct {
 	scheme, addr string
+	// slowExpiry: sessions expire no sooner than 10s (Consul's least TTL, which
+	// Consul may double), so the subtests that wait for a session to expire
+	// (about 50s on Consul) are left to etcd and ZooKeeper.
+	slowExpiry bool
+}
+
+// skipSlowExpiry skips a subtest that waits for a session to expire.
+func (b holdBackend) skipSlowExpiry(t *testing.T) {
+	t.Helper()
+	if b.slowExpiry {
+		t.Skipf("waits for a session expiry, 10-20s on %s; etcd and ZooKeeper cover it", b.scheme)
+	}
 }
 
 func holdBackends(t *testing.T) map[string]holdBackend {
 	zk := testenv.StartZooKeeper(t)
+	consul := testenv.StartConsul(t)
 	return map[string]holdBackend{
-		"etcd": {"etcd", etcd.Endpoint()},
-		"zk":   {"zk", zk.Addr()},
+		"etcd":   {scheme: "etcd", addr: etcd.Endpoint()},
+		"zk":     {scheme: "zk", addr: zk.Addr()},
+		"consul": {scheme: "consul", addr: consul.Addr(), slowExpiry: true},
 	}
 }
 
@@ -171,7 +186,7 @@ func TestHoldUsage(t *testing.T) {
 	}
 }
 
-// TestLock runs `regkit lock` processes against real etcd and ZooKeeper.
+// TestLock runs `regkit lock` processes against real etcd, ZooKeeper and Consul.
 func TestLock(t *testing.T) {
 	for name, b := range holdBackends(t) {
 		t.Run(name, func(t *testing.T) {
@@ -311,6 +326,9 @@ func testLockLost(t *testing.T, b holdBackend) {
 		{"Expired", []string{"--policy", "lost-only", "--ttl", "2s"}, `trap 'echo TERM >> log; exit 0' TERM`, "its exit status: 0", "session lost"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.name == "Expired" {
+				b.skipSlowExpiry(t)
+			}
 			url, proxy := b.proxied(t)
 			dir := t.TempDir()
 			args := append([]string{"lock", "/x"}, tc.args...)
@@ -335,6 +353,7 @@ func testLockLost(t *testing.T, b holdBackend) {
 // testLockRegkitKilled: when regkit itself is killed (SIGKILL), the kernel kills
 // the command (Linux), and the lock is free once the session expires.
 func testLockRegkitKilled(t *testing.T, b holdBackend) {
+	b.skipSlowExpiry(t)
 	url, dir := b.url(t), t.TempDir()
 	p := start(t, url, append([]string{"lock", "/x", "--ttl", "2s"}, sh(dir, `echo $$ > pid; exec sleep 600`)...)...)
 	poll.Until(t, 60*time.Second, "command runs", func() error {
@@ -378,7 +397,8 @@ func waitDead(t *testing.T, pidFile string) {
 	})
 }
 
-// TestLeader runs `regkit leader` processes against real etcd and ZooKeeper.
+// TestLeader runs `regkit leader` processes against real etcd, ZooKeeper and
+// Consul.
 func TestLeader(t *testing.T) {
 	for name, b := range holdBackends(t) {
 		t.Run(name, func(t *testing.T) {
@@ -401,6 +421,7 @@ func leaderJob(dir, name string) []string {
 // passes on when the leader's command exits, when regkit is stopped (SIGTERM),
 // and when it is killed (its session expires).
 func testLeaderOneAtATime(t *testing.T, b holdBackend) {
+	b.skipSlowExpiry(t)
 	url, dir := b.url(t), t.TempDir()
 	log := filepath.Join(dir, "log")
 	procs := map[string]*proc{}
@@ -543,4 +564,22 @@ func testLeaderLost(t *testing.T, b holdBackend) {
 	if !strings.Contains(p.stderr.String(), "campaigning again") {
 		t.Fatalf("stderr:\n%s", p.stderr.String())
 	}
+}
+
+// TestHoldNotSupported: on Nacos (no sessions) lock and leader are exit status 1
+// with a message saying so, before anything is created or run.
+func TestHoldNotSupported(t *testing.T) {
+	url, dir := nacosURL(t, nacostest.Start(t)), t.TempDir()
+	for _, c := range []struct{ cmd, what string }{{"lock", "a lock"}, {"leader", "an election"}} {
+		r := regkit(t, url, append([]string{c.cmd, "/x"}, sh(dir, "touch ran")...)...)
+		r.want(t, exitError)
+		if want := "regkit: the nacos backend cannot hold " + c.what + ": it has no sessions"; !strings.HasPrefix(r.stderr, want) ||
+			!strings.Contains(r.stderr, "not supported") {
+			t.Fatalf("%s: stderr %q, want it to start with %q", c.cmd, r.stderr, want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ran")); err == nil {
+		t.Fatal("the command ran")
+	}
+	regkit(t, url, "tree", "/").want(t, exitNotFound) // nothing created
 }

@@ -43,8 +43,7 @@ func TestLsServices(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			r = regkit(t, url, "ls")
-			r.want(t, exitOK)
+			r = regkitUntil(t, url, exitOK, []string{"ls"}, "billing", "greeter")
 			if r.stdout != "SERVICE\nbilling\ngreeter\n" {
 				t.Fatalf("ls:\n%s", r.stdout)
 			}
@@ -54,7 +53,7 @@ func TestLsServices(t *testing.T) {
 			if err := json.Unmarshal([]byte(r.stdout), &names); err != nil || strings.Join(names, ",") != "billing,greeter" {
 				t.Fatalf("ls -o json: %v %q", err, r.stdout)
 			}
-			regkit(t, url, "ls", "greeter").want(t, exitOK, "g1", "g2") // with a service: its instances, as before
+			regkitUntil(t, url, exitOK, []string{"ls", "greeter"}, "g1", "g2") // with a service: its instances, as before
 		})
 	}
 	t.Run("NotSupported", func(t *testing.T) {

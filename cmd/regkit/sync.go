@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/regkit/regkit/cmd/regkit/internal/mirror"
 	"github.com/regkit/regkit/registry"
@@ -30,6 +31,7 @@ func newSyncCmd(g *globals) *cobra.Command {
 		emptyGrace      time.Duration
 		handoverTimeout time.Duration
 		dryRun          bool
+		metricsAddr     string
 	)
 	cmd := &cobra.Command{
 		Use:   "sync SRC_URL DST_URL",
@@ -65,7 +67,12 @@ service's instances missing; then it exits with status 0.
 Each change prints one line (-o json: one JSON object a line, "event" is
 registered, updated, held, removed or failed). --dry-run prints the plan (what
 would be copied and what skipped, and why) and exits.
-` + exitHelp,
+
+Metrics (--metrics-addr): regkit_sync_copies{service} (copies held, a gauge),
+regkit_sync_errors_total{op} and regkit_sync_lag_seconds{service} (a histogram),
+with the registry clients' own (regkit_registration_*, regkit_watch_*,
+regkit_session_*, regkit_request_errors_total).
+` + metricsHelp + "\n" + exitHelp,
 		Example: `  regkit sync zk://zk1:2181/dubbo nacos://nacos:8848?namespace=prod --services 'org.example.*'
   regkit sync zk://zk1:2181 etcd://etcd1:2379/prod --both-ways --group zk-etcd
   regkit sync zk://zk1:2181 nacos://nacos:8848 --dry-run`,
@@ -114,14 +121,26 @@ would be copied and what skipped, and why) and exits.
 				}
 				return usageError{err}
 			}
+			if err := validMetricsAddr(metricsAddr); err != nil {
+				return err
+			}
 
 			ctx := cmd.Context()
-			src, err := g.openSync(ctx, srcURL)
+			var ms *metricsServer
+			if !dryRun {
+				if ms, err = startMetrics(g, metricsAddr); err != nil {
+					return err
+				}
+				defer ms.close()
+				opts = append(opts, mirror.WithMeterProvider(ms.MeterProvider()))
+			}
+			mp := ms.MeterProvider()
+			src, err := g.openSync(ctx, srcURL, mp)
 			if err != nil {
 				return fmt.Errorf("SRC_URL: %w", err)
 			}
 			defer src.Close()
-			dst, err := g.openSync(ctx, dstURL)
+			dst, err := g.openSync(ctx, dstURL, mp)
 			if err != nil {
 				return fmt.Errorf("DST_URL: %w", err)
 			}
@@ -149,7 +168,7 @@ would be copied and what skipped, and why) and exits.
 			var coord *registry.Client
 			switch {
 			case coordURL != "":
-				coord, err = g.openSync(ctx, coordURL)
+				coord, err = g.openSync(ctx, coordURL, mp)
 				if err != nil {
 					return fmt.Errorf("--coord: %w", err)
 				}
@@ -197,6 +216,7 @@ would be copied and what skipped, and why) and exits.
 	f.DurationVar(&emptyGrace, "empty-grace", mirror.DefaultEmptyGrace, "keep copies this long after their source suddenly lists nothing")
 	f.DurationVar(&handoverTimeout, "handover-timeout", mirror.DefaultHandoverTimeout, "on shutdown or rebalance, keep copies at most this long for the new owner's to appear")
 	f.BoolVar(&dryRun, "dry-run", false, "print what would be copied and skipped, then exit")
+	addMetricsFlag(cmd, &metricsAddr)
 	return cmd
 }
 
@@ -223,11 +243,12 @@ func endpointName(raw string) string {
 }
 
 // openSync opens a registry whose instances are registered exactly as given:
-// copies keep their source's address whatever the environment says.
-func (g *globals) openSync(ctx context.Context, raw string) (*registry.Client, error) {
+// copies keep their source's address whatever the environment says. mp records
+// the client's metrics (nil: none).
+func (g *globals) openSync(ctx context.Context, raw string, mp metric.MeterProvider) (*registry.Client, error) {
 	octx, cancel := g.withTimeout(ctx)
 	defer cancel()
-	c, err := registry.Open(octx, raw, registry.WithLogger(g.logger()),
+	c, err := registry.Open(octx, raw, registry.WithLogger(g.logger()), registry.WithMeterProvider(mp),
 		registry.WithAddressResolver(&address.Resolver{IgnoreEnvironment: true, AllowLoopback: true}))
 	if err != nil {
 		if errors.Is(err, registry.ErrInvalid) {

@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"maps"
+	"net/http"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -14,6 +17,7 @@ import (
 	"github.com/regkit/regkit/cmd/regkit/internal/mirror"
 	"github.com/regkit/regkit/internal/poll"
 	"github.com/regkit/regkit/internal/testenv"
+	"github.com/regkit/regkit/nacos/nacostest"
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/address"
 )
@@ -241,4 +245,134 @@ func TestSyncUsage(t *testing.T) {
 			t.Errorf("%q: exit %d, stderr %q; want %d and %q", tc.args, r.code, r.stderr, exitUsage, tc.msg)
 		}
 	}
+}
+
+// TestSyncZooKeeperNacos runs `regkit sync --both-ways` between ZooKeeper and
+// the in-repo Nacos server: the copies converge both ways, the metrics endpoint
+// counts them (regkit.sync.copies), and SIGTERM leaves only the originals.
+func TestSyncZooKeeperNacos(t *testing.T) {
+	zk := testenv.StartZooKeeper(t)
+	ns := nacostest.Start(t, nacostest.WithCacheMillis(200))
+	zkU := "zk://" + zk.Addr() + "/regkit-sync?session_timeout=4s"
+	nacosU := "nacos://" + ns.Addr() + "?namespace=cli&poll_interval=200ms&beat_interval=500ms&presence_check=1s"
+	z, n := openClient(t, zkU), openClient(t, nacosU)
+	var svcs []string
+	wantZ, wantN := map[string][]string{}, map[string][]string{}
+	for i := range 2 {
+		svc := fmt.Sprintf("svc-%d", i)
+		svcs = append(svcs, svc)
+		for _, side := range []struct {
+			c    *registry.Client
+			port int
+		}{{z, 7800 + i}, {n, 7900 + i}} {
+			r, err := side.c.Register(context.Background(), registry.Instance{Service: svc, ID: "n1", Host: "127.0.0.1", Port: side.port})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { r.Close() })
+		}
+		wantZ[svc] = []string{fmt.Sprintf("127.0.0.1:%d native n1", 7800+i), fmt.Sprintf("127.0.0.1:%d copy-of n1 from nacos", 7900+i)}
+		wantN[svc] = []string{fmt.Sprintf("127.0.0.1:%d native n1", 7900+i), fmt.Sprintf("127.0.0.1:%d copy-of n1 from zk", 7800+i)}
+	}
+	// A third service on ZooKeeper only: one copy, on Nacos.
+	r, err := z.Register(context.Background(), registry.Instance{Service: "solo", ID: "n1", Host: "127.0.0.1", Port: 7850})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+
+	p := start(t, "", "sync", zkU, nacosU, "--both-ways", "--src-name", "zk", "--dst-name", "nacos",
+		"--member", "m1", "--metrics-addr", "127.0.0.1:0")
+	for _, svc := range svcs {
+		wantSyncView(t, z, svc, wantZ[svc]...)
+		wantSyncView(t, n, svc, wantN[svc]...)
+	}
+	wantSyncView(t, n, "solo", "127.0.0.1:7850 copy-of n1 from zk")
+	wantSyncView(t, z, "solo", "127.0.0.1:7850 native n1")
+
+	// The metrics: each of svc-0 and svc-1 has two copies (one each way), solo one.
+	addr := waitMatch(t, p, `serving metrics on http://(\S+)/metrics`)
+	poll.Until(t, 30*time.Second, "regkit_sync_copies on /metrics", func() error {
+		m, err := scrape(addr)
+		if err != nil {
+			return err
+		}
+		for svc, want := range map[string]string{"svc-0": "2", "svc-1": "2", "solo": "1"} {
+			if got := sample(m, "regkit_sync_copies", `service="`+svc+`"`); got != want {
+				return fmt.Errorf("regkit_sync_copies{service=%q} = %q, want %s; /metrics:\n%s", svc, got, want, m)
+			}
+		}
+		if sample(m, "regkit_sync_lag_seconds_bucket", `le="0.1"`) == "" { // second-scale buckets
+			return fmt.Errorf("no regkit_sync_lag_seconds_bucket{le=\"0.1\"}; /metrics:\n%s", m)
+		}
+		return nil
+	})
+
+	if code := p.stop(t); code != exitOK {
+		t.Fatalf("sync exited %d; stderr:\n%s", code, p.stderr.String())
+	}
+	for i, svc := range svcs {
+		wantSyncView(t, z, svc, fmt.Sprintf("127.0.0.1:%d native n1", 7800+i))
+		wantSyncView(t, n, svc, fmt.Sprintf("127.0.0.1:%d native n1", 7900+i))
+	}
+	wantSyncView(t, n, "solo")
+	wantSyncView(t, z, "solo", "127.0.0.1:7850 native n1")
+}
+
+// waitMatch waits for a stderr line of p matching re and returns its first group.
+func waitMatch(t *testing.T, p *proc, re string) string {
+	t.Helper()
+	rx := regexp.MustCompile(re)
+	var m []string
+	poll.Until(t, 60*time.Second, re, func() error {
+		if m = rx.FindStringSubmatch(p.stderr.String()); m != nil {
+			return nil
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("exited %d; stderr:\n%s", p.code, p.stderr.String())
+		default:
+		}
+		return fmt.Errorf("no %q on stderr yet:\n%s", re, p.stderr.String())
+	})
+	return m[1]
+}
+
+// scrape GETs http://addr/metrics.
+func scrape(addr string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET /metrics: %s: %s", resp.Status, b)
+	}
+	return string(b), nil
+}
+
+// sample returns the value of the first sample of metric name whose labels
+// contain label ("" if none).
+func sample(text, name, label string) string {
+	for _, l := range strings.Split(text, "\n") {
+		rest, ok := strings.CutPrefix(l, name+"{")
+		if !ok {
+			continue
+		}
+		labels, value, ok := strings.Cut(rest, "} ")
+		if ok && strings.Contains(labels, label) {
+			return value
+		}
+	}
+	return ""
 }

@@ -12,7 +12,8 @@ import (
 )
 
 func newWatchCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var metricsAddr string
+	cmd := &cobra.Command{
 		Use:   "watch SERVICE",
 		Short: "Print each change of a service live, with staleness",
 		Long: `Follow SERVICE and print every snapshot the watch publishes: a header line
@@ -27,7 +28,7 @@ state is shown, maybe not each step.
    "error","last_good","added":[...],"removed":[...],"changed":[...]}
 
 Runs until SIGINT or SIGTERM (exit status 0).
-` + exitHelp,
+` + metricsHelp + "\n" + exitHelp,
 		Example: `  regkit watch greeter --url etcd://127.0.0.1:2379/prod
   regkit watch greeter -o json | jq -c '{seq, stale, added: [.added[].id]}'`,
 		Args: argsBetween(1, 1, "service"),
@@ -36,8 +37,19 @@ Runs until SIGINT or SIGTERM (exit status 0).
 			if err := registry.ValidServiceName(service); err != nil {
 				return usagef("invalid argument SERVICE: %v", err)
 			}
+			if err := validMetricsAddr(metricsAddr); err != nil {
+				return err
+			}
+			if _, err := g.registryURL(); err != nil {
+				return err
+			}
+			ms, err := startMetrics(g, metricsAddr)
+			if err != nil {
+				return err
+			}
+			defer ms.close()
 			ctx := cmd.Context()
-			c, err := g.open(ctx)
+			c, err := g.open(ctx, registry.WithMeterProvider(ms.MeterProvider()))
 			if err != nil {
 				return err
 			}
@@ -64,6 +76,8 @@ Runs until SIGINT or SIGTERM (exit status 0).
 			}
 		},
 	}
+	addMetricsFlag(cmd, &metricsAddr)
+	return cmd
 }
 
 // change is what one snapshot changed relative to the previous one.

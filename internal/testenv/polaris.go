@@ -71,6 +71,23 @@ func (pl *Polaris) writeConfig(t testing.TB, src string) error {
 	defer in.Close()
 	var out strings.Builder
 	section, server := "", ""
+	// A port is free again once its probe closed it: a later pick could return it
+	// a second time, and Polaris, two API servers on one port, would stop at once.
+	used := map[int]bool{}
+	pick := func(delta int) int {
+		for {
+			var p int
+			if delta > 0 {
+				p = freePortPair(t, delta)
+			} else {
+				p = FreePort(t)
+			}
+			if !used[p] && !used[p+delta] {
+				used[p], used[p+delta] = true, true
+				return p
+			}
+		}
+	}
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
 		line := sc.Text()
@@ -87,9 +104,9 @@ func (pl *Polaris) writeConfig(t testing.TB, src string) error {
 			var port int
 			if server == "service-nacos" {
 				// The Nacos v2 gRPC API listens on the HTTP port + 1000.
-				port = freePortPair(t, 1000)
+				port = pick(1000)
 			} else {
-				port = FreePort(t)
+				port = pick(0)
 			}
 			pl.ports[server] = port
 			line = reListenPort.ReplaceAllString(line, fmt.Sprintf("${1} %d", port))
