@@ -102,7 +102,8 @@ func clientCut(name string, hold func(*Target) time.Duration) Scenario {
 }
 
 // SessionExpiryDuringElection kills the leader and at once cuts every client off
-// from every member (blackholed) for 3 TTL: the others elect a new leader, which
+// from every member (blackholed) for 3 TTL, and on until the servers have expired
+// the clients' sessions (a slow election on a loaded machine): the others elect a new leader, which
 // expires the clients' sessions (or leases) while they cannot reach it. After the
 // cut heals the clients find their sessions expired, open new ones and register
 // again; the watcher's session expired too and its watch must resume.
