@@ -300,6 +300,9 @@ type Conn struct {
 	// a restart), and a key bound to it is ours to put again under the new lease.
 	past []clientv3.LeaseID
 
+	seqMu sync.Mutex
+	seqs  map[string]seqGuess // the last counter seen per parent of sequential creates (store.go)
+
 	puts   inflight.Set // puts still running, per key (for Remove)
 	writes owned.Group  // their goroutines
 
