@@ -210,6 +210,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -407,6 +408,10 @@ type Conn struct {
 	owned  owned.Group
 
 	puts inflight.Set // registers still running, per service ID (for Remove)
+
+	guessMu sync.Mutex
+	guesses map[string]createGuess // per parent of a create that succeeded (store.go)
+
 	// owner tells this Conn's registrations apart from every other client's (tag
 	// "regkit-owner=<owner>"): random, fixed for the Conn's life.
 	owner string
