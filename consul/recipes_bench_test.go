@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/regkit/regkit/internal/testenv"
 	"github.com/regkit/regkit/recipes/recipestest"
 	"github.com/regkit/regkit/registry"
 )
@@ -88,9 +89,10 @@ func BenchmarkMutexUncontended(b *testing.B) {
 
 // BenchmarkMutexContended measures the throughput of one lock with 8 and 64
 // waiters, each with a session of its own, regkit's next to api.Lock's (see
-// recipestest.BenchContended).
+// recipestest.BenchContended). Every waiter of either kind sits in a blocking
+// query, so the agent allows more than its default 200 connections per client.
 func BenchmarkMutexContended(b *testing.B) {
-	s := startServer(b)
+	s := startServer(b, testenv.WithConsulMaxConnsPerClient(2000))
 	c := benchOpen(b, s.srv.Addr(), "bench")
 	defer c.Close()
 	cli := benchAPI(b, s.srv.Addr())
