@@ -107,11 +107,13 @@ func (c *Conn) setSeqGuess(seqKey string, g seqGuess) {
 // order of creation, as before.
 func (c *Conn) create(ctx context.Context, key string, value []byte, spec driver.CreateSpec, list bool) (driver.Node, []string, error) {
 	var putOpts []clientv3.OpOption
+	var leaseID clientv3.LeaseID
 	if spec.Session != nil {
 		l, ok := spec.Session.(*lease)
 		if !ok || l.c != c {
 			return driver.Node{}, nil, &driver.FieldError{Field: "Session", Value: spec.Session.ID(), Reason: "not a session of this etcd connection"}
 		}
+		leaseID = l.id
 		putOpts = append(putOpts, clientv3.WithLease(l.id))
 	}
 	parent := c.kvKey(driver.ParentKey(key))
@@ -133,7 +135,7 @@ func (c *Conn) create(ctx context.Context, key string, value []byte, spec driver
 		}
 		k := c.kvKey(name)
 		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
-		ops = append(ops, clientv3.OpPut(k, string(value), putOpts...), clientv3.OpGet(k))
+		ops = append(ops, clientv3.OpPut(k, string(value), putOpts...))
 		if list {
 			ops = append(ops, clientv3.OpGet(parent+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly()))
 		}
@@ -152,12 +154,14 @@ func (c *Conn) create(ctx context.Context, key string, value []byte, spec driver
 				c.setSeqGuess(seqKey, seqGuess{next: guess.next + 1, mod: resp.Header.Revision})
 			}
 			var names []string
-			get := len(resp.Responses) - 1
 			if list {
-				names = c.childNames(parent, resp.Responses[get].GetResponseRange().Kvs)
-				get--
+				names = c.childNames(parent, resp.Responses[len(resp.Responses)-1].GetResponseRange().Kvs)
 			}
-			return c.node(resp.Responses[get].GetResponseRange().Kvs[0]), names, nil
+			// The key was created by this transaction (its create revision was 0),
+			// so its create and mod revisions are the transaction's: no read back.
+			rev := resp.Header.Revision
+			return c.node(&mvccpb.KeyValue{Key: []byte(k), Value: value, CreateRevision: rev, ModRevision: rev,
+				Version: 1, Lease: int64(leaseID)}), names, nil
 		}
 		if !spec.Sequential {
 			return driver.Node{}, nil, fmt.Errorf("etcd: create %s: %w", name, driver.ErrExists)
