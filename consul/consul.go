@@ -152,7 +152,13 @@
 // sequence counter's compare-and-set when sequential, check-not-exists and set (or
 // lock with the session, for ephemeral keys) of the key. The suffix of a sequential
 // key comes from the per-parent counter incremented in the same transaction, so
-// suffix order, creation order and CreateIndex order agree. Set and Delete with a
+// suffix order, creation order and CreateIndex order agree. The parents and the
+// counter are read by a transaction before, except when the Conn's last create
+// under the same parent succeeded: then Create is one transaction that assumes
+// what that one left (gets of the parents, which fail on a missing one, and the
+// counter's compare-and-set on the index it had), and reads first only when that
+// fails. CreateAndChildren adds a get-tree of the parent to the transaction, so
+// the queue recipes learn their place in the round trip that enqueues them. Set and Delete with a
 // version are transactions comparing the ModifyIndex; recursive Delete is one
 // transaction deleting the key and the tree under "<key>/". Non-recursive Delete
 // first lists the key's children (ErrNotEmpty); a child created between that check
