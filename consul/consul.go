@@ -158,8 +158,8 @@
 // what that one left (gets of the parents, which fail on a missing one, and the
 // counter's compare-and-set on the index it had), and reads first only when that
 // fails. CreateAndChildren adds a get-tree of the parent to the transaction, so
-// the queue recipes learn their place in the round trip that enqueues them. Set and Delete with a
-// version are transactions comparing the ModifyIndex; recursive Delete is one
+// the queue recipes learn their place in the round trip that enqueues them.
+// Set and Delete with a version are transactions comparing the ModifyIndex; recursive Delete is one
 // transaction deleting the key and the tree under "<key>/". Non-recursive Delete
 // first lists the key's children (ErrNotEmpty); a child created between that check
 // and the delete is left without its parent (ZooKeeper would refuse; Consul offers no
