@@ -108,6 +108,23 @@ func TestSequentialCreateGuesses(t *testing.T) {
 	if !slices.IsSorted(names) || !slices.IsSorted(revs) || names[0] != "/q/r/n-0000000000" || names[5] != "/q/r/n-0000000005" {
 		t.Fatalf("names %v, revisions %v: want 0 to 5 in creation order", names, revs)
 	}
+	// Take the next two names with plain creates behind the counter's back: they
+	// are skipped (the create used to read the same counter again and again).
+	for _, k := range []string{"/q/r/n-0000000006", "/q/r/n-0000000007"} {
+		if _, err := a.Store().Create(ctx, k, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []*registry.Client{a, b} {
+		n, err := c.Store().Create(ctx, "/q/r/n-", nil, registry.Sequential())
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, n.Key)
+	}
+	if names[6] != "/q/r/n-0000000008" || names[7] != "/q/r/n-0000000009" {
+		t.Fatalf("after two taken names: %v", names[6:])
+	}
 	if err := a.Store().Delete(ctx, "/q", registry.Recursive()); err != nil {
 		t.Fatal(err)
 	}

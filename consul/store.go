@@ -3,6 +3,7 @@ package consul
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -183,6 +184,9 @@ func (c *Conn) create(ctx context.Context, key string, value []byte, spec driver
 	parents := ancestors(key)
 	seqKey := c.seqKey(parent)
 	g, optimistic := c.guess(parent)
+	// taken counts the names found taken (by plain creates) while the counter
+	// stayed at takenAt: they are skipped.
+	var taken, takenAt uint64
 	for {
 		if err := ctx.Err(); err != nil {
 			return driver.Node{}, nil, fmt.Errorf("consul: create %s: %w", key, err)
@@ -233,6 +237,10 @@ func (c *Conn) create(ctx context.Context, key string, value []byte, spec driver
 			ops = append(ops, &api.KVTxnOp{Verb: api.KVCAS, Key: c.kvKey(p), Value: []byte{}, Index: 0})
 		}
 		if spec.Sequential {
+			if taken > 0 && seqIndex != takenAt {
+				taken = 0 // the counter moved: its value is new
+			}
+			seq += int64(taken)
 			name = key + driver.SequenceSuffix(seq)
 			ops = append(ops, &api.KVTxnOp{Verb: api.KVCAS, Key: seqKey, Value: []byte(strconv.FormatInt(seq+1, 10)), Index: seqIndex})
 		}
@@ -283,6 +291,13 @@ func (c *Conn) create(ctx context.Context, key string, value []byte, spec driver
 		}
 		if why, ok := errs[keyOp]; ok && !spec.Sequential {
 			return driver.Node{}, nil, fmt.Errorf("consul: create %s: %w (%s)", name, driver.ErrExists, why)
+		}
+		if _, ok := errs[keyOp]; ok && spec.Sequential && !slices.ContainsFunc(slices.Collect(maps.Keys(errs)), func(i int) bool { return i < keyOp }) {
+			// The name was taken (a plain create of a numbered key) while the
+			// parents and the counter were as read: skip the number.
+			taken++
+			takenAt = seqIndex
+			continue
 		}
 		if why, ok := errs[keyOp+1]; ok && sess != nil {
 			sess.check() // Consul says the session is invalid: let the renewals confirm it
