@@ -67,8 +67,10 @@ for round in $(seq "$rounds"); do
       | grep -E '^(Benchmark|goos|goarch|pkg|cpu)' >>"$out/$name.txt"
   done
 done
-# The heap profile of the cache figure, for its explanation.
-REGKIT_FLEET_HEAPPROFILE="$PWD/$out/fleet.heap" go test -run '^$' -bench '^BenchmarkFleet$' -benchtime 1x ./registry/cache >/dev/null
+# The heap profile of the cache figure, for its explanation (when it was measured).
+if [ -z "$only" ] || [[ cache-fleet == $only* ]]; then
+  REGKIT_FLEET_HEAPPROFILE="$PWD/$out/fleet.heap" go test -run '^$' -bench '^BenchmarkFleet$' -benchtime 1x ./registry/cache >/dev/null
+fi
 for f in "$out"/*.txt; do
   [ "$(basename "$f")" = load.txt ] && continue
   benchstat "$f" >"${f%.txt}.benchstat" 2>&1 || true
