@@ -96,7 +96,10 @@ func (s *Store) Create(ctx context.Context, key string, value []byte, opts ...Cr
 // falls between the two; elsewhere it is Create followed by Children, and the
 // listing may also show changes made after the create. If that second read fails
 // the node is still returned, with nil names and a nil error (the key was
-// created; read the children again). Errors are Create's.
+// created; read the children again). Errors are Create's. The listing reads every
+// key under the parent, not only the direct children (keys only on etcd, keys and
+// values on Consul): meant for flat directories such as a recipe's queue, not for
+// the parent of a large tree.
 func (s *Store) CreateAndChildren(ctx context.Context, key string, value []byte, opts ...CreateOption) (Node, []string, error) {
 	sc, spec, err := s.createSpec(ctx, key, value, opts)
 	if err != nil {
