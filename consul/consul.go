@@ -188,8 +188,14 @@
 // sequence counter's compare-and-set when sequential, check-not-exists and set (or
 // lock with the session, for ephemeral keys) of the key. The suffix of a sequential
 // key comes from the per-parent counter incremented in the same transaction, so
-// suffix order, creation order and CreateIndex order agree. Set and Delete with a
-// version are transactions comparing the ModifyIndex; recursive Delete is one
+// suffix order, creation order and CreateIndex order agree. The parents and the
+// counter are read by a transaction before, except when the Conn's last create
+// under the same parent succeeded: then Create is one transaction that assumes
+// what that one left (gets of the parents, which fail on a missing one, and the
+// counter's compare-and-set on the index it had), and reads first only when that
+// fails. CreateAndChildren adds a get-tree of the parent to the transaction, so
+// the queue recipes learn their place in the round trip that enqueues them.
+// Set and Delete with a version are transactions comparing the ModifyIndex; recursive Delete is one
 // transaction deleting the key and the tree under "<key>/". Non-recursive Delete
 // first lists the key's children (ErrNotEmpty); a child created between that check
 // and the delete is left without its parent (ZooKeeper would refuse; Consul offers no
@@ -246,6 +252,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -450,6 +457,10 @@ type Conn struct {
 	health health // the leader probe's verdict (see Health)
 
 	puts inflight.Set // registers still running, per service ID (for Remove)
+
+	guessMu sync.Mutex
+	guesses map[string]createGuess // per parent of a create that succeeded (store.go)
+
 	// owner tells this Conn's registrations apart from every other client's (tag
 	// "regkit-owner=<owner>"): random, fixed for the Conn's life.
 	owner string

@@ -3,6 +3,7 @@ package consul
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -94,31 +95,113 @@ func ancestors(key string) []string {
 // Create writes a new key in one transaction with its missing parents and, for a
 // sequential key, the increment of the parent's counter.
 func (c *Conn) Create(ctx context.Context, key string, value []byte, spec driver.CreateSpec) (driver.Node, error) {
+	n, _, err := c.create(ctx, key, value, spec, false)
+	return n, err
+}
+
+// CreateAndChildren is Create with the parent's tree read in the same
+// transaction (driver.CreateLister).
+func (c *Conn) CreateAndChildren(ctx context.Context, key string, value []byte, spec driver.CreateSpec) (driver.Node, []string, error) {
+	return c.create(ctx, key, value, spec, true)
+}
+
+// createGuess is what the last create under a parent that succeeded left
+// behind: the parent's ancestors existed, and its sequence counter had value seq
+// at ModifyIndex index (0, 0: no counter).
+type createGuess struct{ seq, index uint64 }
+
+// maxGuesses bounds the Conn's memory of parents; past it an arbitrary one is
+// forgotten, which costs its parent one more round trip at its next create.
+const maxGuesses = 4096
+
+func (c *Conn) guess(parent string) (createGuess, bool) {
+	c.guessMu.Lock()
+	defer c.guessMu.Unlock()
+	g, ok := c.guesses[parent]
+	return g, ok
+}
+
+func (c *Conn) setGuess(parent string, g createGuess, ok bool) {
+	c.guessMu.Lock()
+	defer c.guessMu.Unlock()
+	if !ok {
+		delete(c.guesses, parent)
+		return
+	}
+	if c.guesses == nil {
+		c.guesses = map[string]createGuess{}
+	}
+	if _, had := c.guesses[parent]; !had && len(c.guesses) >= maxGuesses {
+		for k := range c.guesses {
+			delete(c.guesses, k)
+			break
+		}
+	}
+	c.guesses[parent] = g
+}
+
+// childNames returns the sorted names of the direct children of Consul key k
+// among pairs (a get-tree of k+"/").
+func (c *Conn) childNames(k string, pairs []*api.KVPair) []string {
+	out := []string{}
+	for _, p := range pairs {
+		if !strings.HasPrefix(p.Key, k+"/") {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimPrefix(p.Key, k+"/"), "/")
+		if name != "" {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// create writes a new key and, with list, reads the parent's tree in the same
+// transaction. When an earlier create under the same parent succeeded, it first
+// tries one transaction that assumes what that one left: the ancestors exist
+// (each is read with a get, which fails the transaction if the key is missing)
+// and the counter is unchanged (a check-and-set on its ModifyIndex). If anything
+// differs the transaction fails as a whole and the create reads the parents and
+// the counter first, as it always did: either way the counter moves in the
+// transaction that creates the key, so sequence numbers follow creation order.
+func (c *Conn) create(ctx context.Context, key string, value []byte, spec driver.CreateSpec, list bool) (driver.Node, []string, error) {
 	var sess *session
 	if spec.Session != nil {
 		s, ok := spec.Session.(*session)
 		if !ok || s.c != c {
-			return driver.Node{}, &driver.FieldError{Field: "Session", Value: spec.Session.ID(), Reason: "not a session of this consul connection"}
+			return driver.Node{}, nil, &driver.FieldError{Field: "Session", Value: spec.Session.ID(), Reason: "not a session of this consul connection"}
 		}
 		if err := s.Err(); err != nil {
-			return driver.Node{}, fmt.Errorf("consul: create %s: %w", key, err)
+			return driver.Node{}, nil, fmt.Errorf("consul: create %s: %w", key, err)
 		}
 		sess = s
 	}
 	if value == nil {
 		value = []byte{}
 	}
+	parent := driver.ParentKey(key)
 	parents := ancestors(key)
-	seqKey := c.seqKey(driver.ParentKey(key))
+	seqKey := c.seqKey(parent)
+	g, optimistic := c.guess(parent)
+	// taken counts the names found taken (by plain creates) while the counter
+	// stayed at takenAt: they are skipped.
+	var taken, takenAt uint64
 	for {
 		if err := ctx.Err(); err != nil {
-			return driver.Node{}, fmt.Errorf("consul: create %s: %w", key, err)
+			return driver.Node{}, nil, fmt.Errorf("consul: create %s: %w", key, err)
 		}
-		// Read which parents are missing and the counter.
 		var missing []string
 		var seq int64
 		var seqIndex uint64
-		if len(parents) > 0 || spec.Sequential {
+		var ops []*api.KVTxnOp
+		if optimistic {
+			for _, p := range parents {
+				ops = append(ops, &api.KVTxnOp{Verb: api.KVGet, Key: c.kvKey(p)})
+			}
+			seq, seqIndex = int64(g.seq), g.index
+		} else if len(parents) > 0 || spec.Sequential {
+			// Read which parents are missing and the counter.
 			var reads []*api.KVTxnOp
 			for _, p := range parents {
 				reads = append(reads, &api.KVTxnOp{Verb: api.KVGetOrEmpty, Key: c.kvKey(p)})
@@ -128,10 +211,10 @@ func (c *Conn) Create(ctx context.Context, key string, value []byte, spec driver
 			}
 			ok, res, errs, err := c.txn(ctx, "create", key, reads)
 			if err != nil {
-				return driver.Node{}, err
+				return driver.Node{}, nil, err
 			}
 			if !ok {
-				return driver.Node{}, fmt.Errorf("consul: create %s: reading parents: %w: %v", key, driver.ErrUnavailable, errs)
+				return driver.Node{}, nil, fmt.Errorf("consul: create %s: reading parents: %w: %v", key, driver.ErrUnavailable, errs)
 			}
 			exists := map[string]*api.KVPair{}
 			for _, r := range res {
@@ -150,11 +233,14 @@ func (c *Conn) Create(ctx context.Context, key string, value []byte, spec driver
 			}
 		}
 		name := key
-		var ops []*api.KVTxnOp
 		for _, p := range missing {
 			ops = append(ops, &api.KVTxnOp{Verb: api.KVCAS, Key: c.kvKey(p), Value: []byte{}, Index: 0})
 		}
 		if spec.Sequential {
+			if taken > 0 && seqIndex != takenAt {
+				taken = 0 // the counter moved: its value is new
+			}
+			seq += int64(taken)
 			name = key + driver.SequenceSuffix(seq)
 			ops = append(ops, &api.KVTxnOp{Verb: api.KVCAS, Key: seqKey, Value: []byte(strconv.FormatInt(seq+1, 10)), Index: seqIndex})
 		}
@@ -167,24 +253,55 @@ func (c *Conn) Create(ctx context.Context, key string, value []byte, spec driver
 			ops = append(ops, &api.KVTxnOp{Verb: api.KVSet, Key: k, Value: value})
 		}
 		ops = append(ops, &api.KVTxnOp{Verb: api.KVGet, Key: k})
+		if list {
+			ops = append(ops, &api.KVTxnOp{Verb: api.KVGetTree, Key: c.kvKey(parent) + "/"})
+		}
 		ok, res, errs, err := c.txn(ctx, "create", name, ops)
 		if err != nil {
-			return driver.Node{}, err
+			return driver.Node{}, nil, err
 		}
 		if ok {
-			for _, r := range slices.Backward(res) {
-				if r.Key == k {
-					return c.node(r), nil
+			var names []string
+			if list {
+				names = c.childNames(c.kvKey(parent), res)
+			}
+			next := createGuess{}
+			for _, r := range res {
+				if spec.Sequential && r.Key == seqKey {
+					next = createGuess{seq: uint64(seq + 1), index: r.ModifyIndex}
 				}
 			}
-			return driver.Node{}, fmt.Errorf("consul: create %s: no result: %w", name, driver.ErrUnavailable)
+			if !spec.Sequential {
+				next, _ = c.guess(parent) // keep the counter's guess
+			}
+			c.setGuess(parent, next, true)
+			for _, r := range slices.Backward(res) { // the get's, with the value
+				if r.Key == k {
+					return c.node(r), names, nil
+				}
+			}
+			return driver.Node{}, nil, fmt.Errorf("consul: create %s: no result: %w", name, driver.ErrUnavailable)
+		}
+		if optimistic {
+			// Something differs from the guess (a parent, the counter, the name, the
+			// session): read, and try again as before.
+			optimistic = false
+			c.setGuess(parent, createGuess{}, false)
+			continue
 		}
 		if why, ok := errs[keyOp]; ok && !spec.Sequential {
-			return driver.Node{}, fmt.Errorf("consul: create %s: %w (%s)", name, driver.ErrExists, why)
+			return driver.Node{}, nil, fmt.Errorf("consul: create %s: %w (%s)", name, driver.ErrExists, why)
+		}
+		if _, ok := errs[keyOp]; ok && spec.Sequential && !slices.ContainsFunc(slices.Collect(maps.Keys(errs)), func(i int) bool { return i < keyOp }) {
+			// The name was taken (a plain create of a numbered key) while the
+			// parents and the counter were as read: skip the number.
+			taken++
+			takenAt = seqIndex
+			continue
 		}
 		if why, ok := errs[keyOp+1]; ok && sess != nil {
 			sess.check() // Consul says the session is invalid: let the renewals confirm it
-			return driver.Node{}, fmt.Errorf("consul: create %s: session %s: %w (%s)", name, sess.id, driver.ErrSessionLost, why)
+			return driver.Node{}, nil, fmt.Errorf("consul: create %s: session %s: %w (%s)", name, sess.id, driver.ErrSessionLost, why)
 		}
 		// A parent or the counter changed under us, or another creator took the
 		// sequence number: read again.

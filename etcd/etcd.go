@@ -58,7 +58,11 @@
 // "<target>/" as an endpoint, so nothing else may be stored there.
 //
 // In both layouts, store key K is <prefix>/kv<K> and the sequence counter of parent
-// P is <prefix>/seq<P>.
+// P is <prefix>/seq<P>. Create is one transaction: the missing parents, the
+// counter's increment when sequential (compared with the value this Conn last
+// saw: a stale guess fails the transaction, whose else branch reads the counter
+// for the next try) and the key; CreateAndChildren reads the parent's children
+// in it too, as concurrency.Mutex reads the lock's owner in its transaction.
 //
 // Liveness: all registrations of a connection share one lease kept alive by one
 // keep-alive stream. When the lease is gone (expired during an outage, revoked, or
@@ -322,6 +326,9 @@ type Conn struct {
 	// client's side); etcd may still hold one (a keep-alive that timed out across
 	// a restart), and a key bound to it is ours to put again under the new lease.
 	past []clientv3.LeaseID
+
+	seqMu sync.Mutex
+	seqs  map[string]seqGuess // the last counter seen per parent of sequential creates (store.go)
 
 	puts   inflight.Set // puts still running, per key (for Remove)
 	writes owned.Group  // their goroutines

@@ -83,6 +83,25 @@ func ExampleStore() {
 	// 0 lock nodes after the session closed
 }
 
+// CreateAndChildren enqueues and tells the place in line in one step (one
+// transaction on etcd and Consul): the first node in sequence order holds.
+func ExampleStore_CreateAndChildren() {
+	ctx := context.Background()
+	c, _ := registry.Open(ctx, "mem://create-and-children")
+	defer c.Close()
+	sess, _ := c.NewSession(ctx)
+	defer sess.Close()
+	st := c.Store()
+
+	first, _, _ := st.CreateAndChildren(ctx, "/locks/job/lock-", nil, registry.Ephemeral(sess), registry.Sequential())
+	n, line, _ := st.CreateAndChildren(ctx, "/locks/job/lock-", nil, registry.Ephemeral(sess), registry.Sequential())
+	fmt.Println(first.Key)
+	fmt.Println(n.Key, line)
+	// Output:
+	// /locks/job/lock-0000000000
+	// /locks/job/lock-0000000001 [lock-0000000000 lock-0000000001]
+}
+
 // A PersistentNode keeps a membership key present, bound to a session, and puts it
 // back after the session is lost or someone deletes it.
 func ExampleStore_NewPersistentNode() {

@@ -81,38 +81,78 @@ func Sequential() CreateOption { return func(cs *createSpec) { cs.Sequential = t
 // Create writes a new key, creating missing parents as empty persistent keys. An
 // existing key is ErrExists.
 func (s *Store) Create(ctx context.Context, key string, value []byte, opts ...CreateOption) (Node, error) {
-	sc, err := s.conn(ctx)
+	sc, spec, err := s.createSpec(ctx, key, value, opts)
 	if err != nil {
 		return Node{}, err
 	}
+	return sc.Create(ctx, key, value, spec)
+}
+
+// CreateAndChildren creates key as Create does and also returns the sorted names
+// of the new key's parent's children as of the create, the new key's name among
+// them: what a queue recipe needs to know whether its node is first. Where the
+// backend offers it (etcd and Consul: driver.CreateLister) the listing is read in
+// the same transaction as the create, in one round trip, so no create or delete
+// falls between the two; elsewhere it is Create followed by Children, and the
+// listing may also show changes made after the create. If that second read fails
+// the node is still returned, with nil names and a nil error (the key was
+// created; read the children again). Errors are Create's. The listing reads every
+// key under the parent, not only the direct children (keys only on etcd, keys and
+// values on Consul): meant for flat directories such as a recipe's queue, not for
+// the parent of a large tree.
+func (s *Store) CreateAndChildren(ctx context.Context, key string, value []byte, opts ...CreateOption) (Node, []string, error) {
+	sc, spec, err := s.createSpec(ctx, key, value, opts)
+	if err != nil {
+		return Node{}, nil, err
+	}
+	if cl, ok := sc.(driver.CreateLister); ok {
+		return cl.CreateAndChildren(ctx, key, value, spec)
+	}
+	n, err := sc.Create(ctx, key, value, spec)
+	if err != nil {
+		return Node{}, nil, err
+	}
+	names, err := sc.Children(ctx, driver.ParentKey(n.Key))
+	if err != nil {
+		return n, nil, nil
+	}
+	return n, names, nil
+}
+
+// createSpec makes the checks of Create and CreateAndChildren, before any I/O.
+func (s *Store) createSpec(ctx context.Context, key string, value []byte, opts []CreateOption) (driver.StoreConn, driver.CreateSpec, error) {
+	var spec driver.CreateSpec
+	sc, err := s.conn(ctx)
+	if err != nil {
+		return nil, spec, err
+	}
 	if err := driver.ValidKey(key); err != nil {
-		return Node{}, err
+		return nil, spec, err
 	}
 	if key == "/" {
-		return Node{}, invalid("key", key, "cannot create the root")
+		return nil, spec, invalid("key", key, "cannot create the root")
 	}
 	if err := s.c.conn.Capabilities().Limits.CheckStore(key, value); err != nil {
-		return Node{}, err
+		return nil, spec, err
 	}
-	var spec driver.CreateSpec
 	for _, o := range opts {
 		o(&spec)
 	}
 	caps := s.c.conn.Capabilities()
 	if spec.Session != nil && !caps.Ephemeral {
-		return Node{}, fmt.Errorf("registry: create %s: ephemeral keys: %w", key, ErrNotSupported)
+		return nil, spec, fmt.Errorf("registry: create %s: ephemeral keys: %w", key, ErrNotSupported)
 	}
 	if spec.Sequential && !caps.Sequential {
-		return Node{}, fmt.Errorf("registry: create %s: sequential keys: %w", key, ErrNotSupported)
+		return nil, spec, fmt.Errorf("registry: create %s: sequential keys: %w", key, ErrNotSupported)
 	}
 	if spec.Session != nil {
 		select {
 		case <-spec.Session.Done():
-			return Node{}, fmt.Errorf("registry: create %s: %w", key, spec.Session.Err())
+			return nil, spec, fmt.Errorf("registry: create %s: %w", key, spec.Session.Err())
 		default:
 		}
 	}
-	return sc.Create(ctx, key, value, spec)
+	return sc, spec, nil
 }
 
 // Get reads a key; ErrNotFound if absent.

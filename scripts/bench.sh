@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# bench.sh runs the performance benchmarks of issue 15 against the real servers
-# (installed by install-servers.sh, started by the tests) and rewrites the
-# "Figures" section of BENCHMARKS.md. It is not part of CI: it takes about 15
-# minutes. Every figure is measured in REGKIT_BENCH_ROUNDS rounds (default 6);
+# bench.sh runs the performance benchmarks of issues 15 and 16 against the real
+# servers (installed by install-servers.sh, started by the tests) and rewrites the
+# "Figures" and "Recipes" tables of BENCHMARKS.md. It is not part of CI: it takes
+# about 35 minutes. Every figure is measured in REGKIT_BENCH_ROUNDS rounds (default 6);
 # in each round every benchmark runs once, and within it regkit and the native
 # client take turns (in every iteration where the benchmark pairs them, else
 # as two sub-benchmarks back to back), so a ratio compares runs under the same
@@ -14,6 +14,7 @@
 #   bash scripts/bench.sh              # all, 6 rounds, rewrites BENCHMARKS.md
 #   REGKIT_BENCH_ROUNDS=1 bash scripts/bench.sh
 #   REGKIT_BENCH_ONLY=etcd bash scripts/bench.sh   # a subset (see the list below)
+#   REGKIT_BENCH_ONLY=recipes bash scripts/bench.sh  # issue 16's only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-servers.sh >/dev/null
@@ -39,6 +40,19 @@ benches=(
   "cache-fleet ./registry/cache ^BenchmarkFleet\$ 1x"
   "cache-lookup ./registry/cache ^BenchmarkLookup\$ 1s -benchmem"
   "event-allocs ./registry ^BenchmarkApplyEvent\$ 2000x -benchmem"
+  # issue 16: coordination recipes next to each backend's native lock
+  "recipes-etcd-mutex ./etcd/embedded/internal/etcdtest ^BenchmarkMutexUncontended\$ 2000x"
+  "recipes-etcd-contended ./etcd/embedded/internal/etcdtest ^BenchmarkMutexContended\$ 5x"
+  "recipes-etcd-failover ./etcd/embedded/internal/etcdtest ^BenchmarkFailover\$/after=(resign|close)\$ 30x"
+  "recipes-etcd-expiry ./etcd/embedded/internal/etcdtest ^BenchmarkFailover\$/after=expiry\$ 5x"
+  "recipes-consul-mutex ./consul ^BenchmarkMutexUncontended\$ 1000x"
+  "recipes-consul-contended ./consul ^BenchmarkMutexContended\$ 2x"
+  "recipes-consul-failover ./consul ^BenchmarkFailover\$/after=(resign|close)\$ 30x"
+  "recipes-consul-expiry ./consul ^BenchmarkFailover\$/after=expiry\$ 3x"
+  "recipes-zk-mutex ./zk ^BenchmarkMutexUncontended\$ 1000x"
+  "recipes-zk-contended ./zk ^BenchmarkMutexContended\$ 5x"
+  "recipes-zk-failover ./zk ^BenchmarkFailover\$/after=(resign|close)\$ 30x"
+  "recipes-zk-expiry ./zk ^BenchmarkFailover\$/after=expiry\$ 5x"
 )
 
 for round in $(seq "$rounds"); do
@@ -53,8 +67,10 @@ for round in $(seq "$rounds"); do
       | grep -E '^(Benchmark|goos|goarch|pkg|cpu)' >>"$out/$name.txt"
   done
 done
-# The heap profile of the cache figure, for its explanation.
-REGKIT_FLEET_HEAPPROFILE="$PWD/$out/fleet.heap" go test -run '^$' -bench '^BenchmarkFleet$' -benchtime 1x ./registry/cache >/dev/null
+# The heap profile of the cache figure, for its explanation (when it was measured).
+if [ -z "$only" ] || [[ cache-fleet == $only* ]]; then
+  REGKIT_FLEET_HEAPPROFILE="$PWD/$out/fleet.heap" go test -run '^$' -bench '^BenchmarkFleet$' -benchtime 1x ./registry/cache >/dev/null
+fi
 for f in "$out"/*.txt; do
   [ "$(basename "$f")" = load.txt ] && continue
   benchstat "$f" >"${f%.txt}.benchstat" 2>&1 || true

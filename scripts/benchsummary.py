@@ -119,6 +119,28 @@ if d:
                  f"{fmt(med([x.get('ns/op') for x in d]))} ns, {fmt(med([x.get('allocs/op') for x in d]))} allocs",
                  "—", "—", "≤ 50 ns, 0 allocs"))
 
+# Issue 16: the recipes, in their own table.
+fig_rows, rows = rows, []
+for be, label in (("etcd", "etcd (native: `concurrency.Mutex`)"), ("consul", "Consul (native: `api.Lock`, session given)"),
+                  ("zk", "ZooKeeper (native: the same recipe on plain go-zookeeper)")):
+    inline(f"recipes-{be}-mutex", "BenchmarkMutexUncontended", "regkit-ops/s", "native-ops/s", "ratio",
+           f"{label}: uncontended acquire+release", "≥ 1.0×", "/s")
+    for w in (8, 64):
+        inline(f"recipes-{be}-contended", f"BenchmarkMutexContended/waiters={w}", "regkit-ops/s", "native-ops/s",
+               "ratio", f"{label.split(' (')[0]}: contended, {w} waiters, acquisitions", "—", "/s")
+ttl = {"etcd": 3, "consul": 10, "zk": 4}
+for be, name in (("etcd", "etcd"), ("consul", "Consul"), ("zk", "ZooKeeper")):
+    for how, goal in (("resign", "≤ 50 ms"), ("close", "—")):
+        for q in ("p50", "p99"):
+            single(f"recipes-{be}-failover", f"BenchmarkFailover/after={how}", f"{q}-ms",
+                   f"{name}: leader failover after {'Resign' if how == 'resign' else 'Client.Close without Resign'}, {q}",
+                   goal if q == "p99" else "—", " ms")
+    for q in ("p50", "p99"):
+        single(f"recipes-{be}-expiry", "BenchmarkFailover/after=expiry", f"{q}-ms",
+               f"{name}: leader failover after a session expiry (TTL {ttl[be]} s), {q}",
+               f"≤ {ttl[be] + 1} s" if q == "p99" else "—", " ms")
+recipe_rows, rows = rows, fig_rows
+
 loads = []
 lp = out / "load.txt"
 if lp.exists():
@@ -127,17 +149,34 @@ if lp.exists():
         if m:
             loads.append(float(m.group(1)))
 
-text = ["<!-- figures:begin (written by scripts/bench.sh; edit the script, not this table) -->", "",
-        f"Median of {max((len(v) for v in load('etcd-notify').values()), default=0) or '?'} rounds; "
-        f"1-minute load average before the rounds: "
-        + (f"{min(loads):.2f}–{max(loads):.2f} (median {statistics.median(loads):.2f})" if loads else "not recorded")
-        + " on 2 shared cores.", "",
-        "| figure | regkit | native | ratio | goal |", "|---|---|---|---|---|"]
-text += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows]
-text += ["", "<!-- figures:end -->"]
+def rounds(prefix):
+    n = [len(v) for name in sorted(p.stem for p in out.glob(prefix + "*.txt")) for v in load(name).values()]
+    return max(n, default=0) or "?"
+
+
+def table(rows, begin, end, rounds):
+    text = [begin, "",
+            f"Median of {rounds} rounds; "
+            f"1-minute load average before the rounds: "
+            + (f"{min(loads):.2f}–{max(loads):.2f} (median {statistics.median(loads):.2f})" if loads else "not recorded")
+            + " on 2 shared cores.", "",
+            "| figure | regkit | native | ratio | goal |", "|---|---|---|---|---|"]
+    text += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows]
+    text += ["", end]
+    return "\n".join(text)
+
+
 doc = md.read_text()
-begin = doc.find("<!-- figures:begin")
-end = doc.find("<!-- figures:end -->")
-if begin < 0 or end < 0:
-    sys.exit("BENCHMARKS.md has no figures markers")
-md.write_text(doc[:begin] + "\n".join(text) + doc[end + len("<!-- figures:end -->"):])
+for rows_, begin, end, pre in (
+        (rows, "<!-- figures:begin (written by scripts/bench.sh; edit the script, not this table) -->",
+         "<!-- figures:end -->", "etcd-notify"),
+        (recipe_rows, "<!-- recipes:begin (written by scripts/bench.sh; edit the script, not this table) -->",
+         "<!-- recipes:end -->", "recipes-")):
+    if not rows_:
+        continue  # not measured this time: keep the table as it is
+    b = doc.find(begin.split(" (")[0])
+    e = doc.find(end)
+    if b < 0 or e < 0:
+        sys.exit(f"BENCHMARKS.md has no {begin.split(' (')[0]} markers")
+    doc = doc[:b] + table(rows_, begin, end, rounds(pre)) + doc[e + len(end):]
+md.write_text(doc)

@@ -31,6 +31,13 @@ func WithConsulPersistent() ConsulOption {
 	return func(c *Consul) { c.persistent = true }
 }
 
+// WithConsulMaxConnsPerClient sets the agent's limits.http_max_conns_per_client
+// (Consul's default 200): benchmarks with many waiters, each in a blocking
+// query, from one address need more.
+func WithConsulMaxConnsPerClient(n int) ConsulOption {
+	return func(c *Consul) { c.maxConns = n }
+}
+
 // Consul is a real Consul agent: -dev mode (a single in-memory server) by default,
 // or a single persistent server with WithConsulPersistent.
 type Consul struct {
@@ -38,6 +45,7 @@ type Consul struct {
 	dir                                    string
 	token                                  string
 	persistent                             bool
+	maxConns                               int
 
 	proc procSlot
 }
@@ -56,6 +64,9 @@ func StartConsul(t testing.TB, opts ...ConsulOption) *Consul {
 	hcl := "disable_update_check = true\n"
 	if c.persistent {
 		hcl += "performance {\n  raft_multiplier = 1\n}\n"
+	}
+	if c.maxConns > 0 {
+		hcl += fmt.Sprintf("limits {\n  http_max_conns_per_client = %d\n}\n", c.maxConns)
 	}
 	if c.token != "" {
 		hcl += fmt.Sprintf(`acl {

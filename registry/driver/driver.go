@@ -353,6 +353,18 @@ type StoreConn interface {
 	NewSession(ctx context.Context, spec SessionSpec) (SessionConn, error)
 }
 
+// CreateLister is optionally implemented by a StoreConn that can create a key
+// and read its parent's children in one atomic step (etcd: one transaction;
+// Consul: one transaction), found by type assertion. Queue recipes use it to learn
+// their place in the line in the round trip that creates their node, as etcd's
+// concurrency.Mutex does with its transaction (put, then get of the prefix).
+type CreateLister interface {
+	// CreateAndChildren is Create, returning also the sorted names of the new
+	// key's parent's children as of the create (the new key among them), read
+	// atomically with it: no create or delete falls between the two.
+	CreateAndChildren(ctx context.Context, key string, value []byte, spec CreateSpec) (Node, []string, error)
+}
+
 // AnyVersion makes Set and Delete unconditional.
 const AnyVersion int64 = -1
 

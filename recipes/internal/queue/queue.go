@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -109,6 +110,21 @@ func (q *Queue) takeLitter() []trash {
 type Entry struct {
 	Name string        // the child's name
 	Node registry.Node // as created
+	// listed holds the directory's children as read with the create (nil when
+	// unknown), for the first Place only: a listing is a snapshot, and only the
+	// first look may use the one the create brought.
+	listed *atomic.Pointer[[]string]
+}
+
+// takeListing returns the children read with e's create, once.
+func (e Entry) takeListing() []string {
+	if e.listed == nil {
+		return nil
+	}
+	if p := e.listed.Swap(nil); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // Key returns the entry's full key.
@@ -242,7 +258,9 @@ func (q *Queue) Enqueue(ctx context.Context, value []byte) (Entry, error) {
 	guid := newGUID()
 	key := driver.JoinKey(q.Dir, ProtectedPrefix+guid+"-"+q.Prefix)
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), q.Opts.RequestTimeout)
-	n, err := q.St.Create(cctx, key, value, registry.Ephemeral(q.Sess), registry.Sequential())
+	// The create reads the directory too (one transaction where the store can),
+	// so that an uncontended queue knows its place without another round trip.
+	n, names, err := q.St.CreateAndChildren(cctx, key, value, registry.Ephemeral(q.Sess), registry.Sequential())
 	cancel()
 	if err != nil {
 		if !permanent(err) {
@@ -252,6 +270,10 @@ func (q *Queue) Enqueue(ctx context.Context, value []byte) (Entry, error) {
 		return Entry{}, err
 	}
 	e := Entry{Name: n.Key[strings.LastIndexByte(n.Key, '/')+1:], Node: n}
+	if names != nil {
+		e.listed = new(atomic.Pointer[[]string])
+		e.listed.Store(&names)
+	}
 	if e.Node.CreateRevision <= 0 {
 		// The driver could not read the node back: read it now.
 		if err := q.retry(ctx, func(ctx context.Context) error {
@@ -389,10 +411,21 @@ func LastAhead(prefix string) Blocker {
 }
 
 // Place returns the participants in order and e's index among them.
+//
+// The first Place of an entry uses the listing its create read (the same
+// transaction on etcd and Consul, a read right after it elsewhere): sequence
+// numbers are taken in creation order, so no participant created later can come
+// ahead of e, and one that was ahead and left since only makes e wait on a node
+// already gone (WaitGone sees at once it is gone). Later calls list again.
 func (q *Queue) Place(ctx context.Context, e Entry) ([]string, int, error) {
-	names, err := q.List(ctx)
-	if err != nil {
-		return nil, 0, err
+	var names []string
+	if all := e.takeListing(); all != nil {
+		names = Participants(all, append([]string{q.Prefix}, q.Others...)...)
+	} else {
+		var err error
+		if names, err = q.List(ctx); err != nil {
+			return nil, 0, err
+		}
 	}
 	i := slices.Index(names, e.Name)
 	if i < 0 {
