@@ -76,6 +76,10 @@
 // the destination lists the new owner's copy of each (or WithHandoverTimeout
 // passes, or the source instance is gone) and only then deregisters them.
 // Run's graceful end leaves the group first and hands over the same way. A
+// member whose own node is missing from the membership for a while (its session
+// expired in a coordinator outage, or a crashed predecessor with its member ID
+// held the node) keeps counting itself meanwhile, so it never drops its copies
+// for that; other members may hold copies of its pairs beside its own. A
 // process that dies is replaced when its membership session expires; its copies
 // expire with its destination session at about the same time, so a crash (not a
 // graceful stop) may show a gap of up to the session timeout.

@@ -452,19 +452,30 @@ func mix(x uint64) uint64 {
 
 // recomputeLocked starts the tasks this member owns and tells every task
 // whether it still owns its pair.
+//
+// A view of the membership that lacks this member (its node is briefly gone: a
+// session expired in a coordinator outage, or a crashed predecessor with the
+// same member ID held the node until its session ended) still counts it while it
+// runs: dropping itself would hand every pair over to the others, or, with no
+// other member, deregister every copy until the node is back. The other members
+// may take its pairs meanwhile; both then hold copies, never none.
 func (s *Syncer) recomputeLocked() {
-	alone := !slices.ContainsFunc(s.members, func(m string) bool { return m != s.o.member })
+	members := s.members
+	if members != nil && !slices.Contains(members, s.o.member) {
+		members = append(slices.Clip(members), s.o.member)
+	}
+	alone := !slices.ContainsFunc(members, func(m string) bool { return m != s.o.member })
 	for i, r := range s.routes {
 		for svc := range s.sets[i] {
 			k := taskKey{route: i, service: svc}
-			if s.tasks[k] == nil && !s.leaving && owner(s.members, r.String()+"\x00"+svc) == s.o.member {
+			if s.tasks[k] == nil && !s.leaving && owner(members, r.String()+"\x00"+svc) == s.o.member {
 				s.startLocked(k)
 			}
 		}
 	}
 	for k, t := range s.tasks {
 		wanted := s.sets[k.route][k.service]
-		own := !s.leaving && owner(s.members, s.routes[k.route].String()+"\x00"+k.service) == s.o.member
+		own := !s.leaving && owner(members, s.routes[k.route].String()+"\x00"+k.service) == s.o.member
 		t.set(own, wanted, alone)
 	}
 }

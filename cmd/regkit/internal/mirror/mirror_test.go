@@ -26,6 +26,7 @@ import (
 	"github.com/regkit/regkit/internal/poll"
 	"github.com/regkit/regkit/internal/testenv"
 	"github.com/regkit/regkit/nacos/nacostest"
+	"github.com/regkit/regkit/recipes/group"
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/address"
 
@@ -309,6 +310,74 @@ func TestSync(t *testing.T) {
 	t.Run("EmptyPushGuard", func(t *testing.T) { testEmptyPushGuard(t, e) })
 	t.Run("Handover", func(t *testing.T) { testHandover(t, e, e.etcdURL(t), e.zkURL(t)) })
 	t.Run("HandoverToNacos", func(t *testing.T) { testHandover(t, e, e.zkURL(t), e.nacosURL(t)) })
+	t.Run("MembershipNodeLost", func(t *testing.T) { testMembershipNodeLost(t, e) })
+}
+
+// testMembershipNodeLost: a member whose own membership node is missing for a
+// while (a crashed predecessor with the same member ID held it, then its session
+// ended; or a session expiry during a coordinator outage) and that has no other
+// member to hand over to keeps its copies: nobody else would hold them. It used
+// to deregister every copy at once and register them again once its node was
+// back, a gap on a healthy destination.
+func testMembershipNodeLost(t *testing.T, e *env) {
+	src, dst := open(t, e.etcdURL(t)), open(t, e.zkURL(t))
+	ss, sd := open(t, e.etcdURL(t)), open(t, e.zkURL(t))
+	// The coordinator retries slowly, as after a few failures: its member node
+	// stays missing for seconds after the predecessor's goes.
+	coord, err := registry.Open(context.Background(), e.zkURL(t), registry.WithRetryBackoff(3*time.Second, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { coord.Close() })
+	const svc = "shipping"
+	register(t, src, svc, "s1", 7601)
+	const grp = "lost"
+	key := mirror.MembershipKey(grp)
+	// The predecessor's node, held by another session.
+	foreign := open(t, e.zkURL(t))
+	fm, err := group.NewMember(foreign, key, "m", []byte("m"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := fm.WaitForJoin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var removed []string
+	run(t, []mirror.Route{{From: mirror.Endpoint{Client: ss, Name: "etcd"}, To: mirror.Endpoint{Client: sd, Name: "zk"}}},
+		mirror.WithCoordinator(coord), mirror.WithGroup(grp), mirror.WithMemberID("m"),
+		mirror.WithEventHandler(func(ev mirror.Event) {
+			if ev.Kind == mirror.Removed {
+				mu.Lock()
+				removed = append(removed, ev.SourceID+": "+ev.Reason)
+				mu.Unlock()
+			}
+		}))
+	wantView(t, dst, svc, "127.0.0.1:7601 copy-of s1 from etcd")
+	rec := record(t, dst, svc)
+	// The predecessor's node goes; the Syncer's own comes back later.
+	if err := fm.Close(); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 60*time.Second, "the Syncer's member node", func() error {
+		ms, err := group.Members(ctx, coord, key)
+		if err != nil {
+			return err
+		}
+		if _, ok := ms["m"]; !ok {
+			return fmt.Errorf("members %v", slices.Sorted(maps.Keys(ms)))
+		}
+		return nil
+	})
+	wantView(t, dst, svc, "127.0.0.1:7601 copy-of s1 from etcd")
+	rec.check(t, svc)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(removed) > 0 {
+		t.Errorf("copies removed while the member's node was missing: %v", removed)
+	}
 }
 
 // testBothWays: natives on each side are copied to the other, an instance native
