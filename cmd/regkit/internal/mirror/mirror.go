@@ -39,8 +39,11 @@ const (
 	// registerTimeout bounds one Register, Update or Deregister of a copy; a
 	// failed one is retried after retryDelay (jittered).
 	registerTimeout = 10 * time.Second
-	retryDelay      = 2 * time.Second
 )
+
+// retryDelay is the pause before retrying a failed write of a copy or watch
+// (jittered); a variable for tests.
+var retryDelay = 2 * time.Second
 
 // Endpoint is one registry a Route reads from or writes to.
 type Endpoint struct {
@@ -100,7 +103,9 @@ func WithCoordinator(c *registry.Client) Option { return func(o *options) { o.co
 // ends every copy's ID, so it must be unique in the group: one key segment of
 // [A-Za-z0-9._-], at most 32 bytes. A process restarted after a crash with the
 // crashed one's ID registers its copies only once the old ones have expired
-// (the IDs collide, and the registry refuses a second owner); with a fresh ID it
+// (the IDs collide, and the registry refuses a second owner), as soon as the
+// destination lists them gone: watchers see each address missing for about a
+// watch round trip. With a fresh ID it
 // registers them at once, beside the old ones until those expire.
 func WithMemberID(id string) Option { return func(o *options) { o.member = id } }
 

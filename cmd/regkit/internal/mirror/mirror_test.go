@@ -311,6 +311,45 @@ func TestSync(t *testing.T) {
 	t.Run("Handover", func(t *testing.T) { testHandover(t, e, e.etcdURL(t), e.zkURL(t)) })
 	t.Run("HandoverToNacos", func(t *testing.T) { testHandover(t, e, e.zkURL(t), e.nacosURL(t)) })
 	t.Run("MembershipNodeLost", func(t *testing.T) { testMembershipNodeLost(t, e) })
+	t.Run("PredecessorCopy", func(t *testing.T) { testPredecessorCopy(t, e) })
+}
+
+// testPredecessorCopy: a sync restarted after a crash with the crashed one's
+// member ID cannot register a copy whose ID the predecessor's copy still holds;
+// it registers it as soon as the destination no longer lists that copy, not at
+// its retry timer (which used to add up to 3s to the gap the predecessor's
+// expiry leaves; here the timer is an hour).
+func testPredecessorCopy(t *testing.T, e *env) {
+	t.Cleanup(mirror.SetRetryDelay(time.Hour))
+	src, dst := open(t, e.etcdURL(t)), open(t, e.zkURL(t))
+	ss, sd := open(t, e.etcdURL(t)), open(t, e.zkURL(t))
+	const svc = "billing"
+	register(t, src, svc, "s1", 7701)
+	// The crashed predecessor's copy, held by its session (at another port, to
+	// tell it from the new one).
+	pred := open(t, e.zkURL(t))
+	register(t, pred, svc, mirror.CopyID("s1", "m"), 7702, mirror.MetaSourceCluster, "etcd", mirror.MetaSourceID, "s1",
+		mirror.MetaOwner, "m", mirror.MetaGroup, mirror.DefaultGroup)
+	failed := make(chan error, 100)
+	run(t, []mirror.Route{{From: mirror.Endpoint{Client: ss, Name: "etcd"}, To: mirror.Endpoint{Client: sd, Name: "zk"}}},
+		mirror.WithMemberID("m"), mirror.WithEventHandler(func(ev mirror.Event) {
+			if ev.Kind == mirror.Failed {
+				select {
+				case failed <- ev.Err:
+				default:
+				}
+			}
+		}))
+	select {
+	case err := <-failed:
+		if !errors.Is(err, registry.ErrExists) {
+			t.Fatalf("Failed event with %v, want ErrExists", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no Failed event within 30s")
+	}
+	pred.Close() // the predecessor's session ends, and its copy with it
+	wantView(t, dst, svc, "127.0.0.1:7701 copy-of s1 from etcd")
 }
 
 // testMembershipNodeLost: a member whose own membership node is missing for a

@@ -40,6 +40,10 @@ type task struct {
 	emptySince time.Time          // the source listed nothing since (empty-push guard)
 	retryAt    time.Time
 	refused    map[string]registry.Instance // copies the destination refused for good, by source ID
+	// conflicts are the copy IDs (by source ID) whose register failed because
+	// the destination holds the ID for another owner: a crashed predecessor with
+	// this member ID, whose copies expire with its session or lease.
+	conflicts map[string]string
 }
 
 // held is one copy this member holds.
@@ -52,7 +56,8 @@ type held struct {
 func newTask(s *Syncer, k taskKey) *task {
 	r := s.routes[k.route]
 	return &task{s: s, key: k, route: r, name: r.String(), own: true, wanted: true,
-		poke: make(chan struct{}, 1), copies: map[string]*held{}, refused: map[string]registry.Instance{}}
+		poke: make(chan struct{}, 1), copies: map[string]*held{}, refused: map[string]registry.Instance{},
+		conflicts: map[string]string{}}
 }
 
 func (t *task) set(own, wanted, alone bool) {
@@ -277,6 +282,16 @@ func (t *task) reconcile(ctx context.Context) time.Time {
 			t.remove(ctx, id, "source instance gone")
 		}
 	}
+	for id := range t.conflicts {
+		if _, ok := want[id]; !ok {
+			delete(t.conflicts, id)
+		}
+	}
+	if now.Before(t.retryAt) && t.conflictGone() {
+		// The predecessor's copy just expired: register ours now, not at the
+		// retry timer, so the address is missing only for a watch round trip.
+		t.retryAt = time.Time{}
+	}
 	if now.Before(t.retryAt) {
 		return t.retryAt
 	}
@@ -320,11 +335,33 @@ func (t *task) reconcile(ctx context.Context) time.Time {
 	return next
 }
 
+// conflictGone reports whether the destination's view no longer lists a copy
+// ID whose register failed because another owner held it.
+func (t *task) conflictGone() bool {
+	if len(t.conflicts) == 0 {
+		return false
+	}
+	listed := map[string]bool{}
+	for _, in := range t.dst.Instances {
+		listed[in.ID] = true
+	}
+	for _, cid := range t.conflicts {
+		if !listed[cid] {
+			return true
+		}
+	}
+	return false
+}
+
 func (t *task) register(ctx context.Context, id string, in registry.Instance) bool {
 	rctx, cancel := context.WithTimeout(ctx, registerTimeout)
 	reg, err := t.route.To.Client.Register(rctx, in)
 	cancel()
+	delete(t.conflicts, id)
 	if err != nil {
+		if errors.Is(err, registry.ErrExists) {
+			t.conflicts[id] = in.ID
+		}
 		if errors.Is(err, registry.ErrInvalid) {
 			// No retry can fix it (too many metadata pairs for the destination,
 			// a value too long): not tried again until the source changes.
