@@ -310,12 +310,17 @@ func (s *Syncer) Run(ctx context.Context) error {
 	defer wg.Wait()
 	lctx, lcancel := context.WithCancel(ctx)
 	defer lcancel()
+	// The membership is followed until the hand-over ends too: members that
+	// leave meanwhile (all of a group stopped at once) leave this one alone, and
+	// its copies go at once instead of at the hand-over timeout.
+	mctx, mcancel := context.WithCancel(tctx)
+	defer mcancel()
 	errc := make(chan error, len(s.routes)+1)
 
 	var member *group.Member
 	if s.o.coord != nil {
 		key := MembershipKey(s.o.group)
-		gw, err := group.Watch(lctx, s.o.coord, key)
+		gw, err := group.Watch(mctx, s.o.coord, key)
 		if err != nil {
 			return fmt.Errorf("mirror: membership: %w", err)
 		}
@@ -329,7 +334,7 @@ func (s *Syncer) Run(ctx context.Context) error {
 			defer wg.Done()
 			defer gw.Close()
 			for {
-				ms, err := gw.Next(lctx)
+				ms, err := gw.Next(mctx)
 				if err != nil {
 					if lctx.Err() == nil {
 						errc <- fmt.Errorf("mirror: membership: %w", err)
@@ -379,7 +384,6 @@ func (s *Syncer) Run(ctx context.Context) error {
 		}
 	}
 	lcancel()
-	wg.Wait()
 
 	// Graceful end: leave the group so that others take over, own nothing, and
 	// wait for every task to hand over (bounded by the handover timeout).
@@ -402,6 +406,8 @@ func (s *Syncer) Run(ctx context.Context) error {
 		<-done
 	}
 	t.Stop()
+	mcancel()
+	wg.Wait()
 	return runErr
 }
 

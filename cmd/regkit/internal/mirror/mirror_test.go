@@ -312,6 +312,56 @@ func TestSync(t *testing.T) {
 	t.Run("HandoverToNacos", func(t *testing.T) { testHandover(t, e, e.zkURL(t), e.nacosURL(t)) })
 	t.Run("MembershipNodeLost", func(t *testing.T) { testMembershipNodeLost(t, e) })
 	t.Run("PredecessorCopy", func(t *testing.T) { testPredecessorCopy(t, e) })
+	t.Run("StopAll", func(t *testing.T) { testStopAll(t, e) })
+}
+
+// testStopAll: every member of a group stopped at once (SIGTERM to all) has
+// nobody to hand over to: each deregisters its copies and returns as soon as
+// it sees the others leave. Each used to stop following the membership when
+// it began to leave and waited for the others' copies until the hand-over
+// timeout (here an hour).
+func testStopAll(t *testing.T, e *env) {
+	srcURL, dstURL := e.etcdURL(t), e.zkURL(t)
+	src, dst := open(t, srcURL), open(t, dstURL)
+	var svcs []string
+	for i := range 6 {
+		svc := fmt.Sprintf("svc-%d", i)
+		svcs = append(svcs, svc)
+		register(t, src, svc, "i1", 7800+i)
+	}
+	newSyncer := func(member string) *syncer {
+		ss, sd, coord := open(t, srcURL), open(t, dstURL), open(t, e.zkURL(t))
+		return run(t, []mirror.Route{{From: mirror.Endpoint{Client: ss, Name: "src"}, To: mirror.Endpoint{Client: sd, Name: "dst"}}},
+			mirror.WithCoordinator(coord), mirror.WithMemberID(member), mirror.WithHandoverTimeout(time.Hour))
+	}
+	a, b := newSyncer("m-a"), newSyncer("m-b")
+	poll.Until(t, 60*time.Second, "services split between m-a and m-b", func() error {
+		n := map[string]int{}
+		for _, svc := range svcs {
+			list, _ := dst.Instances(context.Background(), svc)
+			for _, in := range list {
+				n[in.Metadata[mirror.MetaOwner]]++
+			}
+		}
+		if n["m-a"] == 0 || n["m-b"] == 0 || n["m-a"]+n["m-b"] != len(svcs) || len(n) != 2 {
+			return fmt.Errorf("copies per owner: %v", n)
+		}
+		return nil
+	})
+	a.cancel()
+	b.cancel()
+	var wg sync.WaitGroup
+	for _, sy := range []*syncer{a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sy.stop(t)
+		}()
+	}
+	wg.Wait()
+	for _, svc := range svcs {
+		wantView(t, dst, svc)
+	}
 }
 
 // testPredecessorCopy: a sync restarted after a crash with the crashed one's
