@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -40,10 +41,16 @@ type task struct {
 	emptySince time.Time          // the source listed nothing since (empty-push guard)
 	retryAt    time.Time
 	refused    map[string]registry.Instance // copies the destination refused for good, by source ID
-	// conflicts are the copy IDs (by source ID) whose register failed because
-	// the destination holds the ID for another owner: a crashed predecessor with
+	// conflicts are the copies (by source ID) whose register failed because the
+	// destination holds their ID for another owner: a crashed predecessor with
 	// this member ID, whose copies expire with its session or lease.
-	conflicts map[string]string
+	conflicts map[string]*conflict
+}
+
+// conflict is a copy ID another owner holds on the destination.
+type conflict struct {
+	id     string
+	listed bool // the destination's view listed it since the register failed
 }
 
 // held is one copy this member holds.
@@ -57,7 +64,7 @@ func newTask(s *Syncer, k taskKey) *task {
 	r := s.routes[k.route]
 	return &task{s: s, key: k, route: r, name: r.String(), own: true, wanted: true,
 		poke: make(chan struct{}, 1), copies: map[string]*held{}, refused: map[string]registry.Instance{},
-		conflicts: map[string]string{}}
+		conflicts: map[string]*conflict{}}
 }
 
 func (t *task) set(own, wanted, alone bool) {
@@ -336,21 +343,27 @@ func (t *task) reconcile(ctx context.Context) time.Time {
 }
 
 // conflictGone reports whether the destination's view no longer lists a copy
-// ID whose register failed because another owner held it.
+// ID that it listed, held by another owner, when our register failed. (An ID
+// the view never listed, say an unhealthy holder a Consul listing leaves out,
+// is left to the retry timer.)
 func (t *task) conflictGone() bool {
 	if len(t.conflicts) == 0 {
 		return false
 	}
-	listed := map[string]bool{}
-	for _, in := range t.dst.Instances {
-		listed[in.ID] = true
-	}
-	for _, cid := range t.conflicts {
-		if !listed[cid] {
-			return true
+	gone := false
+	for _, c := range t.conflicts {
+		if t.lists(c.id) {
+			c.listed = true
+		} else if c.listed {
+			gone = true
 		}
 	}
-	return false
+	return gone
+}
+
+// lists reports whether the destination's view lists the instance ID id.
+func (t *task) lists(id string) bool {
+	return slices.ContainsFunc(t.dst.Instances, func(in registry.Instance) bool { return in.ID == id })
 }
 
 func (t *task) register(ctx context.Context, id string, in registry.Instance) bool {
@@ -360,7 +373,7 @@ func (t *task) register(ctx context.Context, id string, in registry.Instance) bo
 	delete(t.conflicts, id)
 	if err != nil {
 		if errors.Is(err, registry.ErrExists) {
-			t.conflicts[id] = in.ID
+			t.conflicts[id] = &conflict{id: in.ID, listed: t.lists(in.ID)}
 		}
 		if errors.Is(err, registry.ErrInvalid) {
 			// No retry can fix it (too many metadata pairs for the destination,
