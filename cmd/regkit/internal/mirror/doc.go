@@ -58,12 +58,13 @@
 // it was the service's last instance. A stale view (Snapshot.Stale: the backend
 // cannot be read) is never acted on.
 //
-// Empty-push guard: when a fresh view of the source suddenly lists no instance at
-// all while copies exist (an outage a backend reports as an empty answer, a
-// stale replica), the copies are kept, marked with MetaHeldSince, for
-// WithEmptyGrace (30s by default) plus a per-copy jitter of up to a quarter of
-// it, so one service's copies never vanish together; the source listing any
-// instance again ends the hold.
+// Empty-push guard: when a fresh view of the source suddenly lists no healthy
+// instance (none at all, or only unhealthy ones) while copies exist (an outage a
+// backend reports as an empty answer, a stale replica, Nacos marking every
+// instance unhealthy when their heartbeats stop reaching it), the copies are
+// kept, marked with MetaHeldSince, for WithEmptyGrace (30s by default) plus a
+// per-copy jitter of up to a quarter of it, so one service's copies never
+// vanish together; the source listing a healthy instance again ends the hold.
 //
 // # High availability
 //

@@ -110,7 +110,7 @@ func WithCoordinator(c *registry.Client) Option { return func(o *options) { o.co
 func WithMemberID(id string) Option { return func(o *options) { o.member = id } }
 
 // WithEmptyGrace sets how long copies are kept after the source suddenly lists
-// nothing for their service (default DefaultEmptyGrace; at least 0).
+// no healthy instance of their service (default DefaultEmptyGrace; at least 0).
 func WithEmptyGrace(d time.Duration) Option { return func(o *options) { o.emptyGrace = d } }
 
 // WithHandoverTimeout bounds how long a member that lost a service keeps its

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -313,6 +314,75 @@ func TestSync(t *testing.T) {
 	t.Run("MembershipNodeLost", func(t *testing.T) { testMembershipNodeLost(t, e) })
 	t.Run("PredecessorCopy", func(t *testing.T) { testPredecessorCopy(t, e) })
 	t.Run("StopAll", func(t *testing.T) { testStopAll(t, e) })
+	t.Run("AllUnhealthyGuard", func(t *testing.T) { testAllUnhealthyGuard(t, e) })
+}
+
+// testAllUnhealthyGuard: a source whose every instance turns unhealthy at once
+// (Nacos when beats stop reaching it, a Consul agent failing every check) is
+// held by the empty-push guard like one that lists nothing: the copy stays,
+// marked, and a healthy instance again ends the hold. It used to be
+// deregistered at once, emptying the destination.
+func testAllUnhealthyGuard(t *testing.T, e *env) {
+	src, dst := open(t, e.etcdURL(t)), open(t, e.zkURL(t))
+	ss, sd := open(t, e.etcdURL(t)), open(t, e.zkURL(t))
+	const svc = "search"
+	var sick atomic.Bool
+	check := func(context.Context) error {
+		if sick.Load() {
+			return errors.New("sick")
+		}
+		return nil
+	}
+	// One instance, so that all turn unhealthy in one view (several may turn
+	// one by one: then only the last is held, as when they are deregistered).
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	r, err := src.Register(ctx, registry.Instance{Service: svc, ID: "h1", Host: "127.0.0.1", Port: 7901},
+		registry.WithHealthCheck(check, 50*time.Millisecond, registry.MarkUnhealthy))
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	run(t, []mirror.Route{{From: mirror.Endpoint{Client: ss, Name: "etcd"}, To: mirror.Endpoint{Client: sd, Name: "zk"}}},
+		mirror.WithEmptyGrace(time.Hour))
+	copies := []string{"127.0.0.1:7901 copy-of h1 from etcd"}
+	wantView(t, dst, svc, copies...)
+	rec := record(t, dst, svc)
+	held := func(want bool) func() error {
+		return func() error {
+			list, err := dst.Instances(context.Background(), svc)
+			if err != nil {
+				return err
+			}
+			for _, in := range list {
+				if _, ok := in.Metadata[mirror.MetaHeldSince]; ok != want {
+					return fmt.Errorf("copy %s marked held: %v, want %v", in.ID, ok, want)
+				}
+			}
+			if len(list) != 1 {
+				return fmt.Errorf("%d copies, want 1", len(list))
+			}
+			return nil
+		}
+	}
+	sick.Store(true)
+	poll.Until(t, 30*time.Second, "the source lists it unhealthy", func() error {
+		list, err := src.Instances(context.Background(), svc)
+		if err != nil {
+			return err
+		}
+		for _, in := range list {
+			if in.Healthy {
+				return fmt.Errorf("%s healthy", in.ID)
+			}
+		}
+		return nil
+	})
+	poll.Until(t, 30*time.Second, "the copy held", held(true))
+	sick.Store(false)
+	poll.Until(t, 30*time.Second, "the hold ended", held(false))
+	wantView(t, dst, svc, copies...)
+	rec.check(t, svc)
 }
 
 // testStopAll: every member of a group stopped at once (SIGTERM to all) has

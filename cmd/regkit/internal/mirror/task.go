@@ -38,7 +38,7 @@ type task struct {
 	src, dst   *registry.Snapshot // last fresh views; nil before the first
 	srcAt      time.Time          // when src was read
 	copies     map[string]*held   // by source ID
-	emptySince time.Time          // the source listed nothing since (empty-push guard)
+	emptySince time.Time          // the source listed nothing usable since (empty-push guard)
 	retryAt    time.Time
 	refused    map[string]registry.Instance // copies the destination refused for good, by source ID
 	// conflicts are the copies (by source ID) whose register failed because the
@@ -173,6 +173,35 @@ func (t *task) run(ctx context.Context) {
 	}
 }
 
+// srcUsable reports whether the source's view lists an instance that could be
+// copied: healthy and not a copy. One that lists none (nothing at all, or only
+// unhealthy instances: Nacos marking every instance unhealthy when beats stop
+// reaching it, a Consul agent failing every check) is what the empty-push guard
+// holds copies through.
+func (t *task) srcUsable() bool {
+	return slices.ContainsFunc(t.src.Instances, func(in registry.Instance) bool {
+		return in.Healthy && in.Metadata[MetaSourceCluster] == ""
+	})
+}
+
+// whyGone says why the copy of source instance id is no longer wanted.
+func (t *task) whyGone(id string) string {
+	for _, in := range t.src.Instances {
+		if in.ID != id {
+			continue
+		}
+		switch {
+		case !in.Healthy:
+			return "source instance unhealthy"
+		case in.Metadata[MetaSourceCluster] != "":
+			return "source instance is a copy"
+		default:
+			return "native on both sides"
+		}
+	}
+	return "source instance gone"
+}
+
 // desired computes, from the last fresh views, the copy each source instance
 // should have (by source ID), this member being its owner.
 func (t *task) desired() map[string]registry.Instance {
@@ -240,8 +269,8 @@ func (t *task) reconcile(ctx context.Context) time.Time {
 		deadline := since.Add(t.s.o.handoverTimeout)
 		for id := range t.copies {
 			switch _, ok := want[id]; {
-			case !ok && len(t.src.Instances) > 0:
-				// A source listing nothing at all is kept until the deadline, as
+			case !ok && t.srcUsable():
+				// A source listing nothing usable is kept until the deadline, as
 				// the empty-push guard would.
 				t.remove(ctx, id, "source instance gone")
 			case others[id]:
@@ -256,7 +285,7 @@ func (t *task) reconcile(ctx context.Context) time.Time {
 		}
 		return next
 	}
-	if len(t.src.Instances) == 0 && len(t.copies) > 0 && t.s.o.emptyGrace > 0 {
+	if !t.srcUsable() && len(t.copies) > 0 && t.s.o.emptyGrace > 0 {
 		// Empty-push guard.
 		if t.emptySince.IsZero() {
 			t.emptySince = now
@@ -270,7 +299,7 @@ func (t *task) reconcile(ctx context.Context) time.Time {
 				if err != nil {
 					t.fail(ctx, "update", id, in, err)
 				}
-				t.event(Event{Kind: Held, SourceID: id, Copy: in, Reason: "the source lists no instance"})
+				t.event(Event{Kind: Held, SourceID: id, Copy: in, Reason: "the source lists no healthy instance"})
 			}
 		}
 		for id, h := range t.copies {
@@ -278,7 +307,7 @@ func (t *task) reconcile(ctx context.Context) time.Time {
 				soon(h.holdTill)
 				continue
 			}
-			t.remove(ctx, id, "the source listed no instance for the grace period")
+			t.remove(ctx, id, "the source listed no healthy instance for the grace period")
 		}
 		return next
 	}
@@ -286,7 +315,7 @@ func (t *task) reconcile(ctx context.Context) time.Time {
 	t.emptySince = time.Time{}
 	for id := range t.copies {
 		if _, ok := want[id]; !ok {
-			t.remove(ctx, id, "source instance gone")
+			t.remove(ctx, id, t.whyGone(id))
 		}
 	}
 	for id := range t.conflicts {
