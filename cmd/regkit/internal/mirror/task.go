@@ -272,7 +272,7 @@ func (t *task) reconcile(ctx context.Context) time.Time {
 			case !ok && t.srcUsable():
 				// A source listing nothing usable is kept until the deadline, as
 				// the empty-push guard would.
-				t.remove(ctx, id, "source instance gone")
+				t.remove(ctx, id, t.whyGone(id))
 			case others[id]:
 				t.remove(ctx, id, "handed over")
 			case alone:
