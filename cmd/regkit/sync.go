@@ -52,8 +52,9 @@ gone. It carries the source's address, weight, zone and metadata plus:
 Its ID is SOURCE_ID~MEMBER. An instance that carries sourceClusterId is a copy
 and is never copied again (no loops); one registered natively on both sides
 (same host:port) is left alone; unhealthy instances are not copied. A copy
-goes when its source is deregistered or expires; when the source suddenly lists
-no instance at all, copies are kept, marked, for --empty-grace (plus jitter).
+goes when its source is deregistered, expires or turns unhealthy; when the
+source suddenly lists no healthy instance at all, copies are kept, marked, for
+--empty-grace (plus jitter).
 
 High availability: run several processes with the same --group. They join a
 membership on the coordinator (--coord, else SRC_URL if its backend has sessions,
@@ -213,7 +214,7 @@ regkit_session_*, regkit_request_errors_total).
 	f.StringVar(&member, "member", "", "this process's member ID, unique in the group (default random)")
 	f.StringVar(&srcName, "src-name", "", "SRC_URL's name in the copies' metadata (default: the URL without credentials and query)")
 	f.StringVar(&dstName, "dst-name", "", "DST_URL's name in the copies' metadata (default: the URL without credentials and query)")
-	f.DurationVar(&emptyGrace, "empty-grace", mirror.DefaultEmptyGrace, "keep copies this long after their source suddenly lists nothing")
+	f.DurationVar(&emptyGrace, "empty-grace", mirror.DefaultEmptyGrace, "keep copies this long after their source suddenly lists no healthy instance")
 	f.DurationVar(&handoverTimeout, "handover-timeout", mirror.DefaultHandoverTimeout, "on shutdown or rebalance, keep copies at most this long for the new owner's to appear")
 	f.BoolVar(&dryRun, "dry-run", false, "print what would be copied and skipped, then exit")
 	addMetricsFlag(cmd, &metricsAddr)

@@ -58,12 +58,13 @@
 // it was the service's last instance. A stale view (Snapshot.Stale: the backend
 // cannot be read) is never acted on.
 //
-// Empty-push guard: when a fresh view of the source suddenly lists no instance at
-// all while copies exist (an outage a backend reports as an empty answer, a
-// stale replica), the copies are kept, marked with MetaHeldSince, for
-// WithEmptyGrace (30s by default) plus a per-copy jitter of up to a quarter of
-// it, so one service's copies never vanish together; the source listing any
-// instance again ends the hold.
+// Empty-push guard: when a fresh view of the source suddenly lists no healthy
+// instance (none at all, or only unhealthy ones) while copies exist (an outage a
+// backend reports as an empty answer, a stale replica, Nacos marking every
+// instance unhealthy when their heartbeats stop reaching it), the copies are
+// kept, marked with MetaHeldSince, for WithEmptyGrace (30s by default) plus a
+// per-copy jitter of up to a quarter of it, so one service's copies never
+// vanish together; the source listing a healthy instance again ends the hold.
 //
 // # High availability
 //
@@ -76,6 +77,10 @@
 // the destination lists the new owner's copy of each (or WithHandoverTimeout
 // passes, or the source instance is gone) and only then deregisters them.
 // Run's graceful end leaves the group first and hands over the same way. A
+// member whose own node is missing from the membership for a while (its session
+// expired in a coordinator outage, or a crashed predecessor with its member ID
+// held the node) keeps counting itself meanwhile, so it never drops its copies
+// for that; other members may hold copies of its pairs beside its own. A
 // process that dies is replaced when its membership session expires; its copies
 // expire with its destination session at about the same time, so a crash (not a
 // graceful stop) may show a gap of up to the session timeout.

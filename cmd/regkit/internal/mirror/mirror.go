@@ -39,8 +39,11 @@ const (
 	// registerTimeout bounds one Register, Update or Deregister of a copy; a
 	// failed one is retried after retryDelay (jittered).
 	registerTimeout = 10 * time.Second
-	retryDelay      = 2 * time.Second
 )
+
+// retryDelay is the pause before retrying a failed write of a copy or watch
+// (jittered); a variable for tests.
+var retryDelay = 2 * time.Second
 
 // Endpoint is one registry a Route reads from or writes to.
 type Endpoint struct {
@@ -100,12 +103,14 @@ func WithCoordinator(c *registry.Client) Option { return func(o *options) { o.co
 // ends every copy's ID, so it must be unique in the group: one key segment of
 // [A-Za-z0-9._-], at most 32 bytes. A process restarted after a crash with the
 // crashed one's ID registers its copies only once the old ones have expired
-// (the IDs collide, and the registry refuses a second owner); with a fresh ID it
+// (the IDs collide, and the registry refuses a second owner), as soon as the
+// destination lists them gone: watchers see each address missing for about a
+// watch round trip. With a fresh ID it
 // registers them at once, beside the old ones until those expire.
 func WithMemberID(id string) Option { return func(o *options) { o.member = id } }
 
 // WithEmptyGrace sets how long copies are kept after the source suddenly lists
-// nothing for their service (default DefaultEmptyGrace; at least 0).
+// no healthy instance of their service (default DefaultEmptyGrace; at least 0).
 func WithEmptyGrace(d time.Duration) Option { return func(o *options) { o.emptyGrace = d } }
 
 // WithHandoverTimeout bounds how long a member that lost a service keeps its
@@ -305,12 +310,17 @@ func (s *Syncer) Run(ctx context.Context) error {
 	defer wg.Wait()
 	lctx, lcancel := context.WithCancel(ctx)
 	defer lcancel()
+	// The membership is followed until the hand-over ends too: members that
+	// leave meanwhile (all of a group stopped at once) leave this one alone, and
+	// its copies go at once instead of at the hand-over timeout.
+	mctx, mcancel := context.WithCancel(tctx)
+	defer mcancel()
 	errc := make(chan error, len(s.routes)+1)
 
 	var member *group.Member
 	if s.o.coord != nil {
 		key := MembershipKey(s.o.group)
-		gw, err := group.Watch(lctx, s.o.coord, key)
+		gw, err := group.Watch(mctx, s.o.coord, key)
 		if err != nil {
 			return fmt.Errorf("mirror: membership: %w", err)
 		}
@@ -324,7 +334,7 @@ func (s *Syncer) Run(ctx context.Context) error {
 			defer wg.Done()
 			defer gw.Close()
 			for {
-				ms, err := gw.Next(lctx)
+				ms, err := gw.Next(mctx)
 				if err != nil {
 					if lctx.Err() == nil {
 						errc <- fmt.Errorf("mirror: membership: %w", err)
@@ -374,7 +384,6 @@ func (s *Syncer) Run(ctx context.Context) error {
 		}
 	}
 	lcancel()
-	wg.Wait()
 
 	// Graceful end: leave the group so that others take over, own nothing, and
 	// wait for every task to hand over (bounded by the handover timeout).
@@ -397,6 +406,8 @@ func (s *Syncer) Run(ctx context.Context) error {
 		<-done
 	}
 	t.Stop()
+	mcancel()
+	wg.Wait()
 	return runErr
 }
 
@@ -452,19 +463,30 @@ func mix(x uint64) uint64 {
 
 // recomputeLocked starts the tasks this member owns and tells every task
 // whether it still owns its pair.
+//
+// A view of the membership that lacks this member (its node is briefly gone: a
+// session expired in a coordinator outage, or a crashed predecessor with the
+// same member ID held the node until its session ended) still counts it while it
+// runs: dropping itself would hand every pair over to the others, or, with no
+// other member, deregister every copy until the node is back. The other members
+// may take its pairs meanwhile; both then hold copies, never none.
 func (s *Syncer) recomputeLocked() {
-	alone := !slices.ContainsFunc(s.members, func(m string) bool { return m != s.o.member })
+	members := s.members
+	if members != nil && !slices.Contains(members, s.o.member) {
+		members = append(slices.Clip(members), s.o.member)
+	}
+	alone := !slices.ContainsFunc(members, func(m string) bool { return m != s.o.member })
 	for i, r := range s.routes {
 		for svc := range s.sets[i] {
 			k := taskKey{route: i, service: svc}
-			if s.tasks[k] == nil && !s.leaving && owner(s.members, r.String()+"\x00"+svc) == s.o.member {
+			if s.tasks[k] == nil && !s.leaving && owner(members, r.String()+"\x00"+svc) == s.o.member {
 				s.startLocked(k)
 			}
 		}
 	}
 	for k, t := range s.tasks {
 		wanted := s.sets[k.route][k.service]
-		own := !s.leaving && owner(s.members, s.routes[k.route].String()+"\x00"+k.service) == s.o.member
+		own := !s.leaving && owner(members, s.routes[k.route].String()+"\x00"+k.service) == s.o.member
 		t.set(own, wanted, alone)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/regkit/regkit/internal/poll"
 	"github.com/regkit/regkit/internal/testenv"
 	"github.com/regkit/regkit/nacos/nacostest"
+	"github.com/regkit/regkit/recipes/group"
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/address"
 
@@ -309,6 +311,232 @@ func TestSync(t *testing.T) {
 	t.Run("EmptyPushGuard", func(t *testing.T) { testEmptyPushGuard(t, e) })
 	t.Run("Handover", func(t *testing.T) { testHandover(t, e, e.etcdURL(t), e.zkURL(t)) })
 	t.Run("HandoverToNacos", func(t *testing.T) { testHandover(t, e, e.zkURL(t), e.nacosURL(t)) })
+	t.Run("MembershipNodeLost", func(t *testing.T) { testMembershipNodeLost(t, e) })
+	t.Run("PredecessorCopy", func(t *testing.T) { testPredecessorCopy(t, e) })
+	t.Run("StopAll", func(t *testing.T) { testStopAll(t, e) })
+	t.Run("AllUnhealthyGuard", func(t *testing.T) { testAllUnhealthyGuard(t, e) })
+}
+
+// testAllUnhealthyGuard: a source whose every instance turns unhealthy at once
+// (Nacos when beats stop reaching it, a Consul agent failing every check) is
+// held by the empty-push guard like one that lists nothing: the copy stays,
+// marked, and a healthy instance again ends the hold. It used to be
+// deregistered at once, emptying the destination.
+func testAllUnhealthyGuard(t *testing.T, e *env) {
+	src, dst := open(t, e.etcdURL(t)), open(t, e.zkURL(t))
+	ss, sd := open(t, e.etcdURL(t)), open(t, e.zkURL(t))
+	const svc = "search"
+	var sick atomic.Bool
+	check := func(context.Context) error {
+		if sick.Load() {
+			return errors.New("sick")
+		}
+		return nil
+	}
+	// One instance, so that all turn unhealthy in one view (several may turn
+	// one by one: then only the last is held, as when they are deregistered).
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	r, err := src.Register(ctx, registry.Instance{Service: svc, ID: "h1", Host: "127.0.0.1", Port: 7901},
+		registry.WithHealthCheck(check, 50*time.Millisecond, registry.MarkUnhealthy))
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	run(t, []mirror.Route{{From: mirror.Endpoint{Client: ss, Name: "etcd"}, To: mirror.Endpoint{Client: sd, Name: "zk"}}},
+		mirror.WithEmptyGrace(time.Hour))
+	copies := []string{"127.0.0.1:7901 copy-of h1 from etcd"}
+	wantView(t, dst, svc, copies...)
+	rec := record(t, dst, svc)
+	held := func(want bool) func() error {
+		return func() error {
+			list, err := dst.Instances(context.Background(), svc)
+			if err != nil {
+				return err
+			}
+			for _, in := range list {
+				if _, ok := in.Metadata[mirror.MetaHeldSince]; ok != want {
+					return fmt.Errorf("copy %s marked held: %v, want %v", in.ID, ok, want)
+				}
+			}
+			if len(list) != 1 {
+				return fmt.Errorf("%d copies, want 1", len(list))
+			}
+			return nil
+		}
+	}
+	sick.Store(true)
+	poll.Until(t, 30*time.Second, "the source lists it unhealthy", func() error {
+		list, err := src.Instances(context.Background(), svc)
+		if err != nil {
+			return err
+		}
+		for _, in := range list {
+			if in.Healthy {
+				return fmt.Errorf("%s healthy", in.ID)
+			}
+		}
+		return nil
+	})
+	poll.Until(t, 30*time.Second, "the copy held", held(true))
+	sick.Store(false)
+	poll.Until(t, 30*time.Second, "the hold ended", held(false))
+	wantView(t, dst, svc, copies...)
+	rec.check(t, svc)
+}
+
+// testStopAll: every member of a group stopped at once (SIGTERM to all) has
+// nobody to hand over to: each deregisters its copies and returns as soon as
+// it sees the others leave. Each used to stop following the membership when
+// it began to leave and waited for the others' copies until the hand-over
+// timeout (here an hour).
+func testStopAll(t *testing.T, e *env) {
+	srcURL, dstURL := e.etcdURL(t), e.zkURL(t)
+	src, dst := open(t, srcURL), open(t, dstURL)
+	var svcs []string
+	for i := range 6 {
+		svc := fmt.Sprintf("svc-%d", i)
+		svcs = append(svcs, svc)
+		register(t, src, svc, "i1", 7800+i)
+	}
+	newSyncer := func(member string) *syncer {
+		ss, sd, coord := open(t, srcURL), open(t, dstURL), open(t, e.zkURL(t))
+		return run(t, []mirror.Route{{From: mirror.Endpoint{Client: ss, Name: "src"}, To: mirror.Endpoint{Client: sd, Name: "dst"}}},
+			mirror.WithCoordinator(coord), mirror.WithMemberID(member), mirror.WithHandoverTimeout(time.Hour))
+	}
+	a, b := newSyncer("m-a"), newSyncer("m-b")
+	poll.Until(t, 60*time.Second, "services split between m-a and m-b", func() error {
+		n := map[string]int{}
+		for _, svc := range svcs {
+			list, _ := dst.Instances(context.Background(), svc)
+			for _, in := range list {
+				n[in.Metadata[mirror.MetaOwner]]++
+			}
+		}
+		if n["m-a"] == 0 || n["m-b"] == 0 || n["m-a"]+n["m-b"] != len(svcs) || len(n) != 2 {
+			return fmt.Errorf("copies per owner: %v", n)
+		}
+		return nil
+	})
+	a.cancel()
+	b.cancel()
+	var wg sync.WaitGroup
+	for _, sy := range []*syncer{a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sy.stop(t)
+		}()
+	}
+	wg.Wait()
+	for _, svc := range svcs {
+		wantView(t, dst, svc)
+	}
+}
+
+// testPredecessorCopy: a sync restarted after a crash with the crashed one's
+// member ID cannot register a copy whose ID the predecessor's copy still holds;
+// it registers it as soon as the destination no longer lists that copy, not at
+// its retry timer (which used to add up to 3s to the gap the predecessor's
+// expiry leaves; here the timer is an hour).
+func testPredecessorCopy(t *testing.T, e *env) {
+	t.Cleanup(mirror.SetRetryDelay(time.Hour))
+	src, dst := open(t, e.etcdURL(t)), open(t, e.zkURL(t))
+	ss, sd := open(t, e.etcdURL(t)), open(t, e.zkURL(t))
+	const svc = "billing"
+	register(t, src, svc, "s1", 7701)
+	// The crashed predecessor's copy, held by its session (at another port, to
+	// tell it from the new one).
+	pred := open(t, e.zkURL(t))
+	register(t, pred, svc, mirror.CopyID("s1", "m"), 7702, mirror.MetaSourceCluster, "etcd", mirror.MetaSourceID, "s1",
+		mirror.MetaOwner, "m", mirror.MetaGroup, mirror.DefaultGroup)
+	failed := make(chan error, 100)
+	run(t, []mirror.Route{{From: mirror.Endpoint{Client: ss, Name: "etcd"}, To: mirror.Endpoint{Client: sd, Name: "zk"}}},
+		mirror.WithMemberID("m"), mirror.WithEventHandler(func(ev mirror.Event) {
+			if ev.Kind == mirror.Failed {
+				select {
+				case failed <- ev.Err:
+				default:
+				}
+			}
+		}))
+	select {
+	case err := <-failed:
+		if !errors.Is(err, registry.ErrExists) {
+			t.Fatalf("Failed event with %v, want ErrExists", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no Failed event within 30s")
+	}
+	pred.Close() // the predecessor's session ends, and its copy with it
+	wantView(t, dst, svc, "127.0.0.1:7701 copy-of s1 from etcd")
+}
+
+// testMembershipNodeLost: a member whose own membership node is missing for a
+// while (a crashed predecessor with the same member ID held it, then its session
+// ended; or a session expiry during a coordinator outage) and that has no other
+// member to hand over to keeps its copies: nobody else would hold them. It used
+// to deregister every copy at once and register them again once its node was
+// back, a gap on a healthy destination.
+func testMembershipNodeLost(t *testing.T, e *env) {
+	src, dst := open(t, e.etcdURL(t)), open(t, e.zkURL(t))
+	ss, sd := open(t, e.etcdURL(t)), open(t, e.zkURL(t))
+	// The coordinator retries slowly, as after a few failures: its member node
+	// stays missing for seconds after the predecessor's goes.
+	coord, err := registry.Open(context.Background(), e.zkURL(t), registry.WithRetryBackoff(3*time.Second, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { coord.Close() })
+	const svc = "shipping"
+	register(t, src, svc, "s1", 7601)
+	const grp = "lost"
+	key := mirror.MembershipKey(grp)
+	// The predecessor's node, held by another session.
+	foreign := open(t, e.zkURL(t))
+	fm, err := group.NewMember(foreign, key, "m", []byte("m"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := fm.WaitForJoin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var removed []string
+	run(t, []mirror.Route{{From: mirror.Endpoint{Client: ss, Name: "etcd"}, To: mirror.Endpoint{Client: sd, Name: "zk"}}},
+		mirror.WithCoordinator(coord), mirror.WithGroup(grp), mirror.WithMemberID("m"),
+		mirror.WithEventHandler(func(ev mirror.Event) {
+			if ev.Kind == mirror.Removed {
+				mu.Lock()
+				removed = append(removed, ev.SourceID+": "+ev.Reason)
+				mu.Unlock()
+			}
+		}))
+	wantView(t, dst, svc, "127.0.0.1:7601 copy-of s1 from etcd")
+	rec := record(t, dst, svc)
+	// The predecessor's node goes; the Syncer's own comes back later.
+	if err := fm.Close(); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 60*time.Second, "the Syncer's member node", func() error {
+		ms, err := group.Members(ctx, coord, key)
+		if err != nil {
+			return err
+		}
+		if _, ok := ms["m"]; !ok {
+			return fmt.Errorf("members %v", slices.Sorted(maps.Keys(ms)))
+		}
+		return nil
+	})
+	wantView(t, dst, svc, "127.0.0.1:7601 copy-of s1 from etcd")
+	rec.check(t, svc)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(removed) > 0 {
+		t.Errorf("copies removed while the member's node was missing: %v", removed)
+	}
 }
 
 // testBothWays: natives on each side are copied to the other, an instance native

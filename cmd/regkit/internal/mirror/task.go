@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -37,9 +38,19 @@ type task struct {
 	src, dst   *registry.Snapshot // last fresh views; nil before the first
 	srcAt      time.Time          // when src was read
 	copies     map[string]*held   // by source ID
-	emptySince time.Time          // the source listed nothing since (empty-push guard)
+	emptySince time.Time          // the source listed nothing usable since (empty-push guard)
 	retryAt    time.Time
 	refused    map[string]registry.Instance // copies the destination refused for good, by source ID
+	// conflicts are the copies (by source ID) whose register failed because the
+	// destination holds their ID for another owner: a crashed predecessor with
+	// this member ID, whose copies expire with its session or lease.
+	conflicts map[string]*conflict
+}
+
+// conflict is a copy ID another owner holds on the destination.
+type conflict struct {
+	id     string
+	listed bool // the destination's view listed it since the register failed
 }
 
 // held is one copy this member holds.
@@ -52,7 +63,8 @@ type held struct {
 func newTask(s *Syncer, k taskKey) *task {
 	r := s.routes[k.route]
 	return &task{s: s, key: k, route: r, name: r.String(), own: true, wanted: true,
-		poke: make(chan struct{}, 1), copies: map[string]*held{}, refused: map[string]registry.Instance{}}
+		poke: make(chan struct{}, 1), copies: map[string]*held{}, refused: map[string]registry.Instance{},
+		conflicts: map[string]*conflict{}}
 }
 
 func (t *task) set(own, wanted, alone bool) {
@@ -161,6 +173,35 @@ func (t *task) run(ctx context.Context) {
 	}
 }
 
+// srcUsable reports whether the source's view lists an instance that could be
+// copied: healthy and not a copy. One that lists none (nothing at all, or only
+// unhealthy instances: Nacos marking every instance unhealthy when beats stop
+// reaching it, a Consul agent failing every check) is what the empty-push guard
+// holds copies through.
+func (t *task) srcUsable() bool {
+	return slices.ContainsFunc(t.src.Instances, func(in registry.Instance) bool {
+		return in.Healthy && in.Metadata[MetaSourceCluster] == ""
+	})
+}
+
+// whyGone says why the copy of source instance id is no longer wanted.
+func (t *task) whyGone(id string) string {
+	for _, in := range t.src.Instances {
+		if in.ID != id {
+			continue
+		}
+		switch {
+		case !in.Healthy:
+			return "source instance unhealthy"
+		case in.Metadata[MetaSourceCluster] != "":
+			return "source instance is a copy"
+		default:
+			return "native on both sides"
+		}
+	}
+	return "source instance gone"
+}
+
 // desired computes, from the last fresh views, the copy each source instance
 // should have (by source ID), this member being its owner.
 func (t *task) desired() map[string]registry.Instance {
@@ -228,10 +269,10 @@ func (t *task) reconcile(ctx context.Context) time.Time {
 		deadline := since.Add(t.s.o.handoverTimeout)
 		for id := range t.copies {
 			switch _, ok := want[id]; {
-			case !ok && len(t.src.Instances) > 0:
-				// A source listing nothing at all is kept until the deadline, as
+			case !ok && t.srcUsable():
+				// A source listing nothing usable is kept until the deadline, as
 				// the empty-push guard would.
-				t.remove(ctx, id, "source instance gone")
+				t.remove(ctx, id, t.whyGone(id))
 			case others[id]:
 				t.remove(ctx, id, "handed over")
 			case alone:
@@ -244,7 +285,7 @@ func (t *task) reconcile(ctx context.Context) time.Time {
 		}
 		return next
 	}
-	if len(t.src.Instances) == 0 && len(t.copies) > 0 && t.s.o.emptyGrace > 0 {
+	if !t.srcUsable() && len(t.copies) > 0 && t.s.o.emptyGrace > 0 {
 		// Empty-push guard.
 		if t.emptySince.IsZero() {
 			t.emptySince = now
@@ -258,7 +299,7 @@ func (t *task) reconcile(ctx context.Context) time.Time {
 				if err != nil {
 					t.fail(ctx, "update", id, in, err)
 				}
-				t.event(Event{Kind: Held, SourceID: id, Copy: in, Reason: "the source lists no instance"})
+				t.event(Event{Kind: Held, SourceID: id, Copy: in, Reason: "the source lists no healthy instance"})
 			}
 		}
 		for id, h := range t.copies {
@@ -266,7 +307,7 @@ func (t *task) reconcile(ctx context.Context) time.Time {
 				soon(h.holdTill)
 				continue
 			}
-			t.remove(ctx, id, "the source listed no instance for the grace period")
+			t.remove(ctx, id, "the source listed no healthy instance for the grace period")
 		}
 		return next
 	}
@@ -274,8 +315,18 @@ func (t *task) reconcile(ctx context.Context) time.Time {
 	t.emptySince = time.Time{}
 	for id := range t.copies {
 		if _, ok := want[id]; !ok {
-			t.remove(ctx, id, "source instance gone")
+			t.remove(ctx, id, t.whyGone(id))
 		}
+	}
+	for id := range t.conflicts {
+		if _, ok := want[id]; !ok {
+			delete(t.conflicts, id)
+		}
+	}
+	if now.Before(t.retryAt) && t.conflictGone() {
+		// The predecessor's copy just expired: register ours now, not at the
+		// retry timer, so the address is missing only for a watch round trip.
+		t.retryAt = time.Time{}
 	}
 	if now.Before(t.retryAt) {
 		return t.retryAt
@@ -320,11 +371,39 @@ func (t *task) reconcile(ctx context.Context) time.Time {
 	return next
 }
 
+// conflictGone reports whether the destination's view no longer lists a copy
+// ID that it listed, held by another owner, when our register failed. (An ID
+// the view never listed, say an unhealthy holder a Consul listing leaves out,
+// is left to the retry timer.)
+func (t *task) conflictGone() bool {
+	if len(t.conflicts) == 0 {
+		return false
+	}
+	gone := false
+	for _, c := range t.conflicts {
+		if t.lists(c.id) {
+			c.listed = true
+		} else if c.listed {
+			gone = true
+		}
+	}
+	return gone
+}
+
+// lists reports whether the destination's view lists the instance ID id.
+func (t *task) lists(id string) bool {
+	return slices.ContainsFunc(t.dst.Instances, func(in registry.Instance) bool { return in.ID == id })
+}
+
 func (t *task) register(ctx context.Context, id string, in registry.Instance) bool {
 	rctx, cancel := context.WithTimeout(ctx, registerTimeout)
 	reg, err := t.route.To.Client.Register(rctx, in)
 	cancel()
+	delete(t.conflicts, id)
 	if err != nil {
+		if errors.Is(err, registry.ErrExists) {
+			t.conflicts[id] = &conflict{id: in.ID, listed: t.lists(in.ID)}
+		}
 		if errors.Is(err, registry.ErrInvalid) {
 			// No retry can fix it (too many metadata pairs for the destination,
 			// a value too long): not tried again until the source changes.
