@@ -113,6 +113,14 @@
 // ip:port carrying another owner's token is not ours (the keep-alive reports it
 // lost), and Deregister and Remove leave it alone.
 //
+// Known limit: two live registrations with different IDs at one ip:port#cluster
+// (two processes given the same address, or regkit sync handing a copy from one
+// process to another) are one Nacos instance. Each keep-alive finds the entry
+// carrying the other's token, reports it lost and puts it back, so they take
+// turns at every presence check (each turn a change notification to
+// subscribers) until one of them is closed. Give each registration its own
+// address on Nacos.
+//
 // # Watch
 //
 // Watches poll the instance list (UDP push does not cross NAT and is being removed
