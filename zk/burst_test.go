@@ -6,11 +6,13 @@ import (
 	"io"
 	"net"
 	"regexp"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/driver"
 	rzk "github.com/regkit/regkit/zk"
 )
 
@@ -90,4 +92,61 @@ func TestOwnCreatesShareReArm(t *testing.T) {
 		t.Errorf("%d requests for %d registrations, want at most %d", got, n, n*2+n/4)
 	}
 	t.Logf("%d requests for %d registrations", got, n)
+}
+
+// An own node deleted by someone else while the subscription defers its
+// re-arm (before any listing showed it) is reported deleted when the re-arm
+// comes, so that the registration's guard puts it again.
+func TestOwnCreateDeletedBeforeListing(t *testing.T) {
+	t.Cleanup(rzk.SetOwnMaxDefer(time.Hour)) // the deferral lasts as long as the hold below
+	e := newEnv(t)
+	c := e.open(t, "own")
+	defer c.Close()
+	conn := c.Conn().(*rzk.Conn)
+	changes := make(chan driver.Change, 100)
+	cancel, err := conn.SubscribeEvents("api", func(ch driver.Change) { changes <- ch })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+	ctx, stop := context.WithTimeout(context.Background(), 30*time.Second)
+	defer stop()
+	// await waits for a change satisfying ok.
+	await := func(what string, ok func(driver.Change) bool) {
+		t.Helper()
+		for {
+			select {
+			case ch := <-changes:
+				if ch.Err != nil {
+					t.Fatalf("%s: %v", what, ch.Err)
+				}
+				if ok(ch) {
+					return
+				}
+			case <-ctx.Done():
+				t.Fatalf("no change: %s", what)
+			}
+		}
+	}
+	put := func(id string) {
+		if _, err := conn.Put(ctx, driver.Instance{Service: "api", ID: id, Host: "127.0.0.1", Port: 9000, Weight: 100}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("a0")
+	await("the put of a0", func(ch driver.Change) bool {
+		return slices.ContainsFunc(append(ch.Puts, ch.Listing.Instances...), func(in driver.Instance) bool { return in.ID == "a0" })
+	})
+	release := rzk.HoldOwnCreate(conn, "api")
+	put("a1") // its child event comes; the re-arm waits for the hold
+	if err := e.adm(t).Delete("/own/services/api/a1", -1); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	await("the delete of a1", func(ch driver.Change) bool {
+		if slices.ContainsFunc(ch.Puts, func(in driver.Instance) bool { return in.ID == "a1" }) {
+			t.Fatalf("a put of a1, deleted: %+v", ch)
+		}
+		return slices.Contains(ch.Deletes, "a1")
+	})
 }

@@ -37,10 +37,9 @@ type ownCreates struct {
 // ownMaxDefer the longest it defers a re-arm after the child event: a burst of
 // own creates (one Client registering many instances) then costs one child
 // listing per burst instead of one per create, each listing all the children.
-const (
-	ownSettle   = 2 * time.Millisecond
-	ownMaxDefer = 20 * time.Millisecond
-)
+const ownSettle = 2 * time.Millisecond
+
+var ownMaxDefer = 20 * time.Millisecond // a variable for tests
 
 // putStart records that the Conn sends an own create of a node in dir.
 func (h *eventHub) putStart(dir string) {
