@@ -146,7 +146,10 @@ func (h *eventHub) dispatch(ev zk.Event) {
 // data), and keeps the children's data from the replies that arm those
 // watches. A child event costs one ChildrenW (and a GetW per new child), a data
 // event one GetW of that child; nothing is listed again until the subscription
-// breaks.
+// breaks. While the Conn's own creates in the directory are under way (its
+// Client registering instances of the service), the ChildrenW waits until they
+// settle (ownSettle after the last, at most ownMaxDefer after the event): a
+// burst of registrations costs one listing, not one per registration.
 type eventSub struct {
 	c       *Conn
 	service string
