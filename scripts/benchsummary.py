@@ -82,13 +82,14 @@ inline("etcd-notify", "BenchmarkRegisterToWatch", "regkit-p50-ms", "native-p50-m
        "etcd register → watcher notified, p50", "≤ 1.2×")
 inline("etcd-notify", "BenchmarkRegisterToWatch", "regkit-p99-ms", "native-p99-ms", "ratio-p99",
        "etcd register → watcher notified, p99", "≤ 1.2×")
-paired("zk-notify", "BenchmarkRegisterToWatch", "client=regkit", "client=raw-go-zookeeper", "p50-ms",
-       "ZooKeeper register → watcher notified, p50 (native: create → ChildrenW event)", "≤ 1.2×")
-paired("zk-notify", "BenchmarkRegisterToWatch", "client=regkit", "client=raw-go-zookeeper", "p99-ms",
+inline("zk-notify", "BenchmarkRegisterToWatch", "regkit-p50-ms", "native-p50-ms", "ratio-p50",
+       "ZooKeeper register → watcher notified, p50 (native: create → child event, ChildrenW, GetW)", "≤ 1.2×")
+inline("zk-notify", "BenchmarkRegisterToWatch", "regkit-p99-ms", "native-p99-ms", "ratio-p99",
        "ZooKeeper, p99", "≤ 1.2×")
-paired("consul-notify", "BenchmarkRegisterToNotified", "regkit", "raw", "p50-ms",
+inline("consul-notify", "BenchmarkRegisterToNotified", "regkit-p50-ms", "native-p50-ms", "ratio-p50",
        "Consul register → watcher notified, p50", "≤ 1.2×")
-paired("consul-notify", "BenchmarkRegisterToNotified", "regkit", "raw", "p99-ms", "Consul, p99", "≤ 1.2×")
+inline("consul-notify", "BenchmarkRegisterToNotified", "regkit-p99-ms", "native-p99-ms", "ratio-p99",
+       "Consul, p99", "≤ 1.2×")
 inline("zk-many", "BenchmarkRegisterMany", "regkit-s", "native-s", "ratio",
        "ZooKeeper, 1,000 instances of one service registered from one Client", "≤ 1.5×", " s")
 inline("etcd-many", "BenchmarkRegisterMany", "regkit-s", "native-s", "ratio",

@@ -21,6 +21,80 @@ var _ driver.EventWatcher = (*Conn)(nil)
 type eventHub struct {
 	mu   sync.Mutex
 	subs map[string]map[*eventSub]struct{} // by service directory
+	own  map[string]*ownCreates            // the Conn's own creates, by service directory
+}
+
+// ownCreates is the Conn's own creates of instance nodes in one service
+// directory (Put), which a subscription of that directory waits out before it
+// re-arms its child watch (see eventSub.settle).
+type ownCreates struct {
+	inflight int       // sent, not answered
+	last     time.Time // when the last one was answered
+}
+
+// ownSettle is how long a subscription waits after the Conn's last own create in
+// its directory was answered before it re-arms the directory's child watch, and
+// ownMaxDefer the longest it defers a re-arm after the child event: a burst of
+// own creates (one Client registering many instances) then costs one child
+// listing per burst instead of one per create, each listing all the children.
+const ownSettle = 2 * time.Millisecond
+
+var ownMaxDefer = 20 * time.Millisecond // a variable for tests
+
+// putStart records that the Conn sends an own create of a node in dir.
+func (h *eventHub) putStart(dir string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.own == nil {
+		h.own = map[string]*ownCreates{}
+	}
+	o := h.own[dir]
+	if o == nil {
+		o = &ownCreates{}
+		h.own[dir] = o
+	}
+	o.inflight++
+}
+
+// putDone records the answer to an own create of dir/name started with putStart;
+// created says the node was created (the subscriptions of dir then remember
+// name, see eventSub.ownNew).
+func (h *eventHub) putDone(dir, name string, created bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	o := h.own[dir]
+	o.inflight--
+	o.last = time.Now()
+	if created {
+		for s := range h.subs[dir] {
+			s.mu.Lock()
+			s.ownNew[name] = struct{}{}
+			s.mu.Unlock()
+		}
+	}
+	// An entry settled long ago tells nothing: drop it, so that the map holds
+	// only the directories with recent own creates.
+	for d, o := range h.own {
+		if o.inflight == 0 && time.Since(o.last) > ownMaxDefer {
+			delete(h.own, d)
+		}
+	}
+}
+
+// ownBusy says whether the Conn has own creates in dir in flight or answered
+// less than ownSettle ago, and if only the latter, when that ends.
+func (h *eventHub) ownBusy(dir string) (busy bool, until time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	o := h.own[dir]
+	switch {
+	case o == nil:
+		return false, time.Time{}
+	case o.inflight > 0:
+		return true, time.Time{}
+	}
+	until = o.last.Add(ownSettle)
+	return time.Now().Before(until), until
 }
 
 func (h *eventHub) add(s *eventSub) {
@@ -72,7 +146,10 @@ func (h *eventHub) dispatch(ev zk.Event) {
 // data), and keeps the children's data from the replies that arm those
 // watches. A child event costs one ChildrenW (and a GetW per new child), a data
 // event one GetW of that child; nothing is listed again until the subscription
-// breaks.
+// breaks. While the Conn's own creates in the directory are under way (its
+// Client registering instances of the service), the ChildrenW waits until they
+// settle (ownSettle after the last, at most ownMaxDefer after the event): a
+// burst of registrations costs one listing, not one per registration.
 type eventSub struct {
 	c       *Conn
 	service string
@@ -88,11 +165,17 @@ type eventSub struct {
 	dirty    map[string]zk.EventType // children with a watch event not yet handled
 	dirDirty bool                    // the directory's child (or exists) watch fired
 	lost     error                   // a watch of the subscription was dropped
+	// ownNew holds the children the Conn's own Puts created since the last
+	// listing of the directory (layouts whose node names are IDs): one absent
+	// from the next listing was deleted before the subscription saw it, and is
+	// reported deleted, so that the registration guard learns of it.
+	ownNew map[string]struct{}
 
 	// Owned by the goroutine.
-	nodes map[string]znode               // by child name
-	byID  map[string]map[string]struct{} // child names by instance ID (layouts not by name)
-	rev   uint64
+	nodes    map[string]znode               // by child name
+	byID     map[string]map[string]struct{} // child names by instance ID (layouts not by name)
+	rev      uint64
+	dirSince time.Time // when the directory's re-arm became due, while it is deferred (see settle)
 }
 
 // znode is what a subscription knows of one child of the service directory.
@@ -114,7 +197,8 @@ func (c *Conn) SubscribeEvents(service string, fn func(driver.Change)) (func(), 
 	cd := c.codec()
 	ctx, cancel := context.WithCancel(c.life)
 	s := &eventSub{c: c, service: service, dir: cd.dir(service), cd: cd, fn: fn, ctx: ctx, cancel: cancel,
-		done: make(chan struct{}), wake: make(chan struct{}, 1), dirty: map[string]zk.EventType{}}
+		done: make(chan struct{}), wake: make(chan struct{}, 1), dirty: map[string]zk.EventType{},
+		ownNew: map[string]struct{}{}}
 	c.hub.add(s)
 	if !c.spawn(s.run) {
 		c.hub.remove(s)
@@ -167,10 +251,23 @@ func (s *eventSub) run() {
 	if !s.emit(driver.Change{Reset: true, Listing: list, Revision: s.rev, ReadAt: readAt}) {
 		return
 	}
+	var retry *time.Timer // wakes the loop when a deferred re-arm is due
+	var retryC <-chan time.Time
+	defer func() {
+		if retry != nil {
+			retry.Stop()
+		}
+	}()
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
+		case <-retryC:
+			retryC = nil
+			select {
+			case s.wake <- struct{}{}:
+			default:
+			}
 		case <-changed:
 			var nst zk.State
 			var nsid int64
@@ -180,13 +277,21 @@ func (s *eventSub) run() {
 				return
 			}
 		case <-s.wake:
-			ch, err := s.step()
+			ch, wait, err := s.step()
 			if err != nil {
 				s.fail(err)
 				return
 			}
 			if len(ch.Puts)+len(ch.Deletes) > 0 && !s.emit(ch) {
 				return
+			}
+			if wait > 0 && retryC == nil {
+				if retry == nil {
+					retry = time.NewTimer(wait)
+				} else {
+					retry.Reset(wait)
+				}
+				retryC = retry.C
 			}
 		}
 	}
@@ -253,7 +358,9 @@ func (s *eventSub) seen(zxid int64) {
 func (s *eventSub) relist() (driver.Listing, error) {
 	s.mu.Lock()
 	s.dirty, s.dirDirty = map[string]zk.EventType{}, false // the read below sees all of it
+	clear(s.ownNew)
 	s.mu.Unlock()
+	s.dirSince = time.Time{}
 	s.nodes, s.byID = map[string]znode{}, nil
 	if !s.cd.byName() {
 		s.byID = map[string]map[string]struct{}{}
@@ -282,9 +389,35 @@ func (s *eventSub) relist() (driver.Listing, error) {
 	return driver.Listing{Instances: out, Revision: s.rev}, nil
 }
 
+// settle says how long to defer the directory's re-arm: while the Conn's own
+// creates in the directory are in flight or answered less than ownSettle ago,
+// for at most ownMaxDefer after the child event. 0: re-arm now. The children's
+// own data watches are handled meanwhile; the children created during the wait
+// are read (their watches armed) with the re-arm.
+func (s *eventSub) settle() time.Duration {
+	now := time.Now()
+	if s.dirSince.IsZero() {
+		s.dirSince = now
+	}
+	busy, until := s.c.hub.ownBusy(s.dir)
+	if !busy || now.Sub(s.dirSince) >= ownMaxDefer {
+		s.dirSince = time.Time{}
+		return 0
+	}
+	limit := s.dirSince.Add(ownMaxDefer)
+	if until.IsZero() { // in flight: look again soon
+		until = now.Add(ownSettle)
+	}
+	if until.After(limit) {
+		until = limit
+	}
+	return max(until.Sub(now), time.Microsecond)
+}
+
 // step handles the watch events recorded since the last step and returns the
-// change they made.
-func (s *eventSub) step() (driver.Change, error) {
+// change they made, and, when the directory's re-arm is deferred (settle), how
+// long to wait before the next step.
+func (s *eventSub) step() (driver.Change, time.Duration, error) {
 	s.mu.Lock()
 	dirty, dirDirty, lost := s.dirty, s.dirDirty, s.lost
 	if len(dirty) > 0 {
@@ -295,7 +428,25 @@ func (s *eventSub) step() (driver.Change, error) {
 	s.dirDirty = false
 	s.mu.Unlock()
 	if lost != nil {
-		return driver.Change{}, lost
+		return driver.Change{}, 0, lost
+	}
+	var wait time.Duration
+	if dirDirty && s.cd.byName() {
+		if wait = s.settle(); wait > 0 {
+			dirDirty = false
+			s.mu.Lock()
+			s.dirDirty = true // still due
+			s.mu.Unlock()
+		}
+	}
+	var ownNew []string
+	if dirDirty {
+		s.mu.Lock()
+		for name := range s.ownNew {
+			ownNew = append(ownNew, name)
+		}
+		clear(s.ownNew)
+		s.mu.Unlock()
 	}
 	affected := map[string]string{} // child name -> the ID it stood for before
 	drop := func(name string) {
@@ -320,7 +471,7 @@ func (s *eventSub) step() (driver.Change, error) {
 	if dirDirty {
 		kids, err := s.armDir()
 		if err != nil {
-			return driver.Change{}, err
+			return driver.Change{}, 0, err
 		}
 		present := make(map[string]struct{}, len(kids))
 		for _, k := range kids {
@@ -334,6 +485,15 @@ func (s *eventSub) step() (driver.Change, error) {
 				drop(name)
 			}
 		}
+		for _, name := range ownNew {
+			// Created by this Conn and deleted before any listing showed it:
+			// reported deleted (the guard puts it again).
+			if _, ok := present[name]; !ok {
+				if _, seen := affected[name]; !seen {
+					affected[name] = ""
+				}
+			}
+		}
 	}
 	for _, name := range toRead {
 		if n, ok := s.nodes[name]; ok {
@@ -345,7 +505,7 @@ func (s *eventSub) step() (driver.Change, error) {
 		}
 	}
 	if err := s.read(toRead); err != nil {
-		return driver.Change{}, err
+		return driver.Change{}, 0, err
 	}
 	ch := driver.Change{Revision: s.rev}
 	if s.cd.byName() {
@@ -356,7 +516,7 @@ func (s *eventSub) step() (driver.Change, error) {
 				ch.Deletes = append(ch.Deletes, name)
 			}
 		}
-		return ch, nil
+		return ch, wait, nil
 	}
 	ids := map[string]struct{}{}
 	for name, old := range affected {
@@ -374,7 +534,7 @@ func (s *eventSub) step() (driver.Change, error) {
 			ch.Deletes = append(ch.Deletes, id)
 		}
 	}
-	return ch, nil
+	return ch, wait, nil
 }
 
 // forget drops a child from the subscription's state.

@@ -57,7 +57,17 @@ func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, err
 			return nil, wrap("put", path, err)
 		}
 		before := c.zc.currentEpoch()
-		_, err := mutate(ctx, c, inst, func() (string, error) { return c.zc.zk.Create(path, data, zk.FlagEphemeral, c.cfg.acl) })
+		_, err := mutate(ctx, c, inst, func() (string, error) {
+			if !cd.byName() {
+				return c.zc.zk.Create(path, data, zk.FlagEphemeral, c.cfg.acl)
+			}
+			// The subscriptions of dir defer their re-arm while own creates
+			// are under way (see eventHub.putStart).
+			c.hub.putStart(dir)
+			p, err := c.zc.zk.Create(path, data, zk.FlagEphemeral, c.cfg.acl)
+			c.hub.putDone(dir, name, err == nil)
+			return p, err
+		})
 		switch {
 		case err == nil:
 			ep = before

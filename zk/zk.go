@@ -199,7 +199,13 @@
 // children, GetW a child's data), and the Conn keeps each child's data, so a
 // registration elsewhere costs this Client one ChildrenW and one GetW, a data
 // change one GetW, and nothing is listed again; the watch events reach the
-// subscriptions through go-zookeeper's event callback, by path. A
+// subscriptions through go-zookeeper's event callback, by path. The Client's
+// own registrations fire its child watch too (its guard follows the service):
+// while its own creates in the directory are under way, the ChildrenW waits
+// until they settle (2 ms after the last, at most 20 ms), so registering n
+// instances in a row costs one listing per burst, not n listings of up to n
+// children; an own node deleted by someone else before that listing is
+// reported deleted, and the guard puts it again. A
 // disconnection, a new session or dropped watches end the subscription (package
 // registry then lists the service afresh). When the connection drops or the
 // session changes, Watch and SubscribeEvents end at once (so the view turns
