@@ -30,6 +30,7 @@ func newSyncCmd(g *globals) *cobra.Command {
 		dstName         string
 		emptyGrace      time.Duration
 		handoverTimeout time.Duration
+		memberTTL       time.Duration
 		dryRun          bool
 		metricsAddr     string
 	)
@@ -63,7 +64,14 @@ the registries' names, so give every process of a group the same names (the same
 URLs, or --src-name and --dst-name). On
 SIGTERM a process leaves, and keeps each copy until the new owner's copy is
 listed on the destination (at most --handover-timeout), so watchers never see a
-service's instances missing; then it exits with status 0.
+service's instances missing; then it exits with status 0. A process that dies
+(kill -9, a crash) is replaced when its membership session expires, after
+--member-ttl (default 5s): keep it below the liveness of the copies on the
+destinations (ZooKeeper session_timeout, etcd lease_ttl, Consul check_ttl: 10s
+by default; Nacos 15s), so the others register their copies before the dead
+process's expire and watchers see both for a moment, never none. Consul as
+--coord raises the TTL to at least 10s and expires sessions only after twice
+it, so with Consul as coordinator a crash can still show a gap.
 
 Each change prints one line (-o json: one JSON object a line, "event" is
 registered, updated, held, removed or failed). --dry-run prints the plan (what
@@ -107,10 +115,13 @@ regkit_session_*, regkit_request_errors_total).
 			if handoverTimeout <= 0 {
 				return usagef("invalid --handover-timeout %v: must be positive", handoverTimeout)
 			}
+			if memberTTL <= 0 {
+				return usagef("invalid --member-ttl %v: must be positive", memberTTL)
+			}
 			// Validate the rest (patterns, group, member) before any I/O.
 			opts := []mirror.Option{mirror.WithGroup(groupName), mirror.WithServices(services...),
 				mirror.WithEmptyGrace(emptyGrace), mirror.WithHandoverTimeout(handoverTimeout),
-				mirror.WithLogger(g.logger())}
+				mirror.WithMemberTTL(memberTTL), mirror.WithLogger(g.logger())}
 			if member != "" {
 				opts = append(opts, mirror.WithMemberID(member))
 			}
@@ -216,6 +227,7 @@ regkit_session_*, regkit_request_errors_total).
 	f.StringVar(&dstName, "dst-name", "", "DST_URL's name in the copies' metadata (default: the URL without credentials and query)")
 	f.DurationVar(&emptyGrace, "empty-grace", mirror.DefaultEmptyGrace, "keep copies this long after their source suddenly lists no healthy instance")
 	f.DurationVar(&handoverTimeout, "handover-timeout", mirror.DefaultHandoverTimeout, "on shutdown or rebalance, keep copies at most this long for the new owner's to appear")
+	f.DurationVar(&memberTTL, "member-ttl", mirror.DefaultMemberTTL, "TTL of this process's membership session on the coordinator: after a crash the others take over its services this long after; keep it below the copies' liveness on the destinations")
 	f.BoolVar(&dryRun, "dry-run", false, "print what would be copied and skipped, then exit")
 	addMetricsFlag(cmd, &metricsAddr)
 	return cmd

@@ -114,7 +114,8 @@ func gapWatch(t *testing.T, c *registry.Client, svc string) func() []string {
 // TestSyncBinary runs `regkit sync --both-ways` between etcd and ZooKeeper as two
 // processes of one group: the copies converge both ways, the dry run plans them,
 // SIGTERM on one process hands its services to the other with no gap a watcher
-// on the destination can see, and stopping the last one removes every copy.
+// on the destination can see, so does kill -9 (a --member-ttl below the copies'
+// liveness), and stopping the last one removes every copy.
 func TestSyncBinary(t *testing.T) {
 	zk := testenv.StartZooKeeper(t)
 	etcdU := etcdURL(t) + "?lease_ttl=3s"
@@ -144,7 +145,7 @@ func TestSyncBinary(t *testing.T) {
 
 	args := func(member string) []string {
 		return []string{"sync", etcdU, zkU, "--both-ways", "--src-name", "etcd", "--dst-name", "zk",
-			"--group", "cli", "--member", member, "--coord", zkU, "-o", "json"}
+			"--group", "cli", "--member", member, "--coord", zkU, "--member-ttl", "1s", "-o", "json"}
 	}
 	m1 := start(t, "", args("m1")...)
 	for _, svc := range svcs {
@@ -195,23 +196,42 @@ func TestSyncBinary(t *testing.T) {
 			t.Errorf("a watcher saw copies missing:\n%s", strings.Join(gs, "\n"))
 		}
 	}
-	// A crash: m2 is killed, its copies stay until its sessions and leases
-	// expire; m3, started meanwhile, converges to the same views on its own
-	// (it never deletes m2's copies, which expire).
+	// A crash: m3 joins and takes some services from m2, then m2 is killed.
+	// Its membership session (--member-ttl 1s) expires well before its copies
+	// (etcd lease_ttl 3s, zk session_timeout 4s), so m3 registers its copies
+	// of m2's services first: watchers see both for a moment, never none. m3
+	// never deletes m2's copies, which expire.
+	m3 := start(t, "", args("m3")...)
+	poll.Until(t, 60*time.Second, "copies split between m2 and m3", func() error {
+		if n := owners(); n["m2"] == 0 || n["m3"] == 0 || n["m2"]+n["m3"] != 2*len(svcs) {
+			return fmt.Errorf("copies per owner: %v", n)
+		}
+		return nil
+	})
+	killed := time.Now()
 	if err := m2.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	<-m2.done
-	m3 := start(t, "", args("m3")...)
 	poll.Until(t, 60*time.Second, "every copy on m3, m2's expired", func() error {
 		if n := owners(); n["m3"] != 2*len(svcs) || len(n) != 1 {
 			return fmt.Errorf("copies per owner: %v", n)
 		}
 		return nil
 	})
+	t.Logf("killed m2 at %s; its copies gone %v later; m3's registered events:\n%s", killed.UTC().Format(time.RFC3339Nano),
+		time.Since(killed).Round(time.Millisecond),
+		strings.Join(slices.DeleteFunc(strings.Split(m3.stdout(), "\n"), func(l string) bool {
+			return !strings.Contains(l, `"event":"registered"`)
+		}), "\n"))
 	for _, svc := range svcs {
 		wantSyncView(t, e, svc, wantE[svc]...)
 		wantSyncView(t, z, svc, wantZ[svc]...)
+	}
+	for _, g := range gaps {
+		if gs := g(); len(gs) > 0 {
+			t.Errorf("after the crash, a watcher saw copies missing:\n%s", strings.Join(gs, "\n"))
+		}
 	}
 	if code := m3.stop(t); code != exitOK {
 		t.Fatalf("m3 exited %d; stderr:\n%s", code, m3.stderr.String())
@@ -238,6 +258,7 @@ func TestSyncUsage(t *testing.T) {
 		{[]string{"sync", dead, "zk://127.0.0.1:1", "--member", "a b"}, `invalid --member "a b"`},
 		{[]string{"sync", dead, "zk://127.0.0.1:1", "--handover-timeout", "0s"}, "invalid --handover-timeout"},
 		{[]string{"sync", dead, "zk://127.0.0.1:1", "--empty-grace", "-1s"}, "invalid --empty-grace"},
+		{[]string{"sync", dead, "zk://127.0.0.1:1", "--member-ttl", "0s"}, "invalid --member-ttl"},
 		{[]string{"sync", dead, "zk://127.0.0.1:1", "--coord", "foo://x"}, `invalid --coord "foo://x"`},
 	} {
 		r := regkit(t, "", tc.args...)

@@ -17,6 +17,7 @@ import (
 
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/regkit/regkit/recipes"
 	"github.com/regkit/regkit/recipes/group"
 	"github.com/regkit/regkit/registry"
 )
@@ -36,6 +37,11 @@ const (
 	DefaultGroup           = "regkit-sync"
 	DefaultEmptyGrace      = 30 * time.Second
 	DefaultHandoverTimeout = 30 * time.Second
+	// DefaultMemberTTL is the membership session's TTL (WithMemberTTL): below
+	// the 10s every backend gives sessions, leases and TTL checks by default, so
+	// that the other members take a crashed member's services over before its
+	// copies expire.
+	DefaultMemberTTL = 5 * time.Second
 	// registerTimeout bounds one Register, Update or Deregister of a copy; a
 	// failed one is retried after retryDelay (jittered).
 	registerTimeout = 10 * time.Second
@@ -79,6 +85,7 @@ type options struct {
 	member          string
 	emptyGrace      time.Duration
 	handoverTimeout time.Duration
+	memberTTL       time.Duration
 	logger          *slog.Logger
 	meter           metric.MeterProvider
 	events          func(Event)
@@ -119,6 +126,19 @@ func WithEmptyGrace(d time.Duration) Option { return func(o *options) { o.emptyG
 func WithHandoverTimeout(d time.Duration) Option {
 	return func(o *options) { o.handoverTimeout = d }
 }
+
+// WithMemberTTL sets the TTL of the session that holds this member's node in
+// the group's membership on the coordinator (default DefaultMemberTTL; more
+// than 0). When the process dies, the other members take its services over
+// (register their copies) once that session expires: keep the TTL below the
+// liveness of the copies on every destination (ZooKeeper session timeout, etcd
+// lease TTL, Consul check TTL: 10s by default; Nacos's heartbeat timeout, 15s),
+// and a crash shows watchers both copies for a moment, never none.
+// The coordinator's backend bounds it: ZooKeeper needs at least 1s (and the
+// server's minSessionTimeout, 2 ticks), etcd at least 2s; Consul raises it to
+// 10s and invalidates a session only after twice its TTL, so with Consul as
+// coordinator a crash can still show a gap.
+func WithMemberTTL(d time.Duration) Option { return func(o *options) { o.memberTTL = d } }
 
 // WithLogger sets the logger (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
@@ -214,7 +234,8 @@ func CheckOptions(opts ...Option) error {
 }
 
 func buildOptions(opts []Option) (options, error) {
-	o := options{group: DefaultGroup, emptyGrace: DefaultEmptyGrace, handoverTimeout: DefaultHandoverTimeout}
+	o := options{group: DefaultGroup, emptyGrace: DefaultEmptyGrace, handoverTimeout: DefaultHandoverTimeout,
+		memberTTL: DefaultMemberTTL}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -239,6 +260,9 @@ func buildOptions(opts []Option) (options, error) {
 	}
 	if o.handoverTimeout <= 0 {
 		return o, &registry.FieldError{Field: "handover timeout", Value: o.handoverTimeout, Reason: "must be positive"}
+	}
+	if o.memberTTL <= 0 {
+		return o, &registry.FieldError{Field: "member TTL", Value: o.memberTTL, Reason: "must be positive"}
 	}
 	if o.logger == nil {
 		o.logger = slog.Default()
@@ -324,7 +348,8 @@ func (s *Syncer) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("mirror: membership: %w", err)
 		}
-		member, err = group.NewMember(s.o.coord, key, s.o.member, []byte(s.o.member))
+		member, err = group.NewMember(s.o.coord, key, s.o.member, []byte(s.o.member),
+			recipes.WithSessionTTL(s.o.memberTTL))
 		if err != nil {
 			gw.Close()
 			return fmt.Errorf("mirror: membership: %w", err)
