@@ -80,10 +80,17 @@
 // member whose own node is missing from the membership for a while (its session
 // expired in a coordinator outage, or a crashed predecessor with its member ID
 // held the node) keeps counting itself meanwhile, so it never drops its copies
-// for that; other members may hold copies of its pairs beside its own. A
-// process that dies is replaced when its membership session expires; its copies
-// expire with its destination session at about the same time, so a crash (not a
-// graceful stop) may show a gap of up to the session timeout.
+// for that; other members may hold copies of its pairs beside its own.
+//
+// A process that dies (a crash, kill -9) is replaced when its membership session
+// expires, WithMemberTTL (DefaultMemberTTL, 5s) after its last renewal; the
+// survivors register their copies of its pairs within a watch round trip of its
+// node going (about 10ms measured on ZooKeeper). Its own copies expire with its
+// destination sessions, leases or checks (10s by default on ZooKeeper, etcd and
+// Consul, 15s on Nacos), so with the member TTL below those watchers see both
+// copies for a moment and never none. A member TTL at or above the copies'
+// liveness brings the gap back; so does Consul as coordinator, which raises the
+// TTL to 10s and invalidates a session only after twice it.
 //
 // A restarted sync converges without touching what it did not write: it
 // registers its own copies (under its own member ID) and leaves the dead
