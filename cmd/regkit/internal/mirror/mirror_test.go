@@ -202,6 +202,8 @@ func TestNewValidates(t *testing.T) {
 		{ok, []mirror.Option{mirror.WithMemberID("x y")}, "member ID"},
 		{ok, []mirror.Option{mirror.WithEmptyGrace(-1)}, "empty grace"},
 		{ok, []mirror.Option{mirror.WithHandoverTimeout(0)}, "handover timeout"},
+		{ok, []mirror.Option{mirror.WithMemberTTL(0)}, "member TTL"},
+		{ok, []mirror.Option{mirror.WithMemberTTL(-time.Second)}, "member TTL"},
 	} {
 		_, err := mirror.New(tc.routes, tc.opts...)
 		if tc.field == "" {
