@@ -344,7 +344,7 @@ func (s *suite) testLeaderSafety(t *testing.T) {
 	ns := namespace(t)
 	ctx := s.ctx(t, 20)
 	res := &Resource{}
-	hist := &history{reach: s.reach()}
+	hist := &history{window: s.window(t)}
 	f := &faults{s: s, t: t, hist: hist}
 	defer f.wg.Wait()
 	var round atomic.Int64

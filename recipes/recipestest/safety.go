@@ -52,9 +52,10 @@ func (f *faults) kinds() []string {
 	return k
 }
 
-// inject starts the next fault against client c unless one is running, and
-// returns its name ("" for none). A cut heals by itself after a while.
-func (f *faults) inject(c *registry.Client) string {
+// inject starts the next fault against client c of holder who unless one is
+// running, and returns its name ("" for none). A cut heals by itself after a
+// while.
+func (f *faults) inject(c *registry.Client, who string) string {
 	kinds := f.kinds()
 	if len(kinds) == 0 {
 		return ""
@@ -69,16 +70,22 @@ func (f *faults) inject(c *registry.Client) string {
 		return ""
 	}
 	kind := kinds[int(f.n.Add(1)-1)%len(kinds)]
-	f.hist.fault(kind, time.Now())
+	var touched []string // nil: every holder
+	if kind == "expire" && !f.s.cfg.ExpireTouchesAll {
+		touched = []string{who}
+	}
+	i := f.hist.fault(kind, time.Now(), touched)
 	if kind == "longcut" && f.longs.Add(1) > 2 {
 		kind = "cut" // at most two long cuts per run
 	}
 	switch kind {
 	case "expire":
 		f.s.h.ExpireSession(f.t, c)
+		f.hist.ended(i, time.Now())
 		f.busy.Store(false)
 	case "restart":
 		f.s.h.Restart(f.t)
+		f.hist.ended(i, time.Now())
 		f.busy.Store(false)
 	case "cut", "longcut":
 		d := time.Duration(50+rand.IntN(1500)) * time.Millisecond
@@ -91,6 +98,7 @@ func (f *faults) inject(c *registry.Client) string {
 			defer f.wg.Done()
 			time.Sleep(d)
 			heal()
+			f.hist.ended(i, time.Now())
 			f.busy.Store(false)
 		}()
 		kind = fmt.Sprintf("%s %v", kind, d)
@@ -129,11 +137,13 @@ func (s *suite) renew(ctx context.Context, h *holder) error {
 	}
 }
 
-// reach is how long after a fault a holder may still acquire with a session the
-// fault killed, before its client notices (see CheckHistory): a third of the
-// effective TTL (etcd's keep-alive and Consul's renewal period) plus slack.
-func (s *suite) reach() time.Duration {
-	return max(s.cfg.SessionTTL, 10*time.Second)/3 + 2*time.Second
+// window is Config.Window; a safety test without it fails, naming the field.
+func (s *suite) window(t *testing.T) time.Duration {
+	t.Helper()
+	if s.cfg.Window <= 0 {
+		t.Fatalf("recipestest: Config.Window must be positive for the fenced safety tests, got %v: set it to the %s backend's bound from the recipes package doc", s.cfg.Window, s.h.Name)
+	}
+	return s.cfg.Window
 }
 
 // endWait bounds how long a holder waits for its hold to end after it saw a
@@ -185,7 +195,7 @@ func (s *suite) section(hd *recipes.Hold, who string, res *Resource, f *faults, 
 		seq, ok := res.Write(hd.Token())
 		sec.Writes = append(sec.Writes, Write{Seq: seq, OK: ok, At: time.Now()})
 		if w == 1 && fault {
-			sec.Fault = f.inject(c)
+			sec.Fault = f.inject(c, who)
 			if sec.Fault != "" {
 				f.t.Logf("%s: %s token %d: fault %s", time.Now().Format("15:04:05.000"), who, hd.Token(), sec.Fault)
 			}
@@ -241,7 +251,7 @@ func (s *suite) mutexSafety(t *testing.T, p recipes.Policy, rounds int) {
 	}
 	const workers = 3
 	res := &Resource{}
-	hist := &history{reach: s.reach()}
+	hist := &history{window: s.window(t)}
 	f := &faults{s: s, t: t, hist: hist}
 	defer f.wg.Wait()
 	var round atomic.Int64

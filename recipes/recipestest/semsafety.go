@@ -30,7 +30,7 @@ func (s *suite) testSemaphoreSafety(t *testing.T) {
 	}
 	const leases, workers = 2, 4
 	res := &Slots{N: leases}
-	hist := &history{reach: s.reach()}
+	hist := &history{window: s.window(t)}
 	f := &faults{s: s, t: t, hist: hist}
 	defer f.wg.Wait()
 	var round atomic.Int64
@@ -128,7 +128,7 @@ func (s *suite) slotSection(hd *recipes.Hold, who string, res *Slots, f *faults,
 	}
 	work := time.Duration(2+rand.IntN(20)) * time.Millisecond
 	if fault {
-		if sec.Fault = f.inject(c); sec.Fault != "" {
+		if sec.Fault = f.inject(c, who); sec.Fault != "" {
 			f.t.Logf("%s: %s token %d: fault %s", time.Now().Format("15:04:05.000"), who, hd.Token(), sec.Fault)
 			// Stay a while, as a holder that has not yet noticed would: the
 			// others may take the lease over meanwhile.

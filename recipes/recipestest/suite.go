@@ -39,6 +39,21 @@ type Config struct {
 	// Rounds is the number of critical sections the fenced safety tests run
 	// (default 300, 5000 with -soak).
 	Rounds int
+	// Window is the backend's bound on how long after a fault ends (an expiry
+	// is done, a cut heals, a restarted server is back) a holder the fault
+	// touched may still believe it holds what the fault took from it: the
+	// per-backend window of the recipes package doc ("The window a fenced
+	// resource closes") for SessionTTL, under either policy, plus a margin for
+	// scheduling. The safety tests excuse an overlap of two holders, or N+1
+	// holders of a semaphore, only while one of them is that close to a fault
+	// that touched it (see CheckHistory, CheckSlots). Required by the fenced
+	// safety tests, which fail without it.
+	Window time.Duration
+	// ExpireTouchesAll says that the harness's ExpireSession ends the sessions
+	// of every client, not only of the one it is given (etcd's revokes every
+	// lease, Consul's destroys every session): an expiry then touches every
+	// holder.
+	ExpireTouchesAll bool
 }
 
 // Run runs the recipes suite on the backend h describes. On a backend without
