@@ -381,10 +381,11 @@ func (h *history) report(t *testing.T, what string, v []string, rep Report, secs
 		_ = f.Close()
 		name = f.Name()
 	}
-	if len(v) > 20 {
-		v = append(v[:20], fmt.Sprintf("... and %d more", len(v)-20))
+	n := len(v)
+	if n > 20 {
+		v = append(v[:20:20], fmt.Sprintf("... and %d more", n-20))
 	}
-	t.Errorf("%s: %d safety violations; history written to %s:\n%s", what, len(v), name, strings.Join(v, "\n"))
+	t.Errorf("%s: %d safety violations; history written to %s:\n%s", what, n, name, strings.Join(v, "\n"))
 }
 
 // dumpGoroutines writes every goroutine's stack to a file and returns its name,
