@@ -183,6 +183,18 @@ func (f *Fault) Covers(holder string, at time.Time, window time.Duration) bool {
 	return f.Touches(holder) && !at.Before(f.Start) && !at.After(end.Add(window))
 }
 
+// touchedNear reports whether a fault that touched holder started no later than
+// end and ended no earlier than window before start.
+func touchedNear(faults []Fault, holder string, start, end time.Time, window time.Duration) bool {
+	return slices.ContainsFunc(faults, func(f Fault) bool {
+		fend := f.End
+		if fend.IsZero() {
+			fend = f.Start
+		}
+		return f.Touches(holder) && !f.Start.After(end) && !fend.Add(window).Before(start)
+	})
+}
+
 // covered reports whether some fault covers holder at time at.
 func covered(faults []Fault, holder string, at time.Time, window time.Duration) bool {
 	return slices.ContainsFunc(faults, func(f Fault) bool { return f.Covers(holder, at, window) })
@@ -233,15 +245,8 @@ func CheckHistory(h []Section, faults []Fault, window time.Duration) ([]string, 
 		}
 		if s.rejected() {
 			rep.Fenced++
-			near := slices.ContainsFunc(faults, func(f Fault) bool {
-				end := f.End
-				if end.IsZero() {
-					end = f.Start
-				}
-				return f.Touches(s.Holder) && !f.Start.After(s.End) && !end.Add(window).Before(s.Start)
-			})
 			switch {
-			case !near:
+			case !touchedNear(faults, s.Holder, s.Start, s.End, window):
 				v = append(v, fmt.Sprintf("%s token %d: the resource rejected a write, yet no fault that touched the holder came within %v of the section (cause %q): two holders at once",
 					s.Holder, s.Token, window, s.Cause))
 			case !s.Lost:
@@ -317,6 +322,14 @@ func (h *history) fault(kind string, start time.Time, holders []string) int {
 	defer h.mu.Unlock()
 	h.faults = append(h.faults, Fault{Kind: kind, Start: start, Holders: holders})
 	return len(h.faults) - 1
+}
+
+// touchedNear reports whether a fault recorded so far touched holder within the
+// window of [start, end].
+func (h *history) touchedNear(holder string, start, end time.Time) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return touchedNear(h.faults, holder, start, end, h.window)
 }
 
 // ended records when fault i ended.

@@ -210,10 +210,13 @@ func (s *suite) section(hd *recipes.Hold, who string, res *Resource, f *faults, 
 		time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
 	}
 	sec.End = time.Now()
-	if sec.rejected() || sec.Fault == "expire" {
-		// Our write was refused (someone with a higher token wrote), or our
-		// session was expired: the hold must end, and soon. No fault starts
-		// meanwhile, so it is ended by what came before, if anything.
+	if sec.Fault == "expire" || sec.rejected() && hist.touchedNear(who, sec.Start, sec.End) {
+		// Our write was refused (someone with a higher token wrote) after a
+		// fault that touched us, or our session was expired: the hold must
+		// end, and soon. No fault starts meanwhile, so it is ended by what
+		// came before, if anything. (A write refused with no such fault near
+		// is a violation however the hold ends: no need to wait, and the
+		// holders of a broken recipe go on contending.)
 		f.waiting.Add(1)
 		select {
 		case <-hd.Done():
