@@ -207,7 +207,10 @@ func (s *suite) section(hd *recipes.Hold, who string, res *Resource, f *faults, 
 				continue
 			}
 		}
-		time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
+		// Work between writes: long enough next to a handover's round trips
+		// that a recipe letting two hold at once has them overlap in most
+		// sections, short enough to keep the rounds quick.
+		time.Sleep(time.Duration(2000+rand.IntN(10000)) * time.Microsecond)
 	}
 	sec.End = time.Now()
 	if sec.Fault == "expire" || sec.rejected() && hist.touchedNear(who, sec.Start, sec.End) {

@@ -126,7 +126,11 @@ func (s *suite) slotSection(hd *recipes.Hold, who string, res *Slots, f *faults,
 		sec.End = time.Now()
 		return
 	}
-	work := time.Duration(2+rand.IntN(20)) * time.Millisecond
+	// Work long next to an acquisition's round trips (tens of milliseconds on
+	// a loaded machine), so that a semaphore admitting one holder too many has
+	// that many inside at once most of the time, and entries are refused well
+	// away from the windows of faults.
+	work := time.Duration(20+rand.IntN(40)) * time.Millisecond
 	if fault {
 		if sec.Fault = f.inject(c, who); sec.Fault != "" {
 			f.t.Logf("%s: %s token %d: fault %s", time.Now().Format("15:04:05.000"), who, hd.Token(), sec.Fault)
