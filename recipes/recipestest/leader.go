@@ -345,7 +345,7 @@ func (s *suite) testLeaderSafety(t *testing.T) {
 	ctx := s.ctx(t, 20)
 	res := &Resource{}
 	hist := &history{window: s.window(t)}
-	f := &faults{s: s, t: t, hist: hist}
+	f := s.newFaults(t, hist)
 	defer f.wg.Wait()
 	var round atomic.Int64
 	total := int64(s.cfg.Rounds / 2)

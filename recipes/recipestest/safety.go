@@ -24,7 +24,12 @@ type faults struct {
 	// waiting counts holders waiting to learn whether their hold ended; no fault
 	// starts meanwhile (see CheckHistory), it is owed for later instead.
 	waiting atomic.Int32
-	owed    atomic.Int32
+	// owed: a fault is due as soon as the last one is far enough behind (at
+	// most one is owed at a time).
+	owed atomic.Bool
+	// lastEnd is when the last fault ended (UnixNano; before the first, when
+	// the test started): see due.
+	lastEnd atomic.Int64
 	hist    *history
 	n       atomic.Int64
 	longs   atomic.Int64
@@ -61,12 +66,12 @@ func (f *faults) inject(c *registry.Client, who string) string {
 		return ""
 	}
 	if f.waiting.Load() > 0 || !f.busy.CompareAndSwap(false, true) {
-		f.owed.Add(1)
+		f.owed.Store(true)
 		return ""
 	}
 	if f.waiting.Load() > 0 {
 		f.busy.Store(false)
-		f.owed.Add(1)
+		f.owed.Store(true)
 		return ""
 	}
 	kind := kinds[int(f.n.Add(1)-1)%len(kinds)]
@@ -81,12 +86,10 @@ func (f *faults) inject(c *registry.Client, who string) string {
 	switch kind {
 	case "expire":
 		f.s.h.ExpireSession(f.t, c)
-		f.hist.ended(i, time.Now())
-		f.busy.Store(false)
+		f.ended(i)
 	case "restart":
 		f.s.h.Restart(f.t)
-		f.hist.ended(i, time.Now())
-		f.busy.Store(false)
+		f.ended(i)
 	case "cut", "longcut":
 		d := time.Duration(50+rand.IntN(1500)) * time.Millisecond
 		if kind == "longcut" {
@@ -98,8 +101,7 @@ func (f *faults) inject(c *registry.Client, who string) string {
 			defer f.wg.Done()
 			time.Sleep(d)
 			heal()
-			f.hist.ended(i, time.Now())
-			f.busy.Store(false)
+			f.ended(i)
 		}()
 		kind = fmt.Sprintf("%s %v", kind, d)
 	}
@@ -162,21 +164,35 @@ func (f *faults) enough(rounds int64) bool {
 	return len(f.kinds()) == 0 || f.n.Load() >= min(10, rounds/10)
 }
 
+// newFaults returns the fault injector of one safety test, recording in hist.
+func (s *suite) newFaults(t *testing.T, hist *history) *faults {
+	f := s.newFaults(t, hist)
+	f.lastEnd.Store(time.Now().UnixNano())
+	return f
+}
+
+// ended records that fault i ended and lets the next one start.
+func (f *faults) ended(i int) {
+	now := time.Now()
+	f.hist.ended(i, now)
+	f.lastEnd.Store(now.UnixNano())
+	f.busy.Store(false)
+}
+
 // due reports whether the section of round r should inject a fault: every tenth
-// round, or when one is owed.
+// round, or later when one is owed, but not before the last fault ended (or
+// the test started) two windows (Config.Window) ago. So at least half of the
+// time between faults lies outside the windows in which the checker excuses
+// the holders a fault touched, and a recipe that lets one holder too many in
+// is caught there.
 func (f *faults) due(r int64) bool {
 	if r%10 == 5 {
-		return true
+		f.owed.Store(true)
 	}
-	for {
-		n := f.owed.Load()
-		if n <= 0 {
-			return false
-		}
-		if f.owed.CompareAndSwap(n, n-1) {
-			return true
-		}
+	if time.Since(time.Unix(0, f.lastEnd.Load())) < 2*f.s.cfg.Window {
+		return false
 	}
+	return f.owed.CompareAndSwap(true, false)
 }
 
 // section runs one critical section with hold hd: writes the token to res three
@@ -260,7 +276,7 @@ func (s *suite) mutexSafety(t *testing.T, p recipes.Policy, rounds int) {
 	const workers = 3
 	res := &Resource{}
 	hist := &history{window: s.window(t)}
-	f := &faults{s: s, t: t, hist: hist}
+	f := s.newFaults(t, hist)
 	defer f.wg.Wait()
 	var round atomic.Int64
 	total := int64(rounds)

@@ -31,7 +31,7 @@ func (s *suite) testSemaphoreSafety(t *testing.T) {
 	const leases, workers = 2, 4
 	res := &Slots{N: leases}
 	hist := &history{window: s.window(t)}
-	f := &faults{s: s, t: t, hist: hist}
+	f := s.newFaults(t, hist)
 	defer f.wg.Wait()
 	var round atomic.Int64
 	total := int64(max(s.cfg.Rounds/2, 30))
