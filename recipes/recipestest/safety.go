@@ -166,7 +166,7 @@ func (f *faults) enough(rounds int64) bool {
 
 // newFaults returns the fault injector of one safety test, recording in hist.
 func (s *suite) newFaults(t *testing.T, hist *history) *faults {
-	f := s.newFaults(t, hist)
+	f := &faults{s: s, t: t, hist: hist}
 	f.lastEnd.Store(time.Now().UnixNano())
 	return f
 }
