@@ -7,7 +7,10 @@
 // rejects tokens lower than the highest it accepted, and a checker verifies the
 // history (see CheckHistory); a semaphore's holders share a resource of as many
 // slots as leases, which must never be asked to admit one more (see CheckSlots).
-// Pass -soak for many more rounds.
+// Two holders at once are excused only within the backend's window
+// (Config.Window) of a fault that touched one of them, and faults are spaced so
+// that at least half the time between them lies outside those windows. Pass
+// -soak for many more rounds.
 package recipestest
 
 import (
