@@ -11,9 +11,9 @@ import (
 // layout does not change, but the URL does.
 //
 // The window (recipes doc): a session expired while connected is learnt about a
-// round trip plus a reconnect later; under LostOnly the driver declares a
-// session lost up to 2T/3 after the server expired it. Plus a margin for a
-// loaded machine.
+// round trip plus a reconnect later (a cut-off holder is told before the server
+// can expire its session); under LostOnly the driver declares a session lost up
+// to 2T/3 after the server expired it. Plus a margin for a loaded machine.
 func TestRecipesConformance(t *testing.T) {
 	const ttl = 3 * time.Second
 	e := newEnv(t)
@@ -25,7 +25,8 @@ func TestRecipesConformance(t *testing.T) {
 		t.Run(name[len("&layout="):], func(t *testing.T) {
 			e.query = layout
 			recipestest.Run(t, e.harness(), recipestest.Config{
-				SessionTTL: ttl, LongCut: 6 * time.Second, Window: 2*ttl/3 + 500*time.Millisecond,
+				SessionTTL: ttl, LongCut: 6 * time.Second,
+				Window: time.Second, LostOnlyWindow: 2*ttl/3 + 500*time.Millisecond,
 			})
 		})
 	}

@@ -344,7 +344,7 @@ func (s *suite) testLeaderSafety(t *testing.T) {
 	ns := namespace(t)
 	ctx := s.ctx(t, 20)
 	res := &Resource{}
-	hist := &history{window: s.window(t)}
+	hist := &history{window: s.window(t, recipes.SuspendedIsLost)}
 	f := s.newFaults(t, hist)
 	defer f.wg.Wait()
 	var round atomic.Int64

@@ -139,11 +139,15 @@ func (s *suite) renew(ctx context.Context, h *holder) error {
 	}
 }
 
-// window is Config.Window; a safety test without it fails, naming the field.
-func (s *suite) window(t *testing.T) time.Duration {
+// window is Config.Window, or under LostOnly Config.LostOnlyWindow if set; a
+// safety test without it fails, naming the field.
+func (s *suite) window(t *testing.T, p recipes.Policy) time.Duration {
 	t.Helper()
 	if s.cfg.Window <= 0 {
 		t.Fatalf("recipestest: Config.Window must be positive for the fenced safety tests, got %v: set it to the %s backend's bound from the recipes package doc", s.cfg.Window, s.h.Name)
+	}
+	if p == recipes.LostOnly && s.cfg.LostOnlyWindow > 0 {
+		return s.cfg.LostOnlyWindow
 	}
 	return s.cfg.Window
 }
@@ -153,8 +157,8 @@ func (s *suite) window(t *testing.T) time.Duration {
 // the window (Config.Window), and a hold still not lost after twice that and a
 // second counts as never told (see CheckHistory). A broken recipe's holders
 // therefore stall the others only briefly.
-func (s *suite) endWait() time.Duration {
-	return 2*s.cfg.Window + time.Second
+func (f *faults) endWait() time.Duration {
+	return 2*f.hist.window + time.Second
 }
 
 // enough reports whether a run of rounds rounds has seen enough faults to stop:
@@ -189,7 +193,7 @@ func (f *faults) due(r int64) bool {
 	if r%10 == 5 {
 		f.owed.Store(true)
 	}
-	if time.Since(time.Unix(0, f.lastEnd.Load())) < 2*f.s.cfg.Window {
+	if time.Since(time.Unix(0, f.lastEnd.Load())) < 2*f.hist.window {
 		return false
 	}
 	return f.owed.CompareAndSwap(true, false)
@@ -239,7 +243,7 @@ func (s *suite) section(hd *recipes.Hold, who string, res *Resource, f *faults, 
 		f.waiting.Add(1)
 		select {
 		case <-hd.Done():
-		case <-time.After(s.endWait()):
+		case <-time.After(f.endWait()):
 		}
 		f.waiting.Add(-1)
 	}
@@ -259,10 +263,10 @@ func (s *suite) testMutexSafety(t *testing.T) {
 	s.mutexSafety(t, recipes.SuspendedIsLost, s.cfg.Rounds)
 }
 
-// testMutexSafetyLostOnly: the same under the LostOnly policy, a third of the
-// rounds.
+// testMutexSafetyLostOnly: the same under the LostOnly policy, a sixth of the
+// rounds (its window is the longest, and so is the quiet time between faults).
 func (s *suite) testMutexSafetyLostOnly(t *testing.T) {
-	s.mutexSafety(t, recipes.LostOnly, max(s.cfg.Rounds/3, 30))
+	s.mutexSafety(t, recipes.LostOnly, max(s.cfg.Rounds/6, 30))
 }
 
 func (s *suite) mutexSafety(t *testing.T, p recipes.Policy, rounds int) {
@@ -275,7 +279,7 @@ func (s *suite) mutexSafety(t *testing.T, p recipes.Policy, rounds int) {
 	}
 	const workers = 3
 	res := &Resource{}
-	hist := &history{window: s.window(t)}
+	hist := &history{window: s.window(t, p)}
 	f := s.newFaults(t, hist)
 	defer f.wg.Wait()
 	var round atomic.Int64

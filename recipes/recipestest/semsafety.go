@@ -30,7 +30,7 @@ func (s *suite) testSemaphoreSafety(t *testing.T) {
 	}
 	const leases, workers = 2, 4
 	res := &Slots{N: leases}
-	hist := &history{window: s.window(t)}
+	hist := &history{window: s.window(t, recipes.SuspendedIsLost)}
 	f := s.newFaults(t, hist)
 	defer f.wg.Wait()
 	var round atomic.Int64
@@ -151,7 +151,7 @@ func (s *suite) slotSection(hd *recipes.Hold, who string, res *Slots, f *faults,
 		f.waiting.Add(1)
 		select {
 		case <-hd.Done():
-		case <-time.After(s.endWait()):
+		case <-time.After(f.endWait()):
 		}
 		f.waiting.Add(-1)
 	}

@@ -46,12 +46,17 @@ type Config struct {
 	// is done, a cut heals, a restarted server is back) a holder the fault
 	// touched may still believe it holds what the fault took from it: the
 	// per-backend window of the recipes package doc ("The window a fenced
-	// resource closes") for SessionTTL, under either policy, plus a margin for
-	// scheduling. The safety tests excuse an overlap of two holders, or N+1
+	// resource closes") for SessionTTL, plus a margin for scheduling. The safety tests excuse an overlap of two holders, or N+1
 	// holders of a semaphore, only while one of them is that close to a fault
 	// that touched it (see CheckHistory, CheckSlots). Required by the fenced
-	// safety tests, which fail without it.
+	// safety tests, which fail without it. It is the window under the default
+	// policy, SuspendedIsLost; see LostOnlyWindow.
 	Window time.Duration
+	// LostOnlyWindow is Window under the LostOnly policy, where a holder cut
+	// off is told only when its client gives the session up, which on some
+	// backends comes after the server expired it (ZooKeeper: up to 2T/3).
+	// 0: Window.
+	LostOnlyWindow time.Duration
 	// ExpireTouchesAll says that the harness's ExpireSession ends the sessions
 	// of every client, not only of the one it is given (etcd's revokes every
 	// lease, Consul's destroys every session): an expiry then touches every
