@@ -341,6 +341,7 @@ func (s *suite) testSelector(t *testing.T) {
 // testLeaderSafety: three auto-requeued selectors on separate clients lead in turn
 // for many terms while faults are injected mid-term; see CheckHistory.
 func (s *suite) testLeaderSafety(t *testing.T) {
+	s.fencedSafety(t)
 	ns := namespace(t)
 	ctx := s.ctx(t, 20)
 	res := &Resource{}

@@ -139,6 +139,14 @@ func (s *suite) renew(ctx context.Context, h *holder) error {
 	}
 }
 
+// fencedSafety skips t if Config.SkipFencedSafety says so.
+func (s *suite) fencedSafety(t *testing.T) {
+	t.Helper()
+	if s.cfg.SkipFencedSafety {
+		t.Skip("recipestest: Config.SkipFencedSafety: covered by another run on this backend")
+	}
+}
+
 // window is Config.Window, or under LostOnly Config.LostOnlyWindow if set; a
 // safety test without it fails, naming the field.
 func (s *suite) window(t *testing.T, p recipes.Policy) time.Duration {
@@ -260,12 +268,14 @@ func (s *suite) section(hd *recipes.Hold, who string, res *Resource, f *faults, 
 // testMutexSafety: at least three clients on separate connections contend for one
 // mutex for many rounds while faults are injected mid-section; see CheckHistory.
 func (s *suite) testMutexSafety(t *testing.T) {
+	s.fencedSafety(t)
 	s.mutexSafety(t, recipes.SuspendedIsLost, s.cfg.Rounds)
 }
 
 // testMutexSafetyLostOnly: the same under the LostOnly policy, a sixth of the
 // rounds (its window is the longest, and so is the quiet time between faults).
 func (s *suite) testMutexSafetyLostOnly(t *testing.T) {
+	s.fencedSafety(t)
 	s.mutexSafety(t, recipes.LostOnly, max(s.cfg.Rounds/6, 30))
 }
 

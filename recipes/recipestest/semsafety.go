@@ -21,6 +21,7 @@ import (
 // its lease while it works. A refused entry (three holders at once) must be
 // explained by a fault near one of the holders involved; see CheckSlots.
 func (s *suite) testSemaphoreSafety(t *testing.T) {
+	s.fencedSafety(t)
 	ns := namespace(t)
 	ctx := s.ctx(t, 20)
 	if *soak {
