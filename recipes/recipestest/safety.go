@@ -193,15 +193,17 @@ func (f *faults) ended(i int) {
 
 // due reports whether the section of round r should inject a fault: every tenth
 // round, or later when one is owed, but not before the last fault ended (or
-// the test started) two windows (Config.Window) ago. So at least half of the
-// time between faults lies outside the windows in which the checker excuses
-// the holders a fault touched, and a recipe that lets one holder too many in
-// is caught there.
+// the test started) the window (Config.Window) and a quiet time ago, the quiet
+// time being the window again, at most a second. So the time between faults
+// has a part outside the windows in which the checker excuses the holders a
+// fault touched (at least half of it on a backend whose window is a second or
+// less), and a recipe that lets one holder too many in is caught there.
 func (f *faults) due(r int64) bool {
 	if r%10 == 5 {
 		f.owed.Store(true)
 	}
-	if time.Since(time.Unix(0, f.lastEnd.Load())) < 2*f.hist.window {
+	w := f.hist.window
+	if time.Since(time.Unix(0, f.lastEnd.Load())) < w+min(w, time.Second) {
 		return false
 	}
 	return f.owed.CompareAndSwap(true, false)

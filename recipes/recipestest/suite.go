@@ -9,8 +9,8 @@
 // slots as leases, which must never be asked to admit one more (see CheckSlots).
 // Two holders at once are excused only within the backend's window
 // (Config.Window) of a fault that touched one of them, and faults are spaced so
-// that at least half the time between them lies outside those windows. Pass
-// -soak for many more rounds.
+// that part of the time between them lies outside those windows. Pass -soak for
+// many more rounds.
 package recipestest
 
 import (
@@ -40,7 +40,8 @@ type Config struct {
 	// little more than the effective TTL). 0: the safety tests inject no long cut.
 	LongCut time.Duration
 	// Rounds is the number of critical sections the fenced safety tests run
-	// (default 300, 5000 with -soak).
+	// (default 300; with -soak at least 5000). They inject a fault every tenth
+	// round, at most ten and at least a window apart (see Window).
 	Rounds int
 	// Window is the backend's bound on how long after a fault ends (an expiry
 	// is done, a cut heals, a restarted server is back) a holder the fault
@@ -82,9 +83,9 @@ func Run(t *testing.T, h registrytest.Harness, cfg Config) {
 	}
 	if s.cfg.Rounds == 0 {
 		s.cfg.Rounds = 300
-		if *soak {
-			s.cfg.Rounds = 5000
-		}
+	}
+	if *soak {
+		s.cfg.Rounds = max(s.cfg.Rounds, 5000)
 	}
 	t.Run("NotSupportedIsExplicit", s.testNotSupported)
 	if s.open(t, namespace(t)).Capabilities().Store {
