@@ -32,5 +32,17 @@ func TestRecipesConformance(t *testing.T) {
 		}
 		return c
 	}
-	recipestest.Run(t, h, recipestest.Config{})
+	// The window (recipes doc): a destroyed session is learnt at the next
+	// renewal, up to T/3 later, T being the suite's TTL clamped to Consul's 10s;
+	// under LostOnly a holder is told after T without a successful renewal,
+	// checked every second, while the server invalidates no sooner than T. Plus
+	// a margin for a loaded machine. The harness's expiry destroys every
+	// session. Faults come at least a window apart, so the fenced safety tests
+	// run fewer rounds (and so faults) than on the backends with a shorter
+	// window; -soak still runs many.
+	const ttl = 10 * time.Second
+	recipestest.Run(t, h, recipestest.Config{
+		SessionTTL: ttl, Window: ttl/3 + 500*time.Millisecond, ExpireTouchesAll: true,
+		Rounds: 60,
+	})
 }

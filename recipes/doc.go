@@ -106,7 +106,10 @@
 //     Hold learns of it as soon as its goroutine runs, microseconds later.
 //
 // The conformance suite (package recipestest) checks this on every backend with
-// a fenced resource while injecting session expiries, cuts and restarts.
+// a fenced resource while injecting session expiries, cuts and restarts: two
+// holders at once (or one more than a semaphore's leases) are excused only while
+// one of them is within that backend's window above of a fault that touched it,
+// and only if the older one was told, or its writes were rejected.
 //
 // # Waiting, cancelling and retrying
 //

@@ -79,23 +79,14 @@ func (r *Slots) Leave(token int64) {
 // CheckSlots checks a history of sections on a Slots resource (each section's
 // one Write is its entry; Occupants, for a refused entry, the tokens inside),
 // with the faults injected meanwhile, and returns the violations (none: nil). A
-// refused entry means N+1 holders at once; it is excused only when a fault
-// started, no later than the refusal, within reach before the start of the
-// refused section or of one of the occupants' sections and no later than that
-// section's end: a holder whose session the fault killed may not yet know it
-// lost its lease (see CheckHistory).
-func CheckSlots(h []Section, faults []Fault, reach time.Duration) []string {
+// refused entry means N+1 holders at once; it is excused only when, at the
+// refusal, the refused holder or one of the occupants was within window of a
+// fault that touched it (see Fault.Covers): a holder whose session the fault
+// killed may not yet know it lost its lease.
+func CheckSlots(h []Section, faults []Fault, window time.Duration) []string {
 	byToken := map[int64]*Section{}
 	for i := range h {
 		byToken[h[i].Token] = &h[i]
-	}
-	near := func(s *Section, before time.Time) bool {
-		for _, f := range faults {
-			if !f.Start.After(s.End) && !f.Start.After(before) && !f.Start.Before(s.Start.Add(-reach)) {
-				return true
-			}
-		}
-		return false
 	}
 	var v []string
 	for i := range h {
@@ -104,9 +95,9 @@ func CheckSlots(h []Section, faults []Fault, reach time.Duration) []string {
 			continue
 		}
 		at := s.Writes[0].At
-		excused := near(s, at)
+		excused := covered(faults, s.Holder, at, window)
 		for _, o := range s.Occupants {
-			if os, ok := byToken[o]; ok && near(os, at) {
+			if os, ok := byToken[o]; ok && covered(faults, os.Holder, at, window) {
 				excused = true
 			}
 		}
@@ -119,8 +110,8 @@ func CheckSlots(h []Section, faults []Fault, reach time.Duration) []string {
 					who = append(who, fmt.Sprintf("token %d", o))
 				}
 			}
-			v = append(v, fmt.Sprintf("%s token %d refused entry (seq %d): %s were inside, and no fault came near any of them: more holders than leases",
-				s.Holder, s.Token, s.Writes[0].Seq, strings.Join(who, ", ")))
+			v = append(v, fmt.Sprintf("%s token %d refused entry (seq %d): %s were inside, and none of them was within %v of a fault that touched it: more holders than leases",
+				s.Holder, s.Token, s.Writes[0].Seq, strings.Join(who, ", "), window))
 		}
 	}
 	return v
@@ -163,10 +154,50 @@ func (s *Section) accepted() bool {
 	return len(s.Writes) > 0 && !s.rejected()
 }
 
-// Fault is one injected fault: its kind and when it started.
+// Fault is one injected fault: its kind, when it started and ended (a cut when
+// it healed, a restart when the server was back, an expiry when it was done), and
+// the holders it touched: the client whose session was expired; nil for every
+// holder (a cut or a restart touches all connections; so does an expiry on a
+// harness whose ExpireSession ends every client's sessions).
 type Fault struct {
-	Kind  string    `json:"kind"`
-	Start time.Time `json:"start"`
+	Kind    string    `json:"kind"`
+	Start   time.Time `json:"start"`
+	End     time.Time `json:"end"`
+	Holders []string  `json:"holders,omitempty"`
+}
+
+// Touches reports whether the fault touched holder.
+func (f *Fault) Touches(holder string) bool {
+	return f.Holders == nil || slices.Contains(f.Holders, holder)
+}
+
+// Covers reports whether holder, touched by the fault, may at time at still
+// believe it holds what the fault took from it: at is no earlier than the
+// fault's start and no later than window after its end (Config.Window, the
+// backend's bound). A zero End counts as the start.
+func (f *Fault) Covers(holder string, at time.Time, window time.Duration) bool {
+	end := f.End
+	if end.IsZero() {
+		end = f.Start
+	}
+	return f.Touches(holder) && !at.Before(f.Start) && !at.After(end.Add(window))
+}
+
+// touchedNear reports whether a fault that touched holder started no later than
+// end and ended no earlier than window before start.
+func touchedNear(faults []Fault, holder string, start, end time.Time, window time.Duration) bool {
+	return slices.ContainsFunc(faults, func(f Fault) bool {
+		fend := f.End
+		if fend.IsZero() {
+			fend = f.Start
+		}
+		return f.Touches(holder) && !f.Start.After(end) && !fend.Add(window).Before(start)
+	})
+}
+
+// covered reports whether some fault covers holder at time at.
+func covered(faults []Fault, holder string, at time.Time, window time.Duration) bool {
+	return slices.ContainsFunc(faults, func(f Fault) bool { return f.Covers(holder, at, window) })
 }
 
 // Report counts what a history shows.
@@ -185,36 +216,25 @@ type Report struct {
 
 // CheckHistory checks a history of sections on one fenced resource, with the
 // faults injected meanwhile, and returns the violations (none: nil) and counts.
-// A section is excused (its holder may have lost the lock without knowing) when
-// its hold ended by a loss (session lost or suspended, not released) and a fault
-// started no later than the section's end and no earlier than reach before its
-// start (a fault hits holders acquiring within reach of it: a session the server
-// dropped can still acquire until its client notices). The rules:
+// window is the backend's bound (Config.Window): how long after a fault a holder
+// it touched may still believe it holds. The rules:
 //   - accepted sections (every write accepted) never interleave on the
 //     resource's clock, and their tokens strictly increase in that order;
-//   - a section with a rejected write is excused: a rejected write means another
-//     holder with a higher token wrote in between, which a working lock allows
-//     only after the first one's session was lost;
-//   - a section that overlapped, in real time, a later holder's section had a
-//     fault within reach, and either its holder was told before the later
-//     section began, or every write it made after the later holder's first write
-//     was rejected by the resource. (Its hold need not have ended by a loss: a
-//     session revoked on the server is learnt only at the client's next contact,
-//     and a short section may end and release before that.)
+//   - a section with a rejected write (another holder with a higher token wrote
+//     in between) had its hold end by a loss (session lost or suspended, not
+//     released), and a fault that touched its holder started no later than the
+//     section's end and ended no earlier than window before its start;
+//   - a section that overlapped, in real time, a later holder's section either
+//     had its hold end by a loss before the later section began, or, when the
+//     later section began, one of the two holders was within window of a fault
+//     that touched it (see Fault.Covers: a session the server dropped, whose
+//     client has not noticed yet) and every write the earlier holder made after
+//     the later holder's first accepted write was rejected by the resource.
 //
 // The safety tests start no fault while a holder waits to learn whether its hold
 // ended, so a later, unrelated fault cannot end a hold that a broken lock let
 // overlap and so excuse it.
-func CheckHistory(h []Section, faults []Fault, reach time.Duration) ([]string, Report) {
-	near := func(s *Section) bool {
-		for _, f := range faults {
-			if !f.Start.After(s.End) && !f.Start.Before(s.Start.Add(-reach)) {
-				return true
-			}
-		}
-		return false
-	}
-	excused := func(s *Section) bool { return s.Lost && near(s) }
+func CheckHistory(h []Section, faults []Fault, window time.Duration) ([]string, Report) {
 	var v []string
 	rep := Report{Sections: len(h), Faults: len(faults)}
 	var acc []*Section
@@ -225,8 +245,12 @@ func CheckHistory(h []Section, faults []Fault, reach time.Duration) ([]string, R
 		}
 		if s.rejected() {
 			rep.Fenced++
-			if !excused(s) {
-				v = append(v, fmt.Sprintf("%s token %d: the resource rejected a write, yet no fault came near the section or the hold was not lost (cause %q): two holders at once",
+			switch {
+			case !touchedNear(faults, s.Holder, s.Start, s.End, window):
+				v = append(v, fmt.Sprintf("%s token %d: the resource rejected a write, yet no fault that touched the holder came within %v of the section (cause %q): two holders at once",
+					s.Holder, s.Token, window, s.Cause))
+			case !s.Lost:
+				v = append(v, fmt.Sprintf("%s token %d: the resource rejected a write, yet the hold was not lost (cause %q): two holders at once",
 					s.Holder, s.Token, s.Cause))
 			}
 		}
@@ -256,13 +280,13 @@ func CheckHistory(h []Section, faults []Fault, reach time.Duration) ([]string, R
 				continue
 			}
 			rep.Overlaps++
-			if !near(a) {
-				v = append(v, fmt.Sprintf("%s token %d overlapped %s token %d (began %v before it ended), yet no fault came near the section (cause %q)",
-					a.Holder, a.Token, b.Holder, b.Token, a.End.Sub(b.Start), a.Cause))
+			if a.Lost && !a.Ended.IsZero() && !a.Ended.After(b.Start) {
+				rep.TimelyEnds++
 				continue
 			}
-			if !a.Ended.IsZero() && !a.Ended.After(b.Start) {
-				rep.TimelyEnds++
+			if !covered(faults, a.Holder, b.Start, window) && !covered(faults, b.Holder, b.Start, window) {
+				v = append(v, fmt.Sprintf("%s token %d overlapped %s token %d (began %v before it ended) and was not told before, yet neither holder was within %v of a fault that touched it (cause %q)",
+					a.Holder, a.Token, b.Holder, b.Token, a.End.Sub(b.Start), window, a.Cause))
 				continue
 			}
 			var first int64 = -1
@@ -288,12 +312,30 @@ type history struct {
 	mu       sync.Mutex
 	sections []Section
 	faults   []Fault
-	reach    time.Duration
+	window   time.Duration
 }
 
-func (h *history) fault(kind string, at time.Time) {
+// fault records a fault that started at start and touched holders (nil: all),
+// and returns its index for ended.
+func (h *history) fault(kind string, start time.Time, holders []string) int {
 	h.mu.Lock()
-	h.faults = append(h.faults, Fault{Kind: kind, Start: at})
+	defer h.mu.Unlock()
+	h.faults = append(h.faults, Fault{Kind: kind, Start: start, Holders: holders})
+	return len(h.faults) - 1
+}
+
+// touchedNear reports whether a fault recorded so far touched holder within the
+// window of [start, end].
+func (h *history) touchedNear(holder string, start, end time.Time) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return touchedNear(h.faults, holder, start, end, h.window)
+}
+
+// ended records when fault i ended.
+func (h *history) ended(i int, at time.Time) {
+	h.mu.Lock()
+	h.faults[i].End = at
 	h.mu.Unlock()
 }
 
@@ -311,7 +353,7 @@ func (h *history) check(t *testing.T, what string) Report {
 	secs := slices.Clone(h.sections)
 	faults := slices.Clone(h.faults)
 	h.mu.Unlock()
-	v, rep := CheckHistory(secs, faults, h.reach)
+	v, rep := CheckHistory(secs, faults, h.window)
 	t.Logf("%s: %d sections (%d accepted, %d fenced off), %d faults, %d real-time overlaps (%d holders told before the next began)",
 		what, rep.Sections, rep.Accepted, rep.Fenced, rep.Faults, rep.Overlaps, rep.TimelyEnds)
 	h.report(t, what, v, rep, secs, faults)
@@ -325,7 +367,7 @@ func (h *history) checkSlots(t *testing.T, what string) {
 	secs := slices.Clone(h.sections)
 	faults := slices.Clone(h.faults)
 	h.mu.Unlock()
-	v := CheckSlots(secs, faults, h.reach)
+	v := CheckSlots(secs, faults, h.window)
 	refused := 0
 	for _, s := range secs {
 		if len(s.Writes) > 0 && !s.Writes[0].OK {
@@ -352,10 +394,11 @@ func (h *history) report(t *testing.T, what string, v []string, rep Report, secs
 		_ = f.Close()
 		name = f.Name()
 	}
-	if len(v) > 20 {
-		v = append(v[:20], fmt.Sprintf("... and %d more", len(v)-20))
+	n := len(v)
+	if n > 20 {
+		v = append(v[:20:20], fmt.Sprintf("... and %d more", n-20))
 	}
-	t.Errorf("%s: %d safety violations; history written to %s:\n%s", what, len(v), name, strings.Join(v, "\n"))
+	t.Errorf("%s: %d safety violations; history written to %s:\n%s", what, n, name, strings.Join(v, "\n"))
 }
 
 // dumpGoroutines writes every goroutine's stack to a file and returns its name,

@@ -453,11 +453,12 @@ func (s *suite) testLeaderMixed(t *testing.T) {
 // testLeaderSafety: three auto-requeued selectors on separate clients lead in turn
 // for many terms while faults are injected mid-term; see CheckHistory.
 func (s *suite) testLeaderSafety(t *testing.T) {
+	s.fencedSafety(t)
 	ns := namespace(t)
 	ctx := s.ctx(t, 20)
 	res := &Resource{}
-	hist := &history{reach: s.reach()}
-	f := &faults{s: s, t: t, hist: hist}
+	hist := &history{window: s.window(t, recipes.SuspendedIsLost)}
+	f := s.newFaults(t, hist)
 	defer f.wg.Wait()
 	var round atomic.Int64
 	total := int64(s.cfg.Rounds / 2)

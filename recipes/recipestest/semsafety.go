@@ -21,6 +21,7 @@ import (
 // its lease while it works. A refused entry (three holders at once) must be
 // explained by a fault near one of the holders involved; see CheckSlots.
 func (s *suite) testSemaphoreSafety(t *testing.T) {
+	s.fencedSafety(t)
 	ns := namespace(t)
 	ctx := s.ctx(t, 20)
 	if *soak {
@@ -30,8 +31,8 @@ func (s *suite) testSemaphoreSafety(t *testing.T) {
 	}
 	const leases, workers = 2, 4
 	res := &Slots{N: leases}
-	hist := &history{reach: s.reach()}
-	f := &faults{s: s, t: t, hist: hist}
+	hist := &history{window: s.window(t, recipes.SuspendedIsLost)}
+	f := s.newFaults(t, hist)
 	defer f.wg.Wait()
 	var round atomic.Int64
 	total := int64(max(s.cfg.Rounds/2, 30))
@@ -126,9 +127,13 @@ func (s *suite) slotSection(hd *recipes.Hold, who string, res *Slots, f *faults,
 		sec.End = time.Now()
 		return
 	}
-	work := time.Duration(2+rand.IntN(20)) * time.Millisecond
+	// Work long next to an acquisition's round trips (tens of milliseconds on
+	// a loaded machine), so that a semaphore admitting one holder too many has
+	// that many inside at once most of the time, and entries are refused well
+	// away from the windows of faults.
+	work := time.Duration(20+rand.IntN(40)) * time.Millisecond
 	if fault {
-		if sec.Fault = f.inject(c); sec.Fault != "" {
+		if sec.Fault = f.inject(c, who); sec.Fault != "" {
 			f.t.Logf("%s: %s token %d: fault %s", time.Now().Format("15:04:05.000"), who, hd.Token(), sec.Fault)
 			// Stay a while, as a holder that has not yet noticed would: the
 			// others may take the lease over meanwhile.
@@ -147,7 +152,7 @@ func (s *suite) slotSection(hd *recipes.Hold, who string, res *Slots, f *faults,
 		f.waiting.Add(1)
 		select {
 		case <-hd.Done():
-		case <-time.After(s.endWait()):
+		case <-time.After(f.endWait()):
 		}
 		f.waiting.Add(-1)
 	}
