@@ -120,7 +120,9 @@ func freePortOn(t testing.TB, ip string) int {
 		l.Close()
 		if err == nil {
 			u.Close()
-			return port
+			if claimPort(port) {
+				return port
+			}
 		}
 	}
 	t.Fatalf("testenv: no port free for TCP and UDP on %s", ip)

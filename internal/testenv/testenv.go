@@ -11,21 +11,48 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/regkit/regkit/internal/poll"
 )
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago and that
+// no earlier call in this process returned: the kernel may hand the same free
+// port to two listens in a row, and a server given it twice (a ZooKeeper member's
+// client and election ports) refuses to start.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("testenv: free port: %v", err)
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("testenv: free port: %v", err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if claimPort(p) {
+			return p
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("testenv: free port: 100 ports in a row were given out before")
+	return 0
+}
+
+var (
+	portsMu sync.Mutex
+	ports   = map[int]bool{} // handed out by FreePort and freePortOn
+)
+
+// claimPort records p as handed out, reporting false when it was already.
+func claimPort(p int) bool {
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	if ports[p] {
+		return false
+	}
+	ports[p] = true
+	return true
 }
 
 // ServersDir is where scripts/install-servers.sh caches server binaries
