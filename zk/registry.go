@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/go-zookeeper/zk"
@@ -107,6 +108,13 @@ func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, err
 		break
 	}
 	if !cd.byName() {
+		// Two sessions can both pass the check before the create (above): each
+		// looks again now, and the later node steps back. The later create sees
+		// the earlier node (its own write is applied before it lists), so at
+		// most one of two racing Puts keeps the ID.
+		if err := c.yieldToEarlier(ctx, cd, inst, path, name); err != nil {
+			return nil, err
+		}
 		// The node's name changes with the data (Dubbo URLs): the new node is
 		// created before the old ones of this ID are deleted, so that the
 		// instance never disappears from a watcher's view during a re-put.
@@ -190,6 +198,7 @@ type idNode struct {
 	name    string
 	owner   int64 // the session of an ephemeral node, 0 for a persistent one
 	version int32
+	czxid   int64 // the zxid of its create: which of two nodes came first
 }
 
 // sameID returns the nodes of inst's directory that decode to inst's ID, with
@@ -218,9 +227,37 @@ func (c *Conn) sameID(ctx context.Context, cd codec, inst driver.Instance) ([]id
 		if err != nil {
 			return nil, wrap("list", dir+"/"+k, err)
 		}
-		out = append(out, idNode{name: k, owner: st.EphemeralOwner, version: st.Version})
+		out = append(out, idNode{name: k, owner: st.EphemeralOwner, version: st.Version, czxid: st.Czxid})
 	}
 	return out, nil
+}
+
+// yieldToEarlier deletes our just-created node name (at path) and fails with
+// ErrExists when a node of another session carrying inst's ID was created
+// before it (a smaller creation zxid): that session holds the ID.
+func (c *Conn) yieldToEarlier(ctx context.Context, cd codec, inst driver.Instance, path, name string) error {
+	nodes, err := c.sameID(ctx, cd, inst)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(nodes, func(n idNode) bool { return n.name == name })
+	if i < 0 {
+		return nil // ours is gone already (the session ended): the lease says so
+	}
+	mine := nodes[i]
+	for _, n := range nodes {
+		if n.name == name || n.owner == mine.owner || n.czxid > mine.czxid {
+			continue
+		}
+		if _, err := call(ctx, c, func() (struct{}, error) {
+			return struct{}{}, c.zc.zk.Delete(path, mine.version)
+		}); err != nil && !errors.Is(err, zk.ErrNoNode) {
+			return wrap("put", path, fmt.Errorf("step back for an earlier owner of the ID: %w", err))
+		}
+		return fmt.Errorf("zk: put %s: the instance ID is held by another owner (node %s, session %x, created first): %w",
+			inst, n.name, n.owner, driver.ErrExists)
+	}
+	return nil
 }
 
 // deleteSameID deletes the nodes of dir that decode to inst's ID, except keep, and

@@ -182,8 +182,10 @@
 // node of a session that just expired is removed by the server itself, after
 // which the ID is free. In the dubbo layout node names are provider URLs, not
 // IDs: Put first lists the directory and fails with ErrExists when a node of
-// another session decodes to the instance's ID, so two sessions putting one ID at
-// the same moment can both pass (the listing then shows the greatest node name).
+// another session decodes to the instance's ID; two sessions putting one ID at
+// the same moment can both pass that check, so after its create each Put lists
+// again, and the one whose node was created later (the greater creation zxid)
+// deletes it and fails with ErrExists: at most one keeps the ID.
 // Deregister and Remove delete only nodes of the current session.
 //
 // # Watches
