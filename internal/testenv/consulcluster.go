@@ -104,7 +104,7 @@ func StartConsulCluster(t testing.TB) *ConsulCluster {
 // pickPorts picks free ports on m's own loopback address.
 func (m *consulMember) pickPorts(t testing.TB) {
 	m.http, m.serfWAN, m.serverPort = freePortOn(t, m.ip), freePortOn(t, m.ip), freePortOn(t, m.ip)
-	m.serfLAN = freePortOn(t, "0.0.0.0")
+	m.serfLAN = freePortOn(t, m.advIP)
 }
 
 // freePortOn returns a port free for both TCP and UDP on ip.
@@ -137,10 +137,10 @@ func (c *ConsulCluster) writeConfig(m *consulMember) error {
 			join = append(join, fmt.Sprintf("%q", fmt.Sprintf("%s:%d", o.advIP, o.serfLAN)))
 		}
 	}
-	serfBind := m.ip
-	if m.server {
-		serfBind = "0.0.0.0" // reached at the advertised address too
-	}
+	// Gossip is reached at the advertised address. It binds that address only,
+	// not 0.0.0.0: a wildcard bind collides with any other process's listener on
+	// the port, and a server restarted after a while found its port taken so.
+	serfBind := m.advIP
 	var b strings.Builder
 	fmt.Fprintf(&b, `node_name = %q
 datacenter = "dc1"
