@@ -69,7 +69,7 @@ func (c *Conn) dial(ctx context.Context, timeout time.Duration, hook func(*zkCon
 		if err != nil {
 			return nil, err
 		}
-		sc := net.Conn(&sniffConn{Conn: nc, on: zc.sniffed, handshake: timeout / time.Duration(len(c.cfg.hosts)),
+		sc := net.Conn(&sniffConn{Conn: nc, on: zc.sniffed, handshake: handshakeLimit(timeout, len(c.cfg.hosts)),
 			gate: make(chan struct{}), prevSID: zc.lastSession()})
 		zc.nc.Store(&sc)
 		return sc, nil
@@ -240,8 +240,18 @@ func (zc *zkConn) close() {
 // (6.7 session timeouts) for a ConnectResponse, and then without any deadline for
 // its body, so a server that accepts but does not answer (a partition, a hung
 // process) stalls reconnection for minutes. Until the ConnectResponse is read,
-// deadlines are clamped to the session timeout divided by the number of servers,
-// the Java client's connect timeout.
+// deadlines are clamped to handshakeLimit.
+// handshakeLimit bounds one connection attempt's handshake: a third of the Java
+// client's connect timeout (the session timeout divided by the number of
+// servers), at least a second. The driver declares a session lost after a whole
+// session timeout without a connection, so at least three attempts must fit in
+// it: a restarting server accepts connections before it has loaded its data and
+// answers them only then, and one attempt waiting the whole connect timeout on
+// it lost a live session (seen in CI: a 60s session, a restart under load).
+func handshakeLimit(sessionTimeout time.Duration, hosts int) time.Duration {
+	return max(sessionTimeout/time.Duration(3*max(hosts, 1)), time.Second)
+}
+
 type sniffConn struct {
 	net.Conn
 	on        func(sid int64, passwd []byte)
