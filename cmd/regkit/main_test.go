@@ -288,3 +288,15 @@ func deadURL(t *testing.T) string {
 func etcdURL(t *testing.T) string {
 	return etcd.URL(strings.ReplaceAll(t.Name(), "/", "_"))
 }
+
+// TestWriteJSONKeepsArrows: -o json prints a route "a -> b" as it is, not as
+// "a -\u003e b" (encoding/json escapes <, > and & for HTML by default).
+func TestWriteJSONKeepsArrows(t *testing.T) {
+	var b strings.Builder
+	if err := writeJSON(&b, map[string]string{"route": "etcd -> zk", "q": "a&b<c"}); err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"q":"a&b<c","route":"etcd -> zk"}` + "\n"; b.String() != want {
+		t.Fatalf("writeJSON = %q, want %q", b.String(), want)
+	}
+}

@@ -58,9 +58,12 @@ func toNodeJSON(n registry.Node) nodeJSON {
 	return j
 }
 
-// writeJSON prints v as one line of JSON.
+// writeJSON prints v as one line of JSON, with <, > and & as themselves (routes
+// read "a -> b"; HTML escaping is for pages, not for a terminal or jq).
 func writeJSON(w io.Writer, v any) error {
-	return json.NewEncoder(w).Encode(v)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
 }
 
 // table writes aligned columns.

@@ -147,15 +147,11 @@ regkit_session_*, regkit_request_errors_total).
 				opts = append(opts, mirror.WithMeterProvider(ms.MeterProvider()))
 			}
 			mp := ms.MeterProvider()
-			src, err := g.openSync(ctx, srcURL, mp)
+			src, dst, err := g.openPair(ctx, srcURL, dstURL, mp)
 			if err != nil {
-				return fmt.Errorf("SRC_URL: %w", err)
+				return err
 			}
 			defer src.Close()
-			dst, err := g.openSync(ctx, dstURL, mp)
-			if err != nil {
-				return fmt.Errorf("DST_URL: %w", err)
-			}
 			defer dst.Close()
 			a, b := mirror.Endpoint{Client: src, Name: srcName}, mirror.Endpoint{Client: dst, Name: dstName}
 			routes := []mirror.Route{{From: a, To: b}}
@@ -270,6 +266,62 @@ func (g *globals) openSync(ctx context.Context, raw string, mp metric.MeterProvi
 		return nil, fmt.Errorf("connect: %w", err)
 	}
 	return c, nil
+}
+
+// openPair opens SRC_URL and DST_URL at once, so that a URL the driver refuses
+// (a bad port, a parameter of another layout) is reported at once, before the
+// other side's connect has to finish or time out. An invalid URL is reported
+// before a connect failure of the other side; SRC_URL's error comes first when
+// both are of one kind.
+func (g *globals) openPair(ctx context.Context, srcURL, dstURL string, mp metric.MeterProvider) (src, dst *registry.Client, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		c   *registry.Client
+		err error
+	}
+	srcc, dstc := make(chan result, 1), make(chan result, 1)
+	open := func(raw string, out chan<- result) {
+		c, err := g.openSync(ctx, raw, mp)
+		if err != nil && isUsage(err) {
+			cancel() // the command fails anyway: stop the other side's connect
+		}
+		out <- result{c, err}
+	}
+	go open(srcURL, srcc)
+	go open(dstURL, dstc)
+	s, d := <-srcc, <-dstc
+	if s.err == nil && d.err == nil {
+		return s.c, d.c, nil
+	}
+	for _, r := range []result{s, d} {
+		if r.c != nil {
+			r.c.Close()
+		}
+	}
+	serr, derr := s.err, d.err
+	if serr != nil {
+		serr = fmt.Errorf("SRC_URL: %w", serr)
+	}
+	if derr != nil {
+		derr = fmt.Errorf("DST_URL: %w", derr)
+	}
+	switch {
+	case serr != nil && isUsage(s.err):
+		return nil, nil, serr
+	case derr != nil && isUsage(d.err):
+		return nil, nil, derr
+	case serr != nil:
+		return nil, nil, serr
+	default:
+		return nil, nil, derr
+	}
+}
+
+// isUsage reports whether err is a usage error (a URL refused without I/O).
+func isUsage(err error) bool {
+	var u usageError
+	return errors.As(err, &u)
 }
 
 func routesString(routes []mirror.Route) string {

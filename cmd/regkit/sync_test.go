@@ -302,6 +302,10 @@ func TestSyncUsage(t *testing.T) {
 	}{
 		{[]string{"sync", dead}, "missing argument DST_URL"},
 		{[]string{"sync", dead, "foo://x"}, `invalid DST_URL "foo://x": unknown scheme "foo"`},
+		// A URL only the driver can check is reported as such, not after (or
+		// instead of) the other side's failed connect.
+		{[]string{"sync", dead, "zk://127.0.0.1:99999"}, "DST_URL: invalid registry URL"},
+		{[]string{"sync", "zk://127.0.0.1:99999", dead}, "SRC_URL: invalid registry URL"},
 		{[]string{"sync", dead, dead}, "name the same registry"},
 		{[]string{"sync", dead, "zk://127.0.0.1:1", "--services", "["}, `invalid --services "["`},
 		{[]string{"sync", dead, "zk://127.0.0.1:1", "--group", "a/b"}, `invalid --group "a/b"`},
