@@ -368,11 +368,18 @@ func (c *Client) sleep(ctx context.Context, d time.Duration) error {
 	return retry.Sleep(ctx, c.clock, d)
 }
 
+// logger is the Client's log: warn for what needs an operator's eye (a loss, an
+// outage), info for what only tells that it has passed (a reconnection, a
+// re-registration); the default logger (WithLogger) shows warnings only.
 type logger struct {
-	l interface{ Warn(string, ...any) }
+	l interface {
+		Warn(string, ...any)
+		Info(string, ...any)
+	}
 }
 
 func (l logger) warn(msg string, args ...any) { l.l.Warn(msg, args...) }
+func (l logger) info(msg string, args ...any) { l.l.Info(msg, args...) }
 
 // cloneInstances returns a deep copy of list (nil stays nil).
 func cloneInstances(list []Instance) []Instance {

@@ -148,7 +148,7 @@ func (c *Client) registrationState(inst Instance, from, to RegistrationState) {
 	c.met.regChanges.Add(ctx, 1, metric.WithAttributes(svc, attribute.String("state", to.String())))
 	if from == Reregistering && to == Registered {
 		c.met.reregs.Add(ctx, 1, metric.WithAttributes(svc))
-		c.log.warn("registry: registration restored", "instance", inst.String())
+		c.log.info("registry: registration restored", "instance", inst.String())
 	}
 }
 
@@ -158,12 +158,17 @@ func (c *Client) watchResynced(service string) {
 }
 
 // sessionState records a session's change from one state to another, and logs it
-// once unless its owner closed it. It runs under the Session's lock, maybe on a
+// once unless its owner closed it: a suspension or a loss as a warning, a
+// (re)connection as info (the default logger shows only the former). It runs under the Session's lock, maybe on a
 // driver's callback goroutine: it must not call back into the session or driver.
 func (c *Client) sessionState(from, to SessionState) {
 	c.met.sessChanges.Add(context.Background(), 1, metric.WithAttributes(attribute.String("state", to.String())))
-	if to != StateClosed {
+	switch to {
+	case StateClosed:
+	case StateSuspended, StateLost:
 		c.log.warn("registry: session state changed", "from", from.String(), "to", to.String())
+	default:
+		c.log.info("registry: session state changed", "from", from.String(), "to", to.String())
 	}
 }
 
