@@ -7,9 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -121,33 +119,12 @@ func passingIDs(ctx context.Context, servers []string, name string) ([]string, e
 
 func TestClusterReliability(t *testing.T) {
 	tg := clusterTarget(t)
-	scenarios := []reliability.Scenario{reliability.LeaderKill, reliability.QuorumLoss, reliability.AgentRestartDuringElection}
-	runs := 1
-	if os.Getenv("REGKIT_RELIABILITY") == "long" {
-		scenarios = []reliability.Scenario{reliability.LeaderKill, reliability.FollowerKill, reliability.LeaderCutOff,
-			reliability.QuorumLoss, reliability.AgentRestartDuringElection}
-		runs = reliability.Runs()
-	}
-	if only := os.Getenv("REGKIT_RELIABILITY_ONLY"); only != "" {
-		scenarios = slices.DeleteFunc(scenarios, func(sc reliability.Scenario) bool { return !strings.Contains(sc.Name, only) })
-	}
-	for _, sc := range scenarios {
-		t.Run(sc.Name, func(t *testing.T) {
-			for run := range runs {
-				r := reliability.Run(t, tg, sc, run)
-				reliability.Report(t, r)
-				reliability.Check(t, r)
-			}
-			if t.Failed() {
-				t.Logf("client agent's log:\n%s", tg.Cluster.(*testenv.ConsulCluster).AgentLogTail())
-			}
-		})
-	}
-	t.Run("client process kill -9", func(t *testing.T) {
-		for range runs {
-			r := reliability.ProcessKill(t, tg)
-			reliability.Report(t, r)
-			reliability.CheckProcessKill(t, tg, r)
-		}
+	reliability.RunCI(t, tg, reliability.Scenarios{
+		CI: []reliability.Scenario{reliability.LeaderKill, reliability.QuorumLoss, reliability.AgentRestartDuringElection},
+		Long: []reliability.Scenario{reliability.LeaderKill, reliability.FollowerKill, reliability.LeaderCutOff,
+			reliability.QuorumLoss, reliability.AgentRestartDuringElection},
+		OnFailure: func(t *testing.T) {
+			t.Logf("client agent's log:\n%s", tg.Cluster.(*testenv.ConsulCluster).AgentLogTail())
+		},
 	})
 }

@@ -1,9 +1,7 @@
 package consul_test
 
 import (
-	"errors"
 	"net/http"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -79,66 +77,5 @@ func TestMutexUncontendedRequests(t *testing.T) {
 		if got != want {
 			t.Fatalf("Lock+Unlock %d took %d KV requests, want %d", i, got, want)
 		}
-	}
-}
-
-// Sequential creates from two Conns that move the same counter take increasing
-// numbers in creation order, a create after the parent was deleted recreates it,
-// and CreateAndChildren lists the parent as of the create.
-func TestSequentialCreateGuesses(t *testing.T) {
-	s := startServer(t)
-	ctx := ctxT(t, 30*time.Second)
-	a, b := s.open(t, "seq", ""), s.open(t, "seq", "")
-	defer a.Close()
-	defer b.Close()
-	var names []string
-	var revs []int64
-	for i := range 6 {
-		c := a
-		if i%2 == 1 {
-			c = b // each Conn's guess of the counter is stale by one create
-		}
-		n, err := c.Store().Create(ctx, "/q/r/n-", nil, registry.Sequential())
-		if err != nil {
-			t.Fatal(err)
-		}
-		names = append(names, n.Key)
-		revs = append(revs, n.CreateRevision)
-	}
-	if !slices.IsSorted(names) || !slices.IsSorted(revs) || names[0] != "/q/r/n-0000000000" || names[5] != "/q/r/n-0000000005" {
-		t.Fatalf("names %v, revisions %v: want 0 to 5 in creation order", names, revs)
-	}
-	// Take the next two names with plain creates behind the counter's back: they
-	// are skipped (the create used to read the same counter again and again).
-	for _, k := range []string{"/q/r/n-0000000006", "/q/r/n-0000000007"} {
-		if _, err := a.Store().Create(ctx, k, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, c := range []*registry.Client{a, b} {
-		n, err := c.Store().Create(ctx, "/q/r/n-", nil, registry.Sequential())
-		if err != nil {
-			t.Fatal(err)
-		}
-		names = append(names, n.Key)
-	}
-	if names[6] != "/q/r/n-0000000008" || names[7] != "/q/r/n-0000000009" {
-		t.Fatalf("after two taken names: %v", names[6:])
-	}
-	if err := a.Store().Delete(ctx, "/q", registry.Recursive()); err != nil {
-		t.Fatal(err)
-	}
-	n, kids, err := a.Store().CreateAndChildren(ctx, "/q/r/n-", []byte("v"), registry.Sequential())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Equal(kids, []string{n.Key[len("/q/r/"):]}) || string(n.Value) != "v" {
-		t.Fatalf("after the parent went: %+v %v", n, kids)
-	}
-	if _, err := a.Store().Get(ctx, "/q/r"); err != nil {
-		t.Fatalf("parent not recreated: %v", err)
-	}
-	if _, _, err := a.Store().CreateAndChildren(ctx, n.Key, nil); !errors.Is(err, registry.ErrExists) {
-		t.Fatalf("existing key: %v, want ErrExists", err)
 	}
 }

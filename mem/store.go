@@ -52,9 +52,16 @@ func (c *Conn) Create(ctx context.Context, key string, value []byte, spec driver
 	}
 	parent := driver.ParentKey(key)
 	if spec.Sequential {
-		n := s.seq[parent]
-		s.seq[parent] = n + 1
-		key += driver.SequenceSuffix(n)
+		// Names taken by plain creates are skipped, as ZooKeeper (whose counter
+		// is the parent's child version) and the other drivers do.
+		for {
+			n := s.seq[parent]
+			s.seq[parent] = n + 1
+			if _, ok := s.nodes[key+driver.SequenceSuffix(n)]; !ok {
+				key += driver.SequenceSuffix(n)
+				break
+			}
+		}
 	}
 	if _, ok := s.nodes[key]; ok {
 		return driver.Node{}, fmt.Errorf("mem: create %s: %w", key, driver.ErrExists)

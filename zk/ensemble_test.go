@@ -3,9 +3,7 @@ package zk_test
 import (
 	"context"
 	"errors"
-	"os"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -77,29 +75,8 @@ func zkChildren(ctx context.Context, addrs []string, dir string) ([]string, erro
 }
 
 func TestEnsembleReliability(t *testing.T) {
-	tg := ensembleTarget(t)
-	scenarios := []reliability.Scenario{reliability.LeaderKill, reliability.QuorumLoss, reliability.SessionExpiryDuringElection}
-	runs := 1
-	if os.Getenv("REGKIT_RELIABILITY") == "long" {
-		scenarios, runs = append(slices.Clone(reliability.All), reliability.SessionExpiryDuringElection), reliability.Runs()
-	}
-	if only := os.Getenv("REGKIT_RELIABILITY_ONLY"); only != "" {
-		scenarios = slices.DeleteFunc(scenarios, func(sc reliability.Scenario) bool { return !strings.Contains(sc.Name, only) })
-	}
-	for _, sc := range scenarios {
-		t.Run(sc.Name, func(t *testing.T) {
-			for run := range runs {
-				r := reliability.Run(t, tg, sc, run)
-				reliability.Report(t, r)
-				reliability.Check(t, r)
-			}
-		})
-	}
-	t.Run("client process kill -9", func(t *testing.T) {
-		for range runs {
-			r := reliability.ProcessKill(t, tg)
-			reliability.Report(t, r)
-			reliability.CheckProcessKill(t, tg, r)
-		}
+	reliability.RunCI(t, ensembleTarget(t), reliability.Scenarios{
+		CI:   []reliability.Scenario{reliability.LeaderKill, reliability.QuorumLoss, reliability.SessionExpiryDuringElection},
+		Long: append(slices.Clone(reliability.All), reliability.SessionExpiryDuringElection),
 	})
 }

@@ -5,17 +5,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"maps"
 	"net/http"
 	"regexp"
-	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/regkit/regkit/cmd/regkit/internal/mirror"
+	"github.com/regkit/regkit/cmd/regkit/internal/mirror/mirrortest"
 	"github.com/regkit/regkit/internal/poll"
 	"github.com/regkit/regkit/internal/testenv"
 	"github.com/regkit/regkit/nacos/nacostest"
@@ -34,83 +32,6 @@ func openClient(t *testing.T, url string) *registry.Client {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
-}
-
-// syncView summarises a service: "addr native ID" or "addr copy-of ID from NAME by MEMBER".
-func syncView(c *registry.Client, svc string) ([]string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	list, err := c.Instances(ctx, svc)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, in := range list {
-		if src := in.Metadata[mirror.MetaSourceCluster]; src != "" {
-			out = append(out, fmt.Sprintf("%s copy-of %s from %s", in.Addr(), in.Metadata[mirror.MetaSourceID], src))
-		} else {
-			out = append(out, fmt.Sprintf("%s native %s", in.Addr(), in.ID))
-		}
-	}
-	sort.Strings(out)
-	return out, nil
-}
-
-func wantSyncView(t *testing.T, c *registry.Client, svc string, want ...string) {
-	t.Helper()
-	sort.Strings(want)
-	poll.Until(t, 60*time.Second, "view of "+svc, func() error {
-		got, err := syncView(c, svc)
-		if err != nil {
-			return err
-		}
-		if !slices.Equal(got, want) {
-			return fmt.Errorf("got\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
-		}
-		return nil
-	})
-}
-
-// gapWatch records every snapshot of svc on c and lists each time an address
-// seen before is absent.
-func gapWatch(t *testing.T, c *registry.Client, svc string) func() []string {
-	ctx, cancel := context.WithCancel(context.Background())
-	w, err := c.Watch(ctx, svc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	seen := map[string]bool{}
-	var gaps []string
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer w.Close()
-		for {
-			s, err := w.Next(ctx)
-			if err != nil {
-				return
-			}
-			now := map[string]bool{}
-			for _, in := range s.Instances {
-				now[in.Addr()] = true
-			}
-			mu.Lock()
-			for a := range seen {
-				if !now[a] {
-					gaps = append(gaps, fmt.Sprintf("%s: snapshot %d lacks %s", svc, s.Seq, a))
-				}
-			}
-			maps.Copy(seen, now)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	return func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		return slices.Clone(gaps)
-	}
 }
 
 // TestSyncBinary runs `regkit sync --both-ways` between etcd and ZooKeeper as two
@@ -151,13 +72,13 @@ func TestSyncBinary(t *testing.T) {
 	}
 	m1 := start(t, "", args("m1")...)
 	for _, svc := range svcs {
-		wantSyncView(t, e, svc, wantE[svc]...)
-		wantSyncView(t, z, svc, wantZ[svc]...)
+		mirrortest.WantView(t, e, svc, wantE[svc]...)
+		mirrortest.WantView(t, z, svc, wantZ[svc]...)
 	}
 	m1.waitLine(t, 0, "a registered event", `"event":"registered"`)
-	var gaps []func() []string
+	var gaps []*mirrortest.GapWatch
 	for _, svc := range svcs {
-		gaps = append(gaps, gapWatch(t, e, svc), gapWatch(t, z, svc))
+		gaps = append(gaps, mirrortest.WatchGaps(t, e, svc), mirrortest.WatchGaps(t, z, svc))
 	}
 	owners := func() map[string]int {
 		n := map[string]int{}
@@ -190,11 +111,11 @@ func TestSyncBinary(t *testing.T) {
 		return nil
 	})
 	for _, svc := range svcs {
-		wantSyncView(t, e, svc, wantE[svc]...)
-		wantSyncView(t, z, svc, wantZ[svc]...)
+		mirrortest.WantView(t, e, svc, wantE[svc]...)
+		mirrortest.WantView(t, z, svc, wantZ[svc]...)
 	}
 	for _, g := range gaps {
-		if gs := g(); len(gs) > 0 {
+		if gs := g.Gaps(); len(gs) > 0 {
 			t.Errorf("a watcher saw copies missing:\n%s", strings.Join(gs, "\n"))
 		}
 	}
@@ -238,11 +159,11 @@ func TestSyncBinary(t *testing.T) {
 	t.Logf("after the kill: m2's member node gone in %v, m3's last copy registered %v after that, m2's copies gone in %v",
 		gone.Sub(killed).Round(time.Millisecond), last.Sub(gone).Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
 	for _, svc := range svcs {
-		wantSyncView(t, e, svc, wantE[svc]...)
-		wantSyncView(t, z, svc, wantZ[svc]...)
+		mirrortest.WantView(t, e, svc, wantE[svc]...)
+		mirrortest.WantView(t, z, svc, wantZ[svc]...)
 	}
 	for _, g := range gaps {
-		if gs := g(); len(gs) > 0 {
+		if gs := g.Gaps(); len(gs) > 0 {
 			t.Errorf("after the crash, a watcher saw copies missing:\n%s", strings.Join(gs, "\n"))
 		}
 	}
@@ -250,8 +171,8 @@ func TestSyncBinary(t *testing.T) {
 		t.Fatalf("m3 exited %d; stderr:\n%s", code, m3.stderr.String())
 	}
 	for i, svc := range svcs {
-		wantSyncView(t, e, svc, fmt.Sprintf("127.0.0.1:%d native n1", 7600+i))
-		wantSyncView(t, z, svc, fmt.Sprintf("127.0.0.1:%d native n1", 7700+i))
+		mirrortest.WantView(t, e, svc, fmt.Sprintf("127.0.0.1:%d native n1", 7600+i))
+		mirrortest.WantView(t, z, svc, fmt.Sprintf("127.0.0.1:%d native n1", 7700+i))
 	}
 }
 
@@ -359,11 +280,11 @@ func TestSyncZooKeeperNacos(t *testing.T) {
 	p := start(t, "", "sync", zkU, nacosU, "--both-ways", "--src-name", "zk", "--dst-name", "nacos",
 		"--member", "m1", "--metrics-addr", "127.0.0.1:0")
 	for _, svc := range svcs {
-		wantSyncView(t, z, svc, wantZ[svc]...)
-		wantSyncView(t, n, svc, wantN[svc]...)
+		mirrortest.WantView(t, z, svc, wantZ[svc]...)
+		mirrortest.WantView(t, n, svc, wantN[svc]...)
 	}
-	wantSyncView(t, n, "solo", "127.0.0.1:7850 copy-of n1 from zk")
-	wantSyncView(t, z, "solo", "127.0.0.1:7850 native n1")
+	mirrortest.WantView(t, n, "solo", "127.0.0.1:7850 copy-of n1 from zk")
+	mirrortest.WantView(t, z, "solo", "127.0.0.1:7850 native n1")
 
 	// The metrics: each of svc-0 and svc-1 has two copies (one each way), solo one.
 	addr := waitMatch(t, p, `serving metrics on http://(\S+)/metrics`)
@@ -387,11 +308,11 @@ func TestSyncZooKeeperNacos(t *testing.T) {
 		t.Fatalf("sync exited %d; stderr:\n%s", code, p.stderr.String())
 	}
 	for i, svc := range svcs {
-		wantSyncView(t, z, svc, fmt.Sprintf("127.0.0.1:%d native n1", 7800+i))
-		wantSyncView(t, n, svc, fmt.Sprintf("127.0.0.1:%d native n1", 7900+i))
+		mirrortest.WantView(t, z, svc, fmt.Sprintf("127.0.0.1:%d native n1", 7800+i))
+		mirrortest.WantView(t, n, svc, fmt.Sprintf("127.0.0.1:%d native n1", 7900+i))
 	}
-	wantSyncView(t, n, "solo")
-	wantSyncView(t, z, "solo", "127.0.0.1:7850 native n1")
+	mirrortest.WantView(t, n, "solo")
+	mirrortest.WantView(t, z, "solo", "127.0.0.1:7850 native n1")
 }
 
 // waitMatch waits for a stderr line of p matching re and returns its first group.

@@ -5,8 +5,6 @@ package testenv
 import (
 	"encoding/binary"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -56,14 +54,7 @@ const EnsembleSize = 3
 // stopped by t.Cleanup.
 func StartZooKeeperEnsemble(t testing.TB) *ZooKeeperEnsemble {
 	t.Helper()
-	for _, j := range zkJars {
-		if _, err := os.Stat(j); err != nil {
-			t.Fatalf("testenv: ZooKeeper is not installed (%v): run scripts/install-servers.sh", err)
-		}
-	}
-	if _, err := javaBin(); err != nil {
-		t.Fatalf("testenv: ZooKeeper needs Java (%v): run scripts/install-servers.sh", err)
-	}
+	needZooKeeper(t, false)
 	z := &ZooKeeperEnsemble{}
 	root := t.TempDir()
 	for i := range EnsembleSize {
@@ -202,33 +193,20 @@ func (z *ZooKeeperEnsemble) ClientProxy(i int) *Proxy { return z.members[i].clie
 func (z *ZooKeeperEnsemble) Start(t testing.TB, i int) {
 	t.Helper()
 	m := z.members[i]
-	java, _ := javaBin()
-	args := []string{
-		"-Xms16m", "-Xmx128m",
-		"-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto", "-XX:ActiveProcessorCount=1",
-		"-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-		"-Dzookeeper.jmx.log4j.disable=true",
-		"-Dznode.container.checkIntervalMs=1000",
+	args := zkArgs("16m", "128m", zkJars, "org.apache.zookeeper.server.quorum.QuorumPeerMain", filepath.Join(m.dir, "zoo.cfg"),
+		"-XX:ActiveProcessorCount=1",
 		// Election connections time out after 1s instead of 5s (a dead peer).
-		"-Dzookeeper.cnxTimeout=1000",
-		"-cp", strings.Join(zkJars, ":"),
-		"org.apache.zookeeper.server.quorum.QuorumPeerMain",
-		filepath.Join(m.dir, "zoo.cfg"),
-	}
+		"-Dzookeeper.cnxTimeout=1000")
 	ready := func() error {
 		// Before it has a quorum a member answers only ruok; a port taken by
 		// another process shows in the member's log.
 		if lb, _ := os.ReadFile(filepath.Join(m.dir, "zookeeper.log")); strings.Contains(string(lb), "Address already in use") {
 			return fmt.Errorf("a port of member %d is taken", m.sid)
 		}
-		b, err := fourLetter(fmt.Sprintf("127.0.0.1:%d", m.clientPort()), "ruok")
-		if b != "imok" {
-			return fmt.Errorf("ruok answered %q (%v)", b, err)
-		}
-		return nil
+		return zkAnswers(fmt.Sprintf("127.0.0.1:%d", m.clientPort()), "ruok", "imok")
 	}
 	for attempt := 1; ; attempt++ {
-		err := m.proc.tryLaunch(fmt.Sprintf("zookeeper-%d", m.sid), java, args, m.dir, filepath.Join(m.dir, "zookeeper.log"), nil, 90*time.Second, ready)
+		err := launchZooKeeper(&m.proc, fmt.Sprintf("zookeeper-%d", m.sid), m.dir, args, 90*time.Second, ready)
 		if err == nil {
 			break
 		}
@@ -394,20 +372,4 @@ func (z *ZooKeeperEnsemble) Stop() {
 		}()
 	}
 	wg.Wait()
-}
-
-// fourLetter sends one of ZooKeeper's four-letter commands to addr and returns the
-// answer.
-func fourLetter(addr, cmd string) (string, error) {
-	c, err := net.DialTimeout("tcp", addr, 500*time.Millisecond)
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte(cmd)); err != nil {
-		return "", err
-	}
-	b, err := io.ReadAll(c)
-	return string(b), err
 }

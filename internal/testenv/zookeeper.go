@@ -39,15 +39,64 @@ type ZooKeeper struct {
 // stopped by t.Cleanup.
 func StartZooKeeper(t testing.TB) *ZooKeeper {
 	t.Helper()
+	needZooKeeper(t, false)
+	return startZooKeeper(t, &ZooKeeper{dir: t.TempDir()})
+}
+
+// needZooKeeper fails t unless ZooKeeper's jars (with tls, those of
+// StartZooKeeperTLS too) and Java are installed.
+func needZooKeeper(t testing.TB, tls bool) {
+	t.Helper()
 	for _, j := range zkJars {
 		if _, err := os.Stat(j); err != nil {
 			t.Fatalf("testenv: ZooKeeper is not installed (%v): run scripts/install-servers.sh", err)
 		}
 	}
+	if tls {
+		for _, j := range zkTLSJars {
+			if _, err := os.Stat(j); err != nil {
+				t.Fatalf("testenv: ZooKeeper TLS needs %s (%v): run scripts/install-servers.sh", j, err)
+			}
+		}
+	}
 	if _, err := javaBin(); err != nil {
 		t.Fatalf("testenv: ZooKeeper needs Java (%v): run scripts/install-servers.sh", err)
 	}
-	return startZooKeeper(t, &ZooKeeper{dir: t.TempDir()})
+}
+
+// zkArgs is the java command line of a ZooKeeper server: heap bounds xms and
+// xmx, a JVM tuned to start fast and stay small, the server's log (slf4j-simple)
+// at warn, empty container nodes deleted within a second (default: a minute) so
+// that tests can wait for them, then the extra flags, the classpath jars, the
+// main class and its zoo.cfg.
+func zkArgs(xms, xmx string, jars []string, main, cfg string, extra ...string) []string {
+	args := []string{
+		"-Xms" + xms, "-Xmx" + xmx,
+		"-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto",
+		"-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+		"-Dzookeeper.jmx.log4j.disable=true",
+		"-Dznode.container.checkIntervalMs=1000",
+	}
+	args = append(args, extra...)
+	return append(args, "-cp", strings.Join(jars, ":"), main, cfg)
+}
+
+// launchZooKeeper starts the ZooKeeper server of command line args in slot p,
+// in dir with its log in dir/zookeeper.log, and waits up to timeout until ready
+// passes (see procSlot.tryLaunch).
+func launchZooKeeper(p *procSlot, name, dir string, args []string, timeout time.Duration, ready func() error) error {
+	java, _ := javaBin()
+	return p.tryLaunch(name, java, args, dir, filepath.Join(dir, "zookeeper.log"), nil, timeout, ready)
+}
+
+// zkAnswers sends four-letter command cmd to the server at addr and returns an
+// error unless the answer contains want.
+func zkAnswers(addr, cmd, want string) error {
+	b, err := fourLetter(addr, cmd)
+	if !strings.Contains(b, want) {
+		return fmt.Errorf("%s answered %q (%v)", cmd, b, err)
+	}
+	return nil
 }
 
 func startZooKeeper(t testing.TB, z *ZooKeeper) *ZooKeeper {
@@ -116,31 +165,12 @@ func (z *ZooKeeper) start(t testing.TB) {
 
 func (z *ZooKeeper) tryStart(t testing.TB) error {
 	t.Helper()
-	java, _ := javaBin()
-	cp := ""
 	jars := zkJars
 	if z.tls != nil {
 		jars = append(append([]string(nil), zkJars...), zkTLSJars...)
 	}
-	for i, j := range jars {
-		if i > 0 {
-			cp += ":"
-		}
-		cp += j
-	}
-	args := []string{
-		"-Xms32m", "-Xmx256m",
-		"-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto",
-		"-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-		"-Dzookeeper.jmx.log4j.disable=true",
-		// Empty container nodes go within a second (default: a minute), so tests
-		// can wait for them.
-		"-Dznode.container.checkIntervalMs=1000",
-		"-cp", cp,
-		"org.apache.zookeeper.server.ZooKeeperServerMain",
-		filepath.Join(z.dir, "zoo.cfg"),
-	}
-	return z.proc.tryLaunch("zookeeper", java, args, z.dir, filepath.Join(z.dir, "zookeeper.log"), nil, 60*time.Second, z.ready)
+	args := zkArgs("32m", "256m", jars, "org.apache.zookeeper.server.ZooKeeperServerMain", filepath.Join(z.dir, "zoo.cfg"))
+	return launchZooKeeper(&z.proc, "zookeeper", z.dir, args, 60*time.Second, z.ready)
 }
 
 // ready sends ZooKeeper's four-letter "srvr", which (unlike "ruok", answered as
@@ -148,20 +178,20 @@ func (z *ZooKeeper) tryStart(t testing.TB) error {
 // then "conf", whose dataDir tells that the server on the port is this one and not
 // another test's that took the port first.
 func (z *ZooKeeper) ready() error {
-	b, err := z.fourLetter("srvr")
-	if !strings.Contains(b, "Mode: standalone") {
-		return fmt.Errorf("srvr answered %q (%v)", b, err)
+	if err := zkAnswers(z.Addr(), "srvr", "Mode: standalone"); err != nil {
+		return err
 	}
-	b, err = z.fourLetter("conf")
+	b, err := fourLetter(z.Addr(), "conf")
 	if !strings.Contains(b, "dataDir="+filepath.Join(z.dir, "data")) {
 		return fmt.Errorf("another server on %s: conf answered %q (%v)", z.Addr(), b, err)
 	}
 	return nil
 }
 
-// fourLetter sends one of ZooKeeper's four-letter commands and returns the answer.
-func (z *ZooKeeper) fourLetter(cmd string) (string, error) {
-	c, err := net.DialTimeout("tcp", z.Addr(), 500*time.Millisecond)
+// fourLetter sends one of ZooKeeper's four-letter commands to addr and returns the
+// answer.
+func fourLetter(addr, cmd string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, 500*time.Millisecond)
 	if err != nil {
 		return "", err
 	}

@@ -36,14 +36,7 @@ type ZooKeeperTLS struct {
 // an admin path).
 func StartZooKeeperTLS(t testing.TB, cfg ZooKeeperTLS) *ZooKeeper {
 	t.Helper()
-	for _, j := range append(append([]string(nil), zkJars...), zkTLSJars...) {
-		if _, err := os.Stat(j); err != nil {
-			t.Fatalf("testenv: ZooKeeper TLS needs %s (%v): run scripts/install-servers.sh", j, err)
-		}
-	}
-	if _, err := javaBin(); err != nil {
-		t.Fatalf("testenv: ZooKeeper needs Java (%v): run scripts/install-servers.sh", err)
-	}
+	needZooKeeper(t, true)
 	return startZooKeeper(t, &ZooKeeper{dir: t.TempDir(), tls: &cfg})
 }
 

@@ -282,6 +282,64 @@ func (s *suite) testMutexSafetyLostOnly(t *testing.T) {
 }
 
 func (s *suite) mutexSafety(t *testing.T, p recipes.Policy, rounds int) {
+	res := &Resource{}
+	hist := &history{window: s.window(t, p)}
+	s.contend(t, hist, contention{
+		key:       "/fenced/lock",
+		workers:   3,
+		rounds:    int64(rounds),
+		acquireOp: "Lock", releaseOp: "Unlock",
+		newContender: func(h *holder) contender {
+			var m *lockMutex
+			return contender{
+				prepare: func() error {
+					if m == nil || m.sess != h.sess {
+						m = newLockMutex(h, "/fenced/lock", recipes.WithPolicy(p))
+					}
+					return nil
+				},
+				acquire: func(ctx context.Context) (*recipes.Hold, error) { return m.m.Lock(ctx) },
+				release: func(ctx context.Context, _ *recipes.Hold) error { return m.m.Unlock(ctx) },
+			}
+		},
+		section: func(h *holder, hd *recipes.Hold, f *faults, fault bool) {
+			s.section(hd, h.name, res, f, fault, h.c, hist)
+		},
+	})
+	hist.check(t, fmt.Sprintf("%s mutex (%v)", s.h.Name, p))
+}
+
+// contention describes what the holders of a fenced safety test contend for
+// and what each does while it holds it; see contend.
+type contention struct {
+	key                  string // the recipe's key, for failure messages
+	workers              int    // how many holders contend, each on a client of its own
+	rounds               int64  // how many sections at least (see faults.enough)
+	acquireOp, releaseOp string // the recipe's method names, for messages
+	// newContender returns holder h's way to the recipe; it is called once,
+	// on the holder's goroutine.
+	newContender func(h *holder) contender
+	// section runs one critical section of h with hold hd, injecting a fault
+	// mid-way when fault is set.
+	section func(h *holder, hd *recipes.Hold, f *faults, fault bool)
+}
+
+// contender is one holder's way to the recipe under test.
+type contender struct {
+	// prepare readies the recipe for the holder's current session, which may
+	// have been renewed since the last round; an error ends the holder's run.
+	prepare func() error
+	acquire func(ctx context.Context) (*recipes.Hold, error)
+	release func(ctx context.Context, hd *recipes.Hold) error
+}
+
+// contend runs one fenced safety test's contention: c.workers holders, each on
+// a client of its own in a new namespace, take the recipe in turn (renewing
+// their session when it ended), run a section and give it back, until
+// c.rounds sections have run and enough faults were injected (see faults).
+// Errors that end a holder's run fail t; a failed release is only logged.
+// The caller checks hist afterwards.
+func (s *suite) contend(t *testing.T, hist *history, c contention) {
 	ns := namespace(t)
 	ctx := s.ctx(t, 20)
 	if *soak {
@@ -289,23 +347,20 @@ func (s *suite) mutexSafety(t *testing.T, p recipes.Policy, rounds int) {
 		ctx, cancel = context.WithTimeout(context.Background(), 2*time.Hour)
 		defer cancel()
 	}
-	const workers = 3
-	res := &Resource{}
-	hist := &history{window: s.window(t, p)}
 	f := s.newFaults(t, hist)
 	defer f.wg.Wait()
 	var round atomic.Int64
-	total := int64(rounds)
+	total := c.rounds
 	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	holders := make([]*holder, workers)
-	for i := range workers {
+	errs := make(chan error, c.workers)
+	holders := make([]*holder, c.workers)
+	for i := range c.workers {
 		h := &holder{name: fmt.Sprintf("client%d", i), c: s.open(t, ns)}
 		holders[i] = h
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var m *lockMutex
+			ct := c.newContender(h)
 			for {
 				r := round.Load()
 				if r >= total && f.enough(total) {
@@ -315,25 +370,26 @@ func (s *suite) mutexSafety(t *testing.T, p recipes.Policy, rounds int) {
 					errs <- err
 					return
 				}
-				if m == nil || m.sess != h.sess {
-					m = newLockMutex(h, "/fenced/lock", recipes.WithPolicy(p))
+				if err := ct.prepare(); err != nil {
+					errs <- err
+					return
 				}
-				lctx, cancel := context.WithTimeout(ctx, 2*s.timeout())
-				hd, err := m.m.Lock(lctx)
+				actx, cancel := context.WithTimeout(ctx, 2*s.timeout())
+				hd, err := ct.acquire(actx)
 				cancel()
 				if err != nil {
 					if ctx.Err() != nil {
-						errs <- fmt.Errorf("%s: Lock: %w (after %d of %d rounds; goroutines dumped to %s; lock nodes: %s; holders' sessions: %s)",
-							h.name, err, round.Load(), total, dumpGoroutines(t), s.treeOf(t, ns, "/fenced/lock"), sessionsOf(holders))
+						errs <- fmt.Errorf("%s: %s: %w (after %d of %d rounds; goroutines dumped to %s; nodes under %s: %s; holders' sessions: %s)",
+							h.name, c.acquireOp, err, round.Load(), total, dumpGoroutines(t), c.key, s.treeOf(t, ns, c.key), sessionsOf(holders))
 						return
 					}
 					continue // session lost, cut: try again
 				}
 				r = round.Add(1)
-				s.section(hd, h.name, res, f, f.due(r), h.c, hist)
-				uctx, cancel := context.WithTimeout(ctx, s.timeout())
-				if err := m.m.Unlock(uctx); err != nil {
-					t.Logf("%s: Unlock: %v", h.name, err)
+				c.section(h, hd, f, f.due(r))
+				rctx, cancel := context.WithTimeout(ctx, s.timeout())
+				if err := ct.release(rctx, hd); err != nil {
+					t.Logf("%s: %s: %v", h.name, c.releaseOp, err)
 				}
 				cancel()
 			}
@@ -345,7 +401,6 @@ func (s *suite) mutexSafety(t *testing.T, p recipes.Policy, rounds int) {
 	for err := range errs {
 		t.Error(err)
 	}
-	hist.check(t, fmt.Sprintf("%s mutex (%v)", s.h.Name, p))
 }
 
 // treeOf describes the nodes under key, for a failure message.

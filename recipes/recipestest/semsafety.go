@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,75 +21,36 @@ import (
 // explained by a fault near one of the holders involved; see CheckSlots.
 func (s *suite) testSemaphoreSafety(t *testing.T) {
 	s.fencedSafety(t)
-	ns := namespace(t)
-	ctx := s.ctx(t, 20)
-	if *soak {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(context.Background(), 2*time.Hour)
-		defer cancel()
-	}
-	const leases, workers = 2, 4
+	const leases = 2
 	res := &Slots{N: leases}
 	hist := &history{window: s.window(t, recipes.SuspendedIsLost)}
-	f := s.newFaults(t, hist)
-	defer f.wg.Wait()
-	var round atomic.Int64
-	total := int64(max(s.cfg.Rounds/2, 30))
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	holders := make([]*holder, workers)
-	for i := range workers {
-		h := &holder{name: fmt.Sprintf("client%d", i), c: s.open(t, ns)}
-		holders[i] = h
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	s.contend(t, hist, contention{
+		key:       "/fenced/sem",
+		workers:   4,
+		rounds:    int64(max(s.cfg.Rounds/2, 30)),
+		acquireOp: "Acquire", releaseOp: "Release",
+		newContender: func(h *holder) contender {
 			var sem *lock.Semaphore
 			var semSess *registry.Session
-			for {
-				r := round.Load()
-				if r >= total && f.enough(total) {
-					return
-				}
-				if err := s.renew(ctx, h); err != nil {
-					errs <- err
-					return
-				}
-				if sem == nil || semSess != h.sess {
-					var err error
-					if sem, err = lock.NewSemaphore(h.c, h.sess, "/fenced/sem", leases); err != nil {
-						errs <- err
-						return
+			return contender{
+				prepare: func() error {
+					if sem == nil || semSess != h.sess {
+						var err error
+						if sem, err = lock.NewSemaphore(h.c, h.sess, "/fenced/sem", leases); err != nil {
+							return err
+						}
+						semSess = h.sess
 					}
-					semSess = h.sess
-				}
-				actx, cancel := context.WithTimeout(ctx, 2*s.timeout())
-				hd, err := sem.Acquire(actx)
-				cancel()
-				if err != nil {
-					if ctx.Err() != nil {
-						errs <- fmt.Errorf("%s: Acquire: %w (after %d of %d rounds; goroutines dumped to %s; nodes: %s; holders' sessions: %s)",
-							h.name, err, round.Load(), total, dumpGoroutines(t), s.treeOf(t, ns, "/fenced/sem"), sessionsOf(holders))
-						return
-					}
-					continue // session lost, cut: try again
-				}
-				r = round.Add(1)
-				s.slotSection(hd, h.name, res, f, f.due(r), h.c, hist)
-				rctx, cancel := context.WithTimeout(ctx, s.timeout())
-				if err := sem.Release(rctx, hd); err != nil {
-					t.Logf("%s: Release: %v", h.name, err)
-				}
-				cancel()
+					return nil
+				},
+				acquire: func(ctx context.Context) (*recipes.Hold, error) { return sem.Acquire(ctx) },
+				release: func(ctx context.Context, hd *recipes.Hold) error { return sem.Release(ctx, hd) },
 			}
-		}()
-	}
-	wg.Wait()
-	f.wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+		},
+		section: func(h *holder, hd *recipes.Hold, f *faults, fault bool) {
+			s.slotSection(hd, h.name, res, f, fault, h.c, hist)
+		},
+	})
 	hist.checkSlots(t, fmt.Sprintf("%s semaphore of %d", s.h.Name, leases))
 }
 

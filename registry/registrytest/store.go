@@ -24,6 +24,7 @@ func RunStore(t *testing.T, h Harness) {
 	t.Run("CreateGetSetDelete", func(t *testing.T) { needStore(t, &h); testCRUD(t, &h) })
 	t.Run("CompareAndSetRace", func(t *testing.T) { needStore(t, &h); testCASRace(t, &h) })
 	t.Run("Sequential", func(t *testing.T) { need(t, &h, "sequential"); testSequential(t, &h) })
+	t.Run("SequentialCreateGuesses", func(t *testing.T) { need(t, &h, "sequential"); testSequentialGuesses(t, &h) })
 	t.Run("EphemeralAndSessions", func(t *testing.T) { need(t, &h, "ephemeral"); testEphemeral(t, &h) })
 	t.Run("SessionLost", func(t *testing.T) { need(t, &h, "ephemeral"); testStoreSessionLost(t, &h) })
 	t.Run("PersistentNode", func(t *testing.T) { need(t, &h, "ephemeral"); testPersistentNode(t, &h) })
@@ -256,6 +257,71 @@ func testSequential(t *testing.T, h *Harness) {
 	kids, err := h.open(t, ns).Store().Children(ctx, "/queue")
 	if err != nil || len(kids) != workers*each {
 		t.Errorf("Children(/queue) = %d, %v", len(kids), err)
+	}
+}
+
+// testSequentialGuesses: sequential creates from two clients that move the same
+// counter take increasing numbers in creation order (a driver that guesses the
+// counter has each client's guess stale by one create); names taken by plain
+// creates behind the counter's back are skipped (a create that read the same
+// counter again and again never returned); a create after the parent was
+// deleted recreates it; and CreateAndChildren lists the parent as of the
+// create.
+func testSequentialGuesses(t *testing.T, h *Harness) {
+	ns := namespace(t)
+	ctx := ctxT(t, h.timeout())
+	a, b := h.open(t, ns), h.open(t, ns)
+	var names []string
+	var revs []int64
+	for i := range 6 {
+		c := a
+		if i%2 == 1 {
+			c = b
+		}
+		n, err := c.Store().Create(ctx, "/q/r/n-", nil, registry.Sequential())
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, n.Key)
+		revs = append(revs, n.CreateRevision)
+	}
+	if !slices.IsSorted(names) || !slices.IsSorted(revs) || len(slices.Compact(slices.Clone(names))) != 6 ||
+		names[0] != "/q/r/n-0000000000" || names[5] != "/q/r/n-0000000005" {
+		t.Fatalf("names %v, revisions %v: want 0 to 5 in creation order", names, revs)
+	}
+	for _, k := range []string{"/q/r/n-0000000006", "/q/r/n-0000000007"} {
+		if _, err := a.Store().Create(ctx, k, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []*registry.Client{a, b} {
+		n, err := c.Store().Create(ctx, "/q/r/n-", nil, registry.Sequential())
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, n.Key)
+	}
+	if names[6] != "/q/r/n-0000000008" || names[7] != "/q/r/n-0000000009" {
+		t.Fatalf("after two taken names: %v, want /q/r/n-0000000008 and 9", names[6:])
+	}
+	if _, err := a.Store().Create(ctx, "/q/r/n-0000000008", nil); !errors.Is(err, registry.ErrExists) {
+		t.Fatalf("plain create of an existing key: %v, want ErrExists", err)
+	}
+	if err := a.Store().Delete(ctx, "/q", registry.Recursive()); err != nil {
+		t.Fatal(err)
+	}
+	n, kids, err := a.Store().CreateAndChildren(ctx, "/q/r/n-", []byte("v"), registry.Sequential())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(kids, []string{n.Key[len("/q/r/"):]}) || string(n.Value) != "v" {
+		t.Fatalf("after the parent went: %+v %v", n, kids)
+	}
+	if _, err := a.Store().Get(ctx, "/q/r"); err != nil {
+		t.Fatalf("parent not recreated: %v", err)
+	}
+	if _, _, err := a.Store().CreateAndChildren(ctx, n.Key, nil); !errors.Is(err, registry.ErrExists) {
+		t.Fatalf("existing key: %v, want ErrExists", err)
 	}
 }
 

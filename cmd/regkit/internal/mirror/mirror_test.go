@@ -11,7 +11,6 @@ import (
 	"maps"
 	"os"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +22,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/regkit/regkit/cmd/regkit/internal/mirror"
+	"github.com/regkit/regkit/cmd/regkit/internal/mirror/mirrortest"
 	"github.com/regkit/regkit/etcd/embedded"
 	"github.com/regkit/regkit/internal/poll"
 	"github.com/regkit/regkit/internal/testenv"
@@ -146,41 +146,6 @@ func (sy *syncer) stop(t *testing.T) {
 
 func both(a, b mirror.Endpoint) []mirror.Route {
 	return []mirror.Route{{From: a, To: b}, {From: b, To: a}}
-}
-
-// view is a comparable summary of a service: "addr source-id owner-or-native".
-func view(t *testing.T, c *registry.Client, svc string) ([]string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	list, err := c.Instances(ctx, svc)
-	if err != nil && !errors.Is(err, registry.ErrNotFound) {
-		return nil, err
-	}
-	var out []string
-	for _, in := range list {
-		if src := in.Metadata[mirror.MetaSourceCluster]; src != "" {
-			out = append(out, fmt.Sprintf("%s copy-of %s from %s", in.Addr(), in.Metadata[mirror.MetaSourceID], src))
-		} else {
-			out = append(out, fmt.Sprintf("%s native %s", in.Addr(), in.ID))
-		}
-	}
-	sort.Strings(out)
-	return out, nil
-}
-
-func wantView(t *testing.T, c *registry.Client, svc string, want ...string) {
-	t.Helper()
-	sort.Strings(want)
-	poll.Until(t, 60*time.Second, "view of "+svc, func() error {
-		got, err := view(t, c, svc)
-		if err != nil {
-			return err
-		}
-		if !slices.Equal(got, want) {
-			return fmt.Errorf("got\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
-		}
-		return nil
-	})
 }
 
 func TestNewValidates(t *testing.T) {
@@ -348,8 +313,8 @@ func testAllUnhealthyGuard(t *testing.T, e *env) {
 	run(t, []mirror.Route{{From: mirror.Endpoint{Client: ss, Name: "etcd"}, To: mirror.Endpoint{Client: sd, Name: "zk"}}},
 		mirror.WithEmptyGrace(time.Hour))
 	copies := []string{"127.0.0.1:7901 copy-of h1 from etcd"}
-	wantView(t, dst, svc, copies...)
-	rec := record(t, dst, svc)
+	mirrortest.WantView(t, dst, svc, copies...)
+	rec := mirrortest.WatchGaps(t, dst, svc)
 	held := func(want bool) func() error {
 		return func() error {
 			list, err := dst.Instances(context.Background(), svc)
@@ -383,8 +348,8 @@ func testAllUnhealthyGuard(t *testing.T, e *env) {
 	poll.Until(t, 30*time.Second, "the copy held", held(true))
 	sick.Store(false)
 	poll.Until(t, 30*time.Second, "the hold ended", held(false))
-	wantView(t, dst, svc, copies...)
-	rec.check(t, svc)
+	mirrortest.WantView(t, dst, svc, copies...)
+	rec.Check(t, "a watcher saw copies missing")
 }
 
 // testStopAll: every member of a group stopped at once (SIGTERM to all) has
@@ -432,7 +397,7 @@ func testStopAll(t *testing.T, e *env) {
 	}
 	wg.Wait()
 	for _, svc := range svcs {
-		wantView(t, dst, svc)
+		mirrortest.WantView(t, dst, svc)
 	}
 }
 
@@ -471,7 +436,7 @@ func testPredecessorCopy(t *testing.T, e *env) {
 		t.Fatal("no Failed event within 30s")
 	}
 	pred.Close() // the predecessor's session ends, and its copy with it
-	wantView(t, dst, svc, "127.0.0.1:7701 copy-of s1 from etcd")
+	mirrortest.WantView(t, dst, svc, "127.0.0.1:7701 copy-of s1 from etcd")
 }
 
 // testMembershipNodeLost: a member whose own membership node is missing for a
@@ -516,8 +481,8 @@ func testMembershipNodeLost(t *testing.T, e *env) {
 				mu.Unlock()
 			}
 		}))
-	wantView(t, dst, svc, "127.0.0.1:7601 copy-of s1 from etcd")
-	rec := record(t, dst, svc)
+	mirrortest.WantView(t, dst, svc, "127.0.0.1:7601 copy-of s1 from etcd")
+	rec := mirrortest.WatchGaps(t, dst, svc)
 	// The predecessor's node goes; the Syncer's own comes back later.
 	if err := fm.Close(); err != nil {
 		t.Fatal(err)
@@ -532,8 +497,8 @@ func testMembershipNodeLost(t *testing.T, e *env) {
 		}
 		return nil
 	})
-	wantView(t, dst, svc, "127.0.0.1:7601 copy-of s1 from etcd")
-	rec.check(t, svc)
+	mirrortest.WantView(t, dst, svc, "127.0.0.1:7601 copy-of s1 from etcd")
+	rec.Check(t, "a watcher saw copies missing")
 	mu.Lock()
 	defer mu.Unlock()
 	if len(removed) > 0 {
@@ -558,9 +523,9 @@ func testBothWays(t *testing.T, urlA, urlB string) {
 	sy := run(t, both(mirror.Endpoint{Client: sa, Name: "A"}, mirror.Endpoint{Client: sb, Name: "B"}),
 		mirror.WithEmptyGrace(time.Second))
 	_ = sy
-	wantView(t, a, svc, "127.0.0.1:7001 native a1", "127.0.0.1:7003 native both", "127.0.0.1:7002 copy-of b1 from B",
+	mirrortest.WantView(t, a, svc, "127.0.0.1:7001 native a1", "127.0.0.1:7003 native both", "127.0.0.1:7002 copy-of b1 from B",
 		"127.0.0.1:7004 copy-of  from C")
-	wantView(t, b, svc, "127.0.0.1:7002 native b1", "127.0.0.1:7003 native both", "127.0.0.1:7001 copy-of a1 from A")
+	mirrortest.WantView(t, b, svc, "127.0.0.1:7002 native b1", "127.0.0.1:7003 native both", "127.0.0.1:7001 copy-of a1 from A")
 
 	// Cycles on both sides, concurrently with the sync.
 	var wg sync.WaitGroup
@@ -598,13 +563,13 @@ func testBothWays(t *testing.T, urlA, urlB string) {
 		wa = append(wa, fmt.Sprintf("127.0.0.1:%d native a-cycle-%d", 7100+i, i), fmt.Sprintf("127.0.0.1:%d copy-of b-cycle-%d from B", 7200+i, i))
 		wb = append(wb, fmt.Sprintf("127.0.0.1:%d native b-cycle-%d", 7200+i, i), fmt.Sprintf("127.0.0.1:%d copy-of a-cycle-%d from A", 7100+i, i))
 	}
-	wantView(t, a, svc, wa...)
-	wantView(t, b, svc, wb...)
+	mirrortest.WantView(t, a, svc, wa...)
+	mirrortest.WantView(t, b, svc, wb...)
 
 	// Stopping the sync removes every copy and nothing else.
 	sy.stop(t)
-	wantView(t, a, svc, slices.DeleteFunc(slices.Clone(wa), func(s string) bool { return strings.Contains(s, "from B") })...)
-	wantView(t, b, svc, slices.DeleteFunc(slices.Clone(wb), func(s string) bool { return strings.Contains(s, "copy-of") })...)
+	mirrortest.WantView(t, a, svc, slices.DeleteFunc(slices.Clone(wa), func(s string) bool { return strings.Contains(s, "from B") })...)
+	mirrortest.WantView(t, b, svc, slices.DeleteFunc(slices.Clone(wb), func(s string) bool { return strings.Contains(s, "copy-of") })...)
 }
 
 // testSourceDeath: a source whose Client closes (its session ends) takes its copy
@@ -620,7 +585,7 @@ func testSourceDeath(t *testing.T, e *env) {
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	run(t, []mirror.Route{{From: mirror.Endpoint{Client: ss, Name: "zk"}, To: mirror.Endpoint{Client: sd, Name: "nacos"}}},
 		mirror.WithMeterProvider(mp))
-	wantView(t, dst, svc, "127.0.0.1:7301 copy-of stays from zk", "127.0.0.1:7302 copy-of dies from zk")
+	mirrortest.WantView(t, dst, svc, "127.0.0.1:7301 copy-of stays from zk", "127.0.0.1:7302 copy-of dies from zk")
 	poll.Until(t, 10*time.Second, mirror.MetricCopies+" at 2", func() error {
 		if n := copiesMetric(t, reader); n != 2 {
 			return fmt.Errorf("%s = %d", mirror.MetricCopies, n)
@@ -628,7 +593,7 @@ func testSourceDeath(t *testing.T, e *env) {
 		return nil
 	})
 	dying.Close()
-	wantView(t, dst, svc, "127.0.0.1:7301 copy-of stays from zk")
+	mirrortest.WantView(t, dst, svc, "127.0.0.1:7301 copy-of stays from zk")
 	poll.Until(t, 10*time.Second, mirror.MetricCopies+" down to 1", func() error {
 		if n := copiesMetric(t, reader); n != 1 {
 			return fmt.Errorf("%s = %d", mirror.MetricCopies, n)
@@ -650,12 +615,12 @@ func testSourceSessionExpired(t *testing.T, e *env) {
 	cutoff := open(t, "zk://"+proxy.Addr()+"/"+strings.ReplaceAll(t.Name(), "/", "_")+"?session_timeout=2s")
 	register(t, cutoff, svc, "expires", 7312)
 	run(t, []mirror.Route{{From: mirror.Endpoint{Client: ss, Name: "zk"}, To: mirror.Endpoint{Client: sd, Name: "etcd"}}})
-	wantView(t, dst, svc, "127.0.0.1:7311 copy-of stays from zk", "127.0.0.1:7312 copy-of expires from zk")
+	mirrortest.WantView(t, dst, svc, "127.0.0.1:7311 copy-of stays from zk", "127.0.0.1:7312 copy-of expires from zk")
 	proxy.Blackhole()
-	wantView(t, src, svc, "127.0.0.1:7311 native stays")
-	wantView(t, dst, svc, "127.0.0.1:7311 copy-of stays from zk")
+	mirrortest.WantView(t, src, svc, "127.0.0.1:7311 native stays")
+	mirrortest.WantView(t, dst, svc, "127.0.0.1:7311 copy-of stays from zk")
 	proxy.Heal()
-	wantView(t, dst, svc, "127.0.0.1:7311 copy-of stays from zk", "127.0.0.1:7312 copy-of expires from zk")
+	mirrortest.WantView(t, dst, svc, "127.0.0.1:7311 copy-of stays from zk", "127.0.0.1:7312 copy-of expires from zk")
 }
 
 // copiesMetric reads regkit.sync.copies, summed over its services.
@@ -695,7 +660,7 @@ func testEmptyPushGuard(t *testing.T, e *env) {
 			kinds = append(kinds, ev.Kind)
 			mu.Unlock()
 		}))
-	wantView(t, dst, svc, "127.0.0.1:7401 copy-of p1 from etcd")
+	mirrortest.WantView(t, dst, svc, "127.0.0.1:7401 copy-of p1 from etcd")
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -710,7 +675,7 @@ func testEmptyPushGuard(t *testing.T, e *env) {
 		return nil
 	})
 	register(t, src, svc, "p2", 7402)
-	wantView(t, dst, svc, "127.0.0.1:7402 copy-of p2 from etcd")
+	mirrortest.WantView(t, dst, svc, "127.0.0.1:7402 copy-of p2 from etcd")
 	list, err := dst.Instances(context.Background(), svc)
 	if err != nil {
 		t.Fatal(err)
@@ -724,60 +689,6 @@ func testEmptyPushGuard(t *testing.T, e *env) {
 	defer mu.Unlock()
 	if !slices.Contains(kinds, mirror.Held) {
 		t.Errorf("no Held event in %v", kinds)
-	}
-}
-
-// recorder records every snapshot a watcher on the destination sees, and fails
-// when an address it saw once is ever absent.
-type recorder struct {
-	mu     sync.Mutex
-	seen   map[string]bool
-	gaps   []string
-	snaps  int
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-func record(t *testing.T, c *registry.Client, svc string) *recorder {
-	ctx, cancel := context.WithCancel(context.Background())
-	w, err := c.Watch(ctx, svc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := &recorder{seen: map[string]bool{}, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(rec.done)
-		defer w.Close()
-		for {
-			s, err := w.Next(ctx)
-			if err != nil {
-				return
-			}
-			now := map[string]bool{}
-			for _, in := range s.Instances {
-				now[in.Addr()] = true
-			}
-			rec.mu.Lock()
-			rec.snaps++
-			for a := range rec.seen {
-				if !now[a] {
-					rec.gaps = append(rec.gaps, fmt.Sprintf("snapshot %d (stale=%v) lacks %s: %v", s.Seq, s.Stale, a, slices.Sorted(maps.Keys(now))))
-				}
-			}
-			maps.Copy(rec.seen, now)
-			rec.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-rec.done })
-	return rec
-}
-
-func (r *recorder) check(t *testing.T, svc string) {
-	t.Helper()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.gaps) > 0 {
-		t.Errorf("%s: a watcher saw copies missing:\n%s", svc, strings.Join(r.gaps, "\n"))
 	}
 }
 
@@ -809,11 +720,11 @@ func testHandover(t *testing.T, e *env, srcURL, dstURL string) {
 	}
 	a := newSyncer("m-a")
 	for i, svc := range svcs {
-		wantView(t, dst, svc, fmt.Sprintf("127.0.0.1:%d copy-of i1 from src", 7500+i))
+		mirrortest.WantView(t, dst, svc, fmt.Sprintf("127.0.0.1:%d copy-of i1 from src", 7500+i))
 	}
-	var recs []*recorder
+	var recs []*mirrortest.GapWatch
 	for _, svc := range svcs {
-		recs = append(recs, record(t, dst, svc))
+		recs = append(recs, mirrortest.WatchGaps(t, dst, svc))
 	}
 	b := newSyncer("m-b")
 	// Both members end up owning some of the six services, each copy once.
@@ -831,8 +742,8 @@ func testHandover(t *testing.T, e *env, srcURL, dstURL string) {
 		}
 		return nil
 	})
-	for i, svc := range svcs {
-		recs[i].check(t, svc)
+	for _, rec := range recs {
+		rec.Check(t, "a watcher saw copies missing")
 	}
 	_ = b
 }

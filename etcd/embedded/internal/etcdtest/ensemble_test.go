@@ -2,7 +2,6 @@ package etcdtest_test
 
 import (
 	"context"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +16,8 @@ import (
 // The reliability scenarios of issue 19 on a 3-member etcd cluster. CI runs a
 // subset once each and asserts the limits; REGKIT_RELIABILITY=long runs every
 // scenario REGKIT_RELIABILITY_RUNS times (default 3) for RELIABILITY.md
-// (scripts/reliability.sh).
+// (scripts/reliability.sh); REGKIT_RELIABILITY_ONLY=<part of a name> keeps the
+// scenarios whose name contains it.
 
 const clusterTTL = 4 * time.Second
 
@@ -52,26 +52,8 @@ func clusterTarget(t *testing.T) *reliability.Target {
 }
 
 func TestClusterReliability(t *testing.T) {
-	tg := clusterTarget(t)
-	scenarios := []reliability.Scenario{reliability.LeaderKill, reliability.QuorumLoss}
-	runs := 1
-	if os.Getenv("REGKIT_RELIABILITY") == "long" {
-		scenarios, runs = reliability.All, reliability.Runs()
-	}
-	for _, sc := range scenarios {
-		t.Run(sc.Name, func(t *testing.T) {
-			for run := range runs {
-				r := reliability.Run(t, tg, sc, run)
-				reliability.Report(t, r)
-				reliability.Check(t, r)
-			}
-		})
-	}
-	t.Run("client process kill -9", func(t *testing.T) {
-		for range runs {
-			r := reliability.ProcessKill(t, tg)
-			reliability.Report(t, r)
-			reliability.CheckProcessKill(t, tg, r)
-		}
+	reliability.RunCI(t, clusterTarget(t), reliability.Scenarios{
+		CI:   []reliability.Scenario{reliability.LeaderKill, reliability.QuorumLoss},
+		Long: reliability.All,
 	})
 }

@@ -78,54 +78,6 @@ func TestMutexUncontendedRoundTrips(t *testing.T) {
 	}
 }
 
-// Sequential creates from two Conns that move the same counter take increasing
-// numbers in creation order, and a name taken by a plain create is skipped (the
-// old create read the same counter again and again and never returned).
-func TestSequentialCreateConflicts(t *testing.T) {
-	e := newEnv(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	a, b := e.open(t, "seq"), e.open(t, "seq")
-	defer a.Close()
-	defer b.Close()
-	var names []string
-	var revs []int64
-	for i := range 6 {
-		c := a
-		if i%2 == 1 {
-			c = b // each Conn's guess of the counter is stale by one create
-		}
-		n, err := c.Store().Create(ctx, "/q/n-", nil, registry.Sequential())
-		if err != nil {
-			t.Fatal(err)
-		}
-		names = append(names, n.Key)
-		revs = append(revs, n.CreateRevision)
-	}
-	if !slices.IsSorted(names) || !slices.IsSorted(revs) || len(slices.Compact(slices.Clone(names))) != 6 {
-		t.Fatalf("names %v, revisions %v: want strictly increasing", names, revs)
-	}
-	if names[0] != "/q/n-0000000000" || names[5] != "/q/n-0000000005" {
-		t.Fatalf("names %v", names)
-	}
-	// Take the next two names with plain creates behind the counter's back.
-	for _, k := range []string{"/q/n-0000000006", "/q/n-0000000007"} {
-		if _, err := a.Store().Create(ctx, k, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	n, err := a.Store().Create(ctx, "/q/n-", nil, registry.Sequential())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n.Key != "/q/n-0000000008" {
-		t.Fatalf("after two taken names: %s, want /q/n-0000000008", n.Key)
-	}
-	if _, err := a.Store().Create(ctx, "/q/n-0000000008", nil); !errors.Is(err, registry.ErrExists) {
-		t.Fatalf("plain create of an existing key: %v, want ErrExists", err)
-	}
-}
-
 // CreateAndChildren returns the parent's children as of the create, the new key
 // among them.
 func TestCreateAndChildren(t *testing.T) {
