@@ -37,7 +37,7 @@ go vet "${pkgs[@]}" "${peers[@]}"
 (cd lb/bench && GOWORK=off go mod tidy -diff && GOWORK=off go vet ./... && GOWORK=off go test -count=1 -run '^$' -bench Pick -benchtime 100x ./...) \
   || { echo "lb/bench: not tidy, or does not build" >&2; exit 1; }
 go test -race -count=1 -timeout 15m "$@" "${pkgs[@]}"
-# interop/nacos drives nacos-sdk-go v2.3.2 as a live peer. The SDK has data races of
+# interop/nacos drives nacos-sdk-go v2.3.2 (and v1.0.8 against nacostest) as live peers. The SDK has data races of
 # its own (its instance cache sorts a slice its readers iterate, service_info_holder.go),
 # which the race detector reports against the test whatever regkit does; regkit's side
 # of those tests runs under -race in the nacos package. So the peer module runs without

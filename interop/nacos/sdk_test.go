@@ -2,10 +2,10 @@ package nacos_test
 
 // nacos-sdk-go v2 (the official Go client, github.com/nacos-group/nacos-sdk-go/v2 at
 // the version go.mod requires) as a live peer of regkit's nacos backend, against
-// Polaris. nacos-sdk-go v2 speaks Nacos 2's gRPC API for ephemeral instances,
-// queries and subscriptions (the server's HTTP port + 1000, which Polaris's Nacos
-// plugin serves) and the v1 HTTP API for persistent instances; regkit speaks HTTP
-// only. Both land in the same Polaris service.
+// Polaris (nacostest_test.go: against the in-repo server). nacos-sdk-go v2 speaks
+// Nacos 2's gRPC API for ephemeral instances, queries and subscriptions (the
+// server's HTTP port + 1000, which Polaris's Nacos plugin serves) and the v1 HTTP
+// API for persistent instances; regkit speaks HTTP only. Both land in the same Polaris service.
 
 import (
 	"context"
