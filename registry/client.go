@@ -412,6 +412,9 @@ func (c *Client) prepare(inst Instance) (Instance, error) {
 		return inst, invalid("Port", 0, "port is not set: give Instance.Port, or set "+
 			address.EnvPort+" or "+address.EnvDubboPort+" in the environment")
 	}
+	if d, ok := c.conn.(driver.IDDefaulter); ok && inst.ID == "" && inst.Host != "" {
+		inst.ID = d.DefaultID(inst)
+	}
 	inst = withDefaults(inst)
 	if err := inst.Validate(); err != nil {
 		return inst, err

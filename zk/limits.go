@@ -14,7 +14,22 @@ const MaxPacketBytes = 0xfffff
 // (header, flags, ACLs), with room to spare.
 const packetOverhead = 1 << 10
 
-var _ driver.InstanceChecker = (*Conn)(nil)
+var (
+	_ driver.InstanceChecker = (*Conn)(nil)
+	_ driver.IDDefaulter     = (*Conn)(nil)
+)
+
+// DefaultID is the ID of an instance registered without one: on layout=dubbo
+// "Host:Port;group=G;version=V" (each part only when Metadata has it), the ID
+// the layout reads back from a provider URL without regkit.id, so that one
+// interface in several groups or versions on one host:port is several instances;
+// "" (the registry's Host:Port) on the other layouts.
+func (c *Conn) DefaultID(inst driver.Instance) string {
+	if c.cfg.layout != LayoutDubbo {
+		return ""
+	}
+	return dubboID(inst.Host, inst.Port, inst.Metadata["group"], inst.Metadata["version"])
+}
 
 // limits are the Capabilities.Limits of every Conn.
 func (c *Conn) limits() driver.Limits {

@@ -114,7 +114,9 @@
 // when it has no regkit.id, is "Host:Port" (registry's default ID) followed by
 // ";group=G" and ";version=V" when the URL has them: one interface exported in
 // several groups or versions on one host:port (as Dubbo 2.7 and 3.x register them)
-// is several instances, each with its group and version in Metadata. Two URLs
+// is several instances, each with its group and version in Metadata. An instance
+// registered without an ID gets that identity too (Conn.DefaultID), so a Go
+// provider of two versions on one port registers two providers, as Java does. Two URLs
 // differing only in their protocol on one port are one instance. Parameters that
 // only restate the layout (interface, side, timestamp, anyhost, category) are
 // dropped on read. A provider with enabled=false or disabled=true is not Healthy.

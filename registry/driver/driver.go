@@ -203,6 +203,18 @@ type InstanceChecker interface {
 	CheckInstance(inst Instance) error
 }
 
+// IDDefaulter is optionally implemented by a Conn whose layout derives an
+// instance's identity from more than its address. Package registry asks it for the
+// ID of an instance registered without one (Instance.ID empty) before validating
+// it; "" keeps the registry's default, Host:Port. zk's layout=dubbo answers
+// "Host:Port;group=G;version=V" for an instance with Dubbo's group and version in
+// its Metadata, the ID it reads back from the provider URL, so that one interface
+// registered in several groups or versions on one host:port is several instances,
+// as Dubbo's own providers are.
+type IDDefaulter interface {
+	DefaultID(inst Instance) string
+}
+
 // TooLarge is the *FieldError of an instance whose encoded record of size bytes
 // exceeds limit bytes (what names the limit, "ZooKeeper's packet limit"). It names
 // the field that weighs most: the Metadata key with the longest value, or the

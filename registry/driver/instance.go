@@ -21,7 +21,9 @@ const DefaultWeight = 100
 // Metadata maps, as read-only (use Clone to modify one).
 type Instance struct {
 	// ID identifies the instance within its service. Empty at Register means
-	// "Host:Port", so a restarted process replaces its own old entry. See
+	// "Host:Port", so a restarted process replaces its own old entry (on zk's
+	// layout=dubbo, ";group=G;version=V" follow when Metadata has Dubbo's group
+	// or version: see IDDefaulter). See
 	// ValidInstanceID for the characters allowed (one rule on every backend).
 	ID string
 	// Service is the logical service name: letters, digits, '.', '_', '-' and ':'
