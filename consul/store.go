@@ -66,6 +66,9 @@ func (c *Conn) txn(ctx context.Context, op, key string, kvOps []*api.KVTxnOp) (o
 	}
 	ok, resp, _, err := c.cli.Txn().Txn(ops, storeOpts(ctx))
 	if err != nil {
+		if txnRefused(err) {
+			return false, nil, nil, fmt.Errorf("consul: %s %s: the agent refused the transaction: %w: %w", op, key, driver.ErrInvalid, err)
+		}
 		return false, nil, nil, wrap(op, key, err)
 	}
 	for _, r := range resp.Results {
@@ -80,6 +83,21 @@ func (c *Conn) txn(ctx context.Context, op, key string, kvOps []*api.KVTxnOp) (o
 		}
 	}
 	return ok, results, errs, nil
+}
+
+// txnRefused reports whether err is the agent refusing a transaction itself, which
+// no retry can change: consul/api returns a status other than 200 and 409 from
+// /v1/txn as a bare "Failed request: <body>", without the status, so the bodies of
+// Consul's 413 ("Value for key ... is too large", "Transaction contains too many
+// operations") and 400 ("Failed to parse body") answers are recognised by their
+// text. Anything else (a 500 "No cluster leader") stays ErrUnavailable.
+func txnRefused(err error) bool {
+	msg := err.Error()
+	if !strings.HasPrefix(msg, "Failed request: ") {
+		return false
+	}
+	return strings.Contains(msg, " is too large (") || strings.Contains(msg, "Transaction contains too many operations") ||
+		strings.Contains(msg, "Failed to parse body")
 }
 
 // ancestors returns key's ancestors below "/", top-down.

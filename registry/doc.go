@@ -187,14 +187,16 @@
 //
 //   - MarkUnhealthy (default): the instance stays listed, unhealthy, through the
 //     lease's driver.HealthSetter. mem sets the flag; etcd rewrites the record
-//     with "healthy": false under the same lease (readers that predate the
-//     field see it healthy); Consul reports the registration's TTL check
+//     with "healthy": false under the same lease, and so does ZooKeeper's regkit
+//     layout under the same session (readers that predate the field see it
+//     healthy); Consul reports the registration's TTL check
 //     critical on every keep-alive, so its health endpoint, DNS and ?passing
 //     queries drop it (a client with passing_only, the default, lists it no
 //     more; with passing_only=false it lists it with Healthy false). Where the
 //     layout cannot express health (Capabilities.Health false: etcd's naming
-//     layout, ZooKeeper's three layouts and Nacos for now) the instance is
-//     withdrawn instead, logged once.
+//     layout, ZooKeeper's curator layout, whose "enabled" field readers older
+//     than Curator 4 fail on, its dubbo layout, whose provider URL is the node's
+//     name, and Nacos for now) the instance is withdrawn instead, logged once.
 //   - Withdraw: the instance is deregistered while the check fails and put back
 //     once it passes; State says Withdrawn meanwhile.
 //

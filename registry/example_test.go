@@ -2,7 +2,9 @@ package registry_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/regkit/regkit/mem"
@@ -197,4 +199,100 @@ func ExampleClient_WatchFunc() {
 	// Output:
 	// 0 instances
 	// 1 instance
+}
+
+// Services lists the services that have at least one instance, sorted;
+// WatchServices follows that set.
+func ExampleClient_Services() {
+	ctx := context.Background()
+	c, err := registry.Open(ctx, "mem://services-example")
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	for _, in := range []registry.Instance{
+		{Service: "greeter", Host: "10.0.0.7", Port: 8080},
+		{Service: "greeter", Host: "10.0.0.8", Port: 8080},
+		{Service: "billing", Host: "10.0.0.9", Port: 9090},
+	} {
+		if _, err := c.Register(ctx, in); err != nil {
+			panic(err)
+		}
+	}
+	names, err := c.Services(ctx)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(names)
+	w, err := c.WatchServices(ctx)
+	if err != nil {
+		panic(err)
+	}
+	defer w.Close()
+	set, err := w.Next(ctx)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(set.Services)
+
+	// Output:
+	// [billing greeter]
+	// [billing greeter]
+}
+
+// A local health check tied to the registration: while it fails, the instance
+// stays listed but unhealthy (registry.MarkUnhealthy), and Snapshot.Healthy
+// leaves it out; the first passing run restores it.
+func ExampleWithHealthCheck() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := registry.Open(ctx, "mem://health-example")
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	var dependencyUp atomic.Bool
+	check := func(ctx context.Context) error {
+		if !dependencyUp.Load() {
+			return errors.New("database unreachable")
+		}
+		return nil
+	}
+	dependencyUp.Store(true)
+	r, err := c.Register(ctx, registry.Instance{Service: "greeter", Host: "10.0.0.7", Port: 8080},
+		registry.WithHealthCheck(check, 50*time.Millisecond, registry.MarkUnhealthy))
+	if err != nil {
+		panic(err)
+	}
+	defer r.Close()
+	w, err := c.Watch(ctx, "greeter")
+	if err != nil {
+		panic(err)
+	}
+	defer w.Close()
+	// until returns the first snapshot whose healthy instances number n.
+	until := func(n int) registry.Snapshot {
+		for {
+			s, err := w.Next(ctx)
+			if err != nil {
+				panic(err)
+			}
+			if len(s.Instances) == 1 && len(s.Healthy()) == n {
+				return s
+			}
+		}
+	}
+	s := until(1)
+	fmt.Println(len(s.Instances), "listed,", len(s.Healthy()), "healthy")
+	dependencyUp.Store(false)
+	s = until(0)
+	fmt.Println(len(s.Instances), "listed,", len(s.Healthy()), "healthy")
+	dependencyUp.Store(true)
+	s = until(1)
+	fmt.Println(len(s.Instances), "listed,", len(s.Healthy()), "healthy")
+
+	// Output:
+	// 1 listed, 1 healthy
+	// 1 listed, 0 healthy
+	// 1 listed, 1 healthy
 }

@@ -15,12 +15,14 @@ type HealthPolicy int
 const (
 	// MarkUnhealthy (the default) keeps the instance registered and marks it
 	// unhealthy on the backend in its native way: Consul fails the
-	// registration's TTL check (the health endpoint reports it critical), etcd
-	// and mem rewrite the record with Healthy false (under the same lease).
+	// registration's TTL check (the health endpoint reports it critical), etcd,
+	// ZooKeeper's regkit layout and mem rewrite the record with Healthy false
+	// (under the same lease or session).
 	// Discovery then lists it with Healthy false and Snapshot.Healthy leaves it
 	// out. A backend or layout that cannot express health
 	// (driver.Capabilities.Health false, or its lease refuses with
-	// ErrNotSupported: etcd's naming layout, ZooKeeper and Nacos for now)
+	// ErrNotSupported: etcd's naming layout, ZooKeeper's curator and dubbo
+	// layouts, and Nacos for now)
 	// withdraws the instance instead, and logs that once.
 	MarkUnhealthy HealthPolicy = iota
 	// Withdraw deregisters the instance while the check fails and registers it

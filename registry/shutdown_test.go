@@ -5,13 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/regkit/regkit/mem"
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/address"
+	"github.com/regkit/regkit/registry/driver"
 	"github.com/regkit/regkit/registry/internal/hooks"
 )
 
@@ -68,28 +71,6 @@ func TestShutdownDuringOutageKeepsItsDeadline(t *testing.T) {
 	}
 }
 
-// Shutdown without an outage deregisters everything and returns nil.
-func TestShutdownDeregistersConcurrently(t *testing.T) {
-	c, _ := openMem(t, registry.WithAddressResolver(&address.Resolver{IgnoreEnvironment: true}))
-	c2, _ := openMem(t)
-	ctx := ctxT(t)
-	for i := range 3 {
-		if _, err := c.Register(ctx, registry.Instance{Service: "shut", ID: fmt.Sprintf("i%d", i), Host: "10.0.0.1", Port: 8000 + i}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := c.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-	l, err := c2.Instances(ctx, "shut")
-	if err != nil || len(l) != 0 {
-		t.Fatalf("after Shutdown: %v, %v; want none", l, err)
-	}
-	if _, err := c.Register(ctx, registry.Instance{Service: "shut", Host: "10.0.0.1", Port: 1}); !errors.Is(err, registry.ErrClosed) {
-		t.Fatalf("Register after Shutdown: %v, want ErrClosed", err)
-	}
-}
-
 // Registration.Close and Client.Close may come in either order, each twice.
 func TestRegistrationCloseThenClientClose(t *testing.T) { testCloseOrder(t, true) }
 
@@ -123,5 +104,70 @@ func testCloseOrder(t *testing.T, regFirst bool) {
 	}
 	if n := hooks.Live(c); n != 0 {
 		t.Fatalf("%d goroutines left", n)
+	}
+}
+
+// barrierConn holds every Deregister until n of them are in flight at once (or
+// its context ends), so that only a Shutdown that deregisters concurrently can
+// finish them.
+type barrierConn struct {
+	*mem.Conn
+	n       int
+	mu      sync.Mutex
+	arrived int
+	all     chan struct{} // closed when n Deregisters are in flight
+}
+
+func (b *barrierConn) Put(ctx context.Context, in registry.Instance) (driver.Lease, error) {
+	l, err := b.Conn.Put(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	return &barrierLease{Lease: l, b: b}, nil
+}
+
+type barrierLease struct {
+	driver.Lease
+	b *barrierConn
+}
+
+func (l *barrierLease) Deregister(ctx context.Context) error {
+	l.b.mu.Lock()
+	if l.b.arrived++; l.b.arrived == l.b.n {
+		close(l.b.all)
+	}
+	l.b.mu.Unlock()
+	select {
+	case <-l.b.all:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return l.Lease.Deregister(ctx)
+}
+
+// Issue 14 item 3: Close deregistered one registration after another, each with
+// its own timeout. Shutdown deregisters them concurrently: here each Deregister
+// is held until all three are in flight, which a one-after-another Shutdown never
+// reaches (its first Deregister waits out the deadline).
+func TestShutdownDeregistersConcurrently(t *testing.T) {
+	ctx := ctxT(t)
+	other, _ := openMem(t)
+	b := &barrierConn{Conn: memConn(t, other), n: 3, all: make(chan struct{})}
+	c := newClientOver(t, b, registry.WithAddressResolver(&address.Resolver{IgnoreEnvironment: true}))
+	for i := range 3 {
+		if _, err := c.Register(ctx, registry.Instance{Service: "shut", ID: fmt.Sprintf("i%d", i), Host: "10.0.0.1", Port: 8000 + i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := c.Shutdown(sctx); err != nil {
+		t.Fatalf("Shutdown = %v, want nil: its Deregisters did not run at once", err)
+	}
+	if l, err := other.Instances(ctx, "shut"); err != nil || len(l) != 0 {
+		t.Fatalf("after Shutdown: %v, %v; want none", l, err)
+	}
+	if _, err := c.Register(ctx, registry.Instance{Service: "shut", Host: "10.0.0.1", Port: 1}); !errors.Is(err, registry.ErrClosed) {
+		t.Fatalf("Register after Shutdown: %v, want ErrClosed", err)
 	}
 }

@@ -60,16 +60,28 @@ type record struct {
 	Weight   int               `json:"weight"`
 	Zone     string            `json:"zone,omitempty"`
 	Metadata map[string]string `json:"metadata,omitempty"`
+	// Healthy is false while the registration's local health check fails
+	// (registry.MarkUnhealthy); absent means healthy, as etcd's record.
+	Healthy *bool `json:"healthy,omitempty"`
 }
 
 func (r regkitCodec) dir(service string) string { return r.root + "/" + service }
 func (regkitCodec) needsData() bool             { return true }
 func (regkitCodec) byName() bool                { return true }
 
-func (regkitCodec) encode(in driver.Instance) (string, []byte, error) {
-	b, err := json.Marshal(record{ID: in.ID, Service: in.Service, Host: in.Host, Port: in.Port,
-		Weight: in.Weight, Zone: in.Zone, Metadata: in.Metadata})
+func (c regkitCodec) encode(in driver.Instance) (string, []byte, error) {
+	b, err := c.encodeHealth(in, true)
 	return in.ID, b, err
+}
+
+// encodeHealth is the record with "healthy": false, or without the field.
+func (regkitCodec) encodeHealth(in driver.Instance, healthy bool) ([]byte, error) {
+	r := record{ID: in.ID, Service: in.Service, Host: in.Host, Port: in.Port,
+		Weight: in.Weight, Zone: in.Zone, Metadata: in.Metadata}
+	if !healthy {
+		r.Healthy = &healthy
+	}
+	return json.Marshal(r)
 }
 
 func (regkitCodec) decode(service, name string, data []byte) (driver.Instance, string) {
@@ -81,7 +93,7 @@ func (regkitCodec) decode(service, name string, data []byte) (driver.Instance, s
 		return driver.Instance{}, fmt.Sprintf("the record names service %q, id %q, not its path's", r.Service, r.ID)
 	}
 	return valid(driver.Instance{ID: name, Service: service, Host: r.Host, Port: r.Port, Weight: r.Weight,
-		Zone: r.Zone, Metadata: r.Metadata, Healthy: true})
+		Zone: r.Zone, Metadata: r.Metadata, Healthy: r.Healthy == nil || *r.Healthy})
 }
 
 // valid returns in, or why it is not a valid Instance.

@@ -293,6 +293,54 @@ type regLease struct {
 	ep   *epoch
 }
 
+// healthCodec is a layout whose node data can say that the instance is
+// unhealthy while it stays registered: the regkit record's "healthy". Curator's
+// "enabled" is not written (its compatible-mode readers, older than Curator 4,
+// fail on it, and with it on every instance of the service), and Dubbo's provider
+// URL is the node's name.
+type healthCodec interface {
+	encodeHealth(inst driver.Instance, healthy bool) ([]byte, error)
+}
+
+var _ driver.HealthSetter = (*regLease)(nil)
+
+// SetHealthy rewrites the instance's node, if the current session owns it, with
+// "healthy": false in the regkit layout's record, or without the field for
+// healthy. The curator and dubbo layouts: ErrNotSupported. A node
+// that is gone or another session's: ErrNotFound (the registration puts it again).
+func (r *regLease) SetHealthy(ctx context.Context, healthy bool) error {
+	hc, ok := r.cd.(healthCodec)
+	if !ok {
+		return fmt.Errorf("zk: set health of %s: the %s layout has no health field: %w", r.path, r.c.cfg.layout, driver.ErrNotSupported)
+	}
+	data, err := hc.encodeHealth(r.inst, healthy)
+	if err != nil {
+		return fmt.Errorf("zk: encode %s: %w: %w", r.inst, driver.ErrInvalid, err)
+	}
+	for {
+		st, err := r.c.exists(ctx, r.path)
+		if errors.Is(err, zk.ErrNoNode) {
+			return fmt.Errorf("zk: set health of %s: %w", r.path, driver.ErrNotFound)
+		}
+		if err != nil {
+			return wrap("set health of", r.path, err)
+		}
+		if _, sid, _ := r.c.zc.status(); sid == 0 || st.EphemeralOwner != sid {
+			return fmt.Errorf("zk: set health of %s: the node is not this session's: %w", r.path, driver.ErrNotFound)
+		}
+		_, err = mutate(ctx, r.c, r.inst, func() (*zk.Stat, error) { return r.c.zc.zk.Set(r.path, data, st.Version) })
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, zk.ErrBadVersion): // rewritten meanwhile: look again
+			continue
+		case errors.Is(err, zk.ErrNoNode):
+			return fmt.Errorf("zk: set health of %s: %w", r.path, driver.ErrNotFound)
+		}
+		return wrap("set health of", r.path, err)
+	}
+}
+
 func (r *regLease) Lost() <-chan struct{} { return r.ep.sig.Lost() }
 func (r *regLease) Err() error            { return r.ep.Err() }
 func (r *regLease) Abandon()              {}

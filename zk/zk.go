@@ -54,7 +54,10 @@
 //
 // layout=regkit: instance I of service S is the ephemeral znode
 // <chroot>/services/S/I holding the JSON {"id","service","host","port","weight",
-// "zone","metadata"} (the same record as the etcd backend).
+// "zone","metadata"} (the same record as the etcd backend), with "healthy": false
+// while a local health check marks it unhealthy (registry.MarkUnhealthy; absent
+// means healthy). The other layouts have no health field: MarkUnhealthy withdraws
+// the instance there.
 //
 // layout=curator: Curator x-discovery's layout <chroot><base>/S/I, an ephemeral znode
 // holding Curator's ServiceInstance JSON as its JsonInstanceSerializer writes it in
@@ -645,9 +648,11 @@ func (c *Conn) SessionID() int64 {
 	return id
 }
 
-// Capabilities: everything; the store limit follows MaxPacketBytes.
+// Capabilities: everything; the store limit follows MaxPacketBytes; Health in the
+// regkit layout only (see regLease.SetHealthy).
 func (c *Conn) Capabilities() driver.Capabilities {
-	return driver.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true, Limits: c.limits()}
+	return driver.Capabilities{Store: true, Ephemeral: true, Sequential: true, Sessions: true,
+		Health: c.cfg.layout == LayoutRegkit, Limits: c.limits()}
 }
 
 // Close closes every session still open, then the registration connection (its

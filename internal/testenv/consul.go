@@ -38,6 +38,12 @@ func WithConsulMaxConnsPerClient(n int) ConsulOption {
 	return func(c *Consul) { c.maxConns = n }
 }
 
+// WithConsulKVMaxValueSize sets the agent's limits.kv_max_value_size (Consul's
+// default 512 KiB), to make the server refuse values a client lets through.
+func WithConsulKVMaxValueSize(n int) ConsulOption {
+	return func(c *Consul) { c.kvMax = n }
+}
+
 // Consul is a real Consul agent: -dev mode (a single in-memory server) by default,
 // or a single persistent server with WithConsulPersistent.
 type Consul struct {
@@ -46,6 +52,7 @@ type Consul struct {
 	token                                  string
 	persistent                             bool
 	maxConns                               int
+	kvMax                                  int
 
 	proc procSlot
 }
@@ -65,8 +72,15 @@ func StartConsul(t testing.TB, opts ...ConsulOption) *Consul {
 	if c.persistent {
 		hcl += "performance {\n  raft_multiplier = 1\n}\n"
 	}
-	if c.maxConns > 0 {
-		hcl += fmt.Sprintf("limits {\n  http_max_conns_per_client = %d\n}\n", c.maxConns)
+	if c.maxConns > 0 || c.kvMax > 0 {
+		hcl += "limits {\n"
+		if c.maxConns > 0 {
+			hcl += fmt.Sprintf("  http_max_conns_per_client = %d\n", c.maxConns)
+		}
+		if c.kvMax > 0 {
+			hcl += fmt.Sprintf("  kv_max_value_size = %d\n", c.kvMax)
+		}
+		hcl += "}\n"
 	}
 	if c.token != "" {
 		hcl += fmt.Sprintf(`acl {
