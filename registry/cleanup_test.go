@@ -90,13 +90,12 @@ func TestRegisterPermanentRefusal(t *testing.T) {
 	c, rc := openRefusing(t, denied)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	start := time.Now()
 	_, err := c.Register(ctx, registry.Instance{Service: "svc", ID: "a", Host: "10.0.0.1", Port: 80})
 	if !errors.Is(err, registry.ErrPermission) || !errors.Is(err, denied) {
 		t.Errorf("Register = %v, want the refusal itself", err)
 	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("Register took %v: a permanent refusal must not be retried", d)
+	if ctx.Err() != nil {
+		t.Errorf("Register returned only when its context ended: a permanent refusal must not be retried")
 	}
 	if err := c.Close(); err != nil {
 		t.Fatal(err)

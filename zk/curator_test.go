@@ -342,8 +342,10 @@ func TestCuratorKill9(t *testing.T) {
 	killed := time.Now()
 	waitWatch(t, ctx, w, nil)
 	t.Logf("the killed peer's instance disappeared %v after the kill", time.Since(killed))
-	// The server expires a session between one and two ticks after its timeout.
-	if d := time.Since(killed); d > 4*time.Second+2*time.Second {
-		t.Errorf("the killed peer's instance disappeared after %v, want within the 4s session timeout (+ expiry tick, watch latency)", d)
+	// The server expires a session between one and two ticks after its timeout
+	// (the figure above; a liveness bound only here, far above it, so that a
+	// loaded machine does not fail the test: a session that never expired would).
+	if d := time.Since(killed); d > 30*time.Second {
+		t.Errorf("the killed peer's instance disappeared after %v, want about the 4s session timeout", d)
 	}
 }
