@@ -429,9 +429,13 @@ type Conn struct {
 
 	loginMu sync.Mutex // one login at a time
 
-	puts   inflight.Set // registers still running, per instance (for Remove)
-	owner  string       // this Conn's MetaOwner token
-	writes owned.Group  // their goroutines
+	puts  inflight.Set // registers still running, per instance (for Remove)
+	owner string       // this Conn's MetaOwner token
+	// held: the instances (putKey) put and not deregistered since; a put of one
+	// of them is a put back, which never takes an address from another owner
+	// (see the package doc, Ownership). Guarded by mu.
+	held   map[string]bool
+	writes owned.Group // their goroutines
 }
 
 var _ driver.Conn = (*Conn)(nil)
@@ -456,7 +460,7 @@ func newConn(o options, tlsCfg *tls.Config, log *slog.Logger) *Conn {
 	life, cancel := context.WithCancel(context.Background())
 	return &Conn{owner: rand.Text(), o: o, tr: tr, hc: &http.Client{Transport: rt, Timeout: o.timeout}, hcLong: &http.Client{Transport: rt}, log: log, skipped: &driver.SkipLog{Logger: log},
 		life: life, cancel: cancel, api: o.api, cacheMs: map[string]time.Duration{},
-		watchers: map[string]int{}, listed: map[string]map[string]struct{}{}}
+		watchers: map[string]int{}, listed: map[string]map[string]struct{}{}, held: map[string]bool{}}
 }
 
 // Namespace returns the Nacos namespace id of this connection ("" is public).
