@@ -227,7 +227,7 @@ func TestPolaris(t *testing.T) {
 	t.Run("Outage", func(t *testing.T) { polarisOutage(t, e) })
 	t.Run("DeletedInstanceComesBack", func(t *testing.T) { polarisDeletedInstanceComesBack(t, e) })
 	t.Run("DataLayout", func(t *testing.T) { polarisDataLayout(t, e) })
-	t.Run("AddressTaken", func(t *testing.T) { addressTaken(t, e.open) })
+	t.Run("AddressTaken", func(t *testing.T) { addressTaken(t, e.open, false) })
 	t.Run("Login", func(t *testing.T) { polarisLogin(t, e) })
 	t.Run("TLS", func(t *testing.T) { polarisTLS(t, e) })
 	t.Run("Config", func(t *testing.T) { polarisConfig(t, e) })
