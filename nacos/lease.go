@@ -37,6 +37,7 @@ func (c *Conn) Put(ctx context.Context, inst driver.Instance) (driver.Lease, err
 	if err := c.claim(ctx, api, inst); err != nil {
 		return nil, err
 	}
+	c.hold(inst, true)
 	// A register cut off mid-flight could still be run by the server after Remove's
 	// deregister: when ctx ends first, it runs on until the server answers, and
 	// Remove waits for it.
@@ -79,6 +80,7 @@ func (l *lease) Abandon() {
 // client's registration holds its ip:port now.
 func (l *lease) Deregister(ctx context.Context) error {
 	l.Abandon()
+	l.c.hold(l.inst, false)
 	if ok, err := l.c.ours(ctx, l.api, l.inst); err != nil || !ok {
 		if err != nil {
 			return wrap("deregister "+l.inst.String(), err)
@@ -142,9 +144,16 @@ func (l *lease) keep(ctx context.Context) {
 			beatT.Reset(beatEvery)
 		case <-checkC:
 			rctx, cancel := context.WithTimeout(ctx, c.o.timeout)
-			present, rival, err := l.present(rctx)
+			present, rival, taker, err := l.present(rctx)
 			cancel()
 			if ctx.Err() != nil {
+				return
+			}
+			if err == nil && taker != "" {
+				// Another registration was put at our ip:port#cluster since: the
+				// entry is its now. Step back (its put back waits until the
+				// address is free) instead of taking the entry back.
+				l.lose(fmt.Errorf("nacos: %s: its address is held by another registration (%s): %w", l.inst, taker, driver.ErrExists))
 				return
 			}
 			if err == nil && rival != "" {
@@ -178,43 +187,81 @@ func (l *lease) grace() time.Duration {
 	return max(2*time.Second, 2*l.c.cacheMillis(l.inst.Service))
 }
 
-// present reports whether the server lists the instance's host:port as ours, and
-// names the rival when the entry listings show for the instance's ID (see
-// toListing) is another owner's.
-func (l *lease) present(ctx context.Context) (bool, string, error) {
+// present reports whether the server lists the instance's ip:port#cluster as
+// ours; names the rival when the entry listings show for the instance's ID (see
+// toListing) is another owner's; and names the taker when the entry at our
+// ip:port#cluster carries another regkit owner's token (another registration was
+// put at the address since).
+func (l *lease) present(ctx context.Context) (present bool, rival, taker string, err error) {
 	raw, err := l.c.listRaw(ctx, l.api, l.inst.Service)
 	if err != nil {
-		return false, "", err
+		return false, "", "", err
 	}
-	want := net.JoinHostPort(l.inst.Host, strconv.Itoa(l.inst.Port))
-	present := false
-	for _, h := range raw.hosts {
-		if net.JoinHostPort(h.IP, strconv.Itoa(h.Port)) == want {
-			// Listed, but written by another client since (the same ip:port is
-			// the same Nacos instance): ours is gone.
-			o := h.Metadata[MetaOwner]
-			present = o == "" || o == l.c.owner
+	if h, ok := l.c.atAddress(raw, l.inst); ok {
+		switch o := h.Metadata[MetaOwner]; o {
+		case "", l.c.owner:
+			present = true
+		default:
+			id := h.Metadata[MetaID]
+			if id == "" {
+				id = net.JoinHostPort(h.IP, strconv.Itoa(h.Port))
+			}
+			taker = "instance id " + strconv.Quote(id) + " of owner " + o
 		}
 	}
-	rival := ""
 	for _, in := range l.c.toListing(l.inst.Service, raw).Instances {
 		if in.ID == l.inst.ID && in.Addr() != l.inst.Addr() {
 			rival = "at " + in.Addr()
 		}
 	}
-	return present, rival, nil
+	return present, rival, taker, nil
+}
+
+// atAddress returns the host of a list that is inst's Nacos instance: the same
+// ip, port and cluster.
+func (c *Conn) atAddress(raw rawList, inst driver.Instance) (host, bool) {
+	for _, h := range raw.hosts {
+		if h.IP == inst.Host && h.Port == inst.Port && h.ClusterName == c.clusterOf(inst) {
+			return h, true
+		}
+	}
+	return host{}, false
+}
+
+// hold records (on) or forgets (off) that this Conn has put inst.
+func (c *Conn) hold(inst driver.Instance, on bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if on {
+		c.held[putKey(inst)] = true
+	} else {
+		delete(c.held, putKey(inst))
+	}
 }
 
 // claim fails with ErrExists when a live instance of another owner carries inst's
 // ID: a listed, healthy host whose ID (regkit.id, else ip:port) is inst's and
-// whose regkit.owner is not this Conn's. Nacos has no compare-and-set: two
-// clients checking at the same moment can both pass, and the server may list
-// from a cache (see the package doc, Ownership).
+// whose regkit.owner is not this Conn's. A put back (inst was put by this Conn
+// and not deregistered since: a re-put after a lost lease, an Update) also fails
+// with ErrExists when a healthy host at inst's ip:port#cluster carries another
+// regkit owner's token: it never takes the address back from the registration
+// put there since. Nacos has no compare-and-set: two clients checking at the
+// same moment can both pass, and the server may list from a cache (see the
+// package doc, Ownership).
 func (c *Conn) claim(ctx context.Context, api string, inst driver.Instance) error {
 	raw, err := c.listRaw(ctx, api, inst.Service)
 	if err != nil {
 		c.gone(err)
 		return wrap("register "+inst.String()+": check the owner", err)
+	}
+	c.mu.Lock()
+	back := c.held[putKey(inst)]
+	c.mu.Unlock()
+	if h, ok := c.atAddress(raw, inst); ok && back && h.Healthy {
+		if o := h.Metadata[MetaOwner]; o != "" && o != c.owner {
+			return fmt.Errorf("nacos: register %s again: its address is held by another registration (instance id %q of owner %s): %w",
+				inst, h.Metadata[MetaID], o, driver.ErrExists)
+		}
 	}
 	for _, h := range raw.hosts {
 		in, why := convert(inst.Service, h)
@@ -264,6 +311,7 @@ func (c *Conn) Remove(ctx context.Context, inst driver.Instance) error {
 	if err != nil {
 		return err
 	}
+	c.hold(inst, false)
 	if ok, err := c.ours(ctx, api, inst); err != nil || !ok {
 		if err != nil {
 			return wrap("remove "+inst.String(), err)

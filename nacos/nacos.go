@@ -63,8 +63,8 @@
 // ip:port#cluster. Nacos identifies an instance by ip, port and cluster, not by an id of
 // ours, so the instance's registry ID is kept in the metadata key "regkit.id"
 // (instances without it, registered by other clients, read back with ID
-// "host:port"); two IDs with the same host, port and cluster overwrite each other on
-// the server. Zone is the Nacos cluster name; the cluster "DEFAULT" reads back as an
+// "host:port"); two IDs with the same host, port and cluster are one instance on
+// the server, held by one of them (see Ownership). Zone is the Nacos cluster name; the cluster "DEFAULT" reads back as an
 // empty Zone. Weight: Nacos weights are floats (0 to 10000, default 1) and ours are
 // integers with default 100, so the Nacos weight is ours divided by 100 (100 -> 1.0,
 // 250 -> 2.5, capped at 10000), which keeps traffic shares right next to Java
@@ -110,16 +110,28 @@
 // ip:port#cluster), and the presence check of the other's keep-alive, finding the
 // ID listed at another address, steps back: it deregisters its own entry and its
 // Lease reports Lost with ErrExists, so its re-put meets the owner. A host at our
-// ip:port carrying another owner's token is not ours (the keep-alive reports it
-// lost), and Deregister and Remove leave it alone.
+// ip:port#cluster carrying another owner's token is not ours (see below), and
+// Deregister and Remove leave it alone.
 //
-// Known limit: two live registrations with different IDs at one ip:port#cluster
-// (two processes given the same address, or regkit sync handing a copy from one
-// process to another) are one Nacos instance. Each keep-alive finds the entry
-// carrying the other's token, reports it lost and puts it back, so they take
-// turns at every presence check (each turn a change notification to
-// subscribers) until one of them is closed. Give each registration its own
-// address on Nacos.
+// One address, one owner: two registrations with different IDs at one
+// ip:port#cluster (two processes given the same address, or regkit sync handing
+// a copy from one process to another) are one Nacos instance, and a register
+// there overwrites the entry. A new Register takes the address, as Nacos's last
+// register wins (so a hand-over can register the new copy before deleting the
+// old, with no gap). The registration it was taken from steps back: its
+// keep-alive, finding another owner's token at its address, reports Lost with
+// ErrExists and does not re-put; its put back (package registry's re-put after
+// any lost lease, or an Update) fails with ErrExists while a healthy host of
+// another regkit owner holds the address, so it stays Reregistering until that
+// owner is gone and then takes the address back; the two never take turns. The
+// window: a taker is noticed at the next presence check, or when package
+// registry's guard sees the ID missing from its view; until then both
+// Registrations report Registered while the server lists the taker's entry
+// alone. An entry at the address without a token (a client other than regkit)
+// is overwritten by a register and counted as ours. Polaris names an instance by
+// ip:port alone: there, registrations at one ip:port in two clusters (Zones) are
+// one instance that the driver takes for two, and they take turns; give them
+// different ports.
 //
 // # Watch
 //
@@ -429,9 +441,13 @@ type Conn struct {
 
 	loginMu sync.Mutex // one login at a time
 
-	puts   inflight.Set // registers still running, per instance (for Remove)
-	owner  string       // this Conn's MetaOwner token
-	writes owned.Group  // their goroutines
+	puts  inflight.Set // registers still running, per instance (for Remove)
+	owner string       // this Conn's MetaOwner token
+	// held: the instances (putKey) put and not deregistered since; a put of one
+	// of them is a put back, which never takes an address from another owner
+	// (see the package doc, Ownership). Guarded by mu.
+	held   map[string]bool
+	writes owned.Group // their goroutines
 }
 
 var _ driver.Conn = (*Conn)(nil)
@@ -456,7 +472,7 @@ func newConn(o options, tlsCfg *tls.Config, log *slog.Logger) *Conn {
 	life, cancel := context.WithCancel(context.Background())
 	return &Conn{owner: rand.Text(), o: o, tr: tr, hc: &http.Client{Transport: rt, Timeout: o.timeout}, hcLong: &http.Client{Transport: rt}, log: log, skipped: &driver.SkipLog{Logger: log},
 		life: life, cancel: cancel, api: o.api, cacheMs: map[string]time.Duration{},
-		watchers: map[string]int{}, listed: map[string]map[string]struct{}{}}
+		watchers: map[string]int{}, listed: map[string]map[string]struct{}{}, held: map[string]bool{}}
 }
 
 // Namespace returns the Nacos namespace id of this connection ("" is public).

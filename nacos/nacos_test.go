@@ -193,6 +193,51 @@ func deleteInstance(t testing.TB, base string, c *registry.Client, service, id s
 	t.Fatalf("DeleteInstance: no instance %s of %s listed", id, service)
 }
 
+// writeForeign registers hosts under service straight on Polaris that are not
+// valid instances: an ID in regkit.id the registry refuses ("a/b", ".."), and,
+// where Polaris accepts them, a cluster name and an ip the registry refuses.
+func (e *polarisEnv) writeForeign(t testing.TB, c *registry.Client, service, id string) {
+	t.Helper()
+	conn := c.Conn().(*nacos.Conn)
+	for _, f := range []struct {
+		ip, cluster, rid string
+		port             int
+		must             bool
+	}{
+		{"10.9.9.9", nacos.DefaultCluster, "a/b", 9998, true},
+		{"10.9.9.9", nacos.DefaultCluster, "..", 9997, true},
+		{"10.9.9.9", "bad cluster", "", 9996, false},
+		{"bad host/x", nacos.DefaultCluster, "", 9995, false},
+	} {
+		md := "{}"
+		if f.rid != "" {
+			b, _ := json.Marshal(map[string]string{nacos.MetaID: f.rid})
+			md = string(b)
+		}
+		q := url.Values{"namespaceId": {conn.Namespace()}, "serviceName": {conn.Group() + "@@" + service},
+			"ip": {f.ip}, "port": {fmt.Sprint(f.port)}, "clusterName": {f.cluster}, "weight": {"1"},
+			"healthy": {"true"}, "enabled": {"true"}, "ephemeral": {"true"}, "metadata": {md}}
+		req, err := http.NewRequest(http.MethodPost, "http://"+e.srv.NacosAddr()+"/nacos/v1/ns/instance", strings.NewReader(q.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, err := e.hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		switch {
+		case resp.StatusCode == http.StatusOK:
+		case f.must:
+			t.Fatalf("writeForeign %s:%d: %d %s", f.ip, f.port, resp.StatusCode, b)
+		default:
+			t.Logf("writeForeign: Polaris refuses %s:%d#%s: %d %s", f.ip, f.port, f.cluster, resp.StatusCode, b)
+		}
+	}
+}
+
 func (e *polarisEnv) harness() registrytest.Harness {
 	return registrytest.Harness{
 		Name: "nacos/polaris",
@@ -210,8 +255,9 @@ func (e *polarisEnv) harness() registrytest.Harness {
 			e.proxy.Blackhole()
 			return e.proxy.Heal
 		},
-		Timeout:     30 * time.Second,
-		LeakOptions: leakOpts,
+		Timeout:      30 * time.Second,
+		LeakOptions:  leakOpts,
+		WriteForeign: e.writeForeign,
 		DeleteInstance: func(t testing.TB, c *registry.Client, service, id string) {
 			deleteInstance(t, "http://"+e.srv.NacosAddr(), c, service, id)
 		},
@@ -227,6 +273,7 @@ func TestPolaris(t *testing.T) {
 	t.Run("Outage", func(t *testing.T) { polarisOutage(t, e) })
 	t.Run("DeletedInstanceComesBack", func(t *testing.T) { polarisDeletedInstanceComesBack(t, e) })
 	t.Run("DataLayout", func(t *testing.T) { polarisDataLayout(t, e) })
+	t.Run("AddressTaken", func(t *testing.T) { addressTaken(t, e.open, false) })
 	t.Run("Login", func(t *testing.T) { polarisLogin(t, e) })
 	t.Run("TLS", func(t *testing.T) { polarisTLS(t, e) })
 	t.Run("Config", func(t *testing.T) { polarisConfig(t, e) })

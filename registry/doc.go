@@ -221,7 +221,28 @@
 // '/', '\', '@', no "." or "..", no control characters or code points ZooKeeper
 // refuses), and namespaces are a key prefix, a chroot, one Consul name segment
 // joined with '/' (which plain service names cannot hold) or a Nacos namespace.
-// Each backend's package doc gives its exact layout; the README has the table.
+// The mapping of namespace N, service S and instance ID I, per backend (each
+// backend's package doc gives the record formats; the README has the table):
+//
+//   - etcd, layout=regkit: N is the URL path P (a key prefix, default /regkit);
+//     the instance is the key P/services/S/I; the store is under P/kv.
+//   - etcd, layout=naming: N is target_prefix T; the instance is the key T/S/I
+//     (T/S is the gRPC target; without T, S/I).
+//   - zk, layout=regkit: N is the chroot C (default /regkit); the instance is the
+//     ephemeral znode C/services/S/I.
+//   - zk, layout=curator: chroot C and base B (absolute); the znode C B/S/I.
+//   - zk, layout=dubbo: chroot C and group G; the znode
+//     C/G/S/providers/<url-encoded provider URL>, whose ID is its "regkit.id"
+//     parameter, else Host:Port followed by ";group=" and ";version=" with the
+//     URL's group and version when it has them.
+//   - consul: N is the URL path (one segment, not "regkit"); the service name is
+//     N/S (S without N), the service ID N/S@I (S@I), with meta regkit-id = I.
+//   - nacos: N is the namespace parameter (a Nacos namespace id); the service is
+//     G@@S in it (G the group parameter); the instance is the host at Host, Port
+//     and cluster (Zone, else the cluster parameter), with I in metadata
+//     "regkit.id". Nacos names an instance by ip:port#cluster, not by I: two IDs
+//     at one address are one instance, held by one owner (see below).
+//   - mem: N is the URL host; a map keyed by S, then I.
 //
 // Reading back, the name is the truth: the service and ID of a listed instance are
 // those of the key or node it was read from, and an entry that does not decode into
@@ -263,6 +284,15 @@
 // the other's entry on its way out, and watchers would see the data flip between
 // them. To change a live instance, use Registration.Update; to move an ID to
 // another process, close the old registration first.
+//
+// On Nacos, where the server's instance is the address, not the ID, the same
+// holds per ip:port#cluster, with one difference: a Register of another ID at an
+// address another live registration holds takes the address (Nacos's last
+// register wins; a hand-over, as regkit sync's, registers the new copy before it
+// deletes the old, so readers never see the address missing). The registration
+// it was taken from then steps back: it reports Reregistering with Err wrapping
+// ErrExists, its put back is refused while the other lives, and it takes the
+// address back once the other is gone; the two never take turns.
 //
 // How each backend enforces it (its package doc has the details): etcd puts in a
 // transaction that writes only if the key is absent or bound to the Client's own

@@ -75,3 +75,42 @@ func TestUnstorableIDsRejected(t *testing.T) {
 		}
 	}
 }
+
+// A recursive store delete of an ancestor of the registry's tree (curator base
+// /a/b: <chroot>/a) deletes its other descendants, keeps the node and the tree
+// (registrations stay), and says so with ErrNotEmpty; it used to fail halfway
+// with ZooKeeper's "node has children".
+func TestStoreDeleteAboveRegistryTree(t *testing.T) {
+	e := newEnv(t)
+	c := openURL(t, "zk://"+e.srv.Addr()+"/above?layout=curator&base=/a/b")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := c.Register(ctx, registry.Instance{Service: "svc", ID: "i1", Host: "127.0.0.1", Port: 7811})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	st := c.Store()
+	for _, k := range []string{"/a/x/y", "/a/z"} {
+		if _, err := st.Create(ctx, k, []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.Create(ctx, "/a/b/svc/ghost", nil); !errors.Is(err, registry.ErrInvalid) {
+		t.Fatalf("Create inside the registry's tree = %v, want ErrInvalid", err)
+	}
+	if err := st.Delete(ctx, "/a", registry.Recursive()); !errors.Is(err, registry.ErrNotEmpty) {
+		t.Fatalf("Delete(/a, Recursive) = %v, want ErrNotEmpty", err)
+	}
+	kids, err := st.Children(ctx, "/a")
+	if err != nil || len(kids) != 0 {
+		t.Fatalf("Children(/a) = %v, %v; want none (the registry's tree is hidden)", kids, err)
+	}
+	got, err := c.Instances(ctx, "svc")
+	if err != nil || len(got) != 1 || got[0].ID != "i1" || r.State() != registry.Registered {
+		t.Fatalf("Instances = %v, %v (state %v); want i1", got, err, r.State())
+	}
+	if err := st.Delete(ctx, "/", registry.Recursive()); err != nil {
+		t.Fatalf("Delete(/, Recursive) = %v", err)
+	}
+}

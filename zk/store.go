@@ -359,6 +359,10 @@ func (c *Conn) Delete(ctx context.Context, key string, version int64, recursive 
 		if key == "/" {
 			return nil // the store's root (the chroot) stays
 		}
+		if c.holdsRegistry(path) {
+			return fmt.Errorf("zk: delete %s: its descendants are deleted, but it holds the registry's tree %s, which stays: %w",
+				key, c.registryRoot(), driver.ErrNotEmpty)
+		}
 		err := c.del(ctx, path, v)
 		switch {
 		case err == nil, errors.Is(err, zk.ErrNoNode):
@@ -370,7 +374,16 @@ func (c *Conn) Delete(ctx context.Context, key string, version int64, recursive 
 	}
 }
 
-// deleteChildren deletes every descendant of path, deepest first.
+// holdsRegistry reports whether abs is a proper ancestor of the registry's tree
+// (a layout whose tree lies deeper than one level under the chroot, e.g. a
+// curator base /a/b): the store deletes its other descendants, never the node.
+func (c *Conn) holdsRegistry(abs string) bool {
+	root := c.registryRoot()
+	return root != abs && under(root, abs)
+}
+
+// deleteChildren deletes every descendant of path, deepest first, except the
+// registry's tree and its ancestors.
 func (c *Conn) deleteChildren(ctx context.Context, path string) error {
 	kids, err := call(ctx, c, func() ([]string, error) {
 		kids, _, err := c.zc.zk.Children(path)
@@ -390,6 +403,9 @@ func (c *Conn) deleteChildren(ctx context.Context, path string) error {
 		for attempt := 0; ; attempt++ {
 			if err := c.deleteChildren(ctx, cp); err != nil {
 				return err
+			}
+			if c.holdsRegistry(cp) {
+				break
 			}
 			err := c.del(ctx, cp, -1)
 			if err == nil || errors.Is(err, zk.ErrNoNode) {

@@ -228,9 +228,11 @@
 // the registry share the chroot but never a znode: keys inside the connection's
 // registry tree (<chroot>/services, <chroot><base> or <chroot>/<group>) are
 // refused with a FieldError (ErrInvalid) naming the key, Children and Tree of an
-// ancestor hide that tree, and a recursive Delete of an ancestor ("/") leaves it. Version is the
-// data version (Stat.Version), CreateRevision the czxid, Session the owner session
-// id in hex. Missing parents are created as empty persistent znodes. Sequential keys
+// ancestor hide that tree, and a recursive Delete of an ancestor leaves it and
+// the znodes above it (a curator base /a/b keeps <chroot>/a): of "/" it returns
+// nil, of another ancestor ErrNotEmpty once its other descendants are gone.
+// Version is the data version (Stat.Version), CreateRevision the czxid, Session
+// the owner session id in hex. Missing parents are created as empty persistent znodes. Sequential keys
 // use ZooKeeper's own sequence flag (the 10-digit suffix is the parent's cversion).
 // Recursive delete removes children first and tolerates concurrent deletes; the
 // version check applies to the key itself, before its descendants are removed. Tree

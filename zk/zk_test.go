@@ -347,3 +347,19 @@ func TestRegistryConformanceDubboLayout(t *testing.T) {
 	e.query = "&layout=dubbo"
 	registrytest.RunRegistry(t, e.harness())
 }
+
+// The store suite over the Java layouts: their registry trees (<chroot><base>,
+// <chroot>/<group>) are kept apart from the store as the regkit layout's is
+// (StoreApartFromRegistry writes at each layout's instance paths; the curator
+// base is not the default /services, which is the regkit layout's tree too).
+func TestStoreConformanceCuratorLayout(t *testing.T) {
+	e := newEnv(t)
+	e.query = "&layout=curator&payload=spring&base=/regkit/services"
+	registrytest.RunStore(t, e.harness())
+}
+
+func TestStoreConformanceDubboLayout(t *testing.T) {
+	e := newEnv(t)
+	e.query = "&layout=dubbo"
+	registrytest.RunStore(t, e.harness())
+}

@@ -64,6 +64,23 @@ func testOneOwner(t *testing.T, h *Harness) {
 	if ra.State() != registry.Registered {
 		t.Fatalf("owner's state %v (%v)", ra.State(), ra.Err())
 	}
+	// The owner's own Client too: a second Register of an ID it holds fails, even
+	// with other data (an Update is the way to change it).
+	same := ina.Clone()
+	same.Port = 7703
+	if r2, err := a.Register(rctx, same); !errors.Is(err, driver.ErrExists) || rctx.Err() != nil {
+		if r2 != nil {
+			_ = r2.Close()
+		}
+		t.Fatalf("the owner Client's second Register of its live ID = %v (ctx %v), want ErrExists at once", err, rctx.Err())
+	}
+	got, err = c.Conn().List(ctx, "own")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ownedBy("o1", "a")(registry.Snapshot{Instances: got.Instances}); err != nil || got.Instances[0].Port != 7701 {
+		t.Fatalf("after the owner Client's refused Register: %v (%+v)", err, got.Instances)
+	}
 
 	// 2. Closing the owner frees the ID.
 	if err := ra.Close(); err != nil {

@@ -30,10 +30,9 @@
 // whose instances are identified by ip:port, the one entry changes owner: the
 // new owner's register overwrites it, and the old owner's deregister then leaves
 // it alone, since the Nacos driver deletes only its own entries. Should the old
-// owner's presence check fall between the two, it puts its copy back and the
-// entry changes hands again at the new owner's next presence check; only if
-// that re-put lands just before the old owner's deregister can the entry be
-// missing, until the new owner's presence check puts it back).
+// owner's presence check fall between the two, its copy steps back (Reregistering
+// with ErrExists) and is not put back while the new owner's lives; see the nacos
+// package doc, Ownership).
 //
 // # No loops, no echo
 //
