@@ -3,6 +3,7 @@ package lbrpc_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -13,6 +14,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/regkit/regkit/internal/poll"
 	"github.com/regkit/regkit/lb"
 	"github.com/regkit/regkit/lb/lbrpc"
 	_ "github.com/regkit/regkit/mem"
@@ -110,6 +112,14 @@ func TestClientBalancesAndFailsOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
+	// The first snapshot may predate the second registration (a view may show
+	// an intermediate step): wait for both, so that one picker serves the spread.
+	poll.Until(t, 10*time.Second, "both instances in the balancer", func() error {
+		if n := len(b.Endpoints().Ready); n != 2 {
+			return fmt.Errorf("%d ready", n)
+		}
+		return nil
+	})
 	cl := lbrpc.NewClient(b)
 	defer cl.Close()
 	got := map[string]int{}
