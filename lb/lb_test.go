@@ -74,6 +74,29 @@ func TestRoundRobinEven(t *testing.T) {
 	}
 }
 
+// Round-robin and smooth WRR start every picker at a random place, so that many
+// clients (and every rebuilt picker) do not all begin with the same instance.
+func TestRoundRobinRandomStart(t *testing.T) {
+	insts := []registry.Instance{inst("a", 1, ""), inst("b", 1, ""), inst("c", 1, ""), inst("d", 1, "")}
+	for _, pol := range []Policy{RoundRobin(), WeightedRoundRobin()} {
+		p := newPool(t, pol, insts)
+		first := map[string]int{}
+		for range 64 {
+			p.Update(insts) // a new picker
+			r, err := p.Pick(PickInfo{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			first[r.Endpoint.Instance.ID]++
+		}
+		// With a fixed start all 64 pickers begin with one instance; with a
+		// random one that happens with probability 4^-63.
+		if len(first) < 2 {
+			t.Errorf("%s: 64 pickers all started with %v", pol.Name(), first)
+		}
+	}
+}
+
 // Smooth weighted round-robin: exact shares over whole cycles, interleaved as
 // nginx's algorithm interleaves them.
 func TestWeightedRoundRobinShares(t *testing.T) {
