@@ -290,8 +290,12 @@ func withClock(c clock) Option { return func(o *options) { o.clock = c } }
 
 func fail(t *testing.T, p *Pool, id string, n int) {
 	t.Helper()
-	// Fail calls on id: pick until it comes up (round-robin reaches it).
-	for done := 0; done < n; {
+	// Fail calls on id: pick until it comes up (round-robin reaches it). An id
+	// ejected on the way never comes up: fail rather than loop.
+	for done, picks := 0, 0; done < n; picks++ {
+		if picks == 1000 {
+			t.Fatalf("%s not picked in 1000 picks after %d failures: %+v", id, done, p.Stats())
+		}
 		r, err := p.Pick(PickInfo{})
 		if err != nil {
 			t.Fatal(err)
