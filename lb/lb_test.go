@@ -471,21 +471,39 @@ func TestEmptyPool(t *testing.T) {
 
 // ---- a scripted Discovery, for the empty-push guard ----
 
+// script hands its watchers every published snapshot in order (a real watcher
+// may skip to the newest; this one never does, so that each step is exercised).
 type script struct {
 	mu      sync.Mutex
 	snaps   []registry.Snapshot
 	changed chan struct{}
+	idle    uint64 // the Seq a watcher had read when it last waited for more
 }
 
 func newScript() *script { return &script{changed: make(chan struct{})} }
 
-func (s *script) Publish(snap registry.Snapshot) {
+func (s *script) Publish(snap registry.Snapshot) uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	snap.Seq = uint64(len(s.snaps) + 1)
 	s.snaps = append(s.snaps, snap)
 	close(s.changed)
 	s.changed = make(chan struct{})
+	return snap.Seq
+}
+
+// waitDone waits until a watcher has read snapshot seq and asked for the next
+// one: its reader (the Balancer's follow loop) is done with seq.
+func (s *script) waitDone(t *testing.T, seq uint64) {
+	t.Helper()
+	poll.Until(t, 5*time.Second, fmt.Sprintf("snapshot %d read", seq), func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.idle < seq {
+			return fmt.Errorf("at %d", s.idle)
+		}
+		return nil
+	})
 }
 
 func (s *script) Instances(ctx context.Context, service string) ([]registry.Instance, error) {
@@ -507,16 +525,15 @@ type scriptWatcher struct {
 func (w *scriptWatcher) Next(ctx context.Context) (registry.Snapshot, error) {
 	for {
 		w.s.mu.Lock()
-		n, ch := len(w.s.snaps), w.s.changed
-		var snap registry.Snapshot
-		if n > 0 {
-			snap = w.s.snaps[n-1]
-		}
-		w.s.mu.Unlock()
-		if snap.Seq > w.last {
+		ch := w.s.changed
+		if int(w.last) < len(w.s.snaps) {
+			snap := w.s.snaps[w.last]
 			w.last = snap.Seq
+			w.s.mu.Unlock()
 			return snap, nil
 		}
+		w.s.idle = max(w.s.idle, w.last)
+		w.s.mu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -562,14 +579,18 @@ func TestEmptyPushGuard(t *testing.T) {
 	}
 	// A fresh empty snapshot is held back: the old instances keep serving...
 	start := time.Now()
-	s.Publish(snap(false))
-	// ...and a stale one in between restarts the clock...
-	s.Publish(snap(true))
-	s.Publish(snap(false))
-	restarted := time.Now()
+	s.waitDone(t, s.Publish(snap(false)))
 	if err := picks(b); err != nil {
 		t.Fatalf("empty snapshot applied at once: %v", err)
 	}
+	// ...a stale empty one is not applied (the backend is unreachable: nothing
+	// is confirmed) and restarts the clock...
+	s.waitDone(t, s.Publish(snap(true)))
+	if err := picks(b); err != nil {
+		t.Fatalf("stale empty snapshot applied: %v", err)
+	}
+	restarted := time.Now() // before the guard can see the next one
+	s.Publish(snap(false))
 	// ...until it has stayed fresh and empty for the grace period.
 	poll.Until(t, 5*time.Second, "confirmed empty snapshot applied", func() error {
 		if picks(b) == nil {
