@@ -250,6 +250,63 @@ func TestGracefulStopFailover(t *testing.T) {
 	}
 }
 
+// closeHook runs a function when the server closes its listener, which it does
+// as it stops accepting (Stop and GracefulStop alike).
+type closeHook struct {
+	net.Listener
+	once    sync.Once
+	onClose func()
+}
+
+func (l *closeHook) Close() error {
+	l.once.Do(l.onClose)
+	return l.Listener.Close()
+}
+
+// GracefulStop deregisters first, waits the drain delay, and only then stops
+// accepting: when the server stops, the registry no longer has it.
+func TestGracefulStopDeregistersFirst(t *testing.T) {
+	e := newEnv(t, "grpc-order")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const drain = 200 * time.Millisecond
+	var start time.Time
+	var registered = -1
+	var elapsed time.Duration
+	hook := &closeHook{Listener: lis, onClose: func() {
+		elapsed = time.Since(start)
+		got, err := e.c.Instances(ctx, "greeter")
+		if err != nil {
+			t.Error(err)
+		}
+		registered = len(got)
+	}}
+	srv := grpc.NewServer()
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	s, err := lbgrpc.Serve(ctx, e.c, srv, hook, registry.Instance{Service: "greeter", ID: "s1", Host: "127.0.0.1"},
+		lbgrpc.WithDrainDelay(drain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := e.c.Instances(ctx, "greeter"); len(got) != 1 {
+		t.Fatalf("registered while serving: %v", got)
+	}
+	start = time.Now()
+	if err := s.GracefulStop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if registered != 0 {
+		t.Errorf("the server stopped accepting with %d instance(s) still registered", registered)
+	}
+	if elapsed < drain {
+		t.Errorf("the server stopped accepting %v after GracefulStop began, before the drain delay %v", elapsed, drain)
+	}
+}
+
 // Serve registers only once the server is serving, and a server whose context
 // ends first is stopped, not registered.
 func TestServeRegistersWhenServing(t *testing.T) {
@@ -366,10 +423,10 @@ func TestResolverPushesAndGuards(t *testing.T) {
 	}
 	// Deregistered: the empty update is held back for the grace period, no error
 	// reported (the list is kept), then pushed.
+	gone := time.Now() // the guard's clock starts after this
 	if err := reg.Close(); err != nil {
 		t.Fatal(err)
 	}
-	gone := time.Now()
 	poll.Until(t, 5*time.Second, "empty update after the grace period", func() error {
 		if _, addrs, _ := cc.last(); len(addrs) != 0 {
 			return fmt.Errorf("addresses %v", addrs)
