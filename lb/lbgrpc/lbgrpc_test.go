@@ -22,10 +22,12 @@ import (
 	"google.golang.org/grpc/resolver"
 
 	"github.com/regkit/regkit/internal/poll"
+	"github.com/regkit/regkit/internal/testenv"
 	"github.com/regkit/regkit/lb/lbgrpc"
 	_ "github.com/regkit/regkit/mem"
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/cache"
+	_ "github.com/regkit/regkit/zk"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -443,6 +445,68 @@ func TestResolverPushesAndGuards(t *testing.T) {
 	// Bad targets fail Build.
 	if _, err := e.b.Build(resolver.Target{URL: url.URL{Scheme: "regkit", Path: "/bad name"}}, &fakeCC{}, resolver.BuildOptions{}); !errors.Is(err, registry.ErrInvalid) {
 		t.Errorf("bad service name: %v", err)
+	}
+}
+
+// While the backend is unreachable the resolver keeps the last good list: the
+// stale snapshots push the same addresses, and no error is reported (an error
+// with a list would have the ClientConn treat the list as broken). On a real
+// ZooKeeper, stopped and restarted.
+func TestResolverKeepsListWhileBackendDown(t *testing.T) {
+	zk := testenv.StartZooKeeper(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	c, err := registry.Open(ctx, "zk://"+zk.Addr()+"/lbgrpc", registry.WithLogger(quietLog),
+		registry.WithRetryBackoff(50*time.Millisecond, 500*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	view, err := cache.New(c, cache.WithLogger(quietLog))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer view.Close()
+	if _, err := c.Register(ctx, registry.Instance{Service: "greeter", ID: "a", Host: "10.0.0.1", Port: 80}); err != nil {
+		t.Fatal(err)
+	}
+	cc := build(t, lbgrpc.NewBuilder(view, lbgrpc.WithLogger(quietLog)), "greeter")
+	poll.Until(t, 20*time.Second, "address pushed", func() error {
+		if _, addrs, _ := cc.last(); len(addrs) != 1 {
+			return fmt.Errorf("addresses %v", addrs)
+		}
+		return nil
+	})
+	pushes, _, errs := cc.last()
+
+	zk.Stop()
+	poll.Until(t, 30*time.Second, "a stale snapshot pushed", func() error {
+		s, err := view.Lookup(ctx, "greeter")
+		if err != nil {
+			return err
+		}
+		if n, _, _ := cc.last(); !s.Stale || n == pushes {
+			return fmt.Errorf("stale=%v, %d pushes", s.Stale, n)
+		}
+		return nil
+	})
+	if _, addrs, n := cc.last(); len(addrs) != 1 || addrs[0].Addr != "10.0.0.1:80" || n != errs {
+		t.Errorf("backend down: addresses %v, %d errors reported (%d before)", addrs, n, errs)
+	}
+
+	zk.Restart(t)
+	poll.Until(t, 30*time.Second, "fresh again", func() error {
+		s, err := view.Lookup(ctx, "greeter")
+		if err != nil {
+			return err
+		}
+		if s.Stale || len(s.Instances) != 1 {
+			return fmt.Errorf("stale=%v, %d instances", s.Stale, len(s.Instances))
+		}
+		return nil
+	})
+	if _, addrs, n := cc.last(); len(addrs) != 1 || n != errs {
+		t.Errorf("backend back: addresses %v, %d errors reported (%d before)", addrs, n, errs)
 	}
 }
 
