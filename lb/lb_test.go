@@ -74,6 +74,29 @@ func TestRoundRobinEven(t *testing.T) {
 	}
 }
 
+// Round-robin and smooth WRR start every picker at a random place, so that many
+// clients (and every rebuilt picker) do not all begin with the same instance.
+func TestRoundRobinRandomStart(t *testing.T) {
+	insts := []registry.Instance{inst("a", 1, ""), inst("b", 1, ""), inst("c", 1, ""), inst("d", 1, "")}
+	for _, pol := range []Policy{RoundRobin(), WeightedRoundRobin()} {
+		p := newPool(t, pol, insts)
+		first := map[string]int{}
+		for range 64 {
+			p.Update(insts) // a new picker
+			r, err := p.Pick(PickInfo{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			first[r.Endpoint.Instance.ID]++
+		}
+		// With a fixed start all 64 pickers begin with one instance; with a
+		// random one that happens with probability 4^-63.
+		if len(first) < 2 {
+			t.Errorf("%s: 64 pickers all started with %v", pol.Name(), first)
+		}
+	}
+}
+
 // Smooth weighted round-robin: exact shares over whole cycles, interleaved as
 // nginx's algorithm interleaves them.
 func TestWeightedRoundRobinShares(t *testing.T) {
@@ -267,8 +290,12 @@ func withClock(c clock) Option { return func(o *options) { o.clock = c } }
 
 func fail(t *testing.T, p *Pool, id string, n int) {
 	t.Helper()
-	// Fail calls on id: pick until it comes up (round-robin reaches it).
-	for done := 0; done < n; {
+	// Fail calls on id: pick until it comes up (round-robin reaches it). An id
+	// ejected on the way never comes up: fail rather than loop.
+	for done, picks := 0, 0; done < n; picks++ {
+		if picks == 1000 {
+			t.Fatalf("%s not picked in 1000 picks after %d failures: %+v", id, done, p.Stats())
+		}
 		r, err := p.Pick(PickInfo{})
 		if err != nil {
 			t.Fatal(err)
@@ -444,21 +471,39 @@ func TestEmptyPool(t *testing.T) {
 
 // ---- a scripted Discovery, for the empty-push guard ----
 
+// script hands its watchers every published snapshot in order (a real watcher
+// may skip to the newest; this one never does, so that each step is exercised).
 type script struct {
 	mu      sync.Mutex
 	snaps   []registry.Snapshot
 	changed chan struct{}
+	idle    uint64 // the Seq a watcher had read when it last waited for more
 }
 
 func newScript() *script { return &script{changed: make(chan struct{})} }
 
-func (s *script) Publish(snap registry.Snapshot) {
+func (s *script) Publish(snap registry.Snapshot) uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	snap.Seq = uint64(len(s.snaps) + 1)
 	s.snaps = append(s.snaps, snap)
 	close(s.changed)
 	s.changed = make(chan struct{})
+	return snap.Seq
+}
+
+// waitDone waits until a watcher has read snapshot seq and asked for the next
+// one: its reader (the Balancer's follow loop) is done with seq.
+func (s *script) waitDone(t *testing.T, seq uint64) {
+	t.Helper()
+	poll.Until(t, 5*time.Second, fmt.Sprintf("snapshot %d read", seq), func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.idle < seq {
+			return fmt.Errorf("at %d", s.idle)
+		}
+		return nil
+	})
 }
 
 func (s *script) Instances(ctx context.Context, service string) ([]registry.Instance, error) {
@@ -480,16 +525,15 @@ type scriptWatcher struct {
 func (w *scriptWatcher) Next(ctx context.Context) (registry.Snapshot, error) {
 	for {
 		w.s.mu.Lock()
-		n, ch := len(w.s.snaps), w.s.changed
-		var snap registry.Snapshot
-		if n > 0 {
-			snap = w.s.snaps[n-1]
-		}
-		w.s.mu.Unlock()
-		if snap.Seq > w.last {
+		ch := w.s.changed
+		if int(w.last) < len(w.s.snaps) {
+			snap := w.s.snaps[w.last]
 			w.last = snap.Seq
+			w.s.mu.Unlock()
 			return snap, nil
 		}
+		w.s.idle = max(w.s.idle, w.last)
+		w.s.mu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -535,14 +579,18 @@ func TestEmptyPushGuard(t *testing.T) {
 	}
 	// A fresh empty snapshot is held back: the old instances keep serving...
 	start := time.Now()
-	s.Publish(snap(false))
-	// ...and a stale one in between restarts the clock...
-	s.Publish(snap(true))
-	s.Publish(snap(false))
-	restarted := time.Now()
+	s.waitDone(t, s.Publish(snap(false)))
 	if err := picks(b); err != nil {
 		t.Fatalf("empty snapshot applied at once: %v", err)
 	}
+	// ...a stale empty one is not applied (the backend is unreachable: nothing
+	// is confirmed) and restarts the clock...
+	s.waitDone(t, s.Publish(snap(true)))
+	if err := picks(b); err != nil {
+		t.Fatalf("stale empty snapshot applied: %v", err)
+	}
+	restarted := time.Now() // before the guard can see the next one
+	s.Publish(snap(false))
 	// ...until it has stayed fresh and empty for the grace period.
 	poll.Until(t, 5*time.Second, "confirmed empty snapshot applied", func() error {
 		if picks(b) == nil {

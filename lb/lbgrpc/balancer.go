@@ -57,8 +57,11 @@ type Config struct {
 	// round_robin, weighted_round_robin (default), random, least_loaded,
 	// consistent_hash.
 	Policy string `json:"policy,omitempty"`
-	// Replicas and LoadFactor configure consistent_hash (lb.ConsistentHashConfig).
-	Replicas   int     `json:"replicas,omitempty"`
+	// Replicas is consistent_hash's points per instance on the ring
+	// (lb.ConsistentHashConfig.Replicas; default 100).
+	Replicas int `json:"replicas,omitempty"`
+	// LoadFactor is consistent_hash's bound on an instance's calls in flight
+	// over the mean (lb.ConsistentHashConfig.LoadFactor; default 1.25).
 	LoadFactor float64 `json:"loadFactor,omitempty"`
 	// Ejection configures outlier ejection (lb.Ejection; durations as Go
 	// durations, "30s"); absent means lb.DefaultEjection, consecutiveFailures -1
@@ -66,12 +69,19 @@ type Config struct {
 	Ejection *EjectionConfig `json:"ejection,omitempty"`
 }
 
-// EjectionConfig is lb.Ejection in JSON.
+// EjectionConfig is lb.Ejection in JSON; absent or zero fields take
+// lb.DefaultEjection's values.
 type EjectionConfig struct {
-	ConsecutiveFailures int     `json:"consecutiveFailures,omitempty"`
-	BaseTime            string  `json:"baseTime,omitempty"`
-	MaxTime             string  `json:"maxTime,omitempty"`
-	MaxEjectedShare     float64 `json:"maxEjectedShare,omitempty"`
+	// ConsecutiveFailures ejects an instance after this many failed RPCs
+	// (status Unavailable) in a row; -1 turns ejection off. Default 5.
+	ConsecutiveFailures int `json:"consecutiveFailures,omitempty"`
+	// BaseTime is the first ejection's length, a Go duration ("30s"). Default 30s.
+	BaseTime string `json:"baseTime,omitempty"`
+	// MaxTime caps the doubling ejection length, a Go duration. Default 5m.
+	MaxTime string `json:"maxTime,omitempty"`
+	// MaxEjectedShare is the panic threshold: the largest share (0..1) of
+	// instances ejected at once. Default 0.5.
+	MaxEjectedShare float64 `json:"maxEjectedShare,omitempty"`
 }
 
 type lbBuilder struct{ name string }

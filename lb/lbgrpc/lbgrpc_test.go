@@ -22,10 +22,12 @@ import (
 	"google.golang.org/grpc/resolver"
 
 	"github.com/regkit/regkit/internal/poll"
+	"github.com/regkit/regkit/internal/testenv"
 	"github.com/regkit/regkit/lb/lbgrpc"
 	_ "github.com/regkit/regkit/mem"
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/cache"
+	_ "github.com/regkit/regkit/zk"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -250,6 +252,63 @@ func TestGracefulStopFailover(t *testing.T) {
 	}
 }
 
+// closeHook runs a function when the server closes its listener, which it does
+// as it stops accepting (Stop and GracefulStop alike).
+type closeHook struct {
+	net.Listener
+	once    sync.Once
+	onClose func()
+}
+
+func (l *closeHook) Close() error {
+	l.once.Do(l.onClose)
+	return l.Listener.Close()
+}
+
+// GracefulStop deregisters first, waits the drain delay, and only then stops
+// accepting: when the server stops, the registry no longer has it.
+func TestGracefulStopDeregistersFirst(t *testing.T) {
+	e := newEnv(t, "grpc-order")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const drain = 200 * time.Millisecond
+	var start time.Time
+	var registered = -1
+	var elapsed time.Duration
+	hook := &closeHook{Listener: lis, onClose: func() {
+		elapsed = time.Since(start)
+		got, err := e.c.Instances(ctx, "greeter")
+		if err != nil {
+			t.Error(err)
+		}
+		registered = len(got)
+	}}
+	srv := grpc.NewServer()
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	s, err := lbgrpc.Serve(ctx, e.c, srv, hook, registry.Instance{Service: "greeter", ID: "s1", Host: "127.0.0.1"},
+		lbgrpc.WithDrainDelay(drain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := e.c.Instances(ctx, "greeter"); len(got) != 1 {
+		t.Fatalf("registered while serving: %v", got)
+	}
+	start = time.Now()
+	if err := s.GracefulStop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if registered != 0 {
+		t.Errorf("the server stopped accepting with %d instance(s) still registered", registered)
+	}
+	if elapsed < drain {
+		t.Errorf("the server stopped accepting %v after GracefulStop began, before the drain delay %v", elapsed, drain)
+	}
+}
+
 // Serve registers only once the server is serving, and a server whose context
 // ends first is stopped, not registered.
 func TestServeRegistersWhenServing(t *testing.T) {
@@ -366,10 +425,10 @@ func TestResolverPushesAndGuards(t *testing.T) {
 	}
 	// Deregistered: the empty update is held back for the grace period, no error
 	// reported (the list is kept), then pushed.
+	gone := time.Now() // the guard's clock starts after this
 	if err := reg.Close(); err != nil {
 		t.Fatal(err)
 	}
-	gone := time.Now()
 	poll.Until(t, 5*time.Second, "empty update after the grace period", func() error {
 		if _, addrs, _ := cc.last(); len(addrs) != 0 {
 			return fmt.Errorf("addresses %v", addrs)
@@ -386,6 +445,68 @@ func TestResolverPushesAndGuards(t *testing.T) {
 	// Bad targets fail Build.
 	if _, err := e.b.Build(resolver.Target{URL: url.URL{Scheme: "regkit", Path: "/bad name"}}, &fakeCC{}, resolver.BuildOptions{}); !errors.Is(err, registry.ErrInvalid) {
 		t.Errorf("bad service name: %v", err)
+	}
+}
+
+// While the backend is unreachable the resolver keeps the last good list: the
+// stale snapshots push the same addresses, and no error is reported (an error
+// with a list would have the ClientConn treat the list as broken). On a real
+// ZooKeeper, stopped and restarted.
+func TestResolverKeepsListWhileBackendDown(t *testing.T) {
+	zk := testenv.StartZooKeeper(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	c, err := registry.Open(ctx, "zk://"+zk.Addr()+"/lbgrpc", registry.WithLogger(quietLog),
+		registry.WithRetryBackoff(50*time.Millisecond, 500*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	view, err := cache.New(c, cache.WithLogger(quietLog))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer view.Close()
+	if _, err := c.Register(ctx, registry.Instance{Service: "greeter", ID: "a", Host: "10.0.0.1", Port: 80}); err != nil {
+		t.Fatal(err)
+	}
+	cc := build(t, lbgrpc.NewBuilder(view, lbgrpc.WithLogger(quietLog)), "greeter")
+	poll.Until(t, 20*time.Second, "address pushed", func() error {
+		if _, addrs, _ := cc.last(); len(addrs) != 1 {
+			return fmt.Errorf("addresses %v", addrs)
+		}
+		return nil
+	})
+	pushes, _, errs := cc.last()
+
+	zk.Stop()
+	poll.Until(t, 30*time.Second, "a stale snapshot pushed", func() error {
+		s, err := view.Lookup(ctx, "greeter")
+		if err != nil {
+			return err
+		}
+		if n, _, _ := cc.last(); !s.Stale || n == pushes {
+			return fmt.Errorf("stale=%v, %d pushes", s.Stale, n)
+		}
+		return nil
+	})
+	if _, addrs, n := cc.last(); len(addrs) != 1 || addrs[0].Addr != "10.0.0.1:80" || n != errs {
+		t.Errorf("backend down: addresses %v, %d errors reported (%d before)", addrs, n, errs)
+	}
+
+	zk.Restart(t)
+	poll.Until(t, 30*time.Second, "fresh again", func() error {
+		s, err := view.Lookup(ctx, "greeter")
+		if err != nil {
+			return err
+		}
+		if s.Stale || len(s.Instances) != 1 {
+			return fmt.Errorf("stale=%v, %d instances", s.Stale, len(s.Instances))
+		}
+		return nil
+	})
+	if _, addrs, n := cc.last(); len(addrs) != 1 || n != errs {
+		t.Errorf("backend back: addresses %v, %d errors reported (%d before)", addrs, n, errs)
 	}
 }
 

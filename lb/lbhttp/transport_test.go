@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -152,7 +153,9 @@ func TestTransportRetriesAndEjects(t *testing.T) {
 // for POST.
 func TestTransportIdempotentOnly(t *testing.T) {
 	c, view := setup(t, "http-idem")
+	var broken atomic.Int32 // requests whose connection the breaker broke
 	breaker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		broken.Add(1)
 		conn, _, _ := w.(http.Hijacker).Hijack()
 		conn.Close()
 	}))
@@ -163,17 +166,22 @@ func TestTransportIdempotentOnly(t *testing.T) {
 		lbhttp.WithBalancerOptions(lb.WithLogger(quiet), lb.WithoutEjection()))
 	defer tr.Close()
 	hc := &http.Client{Transport: tr}
+	// GETs alone: a GET that meets the breaker is retried on b, so the next
+	// turn is the breaker's again; all but maybe the first meet it.
 	var postErrs, getErrs int
 	for range 10 {
 		if _, err := get(t, hc, "GET", "http://greeter/", ""); err != nil {
 			getErrs++
 		}
+	}
+	if getErrs != 0 || broken.Load() < 9 {
+		t.Errorf("%d of 10 GETs failed, %d broken by a-breaker: they should be retried on b", getErrs, broken.Load())
+	}
+	// POSTs alone: every other one meets the breaker.
+	for range 10 {
 		if _, err := get(t, hc, "POST", "http://greeter/", "x"); err != nil {
 			postErrs++
 		}
-	}
-	if getErrs != 0 {
-		t.Errorf("%d GETs failed: they should be retried on b", getErrs)
 	}
 	if postErrs == 0 {
 		t.Error("no POST failed: a POST whose connection broke after sending must not be retried")

@@ -3,6 +3,7 @@ package lbrpc_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -13,6 +14,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/regkit/regkit/internal/poll"
 	"github.com/regkit/regkit/lb"
 	"github.com/regkit/regkit/lb/lbrpc"
 	_ "github.com/regkit/regkit/mem"
@@ -110,6 +112,14 @@ func TestClientBalancesAndFailsOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
+	// The first snapshot may predate the second registration (a view may show
+	// an intermediate step): wait for both, so that one picker serves the spread.
+	poll.Until(t, 10*time.Second, "both instances in the balancer", func() error {
+		if n := len(b.Endpoints().Ready); n != 2 {
+			return fmt.Errorf("%d ready", n)
+		}
+		return nil
+	})
 	cl := lbrpc.NewClient(b)
 	defer cl.Close()
 	got := map[string]int{}
@@ -154,5 +164,41 @@ func TestClientBalancesAndFailsOver(t *testing.T) {
 	rc.Close()
 	if err != nil || reply != "b greets dial" {
 		t.Errorf("Dial: %q, %v", reply, err)
+	}
+}
+
+// Dial tries another instance when a dial fails: over a dead instance and a live
+// one picked in turn (no ejection), every Dial ends on the live one.
+func TestDialTriesAnotherInstance(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	live := startRPC(t, "live")
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadPort := dead.Addr().(*net.TCPAddr).Port
+	dead.Close() // nothing listens there: dials are refused
+	pool, err := lb.NewPool(lb.RoundRobin(), lb.WithoutEjection(), lb.WithLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	pool.Update([]registry.Instance{
+		{Service: "greeter", ID: "dead", Host: "127.0.0.1", Port: deadPort, Healthy: true},
+		{Service: "greeter", ID: "live", Host: "127.0.0.1", Port: live.lis.Addr().(*net.TCPAddr).Port, Healthy: true},
+	})
+	for i := range 4 { // round-robin picks the dead one first at least twice
+		rc, r, err := lbrpc.Dial(ctx, pool, lb.PickInfo{})
+		if err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+		var reply string
+		err = rc.Call("Greeter.Hello", "dial", &reply)
+		r.Done(err)
+		rc.Close()
+		if err != nil || reply != "live greets dial" || r.Endpoint.Instance.ID != "live" {
+			t.Errorf("dial %d: %q, %v on %s", i, reply, err, r.Endpoint.Instance.ID)
+		}
 	}
 }
