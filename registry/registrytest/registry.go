@@ -28,6 +28,7 @@ func RunRegistry(t *testing.T, h Harness) {
 	t.Run("ReregisterAfterSessionLoss", func(t *testing.T) { testSessionLoss(t, &h) })
 	t.Run("ReregisterAfterExternalDelete", func(t *testing.T) { testExternalDelete(t, &h) })
 	t.Run("OneOwnerPerID", func(t *testing.T) { testOneOwner(t, &h) })
+	t.Run("WatchSeesOwnRegistrations", func(t *testing.T) { testWatchSeesOwnRegistrations(t, &h) })
 	t.Run("UpdateInPlace", func(t *testing.T) { testUpdate(t, &h) })
 	t.Run("NamespacesAreIsolated", func(t *testing.T) { testNamespacesIsolated(t, &h) })
 	t.Run("ForeignDataIgnored", func(t *testing.T) { testForeignData(t, &h) })
@@ -1028,4 +1029,36 @@ func testViewAfterCutAndLoss(t *testing.T, h *Harness) {
 		return nil
 	})
 	h.convergeToServer(t, b, "gap")
+}
+
+// testWatchSeesOwnRegistrations: a Watch opened after Register returned has the
+// instance in its first snapshot (read your registrations), though the service's
+// shared loop was started by the first registration's guard and may hold a view
+// from before the later puts. Ten rounds of two registrations then a Watch.
+func testWatchSeesOwnRegistrations(t *testing.T, h *Harness) {
+	ns := namespace(t)
+	c := h.open(t, ns)
+	ctx := ctxT(t, h.timeout())
+	for round := range 10 {
+		svc := fmt.Sprintf("own%d", round)
+		for i := range 2 {
+			r, err := c.Register(ctx, inst(svc, fmt.Sprintf("i%d", i), 7500+i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+		}
+		w, err := c.Watch(ctx, svc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := w.Next(ctx)
+		w.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ids(s.Instances); len(got) != 2 {
+			t.Fatalf("%s: round %d: the first snapshot after two returned Registers lists %v", h.Name, round, got)
+		}
+	}
 }
