@@ -70,11 +70,7 @@
 //     it).
 //   - Watchers see every final state but maybe not every intermediate step; a
 //     watcher reading slowly only skips to the newest snapshot, it never stalls the
-//     loop or other watchers. A Watch reads its own Client's registrations: its
-//     first snapshot has every instance whose Register (or re-put) returned before
-//     Watch was called and that no read has since shown deleted, even when the
-//     service's shared loop still holds a view from before that put (the first
-//     Next waits for it, at most 2s, and not during an outage).
+//     loop or other watchers.
 //   - Input is validated before any I/O; errors are *FieldError values naming the
 //     field and matching ErrInvalid. That covers the URL (hosts, ports 1-65535,
 //     every query parameter: unknown ones, repeated ones and those of another

@@ -126,41 +126,6 @@ func (g *serviceGuard) check(gen int64, sorted []Instance) {
 	}
 }
 
-// armedIDs returns the IDs of the registrations whose put has returned and that
-// no read has yet shown missing (armed): what a Watch opened now must find.
-func (g *serviceGuard) armedIDs() []string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	var ids []string
-	for id, rs := range g.own {
-		for _, r := range rs {
-			if r.gs.armed {
-				ids = append(ids, id)
-				break
-			}
-		}
-	}
-	return ids
-}
-
-// lacksArmed reports whether sorted (by ID) lacks one of ids that still has an
-// armed registration (one closed meanwhile is rightly absent).
-func (g *serviceGuard) lacksArmed(ids []string, sorted []Instance) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	for _, id := range ids {
-		if hasSortedID(sorted, id) {
-			continue
-		}
-		for _, r := range g.own[id] {
-			if r.gs.armed {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // hasSortedID reports whether list, sorted by ID, has an instance with this ID.
 func hasSortedID(list []Instance, id string) bool {
 	_, ok := slices.BinarySearchFunc(list, id, func(in Instance, id string) int { return strings.Compare(in.ID, id) })

@@ -295,9 +295,6 @@ func (c *Client) watch(ctx context.Context, service string, user bool) (*watcher
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	w := &watcher{sw: sw, ctx: wctx, cancel: cancel, user: user}
-	if user {
-		w.own = sw.guard.armedIDs()
-	}
 	// Release the shared loop when the watch context ends, even if Close is never
 	// called: no goroutine waits for it, the context runs the release.
 	w.stop = context.AfterFunc(wctx, w.release)
@@ -413,21 +410,7 @@ type watcher struct {
 	shared  bool       // opened by WatchShared: they are not (set before the first Next)
 	last    bool       // released the shared loop's last reference (set in once)
 	mu      sync.Mutex // serialises Next
-	// The IDs of this Client's registrations of the service whose put had
-	// returned when Watch was called: the first snapshot waits for them (see
-	// ownWait), then own is nil.
-	own []string
 }
-
-// ownWait bounds how long a Watch's first Next waits for a snapshot that has
-// every registration of the Client whose Register (or re-put) had returned when
-// Watch was called. The shared loop may hold a view from before that put, its
-// event still in flight, and a caller that registers and then watches (a gRPC
-// client dialing its own service) would see the instance missing. The wait ends
-// as soon as such a snapshot is published, or a stale one (an outage), or a read
-// shows the instance deleted (the registration's guard then puts it back);
-// ownWait is for the case where no read comes at all.
-const ownWait = 2 * time.Second
 
 // release drops the watcher's reference on the shared loop, once; a concurrent
 // call waits for the first (sync.Once), so after it returns last is set.
@@ -438,33 +421,12 @@ func (w *watcher) release() {
 func (w *watcher) Next(ctx context.Context) (Snapshot, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var ownTimeout <-chan time.Time
 	for {
 		if w.ctx.Err() != nil || w.sw.c.life.Err() != nil {
 			return Snapshot{}, ErrClosed
 		}
 		s, resyncSeq, ch := w.sw.wait()
-		if s != nil && s.Seq > w.lastSeq && w.own != nil && !s.Stale && w.sw.guard.lacksArmed(w.own, s.Instances) {
-			if ownTimeout == nil {
-				t := w.sw.c.clock.NewTimer(ownWait)
-				defer t.Stop()
-				ownTimeout = t.Chan()
-			}
-			select {
-			case <-ch:
-				continue
-			case <-ownTimeout:
-				w.own = nil // deliver what there is
-			case <-ctx.Done():
-				return Snapshot{}, ctx.Err()
-			case <-w.ctx.Done():
-				return Snapshot{}, ErrClosed
-			case <-w.sw.done:
-				w.own = nil
-			}
-		}
 		if s != nil && s.Seq > w.lastSeq {
-			w.own = nil
 			out := *s
 			if w.user && !w.shared {
 				out = out.Clone()
