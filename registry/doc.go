@@ -70,7 +70,12 @@
 //     it).
 //   - Watchers see every final state but maybe not every intermediate step; a
 //     watcher reading slowly only skips to the newest snapshot, it never stalls the
-//     loop or other watchers.
+//     loop or other watchers. A Watch reads the service's shared loop as it is:
+//     one started just after a Register of the service returned may first see a
+//     view without that instance (the registration's guard started the loop
+//     before the put, whose event may still be on its way: seen on etcd; never
+//     on mem), and the instance a snapshot later; Client.Instances, which
+//     answers from that view while a Watch runs, likewise.
 //   - Input is validated before any I/O; errors are *FieldError values naming the
 //     field and matching ErrInvalid. That covers the URL (hosts, ports 1-65535,
 //     every query parameter: unknown ones, repeated ones and those of another

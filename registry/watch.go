@@ -254,7 +254,9 @@ func (c *Client) WatchFunc(ctx context.Context, service string, fn func(Snapshot
 
 // Watch starts following service. All watchers of one service in this Client share
 // one backend watch. The Watcher ends when ctx is done or Close is called. A ctx
-// already done fails Watch with its error.
+// already done fails Watch with its error. The first snapshot is the shared
+// view as it is, which may not yet hold an instance whose Register returned a
+// moment ago (see the package doc, Guarantees); the next one does.
 func (c *Client) Watch(ctx context.Context, service string) (Watcher, error) {
 	if err := ValidServiceName(service); err != nil {
 		return nil, err
