@@ -70,12 +70,12 @@
 //     it).
 //   - Watchers see every final state but maybe not every intermediate step; a
 //     watcher reading slowly only skips to the newest snapshot, it never stalls the
-//     loop or other watchers. A Watch reads the service's shared loop as it is:
-//     one started just after a Register of the service returned may first see a
-//     view without that instance (the registration's guard started the loop
-//     before the put, whose event may still be on its way: seen on etcd; never
-//     on mem), and the instance a snapshot later; Client.Instances, which
-//     answers from that view while a Watch runs, likewise.
+//     loop or other watchers. A Client reads its own registrations: the first
+//     snapshot of a Watch or WatchFunc started after a Register returned holds
+//     that instance, and so does Client.Instances. (The registration's guard
+//     starts the service's loop before the put, so the shared view may not have
+//     its event yet: the first snapshot then waits for it, at most the request
+//     timeout, and Instances reads the backend.)
 //   - Input is validated before any I/O; errors are *FieldError values naming the
 //     field and matching ErrInvalid. That covers the URL (hosts, ports 1-65535,
 //     every query parameter: unknown ones, repeated ones and those of another
