@@ -373,6 +373,11 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 	if o.cluster == "" {
 		return nil, &driver.FieldError{Field: "cluster", Value: o.cluster, Reason: "cluster must be non-empty"}
 	}
+	if driver.ValidServiceName(o.cluster) != nil {
+		// It reads back as the instances' Zone: a name no Zone can have would
+		// hide every instance registered into it from every reader.
+		return nil, &driver.FieldError{Field: "cluster", Value: o.cluster, Reason: "cluster must be 1-255 of [A-Za-z0-9._:-], starting with a letter or digit (it is the instances' Zone)"}
+	}
 	if o.timeout <= 0 {
 		return nil, &driver.FieldError{Field: "timeout", Value: o.timeout.String(), Reason: "must be positive"}
 	}
