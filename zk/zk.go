@@ -529,6 +529,9 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 	if group = strings.Trim(group, "/"); group == "" || strings.Contains(group, "/") {
 		return nil, &driver.FieldError{Field: "group", Value: group, Reason: "must be one path segment"}
 	}
+	if _, err := driver.CleanRoot("group", "/"+group, ""); err != nil {
+		return nil, err // "." or "..", which ZooKeeper refuses in a path; control characters
+	}
 	c.base = c.chroot + base
 	c.group = c.chroot + "/" + group
 	if cfg.Username != "" {
