@@ -143,7 +143,10 @@
 // DefaultShutdownTimeout (10s in total, whatever the number of registrations,
 // well inside Kubernetes' default 30s). Drivers whose connection Close talks to
 // the backend (etcd's lease revoke, ZooKeeper's session closes) bound that by the
-// same ctx (driver.ContextCloser).
+// same ctx (driver.ContextCloser), with one exception: on ZooKeeper, when ctx
+// has ended and the server does not answer, closing the connection can take up
+// to one second more (go-zookeeper's own fixed wait for its close request),
+// so budget Shutdown's ctx a second short of the grace period there.
 //
 // The shutdown sequence of a server, on SIGTERM:
 //

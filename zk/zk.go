@@ -664,7 +664,10 @@ var _ driver.ContextCloser = (*Conn)(nil)
 
 // CloseContext is Close with the session closes bounded by ctx (and by 3s
 // each); with ctx done they are skipped and the sessions' ephemeral nodes are
-// left to their session timeout.
+// left to their session timeout. With ctx done and a server that does not
+// answer, closing the connection can still take up to a second:
+// go-zookeeper's Close waits that long for its close request, which the
+// socket's close (abort) may strand before it is sent.
 func (c *Conn) CloseContext(ctx context.Context) error {
 	c.mu.Lock()
 	if c.closed {
