@@ -191,6 +191,9 @@ func (f *watchFunc) deliver(s *Snapshot, err error) {
 	}
 	if err != nil {
 		f.ended = true
+		if f.held != nil {
+			f.held.Stop()
+		}
 		f.fn(Snapshot{}, err)
 		return
 	}
