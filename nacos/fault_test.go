@@ -16,6 +16,7 @@ import (
 	"github.com/regkit/regkit/nacos"
 	"github.com/regkit/regkit/nacos/nacostest"
 	"github.com/regkit/regkit/registry"
+	"github.com/regkit/regkit/registry/address"
 )
 
 // Fault and backend-specific tests beyond the conformance suite.
@@ -495,3 +496,40 @@ func TestHostFailover(t *testing.T) {
 }
 
 func stringsReader(s string) *strings.Reader { return strings.NewReader(s) }
+
+// With registry.WithLazyConnect, Open returns while the server does not answer
+// (the package registry doc: Nacos never waits in Open with it); calls meanwhile
+// fail with ErrUnavailable, and once the server answers the API is probed, the
+// registry works and the store is offered.
+func TestLazyConnect(t *testing.T) {
+	ctx := ctxFor(t)
+	srv := nacostest.Start(t, nacostest.WithMode(nacostest.Mode30))
+	p := testenv.NewProxy(t, testenv.ClosedAddr(t))
+	c, err := registry.Open(ctx, "nacos://"+p.Addr()+"?namespace="+newNS(t), registry.WithLazyConnect(),
+		registry.WithAddressResolver(&address.Resolver{IgnoreEnvironment: true}))
+	if err != nil {
+		t.Fatalf("lazy Open while the server is down: %v", err)
+	}
+	defer c.Close()
+	if _, err := c.Instances(ctx, "lazy"); !errors.Is(err, registry.ErrUnavailable) {
+		t.Fatalf("Instances while down: %v, want ErrUnavailable", err)
+	}
+	if _, err := c.Store().Get(ctx, "/k"); !errors.Is(err, registry.ErrUnavailable) {
+		t.Fatalf("store Get while down: %v, want ErrUnavailable", err)
+	}
+	p.SetUpstream(srv.Addr())
+	r, err := c.Register(ctx, inst("lazy", "l1", 7950))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if got := c.Conn().(*nacos.Conn).API(); got != nacos.APIV3 {
+		t.Errorf("API %s, want %s", got, nacos.APIV3)
+	}
+	if _, err := c.Store().Create(ctx, "/k", []byte("v")); err != nil {
+		t.Fatalf("store Create once up: %v", err)
+	}
+	if !c.Capabilities().Store {
+		t.Error("store not offered once probed")
+	}
+}

@@ -30,7 +30,8 @@
 //   - username, password: credentials, used when neither the URL's user info nor
 //     registry.WithCredentials gave any.
 //   - store: probe for and offer the coordination store; default true (see
-//     Store).
+//     Store). With registry.WithLazyConnect, Open sends no request: the API is
+//     probed by the first naming call and the store by the first store call.
 //
 // # Constructors
 //
@@ -275,6 +276,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/regkit/regkit/internal/inflight"
@@ -383,6 +385,11 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 	if o.cluster == "" {
 		return nil, &driver.FieldError{Field: "cluster", Value: o.cluster, Reason: "cluster must be non-empty"}
 	}
+	if driver.ValidServiceName(o.cluster) != nil {
+		// It reads back as the instances' Zone: a name no Zone can have would
+		// hide every instance registered into it from every reader.
+		return nil, &driver.FieldError{Field: "cluster", Value: o.cluster, Reason: "cluster must be 1-255 of [A-Za-z0-9._:-], starting with a letter or digit (it is the instances' Zone)"}
+	}
 	if o.timeout <= 0 {
 		return nil, &driver.FieldError{Field: "timeout", Value: o.timeout.String(), Reason: "must be positive"}
 	}
@@ -396,12 +403,21 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 		o.scheme = "https"
 	}
 	c := newConn(o, cfg.TLS, cfg.Logger)
+	if !o.store {
+		c.store.Store(storeNo)
+	}
+	if cfg.Lazy {
+		// registry.WithLazyConnect: no request now. With api=auto the first
+		// naming call picks the API (currentAPI), and the first store call
+		// decides whether the store is offered (storeConfig).
+		return c, nil
+	}
 	if err := c.probe(ctx); err != nil {
 		_ = c.Close()
 		return nil, err
 	}
 	if o.store {
-		c.probeStore(ctx)
+		c.store.Store(c.probeStore(ctx))
 		if err := ctx.Err(); err != nil {
 			_ = c.Close()
 			return nil, wrap("connect", err)
@@ -436,8 +452,9 @@ type Conn struct {
 	watchers  map[string]int                 // service -> running Watch calls
 	listed    map[string]map[string]struct{} // service -> fingerprints List read since the last poll
 
-	cfg     *Config // the configuration client, made on first use
-	storeOK bool    // set by Open: the store is offered
+	cfg     *Config      // the configuration client, made on first use
+	store   atomic.Int32 // storeUnknown until probed (by Open, or the first store call when lazy)
+	storeMu sync.Mutex   // one store probe at a time
 
 	loginMu sync.Mutex // one login at a time
 
@@ -495,7 +512,7 @@ func (c *Conn) API() string {
 // 20404/21003, and the presence check), so package registry does not poll their
 // services for the same purpose (GuardsRegistrations).
 func (c *Conn) Capabilities() driver.Capabilities {
-	return driver.Capabilities{Store: c.storeOK, GuardsRegistrations: true, Limits: driver.Limits{StoreBytes: MaxValueBytes}}
+	return driver.Capabilities{Store: c.store.Load() != storeNo, GuardsRegistrations: true, Limits: driver.Limits{StoreBytes: MaxValueBytes}}
 }
 
 // Close stops every heartbeat and closes idle connections. It does not delete

@@ -368,6 +368,10 @@ func TestOpenErrors(t *testing.T) {
 		{"nacos://" + srv.Addr() + "?poll_interval=abc", "poll_interval"},
 		{"nacos://" + srv.Addr() + "?group=a@@b", "group"},
 		{"nacos://" + srv.Addr() + "?ephemeral=maybe", "ephemeral"},
+		// The cluster reads back as the instances' Zone: one that is not a
+		// valid Zone would hide them from every reader.
+		{"nacos://" + srv.Addr() + "?cluster=my@cluster", "cluster"},
+		{"nacos://" + srv.Addr() + "?cluster=a%20b", "cluster"},
 	} {
 		_, err := registry.Open(ctx, tc.url)
 		var fe *registry.FieldError

@@ -141,27 +141,53 @@ func nodeOf(key string, it ConfigItem) driver.Node {
 	return driver.Node{Key: key, Value: decodeValue(it.Content), Version: VersionOf(it.MD5), CreateRevision: it.ID}
 }
 
-func (c *Conn) storeConfig() (*Config, error) {
-	if !c.storeOK {
+// The store's state: whether the server offers it.
+const (
+	storeUnknown int32 = iota // not probed yet (WithLazyConnect)
+	storeYes
+	storeNo
+)
+
+// storeConfig returns the configuration client of the store, or ErrNotSupported
+// when the server does not offer it. A Conn opened lazily probes on the first
+// store call; while the server does not answer that call fails and the next one
+// probes again.
+func (c *Conn) storeConfig(ctx context.Context) (*Config, error) {
+	switch c.store.Load() {
+	case storeYes:
+		return c.Config(), nil
+	case storeNo:
 		return nil, fmt.Errorf("nacos: store: %w", driver.ErrNotSupported)
 	}
-	return c.Config(), nil
+	c.storeMu.Lock()
+	defer c.storeMu.Unlock()
+	if c.store.Load() == storeUnknown {
+		if err := c.probe(ctx); err != nil {
+			return nil, fmt.Errorf("nacos: store: %w", err)
+		}
+		st := c.probeStore(ctx)
+		if err := ctx.Err(); err != nil {
+			return nil, wrap("store", err)
+		}
+		c.store.Store(st)
+	}
+	return c.storeConfig(ctx)
 }
 
-// probeStore decides whether the store is offered: the server must list
-// configurations (search=blur) and enforce casMd5.
-func (c *Conn) probeStore(ctx context.Context) {
+// probeStore decides whether the store is offered (storeYes or storeNo): the
+// server must list configurations (search=blur) and enforce casMd5.
+func (c *Conn) probeStore(ctx context.Context) int32 {
 	f := c.Config()
 	if _, err := f.search(ctx, "blur", StorePrefix+".probe*"); err != nil {
 		c.log.Info("nacos: no coordination store: the server cannot list configurations", "err", err)
-		return
+		return storeNo
 	}
 	enforced, err := f.CASEnforced(ctx)
 	if err != nil || !enforced {
 		c.log.Info("nacos: no coordination store: the server does not enforce casMd5", "err", err)
-		return
+		return storeNo
 	}
-	c.storeOK = true
+	return storeYes
 }
 
 func (c *Conn) lookup(ctx context.Context, f *Config, key string) (driver.Node, error) {
@@ -191,7 +217,7 @@ func (c *Conn) descendants(ctx context.Context, f *Config, key string) ([]driver
 // Create writes a new key and its missing parents (empty values). See the package
 // doc for the race it cannot close.
 func (c *Conn) Create(ctx context.Context, key string, value []byte, spec driver.CreateSpec) (driver.Node, error) {
-	f, err := c.storeConfig()
+	f, err := c.storeConfig(ctx)
 	if err != nil {
 		return driver.Node{}, err
 	}
@@ -240,7 +266,7 @@ func (c *Conn) Create(ctx context.Context, key string, value []byte, spec driver
 
 // Get reads one key (through search=accurate, from the server's database).
 func (c *Conn) Get(ctx context.Context, key string) (driver.Node, error) {
-	f, err := c.storeConfig()
+	f, err := c.storeConfig(ctx)
 	if err != nil {
 		return driver.Node{}, err
 	}
@@ -252,7 +278,7 @@ const maxCASRetries = 16
 
 // Set replaces the value of an existing key, compare-and-set with casMd5.
 func (c *Conn) Set(ctx context.Context, key string, value []byte, version int64) (driver.Node, error) {
-	f, err := c.storeConfig()
+	f, err := c.storeConfig(ctx)
 	if err != nil {
 		return driver.Node{}, err
 	}
@@ -279,7 +305,7 @@ func (c *Conn) Set(ctx context.Context, key string, value []byte, version int64)
 // Delete removes a key (and with recursive its descendants, deepest first).
 // Nacos's delete has no compare-and-set: version is checked by a read just before.
 func (c *Conn) Delete(ctx context.Context, key string, version int64, recursive bool) error {
-	f, err := c.storeConfig()
+	f, err := c.storeConfig(ctx)
 	if err != nil {
 		return err
 	}
@@ -313,7 +339,7 @@ func (c *Conn) Delete(ctx context.Context, key string, version int64, recursive 
 
 // Children lists the names of the key's direct children.
 func (c *Conn) Children(ctx context.Context, key string) ([]string, error) {
-	f, err := c.storeConfig()
+	f, err := c.storeConfig(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -338,7 +364,7 @@ func (c *Conn) Children(ctx context.Context, key string) ([]string, error) {
 
 // Tree returns the key (if present) and its descendants, sorted by key.
 func (c *Conn) Tree(ctx context.Context, key string) ([]driver.Node, error) {
-	f, err := c.storeConfig()
+	f, err := c.storeConfig(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -407,7 +433,7 @@ func md5sFingerprint(md5s map[string]string) string {
 // registry's re-list may have read an intermediate state, A then B then A, that
 // the long poll on A's MD5s never hears of).
 func (c *Conn) WatchTree(ctx context.Context, key string, notify func()) error {
-	f, err := c.storeConfig()
+	f, err := c.storeConfig(ctx)
 	if err != nil {
 		return err
 	}

@@ -70,7 +70,12 @@
 //     it).
 //   - Watchers see every final state but maybe not every intermediate step; a
 //     watcher reading slowly only skips to the newest snapshot, it never stalls the
-//     loop or other watchers.
+//     loop or other watchers. A Client reads its own registrations: the first
+//     snapshot of a Watch or WatchFunc started after a Register returned holds
+//     that instance, and so does Client.Instances. (The registration's guard
+//     starts the service's loop before the put, so the shared view may not have
+//     its event yet: the first snapshot then waits for it, at most the request
+//     timeout, and Instances reads the backend.)
 //   - Input is validated before any I/O; errors are *FieldError values naming the
 //     field and matching ErrInvalid. That covers the URL (hosts, ports 1-65535,
 //     every query parameter: unknown ones, repeated ones and those of another
@@ -138,7 +143,10 @@
 // DefaultShutdownTimeout (10s in total, whatever the number of registrations,
 // well inside Kubernetes' default 30s). Drivers whose connection Close talks to
 // the backend (etcd's lease revoke, ZooKeeper's session closes) bound that by the
-// same ctx (driver.ContextCloser).
+// same ctx (driver.ContextCloser), with one exception: on ZooKeeper, when ctx
+// has ended and the server does not answer, closing the connection can take up
+// to one second more (go-zookeeper's own fixed wait for its close request),
+// so budget Shutdown's ctx a second short of the grace period there.
 //
 // The shutdown sequence of a server, on SIGTERM:
 //

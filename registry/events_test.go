@@ -1,6 +1,7 @@
 package registry_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
+	"github.com/regkit/regkit/internal/poll"
 	"github.com/regkit/regkit/internal/testenv"
 	"github.com/regkit/regkit/mem"
 	"github.com/regkit/regkit/registry"
@@ -331,5 +333,101 @@ func TestGuardOnlyChangesAreFoldedForTheFirstWatch(t *testing.T) {
 	sub.fn(driver.Change{Puts: []driver.Instance{evInst("late")}})
 	if s, _ = w.Next(ctx); len(s.Instances) != 21 {
 		t.Fatalf("with a Watch: %d instances, want 21", len(s.Instances))
+	}
+}
+
+// A view the shared loop read before a Register of this Client returned (the
+// registration's guard started the loop before its put, whose event is still on
+// its way) is not what a reader sees first: Watch's first Next and WatchFunc's
+// first call wait for the event, Instances reads the backend; after the request
+// timeout the first Next takes the view as it is.
+func TestFirstSnapshotHasOwnRegistration(t *testing.T) {
+	c0, _ := openMem(t)
+	clock := clockwork.NewFakeClock()
+	sc := &scripted{Conn: memConn(t, c0), subs: make(chan *scriptedSub, 4)}
+	c := newClientOver(t, sc, registry.WithClock(clock))
+	defer c.Close()
+	ctx := ctxT(t)
+	before := time.Now()
+	r, err := c.Register(ctx, evInst("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	sub := <-sc.subs // the guard's subscription, started before the put
+	sub.fn(driver.Change{Reset: true, Listing: driver.Listing{Instances: []driver.Instance{}}, ReadAt: before})
+
+	w, err := c.Watch(ctx, "ev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if got, err := c.Instances(ctx, "ev"); err != nil || len(got) != 1 {
+		t.Fatalf("Instances after Register returned: %v %v, want a", got, err)
+	}
+	var mu sync.Mutex
+	var pushed [][]string
+	stop, err := c.WatchFunc(ctx, "ev", func(s registry.Snapshot, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err == nil {
+			pushed = append(pushed, instIDs(s))
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	mu.Lock()
+	if len(pushed) != 0 {
+		t.Errorf("WatchFunc pushed %v before the put's event", pushed)
+	}
+	mu.Unlock()
+	sctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	s, err := w.Next(sctx)
+	cancel()
+	if err == nil {
+		t.Fatalf("first Next returned %v, read before Register returned", instIDs(s))
+	}
+	sub.fn(driver.Change{Puts: []driver.Instance{evInst("a")}})
+	if s, err := w.Next(ctx); err != nil || !slices.Equal(instIDs(s), []string{"a"}) {
+		t.Fatalf("first Next %v %v, want a", instIDs(s), err)
+	}
+	mu.Lock()
+	if fmt.Sprint(pushed) != "[[a]]" {
+		t.Errorf("WatchFunc pushed %v, want [[a]]", pushed)
+	}
+	mu.Unlock()
+
+	// An event that never comes: after the request timeout the view is taken.
+	r2, err := c.Register(ctx, driver.Instance{Service: "ev2", ID: "b", Host: "127.0.0.1", Port: 80})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	sub2 := <-sc.subs
+	sub2.fn(driver.Change{Reset: true, Listing: driver.Listing{Instances: []driver.Instance{}}, ReadAt: before})
+	w2, err := c.Watch(ctx, "ev2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	done := make(chan registry.Snapshot)
+	go func() {
+		s, _ := w2.Next(ctx)
+		done <- s
+	}()
+	var s2 registry.Snapshot
+	poll.Until(t, 10*time.Second, "first Next after the request timeout", func() error {
+		clock.Advance(10 * time.Second) // the default request timeout, once Next waits for it
+		select {
+		case s2 = <-done:
+			return nil
+		default:
+			return errors.New("still waiting")
+		}
+	})
+	if len(s2.Instances) != 0 || s2.Seq == 0 {
+		t.Fatalf("after the request timeout: %v seq %d, want the empty view", instIDs(s2), s2.Seq)
 	}
 }

@@ -126,6 +126,25 @@ func (g *serviceGuard) check(gen int64, sorted []Instance) {
 	}
 }
 
+// lagging reports whether view (sorted by ID) may predate one of this Client's
+// own puts: a registration whose put has returned is absent from it, and no
+// read or event since that put has said anything about it (a delete, or an
+// absence in a listing, makes the view the truth again). A reader of the shared
+// view waits for a newer one (Watch, WatchFunc) or reads the backend (Instances)
+// instead, so that an instance whose Register returned is seen.
+func (g *serviceGuard) lagging(view []Instance) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for id, rs := range g.own {
+		for _, r := range rs {
+			if r.gs.armed && r.gs.present < r.gs.from && r.gs.absent < r.gs.from && !hasSortedID(view, id) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // hasSortedID reports whether list, sorted by ID, has an instance with this ID.
 func hasSortedID(list []Instance, id string) bool {
 	_, ok := slices.BinarySearchFunc(list, id, func(in Instance, id string) int { return strings.Compare(in.ID, id) })

@@ -59,9 +59,13 @@ type registerSpec struct {
 // 10s; see WithHealthTimeout). A check that returns an error, or does not
 // return within its timeout, fails. After one failure (see
 // WithHealthFailures) the instance is marked unhealthy or withdrawn, as policy
-// says; the first passing check restores it. The check runs on a goroutine the
-// Registration owns; Deregister and Close stop it and wait for it. interval must
-// be positive and check non-nil, or Register fails with a *FieldError.
+// says; the first passing check restores it. Each run is on a goroutine of its
+// own, which the Registration waits for until the run's timeout: a run that
+// ignores its context and outlives its timeout fails at the timeout, no other
+// run starts while it is still running (every tick meanwhile fails too), and
+// Deregister and Close wait for it no longer than its timeout (the goroutine
+// is then left to the check). interval must be positive and check non-nil, or
+// Register fails with a *FieldError.
 //
 // Without a health check every live registration is healthy: on etcd and
 // ZooKeeper Healthy is true for every listed instance, and Consul's and Nacos's
@@ -112,13 +116,51 @@ func buildRegisterSpec(opts []RegisterOption) (registerSpec, error) {
 }
 
 // runCheck runs the health check every interval and sends each change of the
-// verdict to verdicts (1-buffered; only the newest verdict is kept).
+// verdict to verdicts (1-buffered; only the newest verdict is kept). Each run is
+// on a goroutine of its own, so that a check that does not return within its
+// timeout (one that ignores its context) fails when the timeout ends; while it
+// is still running no other run starts and every tick fails too. Once ctx is
+// done runCheck waits for a run in progress until that run's timeout at most.
 func (r *registration) runCheck(ctx context.Context, verdicts chan bool) {
 	fails, healthy := 0, true
+	var stuck chan error // a run past its timeout that has not returned yet
 	for {
-		cctx, cancel := context.WithTimeout(ctx, r.spec.timeout)
-		err := r.spec.check(cctx)
-		cancel()
+		var err error
+		if stuck != nil {
+			select {
+			case <-stuck:
+				stuck = nil
+			default:
+				err = fmt.Errorf("registry: health check still running after its timeout %v", r.spec.timeout)
+			}
+		}
+		if stuck == nil {
+			deadline := time.Now().Add(r.spec.timeout)
+			cctx, cancel := context.WithDeadline(ctx, deadline)
+			res := make(chan error, 1)
+			go func() { res <- r.spec.check(cctx) }()
+			select {
+			case err = <-res:
+			case <-cctx.Done():
+				select {
+				case err = <-res:
+				default:
+					if ctx.Err() != nil { // stopping: give the run until its deadline
+						t := time.NewTimer(time.Until(deadline))
+						select {
+						case <-res:
+						case <-t.C:
+						}
+						t.Stop()
+						cancel()
+						return
+					}
+					stuck = res
+					err = fmt.Errorf("registry: health check did not return within its timeout %v: %w", r.spec.timeout, cctx.Err())
+				}
+			}
+			cancel()
+		}
 		if ctx.Err() != nil {
 			return
 		}

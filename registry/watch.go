@@ -167,14 +167,22 @@ func (w *serviceWatch) publish(s Snapshot) {
 // watchFunc is one WatchFunc subscription.
 type watchFunc struct {
 	fn func(Snapshot, error)
+	sw *serviceWatch
 
 	mu      sync.Mutex // serialises fn; held while a call is in progress
 	lastSeq uint64
 	ended   bool
+	// While the first snapshot is held back because the view lags behind a
+	// Register of this Client (serviceGuard.lagging), held delivers the
+	// current one anyway after the request timeout; gaveUp is then set.
+	held   clockwork.Timer
+	gaveUp bool
 }
 
 // deliver calls fn with s unless an equal or newer snapshot was delivered, or
-// with err (which ends the subscription).
+// with err (which ends the subscription). A first snapshot that lags behind a
+// Register of this Client that returned is held back for the next one (at most
+// the request timeout).
 func (f *watchFunc) deliver(s *Snapshot, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -183,20 +191,40 @@ func (f *watchFunc) deliver(s *Snapshot, err error) {
 	}
 	if err != nil {
 		f.ended = true
+		if f.held != nil {
+			f.held.Stop()
+		}
 		f.fn(Snapshot{}, err)
 		return
 	}
 	if s == nil || s.Seq <= f.lastSeq {
 		return
 	}
+	if f.lastSeq == 0 && !f.gaveUp && !s.Stale && f.sw.guard.lagging(s.Instances) {
+		if f.held == nil {
+			f.held = f.sw.c.clock.AfterFunc(f.sw.c.opt.reqTimeout, f.giveUp)
+		}
+		return
+	}
 	f.lastSeq = s.Seq
 	f.fn(*s, nil)
+}
+
+// giveUp delivers the current snapshot even if it lags (see deliver).
+func (f *watchFunc) giveUp() {
+	f.mu.Lock()
+	f.gaveUp = true
+	f.mu.Unlock()
+	f.deliver(f.sw.current(), nil)
 }
 
 // end stops further calls, waiting for one in progress.
 func (f *watchFunc) end() {
 	f.mu.Lock()
 	f.ended = true
+	if f.held != nil {
+		f.held.Stop()
+	}
 	f.mu.Unlock()
 }
 
@@ -224,7 +252,7 @@ func (c *Client) WatchFunc(ctx context.Context, service string, fn func(Snapshot
 	if err != nil {
 		return nil, err
 	}
-	f := &watchFunc{fn: fn}
+	f := &watchFunc{fn: fn, sw: sw}
 	sw.mu.Lock()
 	sw.funcs = append(slices.Clip(sw.funcs), f)
 	cur := sw.snap
@@ -254,7 +282,9 @@ func (c *Client) WatchFunc(ctx context.Context, service string, fn func(Snapshot
 
 // Watch starts following service. All watchers of one service in this Client share
 // one backend watch. The Watcher ends when ctx is done or Close is called. A ctx
-// already done fails Watch with its error.
+// already done fails Watch with its error. The first snapshot holds the
+// instances of this Client whose Register returned before (see the package
+// doc, Guarantees).
 func (c *Client) Watch(ctx context.Context, service string) (Watcher, error) {
 	if err := ValidServiceName(service); err != nil {
 		return nil, err
@@ -421,11 +451,22 @@ func (w *watcher) release() {
 func (w *watcher) Next(ctx context.Context) (Snapshot, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	var held <-chan time.Time // set while a first snapshot waits for a lagging view
 	for {
 		if w.ctx.Err() != nil || w.sw.c.life.Err() != nil {
 			return Snapshot{}, ErrClosed
 		}
 		s, resyncSeq, ch := w.sw.wait()
+		if s != nil && s.Seq > w.lastSeq && w.lastSeq == 0 && w.user && !s.Stale && held != closedTime &&
+			w.sw.guard.lagging(s.Instances) {
+			// The view predates a Register of this Client that returned: wait
+			// for the next snapshot, which carries it, or take this one when
+			// none comes within the request timeout.
+			if held == nil {
+				held = w.sw.c.clock.After(w.sw.c.opt.reqTimeout)
+			}
+			s = nil
+		}
 		if s != nil && s.Seq > w.lastSeq {
 			out := *s
 			if w.user && !w.shared {
@@ -439,6 +480,8 @@ func (w *watcher) Next(ctx context.Context) (Snapshot, error) {
 		}
 		select {
 		case <-ch:
+		case <-held:
+			held = closedTime
 		case <-ctx.Done():
 			return Snapshot{}, ctx.Err()
 		case <-w.ctx.Done():
@@ -451,6 +494,13 @@ func (w *watcher) Next(ctx context.Context) (Snapshot, error) {
 		}
 	}
 }
+
+// closedTime is a closed channel: Next's wait for a lagging view has ended.
+var closedTime = func() <-chan time.Time {
+	ch := make(chan time.Time)
+	close(ch)
+	return ch
+}()
 
 func (w *watcher) Close() error {
 	w.stop()

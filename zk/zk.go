@@ -536,6 +536,9 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 	if group = strings.Trim(group, "/"); group == "" || strings.Contains(group, "/") {
 		return nil, &driver.FieldError{Field: "group", Value: group, Reason: "must be one path segment"}
 	}
+	if _, err := driver.CleanRoot("group", "/"+group, ""); err != nil {
+		return nil, err // "." or "..", which ZooKeeper refuses in a path; control characters
+	}
 	c.base = c.chroot + base
 	c.group = c.chroot + "/" + group
 	if cfg.Username != "" {
@@ -670,7 +673,10 @@ var _ driver.ContextCloser = (*Conn)(nil)
 
 // CloseContext is Close with the session closes bounded by ctx (and by 3s
 // each); with ctx done they are skipped and the sessions' ephemeral nodes are
-// left to their session timeout.
+// left to their session timeout. With ctx done and a server that does not
+// answer, closing the connection can still take up to a second:
+// go-zookeeper's Close waits that long for its close request, which the
+// socket's close (abort) may strand before it is sent.
 func (c *Conn) CloseContext(ctx context.Context) error {
 	c.mu.Lock()
 	if c.closed {

@@ -49,7 +49,8 @@
 // counts as unset. A value that is set but invalid is an error naming the
 // variable; it never falls through to a lower-priority source. A port must be
 // an integer in 1-65535. A host must be an IP address or a DNS name (no spaces,
-// no port, not 0.0.0.0 or ::). A loopback host from the environment
+// no port, not 0.0.0.0 or ::, not a short or numeric IPv4 form such as 127.1,
+// which resolvers expand to an address). A loopback host from the environment
 // (127.0.0.0/8, ::1, "localhost") is refused unless AllowLoopback is set, so
 // that a service never registers an address only it can dial. A configured
 // host (the one given to Advertise, or Resolver.Host) is not checked here: the
@@ -295,6 +296,9 @@ func checkHost(v string, allowLoopback bool) (string, error) {
 		}
 		return "", errors.New("not an IP address or host name")
 	}
+	if numericIPv4(v) {
+		return "", errors.New("not an IP address or host name (a short or numeric IPv4 form, which resolvers expand: 127.1 is 127.0.0.1; give the four-part dotted address)")
+	}
 	name := strings.ToLower(strings.TrimSuffix(v, "."))
 	if (name == "localhost" || strings.HasSuffix(name, ".localhost")) && !allowLoopback {
 		return "", errors.New("loopback host refused (other machines cannot dial it; set Resolver.AllowLoopback to permit it)")
@@ -317,6 +321,27 @@ func validHostname(s string) bool {
 		for i := 0; i < len(label); i++ {
 			c := label[i]
 			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// numericIPv4 reports whether s, not a dotted-quad address, is one of the other
+// IPv4 forms inet_aton accepts (every label decimal or 0x-hexadecimal: "127.1",
+// "2130706433", "0x7f.0.0.1"): resolvers turn it into an address, so it would
+// pass as a host name around the loopback, unspecified and multicast checks.
+func numericIPv4(s string) bool {
+	for _, label := range strings.Split(strings.TrimSuffix(s, "."), ".") {
+		digits := label
+		if len(label) > 2 && (label[:2] == "0x" || label[:2] == "0X") {
+			digits = label[2:]
+		}
+		for i := 0; i < len(digits); i++ {
+			c := digits[i]
+			hex := digits != label && (c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F')
+			if !(c >= '0' && c <= '9' || hex) {
 				return false
 			}
 		}

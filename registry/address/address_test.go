@@ -110,6 +110,11 @@ func TestResolve(t *testing.T) {
 		{name: "loopback IP from env refused", r: Resolver{Getenv: env(EnvHost, "127.0.0.1")}, wantErr: `REGKIT_REGISTER_HOST="127.0.0.1": loopback`},
 		{name: "loopback IPv6 from dubbo env refused", r: Resolver{Getenv: env(EnvDubboHost, "::1")}, wantErr: `DUBBO_IP_TO_REGISTRY="::1": loopback`},
 		{name: "localhost from env refused", r: Resolver{Getenv: env(EnvHost, "LocalHost")}, wantErr: "loopback host refused"},
+		// Short and numeric IPv4 forms, which resolvers (inet_aton) expand: 127.1
+		// is 127.0.0.1, 2130706433 and 0x7f000001 too. Not DNS names.
+		{name: "short IPv4 form from env refused", r: Resolver{Getenv: env(EnvHost, "127.1")}, wantErr: `REGKIT_REGISTER_HOST="127.1": not an IP address or host name`},
+		{name: "numeric IPv4 form from dubbo env refused", r: Resolver{Getenv: env(EnvDubboHost, "2130706433")}, wantErr: `DUBBO_IP_TO_REGISTRY="2130706433"`},
+		{name: "hex IPv4 form from env refused", r: Resolver{Getenv: env(EnvHost, "0x7f.0.0.1")}, wantErr: `REGKIT_REGISTER_HOST="0x7f.0.0.1"`},
 		{name: "loopback from env allowed", r: Resolver{AllowLoopback: true, Getenv: env(EnvHost, "127.0.0.2")}, wantHost: "127.0.0.2"},
 		{name: "only loopback interface: ErrNoAddress", r: Resolver{Getenv: env(), Interfaces: ifs(lo)}, noAddr: true},
 		{name: "only loopback interface, allowed: 127.0.0.1", r: Resolver{AllowLoopback: true, Getenv: env(), Interfaces: ifs(lo)}, wantHost: "127.0.0.1"},
