@@ -75,7 +75,10 @@
 //     that instance, and so does Client.Instances. (The registration's guard
 //     starts the service's loop before the put, so the shared view may not have
 //     its event yet: the first snapshot then waits for it, at most the request
-//     timeout, and Instances reads the backend.)
+//     timeout, and Instances reads the backend.) Not on Nacos: its driver guards
+//     its registrations itself (Capabilities.GuardsRegistrations) and the server
+//     answers lists from a cache (Polaris's lags a register by up to a second),
+//     so a read right after Register may not have the instance yet.
 //   - Input is validated before any I/O; errors are *FieldError values naming the
 //     field and matching ErrInvalid. That covers the URL (hosts, ports 1-65535,
 //     every query parameter: unknown ones, repeated ones and those of another
