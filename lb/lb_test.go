@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -466,6 +468,31 @@ func TestEmptyPool(t *testing.T) {
 	}
 	if _, err := NewPool(RoundRobin(), WithEjection(Ejection{MaxEjectedShare: 2})); !errors.Is(err, registry.ErrInvalid) {
 		t.Errorf("share 2: %v", err)
+	}
+}
+
+// TestInvalidShares: a share outside [0, 1], or NaN, is refused by NewPool with
+// an error naming the setting, never clamped.
+func TestInvalidShares(t *testing.T) {
+	for _, share := range []float64{-0.1, 1.5, math.NaN(), math.Inf(1)} {
+		for _, pol := range []Policy{
+			ZoneAware("z1", share, RoundRobin()),
+			ZoneAware("", share, nil),
+			ZoneAware("z1", 0.5, ZoneAware("z2", share, nil)), // nested
+		} {
+			_, err := NewPool(pol)
+			if !errors.Is(err, registry.ErrInvalid) || !strings.Contains(fmt.Sprint(err), "minHealthyShare") {
+				t.Errorf("ZoneAware share %v: NewPool error %v, want ErrInvalid naming minHealthyShare", share, err)
+			}
+		}
+		if _, err := NewPool(RoundRobin(), WithEjection(Ejection{MaxEjectedShare: share})); !errors.Is(err, registry.ErrInvalid) {
+			t.Errorf("MaxEjectedShare %v: NewPool error %v, want ErrInvalid", share, err)
+		}
+	}
+	for _, share := range []float64{0, 0.5, 1} {
+		if _, err := NewPool(ZoneAware("z1", share, nil)); err != nil {
+			t.Errorf("ZoneAware share %v: %v", share, err)
+		}
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync/atomic"
+
+	"github.com/regkit/regkit/registry"
 )
 
 // seed gives each picker the starting point of its counter and random stream;
@@ -376,21 +378,38 @@ func mix(x uint64) uint64 {
 // ---- zone-aware ----
 
 // ZoneAware prefers the caller's zone: it builds inner over the ready endpoints
-// whose Instance.Zone is zone, as long as they are at least minHealthyShare
-// (0..1) of that zone's endpoints (healthy, not ejected, out of all it has) and at
-// least one; otherwise it spills over and builds inner over every ready endpoint,
-// all zones. An empty zone, or no endpoint in it, always spills over.
+// whose Instance.Zone is zone, as long as they are at least minHealthyShare of
+// that zone's endpoints (healthy, not ejected, out of all it has) and at least
+// one; otherwise it spills over and builds inner over every ready endpoint, all
+// zones. An empty zone, or no endpoint in it, always spills over. A nil inner
+// means RoundRobin.
+//
+// minHealthyShare must be in [0, 1] (0: stay local while one local endpoint is
+// ready; 1: only while all are). A share outside it, or NaN, makes NewPool and
+// New return an error matching registry.ErrInvalid that names minHealthyShare.
 func ZoneAware(zone string, minHealthyShare float64, inner Policy) Policy {
 	if inner == nil {
 		inner = RoundRobin()
 	}
-	return zoneAware{zone: zone, share: min(max(minHealthyShare, 0), 1), inner: inner}
+	z := zoneAware{zone: zone, share: minHealthyShare, inner: inner}
+	if !(minHealthyShare >= 0 && minHealthyShare <= 1) { // NaN fails both
+		z.err = fmt.Errorf("lb: ZoneAware: minHealthyShare %v not in [0, 1]: %w", minHealthyShare, registry.ErrInvalid)
+	}
+	return z
 }
 
 type zoneAware struct {
 	zone  string
 	share float64
 	inner Policy
+	err   error // bad settings, reported by NewPool
+}
+
+func (z zoneAware) check() error {
+	if z.err != nil {
+		return z.err
+	}
+	return checkPolicy(z.inner)
 }
 
 func (z zoneAware) Name() string { return fmt.Sprintf("zone_aware(%s)", z.inner.Name()) }
@@ -417,6 +436,18 @@ func (z zoneAware) Build(info BuildInfo) Picker {
 		return z.inner.Build(info)
 	}
 	return z.inner.Build(BuildInfo{Ready: localReady, All: local})
+}
+
+// checker is implemented by policies whose constructor can be given bad
+// settings; NewPool refuses a policy whose check fails.
+type checker interface{ check() error }
+
+// checkPolicy returns why p's settings are invalid, or nil.
+func checkPolicy(p Policy) error {
+	if c, ok := p.(checker); ok {
+		return c.check()
+	}
+	return nil
 }
 
 // counting says what Pool.Pick counts for p's pickers.

@@ -51,7 +51,7 @@ type Config struct {
 	// Zone is the caller's zone (regkit_zone_aware).
 	Zone string `json:"zone,omitempty"`
 	// MinHealthyShare is the share of the local zone that must be ready to stay
-	// local (regkit_zone_aware; default 0.5).
+	// local (regkit_zone_aware; in [0, 1], default 0.5).
 	MinHealthyShare *float64 `json:"minHealthyShare,omitempty"`
 	// Policy is the policy regkit_zone_aware applies within the chosen zones:
 	// round_robin, weighted_round_robin (default), random, least_loaded,
