@@ -58,10 +58,11 @@ type Config struct {
 	// consistent_hash.
 	Policy string `json:"policy,omitempty"`
 	// Replicas is consistent_hash's points per instance on the ring
-	// (lb.ConsistentHashConfig.Replicas; default 100).
+	// (lb.ConsistentHashConfig.Replicas: 1 to lb.MaxReplicas, default 100).
 	Replicas int `json:"replicas,omitempty"`
 	// LoadFactor is consistent_hash's bound on an instance's calls in flight
-	// over the mean (lb.ConsistentHashConfig.LoadFactor; default 1.25).
+	// over the mean (lb.ConsistentHashConfig.LoadFactor: at least 1, default
+	// 1.25).
 	LoadFactor float64 `json:"loadFactor,omitempty"`
 	// Ejection configures outlier ejection (lb.Ejection; durations as Go
 	// durations, "30s"); absent means lb.DefaultEjection, consecutiveFailures -1

@@ -530,6 +530,10 @@ func TestParseConfigRefusesBadSettings(t *testing.T) {
 	for _, c := range []struct{ name, js, field string }{
 		{lbgrpc.ZoneAwareName, `{"minHealthyShare":1.5}`, "minHealthyShare"},
 		{lbgrpc.ZoneAwareName, `{"minHealthyShare":-0.5}`, "minHealthyShare"},
+		{lbgrpc.ConsistentHashName, `{"replicas":1000000000}`, "Replicas"},
+		{lbgrpc.ConsistentHashName, `{"replicas":-1}`, "Replicas"},
+		{lbgrpc.ZoneAwareName, `{"policy":"consistent_hash","replicas":1000000000}`, "Replicas"},
+		{lbgrpc.ConsistentHashName, `{"loadFactor":0.5}`, "LoadFactor"},
 	} {
 		p := balancer.Get(c.name).(balancer.ConfigParser)
 		_, err := p.ParseConfig(json.RawMessage(c.js))
