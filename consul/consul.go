@@ -24,10 +24,11 @@
 //     agent's datacenter.
 //   - check_ttl: the TTL of the check every registration carries (default 10s, at
 //     least 1s); the registration passes it every check_ttl/3.
-//   - deregister_after: DeregisterCriticalServiceAfter of every check (default 1m): a
-//     process that died without deregistering disappears that long after its check
-//     went critical. Consul (dev mode included) raises values under one minute to one
-//     minute and reaps every 30s, so that takes 1 to 1.5 minutes at the least.
+//   - deregister_after: DeregisterCriticalServiceAfter of every check (default 1m, at
+//     least 1m): a process that died without deregistering disappears that long
+//     after its check went critical. Consul (dev mode included) would raise a value
+//     under one minute to one minute, so a shorter one is an error; it reaps every
+//     30s, so that takes 1 to 1.5 minutes at the least.
 //   - session_ttl: the default TTL of store sessions (default 10s). Consul accepts 10s
 //     to 24h; shorter and longer TTLs, here and in registry.WithTTL, are
 //     clamped into that range.
@@ -282,6 +283,11 @@ const (
 	MaxSessionTTL = 24 * time.Hour
 )
 
+// MinDeregisterAfter is Consul's least DeregisterCriticalServiceAfter: the agent
+// raises shorter values to it without a word, so the deregister_after parameter
+// refuses them.
+const MinDeregisterAfter = time.Minute
+
 // minQueryInterval is the shortest time between the starts of two blocking queries
 // of one watch when the first did not advance the index (a wait that timed out, a
 // spurious wake-up, an index that went backwards or was 0), so a misbehaving index
@@ -350,8 +356,8 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 	switch {
 	case s.checkTTL < time.Second:
 		return nil, &driver.FieldError{Field: "check_ttl", Value: s.checkTTL.String(), Reason: "must be at least 1s"}
-	case s.deregisterAfter < time.Second:
-		return nil, &driver.FieldError{Field: "deregister_after", Value: s.deregisterAfter.String(), Reason: "must be at least 1s"}
+	case s.deregisterAfter < MinDeregisterAfter:
+		return nil, &driver.FieldError{Field: "deregister_after", Value: s.deregisterAfter.String(), Reason: "must be at least 1m (Consul's minimum, to which it raises shorter values)"}
 	case s.lockDelay > time.Minute:
 		return nil, &driver.FieldError{Field: "lock_delay", Value: s.lockDelay.String(), Reason: "must be at most 60s"}
 	case s.wait < time.Second || s.wait > 10*time.Minute:

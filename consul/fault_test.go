@@ -238,14 +238,14 @@ func TestCutLongerThanSessionTTL(t *testing.T) {
 
 // TestDeadProcessDisappears registers and closes the client without deregistering,
 // as a crashed process would: the agent removes the instance once its check has been
-// critical for deregister_after. Consul raises that to one minute and reaps every
-// 30s, so the test mostly waits: it runs in parallel with the other waiting fault
+// critical for deregister_after, at least one minute; Consul reaps every 30s, so
+// the test mostly waits: it runs in parallel with the other waiting fault
 // test.
 func TestDeadProcessDisappears(t *testing.T) {
 	t.Parallel()
 	s := startServer(t)
 	ctx := ctxT(t, 3*time.Minute)
-	c := s.open(t, "dead", "check_ttl=1s&deregister_after=1s")
+	c := s.open(t, "dead", "check_ttl=1s&deregister_after=1m")
 	if _, err := c.Conn().Put(ctx, registry.Instance{Service: "svc", ID: "d1", Host: "127.0.0.1", Port: 7500, Weight: 1}); err != nil {
 		t.Fatal(err)
 	}

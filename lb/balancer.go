@@ -39,8 +39,9 @@ type Balancer struct {
 
 // New starts following service through d and waits, within ctx, for its first
 // snapshot (an empty one included). The Balancer's watch lives until Close, not
-// ctx. It returns an error matching registry.ErrInvalid for bad options, or why
-// the watch could not start or no snapshot came in time.
+// ctx. It returns an error matching registry.ErrInvalid for bad options or a
+// policy built from bad settings, or why the watch could not start or no
+// snapshot came in time.
 func New(ctx context.Context, d registry.Discovery, service string, policy Policy, opts ...Option) (*Balancer, error) {
 	o, err := buildOptions(opts)
 	if err != nil {

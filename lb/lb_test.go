@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -466,6 +468,50 @@ func TestEmptyPool(t *testing.T) {
 	}
 	if _, err := NewPool(RoundRobin(), WithEjection(Ejection{MaxEjectedShare: 2})); !errors.Is(err, registry.ErrInvalid) {
 		t.Errorf("share 2: %v", err)
+	}
+}
+
+// TestInvalidPolicySettings: a share outside [0, 1], or NaN, is refused by NewPool with
+// an error naming the setting, never clamped.
+//
+// So is a ConsistentHash Replicas beyond MaxReplicas (the ring was
+// allocated at any size on the first update) or a LoadFactor below 1 or not finite.
+func TestInvalidPolicySettings(t *testing.T) {
+	for _, share := range []float64{-0.1, 1.5, math.NaN(), math.Inf(1)} {
+		for _, pol := range []Policy{
+			ZoneAware("z1", share, RoundRobin()),
+			ZoneAware("", share, nil),
+			ZoneAware("z1", 0.5, ZoneAware("z2", share, nil)), // nested
+		} {
+			_, err := NewPool(pol)
+			if !errors.Is(err, registry.ErrInvalid) || !strings.Contains(fmt.Sprint(err), "minHealthyShare") {
+				t.Errorf("ZoneAware share %v: NewPool error %v, want ErrInvalid naming minHealthyShare", share, err)
+			}
+		}
+		if _, err := NewPool(RoundRobin(), WithEjection(Ejection{MaxEjectedShare: share})); !errors.Is(err, registry.ErrInvalid) {
+			t.Errorf("MaxEjectedShare %v: NewPool error %v, want ErrInvalid", share, err)
+		}
+	}
+	for _, cfg := range []ConsistentHashConfig{
+		{Replicas: MaxReplicas + 1}, {Replicas: 1 << 40}, {Replicas: -1},
+		{LoadFactor: 0.5}, {LoadFactor: -1}, {LoadFactor: math.NaN()}, {LoadFactor: math.Inf(1)},
+	} {
+		field := "Replicas"
+		if cfg.Replicas == 0 {
+			field = "LoadFactor"
+		}
+		_, err := NewPool(ConsistentHash(cfg))
+		if !errors.Is(err, registry.ErrInvalid) || !strings.Contains(fmt.Sprint(err), field) {
+			t.Errorf("ConsistentHash %+v: NewPool error %v, want ErrInvalid naming %s", cfg, err, field)
+		}
+	}
+	if _, err := NewPool(ConsistentHash(ConsistentHashConfig{Replicas: MaxReplicas, LoadFactor: 1})); err != nil {
+		t.Errorf("ConsistentHash at the limits: %v", err)
+	}
+	for _, share := range []float64{0, 0.5, 1} {
+		if _, err := NewPool(ZoneAware("z1", share, nil)); err != nil {
+			t.Errorf("ZoneAware share %v: %v", share, err)
+		}
 	}
 }
 

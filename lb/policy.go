@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync/atomic"
+
+	"github.com/regkit/regkit/registry"
 )
 
 // seed gives each picker the starting point of its counter and random stream;
@@ -263,14 +265,22 @@ func (p *p2cPicker) Pick(PickInfo) (*Endpoint, error) {
 
 // ---- consistent hashing with bounded loads ----
 
-// ConsistentHashConfig configures ConsistentHash.
+// MaxReplicas is the largest ConsistentHashConfig.Replicas. The ring has
+// Replicas points per ready endpoint, rebuilt and sorted on every update, and a
+// Pick whose endpoints are all at their bound walks all of it: 1000 endpoints of
+// MaxReplicas points make a ring of a million points, 16 MB while it is built.
+const MaxReplicas = 1000
+
+// ConsistentHashConfig configures ConsistentHash. The zero value takes the
+// defaults.
 type ConsistentHashConfig struct {
-	// Replicas is the number of points each endpoint has on the ring; default 100.
+	// Replicas is the number of points each endpoint has on the ring: 1 to
+	// MaxReplicas; 0 means the default, 100.
 	Replicas int
 	// LoadFactor is c in "Consistent Hashing with Bounded Loads" (Mirrokni,
 	// Thorup, Zadimoghaddam, 2016): an endpoint takes a new call only while its
-	// calls in flight stay within ceil(c * (total+1) / n); default 1.25, at
-	// least 1.
+	// calls in flight stay within ceil(c * (total+1) / n). It must be finite and
+	// at least 1; 0 means the default, 1.25.
 	LoadFactor float64
 }
 
@@ -279,23 +289,39 @@ type ConsistentHashConfig struct {
 // clockwise whose load is within the bound, so equal keys stick to one instance
 // and move only when it leaves or is overloaded. It is load-aware. An empty Key
 // is picked round-robin.
+//
+// A Replicas or LoadFactor out of its range (see ConsistentHashConfig) makes
+// NewPool and New return an error matching registry.ErrInvalid that names the
+// field.
 func ConsistentHash(cfg ConsistentHashConfig) Policy {
-	if cfg.Replicas <= 0 {
-		cfg.Replicas = 100
+	c := consistentHash{cfg: cfg}
+	switch {
+	case cfg.Replicas == 0:
+		c.cfg.Replicas = 100
+	case cfg.Replicas < 0 || cfg.Replicas > MaxReplicas:
+		c.err = fmt.Errorf("lb: ConsistentHash: Replicas %d not in [1, %d]: %w", cfg.Replicas, MaxReplicas, registry.ErrInvalid)
 	}
-	if cfg.LoadFactor < 1 {
-		cfg.LoadFactor = 1.25
+	switch {
+	case cfg.LoadFactor == 0:
+		c.cfg.LoadFactor = 1.25
+	case !(cfg.LoadFactor >= 1) || math.IsInf(cfg.LoadFactor, 0): // NaN fails >=
+		c.err = errors.Join(c.err, fmt.Errorf("lb: ConsistentHash: LoadFactor %v not finite and at least 1: %w", cfg.LoadFactor, registry.ErrInvalid))
 	}
-	return consistentHash{cfg}
+	return c
 }
 
-type consistentHash struct{ cfg ConsistentHashConfig }
+type consistentHash struct {
+	cfg ConsistentHashConfig
+	err error // bad settings, reported by NewPool
+}
+
+func (c consistentHash) check() error { return c.err }
 
 func (consistentHash) Name() string    { return "consistent_hash" }
 func (consistentHash) LoadAware() bool { return true }
 func (c consistentHash) Build(info BuildInfo) Picker {
 	eps := info.Ready
-	if len(eps) == 0 {
+	if len(eps) == 0 || c.err != nil { // NewPool refuses c.err; this is Build called directly
 		return errPicker{}
 	}
 	type point struct {
@@ -376,21 +402,38 @@ func mix(x uint64) uint64 {
 // ---- zone-aware ----
 
 // ZoneAware prefers the caller's zone: it builds inner over the ready endpoints
-// whose Instance.Zone is zone, as long as they are at least minHealthyShare
-// (0..1) of that zone's endpoints (healthy, not ejected, out of all it has) and at
-// least one; otherwise it spills over and builds inner over every ready endpoint,
-// all zones. An empty zone, or no endpoint in it, always spills over.
+// whose Instance.Zone is zone, as long as they are at least minHealthyShare of
+// that zone's endpoints (healthy, not ejected, out of all it has) and at least
+// one; otherwise it spills over and builds inner over every ready endpoint, all
+// zones. An empty zone, or no endpoint in it, always spills over. A nil inner
+// means RoundRobin.
+//
+// minHealthyShare must be in [0, 1] (0: stay local while one local endpoint is
+// ready; 1: only while all are). A share outside it, or NaN, makes NewPool and
+// New return an error matching registry.ErrInvalid that names minHealthyShare.
 func ZoneAware(zone string, minHealthyShare float64, inner Policy) Policy {
 	if inner == nil {
 		inner = RoundRobin()
 	}
-	return zoneAware{zone: zone, share: min(max(minHealthyShare, 0), 1), inner: inner}
+	z := zoneAware{zone: zone, share: minHealthyShare, inner: inner}
+	if !(minHealthyShare >= 0 && minHealthyShare <= 1) { // NaN fails both
+		z.err = fmt.Errorf("lb: ZoneAware: minHealthyShare %v not in [0, 1]: %w", minHealthyShare, registry.ErrInvalid)
+	}
+	return z
 }
 
 type zoneAware struct {
 	zone  string
 	share float64
 	inner Policy
+	err   error // bad settings, reported by NewPool
+}
+
+func (z zoneAware) check() error {
+	if z.err != nil {
+		return z.err
+	}
+	return checkPolicy(z.inner)
 }
 
 func (z zoneAware) Name() string { return fmt.Sprintf("zone_aware(%s)", z.inner.Name()) }
@@ -417,6 +460,18 @@ func (z zoneAware) Build(info BuildInfo) Picker {
 		return z.inner.Build(info)
 	}
 	return z.inner.Build(BuildInfo{Ready: localReady, All: local})
+}
+
+// checker is implemented by policies whose constructor can be given bad
+// settings; NewPool refuses a policy whose check fails.
+type checker interface{ check() error }
+
+// checkPolicy returns why p's settings are invalid, or nil.
+func checkPolicy(p Policy) error {
+	if c, ok := p.(checker); ok {
+		return c.check()
+	}
+	return nil
 }
 
 // counting says what Pool.Pick counts for p's pickers.

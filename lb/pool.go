@@ -64,7 +64,7 @@ type options struct {
 // off (as does WithoutEjection).
 func WithEjection(e Ejection) Option {
 	return func(o *options) {
-		if e.MaxEjectedShare < 0 || e.MaxEjectedShare > 1 || e.BaseTime < 0 || e.MaxTime < 0 {
+		if !(e.MaxEjectedShare >= 0 && e.MaxEjectedShare <= 1) || e.BaseTime < 0 || e.MaxTime < 0 {
 			o.errs = append(o.errs, fmt.Errorf("lb: WithEjection: %+v: %w", e, registry.ErrInvalid))
 		}
 		d := DefaultEjection
@@ -157,10 +157,13 @@ type built struct {
 
 // NewPool returns an empty Pool (Pick fails with ErrNoInstances until Update).
 // WithEmptyGrace is ignored. It returns an error matching registry.ErrInvalid for
-// bad options.
+// bad options or a policy built from bad settings (see ZoneAware, ConsistentHash).
 func NewPool(policy Policy, opts ...Option) (*Pool, error) {
 	if policy == nil {
 		return nil, fmt.Errorf("lb: NewPool: nil Policy: %w", registry.ErrInvalid)
+	}
+	if err := checkPolicy(policy); err != nil {
+		return nil, err
 	}
 	o, err := buildOptions(opts)
 	if err != nil {

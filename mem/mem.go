@@ -17,6 +17,12 @@
 // There is no New: a mem store has no native client; open it by URL. mem declares
 // no size limits, but validates like every backend (Host, UTF-8 metadata).
 //
+// URL: NAME is one or more letters, digits, '-', '.', '_' and '~' (URL unreserved
+// characters), given as the host ("mem://test") or opaque part ("mem:test"); no
+// port, path, query parameters or fragment. Anything else ("mem://x:1",
+// "mem://%zz", "mem://a,b") is an error matching registry.ErrInvalid naming the
+// part. User info is ignored.
+//
 //	import _ "github.com/regkit/regkit/mem"
 //	c, err := registry.Open(ctx, "mem://test")
 package mem
@@ -56,10 +62,27 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 	if name == "" {
 		return nil, &driver.FieldError{Field: "url", Value: driver.RedactURL(u), Reason: "mem:// needs a name, e.g. mem://test"}
 	}
+	if err := checkName(name); err != "" {
+		return nil, &driver.FieldError{Field: "url", Value: driver.RedactURL(u), Reason: err}
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("mem: open %s: %w", name, err)
 	}
 	return Lookup(name).connect()
+}
+
+// checkName says why name, the host of a mem:// URL, is not a NAME, or "".
+func checkName(name string) string {
+	if i := strings.LastIndexByte(name, ':'); i >= 0 && !strings.HasPrefix(name, "[") {
+		return "mem:// takes a name and no port, not " + strconv.Quote(name[i:])
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~", c) >= 0) {
+			return "mem:// name " + strconv.Quote(name) + " has " + strconv.QuoteRune(rune(c)) + ": a name is letters, digits, '-', '.', '_' and '~'"
+		}
+	}
+	return ""
 }
 
 var (

@@ -2,6 +2,7 @@ package mem_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -71,5 +72,29 @@ func TestOpenRejects(t *testing.T) {
 		if _, err := registry.Open(ctx, u); err == nil {
 			t.Errorf("Open(%q) succeeded", u)
 		}
+	}
+}
+
+// TestOpenRejectsBadName: the host is a NAME of URL-unreserved characters; a
+// port or a percent escape was taken as part of the name.
+func TestOpenRejectsBadName(t *testing.T) {
+	ctx := context.Background()
+	for u, part := range map[string]string{
+		"mem://x:1": "port", "mem://x:": "port", "mem://%zz": "name", "mem:%zz": "name",
+		"mem://a%20b": "name", "mem://a,b": "name", "mem://[::1]": "name",
+	} {
+		_, err := registry.Open(ctx, u)
+		var fe *registry.FieldError
+		if !errors.Is(err, registry.ErrInvalid) || !errors.As(err, &fe) || fe.Field != "url" || !strings.Contains(fe.Reason, part) {
+			t.Errorf("Open(%q) = %v, want ErrInvalid naming the %s", u, err, part)
+		}
+	}
+	for _, u := range []string{"mem://ok-Name_1.x~", "mem:opaque-ok", "mem://user:secret@with-user"} {
+		c, err := registry.Open(ctx, u)
+		if err != nil {
+			t.Errorf("Open(%q): %v", u, err)
+			continue
+		}
+		c.Close()
 	}
 }

@@ -51,17 +51,18 @@ type Config struct {
 	// Zone is the caller's zone (regkit_zone_aware).
 	Zone string `json:"zone,omitempty"`
 	// MinHealthyShare is the share of the local zone that must be ready to stay
-	// local (regkit_zone_aware; default 0.5).
+	// local (regkit_zone_aware; in [0, 1], default 0.5).
 	MinHealthyShare *float64 `json:"minHealthyShare,omitempty"`
 	// Policy is the policy regkit_zone_aware applies within the chosen zones:
 	// round_robin, weighted_round_robin (default), random, least_loaded,
 	// consistent_hash.
 	Policy string `json:"policy,omitempty"`
 	// Replicas is consistent_hash's points per instance on the ring
-	// (lb.ConsistentHashConfig.Replicas; default 100).
+	// (lb.ConsistentHashConfig.Replicas: 1 to lb.MaxReplicas, default 100).
 	Replicas int `json:"replicas,omitempty"`
 	// LoadFactor is consistent_hash's bound on an instance's calls in flight
-	// over the mean (lb.ConsistentHashConfig.LoadFactor; default 1.25).
+	// over the mean (lb.ConsistentHashConfig.LoadFactor: at least 1, default
+	// 1.25).
 	LoadFactor float64 `json:"loadFactor,omitempty"`
 	// Ejection configures outlier ejection (lb.Ejection; durations as Go
 	// durations, "30s"); absent means lb.DefaultEjection, consecutiveFailures -1

@@ -2,12 +2,14 @@ package lbgrpc_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,6 +17,7 @@ import (
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -518,5 +521,27 @@ func TestBadServiceConfig(t *testing.T) {
 	if err == nil {
 		cc.Close()
 		t.Fatal("unknown policy accepted")
+	}
+}
+
+// TestParseConfigRefusesBadSettings: settings the lb constructors refuse come
+// back from the service config's parse as errors naming the field.
+func TestParseConfigRefusesBadSettings(t *testing.T) {
+	for _, c := range []struct{ name, js, field string }{
+		{lbgrpc.ZoneAwareName, `{"minHealthyShare":1.5}`, "minHealthyShare"},
+		{lbgrpc.ZoneAwareName, `{"minHealthyShare":-0.5}`, "minHealthyShare"},
+		{lbgrpc.ConsistentHashName, `{"replicas":1000000000}`, "Replicas"},
+		{lbgrpc.ConsistentHashName, `{"replicas":-1}`, "Replicas"},
+		{lbgrpc.ZoneAwareName, `{"policy":"consistent_hash","replicas":1000000000}`, "Replicas"},
+		{lbgrpc.ConsistentHashName, `{"loadFactor":0.5}`, "LoadFactor"},
+	} {
+		p := balancer.Get(c.name).(balancer.ConfigParser)
+		_, err := p.ParseConfig(json.RawMessage(c.js))
+		if !errors.Is(err, registry.ErrInvalid) || !strings.Contains(fmt.Sprint(err), c.field) {
+			t.Errorf("%s %s: ParseConfig error %v, want ErrInvalid naming %s", c.name, c.js, err, c.field)
+		}
+	}
+	if _, err := balancer.Get(lbgrpc.ZoneAwareName).(balancer.ConfigParser).ParseConfig(json.RawMessage(`{"minHealthyShare":0}`)); err != nil {
+		t.Errorf("minHealthyShare 0: %v", err)
 	}
 }

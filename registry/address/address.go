@@ -48,7 +48,7 @@
 // Environment values are trimmed of surrounding white space; an empty value
 // counts as unset. A value that is set but invalid is an error naming the
 // variable; it never falls through to a lower-priority source. A port must be
-// an integer in 1-65535. A host must be an IP address or a DNS name (no spaces,
+// decimal digits in 1-65535 (no sign: "+80" is an error). A host must be an IP address or a DNS name (no spaces,
 // no port, not 0.0.0.0 or ::, not a short or numeric IPv4 form such as 127.1,
 // which resolvers expand to an address). A loopback host from the environment
 // (127.0.0.0/8, ::1, "localhost") is refused unless AllowLoopback is set, so
@@ -223,8 +223,8 @@ func (r *Resolver) resolvePort(configured int) (int, string, error) {
 			continue
 		}
 		p, err := strconv.Atoi(v)
-		if err != nil || p < 1 || p > 65535 {
-			return 0, "", fmt.Errorf("address: %s=%q: not a port in 1-65535", key, raw)
+		if err != nil || !digits(v) || p < 1 || p > 65535 {
+			return 0, "", fmt.Errorf("address: %s=%q: not a port: want decimal digits in 1-65535", key, raw)
 		}
 		return p, key, nil
 	}
@@ -238,6 +238,17 @@ func (r *Resolver) resolvePort(configured int) (int, string, error) {
 		return r.Port, "configured", nil
 	}
 	return 0, "", nil
+}
+
+// digits reports whether s is one or more ASCII decimal digits (strconv.Atoi
+// also takes a sign).
+func digits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 func (r *Resolver) resolveHost(configured string) (string, string, error) {

@@ -91,9 +91,14 @@ func TestResolve(t *testing.T) {
 
 		// Bad env values.
 		{name: "port not a number", r: Resolver{Getenv: env(EnvPort, "abc"), Interfaces: ifs(eth0)},
-			wantErr: `address: REGKIT_REGISTER_PORT="abc": not a port in 1-65535`},
+			wantErr: `address: REGKIT_REGISTER_PORT="abc": not a port: want decimal digits in 1-65535`},
 		{name: "port too large", r: Resolver{Getenv: env(EnvPort, "70000"), Interfaces: ifs(eth0)},
-			wantErr: `REGKIT_REGISTER_PORT="70000": not a port in 1-65535`},
+			wantErr: `REGKIT_REGISTER_PORT="70000": not a port`},
+		{name: "port with plus sign", r: Resolver{Getenv: env(EnvPort, "+80"), Interfaces: ifs(eth0)},
+			wantErr: `REGKIT_REGISTER_PORT="+80": not a port: want decimal digits`},
+		{name: "dubbo port with plus sign", r: Resolver{Getenv: env(EnvDubboPort, " +8080 "), Interfaces: ifs(eth0)},
+			wantErr: `DUBBO_PORT_TO_REGISTRY=" +8080 ": not a port`},
+		{name: "port with inner space", r: Resolver{Getenv: env(EnvPort, "80 80"), Interfaces: ifs(eth0)}, wantErr: `REGKIT_REGISTER_PORT="80 80"`},
 		{name: "port zero", r: Resolver{Getenv: env(EnvPort, "0"), Interfaces: ifs(eth0)}, wantErr: `REGKIT_REGISTER_PORT="0"`},
 		{name: "port negative", r: Resolver{Getenv: env(EnvPort, "-1"), Interfaces: ifs(eth0)}, wantErr: `REGKIT_REGISTER_PORT="-1"`},
 		{name: "bad dubbo port", r: Resolver{Getenv: env(EnvDubboPort, "8080x"), Interfaces: ifs(eth0)}, wantErr: `DUBBO_PORT_TO_REGISTRY="8080x"`},

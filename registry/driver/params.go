@@ -89,28 +89,30 @@ func (p *Params) String(name, def string) string {
 }
 
 // Duration returns the parameter parsed by time.ParseDuration, or def. A bad or
-// negative value is remembered as the error Done returns.
+// signed value ("-3s", "+3s") is remembered as the error Done returns.
 func (p *Params) Duration(name string, def time.Duration) time.Duration {
 	v, ok := p.get(name)
 	if !ok {
 		return def
 	}
 	d, err := time.ParseDuration(v)
-	if err != nil || d < 0 {
+	if err != nil || d < 0 || v[0] == '+' || v[0] == '-' {
 		p.fail(name, v, "want a non-negative duration such as 3s")
 		return def
 	}
 	return d
 }
 
-// Int returns the parameter as an integer, or def.
+// Int returns the parameter as a decimal integer, or def: digits, with a
+// leading "-" for a negative number; anything else ("+5", " 5", "5.0", "0x10")
+// is remembered as the error Done returns.
 func (p *Params) Int(name string, def int) int {
 	v, ok := p.get(name)
 	if !ok {
 		return def
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil {
+	if err != nil || !digits(strings.TrimPrefix(v, "-")) {
 		p.fail(name, v, "want an integer")
 		return def
 	}
@@ -180,7 +182,7 @@ func (p *Params) Done() error {
 
 // Hosts splits a URL host list "h1:2379,h2:2379" and adds defPort where a host has
 // none. Each host must be an IP address (IPv6 in brackets) or a DNS name, and each
-// port a number in 1-65535, so that a typo fails here instead of dialing until a
+// port decimal digits (no sign) in 1-65535, so that a typo fails here instead of dialing until a
 // timeout. Errors are *FieldError values naming the URL (redacted) and the host.
 func Hosts(u *url.URL, defPort int) ([]string, error) {
 	if u.Host == "" {
@@ -198,8 +200,8 @@ func Hosts(u *url.URL, defPort int) ([]string, error) {
 		if err != nil {
 			return nil, invalid("url", RedactURL(u), "bad host "+strconv.Quote(h)+": "+err.Error())
 		}
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return nil, invalid("url", RedactURL(u), "host "+strconv.Quote(h)+": port must be a number in 1-65535")
+		if n, err := strconv.Atoi(port); err != nil || !digits(port) || n < 1 || n > 65535 {
+			return nil, invalid("url", RedactURL(u), "host "+strconv.Quote(h)+": port must be decimal digits in 1-65535")
 		}
 		if err := validHost(host); err != nil {
 			return nil, invalid("url", RedactURL(u), "host "+strconv.Quote(h)+": "+err.Error())
@@ -207,6 +209,17 @@ func Hosts(u *url.URL, defPort int) ([]string, error) {
 		out = append(out, h)
 	}
 	return out, nil
+}
+
+// digits reports whether s is one or more ASCII decimal digits: no sign, no
+// space (strconv.Atoi takes a sign).
+func digits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // ValidKey reports why key cannot be a store key, or nil. A key is "/" or a
