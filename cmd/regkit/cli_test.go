@@ -57,6 +57,8 @@ func TestUsageErrors(t *testing.T) {
 		{dead, []string{"watch", "greeter", "--metrics-addr", "nowhere"}, "invalid --metrics-addr"},
 		{dead, []string{"dns", "greeter", "--metrics-addr", "127.0.0.1:70000"}, "invalid --metrics-addr"},
 		{dead, []string{"sync", dead, "zk://127.0.0.1:1", "--metrics-addr", ":x"}, "invalid --metrics-addr"},
+		{dead, []string{"watch", "greeter", "--metrics-addr", "127.0.0.1:+80"}, "invalid --metrics-addr"},
+		{dead, []string{"register", "greeter", "127.0.0.1:+80"}, "invalid argument HOST:PORT"},
 	} {
 		t.Run(strings.Join(tc.args, "_"), func(t *testing.T) {
 			start := time.Now()

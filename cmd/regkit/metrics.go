@@ -41,7 +41,7 @@ func validMetricsAddr(addr string) error {
 	if err != nil {
 		return usagef("invalid --metrics-addr %q: %v", addr, err)
 	}
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+	if n, err := strconv.Atoi(port); err != nil || !isDigits(port) || n < 0 || n > 65535 {
 		return usagef("invalid --metrics-addr %q: port must be a number in 0-65535", addr)
 	}
 	return nil
