@@ -423,6 +423,76 @@ func TestClientCloseWaitsForDeregisterInFlight(t *testing.T) {
 	}
 }
 
+// holdingPuts holds the first Put until the connection is closed or a moment has
+// passed, and reports a Close that came while it was held.
+type holdingPuts struct {
+	*mem.Conn
+	held     chan struct{} // closed when the first Put is held
+	closed   chan struct{}
+	once     sync.Once
+	heldOnce sync.Once
+	underPut atomic.Bool // Close came while the Put was held
+	holding  atomic.Bool
+}
+
+func (h *holdingPuts) Put(ctx context.Context, in registry.Instance) (driver.Lease, error) {
+	first := false
+	h.heldOnce.Do(func() { first = true })
+	if first {
+		h.holding.Store(true)
+		close(h.held)
+		// A Client.Close that does not wait for the Register closes the
+		// connection now; one that waits lets the hold run out.
+		t := time.NewTimer(300 * time.Millisecond)
+		select {
+		case <-h.closed:
+		case <-t.C:
+		}
+		t.Stop()
+		h.holding.Store(false)
+	}
+	return h.Conn.Put(ctx, in)
+}
+
+func (h *holdingPuts) Close() error {
+	if h.holding.Load() {
+		h.underPut.Store(true)
+	}
+	h.once.Do(func() { close(h.closed) })
+	return h.Conn.Close()
+}
+
+// Client.Close waits for a Register in flight (its put, then the removal of what
+// the put may have left) before it closes the connection: without that wait it
+// closed the connection under the put.
+func TestClientCloseWaitsForRegisterInFlight(t *testing.T) {
+	ctx := ctxT(t)
+	other, _ := openMem(t)
+	h := &holdingPuts{Conn: memConn(t, other), held: make(chan struct{}), closed: make(chan struct{})}
+	c := newClientOver(t, h)
+	rerr := make(chan error, 1)
+	go func() {
+		r, err := c.Register(ctx, registry.Instance{Service: "s", ID: "a", Host: "10.0.0.1", Port: 1})
+		if err == nil {
+			err = r.Close()
+		}
+		rerr <- err
+	}()
+	<-h.held
+	if err := c.Close(); err != nil {
+		t.Errorf("Client.Close: %v", err)
+	}
+	if h.underPut.Load() {
+		t.Error("the connection was closed under a Register in flight")
+	}
+	if err := <-rerr; !errors.Is(err, registry.ErrClosed) {
+		t.Errorf("Register cut off by Client.Close = %v, want ErrClosed", err)
+	}
+	if l, err := other.Instances(ctx, "s"); err != nil || len(l) != 0 {
+		t.Errorf("left on the backend: %v, %v", l, err)
+	}
+}
+
 // failingSessions is a driver whose session closes fail (the backend unreachable
 // at that moment): the ephemeral key then stays until the session's TTL.
 type failingSessions struct{ *mem.Conn }
