@@ -493,6 +493,60 @@ func TestClientCloseWaitsForRegisterInFlight(t *testing.T) {
 	}
 }
 
+// reportingSessions hands the test the state callback of the sessions it opens,
+// so that the test reports states as a driver would.
+type reportingSessions struct {
+	*mem.Conn
+	onState chan func(driver.SessionState)
+}
+
+func (r reportingSessions) NewSession(ctx context.Context, spec driver.SessionSpec) (driver.SessionConn, error) {
+	s, err := r.Conn.NewSession(ctx, spec)
+	if err == nil {
+		r.onState <- spec.OnState
+	}
+	return s, err
+}
+
+// A driver may report Connected (or Reconnected) while the session is already
+// connected (a keep-alive answering, a second connection event): that is no
+// change, so that a Changed channel taken in a sure state that is found closed
+// always means the session was unsure since.
+func TestSessionSureToSureIsNoChange(t *testing.T) {
+	base, _ := openMem(t)
+	rs := reportingSessions{Conn: memConn(t, base), onState: make(chan func(driver.SessionState), 1)}
+	c := newClientOver(t, rs)
+	defer c.Close()
+	s, err := c.NewSession(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := <-rs.onState
+	ch := s.Changed()
+	report(driver.StateConnected)
+	report(driver.StateReconnected)
+	select {
+	case <-ch:
+		t.Fatalf("Changed closed by a report of a sure state while connected (state %v)", s.State())
+	default:
+	}
+	report(driver.StateSuspended)
+	waitChange(t, ch, "suspended")
+	ch = s.Changed()
+	report(driver.StateConnected)
+	waitChange(t, ch, "connected again")
+	if st := s.State(); st != driver.StateReconnected {
+		t.Fatalf("connected after a suspension: %v, want reconnected", st)
+	}
+	ch = s.Changed()
+	report(driver.StateConnected)
+	select {
+	case <-ch:
+		t.Fatalf("Changed closed by Connected while reconnected (state %v)", s.State())
+	default:
+	}
+}
+
 // failingSessions is a driver whose session closes fail (the backend unreachable
 // at that moment): the ephemeral key then stays until the session's TTL.
 type failingSessions struct{ *mem.Conn }
