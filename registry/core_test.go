@@ -744,3 +744,33 @@ func TestServicesWatcherNextAfterCloseIsErrClosed(t *testing.T) {
 		t.Errorf("Next after Close = %+v, %v; want ErrClosed", s, err)
 	}
 }
+
+// A PersistentNode deleted by someone comes back as soon as its watch reports
+// the delete, not at its periodic recheck: the Client's fake clock never moves
+// here, so the recheck never fires.
+func TestPersistentNodeFollowsItsWatch(t *testing.T) {
+	fc := clockwork.NewFakeClock()
+	c, _ := openMem(t, registry.WithClock(fc))
+	ctx := ctxT(t)
+	p, err := c.Store().NewPersistentNode("/members/me", []byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.WaitForCreate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Store().Delete(ctx, "/members/me"); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 10*time.Second, "the node re-created after its delete", func() error {
+		n, err := c.Store().Get(ctx, "/members/me")
+		if err != nil {
+			return err
+		}
+		if string(n.Value) != "x" {
+			return errors.New("value " + string(n.Value))
+		}
+		return nil
+	})
+}
