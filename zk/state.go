@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
+	"github.com/regkit/regkit/internal/broadcast"
 	"github.com/regkit/regkit/registry/driver"
 )
 
@@ -18,11 +19,11 @@ type stateLog struct {
 
 	mu      sync.Mutex
 	events  []driver.SessionState
-	changed chan struct{}
+	changed broadcast.Signal // at every add
 }
 
 func newStateLog() *stateLog {
-	return &stateLog{signal: make(chan struct{}, 1), changed: make(chan struct{})}
+	return &stateLog{signal: make(chan struct{}, 1)}
 }
 
 // hook runs on go-zookeeper's goroutine: it only queues.
@@ -40,8 +41,7 @@ func (l *stateLog) add(st driver.SessionState) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.events = append(l.events, st)
-	close(l.changed)
-	l.changed = make(chan struct{})
+	l.changed.Notify()
 }
 
 // monitor maps events to states, in order: Connected for the first session;
@@ -132,7 +132,7 @@ func (c *Conn) Listen(fn func(driver.SessionState)) (stop func()) {
 		defer close(done)
 		for {
 			l.mu.Lock()
-			evs, ch := l.events[idx:], l.changed
+			evs, ch := l.events[idx:], l.changed.C()
 			idx = len(l.events)
 			l.mu.Unlock()
 			for _, st := range evs {
