@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/regkit/regkit/internal/broadcast"
 	"github.com/regkit/regkit/registry/driver"
 )
 
@@ -37,7 +38,7 @@ type health struct {
 	mu      sync.Mutex
 	err     error // nil: the agent answered with a leader (or was never probed)
 	bad     int   // failed probes in a row
-	changed chan struct{}
+	changed broadcast.Signal
 	users   int  // blocking loops running
 	running bool // the probe goroutine runs
 	nextID  uint64
@@ -77,12 +78,7 @@ func (c *Conn) setHealth(err error, force bool) {
 }
 
 // signal closes the HealthChanged channel. Under h.mu.
-func (h *health) signal() {
-	if h.changed != nil {
-		close(h.changed)
-		h.changed = nil
-	}
-}
+func (h *health) signal() { h.changed.Notify() }
 
 // ensureProbe starts the probe goroutine when it is needed and not running. Under
 // health.mu.
@@ -195,8 +191,5 @@ func (c *Conn) Health() error {
 func (c *Conn) HealthChanged() <-chan struct{} {
 	c.health.mu.Lock()
 	defer c.health.mu.Unlock()
-	if c.health.changed == nil {
-		c.health.changed = make(chan struct{})
-	}
-	return c.health.changed
+	return c.health.changed.C()
 }

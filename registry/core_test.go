@@ -423,6 +423,130 @@ func TestClientCloseWaitsForDeregisterInFlight(t *testing.T) {
 	}
 }
 
+// holdingPuts holds the first Put until the connection is closed or a moment has
+// passed, and reports a Close that came while it was held.
+type holdingPuts struct {
+	*mem.Conn
+	held     chan struct{} // closed when the first Put is held
+	closed   chan struct{}
+	once     sync.Once
+	heldOnce sync.Once
+	underPut atomic.Bool // Close came while the Put was held
+	holding  atomic.Bool
+}
+
+func (h *holdingPuts) Put(ctx context.Context, in registry.Instance) (driver.Lease, error) {
+	first := false
+	h.heldOnce.Do(func() { first = true })
+	if first {
+		h.holding.Store(true)
+		close(h.held)
+		// A Client.Close that does not wait for the Register closes the
+		// connection now; one that waits lets the hold run out.
+		t := time.NewTimer(300 * time.Millisecond)
+		select {
+		case <-h.closed:
+		case <-t.C:
+		}
+		t.Stop()
+		h.holding.Store(false)
+	}
+	return h.Conn.Put(ctx, in)
+}
+
+func (h *holdingPuts) Close() error {
+	if h.holding.Load() {
+		h.underPut.Store(true)
+	}
+	h.once.Do(func() { close(h.closed) })
+	return h.Conn.Close()
+}
+
+// Client.Close waits for a Register in flight (its put, then the removal of what
+// the put may have left) before it closes the connection: without that wait it
+// closed the connection under the put.
+func TestClientCloseWaitsForRegisterInFlight(t *testing.T) {
+	ctx := ctxT(t)
+	other, _ := openMem(t)
+	h := &holdingPuts{Conn: memConn(t, other), held: make(chan struct{}), closed: make(chan struct{})}
+	c := newClientOver(t, h)
+	rerr := make(chan error, 1)
+	go func() {
+		r, err := c.Register(ctx, registry.Instance{Service: "s", ID: "a", Host: "10.0.0.1", Port: 1})
+		if err == nil {
+			err = r.Close()
+		}
+		rerr <- err
+	}()
+	<-h.held
+	if err := c.Close(); err != nil {
+		t.Errorf("Client.Close: %v", err)
+	}
+	if h.underPut.Load() {
+		t.Error("the connection was closed under a Register in flight")
+	}
+	if err := <-rerr; !errors.Is(err, registry.ErrClosed) {
+		t.Errorf("Register cut off by Client.Close = %v, want ErrClosed", err)
+	}
+	if l, err := other.Instances(ctx, "s"); err != nil || len(l) != 0 {
+		t.Errorf("left on the backend: %v, %v", l, err)
+	}
+}
+
+// reportingSessions hands the test the state callback of the sessions it opens,
+// so that the test reports states as a driver would.
+type reportingSessions struct {
+	*mem.Conn
+	onState chan func(driver.SessionState)
+}
+
+func (r reportingSessions) NewSession(ctx context.Context, spec driver.SessionSpec) (driver.SessionConn, error) {
+	s, err := r.Conn.NewSession(ctx, spec)
+	if err == nil {
+		r.onState <- spec.OnState
+	}
+	return s, err
+}
+
+// A driver may report Connected (or Reconnected) while the session is already
+// connected (a keep-alive answering, a second connection event): that is no
+// change, so that a Changed channel taken in a sure state that is found closed
+// always means the session was unsure since.
+func TestSessionSureToSureIsNoChange(t *testing.T) {
+	base, _ := openMem(t)
+	rs := reportingSessions{Conn: memConn(t, base), onState: make(chan func(driver.SessionState), 1)}
+	c := newClientOver(t, rs)
+	defer c.Close()
+	s, err := c.NewSession(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := <-rs.onState
+	ch := s.Changed()
+	report(driver.StateConnected)
+	report(driver.StateReconnected)
+	select {
+	case <-ch:
+		t.Fatalf("Changed closed by a report of a sure state while connected (state %v)", s.State())
+	default:
+	}
+	report(driver.StateSuspended)
+	waitChange(t, ch, "suspended")
+	ch = s.Changed()
+	report(driver.StateConnected)
+	waitChange(t, ch, "connected again")
+	if st := s.State(); st != driver.StateReconnected {
+		t.Fatalf("connected after a suspension: %v, want reconnected", st)
+	}
+	ch = s.Changed()
+	report(driver.StateConnected)
+	select {
+	case <-ch:
+		t.Fatalf("Changed closed by Connected while reconnected (state %v)", s.State())
+	default:
+	}
+}
+
 // failingSessions is a driver whose session closes fail (the backend unreachable
 // at that moment): the ephemeral key then stays until the session's TTL.
 type failingSessions struct{ *mem.Conn }
@@ -619,4 +743,34 @@ func TestServicesWatcherNextAfterCloseIsErrClosed(t *testing.T) {
 	if s, err := w.Next(ctx); !errors.Is(err, registry.ErrClosed) {
 		t.Errorf("Next after Close = %+v, %v; want ErrClosed", s, err)
 	}
+}
+
+// A PersistentNode deleted by someone comes back as soon as its watch reports
+// the delete, not at its periodic recheck: the Client's fake clock never moves
+// here, so the recheck never fires.
+func TestPersistentNodeFollowsItsWatch(t *testing.T) {
+	fc := clockwork.NewFakeClock()
+	c, _ := openMem(t, registry.WithClock(fc))
+	ctx := ctxT(t)
+	p, err := c.Store().NewPersistentNode("/members/me", []byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.WaitForCreate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Store().Delete(ctx, "/members/me"); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 10*time.Second, "the node re-created after its delete", func() error {
+		n, err := c.Store().Get(ctx, "/members/me")
+		if err != nil {
+			return err
+		}
+		if string(n.Value) != "x" {
+			return errors.New("value " + string(n.Value))
+		}
+		return nil
+	})
 }

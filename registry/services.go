@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/regkit/regkit/internal/broadcast"
 	"github.com/regkit/regkit/registry/driver"
 )
 
@@ -71,7 +72,7 @@ func (c *Client) WatchServices(ctx context.Context) (ServicesWatcher, error) {
 		return nil, fmt.Errorf("registry: watch services: %w", ErrNotSupported)
 	}
 	wctx, cancel := context.WithCancel(ctx)
-	w := &servicesWatcher{cancel: cancel, changed: make(chan struct{}), done: make(chan struct{})}
+	w := &servicesWatcher{cancel: cancel, done: make(chan struct{})}
 	if !c.goOwned(func() {
 		defer close(w.done)
 		lctx, lcancel := context.WithCancel(wctx)
@@ -116,7 +117,7 @@ type servicesWatcher struct {
 	mu      sync.Mutex
 	set     ServiceSet
 	seq     uint64
-	changed chan struct{}
+	changed broadcast.Signal // at every publish
 
 	nmu     sync.Mutex // serialises Next
 	lastSeq uint64
@@ -127,8 +128,7 @@ func (w *servicesWatcher) publish(s ServiceSet) {
 	defer w.mu.Unlock()
 	w.set = s
 	w.seq++
-	close(w.changed)
-	w.changed = make(chan struct{})
+	w.changed.Notify()
 }
 
 func (w *servicesWatcher) Next(ctx context.Context) (ServiceSet, error) {
@@ -139,7 +139,7 @@ func (w *servicesWatcher) Next(ctx context.Context) (ServiceSet, error) {
 			return ServiceSet{}, ErrClosed
 		}
 		w.mu.Lock()
-		set, seq, ch := w.set, w.seq, w.changed
+		set, seq, ch := w.set, w.seq, w.changed.C()
 		w.mu.Unlock()
 		if seq > w.lastSeq {
 			w.lastSeq = seq

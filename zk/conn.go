@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
+	"github.com/regkit/regkit/internal/broadcast"
 	"github.com/regkit/regkit/registry/driver"
 )
 
@@ -38,7 +39,7 @@ type zkConn struct {
 		passwd []byte
 	} // from the last ConnectResponse seen by the dialer
 	ep      *epoch
-	changed chan struct{}
+	changed broadcast.Signal // at every state change
 }
 
 // epoch is one ZooKeeper session of a zkConn, as seen by ephemeral registrations.
@@ -60,7 +61,7 @@ func (e *epoch) Err() error { return e.sig.Err() }
 // (registry.WithLazyConnect) it returns at once; the credentials are sent on a
 // goroutine the Conn owns, and calls wait for them (see call).
 func (c *Conn) dial(ctx context.Context, timeout time.Duration, hook func(*zkConn, zk.State, int64), watch func(zk.Event), wait bool) (*zkConn, error) {
-	zc := &zkConn{changed: make(chan struct{}), state: zk.StateDisconnected, hook: hook, watch: watch}
+	zc := &zkConn{state: zk.StateDisconnected, hook: hook, watch: watch}
 	dialer := func(network, addr string, t time.Duration) (net.Conn, error) {
 		if zc.refuse.Load() {
 			return nil, errors.New("zk: session lost; this connection does not open a new one")
@@ -168,8 +169,7 @@ func (zc *zkConn) onEvent(ev zk.Event) {
 		zc.sid, zc.passwd = 0, nil
 	}
 	sid := zc.sid
-	close(zc.changed)
-	zc.changed = make(chan struct{})
+	zc.changed.Notify()
 	zc.mu.Unlock()
 	if zc.hook != nil {
 		zc.hook(zc, ev.State, sid)
@@ -180,7 +180,7 @@ func (zc *zkConn) onEvent(ev zk.Event) {
 func (zc *zkConn) status() (zk.State, int64, <-chan struct{}) {
 	zc.mu.Lock()
 	defer zc.mu.Unlock()
-	return zc.state, zc.sid, zc.changed
+	return zc.state, zc.sid, zc.changed.C()
 }
 
 // session returns the current session id and password (0, nil while there is none).

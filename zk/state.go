@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
+	"github.com/regkit/regkit/internal/broadcast"
 	"github.com/regkit/regkit/registry/driver"
 )
 
@@ -17,12 +18,14 @@ type stateLog struct {
 	signal chan struct{}
 
 	mu      sync.Mutex
-	events  []driver.SessionState
-	changed chan struct{}
+	events  []driver.SessionState // the last one, and those a listener has yet to read
+	base    int                   // the number of events dropped before events[0]
+	readers map[*int]struct{}     // each listener's next event, counted from the start
+	changed broadcast.Signal      // at every add
 }
 
 func newStateLog() *stateLog {
-	return &stateLog{signal: make(chan struct{}, 1), changed: make(chan struct{})}
+	return &stateLog{signal: make(chan struct{}, 1)}
 }
 
 // hook runs on go-zookeeper's goroutine: it only queues.
@@ -40,8 +43,23 @@ func (l *stateLog) add(st driver.SessionState) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.events = append(l.events, st)
-	close(l.changed)
-	l.changed = make(chan struct{})
+	l.trim()
+	l.changed.Notify()
+}
+
+// trim drops the events every listener has read, but the last (the current
+// state), so that a connection that flaps for months keeps a bounded log. Under
+// l.mu.
+func (l *stateLog) trim() {
+	keep := l.base + len(l.events) - 1
+	for r := range l.readers {
+		keep = min(keep, *r)
+	}
+	if n := keep - l.base; n > 0 {
+		// A copy: a listener may still range over the old slice.
+		l.events = append([]driver.SessionState(nil), l.events[n:]...)
+		l.base = keep
+	}
 }
 
 // monitor maps events to states, in order: Connected for the first session;
@@ -123,17 +141,28 @@ func (c *Conn) ConnectionState() driver.SessionState {
 // stop ends the listener and waits for fn to return; so does Close.
 func (c *Conn) Listen(fn func(driver.SessionState)) (stop func()) {
 	l := c.states
+	idx := new(int) // the next event to read, counted from the start
 	l.mu.Lock()
-	idx := len(l.events)
+	*idx = l.base + len(l.events)
+	if l.readers == nil {
+		l.readers = map[*int]struct{}{}
+	}
+	l.readers[idx] = struct{}{}
 	l.mu.Unlock()
+	unread := func() {
+		l.mu.Lock()
+		delete(l.readers, idx)
+		l.mu.Unlock()
+	}
 	quit := make(chan struct{})
 	done := make(chan struct{})
 	if !c.spawn(func() {
 		defer close(done)
+		defer unread()
 		for {
 			l.mu.Lock()
-			evs, ch := l.events[idx:], l.changed
-			idx = len(l.events)
+			evs, ch := l.events[*idx-l.base:], l.changed.C()
+			*idx = l.base + len(l.events)
 			l.mu.Unlock()
 			for _, st := range evs {
 				fn(st)
@@ -147,6 +176,7 @@ func (c *Conn) Listen(fn func(driver.SessionState)) (stop func()) {
 			}
 		}
 	}) {
+		unread()
 		return func() {}
 	}
 	var once sync.Once
