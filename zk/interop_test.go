@@ -399,8 +399,8 @@ func TestDubboVersionsAndGroups(t *testing.T) {
 	javaLeft("after deregistration")
 	waitInstances(t, c, svc, want)
 
-	// A regkit instance with a version and the default ID keeps its ID (regkit.id
-	// says it, the URL's own identity being Host:Port;version=V).
+	// A regkit instance with a version and no ID gets the URL's own identity,
+	// Host:Port;version=V, as a Java provider's URL has.
 	def := registry.Instance{Service: svc, Host: "10.0.0.10", Port: 20880, Metadata: map[string]string{"version": "3.0.0"}}
 	reg, err = c.Register(ctx, def)
 	if err != nil {
@@ -409,7 +409,7 @@ func TestDubboVersionsAndGroups(t *testing.T) {
 	got := reg.Instance()
 	got.Healthy = true
 	waitInstances(t, c, svc, append([]registry.Instance{got}, want...))
-	if got.ID != "10.0.0.10:20880" {
-		t.Errorf("default ID = %q", got.ID)
+	if got.ID != "10.0.0.10:20880;version=3.0.0" {
+		t.Errorf("default ID = %q, want 10.0.0.10:20880;version=3.0.0", got.ID)
 	}
 }
