@@ -152,6 +152,7 @@ type Pool struct {
 // built is one published picker with what it was built from.
 type built struct {
 	picker Picker
+	rr     *rrPicker // picker when it is RoundRobin's: Pick calls it directly (no interface call)
 	info   BuildInfo
 }
 
@@ -180,9 +181,15 @@ func (p *Pool) Policy() Policy { return p.policy }
 // Pick chooses an endpoint with the current Picker. Call Done on the Result once
 // the call is over. It returns ErrNoInstances when the Pool has no instances.
 func (p *Pool) Pick(info PickInfo) (Result, error) {
-	e, err := p.cur.Load().picker.Pick(info)
-	if err != nil {
-		return Result{}, err
+	b := p.cur.Load()
+	var e *Endpoint
+	if b.rr != nil { // the common case, devirtualised
+		e = b.rr.eps[b.rr.next.Add(1)%b.rr.n]
+	} else {
+		var err error
+		if e, err = b.picker.Pick(info); err != nil {
+			return Result{}, err
+		}
 	}
 	switch p.counted {
 	case countEndpoint:
@@ -242,7 +249,9 @@ func (p *Pool) rebuildLocked() {
 		ready = all
 	}
 	info := BuildInfo{Ready: ready, All: all}
-	p.cur.Store(&built{picker: p.policy.Build(info), info: info})
+	pk := p.policy.Build(info)
+	rr, _ := pk.(*rrPicker)
+	p.cur.Store(&built{picker: pk, rr: rr, info: info})
 }
 
 func filter(eps []*Endpoint, keep func(*Endpoint) bool) []*Endpoint {
