@@ -1,4 +1,4 @@
-package cache_test
+package metricstest_test
 
 import (
 	"context"
@@ -21,7 +21,7 @@ func TestStaleLookupsCounted(t *testing.T) {
 	defer mp.Shutdown(context.Background())
 	f := &fakeDiscovery{}
 	c := newCache(t, f, cache.WithMeterProvider(mp))
-	ctx := ctxT(t)
+	ctx := cacheCtxT(t)
 	f.Publish(registry.Snapshot{Service: "svc", Instances: insts("svc", "a")})
 	if s, err := c.Lookup(ctx, "svc"); err != nil || s.Stale {
 		t.Fatalf("Lookup = %+v, %v", s, err)

@@ -1,4 +1,4 @@
-package registry_test
+package metricstest_test
 
 import (
 	"bytes"
