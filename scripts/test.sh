@@ -12,8 +12,9 @@ if [ -n "$unformatted" ]; then
 fi
 # The repository is a Go workspace (go.work): the root module, and the nested modules
 # that keep the etcd server out of the root's requirements (etcd/embedded, which also
-# holds the etcd backend's tests against a real server), the examples and interop/nacos
-# (nacos-sdk-go, the Nacos interop tests' live peer). A ./...
+# holds the etcd backend's tests against a real server), the examples, interop/nacos
+# (nacos-sdk-go, the Nacos interop tests' live peer) and registry/metricstest (the
+# OpenTelemetry SDK, which the metric tests read through). A ./...
 # pattern stops at a nested module's boundary, so every module's directory is listed.
 mapfile -t modules < <(go list -m -f '{{.Dir}}')
 pkgs=() peers=()
