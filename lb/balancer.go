@@ -62,7 +62,7 @@ func New(ctx context.Context, d registry.Discovery, service string, policy Polic
 		return nil, fmt.Errorf("lb: watch %s: %w", service, err)
 	}
 	b := &Balancer{Pool: pool, service: service, cancel: cancel, done: make(chan struct{}), ready: make(chan struct{})}
-	g := follow.Guard{Grace: o.grace, Held: func(s registry.Snapshot) {
+	g := follow.Guard{Grace: o.grace, Clock: o.gc, Held: func(s registry.Snapshot) {
 		o.log.Warn("lb: empty snapshot held back", "service", service, "grace", o.grace, "resynced", s.Resynced)
 	}}
 	go func() {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"go.uber.org/goleak"
 
 	"github.com/regkit/regkit/internal/poll"
@@ -605,57 +606,75 @@ func picks(b *Balancer) error {
 	return err
 }
 
+// The guard on a fake clock: each step publishes a snapshot and waits until the
+// Balancer's follow loop has read it and is waiting for the next, so what the
+// loop decided is settled before the test looks. A fresh empty snapshot that
+// changes nothing (the newest view is still empty and fresh) is the probe.
 func TestEmptyPushGuard(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s := newScript()
 	s.Publish(snap(false, "a", "b"))
-	const grace = 300 * time.Millisecond
-	b, err := New(ctx, s, "svc", RoundRobin(), quiet, WithEmptyGrace(grace))
+	const grace = 10 * time.Second
+	clk := clockwork.NewFakeClock()
+	b, err := New(ctx, s, "svc", RoundRobin(), quiet, WithEmptyGrace(grace), WithClock(clk))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
+	step := func(sn registry.Snapshot) { t.Helper(); s.waitDone(t, s.Publish(sn)) }
+	serving := func(when string) {
+		t.Helper()
+		if err := picks(b); err != nil {
+			t.Fatalf("%s: empty snapshot applied (%v)", when, err)
+		}
+	}
 
 	// A stale snapshot keeps serving.
-	s.Publish(snap(true, "a", "b"))
-	waitSeq(t, b, 2)
+	step(snap(true, "a", "b"))
 	if b.Snapshot().Stale != true || picks(b) != nil {
 		t.Fatalf("stale snapshot: %+v, %v", b.Snapshot(), picks(b))
 	}
-	// A fresh empty snapshot is held back: the old instances keep serving...
-	start := time.Now()
-	s.waitDone(t, s.Publish(snap(false)))
-	if err := picks(b); err != nil {
-		t.Fatalf("empty snapshot applied at once: %v", err)
-	}
-	// ...a stale empty one is not applied (the backend is unreachable: nothing
-	// is confirmed) and restarts the clock...
-	s.waitDone(t, s.Publish(snap(true)))
-	if err := picks(b); err != nil {
-		t.Fatalf("stale empty snapshot applied: %v", err)
-	}
-	restarted := time.Now() // before the guard can see the next one
-	s.Publish(snap(false))
-	// ...until it has stayed fresh and empty for the grace period.
+	// A fresh empty snapshot is held back: the old instances keep serving, up to
+	// the last nanosecond of the grace period...
+	step(snap(false))
+	serving("at once")
+	clk.Advance(grace - 1)
+	step(snap(false))
+	serving("1ns before the grace period ends")
+	// ...a stale empty one is not applied (the backend is unreachable: nothing is
+	// confirmed) and restarts the clock at the next fresh one...
+	step(snap(true))
+	serving("stale")
+	step(snap(false)) // the new grace period starts here
+	clk.Advance(1)
+	step(snap(false))
+	serving("at the end of the first grace period (the stale snapshot did not restart the clock)")
+	clk.Advance(grace - 2)
+	step(snap(false))
+	serving("1ns before the restarted grace period ends")
+	// ...and is applied when it has stayed fresh and empty for the grace period:
+	// the guard's timer fires, no further snapshot needed.
+	clk.Advance(1)
 	poll.Until(t, 5*time.Second, "confirmed empty snapshot applied", func() error {
-		if picks(b) == nil {
-			return errors.New("still picking")
+		if err := picks(b); !errors.Is(err, ErrNoInstances) {
+			return fmt.Errorf("picking: %v", err)
 		}
 		return nil
 	})
-	if held := time.Since(restarted); held < grace {
-		t.Errorf("empty snapshot applied after %v, before the grace period %v (since first empty: %v)", held, grace, time.Since(start))
-	}
-	if err := picks(b); !errors.Is(err, ErrNoInstances) {
-		t.Errorf("after confirmation: %v", err)
-	}
-	// Instances come back: served at once; a new empty is held again.
-	s.Publish(snap(false, "c"))
+
+	// Instances come back: served at once; a new empty is held again...
+	step(snap(false, "c"))
 	waitPick(t, b, "c")
-	s.Publish(snap(false))
-	s.Publish(snap(false, "d")) // came back within the grace period: never empty
+	step(snap(false))
+	serving("after the instances came back")
+	step(snap(false, "d")) // came back within the grace period: never empty
 	waitPick(t, b, "d")
+	// ...and a later empty one starts a hold of its own, though the clock is past
+	// the ended hold's deadline.
+	clk.Advance(2 * grace)
+	step(snap(false))
+	serving("an empty snapshot after the hold ended, past the old hold's deadline")
 }
 
 // An empty first snapshot is applied at once; so is an empty one with grace 0.

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/regkit/regkit/registry"
 )
 
@@ -56,6 +58,7 @@ type options struct {
 	grace time.Duration
 	log   *slog.Logger
 	clock clock
+	gc    clockwork.Clock // the empty-push guard's; nil is the real clock
 	errs  []error
 }
 
@@ -104,6 +107,19 @@ func WithEmptyGrace(d time.Duration) Option {
 // WithLogger sets the logger for ejections and held-back updates (default:
 // warnings to standard error). A nil logger keeps the default.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithClock sets the clock that times ejections (Ejection's BaseTime and
+// MaxTime) and the empty-push guard's grace period (WithEmptyGrace) (default: the
+// real clock). It exists for tests, which pass a clockwork.FakeClock and advance
+// it instead of waiting; production code has no reason to set it. A nil clock
+// keeps the default.
+func WithClock(c clockwork.Clock) Option {
+	return func(o *options) {
+		if c != nil {
+			o.clock, o.gc = cwClock{c}, c
+		}
+	}
+}
 
 func buildOptions(opts []Option) (options, error) {
 	o := options{ej: DefaultEjection, grace: DefaultEmptyGrace, clock: realClock{}}
@@ -383,3 +399,9 @@ type realClock struct{}
 
 func (realClock) Now() time.Time                              { return time.Now() }
 func (realClock) AfterFunc(d time.Duration, f func()) stopper { return time.AfterFunc(d, f) }
+
+// cwClock is a clockwork.Clock as a clock.
+type cwClock struct{ c clockwork.Clock }
+
+func (c cwClock) Now() time.Time                              { return c.c.Now() }
+func (c cwClock) AfterFunc(d time.Duration, f func()) stopper { return c.c.AfterFunc(d, f) }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"google.golang.org/grpc/attributes"
 	"google.golang.org/grpc/resolver"
 
@@ -30,6 +31,7 @@ type builderOptions struct {
 	scheme string
 	grace  time.Duration
 	log    *slog.Logger
+	clock  clockwork.Clock
 	ropts  []registry.Option
 }
 
@@ -39,6 +41,12 @@ func WithScheme(s string) Option { return func(o *builderOptions) { o.scheme = s
 // WithEmptyGrace sets the empty-push guard's grace period (default
 // lb.DefaultEmptyGrace; 0 pushes empty updates at once). See lb.Balancer.
 func WithEmptyGrace(d time.Duration) Option { return func(o *builderOptions) { o.grace = d } }
+
+// WithClock sets the clock that times the empty-push guard's grace period
+// (default: the real clock). It exists for tests, which pass a
+// clockwork.FakeClock and advance it instead of waiting; production code has no
+// reason to set it. A nil clock keeps the default.
+func WithClock(c clockwork.Clock) Option { return func(o *builderOptions) { o.clock = c } }
 
 // WithLogger sets the logger (default: warnings to standard error).
 func WithLogger(l *slog.Logger) Option { return func(o *builderOptions) { o.log = l } }
@@ -123,7 +131,7 @@ func (b *Builder) Build(target resolver.Target, cc resolver.ClientConn, _ resolv
 		return nil, fmt.Errorf("lbgrpc: watch %s: %w", service, err)
 	}
 	r := &grpcResolver{service: service, cc: cc, cancel: cancel, log: b.o.log}
-	g := follow.Guard{Grace: b.o.grace, Held: func(s registry.Snapshot) {
+	g := follow.Guard{Grace: b.o.grace, Clock: b.o.clock, Held: func(s registry.Snapshot) {
 		b.o.log.Warn("lbgrpc: empty update held back", "service", service, "grace", b.o.grace)
 	}}
 	r.wg.Add(1)

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/regkit/regkit/registry"
 )
 
@@ -16,7 +18,14 @@ type Guard struct {
 	Grace time.Duration
 	// Held, if set, is called when an empty snapshot is held back.
 	Held func(s registry.Snapshot)
+	// Clock measures Grace; nil is the real clock. Tests pass a
+	// clockwork.FakeClock.
+	Clock clockwork.Clock
 }
+
+// errGraceOver is the cause a hold's context is cancelled with when its grace
+// period ends.
+var errGraceOver = errors.New("follow: grace period over")
 
 // Run reads w until ctx ends or w fails, and calls apply with every snapshot
 // accepted, in order. A snapshot with instances is accepted at once, stale ones
@@ -25,49 +34,76 @@ type Guard struct {
 // held back, and accepted only when the backend confirms it: the newest snapshot
 // is still empty and fresh (not Stale) Grace after the first fresh empty one. A
 // stale snapshot restarts the clock at the next fresh one; a non-empty one ends
-// the hold. Run returns ctx's error, or w's.
+// the hold. The hold ends when Clock's timer fires, or at the next fresh empty
+// snapshot read once Clock's time has reached the deadline, whichever the loop
+// sees first. Run returns ctx's error, or w's.
 func (g Guard) Run(ctx context.Context, w registry.Watcher, apply func(registry.Snapshot)) error {
+	clock := g.Clock
+	if clock == nil {
+		clock = clockwork.NewRealClock()
+	}
 	nonEmpty := false
-	var pending *registry.Snapshot // held-back fresh empty snapshot
-	var deadline time.Time
+	var (
+		pending  *registry.Snapshot // held-back fresh empty snapshot
+		deadline time.Time
+		hold     context.Context // while pending: cancelled with errGraceOver at deadline
+		stop     func()          // stops hold's timer and cancels hold
+	)
+	endHold := func() {
+		if stop != nil {
+			stop()
+		}
+		pending, hold, stop = nil, nil, nil
+	}
+	defer endHold()
+	confirm := func() {
+		s := *pending
+		endHold()
+		nonEmpty = false
+		apply(s) // confirmed: empty and fresh for the whole grace period
+	}
 	for {
-		nctx, cancel := ctx, context.CancelFunc(func() {})
+		nctx := ctx
 		if pending != nil {
-			nctx, cancel = context.WithDeadline(ctx, deadline)
+			nctx = hold
 		}
 		s, err := w.Next(nctx)
-		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if pending != nil && errors.Is(err, context.DeadlineExceeded) {
-				apply(*pending) // confirmed: empty and fresh for the whole grace period
-				pending, nonEmpty = nil, false
+			if pending != nil && errors.Is(context.Cause(hold), errGraceOver) {
+				confirm()
 				continue
 			}
 			return err
 		}
 		switch {
 		case len(s.Instances) > 0:
-			pending = nil
+			endHold()
 			nonEmpty = true
 			apply(s)
 		case !nonEmpty:
 			apply(s)
 		case s.Stale:
-			pending = nil // the clock restarts at the next fresh empty snapshot
+			endHold() // the clock restarts at the next fresh empty snapshot
 		case g.Grace <= 0:
 			nonEmpty = false
 			apply(s)
 		default:
 			if pending == nil {
-				deadline = time.Now().Add(g.Grace)
+				deadline = clock.Now().Add(g.Grace)
+				hctx, cancel := context.WithCancelCause(ctx)
+				t := clock.AfterFunc(g.Grace, func() { cancel(errGraceOver) })
+				hold, stop = hctx, func() { t.Stop(); cancel(nil) }
 				if g.Held != nil {
 					g.Held(s)
 				}
 			}
 			pending = &s
+			if !clock.Now().Before(deadline) {
+				confirm()
+			}
 		}
 	}
 }
