@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/balancer"
@@ -397,8 +398,9 @@ func build(t *testing.T, b *lbgrpc.Builder, service string) *fakeCC {
 // an error only while it has no list, and holds an empty update back for the
 // grace period.
 func TestResolverPushesAndGuards(t *testing.T) {
-	const grace = 400 * time.Millisecond
-	e := newEnv(t, "grpc-resolver", lbgrpc.WithEmptyGrace(grace))
+	const grace = 10 * time.Second
+	clk := clockwork.NewFakeClock()
+	e := newEnv(t, "grpc-resolver", lbgrpc.WithEmptyGrace(grace), lbgrpc.WithClock(clk))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
@@ -426,21 +428,27 @@ func TestResolverPushesAndGuards(t *testing.T) {
 	if a.Addr != "10.0.0.1:80" || !ok || in.ID != "a" || lbgrpc.Weight(a) != 7 || lbgrpc.Zone(a) != "eu-1" || lbgrpc.Metadata(a)["v"] != "2" {
 		t.Errorf("address %+v, instance %+v", a, in)
 	}
-	// Deregistered: the empty update is held back for the grace period, no error
-	// reported (the list is kept), then pushed.
-	gone := time.Now() // the guard's clock starts after this
+	// Deregistered: the empty update is held back for the grace period (the
+	// guard's timer armed), no error reported (the list is kept), then pushed.
 	if err := reg.Close(); err != nil {
 		t.Fatal(err)
 	}
+	held, stop := context.WithTimeout(ctx, 10*time.Second)
+	defer stop()
+	if err := clk.BlockUntilContext(held, 1); err != nil {
+		_, addrs, _ := cc.last()
+		t.Fatalf("the empty update is not held back: no grace timer (%v); addresses %v", err, addrs)
+	}
+	if _, addrs, n := cc.last(); len(addrs) != 1 || n != nerr {
+		t.Fatalf("while held back: addresses %v, %d errors reported (want the list, %d errors)", addrs, n, nerr)
+	}
+	clk.Advance(grace)
 	poll.Until(t, 5*time.Second, "empty update after the grace period", func() error {
 		if _, addrs, _ := cc.last(); len(addrs) != 0 {
 			return fmt.Errorf("addresses %v", addrs)
 		}
 		return nil
 	})
-	if d := time.Since(gone); d < grace {
-		t.Errorf("empty update pushed after %v, within the grace period %v", d, grace)
-	}
 	if _, _, n := cc.last(); n != nerr+1 {
 		t.Errorf("%d errors reported, want one more (for no list) than the %d before", n, nerr)
 	}
