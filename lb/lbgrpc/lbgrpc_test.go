@@ -176,6 +176,54 @@ func TestZoneAwareOverResolver(t *testing.T) {
 	})
 }
 
+// regkit_zone_aware spills over to the other zone when fewer than
+// minHealthyShare of the local zone's instances are healthy, and comes back when
+// they are: eu-1 has s1 and s2, us-1 has s3, the share is 0.6. s2 failing its
+// health check (still registered, marked unhealthy) leaves eu-1 with 1 of 2
+// healthy, 0.5: round-robin over every ready instance, s1 and s3.
+func TestZoneAwareSpillsOverResolver(t *testing.T) {
+	e := newEnv(t, "grpc-zone-spill")
+	startServer(t, e, "s3", 100, "us-1")
+	cc := dial(t, e, `{"loadBalancingConfig":[{"regkit_zone_aware":{"zone":"eu-1","minHealthyShare":0.6,"policy":"round_robin"}}]}`)
+	// No instance in eu-1 yet: the remote zone serves.
+	waitServers(t, cc, 1)
+	var broken atomic.Bool
+	startServer(t, e, "s1", 100, "eu-1")
+	s2 := startServer(t, e, "s2", 100, "eu-1", lbgrpc.WithRegisterOptions(registry.WithHealthCheck(func(context.Context) error {
+		if broken.Load() {
+			return errors.New("broken")
+		}
+		return nil
+	}, 10*time.Millisecond, registry.MarkUnhealthy)))
+	local := func(what string) {
+		t.Helper()
+		poll.Until(t, 20*time.Second, what, func() error {
+			if got := spread(t, cc, 20); got["s1"] != 10 || got["s2"] != 10 {
+				return fmt.Errorf("answered: %v", got)
+			}
+			return nil
+		})
+	}
+	local("eu-1 healthy: s1 and s2 alone")
+
+	broken.Store(true)
+	poll.Until(t, 20*time.Second, "s2 marked unhealthy", func() error {
+		if s2.serving.Registration().Healthy() {
+			return errors.New("healthy")
+		}
+		return nil
+	})
+	poll.Until(t, 20*time.Second, "spill-over: s1 and s3, even", func() error {
+		if got := spread(t, cc, 20); got["s1"] != 10 || got["s3"] != 10 {
+			return fmt.Errorf("answered: %v", got)
+		}
+		return nil
+	})
+
+	broken.Store(false)
+	local("eu-1 healthy again: back to s1 and s2 alone")
+}
+
 // An instance the registry reports unhealthy (its health check fails while its
 // server still accepts calls) gets no calls while a healthy one is ready, and
 // gets them again once it passes: lb's ready set is the healthy instances.
