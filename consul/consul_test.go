@@ -133,7 +133,10 @@ func (s *server) harness() registrytest.Harness {
 		UnreachableURL: func(t testing.TB) string {
 			return "consul://" + testenv.ClosedAddr(t) + "?timeout=2s"
 		},
-		NewClient:      func(t testing.TB, ns string) *registry.Client { return s.open(t, ns, "") },
+		NewClient: func(t testing.TB, ns string) *registry.Client { return s.open(t, ns, "") },
+		NewLazyClient: func(t testing.TB, ns string) *registry.Client {
+			return s.open(t, ns, "", registry.WithLazyConnect())
+		},
 		ExpireSession:  func(t testing.TB, c *registry.Client) { s.forget(t) },
 		HidesUnhealthy: true, // passing_only, Consul's ?passing
 		Restart:        func(t testing.TB) { s.srv.Restart(t) },

@@ -60,7 +60,7 @@ func withParams(base, extra string) string {
 	return q.Encode()
 }
 
-func openURL(t testing.TB, u string) *registry.Client {
+func openURL(t testing.TB, u string, opts ...registry.Option) *registry.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -68,8 +68,8 @@ func openURL(t testing.TB, u string) *registry.Client {
 	// Polaris may still be creating the namespace or warming its caches.
 	testenv.Eventually(t, 15*time.Second, "open "+u, func() error {
 		var err error
-		c, err = registry.Open(ctx, u, registry.WithRetryBackoff(50*time.Millisecond, time.Second),
-			registry.WithRequestTimeout(10*time.Second))
+		c, err = registry.Open(ctx, u, append([]registry.Option{registry.WithRetryBackoff(50*time.Millisecond, time.Second),
+			registry.WithRequestTimeout(10 * time.Second)}, opts...)...)
 		return err
 	})
 	return c
@@ -77,6 +77,11 @@ func openURL(t testing.TB, u string) *registry.Client {
 
 func (e *polarisEnv) open(t testing.TB, ns string) *registry.Client {
 	return openURL(t, "nacos://"+e.proxy.Addr()+"?namespace="+ns+"&"+fastParams)
+}
+
+// openLazy opens a client as open does, with registry.WithLazyConnect.
+func (e *polarisEnv) openLazy(t testing.TB, ns string) *registry.Client {
+	return openURL(t, "nacos://"+e.proxy.Addr()+"?namespace="+ns+"&"+fastParams, registry.WithLazyConnect())
 }
 
 // raw calls the server's Nacos API directly (not through the proxy).
@@ -245,6 +250,7 @@ func (e *polarisEnv) harness() registrytest.Harness {
 			return "nacos://" + testenv.ClosedAddr(t) + "?timeout=2s"
 		},
 		NewClient:     e.open,
+		NewLazyClient: e.openLazy,
 		ExpireSession: func(t testing.TB, c *registry.Client) { e.dropAll(t, nsOf(c)) },
 		Restart:       func(t testing.TB) { e.srv.Restart(t) },
 		Cut: func(t testing.TB) func() {
@@ -295,10 +301,17 @@ func (e *fakeEnv) open(t testing.TB, ns string) *registry.Client {
 	return openURL(t, "nacos://"+e.proxy.Addr()+"?"+withParams("namespace="+ns+"&"+fastParams, e.extra))
 }
 
+// openLazy opens a client as open does, with registry.WithLazyConnect.
+func (e *fakeEnv) openLazy(t testing.TB, ns string) *registry.Client {
+	return openURL(t, "nacos://"+e.proxy.Addr()+"?"+withParams("namespace="+ns+"&"+fastParams, e.extra),
+		registry.WithLazyConnect())
+}
+
 func (e *fakeEnv) harness(name string) registrytest.Harness {
 	return registrytest.Harness{
-		Name:      name,
-		NewClient: e.open,
+		Name:          name,
+		NewClient:     e.open,
+		NewLazyClient: e.openLazy,
 		UnreachableURL: func(t testing.TB) string {
 			return "nacos://" + testenv.ClosedAddr(t) + "?timeout=2s"
 		},

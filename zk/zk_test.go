@@ -126,6 +126,20 @@ func (e *env) open(t testing.TB, ns string) *registry.Client {
 	return c
 }
 
+// openLazy opens a client as open does, with registry.WithLazyConnect (for the
+// conformance case that opens during an outage).
+func (e *env) openLazy(t testing.TB, ns string) *registry.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := registry.Open(ctx, "zk://"+e.proxy.Addr()+"/"+ns+"?session_timeout=4s&connect_timeout=2s"+e.query,
+		registry.WithLazyConnect(), registry.WithRetryBackoff(50*time.Millisecond, time.Second))
+	if err != nil {
+		t.Fatalf("lazy Open during an outage: %v", err)
+	}
+	return c
+}
+
 // expire expires every session of c as Curator's KillSession does.
 func (e *env) expire(t testing.TB, c *registry.Client) {
 	t.Helper()
@@ -140,8 +154,9 @@ func (e *env) expire(t testing.TB, c *registry.Client) {
 
 func (e *env) harness() registrytest.Harness {
 	return registrytest.Harness{
-		Name:      "zk",
-		NewClient: e.open,
+		Name:          "zk",
+		NewClient:     e.open,
+		NewLazyClient: e.openLazy,
 		UnreachableURL: func(t testing.TB) string {
 			return "zk://" + testenv.ClosedAddr(t) + "/x?connect_timeout=2s"
 		},

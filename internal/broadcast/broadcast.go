@@ -2,9 +2,10 @@
 // wake its waiters (in package registry: a Registration's state, a Session's
 // state, a service watch's, a services watch's and a tree watch's latest publish;
 // a registry/cache entry; in the drivers: the ZooKeeper connection's state and
-// state log, Consul's health verdict): a channel that is closed at the next
-// change and replaced by a fresh one. It lives at the module's root so that
-// drivers can use it too.
+// state log, Consul's health verdict; in recipes/leader: a Latch's or Selector's
+// current term): a channel that is closed at the next change and replaced by a
+// fresh one. It lives at the module's root so that drivers and recipes can use it
+// too.
 //
 // A Signal has no lock of its own: its owner calls C and Notify under the mutex
 // that guards the value it announces, so that a waiter reads the value and the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/regkit/regkit/internal/broadcast"
 	"github.com/regkit/regkit/recipes"
 	"github.com/regkit/regkit/recipes/internal/queue"
 	"github.com/regkit/regkit/registry"
@@ -23,8 +24,8 @@ type participant struct {
 
 	mu      sync.Mutex
 	term    *recipes.Hold
-	changed chan struct{} // closed and replaced when term changes
-	err     error         // the latest error met while campaigning
+	changed broadcast.Signal // at every change of term
+	err     error            // the latest error met while campaigning
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -40,7 +41,7 @@ func newParticipant(c *registry.Client, key, prefix, what string, o recipes.Opti
 	if err := o.Err(); err != nil {
 		return nil, err
 	}
-	return &participant{c: c, key: key, prefix: prefix, opts: o, changed: make(chan struct{}), done: make(chan struct{})}, nil
+	return &participant{c: c, key: key, prefix: prefix, opts: o, done: make(chan struct{})}, nil
 }
 
 // leadFunc runs one term and returns whether to campaign again, and whether the
@@ -63,8 +64,7 @@ func (p *participant) start(lead leadFunc) {
 func (p *participant) setTerm(h *recipes.Hold) {
 	p.mu.Lock()
 	p.term = h
-	close(p.changed)
-	p.changed = make(chan struct{})
+	p.changed.Notify()
 	p.mu.Unlock()
 }
 
@@ -151,7 +151,7 @@ func (p *participant) wait(ctx context.Context) (*recipes.Hold, error) {
 	}
 	for {
 		p.mu.Lock()
-		h, ch := p.term, p.changed
+		h, ch := p.term, p.changed.C()
 		p.mu.Unlock()
 		if h != nil && h.Err() == nil {
 			return h, nil

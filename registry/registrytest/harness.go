@@ -38,6 +38,14 @@ type Harness struct {
 	// meets when a backend's host is gone. Nil: the cases that use it run with
 	// Cut instead.
 	Blackhole func(t testing.TB) (heal func())
+	// NewLazyClient opens a new client on namespace ns, as NewClient does but with
+	// registry.WithLazyConnect and a short retry backoff (e.g. 50ms to 1s), while
+	// the server is cut: the suite calls it between Cut and heal, and the client
+	// must reach the server once healed. Like NewClient, it should not register
+	// cleanups that close the client. Nil (a backend whose Open cannot return
+	// during an outage, such as mem): the lazy-connect case is skipped with a
+	// message.
+	NewLazyClient func(t testing.TB, ns string) *registry.Client
 	// UnreachableURL returns a URL of this backend that no server answers (a
 	// closed loopback port), with timeouts short enough for a test. Nil: the
 	// connect-failure case is skipped with a message.

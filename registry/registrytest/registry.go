@@ -38,6 +38,7 @@ func RunRegistry(t *testing.T, h Harness) {
 	t.Run("FailedRegisterLeavesNothing", func(t *testing.T) { testFailedRegister(t, &h) })
 	t.Run("OversizedRefusedBeforeIO", func(t *testing.T) { testOversized(t, &h) })
 	t.Run("ConnectFailureIsUnavailable", func(t *testing.T) { testConnectFailure(t, &h) })
+	t.Run("LazyConnectDuringOutage", func(t *testing.T) { testLazyConnect(t, &h) })
 	t.Run("ContextErrors", func(t *testing.T) { testContextErrors(t, &h) })
 	t.Run("ListAndWatchServices", func(t *testing.T) { testServices(t, &h) })
 	t.Run("ViewEqualsServerAfterChurn", func(t *testing.T) { testViewAfterChurn(t, &h) })

@@ -62,6 +62,20 @@ func (e *env) open(t testing.TB, ns string) *registry.Client {
 	return c
 }
 
+// openLazy opens a client as open does, with registry.WithLazyConnect (for the
+// conformance case that opens during an outage).
+func (e *env) openLazy(t testing.TB, ns string) *registry.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := registry.Open(ctx, "etcd://"+e.proxy.Addr()+"/"+ns+"?lease_ttl=3s&dial_timeout=2s"+e.query,
+		registry.WithLazyConnect(), registry.WithRetryBackoff(50*time.Millisecond, time.Second))
+	if err != nil {
+		t.Fatalf("lazy Open during an outage: %v", err)
+	}
+	return c
+}
+
 // revokeAll revokes every lease the server has: what an expiry does to clients.
 func (e *env) revokeAll(t testing.TB) {
 	t.Helper()
@@ -85,6 +99,7 @@ func (e *env) harness() registrytest.Harness {
 			return "etcd://" + testenv.ClosedAddr(t) + "/x?dial_timeout=2s"
 		},
 		NewClient:     e.open,
+		NewLazyClient: e.openLazy,
 		ExpireSession: func(t testing.TB, _ *registry.Client) { e.revokeAll(t) },
 		Restart:       func(t testing.TB) { e.srv.Restart(t, false) },
 		Cut: func(t testing.TB) func() {
