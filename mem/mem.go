@@ -68,7 +68,7 @@ func (drv) Open(ctx context.Context, u *url.URL, cfg driver.Config) (driver.Conn
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("mem: open %s: %w", name, err)
 	}
-	return Lookup(name).connect()
+	return Lookup(name).connect(cfg.Lazy)
 }
 
 // checkName says why name, the host of a mem:// URL, is not a NAME, or "".
@@ -138,11 +138,12 @@ func Lookup(name string) *Server {
 	return s
 }
 
-// connect opens a Conn; it fails with ErrUnavailable while the server is Cut.
-func (s *Server) connect() (*Conn, error) {
+// connect opens a Conn; it fails with ErrUnavailable while the server is Cut,
+// unless lazy (registry.WithLazyConnect): then the Conn's calls fail until Heal.
+func (s *Server) connect(lazy bool) (*Conn, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.down {
+	if s.down && !lazy {
 		return nil, fmt.Errorf("mem: connect: server cut: %w", driver.ErrUnavailable)
 	}
 	c := &Conn{s: s, leases: map[*lease]struct{}{}, sessions: map[*session]struct{}{}}
@@ -171,7 +172,8 @@ func (s *Server) Restart() {
 	s.breakWatchesLocked(nil, fmt.Errorf("mem: server restarted: %w", driver.ErrUnavailable))
 }
 
-// Cut makes the server unreachable until Heal: calls (and Open) fail with ErrUnavailable,
+// Cut makes the server unreachable until Heal: calls (and Open, unless with
+// registry.WithLazyConnect) fail with ErrUnavailable,
 // watches break, sessions are suspended (they survive, as within a TTL).
 func (s *Server) Cut() {
 	s.mu.Lock()

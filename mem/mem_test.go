@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/regkit/regkit/mem"
 	"github.com/regkit/regkit/registry"
@@ -52,6 +53,21 @@ func harness() registrytest.Harness {
 		Cut: func(t testing.TB) func() {
 			each((*mem.Server).Cut)
 			return func() { each((*mem.Server).Heal) }
+		},
+		// Opened during the Cut the case makes: its server, new, is cut here too
+		// (Cut reached only the servers opened before) and healed with the rest.
+		NewLazyClient: func(t testing.TB, ns string) *registry.Client {
+			s := mem.Lookup(ns)
+			s.Cut()
+			mu.Lock()
+			servers[ns] = s
+			mu.Unlock()
+			c, err := registry.Open(context.Background(), "mem://"+ns, registry.WithLazyConnect(),
+				registry.WithRetryBackoff(10*time.Millisecond, 100*time.Millisecond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
 		},
 		UnreachableURL: func(t testing.TB) string {
 			name := "unreachable-" + strings.ReplaceAll(t.Name(), "/", "-")

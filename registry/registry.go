@@ -82,8 +82,8 @@ func WithRetryBackoff(min, max time.Duration) Option {
 // watches publish nothing until the first read (the cache then serves its
 // snapshot file, marked Stale). Without it Open waits for the backend and fails
 // with ErrUnavailable when none answers. ZooKeeper and etcd connect lazily with
-// it; Consul and Nacos never wait in Open (their clients are HTTP), mem has
-// nothing to wait for.
+// it; Consul and Nacos never wait in Open (their clients are HTTP); mem opens
+// while its server is Cut, and the calls fail until Heal.
 func WithLazyConnect() Option { return func(o *options) { o.cfg.Lazy = true } }
 
 // WithRequestTimeout bounds each backend call that the library makes by itself (the
