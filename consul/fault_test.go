@@ -368,3 +368,47 @@ func TestBlackholeStaleWithinBound(t *testing.T) {
 		t.Errorf("Health during the partition = %v, want ErrUnavailable", err)
 	}
 }
+
+// TestWatchWakesWhenTheAgentIsBack: a watch broken by a partition is re-armed as
+// soon as the Conn's leader probe finds the agent again (Health turns nil and
+// HealthChanged fires), not after the retry backoff, here at least 30s (60s
+// with 50% jitter). The deadline is a liveness bound well inside the backoff, not
+// a timing measurement.
+func TestWatchWakesWhenTheAgentIsBack(t *testing.T) {
+	s := startServer(t)
+	ctx := ctxT(t, 2*time.Minute)
+	c := s.open(t, "wake", "wait=2s", registry.WithRetryBackoff(60*time.Second, 120*time.Second))
+	defer c.Close()
+	w, err := c.Watch(ctx, "svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	nextUntil(t, w, 30*time.Second, "first snapshot", func(s registry.Snapshot) error {
+		if s.Stale {
+			return errors.New("stale")
+		}
+		return nil
+	})
+	s.proxy.Blackhole()
+	healed := false
+	defer func() {
+		if !healed {
+			s.proxy.Heal()
+		}
+	}()
+	nextUntil(t, w, 20*time.Second, "stale during the partition", func(s registry.Snapshot) error {
+		if !s.Stale {
+			return errors.New("not stale")
+		}
+		return nil
+	})
+	s.proxy.Heal()
+	healed = true
+	nextUntil(t, w, 15*time.Second, "fresh again after the heal, before the backoff's end", func(s registry.Snapshot) error {
+		if s.Stale {
+			return fmt.Errorf("still stale: %v", s.Err)
+		}
+		return nil
+	})
+}
