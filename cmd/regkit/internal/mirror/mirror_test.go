@@ -283,6 +283,7 @@ func TestSync(t *testing.T) {
 	t.Run("RestartOverlap", func(t *testing.T) { testRestartOverlap(t, e) })
 	t.Run("SourceIDChangeNacosToZooKeeper", func(t *testing.T) { testSourceIDChange(t, e.nacosURL(t), e.zkURL(t)) })
 	t.Run("SourceIDChangeNacosToEtcd", func(t *testing.T) { testSourceIDChange(t, e.nacosURL(t), e.etcdURL(t)) })
+	t.Run("SourceIDChangeZooKeeperToNacos", func(t *testing.T) { testSourceIDChange(t, e.zkURL(t), e.nacosURL(t)) })
 	t.Run("StopAll", func(t *testing.T) { testStopAll(t, e) })
 	t.Run("AllUnhealthyGuard", func(t *testing.T) { testAllUnhealthyGuard(t, e) })
 }
@@ -481,7 +482,9 @@ func testRestartOverlap(t *testing.T, e *env) {
 // testSourceIDChange: a source instance that changes its ID at one address (a
 // Nacos source, where an instance is its address, registered again under a new
 // ID) has its new copy registered before the old one is deregistered. The old
-// copy used to go first, so watchers saw the address missing for a moment.
+// copy used to go first, so watchers saw the address missing for a moment. On
+// a Nacos destination the two copies are one entry, which the old copy's
+// Deregister used to delete (see the nacos package doc, Ownership).
 func testSourceIDChange(t *testing.T, srcURL, dstURL string) {
 	src, dst := open(t, srcURL), open(t, dstURL) // src reads the source
 	ss, sd := open(t, srcURL), open(t, dstURL)
