@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/regkit/regkit/internal/testenv"
+	"github.com/regkit/regkit/nacos"
 	"github.com/regkit/regkit/nacos/nacostest"
 	"github.com/regkit/regkit/registry"
 )
@@ -113,4 +114,44 @@ func addressTaken(t *testing.T, open func(t testing.TB, ns string) *registry.Cli
 func TestAddressTakenTestServer(t *testing.T) {
 	e := newFake(t, "", nacostest.WithMode(nacostest.Mode30))
 	addressTaken(t, e.open, true)
+}
+
+// TestAddressTakenSameClient: one Client registering a second ID at an address
+// it holds under another ID (regkit sync replacing the copy of a source instance
+// whose ID changed, the new copy first) keeps the entry when the first
+// registration is deregistered: the entry is the second's now. Deregister used to
+// delete it (the owner token is the Client's, the same for both), so the second
+// was missing until its keep-alive put it back.
+func TestAddressTakenSameClient(t *testing.T) {
+	e := newFake(t, "", nacostest.WithMode(nacostest.Mode30))
+	ns := newNS(t)
+	ctx := ctxFor(t)
+	c := e.open(t, ns)
+	defer c.Close()
+	r1, err := c.Register(ctx, inst("same", "s1", 7902))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r1.Close()
+	r2, err := c.Register(ctx, inst("same", "s2", 7902))
+	if err != nil {
+		t.Fatalf("Register of another ID at an address the Client holds: %v", err)
+	}
+	defer r2.Close()
+	if err := r1.Deregister(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, h := range e.srv.Instances(ns, nacos.DefaultGroup, "same") {
+		ids = append(ids, h.Metadata[nacos.MetaID])
+	}
+	if !slices.Equal(ids, []string{"s2"}) {
+		t.Fatalf("after s1's Deregister the server holds %v, want [s2]", ids)
+	}
+	if err := r2.Deregister(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if hs := e.srv.Instances(ns, nacos.DefaultGroup, "same"); len(hs) != 0 {
+		t.Fatalf("after s2's Deregister the server holds %v", hs)
+	}
 }

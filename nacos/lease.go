@@ -278,9 +278,11 @@ func (c *Conn) claim(ctx context.Context, api string, inst driver.Instance) erro
 	return nil
 }
 
-// ours reports whether the server's instance at inst's ip:port#cluster is this
-// Conn's (or absent, or written without an owner token), so that a deregister
-// never removes an instance another client registered there since.
+// ours reports whether the server's instance at inst's ip:port#cluster is
+// inst's (or absent, or written without an owner token), so that a deregister
+// never removes an instance another client registered there since, nor one this
+// Conn put there since under another ID that it still holds (one Client moving
+// an address from one ID to another, the new registration first).
 func (c *Conn) ours(ctx context.Context, api string, inst driver.Instance) (bool, error) {
 	raw, err := c.listRaw(ctx, api, inst.Service)
 	if err != nil {
@@ -292,8 +294,23 @@ func (c *Conn) ours(ctx context.Context, api string, inst driver.Instance) (bool
 	}
 	for _, h := range raw.hosts {
 		if h.IP == inst.Host && h.Port == inst.Port && h.ClusterName == c.clusterOf(inst) {
-			o := h.Metadata[MetaOwner]
-			return o == "" || o == c.owner, nil
+			switch o := h.Metadata[MetaOwner]; {
+			case o == "":
+				return true, nil
+			case o != c.owner:
+				return false, nil
+			}
+			id := h.Metadata[MetaID]
+			if id == "" {
+				id = net.JoinHostPort(h.IP, strconv.Itoa(h.Port))
+			}
+			if id == inst.ID {
+				return true, nil
+			}
+			c.mu.Lock()
+			other := c.held[putKey(driver.Instance{Service: inst.Service, ID: id})]
+			c.mu.Unlock()
+			return !other, nil
 		}
 	}
 	return true, nil

@@ -112,7 +112,9 @@
 // ID listed at another address, steps back: it deregisters its own entry and its
 // Lease reports Lost with ErrExists, so its re-put meets the owner. A host at our
 // ip:port#cluster carrying another owner's token is not ours (see below), and
-// Deregister and Remove leave it alone.
+// Deregister and Remove leave it alone; so do they an entry this Conn put there
+// since under another ID it still holds (one Client moving an address to a new
+// ID, as regkit sync does when a source instance's ID changes).
 //
 // One address, one owner: two registrations with different IDs at one
 // ip:port#cluster (two processes given the same address, or regkit sync handing

@@ -50,7 +50,11 @@ gone. It carries the source's address, weight, zone and metadata plus:
   regkit.sync.source-id            the source instance's ID
   regkit.sync.owner                the sync process (--member) holding it
   regkit.sync.held-since           set while the source lists nothing
-Its ID is SOURCE_ID~MEMBER. An instance that carries sourceClusterId is a copy
+Its ID is SOURCE_ID~MEMBER, or SOURCE_ID~MEMBER~INCARNATION (6 random hex
+digits per process) while another process with the same --member (a crashed
+predecessor, or the old process of a restart) still holds the first: the two
+copies are listed side by side until the old one goes. To restart without a
+gap, start the new process before stopping the old one. An instance that carries sourceClusterId is a copy
 and is never copied again (no loops); one registered natively on both sides
 (same host:port) is left alone; unhealthy instances are not copied. A copy
 goes when its source is deregistered, expires or turns unhealthy; when the

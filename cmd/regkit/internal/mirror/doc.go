@@ -23,7 +23,12 @@
 // The copy's ID is the source ID, "~", and the owner's member ID (CopyID): the
 // registry lets one live owner hold an instance ID (see the registry package doc,
 // One instance ID, one owner), so two sync processes could never hold one copy
-// side by side, and a hand-over would have to delete before it registers.
+// side by side, and a hand-over would have to delete before it registers. When
+// that ID is held by another owner, a process with the same member ID (a crashed
+// predecessor whose copy lives until its session or lease ends, or the old
+// process of a restart still running), the copy is registered at once under
+// this process's incarnation ID instead: CopyID, "~", 6 random hex digits drawn
+// per Syncer (IncarnationCopyID).
 // Owner-scoped IDs let the new owner register its copy first and the old owner
 // delete its own after; watchers see the instance's address the whole time (on
 // etcd, ZooKeeper, Consul and mem they see both copies for a moment; on Nacos,
@@ -52,7 +57,11 @@
 // Each owned service is followed with a registry watch on both sides. A copy is
 // registered when its source appears, updated in place (Registration.Update, so
 // watchers never see it missing) when the source changes, and deregistered when
-// the source is deregistered or expires (session death, lease gone): within one
+// the source is deregistered or expires (session death, lease gone). Copies are
+// registered before the copies no longer wanted are deregistered, so a source
+// instance that changes its ID at one address (on Nacos an instance is its
+// address: a register under a new ID replaces the old one at once) has a copy
+// listed throughout. All within one
 // watch round trip of the source's change, plus the empty-push grace below when
 // it was the service's last instance. A stale view (Snapshot.Stale: the backend
 // cannot be read) is never acted on.
@@ -92,8 +101,15 @@
 // TTL to 10s and invalidates a session only after twice it.
 //
 // A restarted sync converges without touching what it did not write: it
-// registers its own copies (under its own member ID) and leaves the dead
-// process's to expire with that process's sessions and leases.
+// registers its own copies and leaves the dead process's to expire with that
+// process's sessions and leases. Restarted with the same member ID (--member),
+// it finds its copies' IDs still held by the predecessor's copies and registers
+// its own under its incarnation ID beside them, so watchers see two copies of
+// an address for a moment, never none, as in a crash take-over between members.
+// A graceful stop of the only member deregisters its copies (nobody is left to
+// hand them over to), so stopping it and then starting its successor leaves a
+// gap as long as the restart: start the successor first (with the same member ID
+// or another), let it register its copies, then stop the old process.
 //
 // Without a coordinator a Syncer is the only member and owns every pair.
 //

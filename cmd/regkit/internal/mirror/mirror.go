@@ -108,12 +108,12 @@ func WithCoordinator(c *registry.Client) Option { return func(o *options) { o.co
 
 // WithMemberID sets this process's member ID (default: 8 random hex digits). It
 // ends every copy's ID, so it must be unique in the group: one key segment of
-// [A-Za-z0-9._-], at most 32 bytes. A process restarted after a crash with the
-// crashed one's ID registers its copies only once the old ones have expired
-// (the IDs collide, and the registry refuses a second owner), as soon as the
-// destination lists them gone: watchers see each address missing for about a
-// watch round trip. With a fresh ID it
-// registers them at once, beside the old ones until those expire.
+// [A-Za-z0-9._-], at most 32 bytes. A process started with the ID of a crashed
+// process (whose copies live until its sessions or leases end) or of one still
+// running finds its copies' IDs held, and registers its copies at once under its
+// incarnation ID (IncarnationCopyID) beside the old ones; with a fresh ID it
+// registers them at once under their CopyID. Either way watchers see both copies
+// until the old ones go, never none.
 func WithMemberID(id string) Option { return func(o *options) { o.member = id } }
 
 // WithEmptyGrace sets how long copies are kept after the source suddenly lists
@@ -180,6 +180,9 @@ type Syncer struct {
 	routes []Route
 	o      options
 	m      *metrics
+	// incarnation tells this Syncer's copies from a predecessor's with the same
+	// member ID (IncarnationCopyID): 6 random hex digits.
+	incarnation string
 
 	mu      sync.Mutex
 	members []string // live members, nil before the first view (with a coordinator)
@@ -224,7 +227,9 @@ func New(routes []Route, opts ...Option) (*Syncer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Syncer{routes: routes, o: o, m: m, tasks: map[taskKey]*task{}}, nil
+	var inc [3]byte
+	_, _ = rand.Read(inc[:])
+	return &Syncer{routes: routes, o: o, m: m, tasks: map[taskKey]*task{}, incarnation: hex.EncodeToString(inc[:])}, nil
 }
 
 // CheckOptions validates opts as New does, without routes or I/O.
@@ -294,6 +299,15 @@ func CopyID(sourceID, member string) string {
 		sourceID = fmt.Sprintf("%016x", h.Sum64())
 	}
 	return sourceID + "~" + member
+}
+
+// IncarnationCopyID is the ID a Syncer whose incarnation (a random token per
+// Syncer) is incarnation gives its copy of sourceID when CopyID(sourceID, member)
+// is held by another owner, a crashed predecessor with the same member ID:
+// sourceID, "~", member, "~", incarnation (sourceID hashed as in CopyID when too
+// long).
+func IncarnationCopyID(sourceID, member, incarnation string) string {
+	return CopyID(sourceID, member+"~"+incarnation)
 }
 
 // selected reports whether service matches the patterns.

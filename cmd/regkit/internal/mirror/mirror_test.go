@@ -280,6 +280,10 @@ func TestSync(t *testing.T) {
 	t.Run("HandoverToNacos", func(t *testing.T) { testHandover(t, e, e.zkURL(t), e.nacosURL(t)) })
 	t.Run("MembershipNodeLost", func(t *testing.T) { testMembershipNodeLost(t, e) })
 	t.Run("PredecessorCopy", func(t *testing.T) { testPredecessorCopy(t, e) })
+	t.Run("RestartOverlap", func(t *testing.T) { testRestartOverlap(t, e) })
+	t.Run("SourceIDChangeNacosToZooKeeper", func(t *testing.T) { testSourceIDChange(t, e.nacosURL(t), e.zkURL(t)) })
+	t.Run("SourceIDChangeNacosToEtcd", func(t *testing.T) { testSourceIDChange(t, e.nacosURL(t), e.etcdURL(t)) })
+	t.Run("SourceIDChangeZooKeeperToNacos", func(t *testing.T) { testSourceIDChange(t, e.zkURL(t), e.nacosURL(t)) })
 	t.Run("StopAll", func(t *testing.T) { testStopAll(t, e) })
 	t.Run("AllUnhealthyGuard", func(t *testing.T) { testAllUnhealthyGuard(t, e) })
 }
@@ -402,41 +406,107 @@ func testStopAll(t *testing.T, e *env) {
 }
 
 // testPredecessorCopy: a sync restarted after a crash with the crashed one's
-// member ID cannot register a copy whose ID the predecessor's copy still holds;
-// it registers it as soon as the destination no longer lists that copy, not at
-// its retry timer (which used to add up to 3s to the gap the predecessor's
-// expiry leaves; here the timer is an hour).
+// member ID finds the copy's ID held by the predecessor's copy (until its
+// session ends). It registers its copy at once under its incarnation ID
+// (IncarnationCopyID), beside the predecessor's: watchers see the address the
+// whole time. It used to fail with ErrExists and register only after the
+// predecessor's copy had expired, so watchers saw the address missing for a
+// watch round trip.
 func testPredecessorCopy(t *testing.T, e *env) {
 	t.Cleanup(mirror.SetRetryDelay(time.Hour))
 	src, dst := open(t, e.etcdURL(t)), open(t, e.zkURL(t))
 	ss, sd := open(t, e.etcdURL(t)), open(t, e.zkURL(t))
 	const svc = "billing"
-	register(t, src, svc, "s1", 7701)
-	// The crashed predecessor's copy, held by its session (at another port, to
-	// tell it from the new one).
+	r := register(t, src, svc, "s1", 7701)
+	// The crashed predecessor's copy, held by its session.
 	pred := open(t, e.zkURL(t))
-	register(t, pred, svc, mirror.CopyID("s1", "m"), 7702, mirror.MetaSourceCluster, "etcd", mirror.MetaSourceID, "s1",
+	register(t, pred, svc, mirror.CopyID("s1", "m"), 7701, mirror.MetaSourceCluster, "etcd", mirror.MetaSourceID, "s1",
 		mirror.MetaOwner, "m", mirror.MetaGroup, mirror.DefaultGroup)
-	failed := make(chan error, 100)
+	const cp = "127.0.0.1:7701 copy-of s1 from etcd"
+	mirrortest.WantView(t, dst, svc, cp)
+	rec := mirrortest.WatchGaps(t, dst, svc)
 	run(t, []mirror.Route{{From: mirror.Endpoint{Client: ss, Name: "etcd"}, To: mirror.Endpoint{Client: sd, Name: "zk"}}},
-		mirror.WithMemberID("m"), mirror.WithEventHandler(func(ev mirror.Event) {
-			if ev.Kind == mirror.Failed {
-				select {
-				case failed <- ev.Err:
-				default:
-				}
-			}
-		}))
-	select {
-	case err := <-failed:
-		if !errors.Is(err, registry.ErrExists) {
-			t.Fatalf("Failed event with %v, want ErrExists", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("no Failed event within 30s")
-	}
+		mirror.WithMemberID("m"))
+	mirrortest.WantView(t, dst, svc, cp, cp)
 	pred.Close() // the predecessor's session ends, and its copy with it
-	mirrortest.WantView(t, dst, svc, "127.0.0.1:7701 copy-of s1 from etcd")
+	mirrortest.WantView(t, dst, svc, cp)
+	// The copy under the incarnation ID follows its source like any other.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	in := r.Instance()
+	in.Metadata["version"] = "2"
+	if err := r.Update(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 30*time.Second, "the copy updated", func() error {
+		list, err := dst.Instances(ctx, svc)
+		if err != nil {
+			return err
+		}
+		if len(list) != 1 || list[0].Metadata["version"] != "2" || !strings.HasPrefix(list[0].ID, mirror.CopyID("s1", "m")+"~") ||
+			list[0].Metadata[mirror.MetaOwner] != "m" {
+			return fmt.Errorf("copies %v, want one of version 2 under an incarnation ID of s1~m", list)
+		}
+		return nil
+	})
+	rec.Check(t, "a watcher saw the copy missing")
+}
+
+// testRestartOverlap: a sync restarted gracefully with the same member ID, the
+// new process started before the old one is stopped, registers its copies
+// beside the old process's (their IDs collide: it uses its incarnation ID), so
+// stopping the old one leaves no gap. It used to fail with ErrExists until the
+// old process had deregistered its copies, and registered them a watch round
+// trip later.
+func testRestartOverlap(t *testing.T, e *env) {
+	t.Cleanup(mirror.SetRetryDelay(time.Hour))
+	src, dst := open(t, e.etcdURL(t)), open(t, e.zkURL(t))
+	const svc = "ledger"
+	register(t, src, svc, "s1", 7711)
+	newSyncer := func() *syncer {
+		ss, sd := open(t, e.etcdURL(t)), open(t, e.zkURL(t))
+		return run(t, []mirror.Route{{From: mirror.Endpoint{Client: ss, Name: "etcd"}, To: mirror.Endpoint{Client: sd, Name: "zk"}}},
+			mirror.WithMemberID("m"))
+	}
+	const cp = "127.0.0.1:7711 copy-of s1 from etcd"
+	old := newSyncer()
+	mirrortest.WantView(t, dst, svc, cp)
+	rec := mirrortest.WatchGaps(t, dst, svc)
+	newSyncer()
+	mirrortest.WantView(t, dst, svc, cp, cp)
+	old.stop(t)
+	mirrortest.WantView(t, dst, svc, cp)
+	rec.Check(t, "a watcher saw the copy missing")
+}
+
+// testSourceIDChange: a source instance that changes its ID at one address (a
+// Nacos source, where an instance is its address, registered again under a new
+// ID) has its new copy registered before the old one is deregistered. The old
+// copy used to go first, so watchers saw the address missing for a moment. On
+// a Nacos destination the two copies are one entry, which the old copy's
+// Deregister used to delete (see the nacos package doc, Ownership).
+func testSourceIDChange(t *testing.T, srcURL, dstURL string) {
+	src, dst := open(t, srcURL), open(t, dstURL) // src reads the source
+	ss, sd := open(t, srcURL), open(t, dstURL)
+	const svc = "payments"
+	prev := open(t, srcURL) // holds the source instance, under "a"
+	register(t, prev, svc, "a", 7721)
+	run(t, []mirror.Route{{From: mirror.Endpoint{Client: ss, Name: "src"}, To: mirror.Endpoint{Client: sd, Name: "dst"}}})
+	mirrortest.WantView(t, dst, svc, "127.0.0.1:7721 copy-of a from src")
+	rec := mirrortest.WatchGaps(t, dst, svc)
+	for _, id := range []string{"b", "c", "d"} {
+		c := open(t, srcURL)
+		register(t, c, svc, id, 7721)
+		if strings.HasPrefix(srcURL, "nacos:") {
+			// Nacos: the new ID takes the address, and the source's view goes
+			// from the old ID to the new in one step.
+			mirrortest.WantView(t, src, svc, "127.0.0.1:7721 native "+id)
+		}
+		prev.Close()
+		prev = c
+		mirrortest.WantView(t, dst, svc, "127.0.0.1:7721 copy-of "+id+" from src")
+	}
+	rec.Check(t, "a watcher saw the copy missing")
 }
 
 // testMembershipNodeLost: a member whose own membership node is missing for a

@@ -313,11 +313,16 @@ func (t *task) reconcile(ctx context.Context) time.Time {
 	}
 	held := !t.emptySince.IsZero()
 	t.emptySince = time.Time{}
-	for id := range t.copies {
-		if _, ok := want[id]; !ok {
-			t.remove(ctx, id, t.whyGone(id))
+	// Copies no longer wanted go after the new ones are registered (below): a
+	// source instance whose ID changed at one address (restarted with a new ID)
+	// has its new copy listed before the old one goes, never neither.
+	defer func() {
+		for id := range t.copies {
+			if _, ok := want[id]; !ok {
+				t.remove(ctx, id, t.whyGone(id))
+			}
 		}
-	}
+	}()
 	for id := range t.conflicts {
 		if _, ok := want[id]; !ok {
 			delete(t.conflicts, id)
@@ -344,6 +349,7 @@ func (t *task) reconcile(ctx context.Context) time.Time {
 			}
 			continue
 		}
+		in.ID = h.want.ID // CopyID, or this incarnation's (see register)
 		if held || !same(h.want, in) {
 			uctx, cancel := context.WithTimeout(ctx, registerTimeout)
 			err := h.reg.Update(uctx, in)
@@ -395,10 +401,29 @@ func (t *task) lists(id string) bool {
 	return slices.ContainsFunc(t.dst.Instances, func(in registry.Instance) bool { return in.ID == id })
 }
 
+// register registers in, the copy of source instance id. When the destination
+// holds the copy's ID for another owner (a crashed predecessor with this member
+// ID, whose copy lasts until its session or lease ends), it registers the copy
+// at once under this process's incarnation ID (IncarnationCopyID) instead, so
+// that watchers see both copies until the old one expires, never neither.
 func (t *task) register(ctx context.Context, id string, in registry.Instance) bool {
-	rctx, cancel := context.WithTimeout(ctx, registerTimeout)
-	reg, err := t.route.To.Client.Register(rctx, in)
-	cancel()
+	put := func(in registry.Instance) (registry.Registration, error) {
+		rctx, cancel := context.WithTimeout(ctx, registerTimeout)
+		defer cancel()
+		return t.route.To.Client.Register(rctx, in)
+	}
+	reg, err := put(in)
+	if errors.Is(err, registry.ErrExists) {
+		alt := in.Clone()
+		alt.ID = IncarnationCopyID(id, t.s.o.member, t.s.incarnation)
+		if alt.ID != in.ID {
+			t.s.o.logger.Info("mirror: copy ID held by another owner, registering this incarnation's", "service", t.key.service,
+				"route", t.name, "source_id", id, "held_id", in.ID, "id", alt.ID)
+			if reg, err = put(alt); err == nil {
+				in = alt
+			}
+		}
+	}
 	delete(t.conflicts, id)
 	if err != nil {
 		if errors.Is(err, registry.ErrExists) {
