@@ -119,7 +119,7 @@ func (c *Client) Instances(ctx context.Context, service string) ([]Instance, err
 	}
 	c.mu.Unlock()
 	if sw != nil {
-		if s := sw.current(); s != nil && !s.Stale && !sw.guard.lagging(s.Instances) {
+		if s := sw.current(); s != nil && !s.Stale && !sw.guard.lagging(s.Instances) && sw.current() == s {
 			return cloneInstances(s.Instances), nil
 		}
 	}

@@ -239,7 +239,10 @@ func (l *eventLoop) onChange(s *subscription, ch driver.Change) {
 			}
 		}
 		if at != 0 {
-			w.guard.check(at, list)
+			// After the publish below: a reader that sees the guard's news of
+			// an own registration (Client.Watch's first Next, Instances) must
+			// find the snapshot that carries it already published.
+			defer w.guard.check(at, list)
 		}
 		check := l.checkNext && !l.resynced && l.prev != nil
 		l.checkNext = false
@@ -272,7 +275,7 @@ func (l *eventLoop) onChange(s *subscription, ch driver.Change) {
 		return // changes before the first listing are in it
 	}
 	w.c.intern.instances(ch.Puts)
-	w.guard.changed(stamp(), ch.Puts, ch.Deletes)
+	defer w.guard.changed(stamp(), ch.Puts, ch.Deletes) // after the publish (see the Reset above)
 	l.lastGood = now
 	if w.users.Load() == 0 && !l.prev.Stale {
 		l.setAside(ch.Puts, ch.Deletes)

@@ -200,11 +200,16 @@ func (f *watchFunc) deliver(s *Snapshot, err error) {
 	if s == nil || s.Seq <= f.lastSeq {
 		return
 	}
-	if f.lastSeq == 0 && !f.gaveUp && !s.Stale && f.sw.guard.lagging(s.Instances) {
-		if f.held == nil {
-			f.held = f.sw.c.clock.AfterFunc(f.sw.c.opt.reqTimeout, f.giveUp)
+	if f.lastSeq == 0 && !f.gaveUp && !s.Stale {
+		if f.sw.guard.lagging(s.Instances) {
+			if f.held == nil {
+				f.held = f.sw.c.clock.AfterFunc(f.sw.c.opt.reqTimeout, f.giveUp)
+			}
+			return
 		}
-		return
+		if cur := f.sw.current(); cur != nil && cur.Seq > s.Seq {
+			return // a newer snapshot was published after f joined: it is delivered too
+		}
 	}
 	f.lastSeq = s.Seq
 	f.fn(*s, nil)
@@ -457,15 +462,21 @@ func (w *watcher) Next(ctx context.Context) (Snapshot, error) {
 			return Snapshot{}, ErrClosed
 		}
 		s, resyncSeq, ch := w.sw.wait()
-		if s != nil && s.Seq > w.lastSeq && w.lastSeq == 0 && w.user && !s.Stale && held != closedTime &&
-			w.sw.guard.lagging(s.Instances) {
-			// The view predates a Register of this Client that returned: wait
-			// for the next snapshot, which carries it, or take this one when
-			// none comes within the request timeout.
-			if held == nil {
-				held = w.sw.c.clock.After(w.sw.c.opt.reqTimeout)
+		if s != nil && s.Seq > w.lastSeq && w.lastSeq == 0 && w.user && !s.Stale && held != closedTime {
+			if w.sw.guard.lagging(s.Instances) {
+				// The view predates a Register of this Client that returned: wait
+				// for the next snapshot, which carries it, or take this one when
+				// none comes within the request timeout.
+				if held == nil {
+					held = w.sw.c.clock.After(w.sw.c.opt.reqTimeout)
+				}
+				s = nil
+			} else if cur := w.sw.current(); cur != s {
+				// The guard heard of a registration after s was read: its
+				// snapshot is published (the loop publishes before it tells the
+				// guard); take that one.
+				continue
 			}
-			s = nil
 		}
 		if s != nil && s.Seq > w.lastSeq {
 			out := *s
@@ -527,7 +538,8 @@ func (w *serviceWatch) run(ctx context.Context) {
 			lastGood = w.c.clock.Now()
 			driver.SortInstances(l.Instances)
 			w.c.intern.instances(l.Instances)
-			w.guard.check(gen, l.Instances)
+			// After the publish: see eventLoop.onChange.
+			defer w.guard.check(gen, l.Instances)
 			s := Snapshot{Service: w.service, Instances: l.Instances, Revision: l.Revision,
 				LastGood: lastGood, Resynced: gap && prev != nil, ReplicaLag: l.ReplicaLag,
 				NoLeader: l.NoLeader, ProtectThreshold: l.ProtectThreshold, clock: w.c.clock}
