@@ -4,6 +4,8 @@
 #   - Apache Curator 5.4 (client, framework, recipes, x-discovery) from Debian's
 #     libcurator-*-java packages, and a JDK (javac): the zk interop tests compile and
 #     run a Curator peer against the test ZooKeeper;
+#   - node-zookeeper-dubbo (npm, pinned) and Node.js: the zk layout=dubbo interop test
+#     runs it as a live Dubbo consumer (internal/testenv/dubbojs/peer.js);
 #   - Consul, built from the Go module proxy (replace directives dropped), cached;
 #   - Polaris (Nacos-compatible v1 API), built from the Go module proxy, cached.
 # etcd needs nothing: the tests embed the real server (go.etcd.io/etcd/server/v3/embed,
@@ -14,6 +16,8 @@
 set -euo pipefail
 
 CONSUL_VERSION=${CONSUL_VERSION:-v1.22.0}
+# Keep in step with testenv.DubboJSVersion.
+DUBBOJS_VERSION=${DUBBOJS_VERSION:-3.0.15}
 POLARIS_VERSION=${POLARIS_VERSION:-v1.18.1}
 DIR=${REGKIT_SERVERS_DIR:-$HOME/.cache/regkit/servers}
 mkdir -p "$DIR"
@@ -50,6 +54,25 @@ install_curator() {
   $SUDO apt-get update -qq
   # shellcheck disable=SC2086
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+}
+
+# The Dubbo JS peer of the zk interop tests (internal/testenv/dubbojs/peer.js) runs
+# node-zookeeper-dubbo from $DIR/dubbojs/node_modules with Node.js.
+install_dubbojs() {
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    log "dubbojs: apt-get install nodejs npm"
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  local pkg="$DIR/dubbojs/node_modules/node-zookeeper-dubbo/package.json"
+  if [ -f "$pkg" ] && grep -q "\"version\": \"$DUBBOJS_VERSION\"" "$pkg"; then
+    log "dubbojs: node-zookeeper-dubbo $DUBBOJS_VERSION cached in $DIR/dubbojs"
+    return
+  fi
+  log "dubbojs: npm install node-zookeeper-dubbo@$DUBBOJS_VERSION"
+  mkdir -p "$DIR/dubbojs"
+  npm install --prefix "$DIR/dubbojs" --no-audit --no-fund --save-exact "node-zookeeper-dubbo@$DUBBOJS_VERSION" >/dev/null
 }
 
 # build_from_proxy MODULE VERSION OUTPUT [PACKAGE]
@@ -106,11 +129,12 @@ install_polaris() {
 
 what=${1:-all}
 case "$what" in
-  all) install_zookeeper; install_curator; install_consul; install_polaris ;;
-  zookeeper) install_zookeeper; install_curator ;;
+  all) install_zookeeper; install_curator; install_dubbojs; install_consul; install_polaris ;;
+  zookeeper) install_zookeeper; install_curator; install_dubbojs ;;
   curator) install_curator ;;
+  dubbojs) install_dubbojs ;;
   consul) install_consul ;;
   polaris) install_polaris ;;
-  *) log "usage: $0 [all|zookeeper|curator|consul|polaris]"; exit 2 ;;
+  *) log "usage: $0 [all|zookeeper|curator|dubbojs|consul|polaris]"; exit 2 ;;
 esac
 log "servers ready in $DIR"
