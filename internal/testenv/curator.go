@@ -3,7 +3,6 @@
 package testenv
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
@@ -18,7 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -85,14 +83,11 @@ type CuratorPeerConfig struct {
 // command to CuratorPeer.java and, if wanted, a typed helper here). Its methods are
 // safe for concurrent use; requests are answered one at a time.
 type CuratorPeer struct {
-	t       testing.TB
-	cmd     *exec.Cmd
-	stdin   io.WriteCloser
-	logPath string
+	*peerProc // Kill, Close (it closes its Curator client, deleting its ephemeral nodes)
+	t         testing.TB
 
 	reqMu   sync.Mutex  // one request in flight
 	answers chan string // lines that are not events
-	done    chan struct{}
 
 	mu     sync.Mutex
 	events []string
@@ -143,36 +138,12 @@ func StartCuratorPeer(t testing.TB, cfg CuratorPeerConfig) *CuratorPeer {
 	if err != nil {
 		t.Fatalf("testenv: the Curator peer needs Java (%v): run scripts/install-servers.sh", err)
 	}
-	p := &CuratorPeer{t: t, logPath: filepath.Join(t.TempDir(), "curator-peer.log"),
-		answers: make(chan string, 4), done: make(chan struct{})}
-	logf, err := os.Create(p.logPath)
-	if err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
-	defer logf.Close() // the child has its own descriptor
-	p.cmd = exec.Command(java, "-Xms16m", "-Xmx128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto",
+	p := &CuratorPeer{t: t, answers: make(chan string, 4)}
+	cmd := exec.Command(java, "-Xms16m", "-Xmx128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto",
 		"-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
 		"-cp", cp+":"+strings.Join(curatorJars, ":"),
 		"CuratorPeer", cfg.Connect, strconv.FormatInt(cfg.SessionTimeout.Milliseconds(), 10), cfg.BasePath)
-	p.cmd.Stderr = logf
-	p.cmd.SysProcAttr = sysProcAttr()
-	out, err := p.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
-	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("testenv: start the Curator peer: %v", err)
-	}
-	go p.read(out)
-	t.Cleanup(func() {
-		p.Close()
-		if t.Failed() {
-			t.Logf("--- Curator peer log %s ---\n%s", p.logPath, p.logTail())
-		}
-	})
+	p.peerProc = startPeerProc(t, "Curator peer", cmd, filepath.Join(t.TempDir(), "curator-peer.log"), "quit", p.onLine)
 	select {
 	case line := <-p.answers:
 		if line != "ready" {
@@ -186,26 +157,19 @@ func StartCuratorPeer(t testing.TB, cfg CuratorPeerConfig) *CuratorPeer {
 	return p
 }
 
-// read dispatches the peer's output lines until it ends, then reaps the process.
-func (p *CuratorPeer) read(out io.Reader) {
-	sc := bufio.NewScanner(out)
-	sc.Buffer(make([]byte, 64<<10), 16<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if ev, ok := strings.CutPrefix(line, "event "); ok {
-			p.mu.Lock()
-			p.events = append(p.events, ev)
-			p.mu.Unlock()
-			continue
-		}
-		select {
-		case p.answers <- line:
-		default: // nobody asked: a protocol error the next Do reports as a wrong answer
-		}
+// onLine dispatches one line of the peer's output: an event, or an answer.
+func (p *CuratorPeer) onLine(line string) bool {
+	if ev, ok := strings.CutPrefix(line, "event "); ok {
+		p.mu.Lock()
+		p.events = append(p.events, ev)
+		p.mu.Unlock()
+		return true
 	}
-	_, _ = io.Copy(io.Discard, out)
-	_ = p.cmd.Wait()
-	close(p.done)
+	select {
+	case p.answers <- line:
+	default: // nobody asked: a protocol error the next Do reports as a wrong answer
+	}
+	return true
 }
 
 // Do sends one command (its tokens must not contain white space) and returns the
@@ -394,39 +358,6 @@ func (p *CuratorPeer) Events() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]string(nil), p.events...)
-}
-
-// Kill SIGKILLs the peer (its session is not closed: its ephemeral nodes stay
-// until the session expires) and waits until it is reaped.
-func (p *CuratorPeer) Kill() {
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	<-p.done
-}
-
-// Close asks the peer to close its Curator client (deleting its ephemeral nodes)
-// and exit, killing it after 15s; a no-op once it has exited.
-func (p *CuratorPeer) Close() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_, _ = io.WriteString(p.stdin, "quit\n")
-	_ = p.stdin.Close()
-	select {
-	case <-p.done:
-	case <-time.After(15 * time.Second):
-		p.Kill()
-	}
-}
-
-func (p *CuratorPeer) logTail() string {
-	b, _ := os.ReadFile(p.logPath)
-	const max = 4000
-	if len(b) > max {
-		b = b[len(b)-max:]
-	}
-	return strings.TrimSpace(string(b))
 }
 
 var curatorCompile sync.Mutex

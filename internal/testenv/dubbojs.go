@@ -3,17 +3,14 @@
 package testenv
 
 import (
-	"bufio"
 	_ "embed"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -49,12 +46,9 @@ type DubboJSProvider struct {
 // host:port) and registers its consumer URLs, as an application using the package
 // does. Its methods are safe for concurrent use.
 type DubboJSPeer struct {
-	t       testing.TB
-	cmd     *exec.Cmd
-	stdin   io.WriteCloser
-	logPath string
-	done    chan struct{}
-	first   chan struct{} // closed at the first report
+	*peerProc // Kill, Close (it closes its ZooKeeper client, deleting its consumer nodes)
+	t         testing.TB
+	first     chan struct{} // closed at the first report
 
 	mu      sync.Mutex
 	reports int
@@ -91,34 +85,10 @@ func StartDubboJSPeer(t testing.TB, connect, root string, deps map[string]DubboJ
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
-	p := &DubboJSPeer{t: t, logPath: filepath.Join(dir, "dubbojs-peer.log"),
-		done: make(chan struct{}), first: make(chan struct{})}
-	logf, err := os.Create(p.logPath)
-	if err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
-	defer logf.Close() // the child has its own descriptor
-	p.cmd = exec.Command(node, script, connect, root, string(depsJSON))
-	p.cmd.Env = append(os.Environ(), "NODE_PATH="+modules, "FORCE_COLOR=0")
-	p.cmd.Stderr = logf
-	p.cmd.SysProcAttr = sysProcAttr()
-	out, err := p.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
-	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("testenv: start the Dubbo JS peer: %v", err)
-	}
-	go p.read(out)
-	t.Cleanup(func() {
-		p.Close()
-		if t.Failed() {
-			t.Logf("--- Dubbo JS peer log %s ---\n%s", p.logPath, p.logTail())
-		}
-	})
+	p := &DubboJSPeer{t: t, first: make(chan struct{})}
+	cmd := exec.Command(node, script, connect, root, string(depsJSON))
+	cmd.Env = append(os.Environ(), "NODE_PATH="+modules, "FORCE_COLOR=0")
+	p.peerProc = startPeerProc(t, "Dubbo JS peer", cmd, filepath.Join(dir, "dubbojs-peer.log"), "", p.onLine)
 	select {
 	case <-p.first:
 	case <-p.done:
@@ -129,40 +99,24 @@ func StartDubboJSPeer(t testing.TB, connect, root string, deps map[string]DubboJ
 	return p
 }
 
-// read keeps the peer's reports and logs its other output lines (the package's
-// own messages) until it ends, then reaps the process.
-func (p *DubboJSPeer) read(out io.Reader) {
-	log, err := os.OpenFile(p.logPath, os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		log = nil
+// onLine takes a report of the providers chosen; other lines go to the log.
+func (p *DubboJSPeer) onLine(line string) bool {
+	r, ok := strings.CutPrefix(line, "providers ")
+	if !ok {
+		return false
 	}
-	sc := bufio.NewScanner(out)
-	sc.Buffer(make([]byte, 64<<10), 16<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if r, ok := strings.CutPrefix(line, "providers "); ok {
-			var m map[string]json.RawMessage
-			if json.Unmarshal([]byte(r), &m) == nil {
-				p.mu.Lock()
-				p.latest = m
-				p.reports++
-				if p.reports == 1 {
-					close(p.first)
-				}
-				p.mu.Unlock()
-				continue
-			}
-		}
-		if log != nil {
-			fmt.Fprintln(log, line)
-		}
+	var m map[string]json.RawMessage
+	if json.Unmarshal([]byte(r), &m) != nil {
+		return false
 	}
-	if log != nil {
-		log.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.latest = m
+	p.reports++
+	if p.reports == 1 {
+		close(p.first)
 	}
-	_, _ = io.Copy(io.Discard, out)
-	_ = p.cmd.Wait()
-	close(p.done)
+	return true
 }
 
 // Chosen returns the providers the peer's latest report says it chose for the
@@ -181,35 +135,4 @@ func (p *DubboJSPeer) Chosen(key string) ([]DubboJSProvider, int, error) {
 		return nil, n, fmt.Errorf("dubbojs peer: dependency %q: %s", key, raw)
 	}
 	return ps, n, nil
-}
-
-// Kill kills the peer with SIGKILL (its ZooKeeper session stays until it expires).
-func (p *DubboJSPeer) Kill() {
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	<-p.done
-}
-
-// Close closes the peer's ZooKeeper client (deleting its consumer nodes) and ends
-// it, killing it after 15s; a no-op once it has exited.
-func (p *DubboJSPeer) Close() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.stdin.Close()
-	select {
-	case <-p.done:
-	case <-time.After(15 * time.Second):
-		p.Kill()
-	}
-}
-
-func (p *DubboJSPeer) logTail() string {
-	b, _ := os.ReadFile(p.logPath)
-	const max = 4000
-	if len(b) > max {
-		b = b[len(b)-max:]
-	}
-	return strings.TrimSpace(string(b))
 }
