@@ -46,6 +46,30 @@ func nextUntil(t testing.TB, w registry.Watcher, timeout time.Duration, what str
 	}
 }
 
+// faultUntilStale starts fault (s.proxy.Cut or Blackhole) and waits, at most
+// timeout, until w publishes a Stale snapshot. It returns heal, which ends the
+// fault once (later calls do nothing): defer it, and call it where the test heals.
+// The fault is healed if the wait fails.
+func faultUntilStale(t testing.TB, s *server, fault func(), w registry.Watcher, timeout time.Duration, what string) (heal func()) {
+	t.Helper()
+	fault()
+	heal = sync.OnceFunc(s.proxy.Heal)
+	stale := false
+	defer func() {
+		if !stale {
+			heal() // t.Fatal ends the test through this defer
+		}
+	}()
+	nextUntil(t, w, timeout, what, func(snap registry.Snapshot) error {
+		if !snap.Stale {
+			return errors.New("not stale")
+		}
+		return nil
+	})
+	stale = true
+	return heal
+}
+
 // faultSetup registers three instances through a, watches them through b and binds
 // an ephemeral key to a session of a.
 type faultSetup struct {
@@ -199,19 +223,8 @@ func TestCutLongerThanSessionTTL(t *testing.T) {
 	s := startServer(t)
 	leak := goleak.IgnoreCurrent()
 	f := setupFault(t, s, "cut")
-	s.proxy.Cut()
-	healed := false
-	defer func() {
-		if !healed {
-			s.proxy.Heal()
-		}
-	}()
-	nextUntil(t, f.w, 30*time.Second, "stale during the cut", func(snap registry.Snapshot) error {
-		if !snap.Stale {
-			return errors.New("not stale")
-		}
-		return nil
-	})
+	heal := faultUntilStale(t, s, s.proxy.Cut, f.w, 30*time.Second, "stale during the cut")
+	defer heal()
 	testenv.Eventually(t, 30*time.Second, "instances critical on the agent", func() error {
 		if got := s.agentView(t, "cut/svc"); len(got) > 0 {
 			return fmt.Errorf("still passing: %v", got)
@@ -229,8 +242,7 @@ func TestCutLongerThanSessionTTL(t *testing.T) {
 		}
 		return nil
 	})
-	s.proxy.Heal()
-	healed = true
+	heal()
 	f.recovered(t, s, "cut")
 	f.close(t)
 	goleak.VerifyNone(t, s.leakOpts(leak)...)
@@ -300,21 +312,9 @@ func TestBlackhole(t *testing.T) {
 		}
 		return nil
 	})
-	s.proxy.Blackhole()
-	healed := false
-	defer func() {
-		if !healed {
-			s.proxy.Heal()
-		}
-	}()
-	nextUntil(t, w, 30*time.Second, "stale during the partition", func(s registry.Snapshot) error {
-		if !s.Stale {
-			return errors.New("not stale")
-		}
-		return nil
-	})
-	s.proxy.Heal()
-	healed = true
+	heal := faultUntilStale(t, s, s.proxy.Blackhole, w, 30*time.Second, "stale during the partition")
+	defer heal()
+	heal()
 	if _, err := a.Register(ctx, registry.Instance{Service: "svc", ID: "b2", Host: "127.0.0.1", Port: 7901}); err != nil {
 		t.Fatal(err)
 	}
@@ -390,21 +390,9 @@ func TestWatchWakesWhenTheAgentIsBack(t *testing.T) {
 		}
 		return nil
 	})
-	s.proxy.Blackhole()
-	healed := false
-	defer func() {
-		if !healed {
-			s.proxy.Heal()
-		}
-	}()
-	nextUntil(t, w, 20*time.Second, "stale during the partition", func(s registry.Snapshot) error {
-		if !s.Stale {
-			return errors.New("not stale")
-		}
-		return nil
-	})
-	s.proxy.Heal()
-	healed = true
+	heal := faultUntilStale(t, s, s.proxy.Blackhole, w, 20*time.Second, "stale during the partition")
+	defer heal()
+	heal()
 	nextUntil(t, w, 15*time.Second, "fresh again after the heal, before the backoff's end", func(s registry.Snapshot) error {
 		if s.Stale {
 			return fmt.Errorf("still stale: %v", s.Err)
