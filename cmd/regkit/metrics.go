@@ -16,6 +16,8 @@ import (
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+
+	"github.com/regkit/regkit/internal/decimal"
 )
 
 const metricsFlagHelp = "serve the OpenTelemetry metrics in Prometheus text format at http://`HOST:PORT`/metrics (port 0: any free port, printed on stderr)"
@@ -41,7 +43,7 @@ func validMetricsAddr(addr string) error {
 	if err != nil {
 		return usagef("invalid --metrics-addr %q: %v", addr, err)
 	}
-	if n, err := strconv.Atoi(port); err != nil || !isDigits(port) || n < 0 || n > 65535 {
+	if n, err := strconv.Atoi(port); err != nil || !decimal.Digits(port) || n < 0 || n > 65535 {
 		return usagef("invalid --metrics-addr %q: port must be a number in 0-65535", addr)
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/regkit/regkit/internal/decimal"
 	"github.com/regkit/regkit/registry"
 	"github.com/regkit/regkit/registry/address"
 )
@@ -116,7 +117,7 @@ func parseInstance(service, hostport string, meta []string, zone string, weight 
 		return registry.Instance{}, usagef("invalid argument HOST:PORT %q: %v", hostport, err)
 	}
 	port, err := strconv.Atoi(portStr)
-	if err != nil || !isDigits(portStr) || port < 1 || port > 65535 {
+	if err != nil || !decimal.Digits(portStr) || port < 1 || port > 65535 {
 		return registry.Instance{}, usagef("invalid argument HOST:PORT %q: port must be a number in 1-65535", hostport)
 	}
 	if weightSet && weight < 1 {
@@ -191,18 +192,4 @@ func printRegEvent(g *globals, reg registry.Registration, s registry.Registratio
 	}
 	_, werr := fmt.Fprintf(g.stdout, "%s %s\n", time.Now().Format("15:04:05.000"), msg)
 	return werr
-}
-
-// isDigits reports whether s is a plain decimal number (strconv.Atoi also takes a
-// sign: "+80" is no port).
-func isDigits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, r := range s {
-		if r < '0' || r > '9' {
-			return false
-		}
-	}
-	return true
 }

@@ -69,6 +69,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/regkit/regkit/internal/decimal"
 )
 
 // Environment variables read by Resolve (through Resolver.Getenv).
@@ -223,7 +225,7 @@ func (r *Resolver) resolvePort(configured int) (int, string, error) {
 			continue
 		}
 		p, err := strconv.Atoi(v)
-		if err != nil || !digits(v) || p < 1 || p > 65535 {
+		if err != nil || !decimal.Digits(v) || p < 1 || p > 65535 {
 			return 0, "", fmt.Errorf("address: %s=%q: not a port: want decimal digits in 1-65535", key, raw)
 		}
 		return p, key, nil
@@ -238,17 +240,6 @@ func (r *Resolver) resolvePort(configured int) (int, string, error) {
 		return r.Port, "configured", nil
 	}
 	return 0, "", nil
-}
-
-// digits reports whether s is one or more ASCII decimal digits (strconv.Atoi
-// also takes a sign).
-func digits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return s != ""
 }
 
 func (r *Resolver) resolveHost(configured string) (string, string, error) {

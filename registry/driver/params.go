@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/regkit/regkit/internal/decimal"
 )
 
 // Params reads a URL's query parameters for a driver and remembers which were read,
@@ -112,7 +114,7 @@ func (p *Params) Int(name string, def int) int {
 		return def
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil || !digits(strings.TrimPrefix(v, "-")) {
+	if err != nil || !decimal.Digits(strings.TrimPrefix(v, "-")) {
 		p.fail(name, v, "want an integer")
 		return def
 	}
@@ -200,7 +202,7 @@ func Hosts(u *url.URL, defPort int) ([]string, error) {
 		if err != nil {
 			return nil, invalid("url", RedactURL(u), "bad host "+strconv.Quote(h)+": "+err.Error())
 		}
-		if n, err := strconv.Atoi(port); err != nil || !digits(port) || n < 1 || n > 65535 {
+		if n, err := strconv.Atoi(port); err != nil || !decimal.Digits(port) || n < 1 || n > 65535 {
 			return nil, invalid("url", RedactURL(u), "host "+strconv.Quote(h)+": port must be decimal digits in 1-65535")
 		}
 		if err := validHost(host); err != nil {
@@ -209,17 +211,6 @@ func Hosts(u *url.URL, defPort int) ([]string, error) {
 		out = append(out, h)
 	}
 	return out, nil
-}
-
-// digits reports whether s is one or more ASCII decimal digits: no sign, no
-// space (strconv.Atoi takes a sign).
-func digits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return s != ""
 }
 
 // ValidKey reports why key cannot be a store key, or nil. A key is "/" or a
