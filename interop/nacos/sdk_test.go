@@ -182,35 +182,10 @@ func TestRegkitRegistersSDKReads(t *testing.T) {
 	pl := testenv.StartPolaris(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*wait)
 	defer cancel()
-	eph := open(t, pl.NacosAddr(), "group=billing-group&cluster=main")
-	pers := open(t, pl.NacosAddr(), "group=billing-group&ephemeral=false")
-	r1, err := eph.Register(ctx, registry.Instance{ID: "go-1", Service: "billing", Host: "10.2.0.1", Port: 9000,
-		Weight: 300, Zone: "eu-2", Metadata: map[string]string{"version": "v2"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r1.Close()
-	r2, err := eph.Register(ctx, registry.Instance{Service: "billing", Host: "10.2.0.2", Port: 9001})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r2.Close()
-	r3, err := pers.Register(ctx, registry.Instance{Service: "billing", Host: "10.2.0.3", Port: 9002, Weight: 200})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r3.Close()
-
-	want := []sdkInstance{
-		{IP: "10.2.0.1", Port: 9000, Cluster: "eu-2", Weight: 3, Enabled: true, Healthy: true, Ephemer: true,
-			Metadata: map[string]string{"version": "v2", "regkit.id": "go-1", "regkit.weight": "300"}},
-		{IP: "10.2.0.2", Port: 9001, Cluster: "main", Weight: 1, Enabled: true, Healthy: true, Ephemer: true,
-			Metadata: map[string]string{"regkit.id": "10.2.0.2:9001", "regkit.weight": "100"}},
-		// Polaris 1.18.1 ignores the ephemeral parameter and lists every instance
-		// as ephemeral (model.Instance.FromSpecInstance).
-		{IP: "10.2.0.3", Port: 9002, Cluster: "DEFAULT", Weight: 2, Enabled: true, Healthy: true, Ephemer: true,
-			Metadata: map[string]string{"regkit.id": "10.2.0.3:9002", "regkit.weight": "200"}},
-	}
+	registerBilling(t, ctx, pl.NacosAddr())
+	// Polaris 1.18.1 ignores the ephemeral parameter and lists every instance as
+	// ephemeral (model.Instance.FromSpecInstance).
+	want := billingWant(true)
 	testenv.Eventually(t, wait, "nacos-sdk-go lists regkit's instances", func() error {
 		// A fresh client each time: its first query is a fresh read (see sdkClient).
 		sdk := sdkClient(t, pl.NacosAddr())
@@ -220,21 +195,68 @@ func TestRegkitRegistersSDKReads(t *testing.T) {
 		}
 		got := make([]sdkInstance, 0, len(list))
 		for _, in := range list {
-			g := fromSDK(in)
-			// regkit.owner marks which connection owns the ID (one owner per ID):
-			// a token of its own, different per run; present on every instance.
-			if g.Metadata["regkit.owner"] == "" {
-				return fmt.Errorf("%s:%d has no regkit.owner: %+v", g.IP, g.Port, g.Metadata)
-			}
-			delete(g.Metadata, "regkit.owner")
-			got = append(got, g)
+			got = append(got, fromSDK(in))
 		}
-		sortSDK(got)
-		if !equalSDK(got, want) {
-			return fmt.Errorf("got %+v, want %+v", got, want)
-		}
-		return nil
+		return sameOwned(got, want)
 	})
+}
+
+// registerBilling registers, through regkit on the Nacos server at addr, the
+// instances of service billing in group billing-group that billingWant describes:
+// two on an ephemeral connection (cluster main; one with an ID, weight, zone and
+// metadata of its own) and one on a persistent one. They are deregistered when
+// the test ends.
+func registerBilling(t *testing.T, ctx context.Context, addr string) {
+	t.Helper()
+	eph := open(t, addr, "group=billing-group&cluster=main")
+	pers := open(t, addr, "group=billing-group&ephemeral=false")
+	for _, r := range []struct {
+		c    *registry.Client
+		inst registry.Instance
+	}{
+		{eph, registry.Instance{ID: "go-1", Service: "billing", Host: "10.2.0.1", Port: 9000,
+			Weight: 300, Zone: "eu-2", Metadata: map[string]string{"version": "v2"}}},
+		{eph, registry.Instance{Service: "billing", Host: "10.2.0.2", Port: 9001}},
+		{pers, registry.Instance{Service: "billing", Host: "10.2.0.3", Port: 9002, Weight: 200}},
+	} {
+		reg, err := r.c.Register(ctx, r.inst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { reg.Close() })
+	}
+}
+
+// billingWant is what a Nacos client reads of registerBilling's instances;
+// persistentListedEphemeral is the ephemeral flag the server reports for the
+// persistent one.
+func billingWant(persistentListedEphemeral bool) []sdkInstance {
+	return []sdkInstance{
+		{IP: "10.2.0.1", Port: 9000, Cluster: "eu-2", Weight: 3, Enabled: true, Healthy: true, Ephemer: true,
+			Metadata: map[string]string{"version": "v2", "regkit.id": "go-1", "regkit.weight": "300"}},
+		{IP: "10.2.0.2", Port: 9001, Cluster: "main", Weight: 1, Enabled: true, Healthy: true, Ephemer: true,
+			Metadata: map[string]string{"regkit.id": "10.2.0.2:9001", "regkit.weight": "100"}},
+		{IP: "10.2.0.3", Port: 9002, Cluster: "DEFAULT", Weight: 2, Enabled: true, Healthy: true, Ephemer: persistentListedEphemeral,
+			Metadata: map[string]string{"regkit.id": "10.2.0.3:9002", "regkit.weight": "200"}},
+	}
+}
+
+// sameOwned reports how got, the instances a Nacos client listed, differs from
+// want. regkit.owner marks which connection owns an ID (one owner per ID): a
+// token of its own, different per run, present on every instance; it is checked
+// for and then left out of the comparison. got is sorted in place.
+func sameOwned(got, want []sdkInstance) error {
+	for _, g := range got {
+		if g.Metadata["regkit.owner"] == "" {
+			return fmt.Errorf("%s:%d has no regkit.owner: %+v", g.IP, g.Port, g.Metadata)
+		}
+		delete(g.Metadata, "regkit.owner")
+	}
+	sortSDK(got)
+	if !equalSDK(got, want) {
+		return fmt.Errorf("got %+v, want %+v", got, want)
+	}
+	return nil
 }
 
 // A nacos-sdk-go Subscribe callback is notified of regkit's register and
